@@ -1,0 +1,165 @@
+"""Validation and formatting of user-supplied values: byte sizes, walltimes, names.
+
+Every check raises a ``ValueError`` that names the keyword and the accepted forms, so that a
+bad value is reported when the cluster is built, before anything reaches a batch system.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+
+from dask.utils import parse_bytes
+
+KIB = 2**10
+MIB = 2**20
+GIB = 2**30
+
+_BYTES_FORMS = "a number of bytes or a string such as '4GB', '4GiB', '512MB', '1.5TB'"
+
+
+def parse_memory(value: object, keyword: str = "memory") -> int:
+    """Return ``value`` as a positive number of bytes, or raise ``ValueError``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
+    if isinstance(value, (int, float)):
+        nbytes = int(value)
+    elif isinstance(value, str):
+        try:
+            nbytes = int(parse_bytes(value.strip()))
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}"
+            ) from None
+    else:
+        raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
+    if nbytes <= 0:
+        raise ValueError(f"{keyword}={value!r} must be a positive size ({_BYTES_FORMS})")
+    return nbytes
+
+
+def parse_positive_int(value: object, keyword: str, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as an int >= 1 (or >= 0), or raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{keyword}={value!r} must be a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{keyword}={value!r} must be a whole number") from None
+    if isinstance(value, float) and number != value:
+        raise ValueError(f"{keyword}={value!r} must be a whole number")
+    lowest = 0 if allow_zero else 1
+    if number < lowest:
+        raise ValueError(f"{keyword}={value!r} must be >= {lowest}")
+    return number
+
+
+def format_memory_limit(nbytes: int) -> str:
+    """Format a per-worker memory limit for ``--memory-limit`` without rounding up.
+
+    Whole GiB are written as ``NGiB``; anything else is floored to MiB (``NMiB``), so the sum
+    of the worker limits never exceeds what the job asked the batch system for.
+    """
+    if nbytes >= GIB and nbytes % GIB == 0:
+        return f"{nbytes // GIB}GiB"
+    if nbytes >= MIB:
+        return f"{nbytes // MIB}MiB"
+    return str(max(nbytes, 1))
+
+
+def ceil_to_unit(nbytes: int, units: Sequence[tuple[str, int, int]], smallest: str) -> str:
+    """Round ``nbytes`` up into the first unit whose threshold it reaches.
+
+    ``units`` are ``(suffix, unit_size, threshold)`` from largest to smallest; ``smallest`` is
+    the suffix used below every threshold (with unit size 1).
+    """
+    for suffix, size, threshold in units:
+        if nbytes >= threshold:
+            return f"{math.ceil(nbytes / size)}{suffix}"
+    return f"{max(nbytes, 1)}{smallest}"
+
+
+# ---------------------------------------------------------------------------- walltime
+
+_WALLTIME_FORMS: dict[str, tuple[str, re.Pattern[str]]] = {
+    "seconds": ("SECONDS", re.compile(r"^(?P<s>\d+)$")),
+    "minutes": ("MINUTES", re.compile(r"^(?P<m>\d+)$")),
+    "hh:mm:ss": ("HH:MM:SS", re.compile(r"^(?P<h>\d+):(?P<m>\d{1,2}):(?P<s>\d{1,2})$")),
+    "hh:mm": ("HH:MM", re.compile(r"^(?P<h>\d+):(?P<m>\d{1,2})$")),
+    "mm:ss": ("MM:SS", re.compile(r"^(?P<m>\d+):(?P<s>\d{1,2})$")),
+    "hours": ("HOURS", re.compile(r"^(?P<h>\d+)$")),
+    "d-hh": ("D-HH", re.compile(r"^(?P<d>\d+)-(?P<h>\d{1,2})$")),
+    "d-hh:mm": ("D-HH:MM", re.compile(r"^(?P<d>\d+)-(?P<h>\d{1,2}):(?P<m>\d{1,2})$")),
+    "d-hh:mm:ss": (
+        "D-HH:MM:SS",
+        re.compile(r"^(?P<d>\d+)-(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})$"),
+    ),
+}
+
+
+def parse_walltime(value: object, forms: Iterable[str], keyword: str = "walltime") -> int:
+    """Return the walltime in seconds if ``value`` matches one of ``forms``.
+
+    ``forms`` are keys of the table above, in the order the scheduler tries them (Slurm reads a
+    bare number as minutes, PBS and SGE as seconds). Raise ``ValueError`` naming the keyword and
+    the forms this scheduler accepts.
+    """
+    forms = list(forms)
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text:
+        for form in forms:
+            match = _WALLTIME_FORMS[form][1].match(text)
+            if match:
+                parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+                if parts.get("m", 0) >= 60 and "h" in parts or parts.get("s", 0) >= 60 and (
+                    "m" in parts
+                ):
+                    continue
+                return (
+                    parts.get("d", 0) * 86400
+                    + parts.get("h", 0) * 3600
+                    + parts.get("m", 0) * 60
+                    + parts.get("s", 0)
+                )
+    accepted = ", ".join(_WALLTIME_FORMS[f][0] for f in forms)
+    raise ValueError(f"{keyword}={value!r} is not a walltime this scheduler accepts: use {accepted}")
+
+
+# ---------------------------------------------------------------------------- names & directives
+
+_NAME_RE = re.compile(r"^(?:[A-Za-z0-9_.+@%:-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})+$")
+
+
+def check_name(value: object, keyword: str) -> str:
+    """Validate a job or worker name: letters, digits, ``_.+@%:-`` and ``$VAR``/``${VAR}``."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise ValueError(
+            f"{keyword}={value!r} is not a valid name: use letters, digits and _ . + @ % : -, "
+            "optionally with $VARIABLE references expanded by the job's shell"
+        )
+    return value
+
+
+def check_directive_value(value: object, keyword: str) -> str:
+    """Reject values that would break out of a one-line header directive."""
+    text = str(value)
+    if "\n" in text or "\r" in text or "\x00" in text:
+        raise ValueError(f"{keyword}={value!r} must be a single line (no newline characters)")
+    return text
+
+
+def check_directive_list(values: Iterable[object], keyword: str) -> list[str]:
+    """Validate each entry of a list of directives (``job_extra_directives`` & co)."""
+    if isinstance(values, str):
+        raise ValueError(f"{keyword} must be a list of strings, not the string {values!r}")
+    return [check_directive_value(v, keyword) for v in values]
+
+
+def check_string_list(values: object, keyword: str) -> list[str]:
+    """Accept a list/tuple of strings (``None`` means empty)."""
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{keyword} must be a list of strings, got {values!r}")
+    return [str(v) for v in values]

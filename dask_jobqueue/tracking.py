@@ -1,0 +1,204 @@
+"""One state model for the jobs of every batch system, and the table users see.
+
+Each scheduler dialect translates its own status output into :class:`JobStatus` values; the
+cluster keeps one :class:`JobRecord` per submitted job and exposes them as ``cluster.jobs``.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+class JobState(str, enum.Enum):
+    """Where a batch job is in its life, the same words for every scheduler."""
+
+    QUEUED = "queued"
+    HELD = "held"
+    RUNNING = "running"
+    CONNECTED = "connected"  # running, and at least one of its Dask workers has connected
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed-out"
+    LOST = "lost"  # vanished from the batch system without a final state
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_STATES
+
+    @property
+    def is_waiting(self) -> bool:
+        return self in (JobState.QUEUED, JobState.HELD)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FINAL_STATES = frozenset(
+    {JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
+)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What one status query said about one job."""
+
+    state: JobState
+    reason: str | None = None
+    exit_code: int | None = None
+    native_state: str | None = None  # the scheduler's own word, e.g. "PENDING", "qw", "PEND"
+
+
+@dataclass
+class JobRecord:
+    """Everything the cluster knows about one batch job it submitted."""
+
+    name: str
+    job_id: str
+    state: JobState = JobState.QUEUED
+    reason: str | None = "submitted"
+    native_state: str | None = None
+    exit_code: int | None = None
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    workers_expected: int = 1
+    workers_connected: int = 0
+    ever_connected: bool = False
+    error: str | None = None  # explanation for a job that ended badly (with its stderr tail)
+
+    def apply(self, status: JobStatus, now: float | None = None) -> bool:
+        """Update from a status report; return True if the visible state changed."""
+        now = time.time() if now is None else now
+        before = (self.state, self.reason, self.exit_code)
+        state = status.state
+        if state == JobState.RUNNING and self.workers_connected:
+            state = JobState.CONNECTED
+        if state in (JobState.RUNNING, JobState.CONNECTED) and self.started_at is None:
+            self.started_at = now
+        if state.is_final and self.ended_at is None:
+            self.ended_at = now
+        self.state = state
+        self.reason = status.reason
+        self.native_state = status.native_state
+        if status.exit_code is not None:
+            self.exit_code = status.exit_code
+        return before != (self.state, self.reason, self.exit_code)
+
+    def set_connected_workers(self, count: int, now: float | None = None) -> bool:
+        """Record how many of this job's workers are connected; True if the state changed."""
+        self.workers_connected = count
+        if count and not self.state.is_final:
+            self.ever_connected = True
+            if self.state != JobState.CONNECTED:
+                if self.started_at is None:
+                    self.started_at = time.time() if now is None else now
+                self.state = JobState.CONNECTED
+                self.reason = None
+                return True
+        elif not count and self.state == JobState.CONNECTED:
+            self.state = JobState.RUNNING
+            return True
+        return False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "reason": self.reason,
+            "native_state": self.native_state,
+            "exit_code": self.exit_code,
+            "workers": f"{self.workers_connected}/{self.workers_expected}",
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "error": self.error,
+        }
+
+
+_COLUMNS = ("job_id", "name", "state", "reason", "exit_code", "workers", "age")
+
+
+class JobTable(list):
+    """A list of :class:`JobRecord` that prints as a table (text, HTML or a DataFrame)."""
+
+    def __init__(self, records: Iterable[JobRecord] = ()):
+        super().__init__(records)
+
+    def _rows(self) -> list[dict[str, str]]:
+        now = time.time()
+        rows = []
+        for r in self:
+            rows.append(
+                {
+                    "job_id": r.job_id,
+                    "name": r.name,
+                    "state": r.state.value,
+                    "reason": r.reason or "",
+                    "exit_code": "" if r.exit_code is None else str(r.exit_code),
+                    "workers": f"{r.workers_connected}/{r.workers_expected}",
+                    "age": _format_age(now - r.submitted_at),
+                }
+            )
+        return rows
+
+    def summary(self) -> str:
+        """One line such as ``3 jobs: 1 connected, 2 queued (Priority)``."""
+        if not self:
+            return "no jobs"
+        counts: dict[str, int] = {}
+        reasons: dict[str, set[str]] = {}
+        for r in self:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+            if r.state.is_waiting and r.reason:
+                reasons.setdefault(r.state.value, set()).add(r.reason)
+        parts = []
+        for state, count in counts.items():
+            text = f"{count} {state}"
+            if state in reasons:
+                text += " (" + ", ".join(sorted(reasons[state])) + ")"
+            parts.append(text)
+        return f"{len(self)} job{'s' if len(self) != 1 else ''}: " + ", ".join(parts)
+
+    def __repr__(self) -> str:
+        rows = self._rows()
+        if not rows:
+            return "JobTable(no jobs)"
+        widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in _COLUMNS}
+        lines = ["  ".join(c.upper().ljust(widths[c]) for c in _COLUMNS).rstrip()]
+        for row in rows:
+            lines.append("  ".join(row[c].ljust(widths[c]) for c in _COLUMNS).rstrip())
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        rows = self._rows()
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in _COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(row[c])}</td>" for c in _COLUMNS) + "</tr>"
+            for row in rows
+        )
+        if not rows:
+            body = f"<tr><td colspan='{len(_COLUMNS)}'>no jobs</td></tr>"
+        return f"<table class='dask-jobqueue-jobs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_dataframe(self):
+        """Return the table as a ``pandas.DataFrame`` (pandas must be installed)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.as_dict() for r in self])
+
+
+def _format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="dask_jobqueue",
+    version="0.1.0",
+    description="Deploy Dask on job-queuing systems: PBS, Slurm, SGE, LSF, Moab, OAR, HTCondor",
+    long_description=(here / "README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dask_jobqueue", "dask_jobqueue.*"]),
+    package_data={"dask_jobqueue": ["jobqueue.yaml", "py.typed", "testing/*.md"]},
+    include_package_data=True,
+    install_requires=[
+        "dask>=2024.1.0",
+        "distributed>=2024.1.0",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "cryptography>=42",
+            "numpy>=1.24",
+            "pandas>=2",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.__main__:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: BSD License",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
