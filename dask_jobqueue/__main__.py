@@ -26,8 +26,10 @@ def demo(jobs: int, processes: int) -> int:
             workers = len(client.scheduler_info()["workers"])
         print(cluster.jobs)
     expected = 4000 * 4000
-    print(f"sum of ones((4000, 4000)) on {workers} workers in {jobs} jobs = {total} "
-          f"({'OK' if total == expected else 'WRONG'}, {time.perf_counter() - started:.1f}s)")
+    print(
+        f"sum of ones((4000, 4000)) on {workers} workers in {jobs} jobs = {total} "
+        f"({'OK' if total == expected else 'WRONG'}, {time.perf_counter() - started:.1f}s)"
+    )
     return 0 if total == expected else 1
 
 

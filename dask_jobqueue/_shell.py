@@ -143,4 +143,3 @@ async def run_command(
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)
-

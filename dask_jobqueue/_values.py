@@ -29,9 +29,7 @@ def parse_memory(value: object, keyword: str = "memory") -> int:
         try:
             nbytes = int(parse_bytes(value.strip()))
         except (ValueError, TypeError):
-            raise ValueError(
-                f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}"
-            ) from None
+            raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}") from None
     else:
         raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
     if nbytes <= 0:
@@ -106,14 +104,21 @@ def parse_walltime(value: object, forms: Iterable[str], keyword: str = "walltime
     the forms this scheduler accepts.
     """
     forms = list(forms)
-    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    text = (
+        str(value).strip()
+        if isinstance(value, (str, int)) and not isinstance(value, bool)
+        else None
+    )
     if text:
         for form in forms:
             match = _WALLTIME_FORMS[form][1].match(text)
             if match:
                 parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
-                if parts.get("m", 0) >= 60 and "h" in parts or parts.get("s", 0) >= 60 and (
-                    "m" in parts
+                if (
+                    parts.get("m", 0) >= 60
+                    and "h" in parts
+                    or parts.get("s", 0) >= 60
+                    and ("m" in parts)
                 ):
                     continue
                 return (
@@ -123,12 +128,16 @@ def parse_walltime(value: object, forms: Iterable[str], keyword: str = "walltime
                     + parts.get("s", 0)
                 )
     accepted = ", ".join(_WALLTIME_FORMS[f][0] for f in forms)
-    raise ValueError(f"{keyword}={value!r} is not a walltime this scheduler accepts: use {accepted}")
+    raise ValueError(
+        f"{keyword}={value!r} is not a walltime this scheduler accepts: use {accepted}"
+    )
 
 
 # ---------------------------------------------------------------------------- names & directives
 
-_NAME_RE = re.compile(r"^(?:[A-Za-z0-9_.+@%:-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})+$")
+_NAME_RE = re.compile(
+    r"^(?:[A-Za-z0-9_.+@%:-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})+$"
+)
 
 
 def check_name(value: object, keyword: str) -> str:

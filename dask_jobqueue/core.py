@@ -313,7 +313,11 @@ class Job(ProcessInterface):
             tokens += ["--protocol", str(self.protocol)]
         if self.security:
             tls = self.security.get_tls_config_for_role("worker")
-            for key, option in (("ca_file", "--tls-ca-file"), ("cert", "--tls-cert"), ("key", "--tls-key")):
+            for key, option in (
+                ("ca_file", "--tls-ca-file"),
+                ("cert", "--tls-cert"),
+                ("key", "--tls-key"),
+            ):
                 if tls.get(key):
                     tokens += [option, tls[key]]
         return tokens
@@ -903,7 +907,9 @@ class JobQueueCluster(SpecCluster):
                 connected = 1 if record is not None and record.workers_connected else 0
                 return (connected, -list(self.worker_spec).index(name))
 
-            for name in sorted(self.worker_spec, key=keep_priority)[: len(self.worker_spec) - target]:
+            for name in sorted(self.worker_spec, key=keep_priority)[
+                : len(self.worker_spec) - target
+            ]:
                 del self.worker_spec[name]
                 self._resubmit_not_before.pop(name, None)
         if self.status not in (Status.closing, Status.closed):
@@ -927,11 +933,16 @@ class JobQueueCluster(SpecCluster):
         """
         target = parse_positive_int(jobs, "jobs", allow_zero=True)
         if n is not None:
-            target = max(target, math.ceil(parse_positive_int(n, "n", allow_zero=True) / self.processes))
+            target = max(
+                target, math.ceil(parse_positive_int(n, "n", allow_zero=True) / self.processes)
+            )
         if memory is not None:
             target = max(target, math.ceil(parse_memory(memory, "memory") / self._job_memory))
         if cores is not None:
-            target = max(target, math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores))
+            target = max(
+                target,
+                math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores),
+            )
         self._raise_if_failed(clear=True)
         self._scale_to_jobs(target)
         if self.asynchronous:
@@ -958,9 +969,13 @@ class JobQueueCluster(SpecCluster):
         """Scale adaptively between limits given in workers (``minimum``/``maximum``) or
         jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired."""
         if minimum_jobs is not None:
-            kwargs["minimum"] = parse_positive_int(minimum_jobs, "minimum_jobs", allow_zero=True) * self.processes
+            kwargs["minimum"] = (
+                parse_positive_int(minimum_jobs, "minimum_jobs", allow_zero=True) * self.processes
+            )
         if maximum_jobs is not None:
-            kwargs["maximum"] = parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
+            kwargs["maximum"] = (
+                parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
+            )
         if self._group_suffixes:
             kwargs.setdefault("worker_key", _WorkerJobKey(self._group_suffixes))
         kwargs.setdefault("Adaptive", _JobQueueAdaptive)
@@ -1017,7 +1032,9 @@ class JobQueueCluster(SpecCluster):
             except Exception:  # the poller must survive anything a parser or command does
                 logger.exception("Job status poll failed")
                 changed = False
-            if changed or any(r.state.is_waiting and r.reason == "submitted" for r in self._records.values()):
+            if changed or any(
+                r.state.is_waiting and r.reason == "submitted" for r in self._records.values()
+            ):
                 interval = self._poll_interval
             else:
                 interval = min(interval * 2, self._poll_interval_max)
@@ -1039,8 +1056,17 @@ class JobQueueCluster(SpecCluster):
             )
         except CommandError as exc:
             self._status_errors += 1
-            level = logging.WARNING if self._status_errors in (1, 10) or self._status_errors % 100 == 0 else logging.DEBUG
-            logger.log(level, "Job status query failed (%d so far); job states unchanged: %s", self._status_errors, exc)
+            level = (
+                logging.WARNING
+                if self._status_errors in (1, 10) or self._status_errors % 100 == 0
+                else logging.DEBUG
+            )
+            logger.log(
+                level,
+                "Job status query failed (%d so far); job states unchanged: %s",
+                self._status_errors,
+                exc,
+            )
             return changed
         if statuses is None:
             return changed
@@ -1061,7 +1087,9 @@ class JobQueueCluster(SpecCluster):
                 status = JobStatus(JobState.CONNECTED, None, status.exit_code, status.native_state)
             if record.apply(status):
                 changed = True
-                logger.debug("Job %s (%s) is now %s %s", job_id, job.name, record.state, record.reason or "")
+                logger.debug(
+                    "Job %s (%s) is now %s %s", job_id, job.name, record.state, record.reason or ""
+                )
             if record.state.is_final:
                 self._job_ended(job, record)
         return changed
@@ -1094,7 +1122,9 @@ class JobQueueCluster(SpecCluster):
             delay = min(self._resubmit_backoff * 2 ** (self._consecutive_failures - 1), 60.0)
         else:
             delay = 0.0
-            logger.info("Job %s (%s) %s; submitting a replacement", record.job_id, job.name, record.state)
+            logger.info(
+                "Job %s (%s) %s; submitting a replacement", record.job_id, job.name, record.state
+            )
         self._resubmit_not_before[job.name] = time.monotonic() + delay
         self.loop.call_later(delay + 0.01, self._correct_state)
 
@@ -1117,13 +1147,19 @@ class JobQueueCluster(SpecCluster):
 
     # ------------------------------------------------------------------ waiting
 
-    async def _wait_for_workers(self, n_workers: int = 0, timeout: float | None = None, progress: bool = True) -> None:
-        deadline = None if timeout is None else time.monotonic() + parse_timedelta(timeout, "seconds")
+    async def _wait_for_workers(
+        self, n_workers: int = 0, timeout: float | None = None, progress: bool = True
+    ) -> None:
+        deadline = (
+            None if timeout is None else time.monotonic() + parse_timedelta(timeout, "seconds")
+        )
         last_line = None
         while True:
             self._raise_if_failed(clear=False)
             info = await self.scheduler_comm.identity()
-            running = sum(1 for w in info["workers"].values() if w.get("status", "running") == "running")
+            running = sum(
+                1 for w in info["workers"].values() if w.get("status", "running") == "running"
+            )
             if running >= n_workers:
                 return
             line = f"{running}/{n_workers} workers; {self.jobs_summary()}"
@@ -1139,7 +1175,9 @@ class JobQueueCluster(SpecCluster):
                 )
             await asyncio.sleep(0.2)
 
-    def wait_for_workers(self, n_workers: int, timeout: float | None = None, progress: bool = True) -> None:
+    def wait_for_workers(
+        self, n_workers: int, timeout: float | None = None, progress: bool = True
+    ) -> None:
         """Wait until ``n_workers`` workers are connected.
 
         Progress (``2/8 workers; 6 jobs queued (Priority)``) is logged and, with ``progress``,

@@ -128,7 +128,11 @@ class HTCondorJob(Job):
     def shell_command(self) -> str:
         """The shell command line the job runs: prologue; workers; epilogue."""
         return "; ".join(
-            [*self.job_script_prologue, join_command(self.worker_command_tokens()), *self.job_script_epilogue]
+            [
+                *self.job_script_prologue,
+                join_command(self.worker_command_tokens()),
+                *self.job_script_epilogue,
+            ]
         )
 
     def job_script(self) -> str:

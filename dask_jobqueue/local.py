@@ -46,7 +46,11 @@ class LocalJob(Job):
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
         # Accepted for compatibility with batch backends; a local process has no queue.
-        for key, value in (("queue", queue), ("project", project), ("resource_spec", resource_spec)):
+        for key, value in (
+            ("queue", queue),
+            ("project", project),
+            ("resource_spec", resource_spec),
+        ):
             if value is not None:
                 check_directive_value(value, key)
         self.walltime = self._walltime(walltime)
@@ -119,7 +123,11 @@ class LocalJob(Job):
 
     async def close(self) -> None:
         self._cancelled = True
-        if self.job_id is not None and self._process is not None and self._process.returncode is None:
+        if (
+            self.job_id is not None
+            and self._process is not None
+            and self._process.returncode is None
+        ):
             await self.cancel_jobs([self.job_id])
         self.mark_closed()
 

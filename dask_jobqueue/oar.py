@@ -89,7 +89,9 @@ class OARJob(Job):
         per_core = math.ceil(self.worker_memory / (self.worker_cores * MIB))
         condition = f"{prop}>={per_core}"
         lines = header.splitlines()
-        existing = [i for i, line in enumerate(lines) if line.startswith(f"{self.directive_prefix} -p ")]
+        existing = [
+            i for i, line in enumerate(lines) if line.startswith(f"{self.directive_prefix} -p ")
+        ]
         if existing:
             i = existing[-1]
             old = lines[i][len(f"{self.directive_prefix} -p ") :].strip().strip("'\"")

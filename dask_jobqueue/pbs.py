@@ -57,9 +57,7 @@ class PBSJob(Job):
         self.account = None if account is None else check_directive_value(account, "account")
         resource_spec = self._option("resource-spec", resource_spec)
         if resource_spec is None:
-            resource_spec = (
-                f"select=1:ncpus={self.worker_cores}:mem={pbs_format_bytes_ceil(self.worker_memory)}"
-            )
+            resource_spec = f"select=1:ncpus={self.worker_cores}:mem={pbs_format_bytes_ceil(self.worker_memory)}"
             logger.info("Resource specification for PBS not set, using %s", resource_spec)
         self.resource_spec = check_directive_value(resource_spec, "resource_spec")
         self.walltime = self._walltime(walltime)
@@ -82,7 +80,10 @@ class PBSJob(Job):
         directory = (
             Path(self.log_directory).expanduser() if self.log_directory is not None else Path.cwd()
         )
-        return [directory / f"{self.job_name}.e{sequence}", directory / f"{self.job_name}.o{sequence}"]
+        return [
+            directory / f"{self.job_name}.e{sequence}",
+            directory / f"{self.job_name}.o{sequence}",
+        ]
 
 
 class PBSCluster(JobQueueCluster):

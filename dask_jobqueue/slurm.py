@@ -20,7 +20,11 @@ def slurm_format_bytes_ceil(nbytes: int) -> str:
     >>> slurm_format_bytes_ceil(28_000_000_000)
     '27G'
     """
-    return ceil_to_unit(int(nbytes), [("G", GIB, GIB), ("M", MIB, MIB)], "K") if nbytes >= KIB else "1K"
+    return (
+        ceil_to_unit(int(nbytes), [("G", GIB, GIB), ("M", MIB, MIB)], "K")
+        if nbytes >= KIB
+        else "1K"
+    )
 
 
 # Slurm job states (squeue %T / sacct State) in our state model.
@@ -104,9 +108,7 @@ def parse_scontrol_exit_codes(stdout: str) -> dict[str, int]:
     """Exit codes from ``scontrol -o show job <ids>`` (``JobId=5 ... ExitCode=3:0``)."""
     codes = {}
     for line in stdout.splitlines():
-        fields = dict(
-            item.split("=", 1) for item in line.split() if "=" in item
-        )
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
         if "JobId" in fields and "ExitCode" in fields:
             code = parse_exit_code(fields["ExitCode"])
             if code is not None:
@@ -225,4 +227,3 @@ class SLURMCluster(JobQueueCluster):
     """
 
     job_cls = SLURMJob
-

@@ -181,7 +181,9 @@ class JobTable(list):
         rows = self._rows()
         head = "".join(f"<th style='text-align:left'>{c}</th>" for c in _COLUMNS)
         body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(row[c])}</td>" for c in _COLUMNS) + "</tr>"
+            "<tr>"
+            + "".join(f"<td style='text-align:left'>{html.escape(row[c])}</td>" for c in _COLUMNS)
+            + "</tr>"
             for row in rows
         )
         if not rows:

@@ -1,0 +1,1 @@
+"""Testing helpers for dask_jobqueue (batch-scheduler emulators live in :mod:`.emulator`)."""

@@ -1,0 +1,84 @@
+"""Test selection: ``pytest -E slurm`` runs only the tests marked ``env("slurm")``.
+
+Without ``-E``, tests marked with a batch system are deselected and everything else runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dask.config
+import pytest
+
+from dask_jobqueue.config import reconfigure
+
+ENVIRONMENTS = ("slurm", "sge", "oar", "pbs", "moab", "lsf", "htcondor")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "-E",
+        action="append",
+        dest="environments",
+        default=[],
+        choices=ENVIRONMENTS,
+        help="run only the tests that need this batch system (repeatable)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    selected = set(config.getoption("environments"))
+    keep, drop = [], []
+    for item in items:
+        envs = {mark.args[0] for mark in item.iter_markers(name="env")}
+        wanted = bool(envs & selected) if selected else not envs
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _fresh_config():
+    """Each test starts from the packaged defaults, whatever a previous test set."""
+    with dask.config.set({}):
+        reconfigure()
+        yield
+
+
+@pytest.fixture
+def no_stray_processes():
+    """Fail if the test leaves worker processes of this test session running."""
+    before = _worker_pids()
+    yield
+    leftover = _wait_for(lambda: _worker_pids() - before, timeout=15)
+    assert not leftover, f"worker processes left running: {sorted(leftover)}"
+
+
+def _worker_pids() -> set[int]:
+    """PIDs of live (non-zombie) Dask worker processes on this machine."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"distributed.cli.dask_worker" in cmd and state != "Z":
+            pids.add(int(entry))
+    return pids
+
+
+def _wait_for(check, timeout: float):
+    import time
+
+    deadline = time.monotonic() + timeout
+    result = check()
+    while result and time.monotonic() < deadline:
+        time.sleep(0.2)
+        result = check()
+    return result
