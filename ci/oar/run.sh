@@ -99,7 +99,7 @@ wait_until() {
 
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
-# descendants PID: print all descendant PIDs of PID (children first listed last).
+# descendants PID: print all descendant PIDs of PID (depth first).
 descendants() {
     local parent=$1 child
     for child in $(ps -o pid= --ppid "$parent" 2>/dev/null || true); do
@@ -111,9 +111,20 @@ descendants() {
 # kill_tree PID NAME: SIGTERM the process and its descendants, SIGKILL what is left.
 kill_tree() {
     local root=$1 name=$2 pids p alive
-    pids="$root $(descendants "$root" | tr '\n' ' ')"
+    # Descendants, plus the other members of the daemon's own session: children whose
+    # parent died are re-parented to PID 1 but stay in the session.
+    local sid
+    sid=$(ps -o sid= -p "$root" | tr -d ' ')
+    pids=$({
+        echo "$root"
+        descendants "$root"
+        # Both daemons run in a session of their own (setsid), never in ours.
+        if [[ -n $sid && $sid -gt 1 && $sid != "$(ps -o sid= -p $$ | tr -d ' ')" ]]; then
+            ps -o pid= -s "$sid" 2>/dev/null || true
+        fi
+    } | tr -d ' ' | awk 'NF && !seen[$0]++' | paste -sd' ' -)
     log "stopping $name: SIGTERM to PIDs $pids"
-    # Stop the parent first so it does not respawn children, then the children.
+    # All at once: Almighty would respawn a child killed alone.
     kill -TERM $pids 2>/dev/null || true
     any_alive() { for p in $pids; do pid_alive "$p" && return 0; done; return 1; }
     if wait_until 10 "$name to exit" not any_alive; then return 0; fi
@@ -124,6 +135,7 @@ kill_tree() {
     wait_until 5 "$name to die" not any_alive
 }
 not() { ! "$@"; }
+stale_left() { local p; for p in $1; do pid_alive "$p" && return 0; done; return 1; }
 
 as_user() { runuser -u "$OAR_TEST_USER" -- "$@"; }
 
@@ -137,7 +149,7 @@ pg_port() { local c; c=$(pg_cluster); echo "${c##* }"; }
 pg_pidfile() { echo "/var/lib/postgresql/$(pg_version)/main/postmaster.pid"; }
 pg_running() { [[ -n $(pg_cluster) ]] && pidfile_pid "$(pg_pidfile)" >/dev/null; }
 pg_ready() { pg_isready -q -h 127.0.0.1 -p "$(pg_port)"; }
-psql_admin() { runuser -u postgres -- psql -p "$(pg_port)" -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql_admin() { timeout 60 runuser -u postgres -- psql -p "$(pg_port)" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 # ----------------------------------------------------------------------------- start steps
 install_packages() {
@@ -271,11 +283,31 @@ start_node_sshd() {
     wait_until 20 "port $NODE_PORT" port_open "$NODE_PORT"
 }
 
+# Processes left by an Almighty whose main process died (its children survive it and keep
+# port 6666, so a new Almighty would exit at once): live processes of user oar whose
+# command line is one of Almighty's.
+stale_almighty_pids() {
+    local pid cmd
+    for pid in $(user_processes oar); do
+        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+        case $cmd in
+            "/usr/bin/perl $ALMIGHTY_SCRIPT"* | "Almighty: "*) echo "$pid" ;;
+        esac
+    done
+    return 0
+}
+
 start_almighty() {
-    local pid
+    local pid stale
     if pid=$(pidfile_pid "$ALMIGHTY_PIDFILE"); then
         log "Almighty already running (pid $pid)"
     else
+        stale=$(stale_almighty_pids | paste -sd' ' -)
+        if [[ -n $stale ]]; then
+            warn "killing processes left by a dead Almighty (PIDs $stale)"
+            kill -KILL $stale 2>/dev/null || true
+            wait_until 10 "stale Almighty processes to exit" not stale_left "$stale"
+        fi
         log "starting Almighty"
         rm -f "$ALMIGHTY_PIDFILE"
         # What /etc/init.d/oar-server start runs (its "stop" kills every Almighty by name,
@@ -288,22 +320,22 @@ start_almighty() {
 
 create_resources() {
     local have ncpu i props
-    props=$(oarproperty -l)
-    grep -qx host <<<"$props" || { oarproperty -c -a host >/dev/null; log "added property host"; }
-    grep -qx cpu <<<"$props" || { oarproperty -a cpu >/dev/null; log "added property cpu"; }
-    grep -qx core <<<"$props" || { oarproperty -a core >/dev/null; log "added property core"; }
+    props=$(timeout 60 oarproperty -l)
+    grep -qx host <<<"$props" || { timeout 60 oarproperty -c -a host >/dev/null; log "added property host"; }
+    grep -qx cpu <<<"$props" || { timeout 60 oarproperty -a cpu >/dev/null; log "added property cpu"; }
+    grep -qx core <<<"$props" || { timeout 60 oarproperty -a core >/dev/null; log "added property core"; }
     have=$(psql_admin -d oar -tAc "SELECT core FROM resources WHERE network_address = 'localhost'")
     ncpu=$(nproc)
     for ((i = 1; i <= OAR_CORES; i++)); do
         grep -qx "$i" <<<"$have" && continue
         # Several OAR cores share one real CPU in the job cpuset when OAR_CORES > nproc.
-        oarnodesetting -a -h localhost -p host=localhost -p cpu=1 -p core="$i" \
+        timeout 60 oarnodesetting -a -h localhost -p host=localhost -p cpu=1 -p core="$i" \
             -p cpuset=$(((i - 1) % ncpu)) >/dev/null
         log "created resource core=$i on localhost"
     done
     # A resource may have been left Suspected/Absent by an earlier run.
     if psql_admin -d oar -tAc "SELECT 1 FROM resources WHERE network_address = 'localhost' AND state <> 'Alive'" | grep -q 1; then
-        oarnodesetting -s Alive -h localhost >/dev/null
+        timeout 60 oarnodesetting -s Alive -h localhost >/dev/null
         log "set the resources of localhost Alive"
     fi
     local n
@@ -391,7 +423,7 @@ submit_as_user() {
     echo "$id"
 }
 
-job_state() { oarstat -s -j "$1" 2>/dev/null | sed -n "s/^$1: //p"; }
+job_state() { timeout 20 oarstat -s -j "$1" 2>/dev/null | sed -n "s/^$1: //p"; }
 job_finished() { case $(job_state "$1") in Terminated | Error) return 0 ;; esac; return 1; }
 
 probe_job() {
@@ -437,7 +469,7 @@ cmd_start() {
 
 # ----------------------------------------------------------------------------- stop
 # Job ids in a non-final state (plain oarstat lists only those).
-active_jobs() { oarstat 2>/dev/null | awk '$1 ~ /^[0-9]+$/ { print $1 }'; }
+active_jobs() { timeout 20 oarstat 2>/dev/null | awk '$1 ~ /^[0-9]+$/ { print $1 }'; }
 no_active_jobs() { [[ -z $(active_jobs) ]]; }
 
 delete_jobs() {
