@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# Single-host Son of Grid Engine (Debian's gridengine 8.1.9) for CI.
+#
+#   ci/sge/run.sh start    install (when missing), configure and start qmaster + execd,
+#                          then prove that a job really runs
+#   ci/sge/run.sh stop     delete all jobs, stop execd and qmaster by PID
+#   ci/sge/run.sh status   print the state; exit 0 when ready, 1 otherwise
+#
+# No systemd is needed: the daemons are started directly and tracked by their PID files.
+# Tunables (environment): SGE_SLOTS (slots of all.q, default 8), SGE_TIMEOUT (seconds for
+# every wait, default 60), SGE_ACCOUNTING_FLUSH (accounting_flush_time, default 00:00:00).
+set -euo pipefail
+trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
+
+export SGE_ROOT=/var/lib/gridengine
+export SGE_CELL=default
+COMMON="$SGE_ROOT/$SGE_CELL/common"
+SPOOL=/var/spool/gridengine
+QMASTER_PIDFILE="$SPOOL/qmaster/qmaster.pid"
+HOST="$(hostname)"
+SLOTS="${SGE_SLOTS:-8}"
+TIMEOUT="${SGE_TIMEOUT:-60}"
+ACCT_FLUSH="${SGE_ACCOUNTING_FLUSH:-00:00:00}"
+PACKAGES=(gridengine-master gridengine-exec gridengine-client)
+WORK=/var/tmp/ci-sge                      # scratch files (qconf input, probe job output)
+T0="$EPOCHREALTIME"
+
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.2f", b - a}'; }   # seconds since $1
+log() { printf '[sge %6ss] %s\n' "$(since "$T0")" "$*"; }
+die() { echo "run.sh: ERROR: $*" >&2; exit 1; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND every 0.2 s until it succeeds.
+wait_for() {
+    local what="$1" limit="$2"; shift 2
+    local start; start="$EPOCHREALTIME"
+    local deadline=$(( $(date +%s) + limit ))
+    until "$@" >/dev/null 2>&1; do
+        if (( $(date +%s) >= deadline )); then
+            echo "run.sh: timeout after ${limit}s waiting for: $what" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+    log "$what (waited $(since "$start")s)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# process helpers: a daemon is alive when its PID file names a process that exists, is not a
+# zombie and runs the expected program.
+pid_alive() {   # pid_alive PID [COMM]
+    local pid="$1" comm="${2:-}" stat state
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    read -r stat 2>/dev/null < "/proc/$pid/stat" || return 1
+    state="${stat##*) }"; state="${state%% *}"
+    [[ "$state" != Z && "$state" != X ]] || return 1
+    if [[ -n "$comm" ]]; then
+        local c=""
+        read -r c 2>/dev/null < "/proc/$pid/comm" || return 1
+        [[ "$c" == "$comm" ]] || return 1
+    fi
+}
+pid_from() { [[ -r "$1" ]] && tr -dc '0-9' < "$1" || true; }
+execd_pidfile() {
+    local f
+    for f in "$SPOOL"/execd/*/execd.pid; do
+        [[ -e "$f" ]] && { echo "$f"; return 0; }
+    done
+    echo "$SPOOL/execd/$HOST/execd.pid"
+}
+qmaster_pid() { pid_from "$QMASTER_PIDFILE"; }
+execd_pid() { pid_from "$(execd_pidfile)"; }
+qmaster_running() { local p; p="$(qmaster_pid)"; pid_alive "$p" sge_qmaster; }
+execd_running() { local p; p="$(execd_pid)"; pid_alive "$p" sge_execd; }
+
+# all processes whose program name starts with sge_ (qmaster, execd, shepherds)
+sge_pids() {
+    local d c
+    for d in /proc/[0-9]*; do
+        read -r c 2>/dev/null < "$d/comm" || continue
+        [[ "$c" == sge_* ]] && pid_alive "${d#/proc/}" && echo "${d#/proc/}"
+    done
+    return 0
+}
+# children (recursively) of a PID
+descendants() {
+    local parent="$1" d stat ppid
+    for d in /proc/[0-9]*; do
+        read -r stat 2>/dev/null < "$d/stat" || continue
+        stat="${stat##*) }"               # "STATE PPID PGRP ..."
+        stat="${stat#* }"; ppid="${stat%% *}"
+        if [[ "$ppid" == "$parent" && "${d#/proc/}" != "$parent" ]]; then
+            echo "${d#/proc/}"
+            descendants "${d#/proc/}"
+        fi
+    done
+    return 0
+}
+
+# stop_pid NAME PID SECONDS: TERM, wait, KILL fallback
+stop_pid() {
+    local name="$1" pid="$2" limit="$3" start
+    start="$EPOCHREALTIME"
+    pid_alive "$pid" || { log "$name (pid $pid) is not running"; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$(( $(date +%s) + limit ))
+    while pid_alive "$pid"; do
+        if (( $(date +%s) >= deadline )); then
+            log "$name (pid $pid) ignored TERM for ${limit}s: sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+            pid_alive "$pid" && die "$name (pid $pid) survived KILL"
+            break
+        fi
+        sleep 0.2
+    done
+    log "stopped $name (pid $pid) in $(since "$start")s"
+}
+
+# ---------------------------------------------------------------------------------------------
+installed() {
+    local p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
+    done
+}
+
+install_packages() {
+    if installed; then
+        log "packages already installed"
+        return 0
+    fi
+    log "installing ${PACKAGES[*]}"
+    # The debconf questions live in the shared/ namespace and each package registers them.
+    local p sel=""
+    for p in gridengine-common "${PACKAGES[@]}"; do
+        sel+="$p shared/gridengineconfig boolean true"$'\n'
+        sel+="$p shared/gridenginecell string $SGE_CELL"$'\n'
+        sel+="$p shared/gridenginemaster string $HOST"$'\n'
+    done
+    printf '%s' "$sel" | debconf-set-selections
+    local apt=(apt-get -q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef
+               -o Dpkg::Options::=--force-confold)
+    if ! apt-cache show gridengine-master >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" update
+    fi
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install --no-install-recommends "${PACKAGES[@]}" \
+        > "$WORK/apt.log" 2>&1 || { tail -n 30 "$WORK/apt.log" >&2; die "apt-get install failed"; }
+    installed || die "packages still not installed (see $WORK/apt.log)"
+    [[ -d "$COMMON" ]] || die "$COMMON missing: the cell was not created by the postinst"
+    log "packages installed"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Host name: 127.0.0.1 reverse-resolves to "localhost" (first /etc/hosts entry), which the
+# qmaster refuses to match with clients calling themselves $HOST. An SGE host alias fixes it
+# without touching /etc/hosts. The qmaster also rewrites act_qmaster, so reset it.
+fix_host_names() {
+    if ! getent hosts "$HOST" >/dev/null; then
+        echo "127.0.0.1 $HOST" >> /etc/hosts
+        log "added $HOST to /etc/hosts"
+    fi
+    local want="$HOST localhost"
+    if [[ "$HOST" != localhost ]] && [[ "$(cat "$COMMON/host_aliases" 2>/dev/null)" != "$want" ]]; then
+        echo "$want" > "$COMMON/host_aliases"
+        log "wrote host_aliases: $want"
+    fi
+    if [[ "$(cat "$COMMON/act_qmaster" 2>/dev/null)" != "$HOST" ]]; then
+        echo "$HOST" > "$COMMON/act_qmaster"
+        log "reset act_qmaster to $HOST"
+    fi
+}
+
+qmaster_answers() { timeout 10 qconf -sh >/dev/null 2>&1; }
+
+start_qmaster() {
+    if qmaster_running; then
+        log "sge_qmaster already running (pid $(qmaster_pid))"
+    else
+        fix_host_names
+        local out
+        out="$(/usr/sbin/sge_qmaster 2>&1)" || { echo "$out" >&2; die "sge_qmaster failed to start"; }
+        wait_for "sge_qmaster pid file" "$TIMEOUT" qmaster_running
+        log "started sge_qmaster (pid $(qmaster_pid))"
+    fi
+    wait_for "qmaster answers qconf" "$TIMEOUT" qmaster_answers
+}
+
+# unfold FILE...: join continuation lines ("... \\" + indented rest), one attribute a line
+unfold() { sed -i -e ':a' -e '/\\$/N; s/[[:space:]]*\\\n[[:space:]]*/ /; ta' "$@"; }
+# same FILE1 FILE2: equal up to continuation lines and amounts of white space
+same() { unfold "$1" "$2"; diff -bq "$1" "$2" >/dev/null; }
+# qc ARGS...: qconf with its chatter hidden unless it fails
+qc() {
+    local out
+    out="$(timeout 20 qconf "$@" 2>&1)" || { echo "$out" >&2; echo "qconf $* failed" >&2; return 1; }
+}
+
+# set_params FILE KEY VALUE...: replace "KEY <anything>" lines of an SGE config file
+set_params() {
+    local file="$1"; shift
+    unfold "$file"
+    while (( $# >= 2 )); do
+        if grep -qE "^$1[[:space:]]" "$file"; then
+            sed -i -E "s|^($1)[[:space:]].*|\\1 $2|" "$file"
+        else
+            echo "$1 $2" >> "$file"
+        fi
+        shift 2
+    done
+}
+
+# a template for a new object: qconf -a* opens $EDITOR on it; this editor copies it out and
+# leaves it unchanged, so qconf adds nothing.
+qconf_template() {   # qconf_template OPTION NAME OUTFILE
+    local editor="$WORK/copy-editor.sh"
+    printf '#!/bin/sh\ncp "$1" %q\n' "$3" > "$editor"
+    chmod +x "$editor"
+    EDITOR="$editor" timeout 20 qconf "$1" "$2" >/dev/null 2>&1 || true
+    [[ -s "$3" ]] || die "could not get a template from qconf $1"
+}
+
+configure_global() {
+    local f="$WORK/global"
+    qconf -sconf global > "$f"
+    cp "$f" "$f.orig"
+    # min_uid/min_gid 0: CI runs as root. Must be in place before execd starts: an execd with
+    # the old values rejects root's job and puts the queue in error state.
+    # accounting_flush_time (SGE_ACCOUNTING_FLUSH, default 00:00:00): qacct sees a finished
+    # job at once instead of after the default flush_time of 15 s.
+    set_params "$f" min_uid 0 min_gid 0 \
+        reporting_params "accounting=true reporting=false flush_time=00:00:15 joblog=false sharelog=00:00:00 accounting_flush_time=$ACCT_FLUSH"
+    if ! same "$f" "$f.orig"; then
+        qc -Mconf "$f"
+        log "global config: min_uid 0, min_gid 0, accounting_flush_time $ACCT_FLUSH"
+    fi
+}
+
+configure_scheduler() {
+    local f="$WORK/sched"
+    qconf -ssconf > "$f"
+    cp "$f" "$f.orig"
+    # one scheduling run per second (default 15 s); keep the reasons why jobs are pending
+    # (schedd_job_info true) so that qstat -j shows them
+    set_params "$f" schedule_interval 0:0:1 flush_submit_sec 1 flush_finish_sec 1 schedd_job_info true
+    if ! same "$f" "$f.orig"; then
+        qc -Msconf "$f"
+        log "scheduler config: schedule_interval 0:0:1, schedd_job_info true"
+    fi
+}
+
+configure_hosts() {
+    if ! qconf -ss 2>/dev/null | grep -qx "$HOST"; then
+        qc -as "$HOST"
+        log "added submit host $HOST"
+    fi
+    if ! qconf -sh 2>/dev/null | grep -qx "$HOST"; then
+        qc -ah "$HOST"
+        log "added admin host $HOST"
+    fi
+}
+
+configure_pe() {
+    local f="$WORK/smp"
+    if qconf -sp smp > "$f" 2>/dev/null; then cp "$f" "$f.orig"; else
+        printf 'pe_name smp\n' > "$f"; : > "$f.orig"
+        cat >> "$f" <<'EOF'
+slots 999
+user_lists NONE
+xuser_lists NONE
+start_proc_args NONE
+stop_proc_args NONE
+allocation_rule $pe_slots
+control_slaves FALSE
+job_is_first_task TRUE
+urgency_slots min
+accounting_summary FALSE
+qsort_args NONE
+EOF
+    fi
+    set_params "$f" slots 999 allocation_rule '$pe_slots'
+    if [[ ! -s "$f.orig" ]]; then
+        qc -Ap "$f"; log "added PE smp"
+    elif ! same "$f" "$f.orig"; then
+        qc -Mp "$f"; log "modified PE smp"
+    fi
+}
+
+configure_queue() {   # configure_queue NAME SLOTS [h_rt]
+    local q="$1" slots="$2" hrt="${3:-INFINITY}" f="$WORK/$1"
+    local exists=1
+    if ! qconf -sq "$q" > "$f" 2>/dev/null; then
+        exists=0
+        rm -f "$f"
+        qconf_template -aq "$q" "$f"
+    fi
+    cp "$f" "$f.orig"
+    set_params "$f" qname "$q" hostlist "$HOST" slots "$slots" pe_list smp \
+        load_thresholds NONE suspend_thresholds NONE shell /bin/bash \
+        shell_start_mode posix_compliant h_rt "$hrt"
+    if (( exists == 0 )); then
+        qc -Aq "$f"; log "added queue $q (slots $slots, h_rt $hrt)"
+    elif ! same "$f" "$f.orig"; then
+        qc -Mq "$f"; log "modified queue $q (slots $slots, h_rt $hrt)"
+    fi
+}
+
+exec_host_known() { qconf -sel 2>/dev/null | grep -qx "$HOST"; }
+# execd reports load: qhost shows a number instead of "-" in the LOAD column
+exec_host_reporting() {
+    qhost -h "$HOST" 2>/dev/null | awk -v h="$HOST" '$1==h && $4!="-" {ok=1} END {exit !ok}'
+}
+queue_ok() {   # the queue instance has no state flags (u = unknown, E = error, a = alarm ...)
+    local q="$1"
+    qstat -f -q "$q" 2>/dev/null | awk -v qi="$q@$HOST" '$1==qi {found=1; if (NF>=6) bad=1} END {exit !(found && !bad)}'
+}
+
+start_execd() {
+    if execd_running; then
+        log "sge_execd already running (pid $(execd_pid))"
+    else
+        local out
+        out="$(/usr/sbin/sge_execd 2>&1)" || { echo "$out" >&2; die "sge_execd failed to start"; }
+        wait_for "sge_execd pid file" "$TIMEOUT" execd_running
+        log "started sge_execd (pid $(execd_pid))"
+    fi
+    wait_for "exec host $HOST registered" "$TIMEOUT" exec_host_known
+    wait_for "exec host $HOST reports load" "$TIMEOUT" exec_host_reporting
+}
+
+probe_done() { grep -q "^probe-ok " "$1" 2>/dev/null; }
+probe_job() {
+    local out="$WORK/probe.out" script="$WORK/probe.sh" id start
+    rm -f "$out"
+    cat > "$script" <<'EOF'
+#!/bin/bash
+#$ -N ci-probe
+#$ -j y
+echo "probe-ok JOB_ID=$JOB_ID QUEUE=$QUEUE HOST=$(hostname) USER=$(id -un)"
+EOF
+    start="$EPOCHREALTIME"
+    id="$(qsub -terse -o "$out" "$script")"
+    log "submitted probe job $id"
+    if ! wait_for "probe job $id ran" "$TIMEOUT" probe_done "$out"; then
+        qstat -j "$id" >&2 || true
+        die "probe job $id did not run"
+    fi
+    log "probe: $(cat "$out") (submit to output $(since "$start")s)"
+}
+
+cmd_start() {
+    mkdir -p "$WORK"; chmod 755 "$WORK"
+    install_packages
+    start_qmaster
+    configure_global
+    configure_scheduler
+    configure_hosts
+    start_execd
+    configure_pe
+    configure_queue all.q "$SLOTS"
+    configure_queue short.q 2 0:10:0
+    # a queue that is in error state from an earlier failure is cleared
+    qmod -c '*' >/dev/null 2>&1 || true
+    wait_for "queue all.q@$HOST usable" "$TIMEOUT" queue_ok all.q
+    probe_job
+    log "SGE ready (SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL, all.q $SLOTS slots, PE smp)"
+}
+
+no_jobs() { [[ -z "$(qstat -u '*' 2>/dev/null)" ]]; }
+
+cmd_stop() {
+    mkdir -p "$WORK"
+    local qpid epid shepherds=() p
+    qpid="$(qmaster_pid)"; epid="$(execd_pid)"
+    if pid_alive "$qpid" sge_qmaster; then
+        if ! no_jobs; then
+            qdel -f -u '*' >/dev/null 2>&1 || true
+            wait_for "all jobs deleted" 20 no_jobs || log "jobs remain; stopping anyway"
+        fi
+    fi
+    if pid_alive "$epid" sge_execd; then
+        mapfile -t shepherds < <(descendants "$epid")
+        stop_pid sge_execd "$epid" "$TIMEOUT"
+    else
+        log "sge_execd not running"
+    fi
+    if pid_alive "$qpid" sge_qmaster; then
+        # a TERM makes a controlled shutdown that takes about 10 s
+        stop_pid sge_qmaster "$qpid" "$TIMEOUT"
+    else
+        log "sge_qmaster not running"
+    fi
+    for p in "${shepherds[@]}"; do
+        if pid_alive "$p"; then log "killing leftover job process $p"; kill -KILL "$p" 2>/dev/null || true; fi
+    done
+    local left
+    left="$(sge_pids | tr '\n' ' ')"
+    [[ -z "$left" ]] || die "SGE processes remain: $left"
+    log "SGE stopped; no sge_* process left"
+}
+
+cmd_status() {
+    local ready=0 qp ep
+    qp="$(qmaster_pid)"; ep="$(execd_pid)"
+    if ! installed; then echo "packages: not installed"; ready=1; fi
+    if qmaster_running; then echo "sge_qmaster: running (pid $qp)"; else echo "sge_qmaster: stopped"; ready=1; fi
+    if execd_running; then echo "sge_execd:   running (pid $ep)"; else echo "sge_execd:   stopped"; ready=1; fi
+    if (( ready == 0 )); then
+        if qmaster_answers; then echo "qmaster:     answers"; else echo "qmaster:     not answering"; ready=1; fi
+        qhost 2>&1 | sed 's/^/  /' || true
+        qstat -f 2>&1 | sed 's/^/  /' || true
+        if queue_ok all.q; then echo "all.q@$HOST: ok"; else echo "all.q@$HOST: not usable"; ready=1; fi
+        echo "jobs (all users): $(qstat -u '*' 2>/dev/null | tail -n +3 | wc -l)"
+    fi
+    local left; left="$(sge_pids | tr '\n' ' ')"
+    echo "sge processes: ${left:-none}"
+    if (( ready == 0 )); then echo "state: READY"; else echo "state: NOT READY"; fi
+    STATUS_RC="$ready"
+}
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) STATUS_RC=1; cmd_status; exit "$STATUS_RC" ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
