@@ -40,6 +40,10 @@ __all__ = [
     "inject_fault",
     "clear_faults",
     "FAULT_KINDS",
+    "job_record",
+    "wait_for_job",
+    "surviving_processes",
+    "write_bin",
 ]
 
 FLAVOURS = ("pbs", "torque", "moab", "lsf", "htcondor")
@@ -213,3 +217,25 @@ def kill_all(home: str | os.PathLike[str], timeout: float = 5.0) -> int:
 def surviving_processes(home: str | os.PathLike[str]) -> list[int]:
     """PIDs of processes still carrying the job marker of ``home`` (should be empty)."""
     return _marked_pids(Store(home).home)
+
+
+def job_record(home: str | os.PathLike[str], key: str | int) -> dict[str, Any] | None:
+    """The record of job ``key`` (``"12"`` or HTCondor ``"7.0"``), or ``None``."""
+    return Store(home).load_job(str(key))
+
+
+def wait_for_job(home: str | os.PathLike[str], key: str | int, states: tuple[str, ...] = (DONE,),
+                 timeout: float = 10.0) -> dict[str, Any]:
+    """Poll until job ``key`` is in one of ``states``; returns its record.
+
+    Raises ``TimeoutError`` otherwise. States: ``queued``, ``held``,
+    ``running``, ``exiting``, ``done``.
+    """
+    deadline = time.time() + timeout
+    job = None
+    while time.time() < deadline:
+        job = job_record(home, key)
+        if job is not None and job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {key} not in {states} after {timeout}s (last: {job and job['state']})")

@@ -33,8 +33,8 @@ def _handlers() -> dict[str, Handler]:
         "condor_q": lambda s, a: htcondor.condor_q(s, a, history=False),
         "condor_history": lambda s, a: htcondor.condor_q(s, a, history=True),
         "condor_rm": htcondor.condor_rm,
-        "condor_release": lambda s, a: htcondor.condor_hold_release(s, a, release=True),
-        "condor_hold": lambda s, a: htcondor.condor_hold_release(s, a, release=False),
+        "condor_release": lambda s, a: htcondor.condor_hold_release(s, a, release_jobs=True),
+        "condor_hold": lambda s, a: htcondor.condor_hold_release(s, a, release_jobs=False),
     }
 
 

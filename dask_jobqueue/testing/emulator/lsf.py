@@ -529,3 +529,35 @@ def bresume(store: Store, argv: list[str]) -> int:
             print(f"Job <{text}>: The job was not suspended", file=sys.stderr)
             rc = EXIT
     return rc
+
+
+def job_report(store: Store, job: Job) -> str:
+    """The report LSF appends to the ``-o`` file at job end (``LSB_STDOUT_DIRECT=Y`` style)."""
+    host = store.config.get("hostname", "localhost")
+    fmt = "%a %b %d %H:%M:%S %Y"
+    code = exit_code(job)
+    if stat(job) == "DONE":
+        result = "Successfully completed."
+    elif job.get("term_reason") == "walltime":
+        result = f"TERM_RUNLIMIT: job killed after reaching LSF run time limit.\nExited with exit code {code}."
+    elif job.get("term_reason"):
+        result = f"TERM_OWNER: job killed by owner.\nExited with exit code {code}."
+    else:
+        result = f"Exited with exit code {code}."
+    status = "Done" if stat(job) == "DONE" else "Exited"
+    execs = host if job["cores"] == 1 else f"{job['cores']}*{host}"
+    return (
+        "\n------------------------------------------------------------\n"
+        f"Sender: LSF System <lsfadmin@{host}>\n"
+        f"Subject: Job {job['seq']}: <{job['name']}> in cluster <cluster1> {status}\n\n"
+        f"Job <{job['name']}> was submitted from host <{host}> by user <{job['owner']}> in cluster "
+        f"<cluster1> at {format_time(job['submit_time'], fmt)}\n"
+        f"Job was executed on host(s) <{execs}>, in queue <{job['queue']}>, as user <{job['owner']}> "
+        f"in cluster <cluster1> at {format_time(job.get('start_time'), fmt)}\n"
+        f"<{job['cwd']}> was used as the working directory.\n"
+        f"Started at {format_time(job.get('start_time'), fmt)}\n"
+        f"Terminated at {format_time(job.get('end_time'), fmt)}\n"
+        f"Results reported at {format_time(job.get('end_time'), fmt)}\n\n"
+        "------------------------------------------------------------\n\n"
+        f"{result}\n\n"
+    )

@@ -55,8 +55,6 @@ CHUNK_RESOURCES = {
 }
 
 
-def _is_pro(flavour: str) -> bool:
-    return flavour == "pbs"
 
 
 def parse_options(tool: str, tokens: list[str], arg_opts: set[str],
@@ -177,7 +175,7 @@ def resolve_resources(resources: dict[str, str], tool: str) -> tuple[dict[str, A
         text, mem = _normalise_size(resources["mem"], tool, "mem")
         out["mem"] = text
     elif mem is not None:
-        out["mem"] = f"{mem // 1024}kb"
+        out["mem"] = format_size(mem)
     for name in ("vmem", "pmem", "pvmem"):
         if name in resources:
             out[name] = _normalise_size(resources[name], tool, name)[0]
@@ -192,6 +190,14 @@ def resolve_resources(resources: dict[str, str], tool: str) -> tuple[dict[str, A
     for name, value in resources.items():
         out.setdefault(name, value)
     return out, cores, walltime
+
+
+def format_size(size: int) -> str:
+    """Bytes to the largest exact PBS size unit (``1gb``, ``512mb``...)."""
+    for unit, factor in (("tb", 2**40), ("gb", 2**30), ("mb", 2**20), ("kb", 2**10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}b"
 
 
 def _path_option(value: str, submit_dir: str) -> str:

@@ -7,6 +7,7 @@ so the submit command returns at once like the real tools.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -89,6 +90,7 @@ def _user_log(job: Job, event: str, **kw: Any) -> None:
 def _execute(store: Store, job: Job, poll: float) -> None:
     key = job["key"]
     kill_delay = float(store.config.get("kill_delay", 2.0))
+    scale = float(store.config.get("walltime_scale", 1.0))
     _prepare(job)
     out = _open(job.get("stdout"), "a" if job.get("stdout_mode") == "a" else "w", store, key, "out")
     if job.get("stderr") in (None, "join") or job.get("stderr") == job.get("stdout"):
@@ -130,8 +132,9 @@ def _execute(store: Store, job: Job, poll: float) -> None:
                         # the cancelling command already signalled the process group
                         term_sent = now
                     limit = rec.get("walltime")
-                    if term_sent is None and limit is not None and now - job["start_time"] > limit:
-                        used = int(now - job["start_time"])
+                    if (term_sent is None and limit is not None
+                            and now - job["start_time"] > limit * scale):
+                        used = math.ceil((now - job["start_time"]) / scale)
                         with store.update_job(key) as rec2:
                             if rec2 is not None:
                                 rec2.update(state=EXITING, term_reason="walltime", state_time=now)
@@ -164,6 +167,11 @@ def _execute(store: Store, job: Job, poll: float) -> None:
         else:
             rec["state"] = DONE
         final = dict(rec)
+    if final.get("flavour") == "lsf" and final.get("stdout"):
+        from .lsf import job_report
+
+        with contextlib.suppress(OSError), open(final["stdout"], "a") as fh:
+            fh.write(job_report(store, final))
     if final["state"] == HELD:
         _user_log(final, "held", reason=final["hold_reason"])
     elif final.get("term_reason") == "cancelled":
