@@ -495,7 +495,45 @@ class _WorkerJobKey:
 
 
 class _JobQueueAdaptive(Adaptive):
-    """Adaptive that never clears the cluster's pending error by scaling."""
+    """Adaptive scaling in whole jobs.
+
+    distributed's Adaptive counts workers; with several workers per job it would retire one
+    worker of a job, which cancels the whole job, which it then starts again (upstream #498).
+    Here targets are rounded up to whole jobs and only whole jobs are retired.
+    """
+
+    async def recommendations(self, target: int) -> dict:
+        cluster = self.cluster
+        if len(self.plan) != len(self.requested):
+            await cluster
+        key = _WorkerJobKey(cluster._group_suffixes)
+        target_jobs = math.ceil(target / cluster.processes)
+        planned = list(cluster.worker_spec)
+        if target_jobs >= len(planned):
+            self.close_counts.clear()
+            if target_jobs == len(planned):
+                return {"status": "same"}
+            return {"status": "up", "n": target_jobs * cluster.processes}
+        excess = len(planned) - target_jobs
+        arrived = {key.job_name(str(name)) for name in self.observed}
+        to_close = [name for name in reversed(planned) if name not in arrived][:excess]
+        if len(to_close) < excess:
+            for worker in await self.workers_to_close(target=target_jobs * cluster.processes):
+                job = key.job_name(str(worker))
+                if job in cluster.worker_spec and job not in to_close and len(to_close) < excess:
+                    to_close.append(job)
+        firmly_close = []
+        for job in to_close:
+            self.close_counts[job] += 1
+            if self.close_counts[job] >= self.wait_count:
+                firmly_close.append(job)
+        for job in list(self.close_counts):
+            if job in firmly_close or job not in to_close:
+                del self.close_counts[job]
+        if not firmly_close:
+            return {"status": "same"}
+        suffixes = cluster._group_suffixes or [""]
+        return {"status": "down", "workers": [f"{job}{s}" for job in firmly_close for s in suffixes]}
 
     async def scale_up(self, n: int) -> None:
         self.cluster._scale_to_workers(int(n))
@@ -778,7 +816,7 @@ class JobQueueCluster(SpecCluster):
                 await self._start()
             await self.scheduler
             await self._correct_state()
-            self._raise_if_failed(clear=False)
+            self._raise_if_failed()
             return self
 
         return _().__await__()
@@ -863,10 +901,12 @@ class JobQueueCluster(SpecCluster):
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
                     await self.scheduler_comm.retire_workers(workers=addresses)
         ids = [job.job_id for job in jobs if job.job_id and job.job_id in self._active_job_ids]
+        for job in jobs:
+            # Forget first, so the poller does not mistake the cancellation for a death.
+            self._forget_job(job, JobState.CANCELLED, "cancelled by the cluster")
         if ids:
             await jobs[0].cancel_jobs(ids, self._status_timeout)
         for job in jobs:
-            self._forget_job(job, JobState.CANCELLED, "cancelled by the cluster")
             job.mark_closed()
         for name in names:
             self.workers.pop(name, None)
@@ -885,15 +925,16 @@ class JobQueueCluster(SpecCluster):
 
     # ------------------------------------------------------------------ scaling
 
-    def _raise_if_failed(self, clear: bool) -> None:
-        error = self._pending_error
-        if error is None:
-            return
-        if clear:
-            self._pending_error = None
-            self._breaker_open = False
-            self._consecutive_failures = 0
-        raise error
+    def _raise_if_failed(self) -> None:
+        if self._pending_error is not None:
+            raise self._pending_error
+
+    def _take_pending_error(self) -> BaseException | None:
+        """Return the pending error and re-arm submission: the user asked again."""
+        error, self._pending_error = self._pending_error, None
+        self._breaker_open = False
+        self._consecutive_failures = 0
+        return error
 
     def _scale_to_workers(self, n: int) -> None:
         self._scale_to_jobs(math.ceil(n / self.processes))
@@ -943,15 +984,17 @@ class JobQueueCluster(SpecCluster):
                 target,
                 math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores),
             )
-        self._raise_if_failed(clear=True)
+        previous_error = self._take_pending_error()
         self._scale_to_jobs(target)
+        if previous_error is not None:
+            raise previous_error
         if self.asynchronous:
             return self._correct_state_and_raise()
         return None
 
     async def _correct_state_and_raise(self) -> None:
         await self._correct_state()
-        self._raise_if_failed(clear=False)
+        self._raise_if_failed()
 
     def _threads_per_worker(self) -> int:
         return self._template_job.worker_process_threads
@@ -979,8 +1022,11 @@ class JobQueueCluster(SpecCluster):
         if self._group_suffixes:
             kwargs.setdefault("worker_key", _WorkerJobKey(self._group_suffixes))
         kwargs.setdefault("Adaptive", _JobQueueAdaptive)
-        self._raise_if_failed(clear=True)
-        return super().adapt(*args, **kwargs)
+        previous_error = self._take_pending_error()
+        adaptive = super().adapt(*args, **kwargs)
+        if previous_error is not None:
+            raise previous_error
+        return adaptive
 
     # ------------------------------------------------------------------ job states
 
@@ -1155,7 +1201,7 @@ class JobQueueCluster(SpecCluster):
         )
         last_line = None
         while True:
-            self._raise_if_failed(clear=False)
+            self._raise_if_failed()
             info = await self.scheduler_comm.identity()
             running = sum(
                 1 for w in info["workers"].values() if w.get("status", "running") == "running"

@@ -56,7 +56,7 @@ _STATES: dict[str, JobState] = {
 }
 _HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "BeginTime")
 
-SQUEUE_FORMAT = "%i|%T|%r"
+SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|"
 
 
 def _status(native: str, reason: str | None, exit_code: int | None = None) -> JobStatus:
@@ -65,17 +65,32 @@ def _status(native: str, reason: str | None, exit_code: int | None = None) -> Jo
     reason = reason if reason and reason != "None" else None
     if state == JobState.QUEUED and reason in _HELD_REASONS:
         state = JobState.HELD
+    if not state.is_final:
+        exit_code = None
     return JobStatus(state, reason, exit_code, native)
 
 
+def decode_wait_status(status: int) -> int:
+    """squeue's ``exit_code`` is a raw wait status: 768 -> exit 3, 15 -> signal 15 (143)."""
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``squeue -h -t all -o '%i|%T|%r'`` output (one ``id|STATE|reason`` per line)."""
+    """Parse ``squeue -h -t all -O 'JobID:|,State:|,Reason:|,exit_code:|'`` output.
+
+    Also reads the three-column ``%i|%T|%r`` form (no exit code).
+    """
     statuses = {}
     for line in stdout.splitlines():
-        parts = line.strip().split("|")
+        parts = [p.strip() for p in line.strip().split("|")]
         if len(parts) < 2 or not parts[0]:
             continue
-        statuses[parts[0]] = _status(parts[1], parts[2] if len(parts) > 2 else None)
+        exit_code = None
+        if len(parts) > 3 and parts[3].isdigit():
+            exit_code = decode_wait_status(int(parts[3]))
+        statuses[parts[0]] = _status(parts[1], parts[2] if len(parts) > 2 else None, exit_code)
     return statuses
 
 
@@ -102,18 +117,6 @@ def parse_sacct(stdout: str) -> dict[str, JobStatus]:
             continue
         statuses[parts[0]] = _status(parts[1], None, parse_exit_code(parts[2]))
     return statuses
-
-
-def parse_scontrol_exit_codes(stdout: str) -> dict[str, int]:
-    """Exit codes from ``scontrol -o show job <ids>`` (``JobId=5 ... ExitCode=3:0``)."""
-    codes = {}
-    for line in stdout.splitlines():
-        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
-        if "JobId" in fields and "ExitCode" in fields:
-            code = parse_exit_code(fields["ExitCode"])
-            if code is not None:
-                codes[fields["JobId"]] = code
-    return codes
 
 
 class SLURMJob(Job):
@@ -170,7 +173,7 @@ class SLURMJob(Job):
         return lines
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", SQUEUE_FORMAT]
+        return ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FIELDS]
 
     def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         return parse_squeue(stdout)
@@ -182,30 +185,24 @@ class SLURMJob(Job):
             result = await run_command(self.status_argv(job_ids), timeout=timeout)
             statuses = parse_squeue(result.stdout)
         except CommandError as exc:
-            # squeue refuses the whole list once one id has been purged (after MinJobAge):
-            # ask about the user's jobs instead, which lists the others and omits the purged.
+            # With a single id squeue fails once that job is purged (after MinJobAge); with
+            # several ids it silently omits purged ones. Either way: ask accounting below.
             if "Invalid job id" not in exc.stderr:
                 raise
-            result = await run_command(
-                ["squeue", "-h", "-t", "all", "--me", "-o", SQUEUE_FORMAT], timeout=timeout
-            )
-            statuses = parse_squeue(result.stdout)
-            for job_id in job_ids:
-                statuses.setdefault(
-                    job_id, JobStatus(JobState.LOST, "purged from squeue (Invalid job id)")
-                )
-        ended = [i for i in job_ids if i in statuses and statuses[i].state == JobState.FAILED]
-        if ended:
-            # squeue has no exit code: one scontrol call for the jobs that just failed.
-            try:
-                out = await run_command(["scontrol", "-o", "show", "job", *ended], timeout=timeout)
-                for job_id, code in parse_scontrol_exit_codes(out.stdout).items():
-                    if job_id in statuses:
-                        st = statuses[job_id]
-                        statuses[job_id] = JobStatus(st.state, st.reason, code, st.native_state)
-            except CommandError:
-                pass
+            statuses = {}
+        missing = [i for i in job_ids if i not in statuses]
+        if missing:
+            statuses.update(await self._query_accounting(missing, timeout))
         return {i: statuses[i] for i in job_ids if i in statuses}
+
+    async def _query_accounting(self, job_ids: Sequence[str], timeout: float) -> dict[str, JobStatus]:
+        """Final states of jobs squeue no longer lists, from ``sacct`` (when accounting runs)."""
+        argv = ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
+        try:
+            result = await run_command(argv, timeout=timeout)
+        except CommandError:
+            return {}
+        return {i: st for i, st in parse_sacct(result.stdout).items() if st.state.is_final}
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

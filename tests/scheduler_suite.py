@@ -1,0 +1,228 @@
+"""The same end-to-end checks for every real or emulated batch system.
+
+A test module describes its batch system with a :class:`Backend` and subclasses
+:class:`SchedulerSuite`; the checks look at the batch system's own queue (``squeue``, ``qstat``,
+``oarstat``...) rather than trusting the library.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import dask.array as da
+import pytest
+from distributed import Client
+
+from dask_jobqueue import CommandError, JobFailedError, JobState
+
+NO_DASHBOARD = {"dashboard_address": ":0"}
+
+
+@dataclass
+class Backend:
+    name: str  # config section, e.g. "slurm"
+    cluster_cls: type
+    kwargs: dict[str, Any]
+    #: ids of this user's jobs that the batch system still lists as queued/running
+    queue_ids: Callable[[], set[str]]
+    #: argv that cancels a job from outside the library
+    cancel_argv: Callable[[str], list[str]]
+    bad_queue_kwargs: dict[str, Any]
+    bad_queue_message: str
+    #: extra kwargs that submit the job held, and a word expected in its reason (or None)
+    hold_kwargs: dict[str, Any] | None = None
+    hold_reason: str | None = None
+    #: kwargs giving the shortest walltime the system enforces, and how long to wait for it
+    short_walltime: dict[str, Any] | None = None
+    walltime_wait: float = 150
+    timeout: float = 90
+    extra_config: dict[str, Any] = field(default_factory=dict)
+
+
+def run(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+class SchedulerSuite:
+    backend: Backend
+
+    @pytest.fixture(autouse=True)
+    def _fast_polling(self):
+        name = self.backend.name
+        with dask.config.set(
+            {
+                f"jobqueue.{name}.poll-interval": "500ms",
+                f"jobqueue.{name}.poll-interval-max": "2s",
+                f"jobqueue.{name}.resubmit-backoff": "500ms",
+                **self.backend.extra_config,
+            }
+        ):
+            yield
+
+    def cluster(self, **kwargs):
+        options = {**self.backend.kwargs, "scheduler_options": NO_DASHBOARD, **kwargs}
+        return self.backend.cluster_cls(**options)
+
+    def assert_gone_from_queue(self, ids: set[str]) -> None:
+        assert wait_until(lambda: not (ids & self.backend.queue_ids()), 60), (
+            f"jobs still queued: {ids & self.backend.queue_ids()}"
+        )
+
+    def test_basic(self):
+        with self.cluster(cores=2, processes=2, memory="2GiB") as cluster, Client(cluster) as client:
+            cluster.scale(2)
+            client.wait_for_workers(2, timeout=self.backend.timeout)
+            workers = client.scheduler_info()["workers"].values()
+            assert {w["nthreads"] for w in workers} == {1}
+            assert {w["memory_limit"] for w in workers} == {2**30}
+            x = da.ones((1000, 1000), chunks=(100, 100))
+            assert client.compute(x.sum()).result() == 1_000_000
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids) == 1 and ids <= self.backend.queue_ids()
+            assert wait_until(lambda: [r.state for r in cluster.jobs] == [JobState.CONNECTED], 20)
+        self.assert_gone_from_queue(ids)
+
+    def test_scale_up_and_down_seen_in_queue(self):
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.scale(jobs=2)
+            client.wait_for_workers(2, timeout=self.backend.timeout)
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids) == 2 and ids <= self.backend.queue_ids()
+            cluster.scale(jobs=1)
+            assert wait_until(lambda: len(ids & self.backend.queue_ids()) == 1, 60)
+            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 30)
+            remaining = {job.job_id for job in cluster.workers.values()}
+            assert len(remaining) == 1
+        self.assert_gone_from_queue(ids)
+
+    def test_adapt_to_zero_and_back(self):
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=2, target_duration="1s")
+            assert client.submit(lambda: 1 + 1).result(timeout=self.backend.timeout) == 2
+            seen = {r.job_id for r in cluster.jobs}
+            assert seen
+            assert wait_until(lambda: not cluster.workers, 60)
+            self.assert_gone_from_queue(seen)
+            assert client.submit(lambda: 2 + 2).result(timeout=self.backend.timeout) == 4
+            seen = {r.job_id for r in cluster.jobs}
+        self.assert_gone_from_queue(seen)
+
+    def test_submit_error_from_the_real_tool(self):
+        with self.cluster(**self.backend.bad_queue_kwargs) as cluster:
+            cluster.scale(1)
+            with pytest.raises(CommandError) as info:
+                cluster.wait_for_workers(1, timeout=60)
+            assert self.backend.bad_queue_message in str(info.value)
+            assert info.value.returncode not in (0, None)
+
+    def test_job_cancelled_from_outside_is_replaced(self):
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.scale(1)
+            client.wait_for_workers(1, timeout=self.backend.timeout)
+            (first,) = [job.job_id for job in cluster.workers.values()]
+            subprocess.run(self.backend.cancel_argv(first), capture_output=True, check=False)
+            assert wait_until(
+                lambda: any(j.job_id != first for j in cluster.workers.values()), self.backend.timeout
+            ), repr(cluster.jobs)
+            ended = {r.job_id: r.state for r in cluster.jobs}
+            assert ended[first] in (JobState.CANCELLED, JobState.FAILED, JobState.LOST), repr(cluster.jobs)
+            client.wait_for_workers(1, timeout=self.backend.timeout)
+            ids = {r.job_id for r in cluster.jobs}
+        self.assert_gone_from_queue(ids)
+
+    def test_death_before_connect_is_explained(self, tmp_path_factory):
+        logs = self.log_directory(tmp_path_factory)
+        with dask.config.set({f"jobqueue.{self.backend.name}.max-consecutive-failures": 2}):
+            with self.cluster(python="/nonexistent/python", log_directory=logs) as cluster:
+                cluster.scale(1)
+                with pytest.raises(JobFailedError) as info:
+                    cluster.wait_for_workers(1, timeout=self.backend.timeout + 60)
+                message = str(info.value)
+                assert "/nonexistent/python" in message, message
+                failed = [r for r in cluster.jobs if r.state.is_final]
+                assert len(failed) == 2, repr(cluster.jobs)
+                assert failed[-1].job_id in message
+                time.sleep(3)
+                assert len(cluster.jobs) == 2, "resubmitted after the circuit breaker opened"
+                ids = {r.job_id for r in cluster.jobs}
+        self.assert_gone_from_queue(ids)
+
+    def log_directory(self, tmp_path_factory) -> str:
+        return str(tmp_path_factory.mktemp("logs"))
+
+    def test_held_job_shows_its_reason(self):
+        if self.backend.hold_kwargs is None:
+            pytest.skip(f"{self.backend.name}: no way to submit a held job")
+        with self.cluster(**self.backend.hold_kwargs) as cluster:
+            cluster.scale(1)
+            assert wait_until(lambda: [r.state for r in cluster.jobs] == [JobState.HELD], 60), repr(cluster.jobs)
+            (record,) = cluster.jobs
+            if self.backend.hold_reason:
+                assert self.backend.hold_reason in (record.reason or ""), repr(cluster.jobs)
+            assert "held" in cluster.jobs_summary()
+            ids = {record.job_id}
+            assert ids <= self.backend.queue_ids()
+        self.assert_gone_from_queue(ids)
+
+    def test_walltime_expiry_is_timed_out_not_failed(self):
+        if self.backend.short_walltime is None:
+            pytest.skip(f"{self.backend.name}: walltime enforcement is not observable here")
+        with self.cluster(**self.backend.short_walltime) as cluster, Client(cluster) as client:
+            cluster.scale(1)
+            client.wait_for_workers(1, timeout=self.backend.timeout)
+            (first,) = [job.job_id for job in cluster.workers.values()]
+            assert wait_until(
+                lambda: any(r.job_id == first and r.state.is_final for r in cluster.jobs),
+                self.backend.walltime_wait,
+                interval=1,
+            ), repr(cluster.jobs)
+            states = {r.job_id: r for r in cluster.jobs}
+            assert states[first].state == JobState.TIMED_OUT, repr(cluster.jobs)
+            # not a failure: replaced right away, and the circuit breaker stays closed
+            assert wait_until(lambda: any(j.job_id != first for j in cluster.workers.values()), 30)
+            assert cluster._consecutive_failures == 0
+            ids = {r.job_id for r in cluster.jobs}
+        self.assert_gone_from_queue(ids)
+
+
+@pytest.fixture(scope="class")
+def emulator(request, tmp_path_factory):
+    """Put the emulated batch system of the requesting class on PATH for its tests.
+
+    The class sets ``emulator_flavour`` (``pbs``, ``torque``, ``moab``, ``lsf``, ``htcondor``)
+    and may set ``emulator_options`` (passed to ``emulated_scheduler``). Every job process is
+    killed at teardown.
+    """
+    import os
+
+    from dask_jobqueue.testing.emulator import emulated_scheduler, kill_all, surviving_processes
+
+    flavour = request.cls.emulator_flavour
+    home = tmp_path_factory.mktemp(f"emulator-{flavour}")
+    env = emulated_scheduler(flavour, home, **getattr(request.cls, "emulator_options", {}))
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        kill_all(home)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        assert not surviving_processes(home), "emulated job processes survived"

@@ -1,0 +1,121 @@
+"""Slurm: job script, memory rounding, parsers on recorded real outputs, and -E slurm runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dask_jobqueue import SLURMCluster
+from dask_jobqueue.slurm import SLURMJob, parse_sacct, parse_squeue, slurm_format_bytes_ceil
+from dask_jobqueue.tracking import JobState
+
+from .scheduler_suite import Backend, SchedulerSuite, run
+
+DATA = Path(__file__).parent / "data" / "slurm"
+
+
+def test_header_and_script():
+    job = SLURMJob(
+        "tcp://127.0.0.1:8786",
+        name="w-0",
+        cores=8,
+        memory="28GB",
+        processes=4,
+        queue="regular",
+        account="acct",
+        walltime="02:00:00",
+        job_extra_directives=["--exclusive"],
+        job_script_prologue=["module load python"],
+        job_script_epilogue=["echo bye"],
+    )
+    lines = job.job_script().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert lines[2:12] == [
+        "#SBATCH -J dask-worker",
+        "#SBATCH -p regular",
+        "#SBATCH -A acct",
+        "#SBATCH -n 1",
+        "#SBATCH -N 1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=27G",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --exclusive",
+        "module load python",
+    ]
+    assert lines[-1] == "echo bye"
+
+
+def test_job_cpu_and_job_mem_override_the_request():
+    job = SLURMJob("tcp://a:1", cores=4, memory="8GB", job_cpu=16, job_mem="64G")
+    header = job.job_header
+    assert "--cpus-per-task=16" in header and "--mem=64G" in header
+
+
+@pytest.mark.parametrize(
+    "nbytes, expected",
+    [(28_000_000_000, "27G"), (8_000_000_000, "8G"), (2**30, "1G"), (2**30 + 1, "2G"),
+     (500_000_000, "477M"), (2**20, "1M"), (5000, "5K"), (100, "1K"), (1, "1K")],
+)
+def test_slurm_format_bytes_ceil(nbytes, expected):
+    assert slurm_format_bytes_ceil(nbytes) == expected
+
+
+def test_parse_squeue_recorded_mixed_states():
+    statuses = parse_squeue((DATA / "squeue_mixed_states_exit_code_sep.txt").read_text())
+    assert statuses["13"].state == JobState.RUNNING
+    assert (statuses["15"].state, statuses["15"].reason) == (JobState.QUEUED, "Priority")
+    assert (statuses["14"].state, statuses["14"].reason) == (JobState.QUEUED, "Resources")
+    assert (statuses["12"].state, statuses["12"].reason) == (JobState.HELD, "JobHeldUser")
+    assert (statuses["3"].state, statuses["3"].exit_code) == (JobState.FINISHED, 0)
+    assert (statuses["4"].state, statuses["4"].exit_code) == (JobState.FAILED, 3)
+    assert (statuses["7"].state, statuses["7"].exit_code) == (JobState.FAILED, 127)
+    assert statuses["9"].state == JobState.CANCELLED
+    assert (statuses["2"].state, statuses["2"].reason) == (JobState.TIMED_OUT, "TimeLimit")
+
+
+def test_parse_squeue_three_column_form():
+    statuses = parse_squeue((DATA / "squeue_mixed_states.txt").read_text())
+    assert statuses["12"].state == JobState.HELD
+    assert statuses["4"].exit_code is None
+
+
+def test_parse_squeue_ignores_purged_ids():
+    assert parse_squeue((DATA / "squeue_all_purged.txt").read_text()) == {}
+
+
+def test_parse_sacct_recorded():
+    statuses = parse_sacct((DATA / "sacct_finished.txt").read_text())
+    states = {s.state for s in statuses.values()}
+    assert JobState.FAILED in states and JobState.FINISHED in states
+    failed = [s for s in statuses.values() if s.state == JobState.FAILED and s.exit_code == 3]
+    assert failed
+
+
+def test_submit_error_messages_are_real():
+    text = (DATA / "sbatch_error_invalid_partition.stderr.txt").read_text()
+    assert "invalid partition specified: nosuchpart" in text
+
+
+def _queue_ids() -> set[str]:
+    return set(run(["squeue", "-h", "-o", "%i"]).split())
+
+
+SLURM = Backend(
+    name="slurm",
+    cluster_cls=SLURMCluster,
+    kwargs={"cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00"},
+    queue_ids=_queue_ids,
+    cancel_argv=lambda job_id: ["scancel", job_id],
+    bad_queue_kwargs={"queue": "nosuchpart"},
+    bad_queue_message="invalid partition specified: nosuchpart",
+    hold_kwargs={"job_extra_directives": ["--hold"]},
+    hold_reason="JobHeldUser",
+    short_walltime={"walltime": "00:01:00"},
+    walltime_wait=180,
+)
+
+
+@pytest.mark.env("slurm")
+class TestRealSlurm(SchedulerSuite):
+    backend = SLURM
