@@ -2,16 +2,125 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shlex
+import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._shell import CommandError, run_command
 from ._values import MIB, check_directive_value
 from .core import Job, JobQueueCluster
+from .tracking import JobState, JobStatus
 
-__all__ = ["OARJob", "OARCluster"]
+__all__ = ["OARJob", "OARCluster", "parse_oarstat_json", "oar_job_status", "decode_wait_status"]
+
+# OAR job states (``oarstat`` ``state``) that are not final, in our state model.
+_STATES: dict[str, JobState] = {
+    "Waiting": JobState.QUEUED,
+    "toLaunch": JobState.QUEUED,
+    "Launching": JobState.QUEUED,
+    "toAckReservation": JobState.QUEUED,
+    "Hold": JobState.HELD,
+    "Suspended": JobState.HELD,
+    "Resuming": JobState.RUNNING,
+    "Running": JobState.RUNNING,
+    "Finishing": JobState.RUNNING,
+    # On its way to Error: not final yet, the events tell why once it is Error.
+    "toError": JobState.RUNNING,
+}
+
+
+def decode_wait_status(status: int) -> int:
+    """OAR's ``exit_code`` is a raw wait status: 768 -> exit 3, 9 (killed) -> 128 + 9."""
+    if status & 0x7F:
+        return 128 + (status & 0x7F)
+    return (status >> 8) & 0xFF
+
+
+def _event_types(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    events = record.get("events") or []
+    return [
+        (str(e.get("type") or ""), str(e.get("description") or ""))
+        for e in events
+        if isinstance(e, Mapping)
+    ]
+
+
+def _error_status(record: Mapping[str, Any]) -> JobStatus:
+    """An ``Error`` job: killed at its walltime, deleted (oardel), or failed to run."""
+    events = _event_types(record)
+    types = {t for t, _ in events}
+    if "WALLTIME" in types:
+        return JobStatus(JobState.TIMED_OUT, "walltime reached", None, "Error")
+    # oardel (by the user or an admin) is a FRAG_JOB_REQUEST; the walltime kill is one too,
+    # which is why WALLTIME is looked at first.
+    for kind, description in events:
+        if kind == "FRAG_JOB_REQUEST":
+            return JobStatus(JobState.CANCELLED, description or "deleted (oardel)", None, "Error")
+    # Anything else (node failure, oarexec trouble...): the last event says what happened.
+    skip = {"SWITCH_INTO_ERROR_STATE", "SEND_KILL_JOB"}
+    useful = [f"{t}: {d}" if d else t for t, d in events if t not in skip]
+    return JobStatus(JobState.FAILED, useful[-1] if useful else "Error", None, "Error")
+
+
+def _waiting_reason(native: str, record: Mapping[str, Any]) -> str | None:
+    """OAR has no pending-reason field; its predicted start time is the most useful hint."""
+    if native == "Waiting":
+        start = record.get("scheduledStart")
+        if isinstance(start, (int, float)) and start > 0:
+            return "expected start " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start))
+        return None
+    return native  # toLaunch / Launching / toAckReservation: about to start
+
+
+def oar_job_status(record: Mapping[str, Any]) -> JobStatus:
+    """Turn one job's ``oarstat -f -J`` record into a :class:`JobStatus`."""
+    native = str(record.get("state") or "")
+    if native == "Terminated":
+        raw = record.get("exit_code")
+        code = decode_wait_status(int(raw)) if isinstance(raw, int) else None
+        if code:
+            return JobStatus(JobState.FAILED, f"exit code {code}", code, native)
+        return JobStatus(JobState.FINISHED, None, code, native)
+    if native == "Error":
+        return _error_status(record)
+    state = _STATES.get(native)
+    if state is None:  # an unknown word: not final, so nothing is resubmitted by mistake
+        state = JobState.RUNNING if native else JobState.QUEUED
+        return JobStatus(state, native or None, None, native or None)
+    if state == JobState.QUEUED:
+        return JobStatus(state, _waiting_reason(native, record), None, native)
+    if state == JobState.HELD:
+        return JobStatus(state, native, None, native)
+    return JobStatus(state, None, None, native)
+
+
+def parse_oarstat_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``oarstat -f -J -j A -j B ...`` (or ``oarstat -J ...``) output.
+
+    The output is a JSON object keyed by job id (a string). Ids OAR does not know are simply
+    absent, and when none is known ``oarstat`` prints nothing at all: both give no entry.
+    Raises ``ValueError`` if the output is not such JSON.
+    """
+    text = stdout.strip()
+    if not text:
+        return {}
+    start = text.find("{")  # tolerate anything printed before the JSON
+    if start < 0:
+        raise ValueError(f"oarstat printed no JSON object: {text[:200]!r}")
+    data = json.loads(text[start:])
+    if not isinstance(data, dict):
+        raise ValueError(f"oarstat JSON is not an object keyed by job id: {text[:200]!r}")
+    return {
+        str(job_id): oar_job_status(record)
+        for job_id, record in data.items()
+        if isinstance(record, Mapping)
+    }
 
 
 class OARJob(Job):
@@ -65,7 +174,7 @@ class OARJob(Job):
         return None if value is None else check_directive_value(value, key.replace("-", "_"))
 
     def header_directives(self) -> list[str]:
-        lines = [f"-n {self.job_name}"]
+        lines = [f"-n {shlex.quote(self.job_name)}"]
         if self.queue is not None:
             lines.append(f"-q {self.queue}")
         if self.project is not None:
@@ -77,7 +186,7 @@ class OARJob(Job):
         lines.append(f"-l {resources}")
         if self.log_directory is not None:
             base = f"{self.log_directory}/{self.job_name}.%jobid%"
-            lines += [f"-O {base}.out", f"-E {base}.err"]
+            lines += [f"-O {shlex.quote(base + '.out')}", f"-E {shlex.quote(base + '.err')}"]
         return lines
 
     @property
@@ -93,18 +202,24 @@ class OARJob(Job):
             i for i, line in enumerate(lines) if line.startswith(f"{self.directive_prefix} -p ")
         ]
         if existing:
+            # Combine with the user's -p (OAR keeps only one): unquote it the way submit_argv
+            # will, then quote the combined condition again.
             i = existing[-1]
-            old = lines[i][len(f"{self.directive_prefix} -p ") :].strip().strip("'\"")
-            lines[i] = f"{self.directive_prefix} -p '{old} AND {condition}'"
+            old = " ".join(shlex.split(lines[i][len(f"{self.directive_prefix} -p ") :]))
+            combined = shlex.quote(f"{old} AND {condition}")
+            lines[i] = f"{self.directive_prefix} -p {combined}"
         else:
-            lines.append(f"{self.directive_prefix} -p {condition}")
+            lines.append(f"{self.directive_prefix} -p {shlex.quote(condition)}")
         return "\n".join(lines)
 
     def _body(self) -> str:
         parts = [*self.job_script_prologue, self.worker_command_line(), *self.job_script_epilogue]
         return "\n".join(parts)
 
+    _submit_dir: str | None = None
+
     def submit_argv(self, script_path: str) -> list[str]:
+        self._submit_dir = os.getcwd()  # where OAR writes its default output files
         options: list[str] = []
         for line in self.job_header.splitlines():
             if line.startswith(self.directive_prefix):
@@ -116,11 +231,40 @@ class OARJob(Job):
             self._body(),
         ]
 
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        # Several ids: repeat -j (``-j 7,8`` is an error, ``-j 7 8`` shows only job 7). The full
+        # record (-f) is needed for exit_code, events and scheduledStart.
+        argv = ["oarstat", "-f", "-J"]
+        for job_id in job_ids:
+            argv += ["-j", str(job_id)]
+        return argv
+
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        statuses = parse_oarstat_json(stdout)
+        return {i: statuses[i] for i in job_ids if i in statuses}
+
+    async def query_status(
+        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
+    ) -> dict[str, JobStatus] | None:
+        argv = self.status_argv(job_ids)
+        result = await run_command(argv, timeout=timeout)
+        try:
+            return self.parse_status(result.stdout, job_ids)
+        except ValueError as exc:  # truncated/garbled JSON: transient, like a failed command
+            raise CommandError(argv, 0, result.stdout, result.stderr, f"gave bad JSON ({exc})") from exc
+
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:
             base = Path(self.log_directory).expanduser() / f"{self.job_name}.{job_id}"
             return [base.with_name(base.name + ".err"), base.with_name(base.name + ".out")]
-        return [Path.cwd() / f"OAR.{job_id}.stderr", Path.cwd() / f"OAR.{job_id}.stdout"]
+        # OAR's default: OAR.<name>.<id>.stderr (OAR.<id>.stderr without -n) in the directory
+        # oarsub ran from, which is this process' working directory at submission.
+        where = Path(self._submit_dir or os.getcwd())
+        return [
+            where / f"OAR.{self.job_name}.{job_id}.stderr",
+            where / f"OAR.{self.job_name}.{job_id}.stdout",
+            where / f"OAR.{job_id}.stderr",
+        ]
 
 
 class OARCluster(JobQueueCluster):
