@@ -209,7 +209,9 @@ class OARJob(Job):
             combined = shlex.quote(f"{old} AND {condition}")
             lines[i] = f"{self.directive_prefix} -p {combined}"
         else:
-            lines.append(f"{self.directive_prefix} -p {shlex.quote(condition)}")
+            if shlex.split(condition) != [condition]:
+                condition = shlex.quote(condition)
+            lines.append(f"{self.directive_prefix} -p {condition}")
         return "\n".join(lines)
 
     def _body(self) -> str:
