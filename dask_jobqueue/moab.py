@@ -1,10 +1,122 @@
-"""Moab: ``msub`` / ``checkjob`` / ``canceljob`` with PBS-style ``#PBS`` directives."""
+"""Moab: ``msub`` / ``showq`` / ``canceljob`` with PBS-style ``#PBS`` directives.
+
+Job states come from ``showq --xml``, which lists every active, eligible (idle) and blocked
+(held, deferred) job in one call; ``checkjob`` would be one command per job. Finished jobs
+leave those sections, so only when some of our ids are missing a second call,
+``showq -c --xml``, reads the completed section (``CompletionCode`` is the resource manager's
+exit status: Torque's ``-11`` walltime kill, ``256 + S`` for a signal). Jobs gone from both
+are unknown to Moab (the cluster marks them lost after a few polls).
+
+``canceljob`` takes several ids, so a batch of jobs is still cancelled with one command.
+"""
 
 from __future__ import annotations
 
-from .pbs import PBSCluster, PBSJob
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 
-__all__ = ["MoabJob", "MoabCluster"]
+from ._shell import CommandError, run_command
+from .core import Job
+from .pbs import PBSCluster, PBSJob, pbs_job_status
+from .tracking import JobState, JobStatus
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MoabJob", "MoabCluster", "parse_showq_xml", "moab_job_status"]
+
+_STATES: dict[str, JobState] = {
+    "Idle": JobState.QUEUED,
+    "Staging": JobState.QUEUED,
+    "Migrated": JobState.QUEUED,
+    "NotQueued": JobState.QUEUED,
+    "UserHold": JobState.HELD,
+    "SystemHold": JobState.HELD,
+    "BatchHold": JobState.HELD,
+    "Hold": JobState.HELD,
+    "Deferred": JobState.HELD,
+    "Blocked": JobState.HELD,
+    "Suspended": JobState.HELD,
+    "Starting": JobState.RUNNING,
+    "Running": JobState.RUNNING,
+    "Canceling": JobState.RUNNING,
+    "Completing": JobState.RUNNING,
+}
+
+
+def moab_job_status(
+    state: str, completion_code: str | None = None, reason: str | None = None
+) -> JobStatus:
+    """One job's status from its Moab ``State`` and ``CompletionCode``.
+
+    ``Completed`` jobs are judged by the completion code (Torque conventions), ``Removed``
+    ones were cancelled, ``Vacated`` ones failed. Waiting jobs get ``reason`` or their state
+    word (``UserHold``, ``Deferred``...) as reason.
+    """
+    state = (state or "").strip()
+    code: int | None
+    try:
+        code = int(completion_code) if completion_code is not None else None
+    except ValueError:  # "None" for jobs removed before they ran
+        code = None
+    if state == "Completed":
+        status = pbs_job_status("C", code, None, None, "torque")
+        return JobStatus(status.state, status.reason, status.exit_code, state)
+    if state == "Removed":
+        if code is not None and code != 0:
+            status = pbs_job_status("C", code, None, None, "torque")
+            if status.state in (JobState.TIMED_OUT, JobState.CANCELLED):
+                return JobStatus(status.state, status.reason, status.exit_code, state)
+        return JobStatus(JobState.CANCELLED, reason or "removed", code, state)
+    if state == "Vacated":
+        return JobStatus(JobState.FAILED, reason or "vacated", code, state)
+    job_state = _STATES.get(state, JobState.RUNNING if state else JobState.QUEUED)
+    if job_state.is_waiting:
+        return JobStatus(job_state, reason or state or None, None, state)
+    return JobStatus(job_state, None, None, state)
+
+
+def parse_showq_xml(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``showq --xml`` (any of its sections): a status per ``JobID``.
+
+    A job in the ``blocked`` section that Moab still calls ``Idle`` is reported held.
+    """
+    text = stdout.strip()
+    if not text:
+        return {}
+    root = ET.fromstring(text)
+    statuses = {}
+    for queue in root.iter("queue"):
+        section = queue.get("option", "")
+        for job in queue.iter("job"):
+            job_id = job.get("JobID")
+            if not job_id:
+                continue
+            reason = job.get("BlockReason") or job.get("BlockMsg") or job.get("HoldReason")
+            status = moab_job_status(job.get("State", ""), job.get("CompletionCode"), reason)
+            if section == "blocked" and status.state == JobState.QUEUED:
+                status = JobStatus(JobState.HELD, reason or "blocked", None, status.native_state)
+            statuses[job_id] = status
+    return statuses
+
+
+def _number(job_id: str) -> str:
+    match = re.search(r"\d+", job_id)
+    return match.group(0) if match else job_id
+
+
+def match_moab_ids(
+    job_ids: Sequence[str], statuses: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses keyed by our ids; ``Moab.12``, ``12`` and ``12.server`` name the same job."""
+    by_number = {_number(key): status for key, status in statuses.items()}
+    result = {}
+    for job_id in job_ids:
+        status = statuses.get(job_id) or by_number.get(_number(job_id))
+        if status is not None:
+            result[job_id] = status
+    return result
 
 
 class MoabJob(PBSJob):
@@ -13,6 +125,29 @@ class MoabJob(PBSJob):
     config_name = "moab"
     submit_command = "msub"
     cancel_command = "canceljob"
+    # msub prints a blank line then the id: ``12``, ``Moab.12`` or ``12.server``
+    job_id_regexp = r"(?P<job_id>(?:Moab\.)?\d+(?:\.[\w-]+)*)"
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["showq", "--xml"]
+
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return match_moab_ids(job_ids, parse_showq_xml(stdout))
+
+    async def query_status(
+        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
+    ) -> dict[str, JobStatus] | None:
+        result = await run_command(self.status_argv(job_ids), timeout=timeout)
+        statuses = self.parse_status(result.stdout, job_ids)
+        missing = [i for i in job_ids if i not in statuses]
+        if missing:
+            try:
+                completed = await run_command(["showq", "-c", "--xml"], timeout=timeout)
+            except CommandError as exc:  # keep what the first call said; retry next poll
+                logger.debug("showq -c failed: %s", exc)
+            else:
+                statuses.update(self.parse_status(completed.stdout, missing))
+        return statuses
 
 
 class MoabCluster(PBSCluster):

@@ -1,18 +1,45 @@
-"""PBS Pro / OpenPBS / Torque: ``qsub`` / ``qstat`` / ``qdel`` and ``#PBS`` directives."""
+"""PBS Pro / OpenPBS / Torque: ``qsub`` / ``qstat`` / ``qdel`` and ``#PBS`` directives.
+
+Job states come from ONE ``qstat`` call per poll for all live jobs:
+
+* PBS Pro / OpenPBS: ``qstat -f -F json -x <ids...>`` (``-x`` keeps finished jobs, state ``F``
+  with ``Exit_status``). Unknown ids make qstat exit 153 with ``qstat: Unknown Job Id X`` on
+  stderr, but the other jobs are still printed: that partial output is used.
+* Torque has no JSON output (its ``qstat`` rejects ``-F``, or ignores it): the job then
+  switches, for good, to ``qstat -f <ids...>`` text, where finished jobs show state ``C`` with
+  ``exit_status`` for ``keep_completed`` seconds.
+
+Exit status conventions: ``-29`` (PBS Pro) / ``-11`` (Torque) is a walltime kill, ``256 + S``
+a kill by signal ``S`` (``qdel`` gives 271, SIGTERM).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import signal
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._shell import CommandError, run_command
 from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
 from .core import Job, JobQueueCluster
+from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PBSJob", "PBSCluster", "pbs_format_bytes_ceil"]
+__all__ = [
+    "PBSJob",
+    "PBSCluster",
+    "pbs_format_bytes_ceil",
+    "parse_qstat_json",
+    "parse_qstat_text",
+    "pbs_job_status",
+    "match_job_ids",
+]
 
 
 def pbs_format_bytes_ceil(nbytes: int) -> str:
@@ -27,6 +54,215 @@ def pbs_format_bytes_ceil(nbytes: int) -> str:
     )
 
 
+# ---------------------------------------------------------------------------- job states
+
+# PBS job_state letters (PBS Pro and Torque) that are not final.
+_STATES: dict[str, JobState] = {
+    "Q": JobState.QUEUED,  # queued
+    "W": JobState.QUEUED,  # waiting for its start time (qsub -a) or a stage-in
+    "T": JobState.QUEUED,  # being moved between servers/queues
+    "H": JobState.HELD,  # held
+    "S": JobState.HELD,  # suspended (like Slurm's SUSPENDED: not running, not gone)
+    "U": JobState.HELD,  # PBS Pro: suspended because the workstation is busy
+    "R": JobState.RUNNING,
+    "E": JobState.RUNNING,  # exiting: processes being cleaned up
+    "B": JobState.RUNNING,  # PBS Pro: job array begun
+}
+# Final letters: PBS Pro history F (finished) / X (subjob finished), Torque C (completed).
+_FINAL_LETTERS = frozenset("FXC")
+_HOLD_TYPES = {"u": "user", "o": "operator", "s": "system", "p": "bad password"}
+_WALLTIME_EXIT = {"pro": -29, "torque": -11}  # JOB_EXEC_KILL_WALLTIME on each flavour
+_CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # what qdel (-W force) sends
+
+
+def _final_status(
+    native: str, exit_status: int | None, comment: str | None, flavour: str
+) -> JobStatus:
+    if exit_status is None:
+        # Never ran (qdel of a queued/held job), or a server that did not record it.
+        return JobStatus(JobState.CANCELLED, comment or "deleted before it ran", None, native)
+    if exit_status == 0:
+        return JobStatus(JobState.FINISHED, None, 0, native)
+    if exit_status == _WALLTIME_EXIT[flavour]:
+        return JobStatus(JobState.TIMED_OUT, "walltime limit exceeded", exit_status, native)
+    if exit_status > 256:
+        signum = exit_status - 256
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        state = JobState.CANCELLED if signum in _CANCEL_SIGNALS else JobState.FAILED
+        return JobStatus(state, f"killed by {name}", 128 + signum, native)
+    if exit_status < 0:
+        return JobStatus(
+            JobState.FAILED,
+            f"the batch system could not run it (Exit_status {exit_status})",
+            exit_status,
+            native,
+        )
+    return JobStatus(JobState.FAILED, None, exit_status, native)
+
+
+def pbs_job_status(
+    job_state: str,
+    exit_status: int | str | None = None,
+    comment: str | None = None,
+    hold_types: str | None = None,
+    flavour: str = "pro",
+) -> JobStatus:
+    """One job's status from its ``qstat -f`` attributes.
+
+    ``flavour`` (``"pro"`` or ``"torque"``) decides which negative ``Exit_status`` means a
+    walltime kill. The reason of a waiting job is the scheduler's ``comment`` (``Not Running:
+    Insufficient amount of resource: ncpus ...``), for held jobs else who holds it.
+    """
+    native = (job_state or "").strip()[:1].upper()
+    comment = comment.strip() if isinstance(comment, str) and comment.strip() else None
+    if isinstance(exit_status, str):
+        try:
+            exit_status = int(exit_status.strip())
+        except ValueError:
+            exit_status = None
+    if native in _FINAL_LETTERS:
+        return _final_status(native, exit_status, comment, flavour)
+    if native == "M":  # PBS Pro history: moved to another server, no longer ours to watch
+        return JobStatus(JobState.LOST, comment or "moved to another server", None, native)
+    state = _STATES.get(native, JobState.QUEUED if not native else JobState.RUNNING)
+    reason = None
+    if state.is_waiting:
+        reason = comment
+        if reason is None and state == JobState.HELD:
+            holders = [_HOLD_TYPES[c] for c in (hold_types or "") if c in _HOLD_TYPES]
+            reason = f"Job held by {' and '.join(holders)}" if holders else "Job held"
+            if native == "S":
+                reason = "Job suspended"
+        elif reason is None and native == "W":
+            reason = "waiting for its start time"
+    return JobStatus(state, reason, None, native)
+
+
+def parse_qstat_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``qstat -f -F json [-x]`` (PBS Pro / OpenPBS): a status per job id it lists.
+
+    Some PBS Pro versions write invalid JSON when an exported variable holds quotes or
+    backslashes; the ``Variable_List`` blocks are dropped and bad escapes repaired before
+    giving up with ``ValueError``.
+    """
+    document = _load_lenient_json(stdout)
+    jobs = document.get("Jobs") or {}
+    statuses = {}
+    for job_id, attrs in jobs.items():
+        if not isinstance(attrs, dict):
+            continue
+        statuses[str(job_id)] = pbs_job_status(
+            str(attrs.get("job_state", "")),
+            attrs.get("Exit_status", attrs.get("exit_status")),
+            attrs.get("comment"),
+            attrs.get("Hold_Types"),
+            "pro",
+        )
+    return statuses
+
+
+def _load_lenient_json(text: str) -> dict[str, Any]:
+    attempts = [
+        text,
+        re.sub(r'"Variable_List"\s*:\s*\{.*?\n\s*\},?', "", text, flags=re.S),
+    ]
+    attempts.append(re.sub(r'\\(?!["\\/bfnrtu])', r"\\\\", attempts[1]))
+    for attempt in attempts:
+        try:
+            document = json.loads(attempt, strict=False)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            return document
+    raise ValueError(f"qstat printed invalid JSON:\n{text[:500]}")
+
+
+def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``qstat -f`` text (Torque, or PBS Pro without ``-F``): ``Job Id: 12.server``
+    blocks of ``    attribute = value`` lines, long values continued on tab-indented lines.
+
+    Torque is recognised by its lower-case ``exit_status`` (or state ``C``).
+    """
+    blocks: dict[str, dict[str, str]] = {}
+    attrs: dict[str, str] | None = None
+    last: str | None = None
+    for line in stdout.splitlines():
+        if line.startswith("Job Id:"):
+            attrs = blocks.setdefault(line.split(":", 1)[1].strip(), {})
+            last = None
+        elif attrs is None or not line.strip():
+            continue
+        elif line.startswith("\t") or " = " not in line:
+            if last is not None:
+                attrs[last] += line.strip()
+        else:
+            key, value = line.strip().split(" = ", 1)
+            attrs[key.strip()] = value.strip()
+            last = key.strip()
+    statuses = {}
+    for job_id, attrs in blocks.items():
+        torque = "exit_status" in attrs or attrs.get("job_state", "")[:1] == "C"
+        statuses[job_id] = pbs_job_status(
+            attrs.get("job_state", ""),
+            attrs.get("Exit_status", attrs.get("exit_status")),
+            attrs.get("comment"),
+            attrs.get("Hold_Types"),
+            "torque" if torque else "pro",
+        )
+    return statuses
+
+
+def match_job_ids(
+    job_ids: Sequence[str], statuses: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses keyed by our ``job_ids``; qstat may print the server name shorter or longer
+    than qsub did (``12.pbs01`` for ``12.pbs01.example.org``): ids then match by sequence
+    number when the server names agree as far as both go."""
+    result = {}
+    by_seq: dict[str, list[str]] = {}
+    for key in statuses:
+        by_seq.setdefault(key.split(".", 1)[0], []).append(key)
+    for job_id in job_ids:
+        if job_id in statuses:
+            result[job_id] = statuses[job_id]
+            continue
+        seq, _, server = job_id.partition(".")
+        candidates = [
+            key for key in by_seq.get(seq, []) if _same_server(server, key.partition(".")[2])
+        ]
+        if len(candidates) == 1:
+            result[job_id] = statuses[candidates[0]]
+    return result
+
+
+def _same_server(a: str, b: str) -> bool:
+    if not a or not b:
+        return True
+    short, long = sorted((a.split("."), b.split(".")), key=len)
+    return long[: len(short)] == short
+
+
+_NOT_A_FAILURE = re.compile(
+    r"Unknown Job Id|Job has finished|use -x or -H|Invalid state for job", re.IGNORECASE
+)
+_REJECTS_OPTION = re.compile(r"invalid option|illegal option|unknown option|usage:", re.IGNORECASE)
+
+
+async def run_qstat(argv: Sequence[str], timeout: float | None) -> str:
+    """Run a qstat command; an exit status caused only by unknown or finished ids is not a
+    failure (qstat still prints the other jobs), anything else raises ``CommandError``."""
+    try:
+        return (await run_command(argv, timeout=timeout)).stdout
+    except CommandError as exc:
+        lines = [line for line in exc.stderr.splitlines() if line.strip()]
+        if exc.returncode is not None and lines and all(_NOT_A_FAILURE.search(x) for x in lines):
+            return exc.stdout
+        raise
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -34,6 +270,8 @@ class PBSJob(Job):
     submit_command = "qsub"
     cancel_command = "qdel"
     directive_prefix = "#PBS"
+    # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
+    job_id_regexp = r"(?P<job_id>\d+(?:\.[\w-]+)*)"
     walltime_forms = ("hh:mm:ss", "mm:ss", "seconds")
 
     def __init__(
@@ -61,6 +299,9 @@ class PBSJob(Job):
             logger.info("Resource specification for PBS not set, using %s", resource_spec)
         self.resource_spec = check_directive_value(resource_spec, "resource_spec")
         self.walltime = self._walltime(walltime)
+        #: "pro" once qstat answered in JSON, "torque" once it could not; None: not yet known.
+        #: The cluster queries through one template job, so this is learnt once per cluster.
+        self.pbs_flavour: str | None = None
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]
@@ -74,6 +315,53 @@ class PBSJob(Job):
         if self.log_directory is not None:
             lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
         return lines
+
+    # ------------------------------------------------------------------ status
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        if self.pbs_flavour == "torque":
+            return ["qstat", "-f", *job_ids]
+        return ["qstat", "-f", "-F", "json", "-x", *job_ids]
+
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if stdout.lstrip().startswith("{"):
+            return match_job_ids(job_ids, parse_qstat_json(stdout))
+        return match_job_ids(job_ids, parse_qstat_text(stdout))
+
+    async def query_status(
+        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
+    ) -> dict[str, JobStatus] | None:
+        if self.pbs_flavour != "torque":
+            try:
+                stdout = await run_qstat(self.status_argv(job_ids), timeout)
+            except CommandError as exc:
+                if (
+                    exc.returncode is None
+                    or exc.stdout.strip()
+                    or not _REJECTS_OPTION.search(exc.stderr)
+                ):
+                    raise
+                logger.info(
+                    "qstat does not support -F json; assuming Torque: %s", exc.stderr.strip()
+                )
+                self.pbs_flavour = "torque"
+            else:
+                text = stdout.lstrip()
+                if text.startswith("{"):
+                    self.pbs_flavour = "pro"
+                    try:
+                        return match_job_ids(job_ids, parse_qstat_json(text))
+                    except ValueError:
+                        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text")
+                        stdout = await run_qstat(["qstat", "-f", "-x", *job_ids], timeout)
+                        return match_job_ids(job_ids, parse_qstat_text(stdout))
+                if not text:
+                    return {}
+                # Torque ignores -F and reads -x as "XML output"
+                logger.info("qstat -F json did not print JSON; assuming Torque")
+                self.pbs_flavour = "torque"
+        stdout = await run_qstat(self.status_argv(job_ids), timeout)
+        return match_job_ids(job_ids, parse_qstat_text(stdout))
 
     def output_files(self, job_id: str) -> list[Path]:
         sequence = job_id.split(".", 1)[0]
