@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._shell import CommandError, run_command
 from ._values import check_directive_value, parse_memory, parse_positive_int
 from .core import Job, JobQueueCluster
+from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LSFJob", "LSFCluster", "lsf_format_bytes_ceil", "lsf_detect_units"]
+__all__ = [
+    "LSFJob",
+    "LSFCluster",
+    "lsf_format_bytes_ceil",
+    "lsf_detect_units",
+    "parse_bjobs_json",
+    "parse_bjobs",
+]
 
 _UNIT_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6, "z": 7}
 
@@ -54,6 +65,117 @@ def lsf_detect_units() -> str:
             return found[-1].lower()
         return "kb"
     return "kb"
+
+
+#: ``bjobs -o`` fields, ``pend_reason`` last: in the delimited form it may contain anything.
+BJOBS_FIELDS = "jobid stat exit_code exit_reason pend_reason"
+
+_STATES: dict[str, JobState] = {
+    "PEND": JobState.QUEUED,
+    "WAIT": JobState.QUEUED,  # chunk job waiting for its turn
+    "PROV": JobState.QUEUED,  # host being provisioned
+    "PSUSP": JobState.HELD,  # suspended while pending (bsub -H, bstop)
+    "USUSP": JobState.HELD,  # suspended while running, by the user or an admin
+    "SSUSP": JobState.HELD,  # suspended while running, by LSF (load, preemption...)
+    "RUN": JobState.RUNNING,
+    "UNKWN": JobState.RUNNING,  # the execution host stopped answering; the job may still run
+    "DONE": JobState.FINISHED,
+    "EXIT": JobState.FAILED,
+    "ZOMBI": JobState.FAILED,
+}
+_SUSPENDED_REASONS = {
+    "USUSP": "suspended by the user or the administrator while running",
+    "SSUSP": "suspended by LSF while running",
+}
+# ``exit_reason`` prefixes of jobs killed on purpose (``bkill``, preemption...).
+_CANCEL_REASONS = ("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN",
+                   "TERM_PREEMPT", "TERM_REQUEUE_OWNER", "TERM_REQUEUE_ADMIN")
+_TIMEOUT_REASONS = ("TERM_RUNLIMIT", "TERM_DEADLINE")
+#: bjobs ``exit_code`` of a job killed at its run limit, and of a job killed by ``bkill``
+#: (SIGINT) when the LSF version has no ``exit_reason`` field.
+RUNLIMIT_EXIT_CODE = 140
+BKILL_EXIT_CODE = 130
+
+
+def _blank(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    return "" if text == "-" else text
+
+
+def lsf_status(
+    stat: str, exit_code: str = "", exit_reason: str = "", pend_reason: str = ""
+) -> JobStatus:
+    """One bjobs row in our state model.
+
+    ``PEND`` is queued with its pending reason, ``PSUSP/USUSP/SSUSP`` held, ``DONE`` finished,
+    ``EXIT`` failed, except jobs killed at their run limit (``TERM_RUNLIMIT``, exit 140:
+    timed out) and killed by their owner or an admin (``TERM_OWNER``..., exit 130: cancelled).
+    """
+    native = _blank(stat).upper() or "UNKNOWN"
+    state = _STATES.get(native, JobState.RUNNING)
+    code_text, why, pending = _blank(exit_code), _blank(exit_reason), _blank(pend_reason)
+    code = int(code_text) if code_text.lstrip("-").isdigit() else None
+    reason: str | None = None
+    if state.is_waiting:
+        reason = pending.rstrip(";").strip() or _SUSPENDED_REASONS.get(native)
+    elif native == "DONE":
+        code = 0
+    elif native == "EXIT":
+        reason = why or None
+        if why.startswith(_TIMEOUT_REASONS) or (not why and code == RUNLIMIT_EXIT_CODE):
+            state = JobState.TIMED_OUT
+        elif why.startswith(_CANCEL_REASONS) or (not why and code == BKILL_EXIT_CODE):
+            state = JobState.CANCELLED
+    elif native == "UNKWN":
+        reason = "the execution host does not answer"
+    if not state.is_final:
+        code = None
+    return JobStatus(state, reason, code, native)
+
+
+def parse_bjobs_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``bjobs -json -o "jobid stat exit_code exit_reason pend_reason" <ids>``.
+
+    Records of unknown ids (``{"JOBID": "99", "ERROR": "Job <99> is not found"}``) are left
+    out. Empty output (nothing at all) is no job.
+    """
+    if not stdout.strip():
+        return {}
+    data = json.loads(stdout)
+    statuses = {}
+    for record in data.get("RECORDS", []):
+        job_id = _blank(record.get("JOBID"))
+        if not job_id or record.get("ERROR") or not _blank(record.get("STAT")):
+            continue
+        statuses[job_id] = lsf_status(
+            record.get("STAT", ""),
+            record.get("EXIT_CODE", ""),
+            record.get("EXIT_REASON", ""),
+            record.get("PEND_REASON", ""),
+        )
+    return statuses
+
+
+def parse_bjobs(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``bjobs -noheader -o "jobid stat exit_code exit_reason pend_reason
+    delimiter='|'" <ids>`` (LSF before 10.1.0.2 has no ``-json``). Empty values are ``-``."""
+    statuses = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("|", 4)
+        if len(parts) < 2 or not parts[0].strip().isdigit():
+            continue  # e.g. "Job <99> is not found" when stderr is merged
+        parts += [""] * (5 - len(parts))
+        statuses[parts[0].strip()] = lsf_status(*parts[1:5])
+    return statuses
+
+
+def _only_unknown_ids(stderr: str) -> bool:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(
+        re.fullmatch(r"Job <[^>]+> is not found\.?", line)
+        or line in ("No unfinished job found", "No job found")
+        for line in lines
+    )
 
 
 class LSFJob(Job):
@@ -118,6 +240,44 @@ class LSFJob(Job):
         if self.walltime is not None:
             lines.append(f"-W {self.walltime}")
         return lines
+
+    #: Ask ``bjobs`` for JSON (LSF >= 10.1.0.2); switched off automatically if refused.
+    bjobs_json = True
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        if self.bjobs_json:
+            return ["bjobs", "-json", "-o", BJOBS_FIELDS, *job_ids]
+        return ["bjobs", "-noheader", "-o", f"{BJOBS_FIELDS} delimiter='|'", *job_ids]
+
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        statuses = parse_bjobs_json(stdout) if self.bjobs_json else parse_bjobs(stdout)
+        return {i: statuses[i] for i in job_ids if i in statuses}
+
+    async def query_status(
+        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
+    ) -> dict[str, JobStatus] | None:
+        """One ``bjobs`` call for all ids. bjobs exits 255 when any id is unknown (purged
+        after ``CLEAN_PERIOD``) but still prints the others: those are used, the unknown
+        ones are left out. Other failures (``LSF is down``...) are raised as transient."""
+        argv = self.status_argv(job_ids)
+        try:
+            stdout = (await run_command(argv, timeout=timeout)).stdout
+        except CommandError as exc:
+            refused = re.search(r"(illegal|invalid|unknown) option|usage", exc.stderr, re.I)
+            if self.bjobs_json and exc.returncode and not exc.stdout.strip() and refused:
+                logger.info("bjobs does not support -json; using the delimited format")
+                self.bjobs_json = False
+                return await self.query_status(job_ids, jobs, timeout)
+            partial = exc.stdout.strip() or _only_unknown_ids(exc.stderr)
+            if not exc.returncode or not partial:
+                raise
+            stdout = exc.stdout
+        try:
+            return self.parse_status(stdout, job_ids)
+        except ValueError as exc:  # truncated JSON, e.g. killed mid-way
+            raise CommandError(
+                argv, 0, stdout, reason=f"printed unreadable output ({exc})"
+            ) from None
 
     def submit_argv(self, script_path: str) -> list[str]:
         argv = [*self._split(self.submit_command), *self.submit_command_extra]
