@@ -85,7 +85,7 @@ def oar_job_status(record: Mapping[str, Any]) -> JobStatus:
         raw = record.get("exit_code")
         code = decode_wait_status(int(raw)) if isinstance(raw, int) else None
         if code:
-            return JobStatus(JobState.FAILED, f"exit code {code}", code, native)
+            return JobStatus(JobState.FAILED, None, code, native)
         return JobStatus(JobState.FINISHED, None, code, native)
     if native == "Error":
         return _error_status(record)

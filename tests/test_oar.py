@@ -9,12 +9,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+from distributed import Client
 
-from dask_jobqueue import OARCluster
+from dask_jobqueue import CommandError, OARCluster
 from dask_jobqueue.oar import OARJob, decode_wait_status, oar_job_status, parse_oarstat_json
 from dask_jobqueue.tracking import JobState
 
-from .scheduler_suite import Backend, SchedulerSuite, run
+from .scheduler_suite import Backend, SchedulerSuite, run, wait_until
 
 DATA = Path(__file__).parent / "data" / "oar"
 NA = {"memory_per_core_property_name": "not_applicable"}
@@ -167,7 +168,7 @@ def test_parse_recorded_mixed_states():
     assert set(st) == {"7", "8", "10", "13", "17", "18", "19", "21", "23", "24", "25"}
     assert (st["7"].state, st["7"].native_state) == (JobState.RUNNING, "Running")
     assert (st["8"].state, st["8"].exit_code) == (JobState.FINISHED, 0)
-    assert (st["17"].state, st["17"].exit_code) == (JobState.FAILED, 3)
+    assert (st["17"].state, st["17"].exit_code, st["17"].reason) == (JobState.FAILED, 3, None)
     assert (st["19"].state, st["19"].exit_code) == (JobState.FAILED, 127)
     assert (st["10"].state, st["10"].exit_code) == (JobState.FAILED, 126)
     assert st["18"].state == JobState.CANCELLED
@@ -276,3 +277,29 @@ OAR = Backend(
 @pytest.mark.env("oar")
 class TestRealOAR(SchedulerSuite):
     backend = OAR
+
+    def test_oardel_from_outside_is_cancelled_and_polled_in_one_call(self):
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.scale(jobs=2)
+            client.wait_for_workers(2, timeout=self.backend.timeout)
+            first, second = sorted(j.job_id for j in cluster.workers.values())
+            calls = cluster.status_calls
+            run(["oardel", first])
+            assert wait_until(
+                lambda: any(r.job_id == first and r.state.is_final for r in cluster.jobs),
+                self.backend.timeout,
+            ), repr(cluster.jobs)
+            record = {r.job_id: r for r in cluster.jobs}[first]
+            assert record.state == JobState.CANCELLED, repr(cluster.jobs)
+            assert "frag" in (record.reason or ""), repr(cluster.jobs)
+            assert {r.job_id: r.state for r in cluster.jobs}[second] == JobState.CONNECTED
+            assert cluster.status_calls > calls
+            ids = {r.job_id for r in cluster.jobs}
+        self.assert_gone_from_queue(ids)
+
+    def test_unknown_memory_property_is_rejected_by_oarsub(self):
+        with self.cluster(memory_per_core_property_name="nosuchprop") as cluster:
+            cluster.scale(1)
+            with pytest.raises(CommandError) as info:
+                cluster.wait_for_workers(1, timeout=60)
+            assert 'column "nosuchprop" does not exist' in str(info.value)
