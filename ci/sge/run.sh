@@ -10,6 +10,7 @@
 # Tunables (environment): SGE_SLOTS (slots of all.q, default 8), SGE_TIMEOUT (seconds for
 # every wait, default 60), SGE_ACCOUNTING_FLUSH (accounting_flush_time, default 00:00:00).
 set -euo pipefail
+# shellcheck disable=SC2154  # rc is assigned inside the trap string
 trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
 
 export SGE_ROOT=/var/lib/gridengine
@@ -227,11 +228,14 @@ configure_global() {
     # the old values rejects root's job and puts the queue in error state.
     # accounting_flush_time (SGE_ACCOUNTING_FLUSH, default 00:00:00): qacct sees a finished
     # job at once instead of after the default flush_time of 15 s.
-    set_params "$f" min_uid 0 min_gid 0 \
+    # login_shells without bash/sh: job shells are then not login shells and do not source the
+    # submitting user's ~/.profile (on CI machines root's profile runs "pyenv init", whose
+    # rehash lock, left behind by a killed job, made every later job hang for 60 s).
+    set_params "$f" min_uid 0 min_gid 0 login_shells csh,tcsh \
         reporting_params "accounting=true reporting=false flush_time=00:00:15 joblog=false sharelog=00:00:00 accounting_flush_time=$ACCT_FLUSH"
     if ! same "$f" "$f.orig"; then
         qc -Mconf "$f"
-        log "global config: min_uid 0, min_gid 0, accounting_flush_time $ACCT_FLUSH"
+        log "global config: min_uid 0, min_gid 0, login_shells csh,tcsh, accounting_flush_time $ACCT_FLUSH"
     fi
 }
 
@@ -350,6 +354,7 @@ EOF
 cmd_start() {
     mkdir -p "$WORK"; chmod 755 "$WORK"
     install_packages
+    [[ -d "$COMMON" ]] || die "$COMMON missing: reconfigure with shared/gridengineconfig true (dpkg-reconfigure gridengine-master)"
     start_qmaster
     configure_global
     configure_scheduler
