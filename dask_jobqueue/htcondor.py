@@ -2,16 +2,133 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._shell import join_command
+from ._shell import CommandError, join_command, run_command
 from ._values import check_directive_value, parse_memory
 from .core import Job, JobQueueCluster
+from .tracking import JobState, JobStatus
 
-__all__ = ["HTCondorJob", "HTCondorCluster", "quote_arguments", "quote_environment"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HTCondorJob",
+    "HTCondorCluster",
+    "quote_arguments",
+    "quote_environment",
+    "escape_macros",
+    "parse_condor_json",
+    "condor_status",
+]
+
+#: Job ClassAd attributes read by the status query (``-json -attributes``).
+STATUS_ATTRIBUTES = (
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "HoldReason",
+    "HoldReasonCode",
+    "RemoveReason",
+)
+_JOB_STATUS_NAMES = {
+    1: "Idle",
+    2: "Running",
+    3: "Removed",
+    4: "Completed",
+    5: "Held",
+    6: "Transferring Output",
+    7: "Suspended",
+}
+#: HoldReasonCode of jobs held by a time-limit policy: 46 JobDurationExceeded
+#: (``allowed_job_duration``), 47 JobExecuteExceeded (``allowed_execute_duration``).
+TIME_LIMIT_HOLD_CODES = frozenset({46, 47})
+
+
+def condor_status(ad: Mapping[str, Any]) -> JobStatus:
+    """One job ClassAd (``JobStatus``, ``ExitCode``, ``Hold*``...) in our state model.
+
+    1 idle: queued; 2 running (6 transferring output) : running; 3 removed: cancelled;
+    4 completed: finished if ``ExitCode`` is 0, else failed (killed by signal S: 128 + S);
+    5 held: held with ``HoldReason``, except a hold for exceeding a time limit
+    (HoldReasonCode 46/47), which is the HTCondor way of ending a job at its walltime:
+    timed out. 7 suspended: held.
+    """
+    try:
+        code = int(ad.get("JobStatus"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        code = 0
+    native = _JOB_STATUS_NAMES.get(code, str(ad.get("JobStatus")))
+    exit_code: int | None = None
+    reason: str | None = None
+    if code == 1:
+        state = JobState.QUEUED
+    elif code in (2, 6):
+        state = JobState.RUNNING
+    elif code == 3:
+        state, reason = JobState.CANCELLED, _text(ad.get("RemoveReason"))
+    elif code == 4:
+        if ad.get("ExitBySignal") is True and _int(ad.get("ExitSignal")) is not None:
+            exit_code = 128 + _int(ad.get("ExitSignal"))  # type: ignore[operator]
+            reason = f"killed by signal {ad.get('ExitSignal')}"
+        else:
+            exit_code = _int(ad.get("ExitCode"))
+        state = JobState.FINISHED if exit_code == 0 else JobState.FAILED
+    elif code == 5:
+        reason = _text(ad.get("HoldReason"))
+        if _int(ad.get("HoldReasonCode")) in TIME_LIMIT_HOLD_CODES:
+            state = JobState.TIMED_OUT
+        else:
+            state = JobState.HELD
+    elif code == 7:
+        state, reason = JobState.HELD, "suspended"
+    else:
+        state = JobState.QUEUED
+    return JobStatus(state, reason, exit_code, native)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if isinstance(value, str) and value else None
+
+
+def parse_condor_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``condor_q|condor_history <ids> -json -attributes ClusterId,ProcId,JobStatus,...``.
+
+    Both print a JSON list of ads, or nothing at all when no job matches.
+    """
+    if not stdout.strip():
+        return {}
+    statuses = {}
+    for ad in json.loads(stdout):
+        if not isinstance(ad, dict) or ad.get("ClusterId") is None:
+            continue
+        statuses[f"{ad['ClusterId']}.{ad.get('ProcId', 0)}"] = condor_status(ad)
+    return statuses
+
+
+def escape_macros(text: str) -> str:
+    """Protect ``$(...)`` and ``$$(...)`` from condor_submit's macro expansion.
+
+    Each ``$`` that would start a macro becomes ``$(DOLLAR)``, which condor_submit turns back
+    into a literal ``$``. ``$NAME`` and ``${NAME}`` are not macros and are left alone.
+    """
+    return re.sub(r"\$(?=\$*\()", "$(DOLLAR)", text)
 
 
 def _double_up_quotes(text: str) -> str:
@@ -88,10 +205,21 @@ class HTCondorJob(Job):
                         "(or pass a dict)"
                     )
                 items[key.strip()] = val.strip()
+        checked = {}
         for key, val in items.items():
-            check_directive_value(key, "job_extra_directives")
-            check_directive_value(val, "job_extra_directives")
-        return items
+            key = check_directive_value(key, "job_extra_directives").strip()
+            if not re.fullmatch(r"\+?[A-Za-z_][\w.]*", key):
+                raise ValueError(
+                    f"job_extra_directives key {key!r} is not a submit-description key "
+                    "(e.g. 'request_gpus', '+ProjectName' or 'MY.ProjectName')"
+                )
+            if key.lower() == "queue":
+                raise ValueError(
+                    "job_extra_directives must not contain 'queue': the submit description "
+                    "already ends with one 'Queue' statement (one job per Dask job)"
+                )
+            checked[key] = check_directive_value(val, "job_extra_directives")
+        return checked
 
     def header_items(self) -> dict[str, str]:
         """Submit-description entries, before ``job_directives_skip`` and extras."""
@@ -110,9 +238,9 @@ class HTCondorJob(Job):
             items.update(
                 {
                     "LogDirectory": self.log_directory,
-                    "Output": "$(LogDirectory)/worker-$(MY.JobId).out",
-                    "Error": "$(LogDirectory)/worker-$(MY.JobId).err",
-                    "Log": "$(LogDirectory)/worker-$(MY.JobId).log",
+                    "Output": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).out",
+                    "Error": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).err",
+                    "Log": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).log",
                     "Stream_Output": "True",
                     "Stream_Error": "True",
                 }
@@ -121,7 +249,13 @@ class HTCondorJob(Job):
 
     @property
     def job_header(self) -> str:
-        items = {k: v for k, v in self.header_items().items() if k not in self.job_directives_skip}
+        # Like the other schedulers: a generated line is dropped when it contains any of the
+        # job_directives_skip strings (a key that is not in the header is simply not found).
+        items = {
+            key: value
+            for key, value in self.header_items().items()
+            if not any(skip in f"{key} = {value}" for skip in self.job_directives_skip)
+        }
         items.update(self.job_extra_directives)
         return "\n".join(f"{key} = {value}" for key, value in items.items())
 
@@ -141,10 +275,57 @@ class HTCondorJob(Job):
             "",
             self.job_header,
             "Executable = /bin/sh",
-            f"Arguments = {quote_arguments(['-c', self.shell_command()])}",
+            f"Arguments = {escape_macros(quote_arguments(['-c', self.shell_command()]))}",
             "Queue",
         ]
         return "\n".join(lines) + "\n"
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["condor_q", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
+
+    def history_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return ["condor_history", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
+
+    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        statuses = parse_condor_json(stdout)
+        return {i: statuses[i] for i in job_ids if i in statuses}
+
+    async def query_status(
+        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
+    ) -> dict[str, JobStatus] | None:
+        """``condor_q`` for all ids, then one ``condor_history`` for the ids that left the
+        queue (completed and removed jobs leave it as soon as they are gone).
+
+        A job held for exceeding its time limit is reported timed out and removed with
+        ``condor_rm``: a held job keeps its place in the queue until someone releases or
+        removes it, and the cluster, which considers it ended, would never do either.
+        """
+        statuses = await self._query(self.status_argv(job_ids), job_ids, timeout)
+        missing = [i for i in job_ids if i not in statuses]
+        if missing:
+            try:
+                statuses.update(await self._query(self.history_argv(missing), missing, timeout))
+            except CommandError as exc:  # history is a bonus: missing ids end up lost
+                logger.debug("condor_history failed: %s", exc)
+        expired = [
+            i
+            for i, status in statuses.items()
+            if status.state == JobState.TIMED_OUT and status.native_state == "Held"
+        ]
+        if expired:
+            await self.cancel_jobs(expired, timeout)
+        return statuses
+
+    async def _query(
+        self, argv: list[str], job_ids: Sequence[str], timeout: float
+    ) -> dict[str, JobStatus]:
+        result = await run_command(argv, timeout=timeout)
+        try:
+            return self.parse_status(result.stdout, job_ids)
+        except ValueError as exc:  # e.g. truncated JSON
+            raise CommandError(
+                argv, 0, result.stdout, reason=f"printed unreadable output ({exc})"
+            ) from None
 
     def job_id_from_submit_output(self, out: str) -> str:
         return f"{super().job_id_from_submit_output(out)}.0"
