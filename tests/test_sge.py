@@ -1,0 +1,348 @@
+"""Grid Engine: job script, parsers on recorded real SGE 8.1.9 outputs, the status query
+strategy (with fake commands), and -E sge runs against a real Son of Grid Engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from dask_jobqueue import SGECluster
+from dask_jobqueue import sge as sge_module
+from dask_jobqueue._shell import CommandError, CommandResult
+from dask_jobqueue.sge import (
+    SGEJob,
+    parse_qacct,
+    parse_qstat_xml,
+    parse_qstat_xml_j,
+    qacct_status,
+    sge_state,
+)
+from dask_jobqueue.tracking import JobState
+
+from .scheduler_suite import Backend, SchedulerSuite, run
+
+DATA = Path(__file__).parent / "data" / "sge"
+
+
+def _read(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+# ---------------------------------------------------------------------------- job script
+
+
+def test_header_and_script():
+    job = SGEJob(
+        "tcp://127.0.0.1:8786",
+        name="w-0",
+        cores=4,
+        memory="8GB",
+        processes=2,
+        queue="all.q",
+        project="proj",
+        resource_spec="h_vmem=4G,mem_req=4G",
+        walltime="02:00:00",
+        job_extra_directives=["-pe smp 4"],
+        job_script_prologue=["module load python"],
+    )
+    lines = job.job_script().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert lines[2:11] == [
+        "#$ -N dask-worker",
+        "#$ -q all.q",
+        "#$ -P proj",
+        "#$ -l h_vmem=4G,mem_req=4G",
+        "#$ -l h_rt=02:00:00",
+        "#$ -cwd",
+        "#$ -j y",
+        "#$ -pe smp 4",
+        "module load python",
+    ]
+    assert "--nworkers 2" in lines[-1]
+
+
+def test_minimal_header_and_output_files_in_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = SGEJob(cores=1, memory="1GB", job_name="myjob")
+    # walltime comes from the packaged jobqueue.yaml default
+    assert job.job_header.splitlines() == ["#$ -N myjob", "#$ -l h_rt=00:30:00", "#$ -cwd", "#$ -j y"]
+    assert job.output_files("42")[0] == tmp_path / "myjob.o42"
+
+
+def test_log_directory(tmp_path):
+    logs = tmp_path / "logs"
+    job = SGEJob(cores=1, memory="1GB", log_directory=str(logs))
+    header = job.job_header.splitlines()
+    assert f"#$ -e {logs}/" in header and f"#$ -o {logs}/" in header
+    assert "#$ -j y" in header
+    assert job.output_files("7") == [logs / "dask-worker.o7", logs / "dask-worker.e7"]
+    assert logs.is_dir()
+
+
+def test_directives_skip():
+    job = SGEJob(cores=1, memory="1GB", queue="q", job_directives_skip=["-q"])
+    assert "-q q" not in job.job_header
+
+
+def test_submit_output_regexp():
+    job = SGEJob(cores=1, memory="1GB")
+    assert job.job_id_from_submit_output(_read("qsub_plain.txt")) == "138"
+    assert job.job_id_from_submit_output(_read("qsub_terse.txt")) == _read("qsub_terse.txt").strip()
+    assert job.job_id_from_submit_output(_read("qsub_terse_array.txt")) == "140"
+    assert job.job_id_from_submit_output('Your job 4 ("dask-worker-1") has been submitted') == "4"
+    out = 'Your job-array 5.1-3:1 ("a9") has been submitted'
+    assert job.job_id_from_submit_output(out) == "5"
+
+
+def test_cancel_command_override():
+    class AllMine(SGEJob):
+        cancel_command = "qdel -u root"
+
+    job = AllMine(cores=1, memory="1GB")
+    assert job.cancel_argv(["1", "2"]) == ["qdel", "-u", "root", "1", "2"]
+    job = SGEJob(cores=1, memory="1GB", cancel_command_extra=["-f"])
+    assert job.cancel_argv(["3"]) == ["qdel", "-f", "3"]
+
+
+def test_cluster_job_script():
+    with SGECluster(cores=1, memory="1GB", queue="short.q", scheduler_options={"dashboard_address": ":0"}) as c:
+        assert "#$ -q short.q" in c.job_script()
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+@pytest.mark.parametrize(
+    "code, state, reason",
+    [
+        ("r", JobState.RUNNING, None),
+        ("t", JobState.RUNNING, None),
+        ("Rr", JobState.RUNNING, None),
+        ("qw", JobState.QUEUED, None),
+        ("hqw", JobState.HELD, "held"),
+        ("hRwq", JobState.HELD, "held"),
+        ("s", JobState.HELD, "suspended"),
+        ("S", JobState.HELD, "suspended"),
+        ("T", JobState.HELD, "suspended"),
+        ("Eqw", JobState.FAILED, "error state (Eqw)"),
+        ("dr", JobState.CANCELLED, "being deleted (qdel)"),
+        ("dt", JobState.CANCELLED, "being deleted (qdel)"),
+    ],
+)
+def test_sge_state(code, state, reason):
+    status = sge_state(code)
+    assert (status.state, status.reason, status.native_state) == (state, reason, code)
+
+
+def test_parse_qstat_xml_recorded_mixed_states():
+    states = parse_qstat_xml(_read("qstat_xml_mixed.txt"))
+    assert len(states) == 13  # 15 entries, the running array job 147 has 3
+    assert states["147"] == "r" and states["148"] == "r"
+    assert states["152"] == "s"
+    assert states["146"] == "qw" and states["155"] == "qw"
+    assert states["156"] == "hqw"
+    assert states["160"] == "Eqw"
+    assert "139" not in states  # finished
+    assert "158" not in states and "159" not in states  # other user's jobs
+    assert set(parse_qstat_xml(_read("qstat_xml_mixed_all_users.txt"))) >= {"158", "159"}
+
+
+def test_parse_qstat_xml_empty():
+    assert parse_qstat_xml(_read("qstat_xml_empty.txt")) == {}
+    assert parse_qstat_xml(_read("qstat_xml_finished.txt")) == {}
+
+
+def test_parse_qstat_xml_j_reasons():
+    reasons, errors = parse_qstat_xml_j(_read("qstat_xml_j_unsatisfiable_pe.txt"))
+    assert reasons == {"146": ['cannot run in PE "smp" because it only offers 0 slots']}
+    assert errors == {}
+    reasons, _ = parse_qstat_xml_j(_read("qstat_xml_j_unsatisfiable_mem.txt"))
+    assert reasons["157"][0].startswith("(-l mem_free=1000G) cannot run at host")
+
+
+def test_parse_qstat_xml_j_falls_back_to_global_messages():
+    # the running array job has no message of its own: the global "queue full" one is used
+    reasons, _ = parse_qstat_xml_j(_read("qstat_xml_j_running_array.txt"))
+    assert reasons["147"] == ['queue instance "all.q@vm" dropped because it is full']
+
+
+def test_parse_qstat_xml_j_several_ids_and_unknown():
+    reasons, _ = parse_qstat_xml_j(_read("qstat_xml_j_two_pending_and_unknown.txt"))
+    assert reasons["172"] == ['cannot run in PE "smp" because it only offers 0 slots']
+    assert reasons["173"] == []  # "Job is in hold state" is not a reason to report
+    assert "99999" not in reasons
+
+
+def test_parse_qstat_xml_j_error_reason():
+    reasons, errors = parse_qstat_xml_j(_read("qstat_xml_j_error.txt"))
+    assert errors == {
+        "160": "can't open output file \"/nonexistent/dir/out\": No such file or directory"
+    }
+    assert "Job is in error state" not in reasons["160"]
+
+
+def test_parse_qstat_xml_j_without_schedd_job_info_and_missing():
+    reasons, errors = parse_qstat_xml_j(_read("qstat_xml_j_schedd_job_info_false.txt"))
+    assert reasons == {"146": []} and errors == {}
+    assert parse_qstat_xml_j(_read("qstat_xml_j_missing.txt")) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    "name, state, exit_code",
+    [
+        ("qacct_exit0.txt", JobState.FINISHED, 0),
+        ("qacct_exit3.txt", JobState.FAILED, 3),
+        ("qacct_h_rt_killed.txt", JobState.TIMED_OUT, 137),
+        ("qacct_qdel_running.txt", JobState.CANCELLED, 137),
+        ("qacct_nonexistent_python.txt", JobState.FAILED, 127),
+    ],
+)
+def test_qacct_recorded(name, state, exit_code):
+    status = qacct_status(parse_qacct(_read(name)))
+    assert (status.state, status.exit_code) == (state, exit_code)
+
+
+def test_qacct_details():
+    fields = parse_qacct(_read("qacct_h_rt_killed.txt"))
+    assert fields["jobnumber"] == "164" and fields["category"] == "-l h_rt=5"
+    status = qacct_status(fields)
+    assert status.reason == "qmaster enforced h_rt, h_cpu, or h_vmem limit"
+    assert qacct_status(parse_qacct(_read("qacct_missing.txt"))) is None
+    other = qacct_status({"failed": "1   : assumedly before job", "exit_status": "0"})
+    assert (other.state, other.reason) == (JobState.FAILED, "assumedly before job")
+
+
+def test_recorded_submit_errors():
+    assert 'job requests unknown queue "nosuch.q"' in _read("qsub_err_unknown_queue.stderr.txt")
+
+
+# ---------------------------------------------------------------------------- query strategy
+
+
+class FakeCommands:
+    """Stands in for run_command: answers from a table, records every call."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, argv, timeout=None, **kwargs):
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        answer = self.answers(argv)
+        if isinstance(answer, tuple):
+            raise CommandError(argv, answer[0], "", answer[1])
+        return CommandResult(argv, answer, "")
+
+
+def _query(job, ids):
+    return asyncio.run(job.query_status(ids, {}, 10))
+
+
+def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypatch):
+    def answers(argv):
+        if argv == ["qstat", "-xml"]:
+            return _read("qstat_xml_mixed.txt")
+        if argv[:3] == ["qstat", "-xml", "-j"]:
+            assert argv[3] == "146,160"
+            return _read("qstat_xml_j_unsatisfiable_pe.txt").replace(
+                "</djob_info>", _read("qstat_xml_j_error.txt").split("<djob_info>")[1].split(
+                    "</djob_info>")[0] + "</djob_info>"
+            )
+        if argv[0] == "qdel":
+            return "root has deleted job 160\n"
+        raise AssertionError(argv)
+
+    fake = FakeCommands(answers)
+    monkeypatch.setattr(sge_module, "run_command", fake)
+    job = SGEJob(cores=1, memory="1GB")
+    statuses = _query(job, ["146", "148", "152", "156", "160"])
+    assert statuses["148"].state == JobState.RUNNING
+    assert (statuses["152"].state, statuses["152"].reason) == (JobState.HELD, "suspended")
+    assert (statuses["156"].state, statuses["156"].reason) == (JobState.HELD, "held")
+    assert statuses["146"].state == JobState.QUEUED
+    assert statuses["146"].reason == 'cannot run in PE "smp" because it only offers 0 slots'
+    assert statuses["160"].state == JobState.FAILED
+    assert "can't open output file" in statuses["160"].reason
+    assert fake.calls[-1] == ["qdel", "160"]
+    assert len(fake.calls) == 3
+
+
+def test_query_disappeared_jobs_use_qacct_once_then_grace(monkeypatch):
+    accounted = {"164": _read("qacct_h_rt_killed.txt")}
+
+    def answers(argv):
+        if argv == ["qstat", "-xml"]:
+            return _read("qstat_xml_empty.txt")
+        if argv[0] == "qacct":
+            return accounted.get(argv[2]) or (1, f"error: job id {argv[2]} not found")
+        raise AssertionError(argv)
+
+    fake = FakeCommands(answers)
+    monkeypatch.setattr(sge_module, "run_command", fake)
+    job = SGEJob(cores=1, memory="1GB")
+    job._last_seen["170"] = sge_state("r")
+    job._last_seen["171"] = sge_state("qw")
+    statuses = _query(job, ["164", "170", "171"])
+    assert (statuses["164"].state, statuses["164"].exit_code) == (JobState.TIMED_OUT, 137)
+    assert statuses["170"].state == JobState.RUNNING
+    assert "waiting for accounting" in statuses["170"].reason
+    assert statuses["171"].state == JobState.QUEUED
+    assert sorted(c[2] for c in fake.calls if c[0] == "qacct") == ["164", "170", "171"]
+
+    # the next poll right away: no qacct again (retry interval), still provisional
+    fake.calls.clear()
+    statuses = _query(job, ["170", "171"])
+    assert [c for c in fake.calls if c[0] == "qacct"] == []
+    assert statuses["170"].state == JobState.RUNNING
+
+    # after the grace period: the pending one was deleted before running, the other is lost
+    job._gone = {i: (t - 100, t - 100) for i, (t, _) in job._gone.items()}
+    statuses = _query(job, ["170", "171"])
+    assert "170" not in statuses
+    assert statuses["171"].state == JobState.CANCELLED
+
+
+def test_query_qstat_failure_is_a_command_error(monkeypatch):
+    fake = FakeCommands(lambda argv: (1, "error: commlib error: got select error"))
+    monkeypatch.setattr(sge_module, "run_command", fake)
+    with pytest.raises(CommandError):
+        _query(SGEJob(cores=1, memory="1GB"), ["1"])
+
+
+# ---------------------------------------------------------------------------- real SGE
+
+
+def _queue_ids() -> set[str]:
+    out = run(["qstat", "-xml"])
+    try:
+        return set(parse_qstat_xml(out))
+    except Exception:
+        return set()
+
+
+SGE = Backend(
+    name="sge",
+    cluster_cls=SGECluster,
+    kwargs={"cores": 1, "memory": "1GB", "processes": 1},
+    queue_ids=_queue_ids,
+    cancel_argv=lambda job_id: ["qdel", job_id],
+    bad_queue_kwargs={"queue": "nosuch.q"},
+    bad_queue_message='job requests unknown queue "nosuch.q"',
+    hold_kwargs={"job_extra_directives": ["-h"]},
+    hold_reason="held",
+    short_walltime={"walltime": "00:00:20"},
+    walltime_wait=90,
+)
+
+
+@pytest.mark.env("sge")
+class TestRealSGE(SchedulerSuite):
+    backend = SGE
+
+    @pytest.fixture(autouse=True)
+    def _job_output_in_tmp(self, tmp_path, monkeypatch):
+        # -cwd writes dask-worker.o<id> to the submission directory: keep it out of the repo
+        monkeypatch.chdir(tmp_path)
