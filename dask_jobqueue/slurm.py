@@ -20,11 +20,9 @@ def slurm_format_bytes_ceil(nbytes: int) -> str:
     >>> slurm_format_bytes_ceil(28_000_000_000)
     '27G'
     """
-    return (
-        ceil_to_unit(int(nbytes), [("G", GIB, GIB), ("M", MIB, MIB)], "K")
-        if nbytes >= KIB
-        else "1K"
-    )
+    if nbytes < KIB:
+        return "1K"
+    return ceil_to_unit(int(nbytes), [("G", GIB, GIB), ("M", MIB, MIB), ("K", KIB, KIB)], "K")
 
 
 # Slurm job states (squeue %T / sacct State) in our state model.
@@ -105,17 +103,23 @@ def parse_exit_code(text: str) -> int | None:
     return 128 + signal_i if code_i == 0 and signal_i else code_i
 
 
-def parse_sacct(stdout: str) -> dict[str, JobStatus]:
+def parse_sacct(
+    stdout: str, fields: Sequence[str] = ("JobID", "State", "ExitCode")
+) -> dict[str, JobStatus]:
     """Parse ``sacct -P -n -o JobID,State,ExitCode`` (``sacct -c`` works the same way).
 
-    Job steps (``123.batch``) are skipped; ``CANCELLED by 0`` is read as ``CANCELLED``.
+    ``fields`` names the columns of ``-o``. Job steps (``123.batch``) are skipped;
+    ``CANCELLED by 0`` is read as ``CANCELLED``.
     """
+    column = {name: i for i, name in enumerate(fields)}
     statuses = {}
     for line in stdout.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < 3 or not parts[0] or "." in parts[0]:
+        if len(parts) < len(fields) or not parts[0] or "." in parts[column["JobID"]]:
             continue
-        statuses[parts[0]] = _status(parts[1], None, parse_exit_code(parts[2]))
+        statuses[parts[column["JobID"]]] = _status(
+            parts[column["State"]], None, parse_exit_code(parts[column["ExitCode"]])
+        )
     return statuses
 
 

@@ -6,6 +6,7 @@ Without ``-E``, tests marked with a batch system are deselected and everything e
 from __future__ import annotations
 
 import os
+import uuid
 
 import dask.config
 import pytest
@@ -47,16 +48,21 @@ def _fresh_config():
 
 
 @pytest.fixture
-def no_stray_processes():
-    """Fail if the test leaves worker processes of this test session running."""
-    before = _worker_pids()
+def no_stray_processes(monkeypatch):
+    """Fail if the test leaves worker processes running.
+
+    Jobs inherit a marker variable from the test, so workers of other programs (or other test
+    runs on the same machine) are not counted.
+    """
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    monkeypatch.setenv("DASK_JOBQUEUE_TEST_TOKEN", token)
     yield
-    leftover = _wait_for(lambda: _worker_pids() - before, timeout=15)
+    leftover = _wait_for(lambda: _worker_pids(token), timeout=15)
     assert not leftover, f"worker processes left running: {sorted(leftover)}"
 
 
-def _worker_pids() -> set[int]:
-    """PIDs of live (non-zombie) Dask worker processes on this machine."""
+def _worker_pids(token: str) -> set[int]:
+    """PIDs of live (non-zombie) Dask worker processes started with ``token`` in their env."""
     pids = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -68,7 +74,14 @@ def _worker_pids() -> set[int]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-        if b"distributed.cli.dask_worker" in cmd and state != "Z":
+        if b"distributed.cli.dask_worker" not in cmd or state == "Z":
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if f"DASK_JOBQUEUE_TEST_TOKEN={token}".encode() in environ:
             pids.add(int(entry))
     return pids
 

@@ -55,7 +55,7 @@ def test_job_cpu_and_job_mem_override_the_request():
 @pytest.mark.parametrize(
     "nbytes, expected",
     [(28_000_000_000, "27G"), (8_000_000_000, "8G"), (2**30, "1G"), (2**30 + 1, "2G"),
-     (500_000_000, "477M"), (2**20, "1M"), (5000, "5K"), (100, "1K"), (1, "1K")],
+     (500_000_000, "477M"), (2**20, "1M"), (5000, "5K"), (1024, "1K"), (100, "1K"), (1, "1K")],
 )
 def test_slurm_format_bytes_ceil(nbytes, expected):
     assert slurm_format_bytes_ceil(nbytes) == expected
@@ -85,11 +85,13 @@ def test_parse_squeue_ignores_purged_ids():
 
 
 def test_parse_sacct_recorded():
-    statuses = parse_sacct((DATA / "sacct_finished.txt").read_text())
-    states = {s.state for s in statuses.values()}
-    assert JobState.FAILED in states and JobState.FINISHED in states
-    failed = [s for s in statuses.values() if s.state == JobState.FAILED and s.exit_code == 3]
-    assert failed
+    fields = ("JobID", "JobName", "State", "ExitCode", "Start", "End")
+    statuses = parse_sacct((DATA / "sacct_finished.txt").read_text(), fields)
+    assert (statuses["4"].state, statuses["4"].exit_code) == (JobState.FAILED, 3)
+    assert (statuses["7"].state, statuses["7"].exit_code) == (JobState.FAILED, 127)
+    assert (statuses["3"].state, statuses["3"].exit_code) == (JobState.FINISHED, 0)
+    assert statuses["9"].state == JobState.CANCELLED
+    assert statuses["2"].state == JobState.TIMED_OUT
 
 
 def test_submit_error_messages_are_real():
