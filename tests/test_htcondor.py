@@ -209,8 +209,8 @@ HTCONDOR = Backend(
     # HTCondor has no queues: an unknown universe is what condor_submit rejects instead
     bad_queue_kwargs={"job_extra_directives": {"universe": "nosuch"}},
     bad_queue_message="I don't know about the 'nosuch' universe.",
-    hold_kwargs={},  # see test_held_job_shows_its_reason
-    hold_reason="held for the test",
+    hold_kwargs={"job_extra_directives": {"hold": "True"}},
+    hold_reason="submitted on hold",
     short_walltime={"job_extra_directives": {"allowed_job_duration": "8"}},
     walltime_wait=60,
     timeout=60,
@@ -223,14 +223,6 @@ class TestEmulatedHTCondor(SchedulerSuite):
     backend = HTCONDOR
     emulator_flavour = "htcondor"
     emulator_options = {"kill_delay": 1.0}
-
-    def test_held_job_shows_its_reason(self, emulator):  # noqa: F811
-        # The real way is job_extra_directives={"hold": "True"}, which the emulator ignores;
-        # its hold_next fault holds the next submitted job with a given reason instead.
-        from dask_jobqueue.testing.emulator import inject_fault
-
-        inject_fault(emulator["DJQ_EMULATOR_HOME"], "hold_next", reason="held for the test")
-        super().test_held_job_shows_its_reason()
 
     def test_status_query_uses_history_for_finished_jobs(self, emulator, tmp_path):  # noqa: F811
         from dask_jobqueue.testing.emulator import wait_for_job

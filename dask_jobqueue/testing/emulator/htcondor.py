@@ -139,6 +139,8 @@ def _expand(value: str, macros: dict[str, str], cluster: int, proc: int, depth: 
             return str(cluster)
         if low in ("process", "procid"):
             return str(proc)
+        if low == "dollar":
+            return "$"
         env = re.fullmatch(r"ENV\((\w+)\)", name, flags=re.I)
         if env:
             return os.environ.get(env.group(1), "")
@@ -317,6 +319,12 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
                    command=[exe, *args], cwd=scratch if transfer else iwd, env=env, cores=cores,
                    walltime=walltime, stdout=out, stderr=err)
     job["proc"] = proc
+    if (get("hold", "false") or "false").strip().lower() == "true":
+        # `hold = True`: the job waits in the queue, held by its owner, until condor_release.
+        job["state"] = HELD
+        job["hold_by"] = "user"
+        job["hold_code"] = 15
+        job["hold_reason"] = "submitted on hold"
     job["mem_bytes"] = int(mem_mb * 2**20) if mem_mb else None
     job["setup_dirs"] = [scratch]
     job["cleanup_dirs"] = [scratch]
@@ -405,7 +413,8 @@ def job_ad(job: Job) -> dict[str, Any]:
         ad["RemoteHost"] = f"slot1_1@{host}"
     if status == 5:
         ad["HoldReason"] = job.get("hold_reason") or "via condor_hold (by user)"
-        ad["HoldReasonCode"] = 46 if job.get("term_reason") == "walltime" else (1 if job.get("hold_by") == "user" else 6)
+        ad["HoldReasonCode"] = 46 if job.get("term_reason") == "walltime" else job.get(
+            "hold_code", 1 if job.get("hold_by") == "user" else 6)
         ad["HoldReasonSubCode"] = 0
     if status == 3:
         ad["RemoveReason"] = "via condor_rm (by user " + job["owner"] + ")"
