@@ -61,7 +61,9 @@ class SchedulerSuite:
     backend: Backend
 
     @pytest.fixture(autouse=True)
-    def _fast_polling(self):
+    def _fast_polling(self, tmp_path, monkeypatch):
+        # Batch systems write job output files to the submit directory: keep them out of cwd.
+        monkeypatch.chdir(tmp_path)
         name = self.backend.name
         with dask.config.set(
             {
