@@ -133,8 +133,13 @@ async def run_command(
         )
     except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            try:
+                proc.kill()
+            except (ProcessLookupError, PermissionError):
+                # Gone already, or a setuid client (OAR's) that we may not signal: leave it.
+                pass
+            else:
+                await proc.wait()
         if isinstance(exc, asyncio.CancelledError):
             raise
         raise CommandError(argv, None, reason=f"timed out after {timeout:g}s") from None

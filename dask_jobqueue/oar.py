@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -125,23 +124,6 @@ def parse_oarstat_json(stdout: str) -> dict[str, JobStatus]:
         for job_id, record in data.items()
         if isinstance(record, Mapping)
     }
-
-
-async def _run_oar_command(argv: list[str], timeout: float | None):
-    """``run_command`` for OAR's client commands, which are setuid wrappers.
-
-    When a command times out or its caller is cancelled, ``run_command`` kills it; an ordinary
-    user may not signal a setuid process, so the kill fails with ``PermissionError``. Turn that
-    back into what ``run_command`` meant: a timeout (``CommandError``) or the cancellation.
-    """
-    try:
-        return await run_command(argv, timeout=timeout)
-    except PermissionError as exc:
-        if isinstance(exc.__context__, asyncio.CancelledError):
-            raise asyncio.CancelledError() from exc
-        raise CommandError(
-            argv, None, reason=f"timed out after {timeout}s (could not be killed: {exc})"
-        ) from exc
 
 
 class OARJob(Job):
@@ -270,7 +252,7 @@ class OARJob(Job):
         self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
     ) -> dict[str, JobStatus] | None:
         argv = self.status_argv(job_ids)
-        result = await _run_oar_command(argv, timeout)
+        result = await run_command(argv, timeout=timeout)
         try:
             return self.parse_status(result.stdout, job_ids)
         except ValueError as exc:  # truncated/garbled JSON: transient, like a failed command
@@ -280,7 +262,7 @@ class OARJob(Job):
         if not job_ids:
             return
         try:
-            await _run_oar_command(self.cancel_argv(job_ids), timeout)
+            await run_command(self.cancel_argv(job_ids), timeout=timeout)
         except CommandError as exc:  # e.g. some ids already finished: oardel exits 1 or 6
             logger.debug("oardel reported an error (jobs may be gone already): %s", exc)
 

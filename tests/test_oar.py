@@ -303,37 +303,3 @@ class TestRealOAR(SchedulerSuite):
             with pytest.raises(CommandError) as info:
                 cluster.wait_for_workers(1, timeout=60)
             assert 'column "nosuchprop" does not exist' in str(info.value)
-
-
-# ------------------------------------------------------------------ setuid OAR commands
-
-
-def _failing_kill(context: BaseException):
-    async def fake_run_command(argv, timeout=None, **kwargs):
-        try:
-            raise context
-        except BaseException:
-            raise PermissionError(1, "Operation not permitted") from None
-
-    return fake_run_command
-
-
-def test_unkillable_timeout_is_a_command_error(monkeypatch):
-    import asyncio
-
-    from dask_jobqueue import oar
-
-    monkeypatch.setattr(oar, "run_command", _failing_kill(asyncio.TimeoutError()))
-    with pytest.raises(CommandError, match="timed out"):
-        asyncio.run(_job().query_status(["1"], {}, 5))
-    asyncio.run(_job().cancel_jobs(["1"], 5))  # logged, not raised
-
-
-def test_unkillable_command_still_propagates_cancellation(monkeypatch):
-    import asyncio
-
-    from dask_jobqueue import oar
-
-    monkeypatch.setattr(oar, "run_command", _failing_kill(asyncio.CancelledError()))
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(_job().query_status(["1"], {}, 5))
