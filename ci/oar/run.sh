@@ -651,11 +651,12 @@ EOF
 
 case ${1:-} in
     start) cmd_start ;;
+    install) install_packages ;;
     stop) cmd_stop ;;
     status) if cmd_status; then exit 0; else exit 1; fi ;;
     selftest) cmd_selftest ;;
     *)
-        echo "usage: $0 {start|stop|status|selftest}" >&2
+        echo "usage: $0 {start|stop|status|install|selftest}" >&2
         exit 2
         ;;
 esac

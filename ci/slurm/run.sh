@@ -439,7 +439,8 @@ cmd_status() {
 
 case ${1:-} in
     start) cmd_start ;;
+    install) install_packages ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
 esac
