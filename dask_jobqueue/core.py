@@ -719,7 +719,7 @@ class JobQueueCluster(SpecCluster):
             name=name,
         )
         if n_workers:
-            self.scale(n_workers)
+            self._scale_to_workers(n_workers)
 
     # ------------------------------------------------------------------ TLS
 
@@ -989,7 +989,7 @@ class JobQueueCluster(SpecCluster):
         if previous_error is not None:
             raise previous_error
         if self.asynchronous:
-            return self._correct_state_and_raise()
+            return _ScalingDone(self)
         return None
 
     async def _correct_state_and_raise(self) -> None:
@@ -1244,6 +1244,17 @@ class JobQueueCluster(SpecCluster):
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
+
+
+class _ScalingDone:
+    """What ``scale()`` returns in asynchronous mode: awaiting it waits for the submissions
+    and raises their error; not awaiting it is fine too (scaling happens anyway)."""
+
+    def __init__(self, cluster: JobQueueCluster):
+        self._cluster = cluster
+
+    def __await__(self):
+        return self._cluster._correct_state_and_raise().__await__()
 
 
 def _tail(path: Path | str, lines: int) -> str:

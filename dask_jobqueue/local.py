@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -57,11 +58,12 @@ class LocalJob(Job):
         self._process: asyncio.subprocess.Process | None = None
         self._output_path: Path | None = None
         self._cancelled = False
+        self._private_dir: str | None = None
 
     async def submit(self, timeout: float | None = None) -> str:
         directory = self.log_directory
         if directory is None:
-            directory = tempfile.mkdtemp(prefix="dask-jobqueue-local-")
+            directory = self._private_dir = tempfile.mkdtemp(prefix="dask-jobqueue-local-")
         directory = os.path.expanduser(os.path.expandvars(directory))
         stem = f"{self.job_name}-{self.name}-{time.time_ns()}"
         script_path = Path(directory) / f"{stem}.sh"
@@ -130,6 +132,12 @@ class LocalJob(Job):
         ):
             await self.cancel_jobs([self.job_id])
         self.mark_closed()
+
+    def mark_closed(self) -> None:
+        super().mark_closed()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
 
     def output_files(self, job_id: str) -> list[Path]:
         return [self._output_path] if self._output_path is not None else []

@@ -281,3 +281,23 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_async_n_workers_and_unawaited_scale(recwarn):
+    async with LocalCluster(
+        cores=1, memory="1GB", n_workers=1, asynchronous=True, scheduler_options=NO_DASHBOARD
+    ) as cluster:
+        cluster.scale(2)  # not awaited: still scales, and no "never awaited" warning
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(2, timeout=60)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+def test_local_job_output_directory_is_removed_with_the_job():
+    with LocalCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster:
+        cluster.scale(1)
+        assert wait_until(lambda: "LocalCluster-0" in cluster.workers)
+        job = cluster.workers["LocalCluster-0"]
+        directory = job._private_dir
+        assert directory and os.path.isdir(directory)
+    assert not os.path.exists(directory)
