@@ -121,3 +121,25 @@ SLURM = Backend(
 @pytest.mark.env("slurm")
 class TestRealSlurm(SchedulerSuite):
     backend = SLURM
+
+
+@pytest.mark.env("slurm")
+def test_job_waiting_for_a_full_node_shows_slurms_reason(tmp_path, monkeypatch):
+    import dask
+
+    from .scheduler_suite import NO_DASHBOARD, wait_until
+
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set({"jobqueue.slurm.poll-interval": "500ms"}):
+        # each job takes all 16 CPUs of the CI node: the second one has to wait
+        with SLURMCluster(
+            cores=1, memory="1GB", job_cpu=16, walltime="00:10:00", scheduler_options=NO_DASHBOARD
+        ) as cluster:
+            cluster.scale(jobs=2)
+            assert wait_until(
+                lambda: any(r.state == JobState.QUEUED and r.reason in ("Resources", "Priority") for r in cluster.jobs),
+                60,
+            ), repr(cluster.jobs)
+            assert "queued (" in cluster.jobs_summary()
+            ids = {r.job_id for r in cluster.jobs}
+        assert wait_until(lambda: not (ids & _queue_ids()), 60)
