@@ -155,7 +155,9 @@ def _showq_ids() -> set[str]:
     return {
         line.split()[0]
         for line in run(["showq"]).splitlines()
-        if re.match(r"^\d+\s+\S+\s+[A-Za-z]+\s+\d+", line)
+        # JOBID USERNAME STATE PROCS ...; states are capitalised, which keeps out the
+        # "1 active job   1 of 4 processors" summary lines
+        if re.match(r"^\d+\s+\S+\s+[A-Z][A-Za-z]+\s+\d+\s", line)
     }
 
 
