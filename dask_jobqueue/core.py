@@ -764,7 +764,9 @@ class JobQueueCluster(SpecCluster):
 
     # ------------------------------------------------------------------ scripts & names
 
+    @property
     def _dummy_job(self) -> Job:
+        """A job of this cluster named ``dummy-name``, built fresh (upstream kept this name)."""
         address = _PLACEHOLDER_SCHEDULER
         if self.scheduler is not None and getattr(self.scheduler, "address", None):
             address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
@@ -774,11 +776,11 @@ class JobQueueCluster(SpecCluster):
 
     def job_script(self) -> str:
         """The batch script a job of this cluster would be submitted with."""
-        return self._dummy_job().job_script()
+        return self._dummy_job.job_script()
 
     @property
     def job_header(self) -> str:
-        return self._dummy_job().job_header
+        return self._dummy_job.job_header
 
     @property
     def job_name(self) -> str:
