@@ -15,7 +15,8 @@ from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.moab import MoabJob, match_moab_ids, moab_job_status, parse_showq_xml
 from dask_jobqueue.tracking import JobState
 
-from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
+from .scheduler_suite import Backend, emulator, run  # noqa: F401
+from .test_pbs import EmulatedPBSSuite
 
 DATA = Path(__file__).parent / "data" / "moab"
 
@@ -180,7 +181,7 @@ MOAB = Backend(
 
 @pytest.mark.env("moab")
 @pytest.mark.usefixtures("emulator")
-class TestEmulatedMoab(SchedulerSuite):
+class TestEmulatedMoab(EmulatedPBSSuite):
     backend = MOAB
     emulator_flavour = "moab"
     emulator_options = {"kill_delay": 0.5}
