@@ -15,8 +15,7 @@ from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.moab import MoabJob, match_moab_ids, moab_job_status, parse_showq_xml
 from dask_jobqueue.tracking import JobState
 
-from .scheduler_suite import Backend, emulator, run  # noqa: F401
-from .test_pbs import EmulatedPBSSuite
+from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "moab"
 
@@ -170,7 +169,7 @@ MOAB = Backend(
     cancel_argv=lambda job_id: ["canceljob", job_id],
     bad_queue_kwargs={"queue": "nosuchq"},
     # the emulator names the class only when it was given with msub -q (see report)
-    bad_queue_message="ERROR:  cannot submit job - invalid class specified",
+    bad_queue_message="ERROR:  cannot submit job - invalid class specified 'nosuchq'",
     hold_kwargs={"job_extra_directives": ["-h"]},
     hold_reason="UserHold",
     short_walltime={"walltime": "00:00:08"},
@@ -181,7 +180,7 @@ MOAB = Backend(
 
 @pytest.mark.env("moab")
 @pytest.mark.usefixtures("emulator")
-class TestEmulatedMoab(EmulatedPBSSuite):
+class TestEmulatedMoab(SchedulerSuite):
     backend = MOAB
     emulator_flavour = "moab"
     emulator_options = {"kill_delay": 0.5}

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from distributed import Client
 
 from dask_jobqueue import PBSCluster
 from dask_jobqueue import pbs as pbs_module
@@ -416,30 +415,9 @@ TORQUE = _backend(
 )
 
 
-class EmulatedPBSSuite(SchedulerSuite):
-    """The suite, with one race of ``SchedulerSuite.test_scale_up_and_down_seen_in_queue``
-    removed: the emulated qdel/canceljob wait for a running job to end, and the cluster
-    drops the job from ``cluster.workers`` only when that command has returned, a moment
-    after the queue stopped listing it. So wait for ``cluster.workers`` too."""
-
-    def test_scale_up_and_down_seen_in_queue(self):
-        with self.cluster() as cluster, Client(cluster) as client:
-            cluster.scale(jobs=2)
-            client.wait_for_workers(2, timeout=self.backend.timeout)
-            ids = {job.job_id for job in cluster.workers.values()}
-            assert len(ids) == 2 and ids <= self.backend.queue_ids()
-            cluster.scale(jobs=1)
-            assert wait_until(lambda: len(ids & self.backend.queue_ids()) == 1, 60)
-            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 1, 30)
-            assert wait_until(lambda: len(cluster.workers) == 1, 10), cluster.workers
-            (remaining,) = {job.job_id for job in cluster.workers.values()}
-            assert remaining in ids & self.backend.queue_ids()
-        self.assert_gone_from_queue(ids)
-
-
 @pytest.mark.env("pbs")
 @pytest.mark.usefixtures("emulator")
-class TestEmulatedPBS(EmulatedPBSSuite):
+class TestEmulatedPBS(SchedulerSuite):
     backend = PBS_PRO
     emulator_flavour = "pbs"
     emulator_options = {"kill_delay": 0.5}
@@ -447,7 +425,7 @@ class TestEmulatedPBS(EmulatedPBSSuite):
 
 @pytest.mark.env("pbs")
 @pytest.mark.usefixtures("emulator")
-class TestEmulatedTorque(EmulatedPBSSuite):
+class TestEmulatedTorque(SchedulerSuite):
     backend = TORQUE
     emulator_flavour = "torque"
     emulator_options = {"kill_delay": 0.5}

@@ -5,6 +5,7 @@ Moab accepts ``#PBS`` directives; ``qsub``/``qstat``/``qdel`` behave like Torque
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -27,6 +28,19 @@ from .store import DONE, EXITING, HELD, QUEUED, RUNNING, Job, Store
 DATE = "%a %b %d %H:%M:%S"
 
 
+def _queue_directive(script_path: str) -> str:
+    """The queue named by a ``#PBS -q`` line of the script, if any."""
+    try:
+        with open(script_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = re.match(r"#PBS\s+-q\s+(\S+)", line)
+                if match:
+                    return match.group(1)
+    except OSError:
+        pass
+    return ""
+
+
 def msub(store: Store, argv: list[str]) -> int:
     """``msub [PBS-style options] [script]``; prints a blank line then the job id."""
     try:
@@ -37,6 +51,7 @@ def msub(store: Store, argv: list[str]) -> int:
         text = exc.message.split(": ", 1)[1]
         if "Unknown queue" in text:
             queue = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-q"), "")
+            queue = queue or _queue_directive(argv[-1] if argv else "")
             text = f"invalid class specified '{queue}'" if queue else "invalid class specified"
         raise UsageError(f"ERROR:  cannot submit job - {text}", 1) from None
     enqueue(store, [job])
