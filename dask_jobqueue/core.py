@@ -258,6 +258,11 @@ class Job(ProcessInterface):
         """Validate ``job_extra_directives`` (a list of directives for most schedulers)."""
         return check_directive_list(value or [], "job_extra_directives")
 
+    def _directive_option(self, key: str, value: Any) -> str | None:
+        """Keyword or config value that goes into a header directive, checked to be one line."""
+        value = self._option(key, value)
+        return None if value is None else check_directive_value(value, key.replace("-", "_"))
+
     def _walltime(self, value: Any, key: str = "walltime") -> str | None:
         walltime = self._option(key, value)
         if walltime is None:

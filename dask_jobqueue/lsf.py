@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError, run_command
-from ._values import check_directive_value, parse_memory, parse_positive_int
+from ._values import parse_memory, parse_positive_int
 from .core import Job, JobQueueCluster
 from .tracking import JobState, JobStatus
 
@@ -202,10 +202,8 @@ class LSFJob(Job):
         **base_kwargs: Any,
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        queue = self._option("queue", queue)
-        self.queue = None if queue is None else check_directive_value(queue, "queue")
-        project = self._option("project", project)
-        self.project = None if project is None else check_directive_value(project, "project")
+        self.queue = self._directive_option("queue", queue)
+        self.project = self._directive_option("project", project)
         if '"' in str(self.project or ""):
             raise ValueError(f"project={self.project!r} must not contain double quotes")
         ncpus = self._option("ncpus", ncpus)

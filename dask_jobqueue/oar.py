@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError, run_command
-from ._values import MIB, check_directive_value
+from ._values import MIB
 from .core import Job, JobQueueCluster
 from .tracking import JobState, JobStatus
 
@@ -154,13 +154,13 @@ class OARJob(Job):
         **base_kwargs: Any,
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._checked("queue", queue)
-        self.project = self._checked("project", project)
-        self.resource_spec = self._checked("resource-spec", resource_spec) or (
+        self.queue = self._directive_option("queue", queue)
+        self.project = self._directive_option("project", project)
+        self.resource_spec = self._directive_option("resource-spec", resource_spec) or (
             f"/nodes=1/core={self.worker_cores}"
         )
         self.walltime = self._walltime(walltime)
-        self.memory_per_core_property_name = self._checked(
+        self.memory_per_core_property_name = self._directive_option(
             "memory-per-core-property-name", memory_per_core_property_name
         )
         if self.memory_per_core_property_name is None:
@@ -172,9 +172,6 @@ class OARJob(Job):
                 stacklevel=3,
             )
 
-    def _checked(self, key: str, value: Any) -> str | None:
-        value = self._option(key, value)
-        return None if value is None else check_directive_value(value, key.replace("-", "_"))
 
     def header_directives(self) -> list[str]:
         lines = [f"-n {shlex.quote(self.job_name)}"]

@@ -287,8 +287,7 @@ class PBSJob(Job):
         **base_kwargs: Any,
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        queue = self._option("queue", queue)
-        self.queue = None if queue is None else check_directive_value(queue, "queue")
+        self.queue = self._directive_option("queue", queue)
         account = self._renamed("project", project, "account", account) or os.environ.get(
             "PBS_ACCOUNT"
         )

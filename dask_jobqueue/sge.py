@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError, run_command
-from ._values import check_directive_value
 from .core import Job, JobQueueCluster
 from .tracking import JobState, JobStatus
 
@@ -199,9 +198,9 @@ class SGEJob(Job):
         **base_kwargs: Any,
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._checked("queue", queue)
-        self.project = self._checked("project", project)
-        self.resource_spec = self._checked("resource-spec", resource_spec)
+        self.queue = self._directive_option("queue", queue)
+        self.project = self._directive_option("project", project)
+        self.resource_spec = self._directive_option("resource-spec", resource_spec)
         self.walltime = self._walltime(walltime)
         self._submit_cwd = Path.cwd()
         # poller memory (used on the cluster's template job): last status seen in qstat, and
@@ -209,9 +208,6 @@ class SGEJob(Job):
         self._last_seen: dict[str, JobStatus] = {}
         self._gone: dict[str, tuple[float, float]] = {}
 
-    def _checked(self, key: str, value: Any) -> str | None:
-        value = self._option(key, value)
-        return None if value is None else check_directive_value(value, key.replace("-", "_"))
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]

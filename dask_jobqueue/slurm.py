@@ -146,19 +146,15 @@ class SLURMJob(Job):
         **base_kwargs: Any,
     ):
         super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._optional_directive("queue", queue)
+        self.queue = self._directive_option("queue", queue)
         self.account = self._renamed("project", project, "account", account)
         if self.account is not None:
             check_directive_value(self.account, "account")
         self.walltime = self._walltime(walltime)
         job_cpu = self._option("job-cpu", job_cpu)
         self.job_cpu = None if job_cpu is None else int(job_cpu)
-        job_mem = self._option("job-mem", job_mem)
-        self.job_mem = None if job_mem is None else check_directive_value(job_mem, "job_mem")
+        self.job_mem = self._directive_option("job-mem", job_mem)
 
-    def _optional_directive(self, key: str, value: Any) -> str | None:
-        value = self._option(key, value)
-        return None if value is None else check_directive_value(value, key)
 
     def header_directives(self) -> list[str]:
         lines = [f"-J {self.job_name}"]
