@@ -7,6 +7,7 @@ replaced; a failing submit is reported with the tool's own message.
 
 from __future__ import annotations
 
+import os
 import time
 
 import dask
@@ -17,6 +18,11 @@ from dask_jobqueue import CommandError, JobFailedError, JobState, LSFCluster
 from dask_jobqueue.testing.emulator import inject_fault
 
 from .scheduler_suite import NO_DASHBOARD, emulator, wait_until  # noqa: F401
+
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("DASK_JOBQUEUE_REAL_SCHEDULER")),
+    reason="fault injection needs the emulator, not a real batch system",
+)
 
 FAST = {
     "jobqueue.lsf.poll-interval": "300ms",
