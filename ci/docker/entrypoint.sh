@@ -16,6 +16,15 @@ if ! ip -4 -o addr show | awk '{print $4}' | grep -qv '^127\.0\.0\.1/'; then
     ip addr add 127.0.1.1/8 dev lo \
         || echo "entrypoint: cannot add 127.0.1.1 to lo (no NET_ADMIN?); Slurm will not resolve" >&2
 fi
+# OAR's job_resource_manager_cgroups.pl makes a cpuset cgroup per job, but Docker mounts the
+# container's cgroups read-only. They are the container's own subtree, so make them writable
+# (needs cap_add SYS_ADMIN, see compose.oar.yml; --privileged would do it too).
+if [ "$SCHEDULER" = oar ]; then
+    awk '$3 ~ /^cgroup2?$/ && $4 ~ /(^|,)ro(,|$)/ {print $2}' /proc/self/mounts | while read -r m; do
+        mount -o remount,bind,rw "$m" \
+            || echo "entrypoint: cannot make $m writable (no SYS_ADMIN?); OAR jobs will fail" >&2
+    done
+fi
 case "$SCHEDULER" in
     oar) exec bash ci/run-real.sh oar oartest ;;
     slurm|sge) exec bash ci/run-real.sh "$SCHEDULER" ;;
