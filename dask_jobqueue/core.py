@@ -697,6 +697,9 @@ class JobQueueCluster(SpecCluster):
         self._max_failures = parse_positive_int(
             conf("max-consecutive-failures", None) or 3, "max-consecutive-failures"
         )
+        self._submit_concurrency = parse_positive_int(
+            conf("submit-concurrency", None) or 8, "submit-concurrency"
+        )
 
         self._records: dict[str, JobRecord] = {}  # job id -> record, submission order
         self._ended: list[JobRecord] = []
@@ -859,9 +862,15 @@ class JobQueueCluster(SpecCluster):
                 warnings.simplefilter("ignore")
                 job = spec["cls"](address, name=name, **spec.get("options", {}))
             jobs.append(job)
-        results = await asyncio.gather(
-            *(job.submit(self._submit_timeout) for job in jobs), return_exceptions=True
-        )
+        # A few submit commands at a time: hundreds at once overload login nodes and
+        # controllers (and some sites rate-limit them), a handful keeps the pipe full.
+        limit = asyncio.Semaphore(self._submit_concurrency)
+
+        async def submit(job: Job) -> str:
+            async with limit:
+                return await job.submit(self._submit_timeout)
+
+        results = await asyncio.gather(*(submit(job) for job in jobs), return_exceptions=True)
         errors = []
         for name, job, result in zip(names, jobs, results, strict=True):
             if isinstance(result, BaseException):
