@@ -424,7 +424,7 @@ cmd_status() {
 
 case "${1:-}" in
     start) cmd_start ;;
-    install) install_packages ;;
+    install) mkdir -p "$WORK"; chmod 755 "$WORK"; install_packages ;;
     stop) cmd_stop ;;
     status) STATUS_RC=1; cmd_status; exit "$STATUS_RC" ;;
     *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
