@@ -166,7 +166,7 @@ install_packages() {
     t0=$(now)
     log "installing packages: ${missing[*]}"
     local apt=(apt-get -o DPkg::Lock::Timeout=300 -q)
-    if ! apt-cache policy "${missing[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    if ! apt-cache policy "${missing[@]}" 2>/dev/null | grep -c 'Candidate: [0-9]' >/dev/null; then
         log "  no package candidate known, running apt-get update"
         "${apt[@]}" update >/dev/null
     fi
