@@ -2,8 +2,9 @@
 
 from . import config  # noqa: F401  (registers the configuration defaults)
 from ._shell import CommandError
-from .core import JobFailedError, JobQueueCluster
+from .cluster import JobQueueCluster
 from .htcondor import HTCondorCluster
+from .job import JobFailedError
 from .lsf import LSFCluster
 from .moab import MoabCluster
 from .oar import OARCluster

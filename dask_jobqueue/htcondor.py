@@ -11,7 +11,8 @@ from typing import Any
 
 from ._shell import CommandError, join_command, run_command
 from ._values import check_directive_value, parse_memory
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)

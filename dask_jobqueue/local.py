@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ._values import check_directive_value
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from typing import Any
 
 from ._shell import CommandError, run_command
 from ._values import parse_memory, parse_positive_int
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 
 from ._shell import CommandError, run_command
-from .core import Job
+from .job import Job
 from .pbs import PBSCluster, PBSJob, pbs_job_status
 from .tracking import JobState, JobStatus
 

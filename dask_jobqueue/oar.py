@@ -15,7 +15,8 @@ from typing import Any
 
 from ._shell import CommandError, run_command
 from ._values import MIB
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from typing import Any
 
 from ._shell import CommandError, run_command
 from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)

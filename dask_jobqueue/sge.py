@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError, run_command
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 __all__ = [

@@ -8,7 +8,8 @@ from typing import Any
 
 from ._shell import CommandError, run_command
 from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
-from .core import Job, JobQueueCluster
+from .cluster import JobQueueCluster
+from .job import Job
 from .tracking import JobState, JobStatus
 
 __all__ = ["SLURMJob", "SLURMCluster", "slurm_format_bytes_ceil", "parse_squeue", "parse_sacct"]
