@@ -194,7 +194,14 @@ class SLURMJob(Job):
         missing = [i for i in job_ids if i not in statuses]
         if missing:
             statuses.update(await self._query_accounting(missing, timeout))
-        return {i: statuses[i] for i in job_ids if i in statuses}
+        for job_id in job_ids:
+            # sbatch registers a job before it returns, and `squeue -t all` lists it until
+            # MinJobAge after it ended: a job id it no longer knows has ended and been purged.
+            statuses.setdefault(
+                job_id,
+                JobStatus(JobState.FINISHED, "purged from Slurm's queue; final state unknown"),
+            )
+        return {i: statuses[i] for i in job_ids}
 
     async def _query_accounting(self, job_ids: Sequence[str], timeout: float) -> dict[str, JobStatus]:
         """Final states of jobs squeue no longer lists, from ``sacct`` (when accounting runs)."""

@@ -143,3 +143,29 @@ def test_job_waiting_for_a_full_node_shows_slurms_reason(tmp_path, monkeypatch):
             assert "queued (" in cluster.jobs_summary()
             ids = {r.job_id for r in cluster.jobs}
         assert wait_until(lambda: not (ids & _queue_ids()), 60)
+
+
+def test_purged_jobs_are_finished(monkeypatch):
+    """After MinJobAge squeue no longer knows a job; without accounting it has finished."""
+    import asyncio
+
+    from dask_jobqueue import slurm as slurm_module
+    from dask_jobqueue._shell import CommandError, CommandResult
+
+    calls = []
+
+    async def fake_run(argv, timeout=None, **kwargs):
+        calls.append(argv[0])
+        if argv[0] == "squeue":
+            return CommandResult(argv, (DATA / "squeue_purged_and_running.txt").read_text(), "")
+        raise CommandError(argv, 1, "", "Slurm accounting storage is disabled")
+
+    monkeypatch.setattr(slurm_module, "run_command", fake_run)
+    job = SLURMJob("tcp://a:1", cores=1, memory="1GB")
+    running = parse_squeue((DATA / "squeue_purged_and_running.txt").read_text())
+    (running_id,) = running
+    statuses = asyncio.run(job.query_status([running_id, "999999"], {}, 5))
+    assert statuses[running_id].state == running[running_id].state
+    assert statuses["999999"].state == JobState.FINISHED
+    assert "purged" in statuses["999999"].reason
+    assert calls == ["squeue", "sacct"]
