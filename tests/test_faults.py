@@ -14,7 +14,14 @@ import dask
 import pytest
 from distributed import Client
 
-from dask_jobqueue import CommandError, JobFailedError, JobState, LSFCluster
+from dask_jobqueue import (
+    CommandError,
+    HTCondorCluster,
+    JobFailedError,
+    JobState,
+    LSFCluster,
+    PBSCluster,
+)
 from dask_jobqueue.testing.emulator import inject_fault
 
 from .scheduler_suite import NO_DASHBOARD, emulator, wait_until  # noqa: F401
@@ -24,25 +31,32 @@ pytestmark = pytest.mark.skipif(
     reason="fault injection needs the emulator, not a real batch system",
 )
 
-FAST = {
-    "jobqueue.lsf.poll-interval": "300ms",
-    "jobqueue.lsf.poll-interval-max": "1s",
-    "jobqueue.lsf.resubmit-backoff": "300ms",
-}
+class FaultSuite:
+    """The fault checks, run against one emulated batch system per subclass."""
 
-
-@pytest.mark.env("lsf")
-@pytest.mark.usefixtures("emulator")
-class TestFaultsOnEmulatedLSF:
-    emulator_flavour = "lsf"
+    config_name: str
+    cluster_cls: type
+    cluster_kwargs: dict = {}
+    emulator_flavour: str
+    submit_error = ("qsub: Request rejected by a server hook", 15)
 
     @pytest.fixture(autouse=True)
     def _fast(self):
-        with dask.config.set(FAST):
+        name = self.config_name
+        with dask.config.set(
+            {
+                f"jobqueue.{name}.poll-interval": "300ms",
+                f"jobqueue.{name}.poll-interval-max": "1s",
+                f"jobqueue.{name}.resubmit-backoff": "300ms",
+            }
+        ):
             yield
 
     def cluster(self, **kwargs):
-        return LSFCluster(cores=1, memory="1GB", processes=1, scheduler_options=NO_DASHBOARD, **kwargs)
+        return self.cluster_cls(
+            cores=1, memory="1GB", processes=1, scheduler_options=NO_DASHBOARD,
+            **self.cluster_kwargs, **kwargs,
+        )
 
     def test_failing_status_command_causes_no_false_deaths(self, emulator):  # noqa: F811
         with self.cluster() as cluster, Client(cluster) as client:
@@ -69,7 +83,7 @@ class TestFaultsOnEmulatedLSF:
 
     def test_submit_that_hangs_past_the_timeout_is_an_error(self, emulator):  # noqa: F811
         inject_fault(emulator.home, "submit_hang", count=1, seconds=30)
-        with dask.config.set({"jobqueue.lsf.submit-timeout": "2s"}):
+        with dask.config.set({f"jobqueue.{self.config_name}.submit-timeout": "2s"}):
             with self.cluster() as cluster:
                 cluster.scale(1)
                 with pytest.raises(CommandError, match="timed out after 2s"):
@@ -91,7 +105,7 @@ class TestFaultsOnEmulatedLSF:
 
     def test_jobs_dying_every_time_open_the_circuit_breaker(self, emulator, tmp_path):  # noqa: F811
         inject_fault(emulator.home, "job_dies_at_start", count=-1, exit_code=1, stderr="boom")
-        with dask.config.set({"jobqueue.lsf.max-consecutive-failures": 3}):
+        with dask.config.set({f"jobqueue.{self.config_name}.max-consecutive-failures": 3}):
             with self.cluster(log_directory=str(tmp_path)) as cluster:
                 cluster.scale(2)
                 with pytest.raises(JobFailedError, match="jobs in a row ended before their workers connected"):
@@ -103,13 +117,35 @@ class TestFaultsOnEmulatedLSF:
                 assert count <= 3 + 2, repr(cluster.jobs)
 
     def test_submit_failure_carries_the_tools_message(self, emulator):  # noqa: F811
-        inject_fault(
-            emulator.home, "submit_fail", count=1, exit_code=255,
-            stderr="Request aborted by esub. Job not submitted.",
-        )
+        message, code = self.submit_error
+        inject_fault(emulator.home, "submit_fail", count=1, exit_code=code, stderr=message)
         with self.cluster() as cluster:
             cluster.scale(1)
             with pytest.raises(CommandError) as info:
                 cluster.wait_for_workers(1, timeout=30)
-            assert info.value.returncode == 255
-            assert "Request aborted by esub" in str(info.value)
+            assert info.value.returncode == code
+            assert message in str(info.value)
+
+
+@pytest.mark.env("lsf")
+@pytest.mark.usefixtures("emulator")
+class TestFaultsOnEmulatedLSF(FaultSuite):
+    config_name = emulator_flavour = "lsf"
+    cluster_cls = LSFCluster
+    submit_error = ("Request aborted by esub. Job not submitted.", 255)
+
+
+@pytest.mark.env("pbs")
+@pytest.mark.usefixtures("emulator")
+class TestFaultsOnEmulatedPBS(FaultSuite):
+    config_name = emulator_flavour = "pbs"
+    cluster_cls = PBSCluster
+
+
+@pytest.mark.env("htcondor")
+@pytest.mark.usefixtures("emulator")
+class TestFaultsOnEmulatedHTCondor(FaultSuite):
+    config_name = emulator_flavour = "htcondor"
+    cluster_cls = HTCondorCluster
+    cluster_kwargs = {"disk": "1GB"}
+    submit_error = ("ERROR: Failed to connect to local queue manager", 1)
