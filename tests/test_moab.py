@@ -15,6 +15,7 @@ from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.moab import MoabJob, match_moab_ids, moab_job_status, parse_showq_xml
 from dask_jobqueue.tracking import JobState
 
+from .fakes import RecordingRunner
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "moab"
@@ -104,18 +105,8 @@ def test_recorded_tool_messages():
     assert "cannot locate job '999'" in (DATA / "checkjob_unknown.stderr.txt").read_text()
 
 
-class FakeShowq:
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, argv, timeout=None, **kwargs):
-        self.calls.append(list(argv))
-        return self.answer(list(argv))
-
-
 def _query(monkeypatch, answer, ids):
-    fake = FakeShowq(answer)
+    fake = RecordingRunner(answer)
     monkeypatch.setattr(moab_module, "run_command", fake)
     return fake, asyncio.run(_job().query_status(ids, {}, 5))
 

@@ -22,6 +22,7 @@ from dask_jobqueue.pbs import (
 )
 from dask_jobqueue.tracking import JobState
 
+from .fakes import RecordingRunner
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run, wait_until  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "pbs"
@@ -273,20 +274,8 @@ def test_match_job_ids_by_sequence_and_server():
 # ---------------------------------------------------------------------------- query strategy
 
 
-class FakeQstat:
-    """Replaces run_command in dask_jobqueue.pbs: answers from a function, records argv."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, argv, timeout=None, **kwargs):
-        self.calls.append(list(argv))
-        return self.answer(list(argv))
-
-
 def _query(monkeypatch, answer, ids, job=None):
-    fake = FakeQstat(answer)
+    fake = RecordingRunner(answer)
     monkeypatch.setattr(pbs_module, "run_command", fake)
     job = job or _job()
     result = asyncio.run(job.query_status(ids, {}, 5))

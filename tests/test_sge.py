@@ -10,7 +10,7 @@ import pytest
 
 from dask_jobqueue import SGECluster
 from dask_jobqueue import sge as sge_module
-from dask_jobqueue._shell import CommandError, CommandResult
+from dask_jobqueue._shell import CommandError
 from dask_jobqueue.sge import (
     SGEJob,
     parse_qacct,
@@ -21,6 +21,7 @@ from dask_jobqueue.sge import (
 )
 from dask_jobqueue.tracking import JobState
 
+from .fakes import RecordingRunner
 from .scheduler_suite import Backend, SchedulerSuite, run
 
 DATA = Path(__file__).parent / "data" / "sge"
@@ -221,22 +222,6 @@ def test_recorded_submit_errors():
 # ---------------------------------------------------------------------------- query strategy
 
 
-class FakeCommands:
-    """Stands in for run_command: answers from a table, records every call."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.calls: list[list[str]] = []
-
-    async def __call__(self, argv, timeout=None, **kwargs):
-        argv = [str(a) for a in argv]
-        self.calls.append(argv)
-        answer = self.answers(argv)
-        if isinstance(answer, tuple):
-            raise CommandError(argv, answer[0], "", answer[1])
-        return CommandResult(argv, answer, "")
-
-
 def _query(job, ids):
     return asyncio.run(job.query_status(ids, {}, 10))
 
@@ -255,7 +240,7 @@ def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypat
             return "root has deleted job 160\n"
         raise AssertionError(argv)
 
-    fake = FakeCommands(answers)
+    fake = RecordingRunner(answers)
     monkeypatch.setattr(sge_module, "run_command", fake)
     job = SGEJob(cores=1, memory="1GB")
     statuses = _query(job, ["146", "148", "152", "156", "160"])
@@ -280,7 +265,7 @@ def test_query_disappeared_jobs_use_qacct_once_then_grace(monkeypatch):
             return accounted.get(argv[2]) or (1, f"error: job id {argv[2]} not found")
         raise AssertionError(argv)
 
-    fake = FakeCommands(answers)
+    fake = RecordingRunner(answers)
     monkeypatch.setattr(sge_module, "run_command", fake)
     job = SGEJob(cores=1, memory="1GB")
     job._last_seen["170"] = sge_state("r")
@@ -306,7 +291,7 @@ def test_query_disappeared_jobs_use_qacct_once_then_grace(monkeypatch):
 
 
 def test_query_qstat_failure_is_a_command_error(monkeypatch):
-    fake = FakeCommands(lambda argv: (1, "error: commlib error: got select error"))
+    fake = RecordingRunner(lambda argv: (1, "error: commlib error: got select error"))
     monkeypatch.setattr(sge_module, "run_command", fake)
     with pytest.raises(CommandError):
         _query(SGEJob(cores=1, memory="1GB"), ["1"])
