@@ -33,7 +33,6 @@ setup(
     entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.__main__:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: BSD License",
         "Topic :: System :: Distributed Computing",
     ],
 )
