@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shlex
@@ -136,8 +137,10 @@ async def run_command(
             try:
                 proc.kill()
             except (ProcessLookupError, PermissionError):
-                # Gone already, or a setuid client (OAR's) that we may not signal: leave it.
-                pass
+                # Gone already, or a setuid client (OAR's) that we may not signal: give it a
+                # moment to end by itself so its pipes are not left to a closed event loop.
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(proc.wait(), 5)
             else:
                 await proc.wait()
         if isinstance(exc, asyncio.CancelledError):
