@@ -577,7 +577,8 @@ class JobQueueCluster(SpecCluster):
             )
         previous_error = self._take_pending_error()
         self._scale_to_jobs(target)
-        if previous_error is not None:
+        if previous_error is not None and target > 0:
+            # Scaling down to nothing (and closing) is never refused because of an old error.
             raise previous_error
         if self.asynchronous:
             return _ScalingDone(self)

@@ -301,3 +301,27 @@ def test_local_job_output_directory_is_removed_with_the_job():
         directory = job._private_dir
         assert directory and os.path.isdir(directory)
     assert not os.path.exists(directory)
+
+
+def test_close_with_a_pending_error_does_not_raise(tmp_path):
+    with dask.config.set({"jobqueue.local.max-consecutive-failures": 1}):
+        cluster = LocalCluster(
+            cores=1, memory="1GB", python="/nonexistent/python", scheduler_options=NO_DASHBOARD
+        )
+        cluster.scale(1)
+        with pytest.raises(JobFailedError):
+            cluster.wait_for_workers(1, timeout=60)
+        assert cluster._pending_error is not None
+        cluster.close()  # must not raise the pending error
+
+
+def test_scale_to_zero_clears_a_pending_error_without_raising():
+    with dask.config.set({"jobqueue.local.max-consecutive-failures": 1}):
+        with LocalCluster(
+            cores=1, memory="1GB", python="/nonexistent/python", scheduler_options=NO_DASHBOARD
+        ) as cluster:
+            cluster.scale(1)
+            with pytest.raises(JobFailedError):
+                cluster.wait_for_workers(1, timeout=60)
+            cluster.scale(0)
+            assert cluster._pending_error is None
