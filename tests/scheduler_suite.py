@@ -35,10 +35,10 @@ class Backend:
     bad_queue_kwargs: dict[str, Any]
     bad_queue_message: str
     #: extra kwargs that submit the job held, and a word expected in its reason (or None)
-    hold_kwargs: dict[str, Any] | None = None
-    hold_reason: str | None = None
+    hold_kwargs: dict[str, Any]
+    hold_reason: str | None
     #: kwargs giving the shortest walltime the system enforces, and how long to wait for it
-    short_walltime: dict[str, Any] | None = None
+    short_walltime: dict[str, Any]
     walltime_wait: float = 150
     timeout: float = 90
     extra_config: dict[str, Any] = field(default_factory=dict)
@@ -170,8 +170,6 @@ class SchedulerSuite:
         return str(tmp_path_factory.mktemp("logs"))
 
     def test_held_job_shows_its_reason(self):
-        if self.backend.hold_kwargs is None:
-            pytest.skip(f"{self.backend.name}: no way to submit a held job")
         with self.cluster(**self.backend.hold_kwargs) as cluster:
             cluster.scale(1)
             assert wait_until(lambda: [r.state for r in cluster.jobs] == [JobState.HELD], 60), repr(cluster.jobs)
@@ -184,8 +182,6 @@ class SchedulerSuite:
         self.assert_gone_from_queue(ids)
 
     def test_walltime_expiry_is_timed_out_not_failed(self):
-        if self.backend.short_walltime is None:
-            pytest.skip(f"{self.backend.name}: walltime enforcement is not observable here")
         with self.cluster(**self.backend.short_walltime) as cluster, Client(cluster) as client:
             cluster.scale(1)
             client.wait_for_workers(1, timeout=self.backend.timeout)
