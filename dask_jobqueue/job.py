@@ -161,6 +161,15 @@ class Job(ProcessInterface):
             )
         self.worker_process_threads = self.worker_cores // self.worker_processes
         self.worker_process_memory = self.worker_memory // self.worker_processes
+        unused = self.worker_cores - self.worker_process_threads * self.worker_processes
+        if unused:
+            warnings.warn(
+                f"cores={self.worker_cores} is not a multiple of processes="
+                f"{self.worker_processes}: each worker gets {self.worker_process_threads} "
+                f"thread(s) and {unused} core(s) of every job stay unused",
+                UserWarning,
+                stacklevel=3,
+            )
 
         self.nanny = nanny
         self.protocol = protocol

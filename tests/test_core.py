@@ -214,9 +214,13 @@ def test_default_processes():
     assert (job.worker_processes, job.worker_process_threads) == (3, 2)
 
 
-def test_uneven_cores_keep_whole_threads():
-    job = make_job(SLURMJob, cores=5, processes=2)
+def test_uneven_cores_keep_whole_threads_and_say_so():
+    with pytest.warns(UserWarning, match="cores=5 is not a multiple of processes=2: each worker gets 2 thread"):
+        job = make_job(SLURMJob, cores=5, processes=2)
     assert job.worker_process_threads == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_job(SLURMJob, cores=6, processes=2)
 
 
 def test_config_precedence_kwarg_over_yaml_over_default():
