@@ -151,3 +151,52 @@ async def run_command(
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)
+
+
+def run_command_sync(
+    argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None
+) -> CommandResult:
+    """Blocking :func:`run_command`, for threads and interpreter exit.
+
+    The command runs in a session of its own; on timeout the whole session is killed and the
+    wait for its output is bounded, even if a grandchild holds the pipes open.
+    """
+    import os
+    import signal
+    import subprocess
+
+    argv = [str(a) for a in argv]
+    logger.debug("Running command: %s", shlex.join(argv))
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise CommandError(argv, None, reason="could not be run: program not found") from None
+    except PermissionError as exc:
+        raise CommandError(argv, None, reason=f"could not be run: {exc}") from None
+    try:
+        stdout_b, stderr_b = proc.communicate(
+            stdin.encode() if stdin is not None else None, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=2)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s") from None
+    stdout = stdout_b.decode(errors="replace")
+    stderr = stderr_b.decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, stdout, stderr)
+    return CommandResult(argv, stdout, stderr)

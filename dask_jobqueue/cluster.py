@@ -15,11 +15,9 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +32,12 @@ from distributed.security import Security
 
 from ._shell import CommandError
 from ._values import check_name, parse_memory, parse_positive_int
+from .adaptive import JobAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError
+from .policy import FailurePolicy
+from .poller import PollInterval
+from .tls import remove_files, write_worker_tls_files
+from .tracker import JobTracker
 from .tracking import JobRecord, JobState, JobStatus, JobTable
 
 logger = logging.getLogger(__name__)
@@ -56,68 +59,6 @@ def _accepted_keywords(job_cls: type[Job]) -> set[str]:
                 names.add(param.name)
     names.discard("self")
     return names
-
-
-class _WorkerJobKey:
-    """Adaptive ``worker_key``: the spec (job) name of a worker, so jobs retire whole."""
-
-    def __init__(self, suffixes: Sequence[str]):
-        self.suffixes = tuple(suffixes)
-
-    def __call__(self, ws: Any) -> str:
-        return self.job_name(str(ws.name))
-
-    def job_name(self, worker_name: str) -> str:
-        for suffix in self.suffixes:
-            if worker_name.endswith(suffix):
-                return worker_name[: -len(suffix)]
-        return worker_name
-
-
-class _JobQueueAdaptive(Adaptive):
-    """Adaptive scaling in whole jobs.
-
-    distributed's Adaptive counts workers; with several workers per job it would retire one
-    worker of a job, which cancels the whole job, which it then starts again (upstream #498).
-    Here targets are rounded up to whole jobs and only whole jobs are retired.
-    """
-
-    async def recommendations(self, target: int) -> dict:
-        cluster = self.cluster
-        if len(self.plan) != len(self.requested):
-            await cluster
-        key = _WorkerJobKey(cluster._group_suffixes)
-        target_jobs = math.ceil(target / cluster.processes)
-        planned = list(cluster.worker_spec)
-        if target_jobs >= len(planned):
-            self.close_counts.clear()
-            if target_jobs == len(planned):
-                return {"status": "same"}
-            return {"status": "up", "n": target_jobs * cluster.processes}
-        excess = len(planned) - target_jobs
-        arrived = {key.job_name(str(name)) for name in self.observed}
-        to_close = [name for name in reversed(planned) if name not in arrived][:excess]
-        if len(to_close) < excess:
-            for worker in await self.workers_to_close(target=target_jobs * cluster.processes):
-                job = key.job_name(str(worker))
-                if job in cluster.worker_spec and job not in to_close and len(to_close) < excess:
-                    to_close.append(job)
-        firmly_close = []
-        for job in to_close:
-            self.close_counts[job] += 1
-            if self.close_counts[job] >= self.wait_count:
-                firmly_close.append(job)
-        for job in list(self.close_counts):
-            if job in firmly_close or job not in to_close:
-                del self.close_counts[job]
-        if not firmly_close:
-            return {"status": "same"}
-        suffixes = cluster._group_suffixes or [""]
-        return {"status": "down", "workers": [f"{job}{s}" for job in firmly_close for s in suffixes]}
-
-    async def scale_up(self, n: int) -> None:
-        self.cluster._scale_to_workers(int(n))
-        await self.cluster._correct_state()
 
 
 class JobQueueCluster(SpecCluster):
@@ -217,8 +158,8 @@ class JobQueueCluster(SpecCluster):
             protocol = "tls://"
         self._tls_files: list[str] = []
         if security is not None:
-            worker_security = self._write_tls_files(
-                security, conf("shared-temp-directory", shared_temp_directory)
+            worker_security = write_worker_tls_files(
+                security, conf("shared-temp-directory", shared_temp_directory), self._tls_files
             )
         else:
             worker_security = None
@@ -276,21 +217,22 @@ class JobQueueCluster(SpecCluster):
             conf("submit-concurrency", None) or 8, "submit-concurrency"
         )
 
-        self._records: dict[str, JobRecord] = {}  # job id -> record, submission order
-        self._ended: list[JobRecord] = []
-        self._active_job_ids: set[str] = set()
+        self._engine = template.batch_system_cls(
+            template,
+            submit_timeout=self._submit_timeout,
+            status_timeout=self._status_timeout,
+            submit_concurrency=self._submit_concurrency,
+        )
+        self._tracker = JobTracker(job_cls.vanish)
+        self._policy = FailurePolicy(self._max_failures, self._resubmit_backoff)
         self._pending_error: BaseException | None = None
-        self._breaker_open = False
-        self._consecutive_failures = 0
         self._resubmit_not_before: dict[str, float] = {}
+        self._submissions: set[asyncio.Future] = set()
         self._poll_task: asyncio.Task | None = None
         self._poll_wakeup: asyncio.Event | None = None
-        self._status_calls = 0
         self._status_errors = 0
-        self._missing_polls: dict[str, int] = {}
-        self._exit_finalizer = weakref.finalize(
-            self, template.cancel_jobs_sync, self._active_job_ids
-        )
+        # Cancels, at interpreter exit, whatever the engine created and did not see end.
+        self._exit_finalizer = weakref.finalize(self, self._engine.cancel_sync)
 
         super().__init__(
             scheduler=scheduler,
@@ -303,47 +245,6 @@ class JobQueueCluster(SpecCluster):
         )
         if n_workers:
             self._scale_to_workers(n_workers)
-
-    # ------------------------------------------------------------------ TLS
-
-    def _write_tls_files(self, security: Security, directory: str | None) -> Security:
-        """Write in-memory worker credentials to private files workers can read."""
-        tls = security.get_tls_config_for_role("worker")
-        if not any(v and "\n" in str(v) for v in tls.values()):
-            return security
-        if directory is None:
-            warnings.warn(
-                "Using a temporary security object without shared_temp_directory: the TLS "
-                "credentials are written to the current working directory, which must be "
-                "visible from the workers.",
-                UserWarning,
-                stacklevel=3,
-            )
-            directory = os.getcwd()
-        directory = os.path.expanduser(os.path.expandvars(directory))
-        files = {}
-        for key in ("ca_file", "cert", "key"):
-            value = tls.get(key)
-            if value and "\n" in value:
-                fd, path = tempfile.mkstemp(prefix=f".dask-jobqueue.worker.{key}.", dir=directory)
-                with os.fdopen(fd, "w") as f:
-                    f.write(value)
-                os.chmod(path, 0o600)
-                self._tls_files.append(path)
-                files[key] = path
-        worker_security = Security(
-            require_encryption=security.require_encryption,
-            tls_ca_file=files.get("ca_file", tls.get("ca_file")),
-            tls_worker_cert=files.get("cert", tls.get("cert")),
-            tls_worker_key=files.get("key", tls.get("key")),
-        )
-        return worker_security
-
-    def _remove_tls_files(self) -> None:
-        for path in self._tls_files:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        self._tls_files = []
 
     # ------------------------------------------------------------------ scripts & names
 
@@ -372,6 +273,16 @@ class JobQueueCluster(SpecCluster):
     def _new_worker_name(self, worker_number: int) -> str:
         return f"{self._name}-{worker_number}"
 
+    def new_worker_spec(self) -> dict:
+        """Name and spec of the next job. Names are never reused: a worker's name always
+        identifies one job, also when an old job's workers are still connected."""
+        name = self._new_worker_name(self._i)
+        while name in self.worker_spec or name in self.workers:
+            self._i += 1
+            name = self._new_worker_name(self._i)
+        self._i += 1
+        return {name: self.new_spec}
+
     # ------------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
@@ -383,17 +294,22 @@ class JobQueueCluster(SpecCluster):
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        # Hung submissions are abandoned at once: their threads cancel what they create.
+        self._engine.close()
+        for submission in list(self._submissions):
+            submission.cancel()
         await super()._close()
         if self._poll_task is not None:
             self._poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
             self._poll_task = None
-        # Jobs that died or were replaced are already gone; anything left is cancelled here.
-        if self._active_job_ids:
-            await self._template_job.cancel_jobs(sorted(self._active_job_ids), self._status_timeout)
-            self._active_job_ids.clear()
-        self._remove_tls_files()
+        # Jobs that ended are released already; anything the engine still holds is cancelled
+        # here (what it cannot cancel stays with the exit finalizer, with a warning).
+        leftover = self._engine.live_ids
+        if leftover:
+            await self._engine.cancel(sorted(leftover))
+        remove_files(self._tls_files)
 
     def __await__(self):
         async def _():
@@ -417,7 +333,7 @@ class JobQueueCluster(SpecCluster):
             to_close = [name for name in self.workers if name not in self.worker_spec]
             if to_close:
                 await self._stop_jobs(to_close)
-            if self._breaker_open or self.status in (Status.closing, Status.closed):
+            if self._policy.breaker_open or self.status in (Status.closing, Status.closed):
                 return
             now = time.monotonic()
             to_open = [
@@ -437,45 +353,50 @@ class JobQueueCluster(SpecCluster):
                 warnings.simplefilter("ignore")
                 job = spec["cls"](address, name=name, **spec.get("options", {}))
             jobs.append(job)
-        # A few submit commands at a time: hundreds at once overload login nodes and
-        # controllers (and some sites rate-limit them), a handful keeps the pipe full.
-        limit = asyncio.Semaphore(self._submit_concurrency)
-
-        async def submit(job: Job) -> str:
-            async with limit:
-                return await job.submit(self._submit_timeout)
-
-        results = await asyncio.gather(*(submit(job) for job in jobs), return_exceptions=True)
+        submissions = [asyncio.ensure_future(self._engine.submit(job)) for job in jobs]
+        self._submissions.update(submissions)
+        try:
+            results = await asyncio.gather(*submissions, return_exceptions=True)
+        finally:
+            self._submissions.difference_update(submissions)
         errors = []
+        now = time.time()
         for name, job, result in zip(names, jobs, results, strict=True):
             if isinstance(result, BaseException):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result
                 job.mark_closed()
-                errors.append(result)
+                if not isinstance(result, asyncio.CancelledError):
+                    errors.append(result)
+                continue
+            if self.status in (Status.closing, Status.closed):
+                job.mark_closed()  # the engine cancels it with everything else at close
                 continue
             job.status = Status.running
             job._cluster = weakref.ref(self)
             self._created.add(job)
             self.workers[name] = job
             self._resubmit_not_before.pop(name, None)
-            self._active_job_ids.add(job.job_id)
-            self._records[job.job_id] = JobRecord(
-                name=name, job_id=job.job_id, workers_expected=self.processes
-            )
+            self._tracker.add(name, result, self.processes, now)
         if errors:
             # A submit error is a configuration problem or a broken batch system: say it
             # once, and do not retry until the user asks again (scale/adapt).
             error = errors[0]
             logger.error("Submitting %d job(s) failed: %s", len(errors), error)
             self._pending_error = error
-            self._breaker_open = True
+            self._policy.submit_failed()
         if self._poll_wakeup is not None:
             self._poll_wakeup.set()
 
     async def _stop_jobs(self, names: list[str]) -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
-        jobs = [self.workers[name] for name in names if name in self.workers]
+        # Dropped from ``workers`` first (as dask-jobqueue does), so the cluster never shows a
+        # job it is cancelling; forgotten first, so the poller does not take it for a death.
+        jobs = [self.workers.pop(name) for name in names if name in self.workers]
+        now = time.time()
+        ids = []
+        for job in jobs:
+            if job.job_id is not None:
+                self._tracker.forget(job.job_id, JobState.CANCELLED, "cancelled by the cluster", now)
+                ids.append(job.job_id)
         if self.scheduler.status == Status.running:
             worker_names = set()
             for name in names:
@@ -491,28 +412,10 @@ class JobQueueCluster(SpecCluster):
             if addresses:
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
                     await self.scheduler_comm.retire_workers(workers=addresses)
-        ids = [job.job_id for job in jobs if job.job_id and job.job_id in self._active_job_ids]
-        for job in jobs:
-            # Forget first, so the poller does not mistake the cancellation for a death.
-            self._forget_job(job, JobState.CANCELLED, "cancelled by the cluster")
         if ids:
-            await jobs[0].cancel_jobs(ids, self._status_timeout)
+            await self._engine.cancel(ids)
         for job in jobs:
             job.mark_closed()
-        for name in names:
-            self.workers.pop(name, None)
-
-    def _forget_job(self, job: Job, state: JobState, reason: str) -> None:
-        if job.job_id is None:
-            return
-        self._active_job_ids.discard(job.job_id)
-        self._missing_polls.pop(job.job_id, None)
-        record = self._records.pop(job.job_id, None)
-        if record is not None:
-            if not record.state.is_final:
-                record.apply(JobStatus(state, reason))
-            self._ended.append(record)
-            del self._ended[:-50]
 
     # ------------------------------------------------------------------ scaling
 
@@ -523,8 +426,7 @@ class JobQueueCluster(SpecCluster):
     def _take_pending_error(self) -> BaseException | None:
         """Return the pending error and re-arm submission: the user asked again."""
         error, self._pending_error = self._pending_error, None
-        self._breaker_open = False
-        self._consecutive_failures = 0
+        self._policy.rearm()
         return error
 
     def _scale_to_workers(self, n: int) -> None:
@@ -534,8 +436,7 @@ class JobQueueCluster(SpecCluster):
         if len(self.worker_spec) > target:
             # Drop jobs whose workers are not connected first (queued, then newest).
             def keep_priority(name: str) -> tuple[int, int]:
-                job = self.workers.get(name)
-                record = self._records.get(job.job_id) if job and job.job_id else None
+                record = self._tracker.by_name(name)
                 connected = 1 if record is not None and record.workers_connected else 0
                 return (connected, -list(self.worker_spec).index(name))
 
@@ -612,8 +513,8 @@ class JobQueueCluster(SpecCluster):
                 parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
             )
         if self._group_suffixes:
-            kwargs.setdefault("worker_key", _WorkerJobKey(self._group_suffixes))
-        kwargs.setdefault("Adaptive", _JobQueueAdaptive)
+            kwargs.setdefault("worker_key", WorkerJobKey(self._group_suffixes))
+        kwargs.setdefault("Adaptive", JobAdaptive)
         previous_error = self._take_pending_error()
         adaptive = super().adapt(*args, **kwargs)
         if previous_error is not None:
@@ -626,42 +527,42 @@ class JobQueueCluster(SpecCluster):
     def jobs(self) -> JobTable:
         """Every job this cluster submitted and still tracks, plus recently ended ones."""
         self._refresh_connected()
-        return JobTable([*self._ended, *self._records.values()])
+        return JobTable([*self._tracker.ended, *self._tracker.live])
 
     def _refresh_connected(self) -> bool:
         """Update each live job's connected-worker count from the scheduler; True if any
         job's state changed."""
-        counts = self._connected_counts()
-        changed = False
-        for job in list(self.workers.values()):
-            record = self._records.get(job.job_id) if job.job_id else None
-            if record is not None and not record.state.is_final:
-                changed |= record.set_connected_workers(counts.get(job.name, 0))
-                if record.workers_connected:
-                    self._consecutive_failures = 0
+        changed, first = self._tracker.set_connected(self._connected_counts(), time.time())
+        if first:
+            self._policy.connected()
         return changed
 
     @property
     def status_calls(self) -> int:
-        """How many status commands the poller has run (one per poll, for all jobs)."""
-        return self._status_calls
+        """How many status commands the engine has run (a poll may run several)."""
+        return self._engine.commands["status"]
+
+    @property
+    def command_counts(self) -> dict[str, int]:
+        """Batch-system commands run so far, by kind (``submit``, ``status``, ``cancel``)."""
+        return dict(self._engine.commands)
 
     def _connected_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        key = _WorkerJobKey(self._group_suffixes)
+        key = WorkerJobKey(self._group_suffixes)
         for info in self.scheduler_info.get("workers", {}).values():
             job_name = key.job_name(str(info.get("name")))
             counts[job_name] = counts.get(job_name, 0) + 1
         return counts
 
     async def _poll_forever(self) -> None:
-        interval = self._poll_interval
+        interval = PollInterval(self._poll_interval, self._poll_interval_max)
+        wait = interval.current
         assert self._poll_wakeup is not None
         while self.status not in (Status.closing, Status.closed):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poll_wakeup.wait(), timeout=interval)
-                # A submission just happened: give the batch system a moment, then poll fast.
-                interval = self._poll_interval
+                await asyncio.wait_for(self._poll_wakeup.wait(), timeout=wait)
+                interval.reset()  # a submission just happened: poll fast
             self._poll_wakeup.clear()
             try:
                 changed = await self._poll_once()
@@ -670,101 +571,94 @@ class JobQueueCluster(SpecCluster):
             except Exception:  # the poller must survive anything a parser or command does
                 logger.exception("Job status poll failed")
                 changed = False
-            if changed or any(
-                r.state.is_waiting and r.reason == "submitted" for r in self._records.values()
-            ):
-                interval = self._poll_interval
-            else:
-                interval = min(interval * 2, self._poll_interval_max)
+            just_submitted = any(
+                r.state.is_waiting and r.reason == "submitted" for r in self._tracker.live
+            )
+            wait = interval.after_poll(changed or just_submitted)
 
     async def _poll_once(self) -> bool:
-        """One status query for every live job; returns True if any job changed state."""
+        """One round of status commands for every live job; True if any job changed state."""
+        now = time.time()
         changed = self._refresh_connected()
-        live = {
-            job.job_id: job
-            for job in list(self.workers.values())
-            if job.job_id is not None and job.job_id in self._records
-        }
-        if not live:
-            return changed
-        self._status_calls += 1
-        try:
-            statuses = await self._template_job.query_status(
-                sorted(live), live, self._status_timeout
-            )
-        except CommandError as exc:
-            self._status_errors += 1
-            level = (
-                logging.WARNING
-                if self._status_errors in (1, 10) or self._status_errors % 100 == 0
-                else logging.DEBUG
-            )
-            logger.log(
-                level,
-                "Job status query failed (%d so far); job states unchanged: %s",
-                self._status_errors,
-                exc,
-            )
-            return changed
-        if statuses is None:
-            return changed
-        for job_id, job in live.items():
-            record = self._records.get(job_id)
-            if record is None:
-                continue
-            status = statuses.get(job_id)
-            if status is None:
-                missing = self._missing_polls.get(job_id, 0) + 1
-                self._missing_polls[job_id] = missing
-                if missing < _MISSING_POLLS_BEFORE_LOST:
-                    continue
-                status = JobStatus(JobState.LOST, "no longer known to the batch system")
-            else:
-                self._missing_polls.pop(job_id, None)
-            if status.state == JobState.RUNNING and record.workers_connected:
-                status = JobStatus(JobState.CONNECTED, None, status.exit_code, status.native_state)
-            if record.apply(status):
-                changed = True
-                logger.debug(
-                    "Job %s (%s) is now %s %s", job_id, job.name, record.state, record.reason or ""
+        ended = self._tracker.take_disconnected_finals(now)
+        ids = self._tracker.live_ids()
+        if ids and self._engine.can_query:
+            try:
+                statuses = await self._engine.query(ids)
+            except CommandError as exc:
+                self._status_errors += 1
+                level = (
+                    logging.WARNING
+                    if self._status_errors in (1, 10) or self._status_errors % 100 == 0
+                    else logging.DEBUG
                 )
-            if record.state.is_final:
-                self._job_ended(job, record)
+                logger.log(
+                    level,
+                    "Job status query failed (%d so far); job states unchanged: %s",
+                    self._status_errors,
+                    exc,
+                )
+            else:
+                polled_changed, polled_ended = self._tracker.observe(statuses, ids, time.time())
+                changed |= polled_changed
+                ended += polled_ended
+        if ended:
+            changed = True
+            await self._jobs_ended(ended)
         return changed
 
-    def _job_ended(self, job: Job, record: JobRecord) -> None:
-        """A job reached a final state on its own: replace it if the cluster still wants it."""
-        wanted = job.name in self.worker_spec and self.workers.get(job.name) is job
-        if not record.ever_connected or record.state in (JobState.FAILED, JobState.LOST):
-            record.error = self._explain_death(job, record)
-        self._forget_job(job, record.state, record.reason or "")
-        job.mark_closed()
-        if self.workers.get(job.name) is job:
-            del self.workers[job.name]
-        if not wanted or self.status in (Status.closing, Status.closed):
-            return
-        died_early = not record.ever_connected
-        if died_early:
-            self._consecutive_failures += 1
-            logger.warning("%s", record.error)
-            if self._consecutive_failures >= self._max_failures:
-                self._breaker_open = True
+    async def _jobs_ended(self, ended: list[tuple[JobRecord, JobStatus]]) -> None:
+        """Jobs reached a final state on their own: explain, cancel leftovers, replace."""
+        now = time.monotonic()
+        cap = max(10, 2 * len(self.worker_spec))
+        to_cancel, finished = [], []
+        replace: list[tuple[str, float]] = []
+        for record, status in ended:
+            job = self.workers.get(record.name)
+            wanted = record.name in self.worker_spec and job is not None
+            decision = self._policy.job_ended(record, status, wanted, now, cap)
+            if job is not None and (
+                not record.ever_connected or record.state in (JobState.FAILED, JobState.LOST)
+            ):
+                record.error = self._explain_death(job, record)
+            (to_cancel if decision.cancel else finished).append(record.job_id)
+            if job is not None:
+                job.mark_closed()
+                del self.workers[record.name]
+            if not wanted or self.status in (Status.closing, Status.closed):
+                continue
+            if decision.failure:
+                logger.warning("%s", record.error)
+            else:
+                logger.info(
+                    "Job %s (%s) %s; submitting a replacement",
+                    record.job_id,
+                    record.name,
+                    record.state,
+                )
+            if decision.breaker_opened:
                 self._pending_error = JobFailedError(
-                    f"{self._consecutive_failures} jobs in a row ended before their workers "
-                    f"connected; not resubmitting until scale() or adapt() is called again.\n"
-                    f"Last failure: {record.error}",
-                    [r for r in self._ended if r.error][-self._max_failures :],
+                    f"{self._policy.consecutive_failures} jobs in a row ended before their "
+                    f"workers connected; not resubmitting until scale() or adapt() is called "
+                    f"again.\nLast failure: {record.error}",
+                    [r for r in self._tracker.ended if r.error][-self._policy.max_failures :],
                 )
                 logger.error("%s", self._pending_error)
-                return
-            delay = min(self._resubmit_backoff * 2 ** (self._consecutive_failures - 1), 60.0)
-        else:
-            delay = 0.0
-            logger.info(
-                "Job %s (%s) %s; submitting a replacement", record.job_id, job.name, record.state
-            )
-        self._resubmit_not_before[job.name] = time.monotonic() + delay
-        self.loop.call_later(delay + 0.01, self._correct_state)
+            if decision.replace:
+                replace.append((record.name, decision.delay))
+        self._engine.release(finished)
+        if to_cancel:
+            # Failed, lost and stuck jobs are cancelled before anything replaces them.
+            await self._engine.cancel(to_cancel)
+        for name, delay in replace:
+            spec = self.worker_spec.pop(name, None)
+            if spec is None:
+                continue
+            # A fresh name: workers of the old job may still be around under the old one.
+            new_name = next(iter(self.new_worker_spec()))
+            self.worker_spec[new_name] = spec
+            self._resubmit_not_before[new_name] = now + delay
+            self.loop.call_later(delay + 0.01, self._correct_state)
 
     def _explain_death(self, job: Job, record: JobRecord) -> str:
         what = f"Job {record.job_id} ({job.name}) {record.state.value}"
@@ -829,7 +723,7 @@ class JobQueueCluster(SpecCluster):
     def jobs_summary(self) -> str:
         """One line summarising the live jobs, e.g. ``3 jobs: 1 connected, 2 queued (Priority)``."""
         self._refresh_connected()
-        return JobTable(self._records.values()).summary()
+        return JobTable(self._tracker.live).summary()
 
     # ------------------------------------------------------------------ display
 

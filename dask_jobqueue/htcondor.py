@@ -6,12 +6,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, join_command, run_command
+from ._shell import join_command
 from ._values import check_directive_value, parse_memory
 from .cluster import JobQueueCluster
+from .engine import StatusStep, missing_ids
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -165,13 +167,49 @@ def quote_environment(env: Mapping[str, str]) -> str:
     return '"' + " ".join(items) + '"'
 
 
+def condor_q_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``condor_q ids -json -attributes ...``: jobs still in the queue."""
+    return ["condor_q", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
+
+
+def condor_history_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``condor_history ids -json ...``: completed and removed jobs leave the queue at once."""
+    return ["condor_history", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
+
+
+def parse_condor_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses of our ids. A job held for exceeding its time limit is timed out and stuck: a
+    held job keeps its place in the queue until someone releases or removes it."""
+    statuses = parse_condor_json(stdout)
+    result = {}
+    for job_id in job_ids:
+        status = statuses.get(job_id)
+        if status is None:
+            continue
+        if status.state == JobState.TIMED_OUT and status.native_state == "Held":
+            status = replace(status, stuck=True)
+        result[job_id] = status
+    return result
+
+
 class HTCondorJob(Job):
     """An HTCondor job running Dask workers (``/bin/sh -c '<prologue; workers; epilogue>'``)."""
 
     config_name = "htcondor"
     submit_command = "condor_submit"
     cancel_command = "condor_rm"
-    job_id_regexp = r"submitted to cluster (?P<job_id>\d+)"
+    job_id_regexp = r"^\d+ job\(s\) submitted to cluster (?P<job_id>\d+)\.\s*$"
+    status_steps = (
+        StatusStep("condor_q", condor_q_argv, parse_condor_step),
+        StatusStep(
+            "condor_history", condor_history_argv, parse_condor_step, select=missing_ids,
+            required=False,
+        ),
+    )
+    # condor_rm of a job that left the queue meanwhile
+    cancel_gone_pattern = re.compile(r"Couldn't find|not found")
     default_shebang = "#!/usr/bin/env condor_submit"
 
     def __init__(
@@ -280,53 +318,6 @@ class HTCondorJob(Job):
             "Queue",
         ]
         return "\n".join(lines) + "\n"
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["condor_q", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
-
-    def history_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["condor_history", *job_ids, "-json", "-attributes", ",".join(STATUS_ATTRIBUTES)]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        statuses = parse_condor_json(stdout)
-        return {i: statuses[i] for i in job_ids if i in statuses}
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        """``condor_q`` for all ids, then one ``condor_history`` for the ids that left the
-        queue (completed and removed jobs leave it as soon as they are gone).
-
-        A job held for exceeding its time limit is reported timed out and removed with
-        ``condor_rm``: a held job keeps its place in the queue until someone releases or
-        removes it, and the cluster, which considers it ended, would never do either.
-        """
-        statuses = await self._query(self.status_argv(job_ids), job_ids, timeout)
-        missing = [i for i in job_ids if i not in statuses]
-        if missing:
-            try:
-                statuses.update(await self._query(self.history_argv(missing), missing, timeout))
-            except CommandError as exc:  # history is a bonus: missing ids end up lost
-                logger.debug("condor_history failed: %s", exc)
-        expired = [
-            i
-            for i, status in statuses.items()
-            if status.state == JobState.TIMED_OUT and status.native_state == "Held"
-        ]
-        if expired:
-            await self.cancel_jobs(expired, timeout)
-        return statuses
-
-    async def _query(
-        self, argv: list[str], job_ids: Sequence[str], timeout: float
-    ) -> dict[str, JobStatus]:
-        result = await run_command(argv, timeout=timeout)
-        try:
-            return self.parse_status(result.stdout, job_ids)
-        except ValueError as exc:  # e.g. truncated JSON
-            raise CommandError(
-                argv, 0, result.stdout, reason=f"printed unreadable output ({exc})"
-            ) from None
 
     def job_id_from_submit_output(self, out: str) -> str:
         return f"{super().job_id_from_submit_output(out)}.0"

@@ -7,16 +7,13 @@ The cluster that drives jobs is in :mod:`dask_jobqueue.cluster`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shlex
-import subprocess
 import sys
-import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +24,7 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
 
-from ._shell import CommandError, join_command, run_command
+from ._shell import join_command
 from ._values import (
     check_directive_list,
     check_directive_value,
@@ -38,7 +35,9 @@ from ._values import (
     parse_positive_int,
     parse_walltime,
 )
-from .tracking import JobRecord, JobStatus
+from .engine import BatchSystem, StatusStep
+from .tracker import Vanish
+from .tracking import JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +72,10 @@ def _deprecation_message(old: str, new: str) -> str:
 class Job(ProcessInterface):
     """One batch job running ``processes`` Dask workers.
 
-    Subclasses set the class attributes below and implement :meth:`header_directives`; most
-    also override :meth:`parse_status` (and :meth:`status_argv`) so the cluster can tell what
-    the job is doing.
+    A dialect subclasses it and sets the class attributes below (commands, directive prefix,
+    an anchored job-id pattern, :class:`~dask_jobqueue.engine.StatusStep` s, ...) and
+    implements :meth:`header_directives`; the cluster's
+    :class:`~dask_jobqueue.engine.BatchSystem` runs the commands for many jobs at once.
     """
 
     #: Section of ``jobqueue.yaml`` holding this scheduler's defaults.
@@ -92,6 +92,14 @@ class Job(ProcessInterface):
     walltime_forms: ClassVar[tuple[str, ...]] = ("hh:mm:ss", "seconds")
     #: First line of the script when neither the keyword nor the config sets one.
     default_shebang: ClassVar[str] = "#!/usr/bin/env bash"
+    #: The status commands of one poll, run in order by the engine (none: no polling).
+    status_steps: ClassVar[tuple[StatusStep, ...]] = ()
+    #: Lines a failing cancel command prints that only mean "this job is gone already".
+    cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
+    #: When a job the status commands stopped listing counts as ended, and as what.
+    vanish: ClassVar[Vanish] = Vanish()
+    #: The engine that runs this dialect's commands.
+    batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
 
     def __init__(
         self,
@@ -354,28 +362,6 @@ class Job(ProcessInterface):
         """Command line that cancels all ``job_ids`` in one call."""
         return [*self._split(self.cancel_command), *self.cancel_command_extra, *job_ids]
 
-    def status_argv(self, job_ids: Sequence[str]) -> list[str] | None:
-        """Command line that reports on all ``job_ids`` in one call (``None``: unsupported)."""
-        return None
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Turn the status command's output into a status per job id it mentions."""
-        return {}
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        """Ask the batch system about ``job_ids`` with as few commands as possible.
-
-        Return ``None`` if this batch system cannot be asked. Ids missing from the result are
-        unknown to the batch system (the poller marks them lost after a few polls).
-        """
-        argv = self.status_argv(job_ids)
-        if argv is None:
-            return None
-        result = await run_command(argv, timeout=timeout)
-        return self.parse_status(result.stdout, job_ids)
-
     def output_files(self, job_id: str) -> list[Path]:
         """Files that may hold this job's stderr, most useful first."""
         return []
@@ -387,63 +373,61 @@ class Job(ProcessInterface):
         return shlex.split(command)
 
     def job_id_from_submit_output(self, out: str) -> str:
-        """Extract the job id from the submit command's stdout."""
-        match = re.search(self.job_id_regexp, out)
-        if match is None:
+        """Extract the job id from the submit command's stdout.
+
+        ``job_id_regexp`` is searched line by line (``^``/``$`` match at each line), so an
+        anchored pattern ignores banner lines; if an anchored pattern matches two different
+        ids the output is ambiguous and refused rather than guessed.
+        """
+        matches = list(re.finditer(self.job_id_regexp, out, re.MULTILINE))
+        if not matches:
             raise ValueError(
                 f"Could not parse the job id from the submit command output using the "
                 f"regular expression {self.job_id_regexp!r}. Output:\n{out}"
             )
         try:
-            job_id = match.group("job_id")
+            ids = list(dict.fromkeys(m.group("job_id") for m in matches))
         except IndexError:
             raise ValueError(
                 f"You need to use a 'job_id' named group in the regular expression "
                 f"job_id_regexp, e.g. r'(?P<job_id>\\d+)'; got {self.job_id_regexp!r}"
             ) from None
-        return job_id
+        if len(ids) > 1 and self.job_id_regexp.startswith("^"):
+            raise ValueError(
+                f"The submit command output names several job ids ({', '.join(ids)}); "
+                f"refusing to guess which one is this job's. Output:\n{out}"
+            )
+        return ids[0]
 
     # keep the upstream private name working for users who called it
     _job_id_from_submit_output = job_id_from_submit_output
 
+    def batch_system(self) -> BatchSystem:
+        """A batch-system engine for this job alone (a cluster shares one for all its jobs)."""
+        return self.batch_system_cls(self)
+
     async def submit(self, timeout: float | None = None) -> str:
-        """Write the script to a private temporary file, submit it, return the job id."""
-        script = self.job_script()
-        logger.debug("Job script for %s:\n%s", self.name, script)
-        with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
-            path = os.path.join(tmp, "job.sh")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(script)
-            result = await run_command(
-                self.submit_argv(path), stdin=self.submit_stdin(script), timeout=timeout
-            )
-        self.job_id = self.job_id_from_submit_output(result.stdout)
-        logger.debug("Submitted job %s for worker %s", self.job_id, self.name)
-        return self.job_id
+        """Submit the job and return its id (also stored as ``job_id``)."""
+        engine = self.batch_system()
+        if timeout is not None:
+            engine.submit_timeout = timeout
+        try:
+            return await engine.submit(self)
+        finally:
+            engine.close()
 
     async def cancel_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> None:
-        """Cancel ``job_ids`` in one command; failures are logged, not raised."""
+        """Cancel ``job_ids`` in as few commands as possible; failures are logged."""
         if not job_ids:
             return
-        try:
-            await run_command(self.cancel_argv(job_ids), timeout=timeout)
-        except CommandError as exc:
-            logger.debug("Cancel command reported an error (jobs may be gone already): %s", exc)
+        engine = self.batch_system()
+        if timeout is not None:
+            engine.cancel_timeout = timeout
+        await engine.cancel(job_ids)
 
     def cancel_jobs_sync(self, job_ids: Iterable[str]) -> None:
         """Blocking variant of :meth:`cancel_jobs`, used at interpreter exit."""
-        job_ids = list(job_ids)
-        if not job_ids:
-            return
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                self.cancel_argv(job_ids),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-            )
+        self.batch_system().cancel_sync(list(job_ids))
 
     # ------------------------------------------------------------------ ProcessInterface
 

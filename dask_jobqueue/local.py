@@ -12,14 +12,16 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._values import check_directive_value
 from .cluster import JobQueueCluster
+from .engine import BatchSystem
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -28,12 +30,107 @@ logger = logging.getLogger(__name__)
 __all__ = ["LocalJob", "LocalCluster"]
 
 
+class LocalProcesses(BatchSystem):
+    """The local backend's engine: each job is ``bash job.sh`` in a session of its own, its
+    id the process id; status is the process' exit status; cancel kills the session."""
+
+    def __init__(self, template: Job, **kwargs: Any):
+        super().__init__(template, **kwargs)
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._cancelled: set[str] = set()
+
+    async def submit(self, job: Job) -> str:
+        if self._closing:
+            raise RuntimeError("the cluster is closing: no more submissions")
+        directory = job.log_directory
+        if directory is None:
+            directory = job._private_dir = tempfile.mkdtemp(prefix="dask-jobqueue-local-")
+        directory = os.path.expanduser(os.path.expandvars(directory))
+        os.makedirs(directory, exist_ok=True)
+        stem = f"{job.job_name}-{job.name}-{time.time_ns()}"
+        script_path = Path(directory) / f"{stem}.sh"
+        script_path.write_text(job.job_script(), encoding="utf-8")
+        job._output_path = Path(directory) / f"{stem}.log"
+        self.commands["submit"] += 1
+        with open(job._output_path, "wb") as out:
+            process = subprocess.Popen(
+                ["bash", str(script_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        job_id = str(process.pid)
+        self._processes[job_id] = process
+        with self._lock:
+            self._live.add(job_id)
+        job.job_id = job_id
+        logger.debug("Started local job %s for worker %s", job_id, job.name)
+        return job_id
+
+    can_query = True
+
+    async def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        self.commands["status"] += 1
+        statuses = {}
+        for job_id in job_ids:
+            process = self._processes.get(job_id)
+            if process is None:
+                continue
+            code = process.poll()
+            if code is None:
+                statuses[job_id] = JobStatus(JobState.RUNNING, None, None, "running")
+            elif job_id in self._cancelled:
+                statuses[job_id] = JobStatus(JobState.CANCELLED, "cancelled", code, "killed")
+            elif code == 0:
+                statuses[job_id] = JobStatus(JobState.FINISHED, None, 0, "exited")
+            elif code < 0:
+                statuses[job_id] = JobStatus(
+                    JobState.FAILED, f"killed by signal {-code}", 128 - code, "killed"
+                )
+            else:
+                statuses[job_id] = JobStatus(JobState.FAILED, "non-zero exit code", code, "exited")
+        return statuses
+
+    async def cancel(self, job_ids: Iterable[str], attempts: int | None = None) -> list[str]:
+        pids = []
+        for job_id in dict.fromkeys(job_ids):
+            self._cancelled.add(job_id)
+            with contextlib.suppress(ValueError):
+                pids.append(int(job_id))
+        self.commands["cancel"] += 1
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_group_alive(pid) for pid in pids):
+            await asyncio.sleep(0.1)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        for pid in pids:
+            process = self._processes.get(str(pid))
+            if process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=1)
+        self.release(str(pid) for pid in pids)
+        return []
+
+    def cancel_sync(self, job_ids: Iterable[str] | None = None) -> None:
+        ids = self.live_ids if job_ids is None else set(job_ids)
+        for job_id in ids:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.killpg(int(job_id), signal.SIGKILL)
+        self.release(ids)
+
+
 class LocalJob(Job):
     """A job run as a local subprocess (``bash job.sh``)."""
 
     config_name = "local"
     submit_command = "bash"
     cancel_command = None
+    batch_system_cls = LocalProcesses
 
     def __init__(
         self,
@@ -56,83 +153,8 @@ class LocalJob(Job):
             if value is not None:
                 check_directive_value(value, key)
         self.walltime = self._walltime(walltime)
-        self._process: asyncio.subprocess.Process | None = None
         self._output_path: Path | None = None
-        self._cancelled = False
         self._private_dir: str | None = None
-
-    async def submit(self, timeout: float | None = None) -> str:
-        directory = self.log_directory
-        if directory is None:
-            directory = self._private_dir = tempfile.mkdtemp(prefix="dask-jobqueue-local-")
-        directory = os.path.expanduser(os.path.expandvars(directory))
-        stem = f"{self.job_name}-{self.name}-{time.time_ns()}"
-        script_path = Path(directory) / f"{stem}.sh"
-        script_path.write_text(self.job_script(), encoding="utf-8")
-        self._output_path = Path(directory) / f"{stem}.log"
-        with open(self._output_path, "wb") as out:
-            self._process = await asyncio.create_subprocess_exec(
-                "bash",
-                str(script_path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-        self.job_id = str(self._process.pid)
-        logger.debug("Started local job %s for worker %s", self.job_id, self.name)
-        return self.job_id
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus]:
-        statuses = {}
-        for job_id in job_ids:
-            job = jobs.get(job_id)
-            process = getattr(job, "_process", None)
-            if process is None:
-                continue
-            code = process.returncode
-            if code is None:
-                statuses[job_id] = JobStatus(JobState.RUNNING, None, None, "running")
-            elif getattr(job, "_cancelled", False):
-                statuses[job_id] = JobStatus(JobState.CANCELLED, "cancelled", code, "killed")
-            elif code == 0:
-                statuses[job_id] = JobStatus(JobState.FINISHED, None, 0, "exited")
-            elif code < 0:
-                statuses[job_id] = JobStatus(
-                    JobState.FAILED, f"killed by signal {-code}", 128 - code, "killed"
-                )
-            else:
-                statuses[job_id] = JobStatus(JobState.FAILED, "non-zero exit code", code, "exited")
-        return statuses
-
-    async def cancel_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> None:
-        pids = [int(i) for i in job_ids]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_group_alive(pid) for pid in pids):
-            await asyncio.sleep(0.1)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-
-    def cancel_jobs_sync(self, job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-                os.killpg(int(job_id), signal.SIGKILL)
-
-    async def close(self) -> None:
-        self._cancelled = True
-        if (
-            self.job_id is not None
-            and self._process is not None
-            and self._process.returncode is None
-        ):
-            await self.cancel_jobs([self.job_id])
-        self.mark_closed()
 
     def mark_closed(self) -> None:
         super().mark_closed()

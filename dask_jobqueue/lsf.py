@@ -7,13 +7,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, run_command
+from ._shell import CommandError
 from ._values import parse_memory, parse_positive_int
 from .cluster import JobQueueCluster
+from .engine import StatusStep, simple_parser
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -179,6 +180,32 @@ def _only_unknown_ids(stderr: str) -> bool:
     )
 
 
+def bjobs_failure_is_usable(exc: CommandError) -> bool:
+    """bjobs exits 255 when any id is unknown (purged after ``CLEAN_PERIOD``) but still
+    prints the others; other failures (``LSF is down``...) fail the poll."""
+    return bool(exc.returncode) and bool(exc.stdout.strip() or _only_unknown_ids(exc.stderr))
+
+
+def bjobs_json_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``bjobs -json -o FIELDS ids`` (LSF >= 10.1.0.2)."""
+    return ["bjobs", "-json", "-o", BJOBS_FIELDS, *job_ids]
+
+
+def bjobs_delimited_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``bjobs -noheader -o "FIELDS delimiter='|'" ids`` for LSF without ``-json``."""
+    return ["bjobs", "-noheader", "-o", f"{BJOBS_FIELDS} delimiter='|'", *job_ids]
+
+
+def learn_no_json(exc: Exception, facts: dict) -> bool:
+    """bjobs refused ``-json``: use the delimited form from now on."""
+    if not isinstance(exc, CommandError) or not exc.returncode or exc.stdout.strip():
+        return False
+    if re.search(r"(illegal|invalid|unknown) option|usage", exc.stderr, re.I):
+        facts["lsf_json"] = False
+        return True
+    return False
+
+
 class LSFJob(Job):
     """An LSF batch job running Dask workers."""
 
@@ -187,6 +214,26 @@ class LSFJob(Job):
     cancel_command = "bkill"
     directive_prefix = "#BSUB"
     walltime_forms = ("hh:mm", "minutes")
+    job_id_regexp = r"^Job <(?P<job_id>\d+)> is submitted"
+    status_steps = (
+        StatusStep(
+            "bjobs -json",
+            bjobs_json_argv,
+            simple_parser(parse_bjobs_json),
+            usable_failure=bjobs_failure_is_usable,
+            fallback=learn_no_json,
+            when=lambda facts, fell_back: facts.get("lsf_json", True),
+        ),
+        StatusStep(
+            "bjobs -o",
+            bjobs_delimited_argv,
+            simple_parser(parse_bjobs),
+            usable_failure=bjobs_failure_is_usable,
+            when=lambda facts, fell_back: fell_back or not facts.get("lsf_json", True),
+        ),
+    )
+    # bkill of a job that ended meanwhile: "Job has already finished", "No matching job found"
+    cancel_gone_pattern = re.compile(r"already finished|No matching job found|is not found")
 
     def __init__(
         self,
@@ -239,44 +286,6 @@ class LSFJob(Job):
         if self.walltime is not None:
             lines.append(f"-W {self.walltime}")
         return lines
-
-    #: Ask ``bjobs`` for JSON (LSF >= 10.1.0.2); switched off automatically if refused.
-    bjobs_json = True
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        if self.bjobs_json:
-            return ["bjobs", "-json", "-o", BJOBS_FIELDS, *job_ids]
-        return ["bjobs", "-noheader", "-o", f"{BJOBS_FIELDS} delimiter='|'", *job_ids]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        statuses = parse_bjobs_json(stdout) if self.bjobs_json else parse_bjobs(stdout)
-        return {i: statuses[i] for i in job_ids if i in statuses}
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        """One ``bjobs`` call for all ids. bjobs exits 255 when any id is unknown (purged
-        after ``CLEAN_PERIOD``) but still prints the others: those are used, the unknown
-        ones are left out. Other failures (``LSF is down``...) are raised as transient."""
-        argv = self.status_argv(job_ids)
-        try:
-            stdout = (await run_command(argv, timeout=timeout)).stdout
-        except CommandError as exc:
-            refused = re.search(r"(illegal|invalid|unknown) option|usage", exc.stderr, re.I)
-            if self.bjobs_json and exc.returncode and not exc.stdout.strip() and refused:
-                logger.info("bjobs does not support -json; using the delimited format")
-                self.bjobs_json = False
-                return await self.query_status(job_ids, jobs, timeout)
-            partial = exc.stdout.strip() or _only_unknown_ids(exc.stderr)
-            if not exc.returncode or not partial:
-                raise
-            stdout = exc.stdout
-        try:
-            return self.parse_status(stdout, job_ids)
-        except ValueError as exc:  # truncated JSON, e.g. killed mid-way
-            raise CommandError(
-                argv, 0, stdout, reason=f"printed unreadable output ({exc})"
-            ) from None
 
     def submit_argv(self, script_path: str) -> list[str]:
         argv = [*self._split(self.submit_command), *self.submit_command_extra]

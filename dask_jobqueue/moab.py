@@ -17,7 +17,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 
-from ._shell import CommandError, run_command
+from .engine import StatusStep, missing_ids
 from .job import Job
 from .pbs import PBSCluster, PBSJob, pbs_job_status
 from .tracking import JobState, JobStatus
@@ -119,6 +119,23 @@ def match_moab_ids(
     return result
 
 
+def showq_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``showq --xml``: every active, eligible and blocked job (ids can't be given)."""
+    return ["showq", "--xml"]
+
+
+def showq_completed_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``showq -c --xml``: recently completed jobs, for ids the first step did not list."""
+    return ["showq", "-c", "--xml"]
+
+
+def parse_showq_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses of our ids from ``showq --xml`` output."""
+    return match_moab_ids(job_ids, parse_showq_xml(stdout))
+
+
 class MoabJob(PBSJob):
     """A Moab job: PBS directives, Moab commands."""
 
@@ -126,28 +143,16 @@ class MoabJob(PBSJob):
     submit_command = "msub"
     cancel_command = "canceljob"
     # msub prints a blank line then the id: ``12``, ``Moab.12`` or ``12.server``
-    job_id_regexp = r"(?P<job_id>(?:Moab\.)?\d+(?:\.[\w-]+)*)"
+    job_id_regexp = r"^\s*(?P<job_id>(?:Moab\.)?\d+(?:\.[\w-]+)*)\s*$"
 
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["showq", "--xml"]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return match_moab_ids(job_ids, parse_showq_xml(stdout))
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        result = await run_command(self.status_argv(job_ids), timeout=timeout)
-        statuses = self.parse_status(result.stdout, job_ids)
-        missing = [i for i in job_ids if i not in statuses]
-        if missing:
-            try:
-                completed = await run_command(["showq", "-c", "--xml"], timeout=timeout)
-            except CommandError as exc:  # keep what the first call said; retry next poll
-                logger.debug("showq -c failed: %s", exc)
-            else:
-                statuses.update(self.parse_status(completed.stdout, missing))
-        return statuses
+    status_steps = (
+        StatusStep("showq --xml", showq_argv, parse_showq_step),
+        StatusStep(
+            "showq -c --xml", showq_completed_argv, parse_showq_step, select=missing_ids,
+            required=False,
+        ),
+    )
+    cancel_gone_pattern = re.compile(r"invalid job|cannot locate job|not found", re.IGNORECASE)
 
 
 class MoabCluster(PBSCluster):

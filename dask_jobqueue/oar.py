@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import time
 import warnings
@@ -13,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, run_command
 from ._values import MIB
 from .cluster import JobQueueCluster
+from .engine import StatusStep, simple_parser
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -127,6 +128,15 @@ def parse_oarstat_json(stdout: str) -> dict[str, JobStatus]:
     }
 
 
+def oarstat_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``oarstat -f -J -j A -j B``: -j is repeated (``-j 7,8`` is an error, ``-j 7 8`` shows
+    only job 7); the full record (-f) holds exit_code, events and scheduledStart."""
+    argv = ["oarstat", "-f", "-J"]
+    for job_id in job_ids:
+        argv += ["-j", str(job_id)]
+    return argv
+
+
 class OARJob(Job):
     """An OAR job running Dask workers.
 
@@ -139,7 +149,11 @@ class OARJob(Job):
     submit_command = "oarsub"
     cancel_command = "oardel"
     directive_prefix = "#OAR"
-    job_id_regexp = r"OAR_JOB_ID=(?P<job_id>\d+)"
+    job_id_regexp = r"^OAR_JOB_ID=(?P<job_id>\d+)\s*$"
+    status_steps = (StatusStep("oarstat", oarstat_argv, simple_parser(parse_oarstat_json)),)
+    # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."
+    # (an id that no longer exists: "... You are not the right user.")
+    cancel_gone_pattern = re.compile(r"already killed|not the right user")
     walltime_forms = ("hh:mm:ss", "hh:mm", "hours")
 
     def __init__(
@@ -233,36 +247,6 @@ class OARJob(Job):
             *options,
             self._body(),
         ]
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        # Several ids: repeat -j (``-j 7,8`` is an error, ``-j 7 8`` shows only job 7). The full
-        # record (-f) is needed for exit_code, events and scheduledStart.
-        argv = ["oarstat", "-f", "-J"]
-        for job_id in job_ids:
-            argv += ["-j", str(job_id)]
-        return argv
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        statuses = parse_oarstat_json(stdout)
-        return {i: statuses[i] for i in job_ids if i in statuses}
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        argv = self.status_argv(job_ids)
-        result = await run_command(argv, timeout=timeout)
-        try:
-            return self.parse_status(result.stdout, job_ids)
-        except ValueError as exc:  # truncated/garbled JSON: transient, like a failed command
-            raise CommandError(argv, 0, result.stdout, result.stderr, f"gave bad JSON ({exc})") from exc
-
-    async def cancel_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> None:
-        if not job_ids:
-            return
-        try:
-            await run_command(self.cancel_argv(job_ids), timeout=timeout)
-        except CommandError as exc:  # e.g. some ids already finished: oardel exits 1 or 6
-            logger.debug("oardel reported an error (jobs may be gone already): %s", exc)
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, run_command
+from ._shell import CommandError
 from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
 from .cluster import JobQueueCluster
+from .engine import StatusStep
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -40,6 +41,7 @@ __all__ = [
     "parse_qstat_text",
     "pbs_job_status",
     "match_job_ids",
+    "qstat_failure_is_usable",
 ]
 
 
@@ -252,16 +254,66 @@ _NOT_A_FAILURE = re.compile(
 _REJECTS_OPTION = re.compile(r"invalid option|illegal option|unknown option|usage:", re.IGNORECASE)
 
 
-async def run_qstat(argv: Sequence[str], timeout: float | None) -> str:
-    """Run a qstat command; an exit status caused only by unknown or finished ids is not a
-    failure (qstat still prints the other jobs), anything else raises ``CommandError``."""
-    try:
-        return (await run_command(argv, timeout=timeout)).stdout
-    except CommandError as exc:
-        lines = [line for line in exc.stderr.splitlines() if line.strip()]
-        if exc.returncode is not None and lines and all(_NOT_A_FAILURE.search(x) for x in lines):
-            return exc.stdout
-        raise
+def qstat_failure_is_usable(exc: CommandError) -> bool:
+    """qstat exits non-zero when some ids are unknown or finished, yet prints the others."""
+    lines = [line for line in exc.stderr.splitlines() if line.strip()]
+    return exc.returncode is not None and bool(lines) and all(
+        _NOT_A_FAILURE.search(line) for line in lines
+    )
+
+
+def qstat_json_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -f -F json -x ids`` (PBS Pro / OpenPBS; -x includes finished jobs)."""
+    return ["qstat", "-f", "-F", "json", "-x", *job_ids]
+
+
+def parse_qstat_json_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses from the JSON form; ``ValueError`` if the output is not JSON at all (Torque
+    ignores ``-F`` and reads ``-x`` as "XML") or is invalid JSON."""
+    text = stdout.lstrip()
+    if not text:
+        return {}
+    if not text.startswith("{"):
+        raise _NotJSON("qstat -F json did not print JSON")
+    return match_job_ids(job_ids, parse_qstat_json(text))
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def learn_flavour(exc: Exception, facts: dict) -> bool:
+    """After a failed JSON query: Torque if it refused the options or printed something else
+    than JSON (then for good); invalid JSON from PBS Pro: read the text form this poll."""
+    if isinstance(exc, _NotJSON):
+        facts["pbs_flavour"] = "torque"
+        return True
+    if isinstance(exc, CommandError):
+        refused = exc.returncode is not None and not exc.stdout.strip()
+        if refused and _REJECTS_OPTION.search(exc.stderr):
+            facts["pbs_flavour"] = "torque"
+            return True
+        return False
+    if isinstance(exc, ValueError):
+        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text this time")
+        return True
+    return False
+
+
+def qstat_text_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -f ids`` text (Torque), with ``-x`` on PBS Pro."""
+    if facts.get("pbs_flavour") == "torque":
+        return ["qstat", "-f", *job_ids]
+    return ["qstat", "-f", "-x", *job_ids]
+
+
+def parse_qstat_text_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses from the ``qstat -f`` text form."""
+    return match_job_ids(job_ids, parse_qstat_text(stdout))
 
 
 class PBSJob(Job):
@@ -272,8 +324,27 @@ class PBSJob(Job):
     cancel_command = "qdel"
     directive_prefix = "#PBS"
     # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
-    job_id_regexp = r"(?P<job_id>\d+(?:\.[\w-]+)*)"
+    job_id_regexp = r"^(?P<job_id>\d+(?:\.[\w-]+)*)\s*$"
     walltime_forms = ("hh:mm:ss", "mm:ss", "seconds")
+    status_steps = (
+        StatusStep(
+            "qstat -F json",
+            qstat_json_argv,
+            parse_qstat_json_step,
+            usable_failure=qstat_failure_is_usable,
+            fallback=learn_flavour,
+            when=lambda facts, fell_back: facts.get("pbs_flavour") != "torque",
+        ),
+        StatusStep(
+            "qstat -f",
+            qstat_text_argv,
+            parse_qstat_text_step,
+            usable_failure=qstat_failure_is_usable,
+            when=lambda facts, fell_back: fell_back or facts.get("pbs_flavour") == "torque",
+        ),
+    )
+    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
+    cancel_gone_pattern = _NOT_A_FAILURE
 
     def __init__(
         self,
@@ -299,9 +370,6 @@ class PBSJob(Job):
             logger.info("Resource specification for PBS not set, using %s", resource_spec)
         self.resource_spec = check_directive_value(resource_spec, "resource_spec")
         self.walltime = self._walltime(walltime)
-        #: "pro" once qstat answered in JSON, "torque" once it could not; None: not yet known.
-        #: The cluster queries through one template job, so this is learnt once per cluster.
-        self.pbs_flavour: str | None = None
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]
@@ -315,53 +383,6 @@ class PBSJob(Job):
         if self.log_directory is not None:
             lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
         return lines
-
-    # ------------------------------------------------------------------ status
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        if self.pbs_flavour == "torque":
-            return ["qstat", "-f", *job_ids]
-        return ["qstat", "-f", "-F", "json", "-x", *job_ids]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        if stdout.lstrip().startswith("{"):
-            return match_job_ids(job_ids, parse_qstat_json(stdout))
-        return match_job_ids(job_ids, parse_qstat_text(stdout))
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        if self.pbs_flavour != "torque":
-            try:
-                stdout = await run_qstat(self.status_argv(job_ids), timeout)
-            except CommandError as exc:
-                if (
-                    exc.returncode is None
-                    or exc.stdout.strip()
-                    or not _REJECTS_OPTION.search(exc.stderr)
-                ):
-                    raise
-                logger.info(
-                    "qstat does not support -F json; assuming Torque: %s", exc.stderr.strip()
-                )
-                self.pbs_flavour = "torque"
-            else:
-                text = stdout.lstrip()
-                if text.startswith("{"):
-                    self.pbs_flavour = "pro"
-                    try:
-                        return match_job_ids(job_ids, parse_qstat_json(text))
-                    except ValueError:
-                        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text")
-                        stdout = await run_qstat(["qstat", "-f", "-x", *job_ids], timeout)
-                        return match_job_ids(job_ids, parse_qstat_text(stdout))
-                if not text:
-                    return {}
-                # Torque ignores -F and reads -x as "XML output"
-                logger.info("qstat -F json did not print JSON; assuming Torque")
-                self.pbs_flavour = "torque"
-        stdout = await run_qstat(self.status_argv(job_ids), timeout)
-        return match_job_ids(job_ids, parse_qstat_text(stdout))
 
     def output_files(self, job_id: str) -> list[Path]:
         sequence = job_id.split(".", 1)[0]

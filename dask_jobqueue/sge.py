@@ -6,31 +6,27 @@ How job states are found (one poll, all live jobs):
 2. Only when some of them are pending: ONE ``qstat -xml -j id1,id2,...`` for all pending ids,
    for the scheduler's reasons (needs ``schedd_job_info true``) and the error reason of
    ``Eqw`` jobs.
-3. Only for jobs that just left ``qstat`` (a finished job leaves no trace there): ``qacct -j
-   ID``. qacct takes a single job id, so it runs once per *disappeared* job, not per poll: the
-   first time the job is missing, then at most every ``accounting_retry`` seconds until
-   ``accounting_grace`` seconds have passed (accounting is written with a delay,
-   ``accounting_flush_time``, 15 s by default). The number of qacct calls is therefore bounded
-   by the number of job deaths times ``accounting_grace / accounting_retry``; the calls of one
-   poll run concurrently.
+3. Only for jobs that left ``qstat`` (a finished job leaves no trace there): ``qacct -j ID``,
+   one call per such job and poll, while the engine's grace period for vanished jobs runs
+   (accounting is written with a delay, ``accounting_flush_time``, 15 s by default). After
+   it, a job qacct never knew is cancelled if it was last seen waiting, else lost.
 
 ``Eqw`` jobs never leave the error state by themselves: they are reported FAILED with SGE's
-error reason and deleted (one ``qdel`` for all of them) in the same poll, so nothing is left in
-the queue once the cluster forgets them.
+error reason and marked stuck, so the engine deletes them (with the other jobs to cancel, in
+one ``qdel``) once the cluster lets go of them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, run_command
 from .cluster import JobQueueCluster
+from .engine import StatusStep, missing_ids
 from .job import Job
 from .tracking import JobState, JobStatus
 
@@ -173,6 +169,73 @@ def _join_reasons(messages: Sequence[str], limit: int = 3) -> str | None:
     return text
 
 
+def qstat_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -xml``: every queued and running job of this user (ids can't be given)."""
+    return ["qstat", "-xml"]
+
+
+def _stuck_if_error(status: JobStatus) -> JobStatus:
+    # Eqw never leaves the error state by itself: the engine deletes it once it is let go.
+    return replace(status, stuck=True) if "E" in (status.native_state or "") else status
+
+
+def parse_qstat_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """States from ``qstat -xml`` (no reasons, no final states: finished jobs leave it)."""
+    native = parse_qstat_xml(stdout)
+    return {i: _stuck_if_error(sge_state(native[i])) for i in job_ids if i in native}
+
+
+def waiting_ids(job_ids: Sequence[str], known: Mapping[str, JobStatus]) -> list[str]:
+    """Pending jobs not on hold (they wait for resources: the scheduler says why) and jobs in
+    error (their error reason)."""
+    selected = []
+    for job_id in job_ids:
+        native = known[job_id].native_state or "" if job_id in known else ""
+        if "E" in native or ("q" in native and "h" not in native):
+            selected.append(job_id)
+    return selected
+
+
+def qstat_j_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """One ``qstat -xml -j id1,id2`` for every waiting id (reasons need schedd_job_info)."""
+    return ["qstat", "-xml", "-j", ",".join(job_ids)]
+
+
+def parse_qstat_j_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """The waiting jobs' states with the scheduler's reasons or the error reason."""
+    try:
+        reasons, errors = parse_qstat_xml_j(stdout)
+    except ET.ParseError as exc:
+        raise ValueError(f"qstat -j printed invalid XML: {exc}") from None
+    statuses = {}
+    for job_id in job_ids:
+        if job_id not in known:
+            continue
+        native = known[job_id].native_state or ""
+        reason = _join_reasons(reasons.get(job_id, []))
+        if "E" in native:
+            reason = errors.get(job_id) or reason
+        statuses[job_id] = _stuck_if_error(sge_state(native, reason))
+    return statuses
+
+
+def qacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qacct -j ID`` (one id per call) for a job that left qstat."""
+    return ["qacct", "-j", job_ids[0]]
+
+
+def parse_qacct_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """The final state of a job from its accounting record."""
+    status = qacct_status(parse_qacct(stdout))
+    return {} if status is None else {job_ids[0]: status}
+
+
 class SGEJob(Job):
     """A Grid Engine batch job running Dask workers."""
 
@@ -181,11 +244,18 @@ class SGEJob(Job):
     cancel_command = "qdel"
     directive_prefix = "#$"
     # "Your job 4 ("name") has been submitted", "Your job-array 5.1-3:1 (...)", or -terse "4"
-    job_id_regexp = r"(?:Your job(?:-array)? )?(?P<job_id>\d+)"
+    job_id_regexp = r"^(?:Your job(?:-array)? )?(?P<job_id>\d+)(?:\.\d+-\d+:\d+)?(?= \(|\s*$)"
     walltime_forms = ("hh:mm:ss", "seconds")
-    #: seconds to keep asking qacct about a job that left qstat, and the pause between asks
-    accounting_grace = 30.0
-    accounting_retry = 2.0
+    status_steps = (
+        StatusStep("qstat -xml", qstat_argv, parse_qstat_step),
+        StatusStep(
+            "qstat -xml -j", qstat_j_argv, parse_qstat_j_step, select=waiting_ids, required=False
+        ),
+        StatusStep("qacct", qacct_argv, parse_qacct_step, select=missing_ids, each=True,
+                   required=False),
+    )
+    # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
+    cancel_gone_pattern = re.compile(r"does not exist")
 
     def __init__(
         self,
@@ -204,10 +274,6 @@ class SGEJob(Job):
         self.resource_spec = self._directive_option("resource-spec", resource_spec)
         self.walltime = self._walltime(walltime)
         self._submit_cwd = Path.cwd()
-        # poller memory (used on the cluster's template job): last status seen in qstat, and
-        # for jobs that left qstat: (first missed, last qacct call) in time.monotonic()
-        self._last_seen: dict[str, JobStatus] = {}
-        self._gone: dict[str, tuple[float, float]] = {}
 
 
     def header_directives(self) -> list[str]:
@@ -224,108 +290,6 @@ class SGEJob(Job):
             lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
         lines += ["-cwd", "-j y"]
         return lines
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["qstat", "-xml"]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Status from ``qstat -xml`` alone (no reasons, no final states)."""
-        return {i: sge_state(s) for i, s in parse_qstat_xml(stdout).items() if i in job_ids}
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        result = await run_command(self.status_argv(job_ids), timeout=timeout)
-        native = {i: s for i, s in parse_qstat_xml(result.stdout).items() if i in job_ids}
-        statuses = {i: sge_state(s) for i, s in native.items()}
-
-        # held jobs need no scheduler reasons: they wait for qrls, not for resources
-        waiting = [i for i, s in native.items() if "E" in s or ("q" in s and "h" not in s)]
-        if waiting:
-            reasons, errors = await self._pending_details(waiting, timeout)
-            for job_id in waiting:
-                state = native[job_id]
-                if "E" in state:
-                    reason = errors.get(job_id) or _join_reasons(reasons.get(job_id, []))
-                    statuses[job_id] = sge_state(state, reason)
-                else:
-                    statuses[job_id] = sge_state(state, _join_reasons(reasons.get(job_id, [])))
-            in_error = [i for i in waiting if "E" in native[i]]
-            if in_error:
-                await self._delete(in_error, timeout)
-
-        now = time.monotonic()
-        for job_id, status in statuses.items():
-            self._last_seen[job_id] = status
-            self._gone.pop(job_id, None)
-        gone = [i for i in job_ids if i not in statuses]
-        if gone:
-            statuses.update(await self._accounting(gone, now, timeout))
-        for job_id in list(self._last_seen):
-            if job_id not in job_ids:
-                self._last_seen.pop(job_id, None)
-                self._gone.pop(job_id, None)
-        return statuses
-
-    async def _pending_details(
-        self, job_ids: Sequence[str], timeout: float
-    ) -> tuple[dict[str, list[str]], dict[str, str]]:
-        try:
-            result = await run_command(
-                ["qstat", "-xml", "-j", ",".join(job_ids)], timeout=timeout
-            )
-            return parse_qstat_xml_j(result.stdout)
-        except (CommandError, ET.ParseError):
-            return {}, {}
-
-    async def _delete(self, job_ids: Sequence[str], timeout: float) -> None:
-        try:
-            await run_command(self.cancel_argv(job_ids), timeout=timeout)
-        except CommandError:
-            pass
-
-    async def _qacct(self, job_id: str, timeout: float) -> JobStatus | None:
-        try:
-            result = await run_command(["qacct", "-j", job_id], timeout=timeout)
-        except CommandError:  # "error: job id N not found" (rc 1): not (yet) in accounting
-            return None
-        return qacct_status(parse_qacct(result.stdout))
-
-    async def _accounting(
-        self, job_ids: Sequence[str], now: float, timeout: float
-    ) -> dict[str, JobStatus]:
-        """Statuses of jobs that left qstat: final ones from qacct; while qacct does not know
-        a job yet (accounting delay), its last seen state with a note, for ``accounting_grace``
-        seconds. After that a job last seen pending was deleted before it ran (CANCELLED); any
-        other is left out, so the poller calls it lost."""
-        due = []
-        for job_id in job_ids:
-            first, last_call = self._gone.get(job_id, (now, -1e9))
-            self._gone[job_id] = (first, last_call)
-            if now - last_call >= self.accounting_retry:
-                due.append(job_id)
-                self._gone[job_id] = (first, now)
-        found = await asyncio.gather(*(self._qacct(i, timeout) for i in due))
-        statuses: dict[str, JobStatus] = {}
-        accounted = {i: s for i, s in zip(due, found, strict=True) if s is not None}
-        for job_id in job_ids:
-            if job_id in accounted:
-                statuses[job_id] = accounted[job_id]
-                continue
-            first, _ = self._gone[job_id]
-            last = self._last_seen.get(job_id, JobStatus(JobState.QUEUED, None, None, "qw"))
-            if now - first < self.accounting_grace:
-                statuses[job_id] = JobStatus(
-                    last.state if not last.state.is_final else JobState.RUNNING,
-                    "left the queue; waiting for accounting (qacct)",
-                    None,
-                    last.native_state,
-                )
-            elif last.state.is_waiting:
-                statuses[job_id] = JobStatus(
-                    JobState.CANCELLED, "deleted before it ran (not in qacct)", None, None
-                )
-        return statuses
 
     def output_files(self, job_id: str) -> list[Path]:
         directory = (

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._shell import CommandError, run_command
 from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
 from .cluster import JobQueueCluster
+from .engine import StatusStep, missing_ids, simple_parser
 from .job import Job
+from .tracker import Vanish
 from .tracking import JobState, JobStatus
 
 __all__ = ["SLURMJob", "SLURMCluster", "slurm_format_bytes_ceil", "parse_squeue", "parse_sacct"]
@@ -124,6 +126,21 @@ def parse_sacct(
     return statuses
 
 
+def squeue_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``squeue`` for all ids, every state (finished jobs stay listed until MinJobAge)."""
+    return ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FIELDS]
+
+
+def sacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``sacct`` for ids squeue no longer lists (works only where accounting runs)."""
+    return ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
+
+
+def parse_sacct_final(stdout: str) -> dict[str, JobStatus]:
+    """Final states only: a non-final sacct line says nothing squeue did not."""
+    return {i: st for i, st in parse_sacct(stdout).items() if st.state.is_final}
+
+
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
 
@@ -131,6 +148,26 @@ class SLURMJob(Job):
     submit_command = "sbatch"
     cancel_command = "scancel"
     directive_prefix = "#SBATCH"
+    # "Submitted batch job 12", or "12" / "12;cluster" with --parsable; never a banner line
+    job_id_regexp = r"^(?:Submitted batch job )?(?P<job_id>\d+)(?:;\S+)?\s*$"
+    status_steps = (
+        StatusStep(
+            "squeue",
+            squeue_argv,
+            simple_parser(parse_squeue),
+            # with a single id squeue fails once that job is purged (after MinJobAge); with
+            # several it silently omits purged ones: either way, accounting is asked next
+            usable_failure=lambda exc: "Invalid job id" in exc.stderr,
+        ),
+        StatusStep(
+            "sacct", sacct_argv, simple_parser(parse_sacct_final), select=missing_ids,
+            required=False,
+        ),
+    )
+    cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
+    # sbatch registers a job before it returns and `squeue -t all` lists it until MinJobAge
+    # after it ended: an id neither squeue nor sacct knows has ended and been purged.
+    vanish = Vanish(state=JobState.FINISHED, reason="purged from Slurm's queue; final state unknown")
     walltime_forms = ("minutes", "mm:ss", "hh:mm:ss", "d-hh", "d-hh:mm", "d-hh:mm:ss")
 
     def __init__(
@@ -172,45 +209,6 @@ class SLURMJob(Job):
         if self.walltime is not None:
             lines.append(f"-t {self.walltime}")
         return lines
-
-    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FIELDS]
-
-    def parse_status(self, stdout: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return parse_squeue(stdout)
-
-    async def query_status(
-        self, job_ids: Sequence[str], jobs: Mapping[str, Job], timeout: float
-    ) -> dict[str, JobStatus] | None:
-        try:
-            result = await run_command(self.status_argv(job_ids), timeout=timeout)
-            statuses = parse_squeue(result.stdout)
-        except CommandError as exc:
-            # With a single id squeue fails once that job is purged (after MinJobAge); with
-            # several ids it silently omits purged ones. Either way: ask accounting below.
-            if "Invalid job id" not in exc.stderr:
-                raise
-            statuses = {}
-        missing = [i for i in job_ids if i not in statuses]
-        if missing:
-            statuses.update(await self._query_accounting(missing, timeout))
-        for job_id in job_ids:
-            # sbatch registers a job before it returns, and `squeue -t all` lists it until
-            # MinJobAge after it ended: a job id it no longer knows has ended and been purged.
-            statuses.setdefault(
-                job_id,
-                JobStatus(JobState.FINISHED, "purged from Slurm's queue; final state unknown"),
-            )
-        return {i: statuses[i] for i in job_ids}
-
-    async def _query_accounting(self, job_ids: Sequence[str], timeout: float) -> dict[str, JobStatus]:
-        """Final states of jobs squeue no longer lists, from ``sacct`` (when accounting runs)."""
-        argv = ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
-        try:
-            result = await run_command(argv, timeout=timeout)
-        except CommandError:
-            return {}
-        return {i: st for i, st in parse_sacct(result.stdout).items() if st.state.is_final}
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

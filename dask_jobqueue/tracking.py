@@ -51,6 +51,9 @@ class JobStatus:
     reason: str | None = None
     exit_code: int | None = None
     native_state: str | None = None  # the scheduler's own word, e.g. "PENDING", "qw", "PEND"
+    #: The job will never leave this state by itself (SGE ``Eqw``, an HTCondor hold by a time
+    #: policy): once the cluster has let go of it, the engine cancels it so nothing is left.
+    stuck: bool = False
 
 
 @dataclass

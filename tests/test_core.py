@@ -336,6 +336,7 @@ def test_log_directory_is_created(tmp_path):
 
 def test_job_id_parsing():
     job = make_job(SLURMJob)
+    job.job_id_regexp = r"(?P<job_id>\d+)"  # the generic pattern of a user's own Job class
     for output, expected in [
         ("654321.admin01", "654321"),
         ("Request 654321.asdf was submitted to queue: standard.", "654321"),

@@ -13,6 +13,7 @@ import pytest
 from distributed import Client
 
 from dask_jobqueue import CommandError, JobFailedError, JobQueueCluster, JobState
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.local import LocalCluster, LocalJob
 
 FAST = {
@@ -144,21 +145,25 @@ def test_job_killed_from_outside_is_replaced():
         client.wait_for_workers(1, timeout=60)
         first = cluster.workers["LocalCluster-0"].job_id
         os.killpg(int(first), signal.SIGKILL)
+        # the replacement is a new job under a new name: the old worker's name is never reused
         assert wait_until(
-            lambda: "LocalCluster-0" in cluster.workers and cluster.workers["LocalCluster-0"].job_id != first,
+            lambda: len(cluster.workers) == 1 and "LocalCluster-0" not in cluster.workers,
             timeout=30,
         )
+        (replacement,) = cluster.workers.values()
+        assert replacement.job_id != first
         client.wait_for_workers(1, timeout=60)
         states = {r.job_id: r.state for r in cluster.jobs}
         assert states[first] == JobState.FAILED
+        assert states[replacement.job_id] == JobState.CONNECTED
         assert client.submit(lambda: 1).result(timeout=30) == 1
 
 
 class FailingSubmitJob(LocalJob):
-    submit_command = "false"
+    """A local job submitted through a (failing) submit command, like a batch system's."""
 
-    async def submit(self, timeout=None):
-        return await super(LocalJob, self).submit(timeout)
+    submit_command = "false"
+    batch_system_cls = BatchSystem
 
 
 def _fake_sbatch(tmp_path, body):

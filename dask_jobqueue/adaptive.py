@@ -1,0 +1,80 @@
+"""Adaptive scaling in whole jobs (``cluster.adapt()``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from distributed.deploy.adaptive import Adaptive
+
+__all__ = ["JobAdaptive", "WorkerJobKey"]
+
+
+class WorkerJobKey:
+    """Adaptive ``worker_key``: the spec (job) name of a worker, so jobs retire whole.
+
+    Parameters
+    ----------
+    suffixes : sequence of str
+        The worker-name suffixes of one job's workers (``-0``, ``-1``...).
+    """
+
+    def __init__(self, suffixes: Sequence[str]):
+        self.suffixes = tuple(suffixes)
+
+    def __call__(self, ws: Any) -> str:
+        return self.job_name(str(ws.name))
+
+    def job_name(self, worker_name: str) -> str:
+        """The job (spec) name a worker belongs to."""
+        for suffix in self.suffixes:
+            if worker_name.endswith(suffix):
+                return worker_name[: -len(suffix)]
+        return worker_name
+
+
+class JobAdaptive(Adaptive):
+    """Adaptive scaling in whole jobs.
+
+    distributed's Adaptive counts workers; with several workers per job it would retire one
+    worker of a job, which cancels the whole job, which it then starts again (upstream #498).
+    Here targets are rounded up to whole jobs and only whole jobs are retired.
+    """
+
+    async def recommendations(self, target: int) -> dict:
+        cluster = self.cluster
+        if len(self.plan) != len(self.requested):
+            await cluster
+        key = WorkerJobKey(cluster._group_suffixes)
+        target_jobs = math.ceil(target / cluster.processes)
+        planned = list(cluster.worker_spec)
+        if target_jobs >= len(planned):
+            self.close_counts.clear()
+            if target_jobs == len(planned):
+                return {"status": "same"}
+            return {"status": "up", "n": target_jobs * cluster.processes}
+        excess = len(planned) - target_jobs
+        arrived = {key.job_name(str(name)) for name in self.observed}
+        to_close = [name for name in reversed(planned) if name not in arrived][:excess]
+        if len(to_close) < excess:
+            for worker in await self.workers_to_close(target=target_jobs * cluster.processes):
+                job = key.job_name(str(worker))
+                if job in cluster.worker_spec and job not in to_close and len(to_close) < excess:
+                    to_close.append(job)
+        firmly_close = []
+        for job in to_close:
+            self.close_counts[job] += 1
+            if self.close_counts[job] >= self.wait_count:
+                firmly_close.append(job)
+        for job in list(self.close_counts):
+            if job in firmly_close or job not in to_close:
+                del self.close_counts[job]
+        if not firmly_close:
+            return {"status": "same"}
+        suffixes = cluster._group_suffixes or [""]
+        return {"status": "down", "workers": [f"{job}{s}" for job in firmly_close for s in suffixes]}
+
+    async def scale_up(self, n: int) -> None:
+        self.cluster._scale_to_workers(int(n))
+        await self.cluster._correct_state()

@@ -1,0 +1,216 @@
+"""What the cluster knows about each job it submitted, updated from polls and connections.
+
+Pure: no commands, no clocks of its own (every call takes ``now``), no scheduler. The engine
+asks the batch system; this module decides what the answers mean for each job:
+
+* a job is identified by its batch-system id; its workers by the job's *name*, which is never
+  reused, so a worker that connects is always counted for the right job;
+* a job is never declared ended while one of its workers is connected, whatever the batch
+  system says (a restarted controller that forgot its jobs does not kill live workers);
+* a job the batch system stops listing ("vanished") keeps its last state during a grace period
+  (accounting records arrive late, controllers restart), then ends as the dialect's
+  ``vanished`` state (Slurm: finished, purged after ``MinJobAge``), as cancelled when it was
+  last seen waiting, or as lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .tracking import JobRecord, JobState, JobStatus
+
+__all__ = ["JobTracker", "Vanish"]
+
+
+@dataclass(frozen=True)
+class Vanish:
+    """How long a job may be missing from every status command before it is declared ended.
+
+    Both conditions must hold: ``polls`` successful polls in a row without the job, and
+    ``seconds`` since it was first missed. ``state``/``reason``: what a vanished job that was
+    running is declared (a job last seen waiting is declared cancelled).
+    """
+
+    polls: int = 3
+    seconds: float = 30.0
+    state: JobState = JobState.LOST
+    reason: str = "no longer known to the batch system"
+
+
+class JobTracker:
+    """Records of the live jobs of one cluster, by job id, plus the recently ended ones.
+
+    Parameters
+    ----------
+    vanish : Vanish
+        The grace rule for jobs the batch system no longer lists.
+    keep_ended : int
+        How many ended records to keep for display.
+    """
+
+    def __init__(self, vanish: Vanish | None = None, keep_ended: int = 50):
+        self.vanish = vanish or Vanish()
+        self.keep_ended = keep_ended
+        self._live: dict[str, JobRecord] = {}
+        self._by_name: dict[str, str] = {}
+        self._ended: list[JobRecord] = []
+        self._missing: dict[str, tuple[int, float]] = {}  # id -> (polls missed, first missed)
+        self._final_held: dict[str, JobStatus] = {}  # final status held back while connected
+
+    # ------------------------------------------------------------------ membership
+
+    def add(self, name: str, job_id: str, workers_expected: int, now: float) -> JobRecord:
+        """Start tracking a job that was just submitted."""
+        if job_id in self._live:
+            raise ValueError(f"job id {job_id} is already tracked for {self._live[job_id].name}")
+        record = JobRecord(
+            name=name, job_id=job_id, workers_expected=workers_expected, submitted_at=now
+        )
+        self._live[job_id] = record
+        self._by_name[name] = job_id
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._live.get(job_id)
+
+    def by_name(self, name: str) -> JobRecord | None:
+        job_id = self._by_name.get(name)
+        return None if job_id is None else self._live.get(job_id)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    @property
+    def live(self) -> list[JobRecord]:
+        """Records of jobs not ended yet, in submission order."""
+        return list(self._live.values())
+
+    @property
+    def ended(self) -> list[JobRecord]:
+        return list(self._ended)
+
+    def live_ids(self) -> list[str]:
+        return list(self._live)
+
+    def forget(self, job_id: str, state: JobState, reason: str, now: float) -> JobRecord | None:
+        """Stop tracking a job the cluster itself let go of (cancelled, scaled down)."""
+        record = self._live.get(job_id)
+        if record is None:
+            return None
+        if not record.state.is_final:
+            record.apply(JobStatus(state, reason), now)
+        self._retire(record)
+        return record
+
+    def _retire(self, record: JobRecord) -> None:
+        self._live.pop(record.job_id, None)
+        if self._by_name.get(record.name) == record.job_id:
+            del self._by_name[record.name]
+        self._missing.pop(record.job_id, None)
+        self._final_held.pop(record.job_id, None)
+        self._ended.append(record)
+        del self._ended[: -self.keep_ended]
+
+    # ------------------------------------------------------------------ connections
+
+    def set_connected(self, counts: Mapping[str, int], now: float) -> tuple[bool, list[JobRecord]]:
+        """Connected workers per job *name*, from the Dask scheduler.
+
+        Returns whether any state changed, and the jobs that just connected for the first time.
+        A job whose final state was held back because workers were still connected ends once
+        they are gone; it is then among the records :meth:`take_ended` returns.
+        """
+        changed = False
+        first_connect = []
+        for record in self._live.values():
+            was = record.ever_connected
+            changed |= record.set_connected_workers(counts.get(record.name, 0), now)
+            if record.ever_connected and not was:
+                first_connect.append(record)
+        return changed, first_connect
+
+    # ------------------------------------------------------------------ polls
+
+    def observe(
+        self, statuses: Mapping[str, JobStatus], polled: Iterable[str], now: float
+    ) -> tuple[bool, list[tuple[JobRecord, JobStatus]]]:
+        """Apply one successful poll: ``statuses`` for the ``polled`` ids it mentions.
+
+        Returns whether anything visible changed, and the jobs that ended in this poll, each
+        with the status that ended it (``stuck`` tells the engine to cancel it).
+        """
+        changed = False
+        ended: list[tuple[JobRecord, JobStatus]] = []
+        for job_id in polled:
+            record = self._live.get(job_id)
+            if record is None:
+                continue
+            status = statuses.get(job_id)
+            if status is None:
+                status = self._vanished(record, now)
+                if status is None:
+                    continue
+            else:
+                self._missing.pop(job_id, None)
+            if status.state.is_final and record.workers_connected:
+                # The workers are the truth: the job lives while they are connected.
+                self._final_held[job_id] = status
+                changed |= record.apply(
+                    JobStatus(
+                        JobState.RUNNING,
+                        f"{status.state.value} according to the batch system, "
+                        "but its workers are still connected",
+                        None,
+                        status.native_state,
+                    ),
+                    now,
+                )
+                continue
+            self._final_held.pop(job_id, None)
+            changed |= record.apply(status, now)
+            if record.state.is_final:
+                ended.append((record, status))
+        for record, _ in ended:
+            self._retire(record)
+        return changed, ended
+
+    def take_disconnected_finals(self, now: float) -> list[tuple[JobRecord, JobStatus]]:
+        """Jobs whose final state was held back and whose workers have all left since."""
+        ended = []
+        for job_id, status in list(self._final_held.items()):
+            record = self._live.get(job_id)
+            if record is None:
+                self._final_held.pop(job_id, None)
+                continue
+            if record.workers_connected:
+                continue
+            record.apply(status, now)
+            ended.append((record, status))
+        for record, _ in ended:
+            self._retire(record)
+        return ended
+
+    def _vanished(self, record: JobRecord, now: float) -> JobStatus | None:
+        polls, first = self._missing.get(record.job_id, (0, now))
+        polls += 1
+        self._missing[record.job_id] = (polls, first)
+        waited = now - first
+        rule = self.vanish
+        if polls < rule.polls or waited < rule.seconds:
+            if record.state.is_waiting or record.state in (JobState.RUNNING, JobState.CONNECTED):
+                return JobStatus(
+                    record.state if record.state != JobState.CONNECTED else JobState.RUNNING,
+                    "not listed by the batch system; waiting for its final record",
+                    None,
+                    record.native_state,
+                )
+            return None
+        if record.state.is_waiting and not record.ever_connected:
+            return JobStatus(
+                JobState.CANCELLED, "left the queue before it ran (no final record)", None, None
+            )
+        return JobStatus(rule.state, rule.reason, None, None)
