@@ -114,4 +114,5 @@ class FailurePolicy:
         return max(at, times[-cap] + self.window)
 
     def replacements_in_window(self, now: float) -> int:
-        return sum(1 for t in self._resubmissions if t > now - self.window)
+        """Replacements due in the window that ends at ``now``."""
+        return sum(1 for t in self._resubmissions if now - self.window < t <= now)
