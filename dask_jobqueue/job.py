@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -27,7 +26,7 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
 
-from ._shell import CommandError, join_command, run_command
+from ._shell import CommandError, join_command, run_command, run_command_sync
 from ._values import (
     check_directive_list,
     check_directive_value,
@@ -435,15 +434,8 @@ class Job(ProcessInterface):
         job_ids = list(job_ids)
         if not job_ids:
             return
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                self.cancel_argv(job_ids),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-            )
+        with contextlib.suppress(CommandError):
+            run_command_sync(self.cancel_argv(job_ids), timeout=30)
 
     # ------------------------------------------------------------------ ProcessInterface
 
