@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -163,6 +164,41 @@ def test_missing_real_command_is_refused(fake_commands):
     assert run("no-such-tool-xyz").returncode == 127
     with pytest.raises(ValueError, match="where"):
         fake_commands.banner("echo", "x", where="middle")
+
+
+@pytest.mark.env("slurm")
+async def test_fakes_in_front_of_real_slurm(fake_commands):
+    """Banner, accepted-then-failed submit and "unknown job" answers, on the real Slurm."""
+    notice = "Cluster notice: maintenance on 2026-12-01, 3 nodes down"
+    submit = ["sbatch", "-J", "djq-fakecmd-harness", "--hold", "--wrap", "sleep 60"]
+    job_ids: list[str] = []
+    try:
+        fake_commands.banner("sbatch", notice)
+        first = (await run_command(submit, timeout=30)).stdout.splitlines()
+        assert first[0] == notice
+        job_ids.append(re.fullmatch(r"Submitted batch job (\d+)", first[1]).group(1))
+
+        fake_commands.run_then_fail(
+            "sbatch", stderr="sbatch: error: Socket timed out on send/recv operation", rc=1
+        )
+        with pytest.raises(CommandError, match="Socket timed out") as info:
+            await run_command(submit, timeout=30)
+        assert info.value.stdout == ""
+        (real,) = fake_commands.real_outputs("sbatch")
+        job_ids.append(re.fullmatch(r"Submitted batch job (\d+)\n", real).group(1))
+
+        fake_commands.unknown_job(
+            "squeue", 1, stderr="slurm_load_jobs error: Invalid job id specified", rc=1
+        )
+        query = ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i %T"]
+        with pytest.raises(CommandError, match="Invalid job id"):
+            await run_command(query, timeout=30)
+        rows = (await run_command(query, timeout=30)).stdout.split()
+        assert sorted(rows[0::2]) == sorted(job_ids)  # both jobs really exist
+        assert (fake_commands.calls("sbatch"), fake_commands.calls("squeue")) == (2, 2)
+    finally:
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], check=False, timeout=30)
 
 
 def _state(pid: int) -> str | None:
