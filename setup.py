@@ -13,7 +13,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["dask_jobqueue", "dask_jobqueue.*"]),
-    package_data={"dask_jobqueue": ["jobqueue.yaml", "py.typed", "testing/*.md"]},
+    package_data={"dask_jobqueue": ["jobqueue.yaml", "py.typed"]},
     include_package_data=True,
     install_requires=[
         "dask>=2024.1.0",

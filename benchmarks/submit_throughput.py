@@ -48,8 +48,12 @@ def main() -> None:
     context = None
     if args.backend == "lsf":
         import os
+        import sys
+        from pathlib import Path
 
-        from dask_jobqueue.testing.emulator import emulated_scheduler
+        # The emulators live in the repository's tests package, not in the installed library.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.emulator import emulated_scheduler
 
         home = tempfile.mkdtemp(prefix="bench-lsf-")
         context = emulated_scheduler("lsf", home, slots=8)

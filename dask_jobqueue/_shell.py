@@ -5,12 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import shlex
+import signal
+import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+# After the command exits, how long its output pipes may stay open (held by a descendant that
+# inherited them) before we stop reading and end the rest of its process group.
+EOF_GRACE = 1.0
+# Between SIGTERM and SIGKILL to the command's process group.
+KILL_GRACE = 2.0
+# How long a command we may not signal (a setuid client) gets to end by itself.
+UNSIGNALLABLE_GRACE = 5.0
+# Upper bound of every wait after the group was killed (exit status, last output).
+FINAL_WAIT = 2.0
 
 _ENV_REF = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 _SAFE = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
@@ -110,8 +124,35 @@ async def run_command(
 ) -> CommandResult:
     """Run ``argv`` without a shell and return its output.
 
-    Raise :class:`CommandError` if the program is missing, exits non-zero or runs longer than
-    ``timeout`` seconds (it is then killed).
+    The command runs in a session (and process group) of its own. If it runs longer than
+    ``timeout`` seconds, or the awaiting task is cancelled, the whole group is sent SIGTERM,
+    then SIGKILL after :data:`KILL_GRACE` seconds; the waits that follow are bounded, so a
+    descendant that keeps the output pipes open (and perhaps left the group) cannot hold the
+    caller. When the command itself exits but its pipes stay open longer than
+    :data:`EOF_GRACE` seconds, the rest of its group is ended the same way and the output read
+    so far is used. A command we may not signal (a setuid client such as OAR's ``oarsub``)
+    gets :data:`UNSIGNALLABLE_GRACE` seconds to end by itself, then it is left running.
+
+    Parameters
+    ----------
+    argv
+        Program and arguments.
+    stdin
+        Text written to the command's standard input (``None``: no input).
+    timeout
+        Seconds before the command is killed (``None``: no limit).
+    env, cwd
+        Environment and working directory of the command.
+
+    Returns
+    -------
+    CommandResult
+        Output of a command that exited with status 0.
+
+    Raises
+    ------
+    CommandError
+        If the program is missing, exits non-zero or runs longer than ``timeout``.
     """
     argv = [str(a) for a in argv]
     logger.debug("Running command: %s", shlex.join(argv))
@@ -123,48 +164,172 @@ async def run_command(
             stderr=asyncio.subprocess.PIPE,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise CommandError(argv, None, reason="could not be run: program not found") from None
-    except PermissionError as exc:
+    except (PermissionError, NotADirectoryError) as exc:
         raise CommandError(argv, None, reason=f"could not be run: {exc}") from None
+
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    out, err = bytearray(), bytearray()
+    assert proc.stdout is not None and proc.stderr is not None
+    pipes = [
+        asyncio.ensure_future(_drain(proc.stdout, out)),
+        asyncio.ensure_future(_drain(proc.stderr, err)),
+    ]
+    if stdin is not None:
+        pipes.append(asyncio.ensure_future(_feed(proc, stdin.encode())))
+    exited = asyncio.ensure_future(_exit_of(proc))
+    timed_out = False
     try:
-        stdout_b, stderr_b = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout
-        )
-    except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-        if proc.returncode is None:
-            try:
-                proc.kill()
-            except (ProcessLookupError, PermissionError):
-                # Gone already, or a setuid client (OAR's) that we may not signal: give it a
-                # moment to end by itself so its pipes are not left to a closed event loop.
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(proc.wait(), 5)
-            else:
-                await proc.wait()
-        if isinstance(exc, asyncio.CancelledError):
-            raise
-        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s") from None
-    stdout = stdout_b.decode(errors="replace")
-    stderr = stderr_b.decode(errors="replace")
+        await asyncio.wait([exited], timeout=_left(loop, deadline))
+        if exited.done():
+            grace = EOF_GRACE if deadline is None else min(EOF_GRACE, _left(loop, deadline))
+            await asyncio.wait(pipes, timeout=grace)
+            if not all(p.done() for p in pipes):
+                logger.debug("Command %s exited but its output pipes stay open", argv[0])
+                await _end_group(proc, exited)
+        else:
+            timed_out = True
+            await _end_group(proc, exited)
+    except asyncio.CancelledError:
+        await _end_group(proc, exited)
+        raise
+    finally:
+        await _release(proc, pipes, exited)
+    if timed_out:
+        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s")
+    stdout = out.decode(errors="replace")
+    stderr = err.decode(errors="replace")
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)
 
 
+def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - loop.time())
+
+
+async def _exit_of(proc: asyncio.subprocess.Process) -> int:
+    # Not ``proc.wait()``: before Python 3.12 it also waits for the pipes to close, which a
+    # descendant holding them can delay forever.
+    delay = 0.005
+    while proc.returncode is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return proc.returncode
+
+
+async def _drain(stream: asyncio.StreamReader, into: bytearray) -> None:
+    while chunk := await stream.read(65536):
+        into += chunk
+
+
+async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+        proc.stdin.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies awaiting their reaper don't)."""
+    if _signal_group(pgid, 0) is False:
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no procfs: the signal test above is all we have
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # fields: state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> bool | None:
+    """Send ``sig`` to the group: True if sent, False if nobody is left, None if refused."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return None
+    return True
+
+
+async def _end_group(proc: asyncio.subprocess.Process, exited: asyncio.Future) -> None:
+    """SIGTERM the command's process group, SIGKILL it after a grace; every wait bounded."""
+    pgid = proc.pid  # the command leads its own session, so its group id is its pid
+    sent = _signal_group(pgid, signal.SIGTERM)
+    if sent is None:
+        # Not ours to signal (setuid client): let it end by itself, for a bounded time.
+        await asyncio.wait([exited], timeout=UNSIGNALLABLE_GRACE)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + KILL_GRACE
+    while sent and loop.time() < deadline:
+        if exited.done() and not _group_alive(pgid):
+            return
+        await asyncio.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    await asyncio.wait([exited], timeout=FINAL_WAIT)
+
+
+async def _release(
+    proc: asyncio.subprocess.Process, pipes: list[asyncio.Future], exited: asyncio.Future
+) -> None:
+    """Stop reading and close the pipes, so nothing is left to the event loop."""
+    pending = [p for p in pipes if not p.done()]
+    if pending:
+        # Our own grandchildren are gone by now unless they left the group: then give up.
+        await asyncio.wait(pending, timeout=FINAL_WAIT if proc.returncode is not None else 0)
+    for task in pipes:
+        task.cancel()
+    if not exited.done():
+        exited.cancel()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        transport = getattr(pipe, "_transport", None) or getattr(pipe, "transport", None)
+        if transport is not None:
+            transport.close()
+    await asyncio.gather(*pipes, exited, return_exceptions=True)
+    if proc.returncode is None:
+        # Still running (a command we may not signal): close the transport without the kill
+        # it would attempt, so the loop does not keep it.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            with contextlib.suppress(PermissionError, ProcessLookupError):
+                transport.close()
+
+
 def run_command_sync(
-    argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None
+    argv: Sequence[str],
+    timeout: float,
+    *,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> CommandResult:
-    """Blocking :func:`run_command`, for threads and interpreter exit.
+    """Blocking :func:`run_command`, for interpreter exit (no event loop).
 
-    The command runs in a session of its own; on timeout the whole session is killed and the
-    wait for its output is bounded, even if a grandchild holds the pipes open.
+    Same semantics: own session, the whole group killed on timeout (SIGTERM, SIGKILL after
+    :data:`KILL_GRACE`), every wait bounded, so this returns or raises within about
+    ``timeout + KILL_GRACE + 2 * FINAL_WAIT`` seconds.
+
+    Raises
+    ------
+    CommandError
+        If the program is missing, exits non-zero or runs longer than ``timeout``.
     """
-    import os
-    import signal
-    import subprocess
-
     argv = [str(a) for a in argv]
     logger.debug("Running command: %s", shlex.join(argv))
     try:
@@ -173,30 +338,51 @@ def run_command_sync(
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
             start_new_session=True,
         )
     except FileNotFoundError:
         raise CommandError(argv, None, reason="could not be run: program not found") from None
-    except PermissionError as exc:
+    except (PermissionError, NotADirectoryError) as exc:
         raise CommandError(argv, None, reason=f"could not be run: {exc}") from None
+    data = stdin.encode() if stdin is not None else None
+    timed_out = False
     try:
-        stdout_b, stderr_b = proc.communicate(
-            stdin.encode() if stdin is not None else None, timeout=timeout
-        )
+        stdout_b, stderr_b = proc.communicate(data, timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=2)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
+        timed_out = proc.poll() is None
+        _end_group_sync(proc)
+        try:
+            # Bounded: a descendant that left the group may hold the pipes forever.
+            stdout_b, stderr_b = proc.communicate(timeout=FINAL_WAIT)
+        except subprocess.TimeoutExpired:
+            stdout_b, stderr_b = b"", b""
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
                 with contextlib.suppress(OSError):
-                    stream.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2)
-        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s") from None
+                    pipe.close()
+    if timed_out or proc.returncode is None:
+        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s")
     stdout = stdout_b.decode(errors="replace")
     stderr = stderr_b.decode(errors="replace")
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)
+
+
+def _end_group_sync(proc: subprocess.Popen) -> None:
+    pgid = proc.pid
+    sent = _signal_group(pgid, signal.SIGTERM)
+    if sent is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(UNSIGNALLABLE_GRACE)
+        return
+    deadline = time.monotonic() + KILL_GRACE
+    while sent and time.monotonic() < deadline:
+        if proc.poll() is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(FINAL_WAIT)

@@ -210,7 +210,7 @@ def emulator(request, tmp_path_factory):
     """
     import os
 
-    from dask_jobqueue.testing.emulator import emulated_scheduler, kill_all, surviving_processes
+    from .emulator import emulated_scheduler, kill_all, surviving_processes
 
     if os.environ.get("DASK_JOBQUEUE_REAL_SCHEDULER"):
         # On a site with the real PBS/Moab/LSF/HTCondor: use its commands, not the emulator.

@@ -1,4 +1,4 @@
-"""Tests of the batch-system emulators in ``dask_jobqueue.testing.emulator``."""
+"""Tests of the batch-system emulators in ``tests.emulator``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dask_jobqueue.testing.emulator import (
+from .emulator import (
     EmulatorEnv,
     emulated_scheduler,
     inject_fault,
@@ -25,8 +25,8 @@ from dask_jobqueue.testing.emulator import (
     surviving_processes,
     wait_for_job,
 )
-from dask_jobqueue.testing.emulator.common import pid_alive
-from dask_jobqueue.testing.emulator.htcondor import parse_arguments, parse_environment
+from .emulator.common import pid_alive
+from .emulator.htcondor import parse_arguments, parse_environment
 
 
 class Emu:

@@ -22,8 +22,8 @@ from dask_jobqueue import (
     LSFCluster,
     PBSCluster,
 )
-from dask_jobqueue.testing.emulator import inject_fault
 
+from .emulator import inject_fault
 from .scheduler_suite import NO_DASHBOARD, emulator, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.skipif(

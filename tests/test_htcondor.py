@@ -17,9 +17,9 @@ from dask_jobqueue.htcondor import (
     quote_arguments,
     quote_environment,
 )
-from dask_jobqueue.testing.emulator.htcondor import parse_arguments, parse_environment
 from dask_jobqueue.tracking import JobState
 
+from .emulator.htcondor import parse_arguments, parse_environment
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "htcondor"
@@ -225,7 +225,7 @@ class TestEmulatedHTCondor(SchedulerSuite):
     emulator_options = {"kill_delay": 1.0}
 
     def test_status_query_uses_history_for_finished_jobs(self, emulator, tmp_path):  # noqa: F811
-        from dask_jobqueue.testing.emulator import wait_for_job
+        from .emulator import wait_for_job
 
         sub = tmp_path / "job.sub"
         sub.write_text("executable = /bin/sh\narguments = \"-c 'exit 3'\"\nqueue\n")
@@ -238,7 +238,7 @@ class TestEmulatedHTCondor(SchedulerSuite):
         assert (statuses[job_id].state, statuses[job_id].exit_code) == (JobState.FAILED, 3)
 
     def test_status_outage_is_a_command_error(self, emulator):  # noqa: F811
-        from dask_jobqueue.testing.emulator import inject_fault
+        from .emulator import inject_fault
 
         inject_fault(emulator["DJQ_EMULATOR_HOME"], "status_fail")
         with pytest.raises(CommandError, match="Failed to fetch ads"):

@@ -286,7 +286,7 @@ class TestEmulatedLSF(SchedulerSuite):
         run(["bkill", job_id])
 
     def test_status_outage_is_a_command_error(self, emulator):  # noqa: F811
-        from dask_jobqueue.testing.emulator import inject_fault
+        from .emulator import inject_fault
 
         inject_fault(emulator["DJQ_EMULATOR_HOME"], "status_fail")
         job = LSFJob("tcp://a:1", cores=1, memory="1GB")
