@@ -362,10 +362,11 @@ def run_command_sync(
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-    if timed_out or proc.returncode is None:
-        raise CommandError(argv, None, reason=f"timed out after {timeout:g}s")
     stdout = stdout_b.decode(errors="replace")
     stderr = stderr_b.decode(errors="replace")
+    if timed_out or proc.returncode is None:
+        # What it printed before hanging is kept: a submit command may have named its job.
+        raise CommandError(argv, None, stdout, stderr, reason=f"timed out after {timeout:g}s")
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -223,7 +224,10 @@ class JobQueueCluster(SpecCluster):
             status_timeout=self._status_timeout,
             submit_concurrency=self._submit_concurrency,
         )
-        self._tracker = JobTracker(job_cls.vanish)
+        vanish = job_cls.vanish
+        if conf("vanish-grace", None) is not None:
+            vanish = dataclasses.replace(vanish, seconds=seconds("vanish-grace"))
+        self._tracker = JobTracker(vanish)
         self._policy = FailurePolicy(self._max_failures, self._resubmit_backoff)
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}

@@ -201,15 +201,18 @@ class BatchSystem:
             argv = job.submit_argv(path)
             with self._lock:
                 self.commands["submit"] += 1
-            result = run_command_sync(
-                argv, stdin=job.submit_stdin(script), timeout=self.submit_timeout
-            )
-        job_id = job.job_id_from_submit_output(result.stdout)
+            try:
+                stdout = run_command_sync(
+                    argv, stdin=job.submit_stdin(script), timeout=self.submit_timeout
+                ).stdout
+            except CommandError as exc:
+                stdout = self._accepted_despite(exc, job)
+        job_id = job.job_id_from_submit_output(stdout)
         with self._lock:
             if job_id in self._live:
                 raise DuplicateJobIdError(
                     f"`{' '.join(argv[:-1] + ['<script>'])}` reported job id {job_id}, which "
-                    f"this cluster already tracks; its output was:\n{result.stdout.strip()}"
+                    f"this cluster already tracks; its output was:\n{stdout.strip()}"
                 )
             self._live.add(job_id)
             closing = self._closing
@@ -218,6 +221,25 @@ class BatchSystem:
             logger.info("Cancelling job %s: it was submitted while the cluster closed", job_id)
             self.cancel_sync([job_id])
         return job_id
+
+    def _accepted_despite(self, exc: CommandError, job: Job) -> str:
+        """The output of a submit command that failed or hung *after* printing its job's id
+        line (the batch system accepted the job): that output, so the job is tracked rather
+        than left behind. Otherwise the error is raised. Only for anchored id patterns, which
+        cannot mistake a message for an id."""
+        if job.job_id_regexp.startswith("^") and exc.stdout.strip():
+            try:
+                job_id = job.job_id_from_submit_output(exc.stdout)
+            except ValueError:
+                raise exc from None
+            logger.warning(
+                "The submit command reported an error after the batch system accepted job %s; "
+                "tracking that job: %s",
+                job_id,
+                _first_line(exc),
+            )
+            return exc.stdout
+        raise exc
 
     # ------------------------------------------------------------------ status
 

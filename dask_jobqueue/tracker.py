@@ -211,6 +211,11 @@ class JobTracker:
             return None
         if record.state.is_waiting and not record.ever_connected:
             return JobStatus(
-                JobState.CANCELLED, "left the queue before it ran (no final record)", None, None
+                JobState.CANCELLED,
+                "left the queue before it ran (no final record)",
+                None,
+                None,
+                stuck=True,
             )
-        return JobStatus(rule.state, rule.reason, None, None)
+        # Inferred, not reported: it is cancelled before anything replaces it.
+        return JobStatus(rule.state, rule.reason, None, None, stuck=True)

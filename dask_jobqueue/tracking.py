@@ -51,8 +51,9 @@ class JobStatus:
     reason: str | None = None
     exit_code: int | None = None
     native_state: str | None = None  # the scheduler's own word, e.g. "PENDING", "qw", "PEND"
-    #: The job will never leave this state by itself (SGE ``Eqw``, an HTCondor hold by a time
-    #: policy): once the cluster has let go of it, the engine cancels it so nothing is left.
+    #: Cancel the job once the cluster lets go of it: it will never leave this state by itself
+    #: (SGE ``Eqw``, an HTCondor hold by a time policy), or its end was only inferred (it
+    #: vanished from the status commands) and it might still be queued or running.
     stuck: bool = False
 
 
