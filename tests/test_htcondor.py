@@ -4,11 +4,13 @@ emulator output, and the end-to-end suite against the HTCondor emulator (-E htco
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dask_jobqueue import CommandError, HTCondorCluster
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.htcondor import (
     HTCondorJob,
     condor_status,
@@ -17,9 +19,12 @@ from dask_jobqueue.htcondor import (
     quote_arguments,
     quote_environment,
 )
+from dask_jobqueue.policy import FailurePolicy
+from dask_jobqueue.tracker import JobTracker
 from dask_jobqueue.tracking import JobState
 
 from .emulator.htcondor import parse_arguments, parse_environment
+from .fakes import engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "htcondor"
@@ -140,16 +145,44 @@ def test_macros_are_escaped_in_arguments():
     assert "$(DOLLAR)(hostname)" in job.job_script()
 
 
-def test_command_lines():
+def test_command_lines(monkeypatch):
     job = make_job(submit_command_extra=["-name", "sched@host"], cancel_command_extra=["-forcex"])
     assert job.submit_argv("/tmp/job.sub") == ["condor_submit", "-name", "sched@host", "/tmp/job.sub"]
     assert job.cancel_argv(["7.0", "8.0"]) == ["condor_rm", "-forcex", "7.0", "8.0"]
-    argv = job.status_argv(["7.0", "8.0"])
-    assert argv[:4] == ["condor_q", "7.0", "8.0", "-json"]
-    assert "JobStatus" in argv[-1] and "HoldReasonCode" in argv[-1]
-    assert job.history_argv(["7.0"])[:3] == ["condor_history", "7.0", "-json"]
     out = "Submitting job(s).\n1 job(s) submitted to cluster 7.\n"
     assert job.job_id_from_submit_output(out) == "7.0"
+
+    def answer(argv):
+        name = "condor_q_json_mixed_states.json" if argv[0] == "condor_q" else (
+            "condor_history_json_finished.json"
+        )
+        return (DATA / name).read_text()
+
+    engine, runner = engine_with(job, answer, monkeypatch)
+    statuses = query(engine, ["7.0", "8.0", "5.0"])
+    # one condor_q for all; condor_history only for the id the queue no longer has
+    q, history = runner.calls
+    assert q[:5] == ["condor_q", "7.0", "8.0", "5.0", "-json"]
+    assert "JobStatus" in q[-1] and "HoldReasonCode" in q[-1]
+    assert history[:3] == ["condor_history", "7.0", "-json"]
+    assert engine.commands["status"] == 2
+    assert statuses["8.0"].state == JobState.QUEUED
+    assert (statuses["7.0"].state, statuses["7.0"].exit_code) == (JobState.FAILED, 137)
+    # held for exceeding its allowed duration: timed out, and stuck in the queue
+    expired = statuses["5.0"]
+    assert (expired.state, expired.stuck) == (JobState.TIMED_OUT, True)
+    assert not statuses["8.0"].stuck and not statuses["7.0"].stuck
+    tracker = JobTracker(HTCondorJob.vanish)
+    tracker.add("w-5", "5.0", workers_expected=1, now=0.0)
+    tracker.set_connected({"w-5": 1}, now=1.0)
+    tracker.set_connected({}, now=2.0)
+    _, [(record, status)] = tracker.observe(statuses, ["5.0"], now=3.0)
+    # a timed-out job is not a failure, but this one is still queued (held): the cluster
+    # removes it, which it would not do for a job that left the queue at its walltime
+    decision = FailurePolicy().job_ended(record, status, wanted=True, now=3.0, cap=4)
+    assert decision.cancel and not decision.failure
+    left = FailurePolicy().job_ended(record, replace(status, stuck=False), True, 3.0, 4)
+    assert not left.cancel
 
 
 def test_parse_condor_q_recorded_mixed_states():
@@ -232,9 +265,10 @@ class TestEmulatedHTCondor(SchedulerSuite):
         out = run(["condor_submit", str(sub)])
         job_id = out.split("cluster ")[1].split(".")[0] + ".0"
         wait_for_job(emulator["DJQ_EMULATOR_HOME"], job_id)
-        job = make_job()
-        statuses = asyncio.run(job.query_status([job_id, "9999.0"], {}, 10))
+        engine = BatchSystem(make_job())
+        statuses = asyncio.run(engine.query([job_id, "9999.0"]))
         assert set(statuses) == {job_id}
+        assert engine.commands["status"] == 2  # condor_q, then condor_history for both
         assert (statuses[job_id].state, statuses[job_id].exit_code) == (JobState.FAILED, 3)
 
     def test_status_outage_is_a_command_error(self, emulator):  # noqa: F811
@@ -242,4 +276,4 @@ class TestEmulatedHTCondor(SchedulerSuite):
 
         inject_fault(emulator["DJQ_EMULATOR_HOME"], "status_fail")
         with pytest.raises(CommandError, match="Failed to fetch ads"):
-            asyncio.run(make_job().query_status(["1.0"], {}, 10))
+            asyncio.run(BatchSystem(make_job()).query(["1.0"]))

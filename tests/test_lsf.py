@@ -10,6 +10,7 @@ import dask
 import pytest
 
 from dask_jobqueue import CommandError, LSFCluster
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.lsf import (
     LSFJob,
     lsf_detect_units,
@@ -20,6 +21,7 @@ from dask_jobqueue.lsf import (
 )
 from dask_jobqueue.tracking import JobState
 
+from .fakes import cancel, engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "lsf"
@@ -167,17 +169,56 @@ def test_use_stdin_keyword_and_config(keyword, config):
         assert job.submit_stdin(script) is None
 
 
-def test_cancel_and_status_argv_take_all_ids_at_once():
+def test_cancel_and_status_argv_take_all_ids_at_once(monkeypatch):
     job = LSFJob("tcp://a:1", cores=1, memory="1GB", cancel_command_extra=["-s", "KILL"])
-    assert job.cancel_argv(["1", "2", "3"]) == ["bkill", "-s", "KILL", "1", "2", "3"]
-    assert job.status_argv(["1", "2"]) == [
-        "bjobs", "-json", "-o", "jobid stat exit_code exit_reason pend_reason", "1", "2"
-    ]
-    job.bjobs_json = False
-    assert job.status_argv(["1"]) == [
-        "bjobs", "-noheader", "-o", "jobid stat exit_code exit_reason pend_reason delimiter='|'", "1"
-    ]
     assert job.job_id_from_submit_output("Job <42> is submitted to queue <normal>.\n") == "42"
+    mixed = (DATA / "bjobs_json_mixed_states.json").read_text()
+    unknown_99 = (DATA / "bjobs_json_mixed_states.stderr.txt").read_text()
+
+    def answer(argv):
+        if argv[0] == "bjobs":  # exit 255 because 99 is unknown, the others still listed
+            raise CommandError(argv, 255, mixed, unknown_99)
+        return (DATA / "bkill_two.stdout.txt").read_text()
+
+    submitted = ["Job <1> is submitted to queue <normal>.\n", "Job <6> is submitted.\n"]
+    engine, runner = engine_with(job, answer, monkeypatch, submitted=submitted)
+    ids = [str(i) for i in range(1, 8)] + ["99"]
+    _check_mixed(query(engine, ids))
+    assert runner.calls == [
+        ["bjobs", "-json", "-o", "jobid stat exit_code exit_reason pend_reason", *ids]
+    ]
+    assert engine.facts.get("lsf_json", True) is True
+
+    runner.calls.clear()
+    assert cancel(engine, ["1", "6"]) == []
+    assert runner.calls == [["bkill", "-s", "KILL", "1", "6"]]
+    assert engine.live_ids == set()
+
+
+def test_bjobs_without_json_switches_to_delimited_for_good(monkeypatch):
+    delimited = (DATA / "bjobs_delimited_mixed_states.txt").read_text()
+    unknown_99 = (DATA / "bjobs_delimited_mixed_states.stderr.txt").read_text()
+
+    def answer(argv):
+        if "-json" in argv:  # not a recorded message: an LSF older than 10.1.0.2
+            raise CommandError(argv, 255, "", "bjobs: illegal option -- json\nUsage: bjobs ...\n")
+        raise CommandError(argv, 255, delimited, unknown_99)
+
+    engine, runner = engine_with(LSFJob("tcp://a:1", cores=1, memory="1GB"), answer, monkeypatch)
+    ids = [str(i) for i in range(1, 8)] + ["99"]
+    _check_mixed(query(engine, ids))
+    delimited_argv = [
+        "bjobs", "-noheader", "-o", "jobid stat exit_code exit_reason pend_reason delimiter='|'"
+    ]
+    assert runner.calls == [
+        ["bjobs", "-json", "-o", "jobid stat exit_code exit_reason pend_reason", *ids],
+        [*delimited_argv, *ids],
+    ]
+    assert engine.facts["lsf_json"] is False
+    runner.calls.clear()
+    assert query(engine, ["1"])["1"].state == JobState.RUNNING
+    assert runner.calls == [[*delimited_argv, "1"]]
+    assert engine.commands["status"] == 3
 
 
 def _check_mixed(statuses):
@@ -278,17 +319,18 @@ class TestEmulatedLSF(SchedulerSuite):
     def test_status_query_is_one_bjobs_call_and_skips_unknown_ids(self, emulator):  # noqa: F811
         out = run(["bsub", "-J", "t", "-H", "sleep", "30"])
         job_id = out.split("<")[1].split(">")[0]
-        job = LSFJob("tcp://a:1", cores=1, memory="1GB")
-        statuses = asyncio.run(job.query_status([job_id, "9999"], {}, 10))
+        engine = BatchSystem(LSFJob("tcp://a:1", cores=1, memory="1GB"))
+        statuses = asyncio.run(engine.query([job_id, "9999"]))
         assert set(statuses) == {job_id}
         assert statuses[job_id].state == JobState.HELD
-        assert asyncio.run(job.query_status(["9998", "9999"], {}, 10)) == {}
+        assert asyncio.run(engine.query(["9998", "9999"])) == {}
+        assert engine.commands["status"] == 2
         run(["bkill", job_id])
 
     def test_status_outage_is_a_command_error(self, emulator):  # noqa: F811
         from .emulator import inject_fault
 
         inject_fault(emulator["DJQ_EMULATOR_HOME"], "status_fail")
-        job = LSFJob("tcp://a:1", cores=1, memory="1GB")
+        engine = BatchSystem(LSFJob("tcp://a:1", cores=1, memory="1GB"))
         with pytest.raises(CommandError, match="LSF is down"):
-            asyncio.run(job.query_status(["1"], {}, 10))
+            asyncio.run(engine.query(["1"]))

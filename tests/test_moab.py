@@ -3,19 +3,17 @@ and the -E moab end-to-end suite (emulated Moab on Torque)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
 from dask_jobqueue import MoabCluster
-from dask_jobqueue import moab as moab_module
 from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.moab import MoabJob, match_moab_ids, moab_job_status, parse_showq_xml
 from dask_jobqueue.tracking import JobState
 
-from .fakes import RecordingRunner
+from .fakes import cancel, engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "moab"
@@ -105,27 +103,27 @@ def test_recorded_tool_messages():
     assert "cannot locate job '999'" in (DATA / "checkjob_unknown.stderr.txt").read_text()
 
 
-def _query(monkeypatch, answer, ids):
-    fake = RecordingRunner(answer)
-    monkeypatch.setattr(moab_module, "run_command", fake)
-    return fake, asyncio.run(_job().query_status(ids, {}, 5))
-
-
 def _recorded(argv):
     name = "showq_xml_completed.txt" if "-c" in argv else "showq_xml.txt"
     return CommandResult(argv, (DATA / name).read_text(), "")
 
 
 def test_query_one_call_while_all_jobs_are_live(monkeypatch):
-    fake, result = _query(monkeypatch, _recorded, ["5", "6", "8"])
-    assert fake.calls == [["showq", "--xml"]]
+    engine, runner = engine_with(_job(), _recorded, monkeypatch)
+    result = query(engine, ["5", "6", "8"])
+    assert runner.calls == [["showq", "--xml"]]
+    assert engine.commands["status"] == 1
+    assert set(result) == {"5", "6", "8"}
     assert result["6"].state == JobState.HELD
 
 
 def test_query_completed_section_only_for_missing_ids(monkeypatch):
-    fake, result = _query(monkeypatch, _recorded, ["5", "3", "404"])
-    assert fake.calls == [["showq", "--xml"], ["showq", "-c", "--xml"]]
+    engine, runner = engine_with(_job(), _recorded, monkeypatch)
+    result = query(engine, ["5", "3", "404"])
+    assert runner.calls == [["showq", "--xml"], ["showq", "-c", "--xml"]]
+    assert engine.commands["status"] == 2
     assert result["3"].state == JobState.TIMED_OUT and "404" not in result
+    assert result["5"].state == JobState.RUNNING
 
 
 def test_query_completed_failure_keeps_live_states(monkeypatch):
@@ -134,8 +132,23 @@ def test_query_completed_failure_keeps_live_states(monkeypatch):
             raise CommandError(argv, 1, "", "ERROR:    lost connection to server 'server'")
         return _recorded(argv)
 
-    _, result = _query(monkeypatch, answer, ["5", "3"])
-    assert set(result) == {"5"}
+    engine, runner = engine_with(_job(), answer, monkeypatch)
+    result = query(engine, ["5", "3"])
+    assert len(runner.calls) == 2
+    assert set(result) == {"5"} and result["5"].state == JobState.RUNNING
+
+
+def test_cancel_is_one_canceljob_and_unknown_ids_are_gone(monkeypatch):
+    unknown = (DATA / "canceljob_unknown.stderr.txt").read_text()  # canceljob 999
+
+    def answer(argv):
+        return (1, unknown) if "999" in argv else "job '5' cancelled\n"
+
+    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=["5\n", "999\n"])
+    assert engine.live_ids == {"5", "999"}
+    assert cancel(engine, ["5", "999"]) == []
+    assert runner.calls == [["canceljob", "5", "999"]]
+    assert engine.live_ids == set()
 
 
 # ---------------------------------------------------------------------------- end to end

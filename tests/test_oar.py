@@ -15,6 +15,7 @@ from dask_jobqueue import CommandError, OARCluster
 from dask_jobqueue.oar import OARJob, decode_wait_status, oar_job_status, parse_oarstat_json
 from dask_jobqueue.tracking import JobState
 
+from .fakes import cancel, engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, run, wait_until
 
 DATA = Path(__file__).parent / "data" / "oar"
@@ -137,12 +138,51 @@ def test_job_id_from_recorded_oarsub_output():
         job.job_id_from_submit_output((DATA / "oarsub_err_too_many_cores.txt").read_text())
 
 
-def test_status_and_cancel_argv_are_one_call():
-    job = _job()
-    assert job.status_argv(["7", "8", "25"]) == [
-        "oarstat", "-f", "-J", "-j", "7", "-j", "8", "-j", "25",
-    ]
-    assert job.cancel_argv(["7", "8"]) == ["oardel", "7", "8"]
+def test_status_and_cancel_argv_are_one_call(monkeypatch):
+    mixed = (DATA / "oarstat_fJ_multi_mixed.txt").read_text()
+    # `oardel 22 24 13 99999`: exit 1, 99999 does not exist (any more)
+    deleted = (DATA / "oardel_multi.txt").read_text()
+    missing = (DATA / "oardel_multi.stderr.txt").read_text()
+
+    def answer(argv):
+        if argv[0] == "oarstat":
+            return mixed
+        raise CommandError(argv, 1, deleted, missing)
+
+    submitted = [f"OAR_JOB_ID={i}\n" for i in ("22", "24", "13", "99999")]
+    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=submitted)
+    statuses = query(engine, ["7", "8", "25"])
+    assert runner.calls == [["oarstat", "-f", "-J", "-j", "7", "-j", "8", "-j", "25"]]
+    assert engine.commands["status"] == 1
+    assert statuses["7"].state == JobState.RUNNING
+    assert (statuses["8"].state, statuses["25"].state) == (JobState.FINISHED, JobState.HELD)
+
+    assert engine.live_ids == {"22", "24", "13", "99999"}
+    runner.calls.clear()
+    # one oardel for all; "not the right user" for a job that is gone is not a failure
+    assert cancel(engine, ["22", "24", "13", "99999"]) == []
+    assert runner.calls == [["oardel", "22", "24", "13", "99999"]]
+    assert engine.commands["cancel"] == 1
+    assert engine.live_ids == set()
+
+
+def test_cancel_failure_is_retried_then_left_for_exit(monkeypatch):
+    def answer(argv):
+        # not a recorded message: any complaint other than "already killed"/"not the right user"
+        return (1, "[oardel] ERROR: cannot connect to the OAR database\n")
+
+    submitted = ["OAR_JOB_ID=22\n", "OAR_JOB_ID=24\n"]
+    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=submitted)
+    assert cancel(engine, ["22", "24"]) == ["22", "24"]
+    assert runner.calls == [["oardel", "22", "24"]] * engine.cancel_attempts
+    assert engine.commands["cancel"] == engine.cancel_attempts == 3
+    # still live: the exit finalizer tries them again
+    assert engine.live_ids == {"22", "24"}
+    # the job already killed is released even when cancelled alone
+    already = (DATA / "oardel_finished_again.stderr.txt").read_text()
+    runner.answer = lambda argv: (6, already)
+    assert cancel(engine, ["22"]) == []
+    assert engine.live_ids == {"24"}
 
 
 def test_default_output_files_in_the_submit_directory(tmp_path, monkeypatch):
@@ -197,9 +237,13 @@ def test_parse_missing_ids_are_absent():
     assert set(st) == {"13", "25"}
 
 
-def test_parse_status_keeps_only_asked_ids():
-    text = (DATA / "oarstat_fJ_multi_final.txt").read_text()
-    assert set(_job().parse_status(text, ["7", "25", "99999"])) == {"7", "25"}
+def test_parse_status_keeps_only_asked_ids(monkeypatch):
+    final = (DATA / "oarstat_fJ_multi_final.txt").read_text()  # lists 8 jobs, 99999 not
+    engine, runner = engine_with(_job(), lambda argv: final, monkeypatch)
+    statuses = query(engine, ["7", "25", "99999"])
+    assert set(statuses) == {"7", "25"}
+    assert statuses["7"].state == JobState.TIMED_OUT
+    assert runner.calls == [["oarstat", "-f", "-J", "-j", "7", "-j", "25", "-j", "99999"]]
 
 
 def test_parse_bad_json_raises_value_error():

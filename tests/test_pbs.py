@@ -3,14 +3,12 @@ and a hand-written PBS Pro document, status-query strategy, and -E pbs runs (emu
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
 
 from dask_jobqueue import PBSCluster
-from dask_jobqueue import pbs as pbs_module
 from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.pbs import (
     PBSJob,
@@ -22,7 +20,7 @@ from dask_jobqueue.pbs import (
 )
 from dask_jobqueue.tracking import JobState
 
-from .fakes import RecordingRunner
+from .fakes import engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run, wait_until  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "pbs"
@@ -117,12 +115,17 @@ def test_pbs_format_bytes_ceil(nbytes, expected):
 
 def test_full_job_ids_are_kept():
     job = _job()
+    # qsub prints the whole id alone on a line (PBS Pro and Torque alike)
     assert job.job_id_from_submit_output("12.server\n") == "12.server"
     assert (
         job.job_id_from_submit_output("4815162.pbs01.example.org\n") == "4815162.pbs01.example.org"
     )
     assert job.job_id_from_submit_output("654321\n") == "654321"
-    assert job.job_id_from_submit_output("Job 12.server.") == "12.server"
+    # a submit filter's notice before it is not taken for the id
+    notice = "qsub: job will be routed to queue workq by the submit hook\n4815163.pbs01\n"
+    assert job.job_id_from_submit_output(notice) == "4815163.pbs01"
+    with pytest.raises(ValueError, match="Could not parse the job id"):
+        job.job_id_from_submit_output("qsub: Unknown queue\n")
 
 
 def test_output_files_match_pbs_naming(tmp_path):
@@ -274,26 +277,28 @@ def test_match_job_ids_by_sequence_and_server():
 # ---------------------------------------------------------------------------- query strategy
 
 
-def _query(monkeypatch, answer, ids, job=None):
-    fake = RecordingRunner(answer)
-    monkeypatch.setattr(pbs_module, "run_command", fake)
-    job = job or _job()
-    result = asyncio.run(job.query_status(ids, {}, 5))
-    return job, fake, result
+def _engine(monkeypatch, answer):
+    return engine_with(_job(), answer, monkeypatch)
 
 
 def test_query_uses_one_json_call_and_partial_output(monkeypatch):
     stdout = (DATA / "qstat_f_json_x.txt").read_text()
-    stderr = (DATA / "qstat_f_json_x.stderr.txt").read_text()
+    stderr = (DATA / "qstat_f_json_x.stderr.txt").read_text()  # Unknown Job Id 999.server
 
     def answer(argv):
         raise CommandError(argv, 153, stdout, stderr)
 
     ids = ["1.server", "5.server", "8.server", "999.server"]
-    job, fake, result = _query(monkeypatch, answer, ids)
-    assert fake.calls == [["qstat", "-f", "-F", "json", "-x", *ids]]
+    engine, runner = _engine(monkeypatch, answer)
+    result = query(engine, ids)
+    assert runner.calls == [["qstat", "-f", "-F", "json", "-x", *ids]]
+    assert engine.commands["status"] == 1
     assert set(result) == {"1.server", "5.server", "8.server"}
-    assert job.pbs_flavour == "pro"
+    assert result["5.server"].state == JobState.RUNNING
+    assert engine.facts.get("pbs_flavour") != "torque"
+    # nothing learned against JSON: the next poll uses it again
+    query(engine, ["5.server"])
+    assert runner.calls[-1] == ["qstat", "-f", "-F", "json", "-x", "5.server"]
 
 
 def test_query_all_unknown_is_empty_not_an_error(monkeypatch):
@@ -302,16 +307,22 @@ def test_query_all_unknown_is_empty_not_an_error(monkeypatch):
             argv, 153, "", "qstat: Unknown Job Id 1.server\nqstat: Unknown Job Id 2.server\n"
         )
 
-    _, _, result = _query(monkeypatch, answer, ["1.server", "2.server"])
-    assert result == {}
+    engine, runner = _engine(monkeypatch, answer)
+    assert query(engine, ["1.server", "2.server"]) == {}
+    assert len(runner.calls) == 1 and engine.commands["status"] == 1
+    assert engine.facts.get("pbs_flavour") != "torque"
 
 
 def test_query_connection_failure_raises(monkeypatch):
     def answer(argv):
         raise CommandError(argv, 1, "", "qstat: cannot connect to server pbs01 (errno=111)\n")
 
-    with pytest.raises(CommandError):
-        _query(monkeypatch, answer, ["1.server"])
+    engine, runner = _engine(monkeypatch, answer)
+    with pytest.raises(CommandError, match="cannot connect to server"):
+        query(engine, ["1.server"])
+    # an outage is not mistaken for Torque rejecting -F json: nothing else tried or learned
+    assert runner.calls == [["qstat", "-f", "-F", "json", "-x", "1.server"]]
+    assert engine.facts == {}
 
 
 def test_query_torque_rejecting_json_switches_to_text(monkeypatch):
@@ -324,14 +335,19 @@ def test_query_torque_rejecting_json_switches_to_text(monkeypatch):
             )
         return CommandResult(argv, text, "")
 
-    job, fake, result = _query(monkeypatch, answer, ["1.server", "3.server"])
-    assert fake.calls[-1] == ["qstat", "-f", "1.server", "3.server"]
+    engine, runner = _engine(monkeypatch, answer)
+    result = query(engine, ["1.server", "3.server"])
+    assert runner.calls == [
+        ["qstat", "-f", "-F", "json", "-x", "1.server", "3.server"],
+        ["qstat", "-f", "1.server", "3.server"],
+    ]
     assert result["3.server"].state == JobState.TIMED_OUT
-    assert job.pbs_flavour == "torque"
+    assert engine.facts["pbs_flavour"] == "torque"
     # learnt once: the next poll goes straight to the text form
-    fake.calls.clear()
-    asyncio.run(job.query_status(["1.server"], {}, 5))
-    assert fake.calls == [["qstat", "-f", "1.server"]]
+    runner.calls.clear()
+    assert query(engine, ["1.server"])["1.server"].state == result["1.server"].state
+    assert runner.calls == [["qstat", "-f", "1.server"]]
+    assert engine.commands["status"] == 3
 
 
 def test_query_torque_printing_xml_switches_to_text(monkeypatch):
@@ -341,9 +357,17 @@ def test_query_torque_printing_xml_switches_to_text(monkeypatch):
     def answer(argv):
         return CommandResult(argv, xml if "-F" in argv else text, "")
 
-    job, fake, result = _query(monkeypatch, answer, ["2.server"])
-    assert len(fake.calls) == 2 and job.pbs_flavour == "torque"
-    assert result["2.server"].exit_code == 3
+    engine, runner = _engine(monkeypatch, answer)
+    result = query(engine, ["2.server"])
+    assert runner.calls == [
+        ["qstat", "-f", "-F", "json", "-x", "2.server"],
+        ["qstat", "-f", "2.server"],
+    ]
+    assert engine.facts["pbs_flavour"] == "torque"
+    assert (result["2.server"].state, result["2.server"].exit_code) == (JobState.FAILED, 3)
+    runner.calls.clear()
+    query(engine, ["2.server"])
+    assert runner.calls == [["qstat", "-f", "2.server"]]
 
 
 def test_query_invalid_json_falls_back_to_text(monkeypatch):
@@ -354,10 +378,18 @@ def test_query_invalid_json_falls_back_to_text(monkeypatch):
             return CommandResult(argv, '{"Jobs": {"5.server": {"job_state": "R", ', "")
         return CommandResult(argv, text, "")
 
-    job, fake, result = _query(monkeypatch, answer, ["5.server"])
-    assert fake.calls[-1] == ["qstat", "-f", "-x", "5.server"]
+    engine, runner = _engine(monkeypatch, answer)
+    result = query(engine, ["5.server"])
+    assert runner.calls == [
+        ["qstat", "-f", "-F", "json", "-x", "5.server"],
+        ["qstat", "-f", "-x", "5.server"],
+    ]
     assert result["5.server"].state == JobState.RUNNING
-    assert job.pbs_flavour == "pro"
+    # PBS Pro printed broken JSON once: still PBS Pro, JSON is tried again next time
+    assert engine.facts.get("pbs_flavour") != "torque"
+    runner.calls.clear()
+    query(engine, ["5.server"])
+    assert runner.calls[0] == ["qstat", "-f", "-F", "json", "-x", "5.server"]
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -3,14 +3,13 @@ strategy (with fake commands), and -E sge runs against a real Son of Grid Engine
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from dask_jobqueue import SGECluster
-from dask_jobqueue import sge as sge_module
 from dask_jobqueue._shell import CommandError
+from dask_jobqueue.policy import FailurePolicy
 from dask_jobqueue.sge import (
     SGEJob,
     parse_qacct,
@@ -19,9 +18,10 @@ from dask_jobqueue.sge import (
     qacct_status,
     sge_state,
 )
+from dask_jobqueue.tracker import JobTracker
 from dask_jobqueue.tracking import JobState
 
-from .fakes import RecordingRunner
+from .fakes import cancel, engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, run
 
 DATA = Path(__file__).parent / "data" / "sge"
@@ -222,40 +222,67 @@ def test_recorded_submit_errors():
 # ---------------------------------------------------------------------------- query strategy
 
 
-def _query(job, ids):
-    return asyncio.run(job.query_status(ids, {}, 10))
+def _sge_job() -> SGEJob:
+    return SGEJob(cores=1, memory="1GB")
 
 
 def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypatch):
+    details = _read("qstat_xml_j_unsatisfiable_pe.txt").replace(
+        "</djob_info>",
+        _read("qstat_xml_j_error.txt").split("<djob_info>")[1].split("</djob_info>")[0]
+        + "</djob_info>",
+    )
+
     def answers(argv):
         if argv == ["qstat", "-xml"]:
             return _read("qstat_xml_mixed.txt")
         if argv[:3] == ["qstat", "-xml", "-j"]:
-            assert argv[3] == "146,160"
-            return _read("qstat_xml_j_unsatisfiable_pe.txt").replace(
-                "</djob_info>", _read("qstat_xml_j_error.txt").split("<djob_info>")[1].split(
-                    "</djob_info>")[0] + "</djob_info>"
-            )
+            return details
         if argv[0] == "qdel":
             return "root has deleted job 160\n"
         raise AssertionError(argv)
 
-    fake = RecordingRunner(answers)
-    monkeypatch.setattr(sge_module, "run_command", fake)
-    job = SGEJob(cores=1, memory="1GB")
-    statuses = _query(job, ["146", "148", "152", "156", "160"])
+    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    statuses = query(engine, ["146", "148", "152", "156", "160"])
+    # one qstat for everything, one qstat -j for the pending (not held) and the Eqw job only
+    assert runner.calls == [["qstat", "-xml"], ["qstat", "-xml", "-j", "146,160"]]
+    assert engine.commands["status"] == 2
     assert statuses["148"].state == JobState.RUNNING
     assert (statuses["152"].state, statuses["152"].reason) == (JobState.HELD, "suspended")
     assert (statuses["156"].state, statuses["156"].reason) == (JobState.HELD, "held")
     assert statuses["146"].state == JobState.QUEUED
     assert statuses["146"].reason == 'cannot run in PE "smp" because it only offers 0 slots'
-    assert statuses["160"].state == JobState.FAILED
-    assert "can't open output file" in statuses["160"].reason
-    assert fake.calls[-1] == ["qdel", "160"]
-    assert len(fake.calls) == 3
+    assert not any(statuses[i].stuck for i in ("146", "148", "152", "156"))
+    eqw = statuses["160"]
+    assert (eqw.state, eqw.native_state, eqw.stuck) == (JobState.FAILED, "Eqw", True)
+    assert "can't open output file" in eqw.reason
+
+    # a query never deletes anything; the cluster cancels the stuck job once it ended it
+    tracker = JobTracker(SGEJob.vanish)
+    tracker.add("w-160", "160", workers_expected=1, now=0.0)
+    _, ended = tracker.observe(statuses, ["160"], now=1.0)
+    [(record, status)] = ended
+    decision = FailurePolicy().job_ended(record, status, wanted=True, now=1.0, cap=4)
+    assert decision.cancel and decision.failure
+    assert cancel(engine, ["160"]) == []
+    assert runner.calls[-1] == ["qdel", "160"] and engine.commands["cancel"] == 1
 
 
-def test_query_disappeared_jobs_use_qacct_once_then_grace(monkeypatch):
+def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled(monkeypatch):
+    # `qdel 148 153 139 99999` as recorded: exit 1, everything on stdout
+    several = _read("qdel_several.txt")
+
+    def answers(argv):
+        raise CommandError(argv, 1, several, "")
+
+    submitted = [f"Your job {i} (\"w-0\") has been submitted\n" for i in (148, 153, 139, 99999)]
+    engine, runner = engine_with(_sge_job(), answers, monkeypatch, submitted=submitted)
+    assert cancel(engine, ["148", "153", "139", "99999"]) == []
+    assert runner.calls == [["qdel", "148", "153", "139", "99999"]]
+    assert engine.live_ids == set()
+
+
+def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
     accounted = {"164": _read("qacct_h_rt_killed.txt")}
 
     def answers(argv):
@@ -265,36 +292,56 @@ def test_query_disappeared_jobs_use_qacct_once_then_grace(monkeypatch):
             return accounted.get(argv[2]) or (1, f"error: job id {argv[2]} not found")
         raise AssertionError(argv)
 
-    fake = RecordingRunner(answers)
-    monkeypatch.setattr(sge_module, "run_command", fake)
-    job = SGEJob(cores=1, memory="1GB")
-    job._last_seen["170"] = sge_state("r")
-    job._last_seen["171"] = sge_state("qw")
-    statuses = _query(job, ["164", "170", "171"])
+    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    ids = ["164", "170", "171"]
+    statuses = query(engine, ids)
+    # qstat -xml lists none of them: one qacct per missing id
+    assert runner.calls[0] == ["qstat", "-xml"]
+    assert sorted(runner.calls[1:]) == [["qacct", "-j", i] for i in ids]
+    assert engine.commands["status"] == 4
+    assert set(statuses) == {"164"}  # no accounting record yet for 170 and 171: unknown
     assert (statuses["164"].state, statuses["164"].exit_code) == (JobState.TIMED_OUT, 137)
-    assert statuses["170"].state == JobState.RUNNING
-    assert "waiting for accounting" in statuses["170"].reason
-    assert statuses["171"].state == JobState.QUEUED
-    assert sorted(c[2] for c in fake.calls if c[0] == "qacct") == ["164", "170", "171"]
 
-    # the next poll right away: no qacct again (retry interval), still provisional
-    fake.calls.clear()
-    statuses = _query(job, ["170", "171"])
-    assert [c for c in fake.calls if c[0] == "qacct"] == []
-    assert statuses["170"].state == JobState.RUNNING
-
-    # after the grace period: the pending one was deleted before running, the other is lost
-    job._gone = {i: (t - 100, t - 100) for i, (t, _) in job._gone.items()}
-    statuses = _query(job, ["170", "171"])
-    assert "170" not in statuses
-    assert statuses["171"].state == JobState.CANCELLED
+    tracker = JobTracker(SGEJob.vanish)
+    for job_id in ids:
+        tracker.add(f"w-{job_id}", job_id, workers_expected=1, now=0.0)
+    tracker.observe(
+        {"164": sge_state("r"), "170": sge_state("r"), "171": sge_state("qw")}, ids, now=1.0
+    )
+    _, ended = tracker.observe(statuses, ids, now=2.0)
+    assert [(r.job_id, r.state, r.exit_code) for r, _ in ended] == [
+        ("164", JobState.TIMED_OUT, 137)
+    ]
+    # missing from qstat and qacct (accounting is written late): last state kept for a while
+    rule = SGEJob.vanish
+    for now in [3.0 + i for i in range(rule.polls)]:
+        runner.calls.clear()
+        statuses = query(engine, ["170", "171"])
+        assert sorted(c for c in runner.calls if c[0] == "qacct") == [
+            ["qacct", "-j", "170"], ["qacct", "-j", "171"]
+        ]
+        _, ended = tracker.observe(statuses, ["170", "171"], now=now)
+        assert ended == []
+        assert tracker.get("170").state == JobState.RUNNING
+        assert tracker.get("171").state == JobState.QUEUED
+        assert "not listed" in tracker.get("170").reason
+    # after the grace: the pending one was deleted before it ran, the running one is lost
+    _, ended = tracker.observe(query(engine, ["170", "171"]), ["170", "171"], now=2.0 + rule.seconds)
+    assert sorted((r.job_id, r.state) for r, _ in ended) == [
+        ("170", JobState.LOST),
+        ("171", JobState.CANCELLED),
+    ]
+    assert len(tracker) == 0
 
 
 def test_query_qstat_failure_is_a_command_error(monkeypatch):
-    fake = RecordingRunner(lambda argv: (1, "error: commlib error: got select error"))
-    monkeypatch.setattr(sge_module, "run_command", fake)
-    with pytest.raises(CommandError):
-        _query(SGEJob(cores=1, memory="1GB"), ["1"])
+    engine, runner = engine_with(
+        _sge_job(), lambda argv: (1, "error: commlib error: got select error"), monkeypatch
+    )
+    with pytest.raises(CommandError, match="commlib error"):
+        query(engine, ["1"])
+    # the required qstat failed: no qstat -j nor qacct guesses after it
+    assert runner.calls == [["qstat", "-xml"]]
 
 
 # ---------------------------------------------------------------------------- real SGE

@@ -8,8 +8,10 @@ import pytest
 
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob, parse_sacct, parse_squeue, slurm_format_bytes_ceil
+from dask_jobqueue.tracker import JobTracker
 from dask_jobqueue.tracking import JobState
 
+from .fakes import engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, run
 
 DATA = Path(__file__).parent / "data" / "slurm"
@@ -146,26 +148,40 @@ def test_job_waiting_for_a_full_node_shows_slurms_reason(tmp_path, monkeypatch):
 
 
 def test_purged_jobs_are_finished(monkeypatch):
-    """After MinJobAge squeue no longer knows a job; without accounting it has finished."""
-    import asyncio
+    """After MinJobAge squeue no longer lists a job and, without accounting, sacct can't say
+    either: once the vanish grace is over the tracker declares it finished (not lost)."""
+    squeue_out = (DATA / "squeue_purged_and_running.txt").read_text()  # -j 3,21: 3 is purged
+    no_accounting = (DATA / "sacct_no_accounting.stderr.txt").read_text()
+    purged_alone = (DATA / "squeue_purged_alone.stderr.txt").read_text()
 
-    from dask_jobqueue import slurm as slurm_module
-    from dask_jobqueue._shell import CommandError, CommandResult
-
-    calls = []
-
-    async def fake_run(argv, timeout=None, **kwargs):
-        calls.append(argv[0])
+    def answer(argv):
         if argv[0] == "squeue":
-            return CommandResult(argv, (DATA / "squeue_purged_and_running.txt").read_text(), "")
-        raise CommandError(argv, 1, "", "Slurm accounting storage is disabled")
+            return squeue_out if "3,21" in argv else (1, purged_alone)
+        return (1, no_accounting)
 
-    monkeypatch.setattr(slurm_module, "run_command", fake_run)
-    job = SLURMJob("tcp://a:1", cores=1, memory="1GB")
-    running = parse_squeue((DATA / "squeue_purged_and_running.txt").read_text())
-    (running_id,) = running
-    statuses = asyncio.run(job.query_status([running_id, "999999"], {}, 5))
-    assert statuses[running_id].state == running[running_id].state
-    assert statuses["999999"].state == JobState.FINISHED
-    assert "purged" in statuses["999999"].reason
-    assert calls == ["squeue", "sacct"]
+    engine, runner = engine_with(SLURMJob("tcp://a:1", cores=1, memory="1GB"), answer, monkeypatch)
+    statuses = query(engine, ["3", "21"])
+    assert runner.calls == [
+        ["squeue", "-h", "-t", "all", "-j", "3,21", "-O", "JobID:|,State:|,Reason:|,exit_code:|"],
+        ["sacct", "-X", "-P", "-n", "-j", "3", "-o", "JobID,State,ExitCode"],
+    ]
+    assert engine.commands["status"] == 2
+    assert set(statuses) == {"21"} and statuses["21"].state == JobState.RUNNING
+    # alone, the purged id makes squeue fail ("Invalid job id"): still an answer, not an error
+    runner.calls.clear()
+    assert query(engine, ["3"]) == {}
+    assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
+
+    rule = SLURMJob.vanish
+    tracker = JobTracker(rule)
+    tracker.add("w-3", "3", workers_expected=1, now=0.0)
+    tracker.add("w-21", "21", workers_expected=1, now=0.0)
+    tracker.observe({"3": statuses["21"], "21": statuses["21"]}, ["3", "21"], now=1.0)
+    # missed by fewer polls than the rule, or for less time: still running
+    for now in [2.0 + i for i in range(rule.polls)]:
+        _, ended = tracker.observe(statuses, ["3", "21"], now=now)
+        assert ended == [] and tracker.get("3").state == JobState.RUNNING
+    _, ended = tracker.observe(statuses, ["3", "21"], now=2.0 + rule.seconds)
+    assert [(r.job_id, r.state) for r, _ in ended] == [("3", JobState.FINISHED)]
+    assert "purged" in ended[0][0].reason
+    assert tracker.get("21").state == JobState.RUNNING
