@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,9 @@ class StatusStep:
         ``select(ids, known)``: which ids of the poll this step asks about.
     each : bool
         One command per id (``qacct -j ID``), run concurrently.
+    pace : float
+        With ``each``: seconds between two commands for the same id (a job whose record is
+        not written yet is not asked again at every poll).
     required : bool
         If this step fails, the poll fails (states unchanged). An optional step's failure
         only leaves its ids unreported.
@@ -93,6 +97,7 @@ class StatusStep:
     parse: Parser
     select: Selector = all_ids
     each: bool = False
+    pace: float = 0.0
     required: bool = True
     usable_failure: Callable[[CommandError], bool] | None = None
     fallback: Callable[[Exception, dict], bool] | None = None
@@ -157,6 +162,9 @@ class BatchSystem:
         self._live: set[str] = set()
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
+        self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
+        #: The clock of ``pace`` (replaceable in tests).
+        self.clock: Callable[[], float] = time.monotonic
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -252,6 +260,7 @@ class BatchSystem:
         """Run the dialect's status steps for ``job_ids``; raise ``CommandError`` if a required
         step failed. Ids missing from the result were not listed by any step."""
         job_ids = list(job_ids)
+        wanted = set(job_ids)
         known: dict[str, JobStatus] = {}
         fell_back = False
         for step in self.dialect.status_steps:
@@ -259,7 +268,7 @@ class BatchSystem:
                 fell_back = False
                 continue
             fell_back = False
-            selected = [i for i in step.select(job_ids, known) if i in job_ids]
+            selected = [i for i in step.select(job_ids, known) if i in wanted]
             if not selected:
                 continue
             try:
@@ -308,8 +317,18 @@ class BatchSystem:
                 logger.debug("%s for %s failed: %s", step.name, job_id, exc)
                 return {}
 
+        now = self.clock()
+        due = []
+        for job_id in ids:
+            last = self._asked.get((step.name, job_id))
+            if last is None or now - last >= step.pace:
+                self._asked[(step.name, job_id)] = now
+                due.append(job_id)
+        # forget ids no longer asked about
+        for key in [k for k in self._asked if k[0] == step.name and k[1] not in ids]:
+            del self._asked[key]
         found: dict[str, JobStatus] = {}
-        for result in await asyncio.gather(*(one(i) for i in ids)):
+        for result in await asyncio.gather(*(one(i) for i in due)):
             found.update(result)
         return found
 
@@ -333,9 +352,10 @@ class BatchSystem:
         pattern = self.dialect.cancel_gone_pattern
         if exc.returncode is None or pattern is None:
             return True
-        text = exc.stderr if exc.stderr.strip() else exc.stdout
-        lines = [line for line in text.splitlines() if line.strip()]
-        complaints = [line for line in lines if _looks_like_error(line)]
+        if exc.stderr.strip():
+            complaints = [line for line in exc.stderr.splitlines() if line.strip()]
+        else:  # some tools (oardel) report on stdout, between progress lines
+            complaints = [line for line in exc.stdout.splitlines() if _looks_like_error(line)]
         return not complaints or not all(pattern.search(line) for line in complaints)
 
     async def cancel(self, job_ids: Iterable[str], attempts: int | None = None) -> list[str]:

@@ -251,8 +251,9 @@ class SGEJob(Job):
         StatusStep(
             "qstat -xml -j", qstat_j_argv, parse_qstat_j_step, select=waiting_ids, required=False
         ),
+        # qacct reads the whole accounting file: at most every 5 s per vanished job
         StatusStep("qacct", qacct_argv, parse_qacct_step, select=missing_ids, each=True,
-                   required=False),
+                   pace=5.0, required=False),
     )
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")

@@ -1,0 +1,244 @@
+"""Faults of the batch-system commands, on the REAL Slurm and Grid Engine.
+
+A fake command stands in front of the real one on ``PATH`` (``tests/fakecmd.py``): it hangs,
+fails once or always, answers "unknown job", prints a banner, or submits and then hangs. For
+each: no runaway (submit calls are counted), the right job ids, time limits honoured, and
+nothing left in the real queue.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from dask_jobqueue import JobFailedError, JobState
+from dask_jobqueue.sge import parse_qstat_xml
+
+from .fakecmd import fake_commands  # noqa: F401  (fixture)
+from .scheduler_suite import NO_DASHBOARD, Backend, run, wait_until
+from .test_sge import SGE
+from .test_slurm import SLURM
+
+DATA = Path(__file__).parent / "data"
+# resolved before any fake is put on PATH
+REAL_STATUS_COMMANDS = {name: shutil.which(name) or name for name in ("squeue", "qstat")}
+
+
+@dataclass(frozen=True)
+class Commands:
+    backend: Backend
+    submit: str
+    status: str
+    cancel: str
+    #: what the status command answers when the controller forgot every job: (stdout, stderr, rc)
+    forgot_jobs: tuple[str, str, int]
+    #: what a cancel command says when the controller does not answer
+    cancel_error: str
+
+
+SLURM_COMMANDS = Commands(
+    SLURM,
+    "sbatch",
+    "squeue",
+    "scancel",
+    ("", "slurm_load_jobs error: Invalid job id specified", 1),
+    "scancel: error: Kill job error on job id: Socket timed out on send/recv operation",
+)
+SGE_COMMANDS = Commands(
+    SGE,
+    "qsub",
+    "qstat",
+    "qdel",
+    ((DATA / "sge" / "qstat_xml_empty.txt").read_text(), "", 0),
+    "error: commlib error: got select error (Connection refused)",
+)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(SLURM_COMMANDS, marks=pytest.mark.env("slurm"), id="slurm"),
+        pytest.param(SGE_COMMANDS, marks=pytest.mark.env("sge"), id="sge"),
+    ]
+)
+def system(request, tmp_path, monkeypatch):
+    commands: Commands = request.param
+    monkeypatch.chdir(tmp_path)  # job output files of the real systems land here
+    name = commands.backend.name
+    with dask.config.set(
+        {
+            f"jobqueue.{name}.poll-interval": "500ms",
+            f"jobqueue.{name}.poll-interval-max": "1s",
+            f"jobqueue.{name}.resubmit-backoff": "500ms",
+            f"jobqueue.{name}.vanish-grace": "4s",
+            f"jobqueue.{name}.status-timeout": "3s",
+            f"jobqueue.{name}.submit-timeout": "6s",
+        }
+    ):
+        yield commands
+
+
+def make_cluster(system: Commands, **kwargs):
+    options = {**system.backend.kwargs, "scheduler_options": NO_DASHBOARD, **kwargs}
+    return system.backend.cluster_cls(**options)
+
+
+def real_queue_ids(system: Commands) -> set[str]:
+    """Ids the real batch system lists, asked with the real status command (not the fake)."""
+    real = REAL_STATUS_COMMANDS[system.status]
+    if system.status == "squeue":
+        return set(run([real, "-h", "-o", "%i"]).split())
+    return set(parse_qstat_xml(run([real, "-xml"]) or "<job_info/>"))
+
+
+def in_queue(system: Commands, ids: set[str]) -> set[str]:
+    return ids & real_queue_ids(system)
+
+
+def assert_gone(system: Commands, ids: set[str], timeout: float = 60) -> None:
+    assert wait_until(lambda: not in_queue(system, ids), timeout), (
+        f"left in the queue: {in_queue(system, ids)}"
+    )
+
+
+def test_forgotten_connected_jobs_are_not_replaced(system, fake_commands):  # noqa: F811
+    """A controller that forgets every job (restart) while the workers compute: nothing
+    is declared dead, nothing is resubmitted."""
+    fake_commands.wrap(system.submit)
+    with make_cluster(system) as cluster, Client(cluster) as client:
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=90)
+        ids = {r.job_id for r in cluster.jobs}
+        stdout, stderr, rc = system.forgot_jobs
+        fake_commands.unknown_job(system.status, 40, stderr=stderr, rc=rc, stdout=stdout)
+        # far beyond the 4 s vanish grace
+        assert wait_until(lambda: fake_commands.calls(system.status) >= 20, 60)
+        assert fake_commands.calls(system.submit) == 2
+        assert {r.job_id for r in cluster.jobs} == ids
+        assert all(r.state == JobState.CONNECTED for r in cluster.jobs), repr(cluster.jobs)
+        assert client.submit(lambda: 41 + 1).result(timeout=30) == 42
+        assert in_queue(system, ids) == ids
+    assert_gone(system, ids)
+
+
+def test_forgotten_queued_jobs_are_cancelled_before_replacement(system, fake_commands):  # noqa: F811
+    """Held jobs the controller forgets: once declared ended they are cancelled for real
+    before replacements go in, and the breaker bounds the resubmissions."""
+    fake_commands.wrap(system.submit)
+    with make_cluster(system, **system.backend.hold_kwargs) as cluster:
+        cluster.scale(2)
+        assert wait_until(lambda: len(cluster.jobs) == 2 and all(r.state == JobState.HELD for r in cluster.jobs), 60)
+        originals = {r.job_id for r in cluster.jobs}
+        stdout, stderr, rc = system.forgot_jobs
+        fake_commands.unknown_job(system.status, 1000, stderr=stderr, rc=rc, stdout=stdout)
+        # the originals are cancelled in the real queue, not merely forgotten
+        assert_gone(system, originals, timeout=60)
+        # the replacements are forgotten too; the breaker stops the resubmissions
+        with pytest.raises(JobFailedError):
+            cluster.wait_for_workers(2, timeout=120)
+        submits = fake_commands.calls(system.submit)
+        assert 2 < submits <= 2 + 3, submits
+        seen = {r.job_id for r in cluster.jobs}
+        time.sleep(3)  # a late resubmission would show up here
+        assert fake_commands.calls(system.submit) == submits
+    assert_gone(system, seen)
+
+
+def test_banner_lines_around_the_submit_output(system, fake_commands):  # noqa: F811
+    fake_commands.banner(system.submit, "Welcome to cluster42 (42 nodes, 2026-12-01 maintenance)")
+    fake_commands.banner(system.status, "1 2 3 maintenance notice", where="after", stream="stderr")
+    with make_cluster(system) as cluster, Client(cluster) as client:
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=90)
+        ids = {job.job_id for job in cluster.workers.values()}
+        assert len(ids) == 2 and ids <= real_queue_ids(system)
+        assert fake_commands.calls(system.submit) == 2
+    assert_gone(system, ids)
+
+
+def test_submit_that_submits_then_hangs_is_tracked(system, fake_commands):  # noqa: F811
+    """The submit command prints its job's id, then hangs: the 6 s time limit kills it, the
+    job it created is tracked and used, not submitted again and not left behind."""
+    fake_commands.run_then_hang(system.submit, grandchild=True)
+    with make_cluster(system) as cluster, Client(cluster) as client:
+        started = time.monotonic()
+        cluster.scale(1)
+        assert wait_until(lambda: len(cluster.workers) == 1, 30)
+        assert time.monotonic() - started < 6 + 8  # the limit, plus the group kill's grace
+        client.wait_for_workers(1, timeout=90)
+        (job_id,) = {job.job_id for job in cluster.workers.values()}
+        created = fake_commands.real_outputs(system.submit)
+        assert len(created) == 1 and job_id in created[0]
+        assert fake_commands.calls(system.submit) == 1
+    assert_gone(system, {job_id})
+
+
+def test_close_does_not_wait_for_a_hung_submission(system, fake_commands):  # noqa: F811
+    fake_commands.run_then_hang(system.submit, grandchild=True)
+    with dask.config.set({f"jobqueue.{system.backend.name}.submit-timeout": "25s"}):
+        cluster = make_cluster(system)
+    cluster.scale(1)
+    assert wait_until(lambda: fake_commands.real_outputs(system.submit), 20)
+    started = time.monotonic()
+    cluster.close()
+    assert time.monotonic() - started < 12
+    # the job the hung command created is cancelled once its id is known (the command is
+    # killed at its 25 s limit; its output names the job)
+    created = fake_commands.real_outputs(system.submit)[0]
+    job_id = next(tok for tok in created.replace('"', " ").split() if tok.isdigit())
+    assert_gone(system, {job_id}, timeout=120)
+
+
+def test_hanging_status_command_is_bounded(system, fake_commands, caplog):  # noqa: F811
+    with make_cluster(system) as cluster, Client(cluster) as client:
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=90)
+        ids = {r.job_id for r in cluster.jobs}
+        fake_commands.hang(system.status, grandchild=True)
+        with caplog.at_level(logging.WARNING, logger="dask_jobqueue"):
+            # each poll ends at the 3 s limit: three hung polls well within 30 s
+            assert wait_until(lambda: fake_commands.calls(system.status) >= 3, 30)
+        assert {r.job_id for r in cluster.jobs} == ids
+        assert all(r.state == JobState.CONNECTED for r in cluster.jobs)
+        assert any("status query failed" in r.getMessage() for r in caplog.records)
+        started = time.monotonic()
+    assert time.monotonic() - started < 20
+    assert_gone(system, ids)
+
+
+def test_cancel_failing_once_at_close_is_retried(system, fake_commands):  # noqa: F811
+    with make_cluster(system, **system.backend.hold_kwargs) as cluster:
+        cluster.scale(2)
+        assert wait_until(lambda: len(cluster.jobs) == 2, 60)
+        ids = {r.job_id for r in cluster.jobs}
+        fake_commands.fail_times(system.cancel, 1, stderr=system.cancel_error, rc=1)
+    assert_gone(system, ids)
+    assert fake_commands.calls(system.cancel) == 2
+
+
+def _held_cluster_with_two_jobs(system: Commands):
+    cluster = make_cluster(system, **system.backend.hold_kwargs)
+    cluster.scale(2)
+    assert wait_until(lambda: len(cluster.jobs) == 2, 60)
+    return cluster, {r.job_id for r in cluster.jobs}
+
+
+def test_cancel_failing_at_close_warns_and_exit_cleans_up(system, fake_commands, caplog):  # noqa: F811
+    cluster, ids = _held_cluster_with_two_jobs(system)
+    fake_commands.fail_always(system.cancel, stderr=system.cancel_error, rc=1)
+    with caplog.at_level(logging.WARNING, logger="dask_jobqueue"):
+        cluster.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("Could not cancel" in w and all(i in w for i in ids) for w in warnings), warnings
+    assert in_queue(system, ids) == ids  # really still there: the warning was not a lie
+    fake_commands.wrap(system.cancel)  # the controller answers again
+    del cluster
+    gc.collect()  # the exit finalizer runs when the cluster goes away (or at exit)
+    assert_gone(system, ids)
