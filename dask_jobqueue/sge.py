@@ -26,12 +26,14 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError, run_command
 from .cluster import JobQueueCluster
 from .job import Job
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
 
 __all__ = [
@@ -187,22 +189,16 @@ class SGEJob(Job):
     accounting_grace = 30.0
     accounting_retry = 2.0
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        project: str | None = None,
-        resource_spec: str | None = None,
-        walltime: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        self.project = self._directive_option("project", project)
-        self.resource_spec = self._directive_option("resource-spec", resource_spec)
-        self.walltime = self._walltime(walltime)
+    options = (
+        QUEUE,
+        PROJECT,
+        replace(RESOURCE_SPEC, doc=RESOURCE_SPEC.doc + " Grid Engine gets no memory request "
+                "unless you give one here, e.g. ``'h_vmem=4G,mem_req=4G'``."),
+        WALLTIME,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._submit_cwd = Path.cwd()
         # poller memory (used on the cluster's template job): last status seen in qstat, and
         # for jobs that left qstat: (first missed, last qacct call) in time.monotonic()
@@ -337,11 +333,7 @@ class SGEJob(Job):
 
 
 class SGECluster(JobQueueCluster):
-    """Launch Dask workers on a Grid Engine cluster.
-
-    Job keywords (besides the common ones): ``queue``, ``project``, ``resource_spec`` (SGE gets
-    no memory request unless you give one here, e.g. ``"h_vmem=4G,mem_req=4G"``) and
-    ``walltime`` (``h_rt``).
+    """Launch Dask workers on a Grid Engine cluster (SGE, UGE, OGE).
 
     >>> cluster = SGECluster(cores=8, memory="32GB", resource_spec="h_vmem=4G")  # doctest: +SKIP
     """
