@@ -227,7 +227,7 @@ def parse_duration(value: object, keyword: str) -> float:
     except (KeyError, ValueError, TypeError, OverflowError):
         raise ValueError(
             f"{keyword}={value!r} is not a duration: use seconds or a string such as "
-            "'60s', '5min', '1h'"
+            "'60s', '5m', '1h'"
         ) from None
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{keyword}={value!r} must be a positive duration")

@@ -265,7 +265,7 @@ JOB_OPTIONS: tuple[Option, ...] = (
            "``scheduler_options`` says otherwise, the scheduler) listen on, e.g. ``'ib0'``.",
            check=_interface),
     Option("death_timeout", "float or str", "Seconds a worker waits for an unreachable "
-           "scheduler before it exits, e.g. ``60`` or ``'2min'``.", check=_duration),
+           "scheduler before it exits, e.g. ``60`` or ``'2m'``.", check=_duration),
     Option("local_directory", "str", "Scratch directory of the workers on the compute node; "
            "``$VARIABLES`` are expanded by the job's shell.", check=_TEXT),
     Option("worker_command", "str", "Python module run as ``python -m <module>`` in each "
@@ -532,7 +532,7 @@ def check_config_section(config_name: str, known: Iterable[str]) -> list[str]:
         if normal in known:
             continue
         unknown.append(str(key))
-        close = difflib.get_close_matches(normal, known, n=1)
+        close = difflib.get_close_matches(normal, known, n=1, cutoff=0.4)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         warnings.warn(
             f"jobqueue.{config_name}.{key} is not a known setting and is ignored.{hint}",
