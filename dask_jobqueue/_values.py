@@ -222,6 +222,8 @@ def parse_duration(value: object, keyword: str) -> float:
     """A positive duration in seconds from a number or a string such as ``'60s'``, ``'5m'``."""
     if isinstance(value, bool):
         raise ValueError(f"{keyword}={value!r} is not a duration")
+    if isinstance(value, (int, float)) and not value > 0:
+        raise ValueError(f"{keyword}={value!r} must be a positive duration")
     try:
         seconds = parse_timedelta(value, "seconds")
     except (KeyError, ValueError, TypeError, OverflowError):

@@ -190,7 +190,7 @@ class JobQueueCluster(SpecCluster):
         config_name = config_name or job_cls.default_config_name()
         self.config_name = config_name
         config_section(config_name)
-        check_config_section(config_name, known_config_keys(job_cls))
+        check_config_section(config_name, known_config_keys(job_cls, config_name))
 
         accepted = accepted_keywords(job_cls)
         unknown = set(job_kwargs) - accepted

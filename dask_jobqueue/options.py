@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
+import yaml
 from distributed.security import Security
 
 from ._values import (
@@ -510,9 +511,20 @@ def unknown_keyword_error(owner: str, unknown: Iterable[str], accepted: Iterable
     )
 
 
-def known_config_keys(job_cls: type) -> set[str]:
-    """Every key a ``jobqueue.<name>`` section used with ``job_cls`` may hold."""
-    keys: set[str] = set()
+def _packaged_keys(config_name: str) -> set[str]:
+    from .config import DEFAULTS_FILE
+
+    with open(DEFAULTS_FILE, encoding="utf-8") as f:
+        section = (yaml.safe_load(f).get("jobqueue") or {}).get(config_name) or {}
+    return {str(k) for k in section}
+
+
+def known_config_keys(job_cls: type, config_name: str | None = None) -> set[str]:
+    """Every key a ``jobqueue.<config_name>`` section used with ``job_cls`` may hold: the
+    keys of its options, of the cluster and the engine, and those of the packaged section
+    of that name (a custom job class may read the ``slurm`` section without using all of it).
+    """
+    keys: set[str] = set() if config_name is None else _packaged_keys(config_name)
     for opt in (*declared_options(job_cls).values(), *CLUSTER_OPTIONS, *ENGINE_OPTIONS):
         if opt.config_key is not None:
             keys.add(opt.config_key)
