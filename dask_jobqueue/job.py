@@ -104,10 +104,11 @@ class Job(ProcessInterface):
         config_name = getattr(cls, "config_name", None)
         if config_name is None:
             raise ValueError(
-                f"Looks like you are trying to create a class that inherits from "
-                f"dask_jobqueue.core.Job ({cls.__name__}) without a 'config_name' class "
-                "variable. Set it to the name of a section of jobqueue.yaml, or pass "
-                "config_name= to the constructor."
+                "Looks like you are trying to create a class that inherits from "
+                f"dask_jobqueue.core.Job: the class {cls.__name__} is required to have a "
+                "'config_name' class variable. Set it to the name of a section of "
+                "jobqueue.yaml (and create that section), or pass config_name= to the "
+                "constructor."
             )
         return config_name
 

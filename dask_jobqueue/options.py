@@ -16,7 +16,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dask.config
@@ -136,7 +136,6 @@ class EngineSettings:
     submit_concurrency: int = 8
     max_consecutive_failures: int = 3
     resubmit_backoff: float = 2.0
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -572,11 +571,7 @@ def resolve_engine_settings(
         # name the config key too: these are only ever set in jobqueue.yaml
         raise ValueError(f"jobqueue.{config_name}: {exc}") from None
     values["poll_interval_max"] = max(values["poll_interval_max"], values["poll_interval"])
-    sources = {
-        o.name: "override" if o.name in given and given[o.name] is not None else "config"
-        for o in ENGINE_OPTIONS
-    }
-    return EngineSettings(**values, sources=sources)
+    return EngineSettings(**values)
 
 
 # ---------------------------------------------------------------------------- documentation

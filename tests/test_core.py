@@ -216,7 +216,7 @@ def test_job_without_config_name():
         NoConfigJob(cores=1, memory="1GB")
     with pytest.raises(ValueError, match=phrase):
         JobQueueCluster(job_cls=NoConfigJob, cores=1, memory="1GB")
-    with pytest.raises(ValueError, match=phrase):
+    with pytest.raises(ValueError, match="NoConfigJob is required to have a 'config_name' class variable"):
         NoConfigJob.default_config_name()
     assert SLURMJob.default_config_name() == "slurm"
     # config_name= makes such a class usable

@@ -369,7 +369,7 @@ def test_engine_settings_refuse_non_positive_values(key, value):
 
 
 def test_engine_options_match_settings_fields():
-    assert {o.name for o in ENGINE_OPTIONS} == set(EngineSettings.__dataclass_fields__) - {"sources"}
+    assert {o.name for o in ENGINE_OPTIONS} == set(EngineSettings.__dataclass_fields__)
 
 
 def test_engine_settings_reject_unknown_override():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from dask_jobqueue import LSFCluster, OARCluster, PBSCluster, SGECluster, SLURMCluster
+from dask_jobqueue import LSFCluster, OARCluster, SGECluster, SLURMCluster
 from dask_jobqueue.local import LocalCluster, LocalJob
 from dask_jobqueue.pbs import PBSJob
 from dask_jobqueue.slurm import SLURMJob
