@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import sys
 import textwrap
 import warnings
@@ -197,8 +198,6 @@ def _mapping(value: Any, keyword: str, owner: type) -> dict:
 
 
 def _worker_command(value: Any, keyword: str, owner: type) -> str:
-    import re
-
     if not isinstance(value, str) or not re.match(r"^[A-Za-z_][\w.]*$", value):
         raise ValueError(
             f"{keyword}={value!r} must be a Python module name run as `python -m <module>`, "
@@ -212,8 +211,6 @@ def _prologue(value: Any, keyword: str, owner: type) -> list[str]:
 
 
 def _slurm_mem(value: Any, keyword: str, owner: type) -> str:
-    import re
-
     text = check_word(value, keyword)
     if not re.fullmatch(r"\d+[KMGTkmgt]?", text):
         raise ValueError(
@@ -243,20 +240,19 @@ DIRECTIVES: Check = _plain(check_directive_list)
 POSITIVE_INT: Check = _plain(parse_positive_int)
 BOOL: Check = _plain(check_bool)
 SIZE: Check = _plain(parse_memory)
-_WORD, _TEXT, _STRINGS, _DIRECTIVES, _POSITIVE, _BOOL = WORD, TEXT, STRINGS, DIRECTIVES, POSITIVE_INT, BOOL
 
 #: Keywords every job accepts (``Job.__init__``), in resolution order.
 JOB_OPTIONS: tuple[Option, ...] = (
     Option("cores", "int", "Total number of CPU cores per job, shared by its worker processes. "
-           "Required (keyword or config).", check=_POSITIVE, attr="worker_cores"),
+           "Required (keyword or config).", check=POSITIVE_INT, attr="worker_cores"),
     Option("memory", "str", "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
            "(binary). Required (keyword or config); at least 32 MiB.",
            check=_memory, attr="worker_memory"),
     Option("processes", "int", "Number of Dask worker processes per job; the cores are split "
            "evenly between them. Default: about the square root of ``cores``.",
-           check=_POSITIVE, attr="worker_processes"),
+           check=POSITIVE_INT, attr="worker_processes"),
     Option("nanny", "bool", "Start the workers under a nanny process (``--nanny``).",
-           key=None, default=True, check=_BOOL),
+           key=None, default=True, check=BOOL),
     Option("protocol", "str", "Protocol of the workers' addresses, e.g. ``'tcp://'`` or "
            "``'tls://'``.", key=None, check=_protocol),
     Option("security", "distributed.Security", "TLS settings; the workers get the "
@@ -267,18 +263,18 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("death_timeout", "float or str", "Seconds a worker waits for an unreachable "
            "scheduler before it exits, e.g. ``60`` or ``'2m'``.", check=_duration),
     Option("local_directory", "str", "Scratch directory of the workers on the compute node; "
-           "``$VARIABLES`` are expanded by the job's shell.", check=_TEXT),
+           "``$VARIABLES`` are expanded by the job's shell.", check=TEXT),
     Option("worker_command", "str", "Python module run as ``python -m <module>`` in each "
            "job; other modules than the default get no ``--nworkers``/``--nanny``.",
            default="distributed.cli.dask_worker", check=_worker_command),
     Option("worker_extra_args", "list of str", "Extra arguments of the worker command, e.g. "
-           "``['--lifetime', '55m']``.", default=(), check=_STRINGS, renamed_from="extra"),
+           "``['--lifetime', '55m']``.", default=(), check=STRINGS, renamed_from="extra"),
     Option("job_extra_directives", "list of str", "Extra header directives, written after "
            "the generated ones with the scheduler's prefix (never dropped by "
-           "``job_directives_skip``).", default=(), check=_DIRECTIVES,
+           "``job_directives_skip``).", default=(), check=DIRECTIVES,
            renamed_from="job_extra"),
     Option("job_directives_skip", "list of str", "Generated header lines containing any of "
-           "these strings are left out.", default=(), check=_STRINGS,
+           "these strings are left out.", default=(), check=STRINGS,
            renamed_from="header_skip"),
     Option("job_script_prologue", "list of str", "Shell lines run before the workers start, "
            "e.g. ``['module load python']``.", default=(), check=_prologue,
@@ -286,19 +282,19 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("job_script_epilogue", "list of str", "Shell lines run after the workers stop.",
            default=(), check=_prologue),
     Option("log_directory", "str", "Directory for the jobs' output and error files. It is "
-           "created when the first job is submitted.", check=_TEXT),
+           "created when the first job is submitted.", check=TEXT),
     Option("shebang", "str", "First line of the job script; must start with ``#!``.",
            default_factory=lambda values, owner: owner.default_shebang,
            check=_plain(check_shebang)),
     Option("python", "str", "Python executable on the compute nodes. Default: the Python "
            "running this process.", default_factory=lambda values, owner: sys.executable,
-           check=_TEXT),
+           check=TEXT),
     Option("job_name", "str", "Name of the batch jobs.", key="name",
            default="dask-worker", check=_plain(check_name)),
     Option("submit_command_extra", "list of str", "Extra arguments of the submit command.",
-           default=(), check=_STRINGS),
+           default=(), check=STRINGS),
     Option("cancel_command_extra", "list of str", "Extra arguments of the cancel command.",
-           default=(), check=_STRINGS),
+           default=(), check=STRINGS),
 )
 
 #: Keywords of a job that are not options: set by the cluster for each job.
@@ -314,19 +310,19 @@ JOB_OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in JOB_OPTIONS}
 
 # Scheduler options shared by several dialects (each dialect lists the ones it accepts).
 QUEUE = Option("queue", "str", "Queue (Slurm: partition) the jobs are submitted to. One word: "
-               "whitespace, quotes and shell metacharacters are refused.", check=_WORD)
+               "whitespace, quotes and shell metacharacters are refused.", check=WORD)
 ACCOUNT = Option("account", "str", "Account charged for the jobs. One word, like ``queue``.",
-                 check=_WORD, renamed_from="project")
+                 check=WORD, renamed_from="project")
 PROJECT = Option("project", "str", "Project the jobs belong to. One word, like ``queue``.",
-                 check=_WORD)
+                 check=WORD)
 WALLTIME = Option("walltime", "str", "Time limit of each job, in a form the scheduler "
                   "accepts (``'01:30:00'``; LSF ``'01:30'``). Quote it in YAML: an unquoted "
                   "``12:00:00`` is read as the integer 43200.", check=_walltime,
                   sexagesimal=True)
 RESOURCE_SPEC = Option("resource_spec", "str", "Resource request written verbatim after "
-                       "the scheduler's ``-l`` (one line, not empty).", check=_TEXT)
+                       "the scheduler's ``-l`` (one line, not empty).", check=TEXT)
 JOB_CPU = Option("job_cpu", "int", "CPUs requested from Slurm (``--cpus-per-task``). "
-                 "Default: ``cores``.", check=_POSITIVE)
+                 "Default: ``cores``.", check=POSITIVE_INT)
 JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. "
                  "Default: ``memory`` rounded up.", check=_slurm_mem)
 
@@ -343,13 +339,13 @@ CLUSTER_OPTIONS: tuple[Option, ...] = (
            key=None, check=_cluster_security),
     Option("shared_temp_directory", "str", "Directory seen by the scheduler's host and the "
            "workers, where temporary TLS credentials are written. Default: the current "
-           "directory (with a warning).", check=_TEXT),
+           "directory (with a warning).", check=TEXT),
     Option("silence_logs", "str or bool", "Log level of the scheduler's logs shown here, or "
            "``False``.", key=None, default="error"),
     Option("name", "str", "Name of the cluster, also the prefix of the worker names.",
            key=None, check=_plain(check_name)),
     Option("asynchronous", "bool", "Use the cluster with ``await`` in a running event loop.",
-           key=None, default=False, check=_BOOL),
+           key=None, default=False, check=BOOL),
     Option("dashboard_address", "str", "Not accepted here: pass it in ``scheduler_options``.",
            key=None),
     Option("host", "str", "Not accepted here: pass it in ``scheduler_options``.", key=None),
@@ -377,10 +373,10 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
     Option("submit_timeout", "duration", "Time limit of one submit command.", default="120s",
            check=_duration),
     Option("submit_concurrency", "int", "Submit commands that may run at the same time.",
-           default=8, check=_POSITIVE),
+           default=8, check=POSITIVE_INT),
     Option("max_consecutive_failures", "int", "Jobs in a row that may die before their "
            "workers connect before the cluster stops resubmitting.", default=3,
-           check=_POSITIVE),
+           check=POSITIVE_INT),
     Option("resubmit_backoff", "duration", "Delay before replacing a dead job; doubles with "
            "each consecutive failure.", default="2s", check=_duration),
 )
