@@ -28,6 +28,7 @@ setup(
             "numpy>=1.24",
             "pandas>=2",
             "ruff>=0.5",
+            "docutils>=0.20",
         ],
     },
     entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.__main__:main"]},

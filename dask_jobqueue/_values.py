@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 
-from dask.utils import parse_bytes
+from dask.utils import parse_bytes, parse_timedelta
 
 KIB = 2**10
 MIB = 2**20
@@ -19,22 +19,45 @@ GIB = 2**30
 _BYTES_FORMS = "a number of bytes or a string such as '4GB', '4GiB', '512MB', '1.5TB'"
 
 
-def parse_memory(value: object, keyword: str = "memory") -> int:
-    """Return ``value`` as a positive number of bytes, or raise ``ValueError``."""
+#: Smallest ``memory`` per job accepted: a Dask worker process alone uses more than this.
+MIN_JOB_MEMORY = 32 * MIB
+
+
+def parse_memory(value: object, keyword: str = "memory", minimum: int = 1) -> int:
+    """Return ``value`` as a number of bytes >= ``minimum``, or raise ``ValueError``.
+
+    NaN, infinities and sizes too large to be real (``"1e400"``) are refused, not overflowed.
+    """
     if isinstance(value, bool):
         raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
     if isinstance(value, (int, float)):
-        nbytes = int(value)
+        number: float = value
     elif isinstance(value, str):
         try:
-            nbytes = int(parse_bytes(value.strip()))
-        except (ValueError, TypeError):
+            number = parse_bytes(value.strip())
+        except (ValueError, TypeError, OverflowError):
             raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}") from None
     else:
         raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{keyword}={value!r} is not a finite size: use {_BYTES_FORMS}")
+    nbytes = int(number)
     if nbytes <= 0:
         raise ValueError(f"{keyword}={value!r} must be a positive size ({_BYTES_FORMS})")
+    if nbytes < minimum:
+        raise ValueError(
+            f"{keyword}={value!r} ({nbytes} bytes) is below the minimum of "
+            f"{format_size(minimum)}: did you forget the unit, e.g. '4GB'?"
+        )
     return nbytes
+
+
+def format_size(nbytes: int) -> str:
+    """``33554432`` -> ``'32 MiB'``: a readable size for messages."""
+    for suffix, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if nbytes >= size and nbytes % size == 0:
+            return f"{nbytes // size} {suffix}"
+    return f"{nbytes} bytes"
 
 
 def parse_positive_int(value: object, keyword: str, *, allow_zero: bool = False) -> int:
@@ -43,7 +66,7 @@ def parse_positive_int(value: object, keyword: str, *, allow_zero: bool = False)
         raise ValueError(f"{keyword}={value!r} must be a whole number")
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"{keyword}={value!r} must be a whole number") from None
     if isinstance(value, float) and number != value:
         raise ValueError(f"{keyword}={value!r} must be a whole number")
@@ -158,17 +181,88 @@ def check_directive_value(value: object, keyword: str) -> str:
     return text
 
 
+def check_text(value: object, keyword: str, *, allow_empty: bool = False) -> str:
+    """A one-line string (a number is accepted and turned into text, a list is not)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{keyword}={value!r} must be a string, not {type(value).__name__}")
+    text = check_directive_value(value, keyword)
+    if not allow_empty and not text.strip():
+        raise ValueError(f"{keyword}={value!r} must not be empty (leave it unset instead)")
+    return text
+
+
+#: Characters refused in single-word directive values (queue, account, project, job_mem...):
+#: the batch system would split the value at whitespace or quotes, and none of these
+#: characters belongs in a queue or account name. Refusing them also keeps shell
+#: metacharacters out of header lines, which OAR turns into command-line arguments.
+_WORD_FORBIDDEN = re.compile(r"[\s'\"`;&|<>$\\(){}*?!#~^]")
+
+
+def check_word(value: object, keyword: str) -> str:
+    """A single word for a header directive: no whitespace, quotes or shell metacharacters."""
+    text = check_text(value, keyword)
+    bad = _WORD_FORBIDDEN.search(text)
+    if bad:
+        raise ValueError(
+            f"{keyword}={value!r} must be a single word without whitespace, quotes or shell "
+            f"metacharacters (found {bad.group()!r}); the batch system would split or "
+            "misread it"
+        )
+    return text
+
+
+def check_bool(value: object, keyword: str) -> bool:
+    """``True`` or ``False`` only: ``"no"`` is a non-empty string, hence true, in Python."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{keyword}={value!r} must be True or False")
+    return value
+
+
+def parse_duration(value: object, keyword: str) -> float:
+    """A positive duration in seconds from a number or a string such as ``'60s'``, ``'5m'``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{keyword}={value!r} is not a duration")
+    if isinstance(value, (int, float)) and not value > 0:
+        raise ValueError(f"{keyword}={value!r} must be a positive duration")
+    try:
+        seconds = parse_timedelta(value, "seconds")
+    except (KeyError, ValueError, TypeError, OverflowError):
+        raise ValueError(
+            f"{keyword}={value!r} is not a duration: use seconds or a string such as "
+            "'60s', '5m', '1h'"
+        ) from None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{keyword}={value!r} must be a positive duration")
+    return float(seconds)
+
+
+def check_shebang(value: object, keyword: str = "shebang") -> str:
+    """The first line of a job script: must start with ``#!``."""
+    text = check_text(value, keyword)
+    if not text.startswith("#!"):
+        raise ValueError(
+            f"{keyword}={value!r} must start with '#!', e.g. '#!/usr/bin/env bash'"
+        )
+    return text
+
+
 def check_directive_list(values: Iterable[object], keyword: str) -> list[str]:
     """Validate each entry of a list of directives (``job_extra_directives`` & co)."""
-    if isinstance(values, str):
-        raise ValueError(f"{keyword} must be a list of strings, not the string {values!r}")
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"{keyword} must be a list of strings, not {values!r}")
+    for v in values:
+        if not isinstance(v, str):
+            raise ValueError(f"{keyword} entries must be strings, got {v!r} in {list(values)!r}")
     return [check_directive_value(v, keyword) for v in values]
 
 
 def check_string_list(values: object, keyword: str) -> list[str]:
-    """Accept a list/tuple of strings (``None`` means empty)."""
+    """Accept a list/tuple of strings or numbers (``None`` means empty)."""
     if values is None:
         return []
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise ValueError(f"{keyword} must be a list of strings, got {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"{keyword} entries must be strings, got {v!r} in {list(values)!r}")
     return [str(v) for v in values]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import math
 import os
@@ -22,19 +21,29 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
-import dask
-import dask.config
 from dask.utils import parse_timedelta
 from distributed.core import Status
 from distributed.deploy.adaptive import Adaptive
-from distributed.deploy.spec import ProcessInterface, SpecCluster
+from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
 from ._shell import CommandError
-from ._values import check_name, parse_memory, parse_positive_int
+from ._values import parse_memory, parse_positive_int
 from .adaptive import JobAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError
+from .options import (
+    CLUSTER_OPTIONS,
+    Option,
+    accepted_keywords,
+    check_config_section,
+    config_section,
+    known_config_keys,
+    resolve_engine_settings,
+    resolve_options,
+    unknown_keyword_error,
+    with_parameters,
+)
 from .policy import FailurePolicy
 from .poller import PollInterval
 from .tls import remove_files, write_worker_tls_files
@@ -49,42 +58,35 @@ _MISSING_POLLS_BEFORE_LOST = 3
 _STDERR_TAIL_LINES = 20
 
 
-def _accepted_keywords(job_cls: type[Job]) -> set[str]:
-    names: set[str] = set()
-    for klass in job_cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass is ProcessInterface or klass is object:
-            continue
-        for param in inspect.signature(init).parameters.values():
-            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
-                names.add(param.name)
-    names.discard("self")
-    return names
 
 
 class JobQueueCluster(SpecCluster):
     """A Dask cluster whose workers run in batch jobs.
 
-    Parameters not listed here are job parameters (``cores``, ``memory``, ``processes``,
-    ``queue``, ``walltime``...), resolved as keyword, then ``jobqueue.<config_name>.<key>``
-    in the dask config, then the built-in default.
-
-    Parameters
-    ----------
-    n_workers : int
-        Workers (not jobs) to start right away.
-    job_cls : type
-        The :class:`Job` subclass; needed only when using ``JobQueueCluster`` directly.
-    security : Security or bool
-        ``True`` creates temporary TLS credentials, written privately to
-        ``shared_temp_directory`` so the workers can read them.
-    scheduler_options : dict
-        Keyword arguments for the scheduler (``dashboard_address``, ``port``, ``host``...).
-    config_name : str
-        Section of ``jobqueue.yaml`` to read, e.g. a named profile ``my-gpu``.
+    Every keyword is resolved as: the keyword, then ``jobqueue.<config_name>.<key>`` in the
+    dask config, then the built-in default. Keywords that are not the cluster's own go to the
+    job class.
     """
 
     job_cls: ClassVar[type[Job] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_doc = cls.__dict__.get("__doc__")
+        if own_doc and "Parameters\n" not in own_doc:
+            cls.__doc__ = with_parameters(own_doc, cls.documented_options())
+
+    @classmethod
+    def documented_options(cls) -> list[Option]:
+        """The cluster's keywords, then those of its job class (as in the docstring)."""
+        names = {o.name for o in CLUSTER_OPTIONS}
+        job_cls = cls.job_cls or Job
+        job_options = [
+            o
+            for o in job_cls.documented_options()
+            if o.name not in names and o.name not in ("scheduler", "name")
+        ]
+        return [*CLUSTER_OPTIONS, *job_options]
 
     def __init__(
         self,
@@ -109,11 +111,15 @@ class JobQueueCluster(SpecCluster):
         if job_cls is None:
             raise ValueError(
                 "You need to specify a Job type. Two cases:\n"
-                "- you are inheriting from JobQueueCluster (most likely): set the `job_cls` "
-                "class attribute, e.g. job_cls = SLURMJob\n"
-                "- you are using JobQueueCluster directly: pass job_cls=..., e.g. "
-                "JobQueueCluster(job_cls=SLURMJob, cores=8, memory='24GB')"
+                "- you are inheriting from JobQueueCluster (most likely): you need to add a "
+                f"'job_cls' class variable in your JobQueueCluster-derived class "
+                f"{type(self).__name__}, e.g. job_cls = SLURMJob\n"
+                "- you are using JobQueueCluster directly (less likely, only useful for "
+                "tests): please explicitly pass a Job type through the 'job_cls' parameter, "
+                "e.g. JobQueueCluster(job_cls=SLURMJob, cores=8, memory='24GB')"
             )
+        if not (isinstance(job_cls, type) and issubclass(job_cls, Job)):
+            raise ValueError(f"job_cls={job_cls!r} must be a subclass of dask_jobqueue.core.Job")
         self.job_cls = job_cls
         if dashboard_address is not None:
             raise ValueError(
@@ -125,27 +131,37 @@ class JobQueueCluster(SpecCluster):
                 "Please pass 'host' through 'scheduler_options': use\n"
                 f'cluster = {type(self).__name__}(..., scheduler_options={{"host": "{host}"}})'
             )
-        n_workers = parse_positive_int(n_workers, "n_workers", allow_zero=True)
-        config_name = config_name or job_cls.config_name
-        if config_name is None:
-            raise ValueError(
-                f"{job_cls.__name__} has no config_name: pass config_name= to the cluster"
-            )
+        config_name = config_name or job_cls.default_config_name()
         self.config_name = config_name
-        if dask.config.get(f"jobqueue.{config_name}", default=None) is None:
-            raise ValueError(
-                f"config_name={config_name!r}: there is no section 'jobqueue.{config_name}' "
-                "in the dask configuration (jobqueue.yaml)"
-            )
+        config_section(config_name)
+        check_config_section(config_name, known_config_keys(job_cls, config_name))
 
-        def conf(key: str, value: Any) -> Any:
-            if value is not None:
-                return value
-            return dask.config.get(f"jobqueue.{config_name}.{key}", default=None)
-
-        if name is not None:
-            check_name(name, "name")
-        interface = conf("interface", interface)
+        accepted = accepted_keywords(job_cls)
+        unknown = set(job_kwargs) - accepted
+        if unknown:
+            raise unknown_keyword_error(type(self).__name__, unknown, accepted)
+        given = {
+            "n_workers": n_workers,
+            "security": security,
+            "shared_temp_directory": shared_temp_directory,
+            "silence_logs": silence_logs,
+            "name": name,
+            "asynchronous": asynchronous,
+            "scheduler_options": scheduler_options,
+            "scheduler_cls": scheduler_cls,
+            "interface": interface,
+            "protocol": protocol,
+        }
+        resolved = resolve_options(
+            [o for o in CLUSTER_OPTIONS if o.name in given], config_name, given, type(self)
+        )
+        n_workers = resolved["n_workers"]
+        interface = resolved["interface"]
+        protocol = resolved["protocol"]
+        security = resolved["security"]
+        scheduler_options = resolved["scheduler_options"] or {}
+        #: Directory where temporary TLS credentials are written (keyword or config).
+        self.shared_temp_directory: str | None = resolved["shared_temp_directory"]
         if security is True:
             try:
                 security = Security.temporary()
@@ -160,7 +176,7 @@ class JobQueueCluster(SpecCluster):
         self._tls_files: list[str] = []
         if security is not None:
             worker_security = write_worker_tls_files(
-                security, conf("shared-temp-directory", shared_temp_directory), self._tls_files
+                security, self.shared_temp_directory, self._tls_files
             )
         else:
             worker_security = None
@@ -170,7 +186,6 @@ class JobQueueCluster(SpecCluster):
             "dashboard_address": ":8787",
             "security": security,
         }
-        scheduler_options = conf("scheduler-options", scheduler_options) or {}
         if interface and "host" not in scheduler_options and "interface" not in scheduler_options:
             default_scheduler_options["interface"] = interface
         scheduler = {
@@ -178,12 +193,6 @@ class JobQueueCluster(SpecCluster):
             "options": {**default_scheduler_options, **scheduler_options},
         }
 
-        unknown = set(job_kwargs) - _accepted_keywords(job_cls)
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__} got unexpected keyword(s) {sorted(unknown)}. "
-                f"Accepted job keywords: {sorted(_accepted_keywords(job_cls) - {'scheduler', 'name'})}"
-            )
         job_kwargs = dict(job_kwargs)
         job_kwargs["config_name"] = config_name
         job_kwargs["interface"] = interface
@@ -203,20 +212,14 @@ class JobQueueCluster(SpecCluster):
             worker["group"] = group
         self._group_suffixes = group or []
 
-        def seconds(key: str) -> float:
-            return parse_timedelta(conf(key, None), "seconds")
-
-        self._poll_interval = seconds("poll-interval") or 2.0
-        self._poll_interval_max = max(seconds("poll-interval-max") or 30.0, self._poll_interval)
-        self._status_timeout = seconds("status-timeout") or 30.0
-        self._submit_timeout = seconds("submit-timeout") or 120.0
-        self._resubmit_backoff = seconds("resubmit-backoff") or 2.0
-        self._max_failures = parse_positive_int(
-            conf("max-consecutive-failures", None) or 3, "max-consecutive-failures"
-        )
-        self._submit_concurrency = parse_positive_int(
-            conf("submit-concurrency", None) or 8, "submit-concurrency"
-        )
+        settings = resolve_engine_settings(config_name)
+        self._poll_interval = settings.poll_interval
+        self._poll_interval_max = settings.poll_interval_max
+        self._status_timeout = settings.status_timeout
+        self._submit_timeout = settings.submit_timeout
+        self._resubmit_backoff = settings.resubmit_backoff
+        self._max_failures = settings.max_consecutive_failures
+        self._submit_concurrency = settings.submit_concurrency
 
         self._engine = template.batch_system_cls(
             template,
@@ -224,10 +227,9 @@ class JobQueueCluster(SpecCluster):
             status_timeout=self._status_timeout,
             submit_concurrency=self._submit_concurrency,
         )
-        vanish = job_cls.vanish
-        if conf("vanish-grace", None) is not None:
-            vanish = dataclasses.replace(vanish, seconds=seconds("vanish-grace"))
-        self._tracker = JobTracker(vanish)
+        self._tracker = JobTracker(
+            dataclasses.replace(job_cls.vanish, seconds=settings.vanish_grace)
+        )
         self._policy = FailurePolicy(self._max_failures, self._resubmit_backoff)
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
@@ -497,7 +499,7 @@ class JobQueueCluster(SpecCluster):
         return self._template_job.worker_process_threads
 
     def _memory_per_worker(self) -> int:
-        return self._template_job.worker_process_memory
+        return self._template_job.worker_process_memory_bytes
 
     def adapt(
         self,
@@ -757,3 +759,8 @@ def _tail(path: Path | str, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(data.strip().splitlines()[-lines:])
+
+
+JobQueueCluster.__doc__ = with_parameters(
+    JobQueueCluster.__doc__, JobQueueCluster.documented_options()
+)

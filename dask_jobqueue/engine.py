@@ -200,8 +200,7 @@ class BatchSystem:
         return job_id
 
     def _submit_blocking(self, job: Job, script: str) -> str:
-        if job.log_directory is not None:
-            os.makedirs(os.path.expanduser(os.path.expandvars(job.log_directory)), exist_ok=True)
+        job.prepare_log_directory()
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:

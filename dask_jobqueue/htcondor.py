@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import join_command
-from ._values import check_directive_value, parse_memory
+from ._values import check_directive_value
 from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids
 from .job import Job
+from .options import JOB_OPTIONS_BY_NAME, SIZE, Option
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,38 @@ def parse_condor_step(
             status = replace(status, stuck=True)
         result[job_id] = status
     return result
+def _submit_entries(value: Any, keyword: str, owner: type) -> dict[str, str]:
+    """``job_extra_directives`` for HTCondor: submit-description ``key = value`` entries."""
+    if isinstance(value, Mapping):
+        items = dict(value)
+    elif isinstance(value, (list, tuple)):
+        items = {}
+        for line in value:
+            key, sep, val = str(line).partition("=")
+            if not isinstance(line, str) or not sep:
+                raise ValueError(
+                    f"{keyword} entry {line!r} must look like 'key = value' (or pass a dict)"
+                )
+            items[key.strip()] = val.strip()
+    else:
+        raise ValueError(f"{keyword}={value!r} must be a dict of submit-description entries")
+    checked = {}
+    for key, val in items.items():
+        key = check_directive_value(key, keyword).strip()
+        if not re.fullmatch(r"\+?[A-Za-z_][\w.]*", key):
+            raise ValueError(
+                f"{keyword} key {key!r} is not a submit-description key "
+                "(e.g. 'request_gpus', '+ProjectName' or 'MY.ProjectName')"
+            )
+        if key.lower() == "queue":
+            raise ValueError(
+                f"{keyword} must not contain 'queue': the submit description "
+                "already ends with one 'Queue' statement (one job per Dask job)"
+            )
+        if val is None or isinstance(val, (list, dict)):
+            raise ValueError(f"{keyword} entry {key!r} has no usable value: {val!r}")
+        checked[key] = check_directive_value(val, keyword)
+    return checked
 
 
 class HTCondorJob(Job):
@@ -212,53 +245,19 @@ class HTCondorJob(Job):
     cancel_gone_pattern = re.compile(r"Couldn't find|not found")
     default_shebang = "#!/usr/bin/env condor_submit"
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        disk: str | int | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        disk = self._option("disk", disk)
-        if disk is None:
-            raise ValueError(
-                "You must specify how much disk to use per job like HTCondorCluster(..., "
-                "disk='1 GB') or set jobqueue.htcondor.disk in jobqueue.yaml"
-            )
-        self.worker_disk = parse_memory(disk, "disk")
+    #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).
+    executable = "/bin/sh"
 
-    def _extra_directives(self, value: Any) -> Any:
-        if value is None:
-            return {}
-        if isinstance(value, Mapping):
-            items = dict(value)
-        else:
-            items = {}
-            for line in value:
-                key, sep, val = str(line).partition("=")
-                if not sep:
-                    raise ValueError(
-                        f"job_extra_directives entry {line!r} must look like 'key = value' "
-                        "(or pass a dict)"
-                    )
-                items[key.strip()] = val.strip()
-        checked = {}
-        for key, val in items.items():
-            key = check_directive_value(key, "job_extra_directives").strip()
-            if not re.fullmatch(r"\+?[A-Za-z_][\w.]*", key):
-                raise ValueError(
-                    f"job_extra_directives key {key!r} is not a submit-description key "
-                    "(e.g. 'request_gpus', '+ProjectName' or 'MY.ProjectName')"
-                )
-            if key.lower() == "queue":
-                raise ValueError(
-                    "job_extra_directives must not contain 'queue': the submit description "
-                    "already ends with one 'Queue' statement (one job per Dask job)"
-                )
-            checked[key] = check_directive_value(val, "job_extra_directives")
-        return checked
+    options = (
+        replace(JOB_OPTIONS_BY_NAME["job_extra_directives"], type="dict or list of str",
+                doc="Extra submit-description entries, as a dict ``{'+Extra': 'True'}`` or "
+                "a list of ``'key = value'`` strings.", check=_submit_entries),
+        Option("disk", "str", "Disk space requested per job, e.g. ``'1GB'``. Required "
+               "(keyword or config).", check=SIZE, attr="worker_disk",
+               required="You must specify how much disk to use per job like "
+               "HTCondorCluster(..., disk='1 GB') or set jobqueue.htcondor.disk in "
+               "jobqueue.yaml"),
+    )
 
     def header_items(self) -> dict[str, str]:
         """Submit-description entries, before ``job_directives_skip`` and extras."""
@@ -313,7 +312,7 @@ class HTCondorJob(Job):
             self.shebang,
             "",
             self.job_header,
-            "Executable = /bin/sh",
+            f"Executable = {self.executable}",
             f"Arguments = {escape_macros(quote_arguments(['-c', self.shell_command()]))}",
             "Queue",
         ]
@@ -330,11 +329,7 @@ class HTCondorJob(Job):
 
 
 class HTCondorCluster(JobQueueCluster):
-    """Launch Dask workers on an HTCondor pool.
-
-    Job keywords (besides the common ones): ``disk`` (required), ``job_extra_directives`` as a
-    dict of submit-description entries, ``submit_command_extra`` and ``cancel_command_extra``.
-    HTCondor has no queue or walltime keyword.
+    """Launch Dask workers on an HTCondor pool (no queue or walltime keyword).
 
     >>> cluster = HTCondorCluster(cores=4, memory="8GB", disk="4GB")  # doctest: +SKIP
     """

@@ -7,35 +7,34 @@ The cluster that drives jobs is in :mod:`dask_jobqueue.cluster`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
-import sys
+import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import dask
-import dask.config
-from dask.utils import parse_timedelta
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
-from distributed.security import Security
 
 from ._shell import join_command
-from ._values import (
-    check_directive_list,
-    check_directive_value,
-    check_name,
-    check_string_list,
-    format_memory_limit,
-    parse_memory,
-    parse_positive_int,
-    parse_walltime,
-)
+from ._values import format_memory_limit
 from .engine import BatchSystem, StatusStep
+from .options import (
+    JOB_IDENTITY,
+    JOB_OPTIONS,
+    Option,
+    accepted_keywords,
+    config_section,
+    declared_options,
+    resolve_options,
+    unknown_keyword_error,
+    with_parameters,
+)
 from .tracker import Vanish
 from .tracking import JobRecord
 
@@ -62,20 +61,14 @@ def default_processes(cores: int) -> int:
     return min(d for d in range(1, cores + 1) if cores % d == 0 and d * d >= cores)
 
 
-def _deprecation_message(old: str, new: str) -> str:
-    return (
-        f"The {old!r} parameter has been renamed to {new!r}. It is still used when {new!r} is "
-        f"not set, and ignored otherwise. Please use {new!r} instead."
-    )
-
-
 class Job(ProcessInterface):
     """One batch job running ``processes`` Dask workers.
 
-    A dialect subclasses it and sets the class attributes below (commands, directive prefix,
-    an anchored job-id pattern, :class:`~dask_jobqueue.engine.StatusStep` s, ...) and
-    implements :meth:`header_directives`; the cluster's
-    :class:`~dask_jobqueue.engine.BatchSystem` runs the commands for many jobs at once.
+    A dialect subclasses it, sets the class attributes below (commands, directive prefix,
+    an anchored job-id pattern, :class:`~dask_jobqueue.engine.StatusStep` s, ...), declares
+    its own keywords in an ``options`` tuple (see :mod:`dask_jobqueue.options`) and implements
+    :meth:`header_directives`; the cluster's :class:`~dask_jobqueue.engine.BatchSystem` runs
+    the commands for many jobs at once.
     """
 
     #: Section of ``jobqueue.yaml`` holding this scheduler's defaults.
@@ -100,75 +93,84 @@ class Job(ProcessInterface):
     vanish: ClassVar[Vanish] = Vanish()
     #: The engine that runs this dialect's commands.
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
+    #: Keywords of this class (merged with those of its base classes).
+    options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_doc = cls.__dict__.get("__doc__")
+        if own_doc and "Parameters\n" not in own_doc:
+            cls.__doc__ = with_parameters(own_doc, cls.documented_options())
+
+    @classmethod
+    def documented_options(cls) -> list[Option]:
+        """Everything the constructor accepts, as documented in the class docstring."""
+        identity = [o for o in JOB_IDENTITY if o.name not in declared_options(cls)]
+        return [*identity, *declared_options(cls).values()]
+
+    @classmethod
+    def default_config_name(cls) -> str:
+        """The ``jobqueue.yaml`` section of this class (its ``config_name`` attribute)."""
+        config_name = getattr(cls, "config_name", None)
+        if config_name is None:
+            raise ValueError(
+                "Looks like you are trying to create a class that inherits from "
+                f"dask_jobqueue.core.Job: the class {cls.__name__} is required to have a "
+                "'config_name' class variable. Set it to the name of a section of "
+                "jobqueue.yaml (and create that section), or pass config_name= to the "
+                "constructor."
+            )
+        return config_name
+
+    @classmethod
+    def accepted_keywords(cls) -> set[str]:
+        """Keywords a cluster may pass to this class (besides ``scheduler`` and ``name``)."""
+        return accepted_keywords(cls)
 
     def __init__(
         self,
         scheduler: str | None = None,
         name: str | None = None,
-        cores: int | None = None,
-        memory: str | int | None = None,
-        processes: int | None = None,
-        nanny: bool = True,
-        protocol: str | None = None,
-        security: Security | None = None,
-        interface: str | None = None,
-        death_timeout: float | None = None,
-        local_directory: str | None = None,
-        extra: list[str] | None = None,
-        worker_command: str | None = None,
-        worker_extra_args: list[str] | None = None,
-        job_extra: list[str] | None = None,
-        job_extra_directives: list[str] | None = None,
-        env_extra: list[str] | None = None,
-        job_script_prologue: list[str] | None = None,
-        job_script_epilogue: list[str] | None = None,
-        header_skip: list[str] | None = None,
-        job_directives_skip: list[str] | None = None,
-        log_directory: str | None = None,
-        shebang: str | None = None,
-        python: str | None = None,
-        job_name: str | None = None,
         config_name: str | None = None,
-        submit_command_extra: list[str] | None = None,
-        cancel_command_extra: list[str] | None = None,
+        **kwargs: Any,
     ):
         super().__init__()
-        self.config_name = config_name or type(self).config_name
-        if self.config_name is None:
-            raise ValueError(
-                f"{type(self).__name__} has no config_name: set the class attribute "
-                "`config_name` or pass config_name= so its jobqueue.yaml section can be found"
-            )
-        if dask.config.get(f"jobqueue.{self.config_name}", default=None) is None:
-            raise ValueError(
-                f"config_name={self.config_name!r}: there is no section "
-                f"'jobqueue.{self.config_name}' in the dask configuration"
-            )
+        cls = type(self)
+        self.config_name = config_name or cls.default_config_name()
+        config_section(self.config_name)
         self.scheduler = scheduler or PLACEHOLDER_SCHEDULER
         self.name = name if name is not None else "dummy-name"
         self.job_id: str | None = None
+        self._job_header_override: str | None = None
 
-        cores = self._option("cores", cores)
-        memory = self._option("memory", memory)
-        if cores is None or memory is None:
+        options = declared_options(cls)
+        allowed = set(options) | {o.renamed_from for o in options.values() if o.renamed_from}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise unknown_keyword_error(cls.__name__, unknown, allowed)
+        values = resolve_options(options.values(), self.config_name, kwargs, cls)
+        if values["cores"] is None or values["memory"] is None:
             raise ValueError(
-                f"You must specify how much cores and memory per job you want to use, for "
-                f"example: {type(self).__name__.replace('Job', 'Cluster')}(cores=8, "
-                f"memory='24GB') or set jobqueue.{self.config_name}.cores/memory in jobqueue.yaml"
+                "You must specify how much cores and memory per job you want to use, for "
+                f"example:\ncluster = {cls.__name__.replace('Job', 'Cluster')}("
+                f"cores={kwargs.get('cores') or 8}, memory={kwargs.get('memory') or '24GB'!r})\n"
+                f"(or set jobqueue.{self.config_name}.cores and .memory in jobqueue.yaml)"
             )
-        self.worker_cores = parse_positive_int(cores, "cores")
-        self.worker_memory = parse_memory(memory, "memory")
-        processes = self._option("processes", processes)
-        if processes is None:
-            processes = default_processes(self.worker_cores)
-        self.worker_processes = parse_positive_int(processes, "processes")
+        for opt in options.values():
+            setattr(self, opt.attribute, values[opt.name])
+
+        if self.worker_processes is None:
+            self.worker_processes = default_processes(self.worker_cores)
         if self.worker_processes > self.worker_cores:
             raise ValueError(
                 f"processes={self.worker_processes} is more than cores={self.worker_cores}: "
                 "each worker process needs at least one core"
             )
         self.worker_process_threads = self.worker_cores // self.worker_processes
-        self.worker_process_memory = self.worker_memory // self.worker_processes
+        #: Memory limit of each worker, in bytes.
+        self.worker_process_memory_bytes = self.worker_memory // self.worker_processes
+        #: Memory limit of each worker as passed to ``--memory-limit`` (a string, as in 0.9).
+        self.worker_process_memory = format_memory_limit(self.worker_process_memory_bytes)
         unused = self.worker_cores - self.worker_process_threads * self.worker_processes
         if unused:
             warnings.warn(
@@ -179,104 +181,21 @@ class Job(ProcessInterface):
                 stacklevel=3,
             )
 
-        self.nanny = nanny
-        self.protocol = protocol
-        self.security = security
-        self.interface = self._option("interface", interface)
-        death_timeout = self._option("death-timeout", death_timeout)
-        self.death_timeout = (
-            None if death_timeout is None else parse_timedelta(death_timeout, "seconds")
-        )
-        self.local_directory = self._option("local-directory", local_directory)
-        self.worker_command = self._option("worker-command", worker_command) or (
-            "distributed.cli.dask_worker"
-        )
-        if not re.match(r"^[A-Za-z_][\w.]*$", str(self.worker_command)):
-            raise ValueError(
-                f"worker_command={self.worker_command!r} must be a Python module name "
-                "run as `python -m <module>`, e.g. 'distributed.cli.dask_worker'"
-            )
-        self.worker_extra_args = check_string_list(
-            self._renamed("extra", extra, "worker-extra-args", worker_extra_args),
-            "worker_extra_args",
-        )
-        self.job_extra_directives = self._extra_directives(
-            self._renamed("job-extra", job_extra, "job-extra-directives", job_extra_directives)
-        )
-        self.job_script_prologue = [
-            line
-            for line in check_string_list(
-                self._renamed("env-extra", env_extra, "job-script-prologue", job_script_prologue),
-                "job_script_prologue",
-            )
-            if line.strip()
-        ]
-        self.job_script_epilogue = [
-            line
-            for line in check_string_list(
-                self._option("job-script-epilogue", job_script_epilogue), "job_script_epilogue"
-            )
-            if line.strip()
-        ]
-        self.job_directives_skip = check_string_list(
-            self._renamed("header-skip", header_skip, "job-directives-skip", job_directives_skip),
-            "job_directives_skip",
-        )
-        log_directory = self._option("log-directory", log_directory)
-        self.log_directory = (
-            None if log_directory is None else check_directive_value(log_directory, "log_directory")
-        )
+    # ------------------------------------------------------------------ log directory
+
+    def prepare_log_directory(self) -> None:
+        """Create ``log_directory`` (called just before submitting, never earlier)."""
         if self.log_directory is not None:
             os.makedirs(os.path.expanduser(os.path.expandvars(self.log_directory)), exist_ok=True)
-        self.shebang = self._option("shebang", shebang) or self.default_shebang
-        self.python = self._option("python", python) or sys.executable
-        self.job_name = check_name(self._option("name", job_name) or "dask-worker", "job_name")
-        self.submit_command_extra = check_string_list(
-            self._option("submit-command-extra", submit_command_extra), "submit_command_extra"
-        )
-        self.cancel_command_extra = check_string_list(
-            self._option("cancel-command-extra", cancel_command_extra), "cancel_command_extra"
-        )
 
-    # ------------------------------------------------------------------ configuration helpers
-
-    def _option(self, key: str, value: Any, default: Any = None) -> Any:
-        """Keyword if given, else ``jobqueue.<config_name>.<key>``, else ``default``."""
-        if value is not None:
-            return value
-        found = dask.config.get(f"jobqueue.{self.config_name}.{key}", default=None)
-        return default if found is None else found
-
-    def _renamed(self, old_key: str, old_value: Any, new_key: str, new_value: Any) -> Any:
-        """Resolve a renamed option, warning once when the old name is used."""
-        old = self._option(old_key, old_value)
-        new = self._option(new_key, new_value)
-        if old is not None:
-            warnings.warn(
-                _deprecation_message(old_key.replace("-", "_"), new_key.replace("-", "_")),
-                FutureWarning,
-                stacklevel=4,
-            )
-            if not new:
-                return old
-        return new
-
-    def _extra_directives(self, value: Any) -> Any:
-        """Validate ``job_extra_directives`` (a list of directives for most schedulers)."""
-        return check_directive_list(value or [], "job_extra_directives")
-
-    def _directive_option(self, key: str, value: Any) -> str | None:
-        """Keyword or config value that goes into a header directive, checked to be one line."""
-        value = self._option(key, value)
-        return None if value is None else check_directive_value(value, key.replace("-", "_"))
-
-    def _walltime(self, value: Any, key: str = "walltime") -> str | None:
-        walltime = self._option(key, value)
-        if walltime is None:
-            return None
-        walltime = check_directive_value(walltime, key)
-        parse_walltime(walltime, self.walltime_forms, key)
-        return walltime
+    @contextlib.contextmanager
+    def job_file(self) -> Iterator[str]:
+        """Write the job script to a private temporary file; yield its path, then delete it."""
+        with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
+            path = os.path.join(tmp, "job.sh")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(self.job_script())
+            yield path
 
     # ------------------------------------------------------------------ the job script
 
@@ -286,7 +205,12 @@ class Job(ProcessInterface):
 
     @property
     def job_header(self) -> str:
-        """Header lines: generated directives minus ``job_directives_skip``, then extras."""
+        """Header lines: generated directives minus ``job_directives_skip``, then extras.
+
+        A subclass written for dask-jobqueue 0.9 may assign its own header string instead.
+        """
+        if self._job_header_override is not None:
+            return self._job_header_override
         prefix = self.directive_prefix
         generated = [f"{prefix} {d}" for d in self.header_directives()]
         kept = [
@@ -294,6 +218,10 @@ class Job(ProcessInterface):
         ]
         extras = [f"{prefix} {d}" for d in self.job_extra_directives]
         return "\n".join(kept + extras)
+
+    @job_header.setter
+    def job_header(self, value: str) -> None:
+        self._job_header_override = value
 
     def worker_command_tokens(self) -> list[str]:
         """The worker command as a list of arguments (not yet quoted)."""
@@ -307,7 +235,7 @@ class Job(ProcessInterface):
             "--nthreads",
             str(self.worker_process_threads),
             "--memory-limit",
-            format_memory_limit(self.worker_process_memory),
+            self.worker_process_memory,
         ]
         default_command = self.worker_command == "distributed.cli.dask_worker"
         if default_command:
@@ -451,3 +379,6 @@ class Job(ProcessInterface):
         return f"<{type(self).__name__}: name={self.name} job_id={self.job_id} status={self.status.name}>"
 
 
+
+
+Job.__doc__ = with_parameters(Job.__doc__, Job.documented_options())

@@ -12,17 +12,20 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import check_directive_value
+from ._values import check_text
 from .cluster import JobQueueCluster
 from .engine import BatchSystem
 from .job import Job
+from .options import JOB_OPTIONS_BY_NAME, PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -122,6 +125,24 @@ class LocalProcesses(BatchSystem):
             with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                 os.killpg(int(job_id), signal.SIGKILL)
         self.release(ids)
+def _writable_by_others(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _private_directory(value: Any, keyword: str, owner: type) -> str:
+    text = check_text(value, keyword)
+    path = os.path.expanduser(os.path.expandvars(text))
+    if _writable_by_others(path):
+        raise ValueError(
+            f"{keyword}={value!r} can be written by other users: the local backend runs the "
+            "job scripts it writes there. Use a directory only you can write to "
+            "(chmod go-w), or a new one."
+        )
+    return text
 
 
 class LocalJob(Job):
@@ -132,29 +153,31 @@ class LocalJob(Job):
     cancel_command = None
     batch_system_cls = LocalProcesses
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        project: str | None = None,
-        resource_spec: str | None = None,
-        walltime: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        # Accepted for compatibility with batch backends; a local process has no queue.
-        for key, value in (
-            ("queue", queue),
-            ("project", project),
-            ("resource_spec", resource_spec),
-        ):
-            if value is not None:
-                check_directive_value(value, key)
-        self.walltime = self._walltime(walltime)
+    # Accepted for compatibility with batch backends (and checked); a local process has no
+    # queue, project or resources. The log directory holds the job scripts, so nobody else
+    # may write to it.
+    options = (
+        QUEUE,
+        PROJECT,
+        RESOURCE_SPEC,
+        WALLTIME,
+        replace(
+            JOB_OPTIONS_BY_NAME["log_directory"],
+            doc="Directory for the job scripts and their output; other users must not be "
+            "able to write to it. Default: a private temporary directory.",
+            check=_private_directory,
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._output_path: Path | None = None
         self._private_dir: str | None = None
+
+    def prepare_log_directory(self) -> None:
+        super().prepare_log_directory()
+        if self.log_directory is not None:
+            _private_directory(self.log_directory, "log_directory", type(self))
 
     def mark_closed(self) -> None:
         super().mark_closed()

@@ -7,15 +7,16 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError
-from ._values import parse_memory, parse_positive_int
 from .cluster import JobQueueCluster
 from .engine import StatusStep, simple_parser
 from .job import Job
+from .options import BOOL, POSITIVE_INT, PROJECT, QUEUE, SIZE, WALLTIME, Option
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,18 @@ def learn_no_json(exc: Exception, facts: dict) -> bool:
         facts["lsf_json"] = False
         return True
     return False
+def _default_ncpus(values: Mapping[str, Any], owner: type) -> int | None:
+    logger.info("ncpus specification for LSF not set, using %s", values.get("cores"))
+    return values.get("cores")
+
+
+def _default_mem(values: Mapping[str, Any], owner: type) -> int | None:
+    logger.info("mem specification for LSF not set, using %s", values.get("memory"))
+    return values.get("memory")
+
+
+def _units(value: Any, keyword: str, owner: type) -> str:
+    return _unit_letter(value) + "b"
 
 
 class LSFJob(Job):
@@ -235,40 +248,21 @@ class LSFJob(Job):
     # bkill of a job that ended meanwhile: "Job has already finished", "No matching job found"
     cancel_gone_pattern = re.compile(r"already finished|No matching job found|is not found")
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        project: str | None = None,
-        ncpus: int | None = None,
-        mem: int | None = None,
-        walltime: str | None = None,
-        lsf_units: str | None = None,
-        use_stdin: bool | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        self.project = self._directive_option("project", project)
-        if '"' in str(self.project or ""):
-            raise ValueError(f"project={self.project!r} must not contain double quotes")
-        ncpus = self._option("ncpus", ncpus)
-        if ncpus is None:
-            ncpus = self.worker_cores
-            logger.info("ncpus specification for LSF not set, using %s", ncpus)
-        self.ncpus = parse_positive_int(ncpus, "ncpus")
-        mem = self._option("mem", mem)
-        if mem is None:
-            mem = self.worker_memory
-            logger.info("mem specification for LSF not set, using %s", mem)
-        self.mem = parse_memory(mem, "mem")
-        self.walltime = self._walltime(walltime)
-        units = self._option("lsf-units", lsf_units) or lsf_detect_units()
-        self.lsf_units = _unit_letter(units) + "b"
-        use_stdin = self._option("use-stdin", use_stdin)
-        self.use_stdin = True if use_stdin is None else bool(use_stdin)
+    options = (
+        QUEUE,
+        PROJECT,
+        Option("ncpus", "int", "Slots requested per job (``-n``). Default: ``cores``.",
+               default_factory=_default_ncpus, check=POSITIVE_INT),
+        Option("mem", "int or str", "Memory limit per job (``-M``), in bytes or a size such "
+               "as ``'24GB'``. Default: ``memory``.", default_factory=_default_mem,
+               check=SIZE),
+        replace(WALLTIME, doc="Time limit of each job, ``'HH:MM'`` or minutes (``-W``)."),
+        Option("lsf_units", "str", "Unit of LSF memory limits (``LSF_UNIT_FOR_LIMITS``: KB, "
+               "MB, GB...). Default: read from ``lsf.conf``.",
+               default_factory=lambda values, owner: lsf_detect_units(), check=_units),
+        Option("use_stdin", "bool", "Submit as ``bsub < script`` (the default) instead of "
+               "``bsub script``.", default=True, check=BOOL),
+    )
 
     def header_directives(self) -> list[str]:
         lines = [f"-J {self.job_name}"]
@@ -304,10 +298,6 @@ class LSFJob(Job):
 
 class LSFCluster(JobQueueCluster):
     """Launch Dask workers on an LSF cluster.
-
-    Job keywords (besides the common ones): ``queue``, ``project``, ``ncpus`` (default:
-    cores), ``mem`` (bytes, default: memory), ``walltime`` (``HH:MM``), ``lsf_units`` (default:
-    from ``lsf.conf``) and ``use_stdin`` (submit as ``bsub < script``, the default).
 
     >>> cluster = LSFCluster(cores=8, memory="24GB", queue="normal")  # doctest: +SKIP
     """

@@ -11,6 +11,7 @@ import shlex
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ._values import MIB
 from .cluster import JobQueueCluster
 from .engine import StatusStep, simple_parser
 from .job import Job
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,8 @@ def oarstat_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
     for job_id in job_ids:
         argv += ["-j", str(job_id)]
     return argv
+def _default_resources(values: Mapping[str, Any], owner: type) -> str:
+    return f"/nodes=1/core={values.get('cores')}"
 
 
 class OARJob(Job):
@@ -156,37 +160,29 @@ class OARJob(Job):
     cancel_gone_pattern = re.compile(r"already killed|not the right user")
     walltime_forms = ("hh:mm:ss", "hh:mm", "hours")
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        project: str | None = None,
-        resource_spec: str | None = None,
-        walltime: str | None = None,
-        memory_per_core_property_name: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        self.project = self._directive_option("project", project)
-        self.resource_spec = self._directive_option("resource-spec", resource_spec) or (
-            f"/nodes=1/core={self.worker_cores}"
-        )
-        self.walltime = self._walltime(walltime)
-        self.memory_per_core_property_name = self._directive_option(
-            "memory-per-core-property-name", memory_per_core_property_name
-        )
+    options = (
+        QUEUE,
+        PROJECT,
+        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended). "
+                "Default: ``/nodes=1/core=<cores>``.", default_factory=_default_resources),
+        WALLTIME,
+        Option("memory_per_core_property_name", "str", "OAR resource property holding the "
+               "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
+               "``'not_applicable'`` turns the memory request (and its warning) off.",
+               check=WORD),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         if self.memory_per_core_property_name is None:
             warnings.warn(
-                "OAR does not reserve memory unless you name the resource property holding "
-                "the memory per core: set memory_per_core_property_name= (or "
-                "'not_applicable' to silence this warning).",
+                "OAR Job memory reserved resources will not be set according to Dask Worker "
+                "memory limit, which can cause crashes. Set memory_per_core_property_name= "
+                "to the resource property holding the memory per core, or to "
+                "'not_applicable' to silence this warning.",
                 UserWarning,
                 stacklevel=3,
             )
-
 
     def header_directives(self) -> list[str]:
         lines = [f"-n {shlex.quote(self.job_name)}"]
@@ -264,9 +260,6 @@ class OARJob(Job):
 
 class OARCluster(JobQueueCluster):
     """Launch Dask workers on an OAR cluster.
-
-    Job keywords (besides the common ones): ``queue``, ``project``, ``resource_spec`` (default
-    ``/nodes=1/core=<cores>``), ``walltime`` and ``memory_per_core_property_name``.
 
     >>> cluster = OARCluster(cores=8, memory="24GB", memory_per_core_property_name="memcore")  # doctest: +SKIP
     """

@@ -21,14 +21,16 @@ import os
 import re
 import signal
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError
-from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
+from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
 from .engine import StatusStep
 from .job import Job
+from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -316,6 +318,14 @@ def parse_qstat_text_step(
     return match_job_ids(job_ids, parse_qstat_text(stdout))
 
 
+def _default_resource_spec(values: Mapping[str, Any], owner: type) -> str | None:
+    if values.get("cores") is None or values.get("memory") is None:
+        return None
+    spec = f"select=1:ncpus={values['cores']}:mem={pbs_format_bytes_ceil(values['memory'])}"
+    logger.info("Resource specification for PBS not set, using %s", spec)
+    return spec
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -346,30 +356,15 @@ class PBSJob(Job):
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
     cancel_gone_pattern = _NOT_A_FAILURE
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        account: str | None = None,
-        project: str | None = None,
-        resource_spec: str | None = None,
-        walltime: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        account = self._renamed("project", project, "account", account) or os.environ.get(
-            "PBS_ACCOUNT"
-        )
-        self.account = None if account is None else check_directive_value(account, "account")
-        resource_spec = self._option("resource-spec", resource_spec)
-        if resource_spec is None:
-            resource_spec = f"select=1:ncpus={self.worker_cores}:mem={pbs_format_bytes_ceil(self.worker_memory)}"
-            logger.info("Resource specification for PBS not set, using %s", resource_spec)
-        self.resource_spec = check_directive_value(resource_spec, "resource_spec")
-        self.walltime = self._walltime(walltime)
+    options = (
+        QUEUE,
+        replace(ACCOUNT, doc=ACCOUNT.doc + " Default: ``$PBS_ACCOUNT``.",
+                default_factory=lambda values, owner: os.environ.get("PBS_ACCOUNT")),
+        replace(RESOURCE_SPEC, doc=RESOURCE_SPEC.doc + " Default: "
+                "``select=1:ncpus=<cores>:mem=<memory>``; Torque sites use e.g. "
+                "``nodes=1:ppn=8,mem=24gb``.", default_factory=_default_resource_spec),
+        WALLTIME,
+    )
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]
@@ -397,10 +392,6 @@ class PBSJob(Job):
 
 class PBSCluster(JobQueueCluster):
     """Launch Dask workers on a PBS (PBS Pro, OpenPBS, Torque) cluster.
-
-    Job keywords (besides the common ones): ``queue``, ``account``, ``resource_spec``
-    (default ``select=1:ncpus=<cores>:mem=<memory>``; Torque sites use e.g.
-    ``nodes=1:ppn=8,mem=24gb``) and ``walltime``.
 
     >>> cluster = PBSCluster(cores=24, memory="100GB", queue="regular")  # doctest: +SKIP
     """

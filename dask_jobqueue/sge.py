@@ -28,6 +28,7 @@ from typing import Any
 from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids
 from .job import Job
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
 
 __all__ = [
@@ -258,22 +259,16 @@ class SGEJob(Job):
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        project: str | None = None,
-        resource_spec: str | None = None,
-        walltime: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        self.project = self._directive_option("project", project)
-        self.resource_spec = self._directive_option("resource-spec", resource_spec)
-        self.walltime = self._walltime(walltime)
+    options = (
+        QUEUE,
+        PROJECT,
+        replace(RESOURCE_SPEC, doc=RESOURCE_SPEC.doc + " Grid Engine gets no memory request "
+                "unless you give one here, e.g. ``'h_vmem=4G,mem_req=4G'``."),
+        WALLTIME,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
         self._submit_cwd = Path.cwd()
 
 
@@ -302,11 +297,7 @@ class SGEJob(Job):
 
 
 class SGECluster(JobQueueCluster):
-    """Launch Dask workers on a Grid Engine cluster.
-
-    Job keywords (besides the common ones): ``queue``, ``project``, ``resource_spec`` (SGE gets
-    no memory request unless you give one here, e.g. ``"h_vmem=4G,mem_req=4G"``) and
-    ``walltime`` (``h_rt``).
+    """Launch Dask workers on a Grid Engine cluster (SGE, UGE, OGE).
 
     >>> cluster = SGECluster(cores=8, memory="32GB", resource_spec="h_vmem=4G")  # doctest: +SKIP
     """

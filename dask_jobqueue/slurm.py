@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from ._values import GIB, KIB, MIB, ceil_to_unit, check_directive_value
+from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids, simple_parser
 from .job import Job
+from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
 from .tracker import Vanish
 from .tracking import JobState, JobStatus
 
@@ -170,29 +170,7 @@ class SLURMJob(Job):
     vanish = Vanish(state=JobState.FINISHED, reason="purged from Slurm's queue; final state unknown")
     walltime_forms = ("minutes", "mm:ss", "hh:mm:ss", "d-hh", "d-hh:mm", "d-hh:mm:ss")
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        queue: str | None = None,
-        account: str | None = None,
-        project: str | None = None,
-        walltime: str | None = None,
-        job_cpu: int | None = None,
-        job_mem: str | None = None,
-        config_name: str | None = None,
-        **base_kwargs: Any,
-    ):
-        super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_kwargs)
-        self.queue = self._directive_option("queue", queue)
-        self.account = self._renamed("project", project, "account", account)
-        if self.account is not None:
-            check_directive_value(self.account, "account")
-        self.walltime = self._walltime(walltime)
-        job_cpu = self._option("job-cpu", job_cpu)
-        self.job_cpu = None if job_cpu is None else int(job_cpu)
-        self.job_mem = self._directive_option("job-mem", job_mem)
-
+    options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
 
     def header_directives(self) -> list[str]:
         lines = [f"-J {self.job_name}"]
@@ -220,8 +198,7 @@ class SLURMJob(Job):
 class SLURMCluster(JobQueueCluster):
     """Launch Dask workers on a Slurm cluster.
 
-    Job keywords (besides the common ones): ``queue`` (partition), ``account``, ``walltime``,
-    ``job_cpu`` and ``job_mem`` (override the CPUs/memory requested from Slurm).
+    Each job is one ``sbatch`` script (``#SBATCH -n 1 -N 1``) running ``processes`` workers.
 
     Examples
     --------

@@ -89,7 +89,7 @@ def test_single_core_has_no_span_and_ncpus_mem_override(no_lsf_conf):
 def test_directives_skip_and_project_quotes():
     job = LSFJob("tcp://a:1", cores=2, memory="2GB", lsf_units="mb", job_directives_skip=["-R", "nope"])
     assert "span" not in job.job_header and "#BSUB -n 2" in job.job_header
-    with pytest.raises(ValueError, match="double quotes"):
+    with pytest.raises(ValueError, match="whitespace, quotes"):
         LSFJob("tcp://a:1", cores=1, memory="1GB", project='a"b')
 
 

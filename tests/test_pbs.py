@@ -84,7 +84,7 @@ def test_account_from_environment(monkeypatch):
 
 
 def test_project_is_the_old_name_of_account():
-    with pytest.warns(FutureWarning, match="'project' parameter has been renamed"):
+    with pytest.warns(FutureWarning, match="project has been renamed to account"):
         job = _job(project="old")
     assert "#PBS -A old" in job.job_header
 

@@ -79,7 +79,7 @@ def test_log_directory(tmp_path):
     assert f"#$ -e {logs}/" in header and f"#$ -o {logs}/" in header
     assert "#$ -j y" in header
     assert job.output_files("7") == [logs / "dask-worker.o7", logs / "dask-worker.e7"]
-    assert logs.is_dir()
+    assert not logs.exists()  # created when a job is submitted, not before
 
 
 def test_directives_skip():

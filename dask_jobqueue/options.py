@@ -1,0 +1,613 @@
+"""Every keyword of the jobs and clusters, declared once as data, and resolved in one place.
+
+An :class:`Option` names a keyword, its ``jobqueue.yaml`` key, how it is checked, its default
+and its one description. Job classes list theirs in a class-level ``options`` tuple (merged
+along the class hierarchy, a subclass may replace an inherited declaration of the same name);
+:func:`resolve_options` turns keyword arguments into checked values (keyword, then
+``jobqueue.<config_name>.<key>``, then default); the ``Parameters`` sections of the class
+docstrings are generated from the same declarations by :func:`parameters_section`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+import textwrap
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+import yaml
+from distributed.security import Security
+
+from ._values import (
+    MIN_JOB_MEMORY,
+    check_bool,
+    check_directive_list,
+    check_name,
+    check_shebang,
+    check_string_list,
+    check_text,
+    check_word,
+    parse_duration,
+    parse_memory,
+    parse_positive_int,
+    parse_walltime,
+)
+
+__all__ = [
+    "Option",
+    "EngineSettings",
+    "UnknownKeywordError",
+    "JOB_OPTIONS",
+    "JOB_IDENTITY",
+    "CLUSTER_OPTIONS",
+    "ENGINE_OPTIONS",
+    "accepted_keywords",
+    "check_config_section",
+    "config_section",
+    "declared_options",
+    "parameters_section",
+    "resolve_engine_settings",
+    "resolve_options",
+    "with_parameters",
+]
+
+Check = Callable[[Any, str, type], Any]
+Factory = Callable[[Mapping[str, Any], type], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword of a job or cluster.
+
+    Parameters
+    ----------
+    name : str
+        The keyword.
+    type : str
+        One-line type shown in the docs, e.g. ``"int"`` or ``"list of str"``.
+    doc : str
+        The one description of the keyword (reStructuredText, used in every docstring).
+    key : str or None
+        Key in ``jobqueue.<config_name>``; ``""`` (the default) derives it from ``name``
+        (underscores become dashes); ``None``: the keyword cannot be set in the config.
+    default : object
+        Value when neither the keyword nor the config sets one.
+    default_factory : callable, optional
+        ``(values_so_far, owner) -> default``, for defaults computed from other options.
+    check : callable, optional
+        ``(value, keyword, owner) -> value``: validates and normalises a non-``None`` value,
+        raising ``ValueError`` that names the keyword.
+    renamed_from : str, optional
+        Deprecated former keyword: still honoured (with a ``FutureWarning``) when this one is
+        empty.
+    attr : str, optional
+        Attribute of the job holding the value (default: ``name``).
+    required : str, optional
+        Error message when the option ends up ``None``.
+    sexagesimal : bool
+        An integer from the config is refused: YAML reads an unquoted ``12:00:00`` as the
+        base-60 integer 43200.
+    """
+
+    name: str
+    type: str
+    doc: str
+    key: str | None = ""
+    default: Any = None
+    default_factory: Factory | None = None
+    check: Check | None = None
+    renamed_from: str | None = None
+    attr: str | None = None
+    required: str | None = None
+    sexagesimal: bool = False
+
+    @property
+    def config_key(self) -> str | None:
+        if self.key is None:
+            return None
+        return self.key or self.name.replace("_", "-")
+
+    @property
+    def alias_key(self) -> str | None:
+        return None if self.renamed_from is None else self.renamed_from.replace("_", "-")
+
+    @property
+    def attribute(self) -> str:
+        return self.attr or self.name
+
+
+class UnknownKeywordError(ValueError, TypeError):
+    """A keyword no declaration accepts (a ``TypeError`` too, like Python's own)."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Cluster-wide settings of the poller and the submitter, all checked positive."""
+
+    poll_interval: float = 2.0
+    poll_interval_max: float = 30.0
+    status_timeout: float = 30.0
+    submit_timeout: float = 120.0
+    submit_concurrency: int = 8
+    max_consecutive_failures: int = 3
+    resubmit_backoff: float = 2.0
+    vanish_grace: float = 30.0
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _plain(fn: Callable[[Any, str], Any]) -> Check:
+    return lambda value, keyword, owner: fn(value, keyword)
+
+
+def _memory(value: Any, keyword: str, owner: type) -> int:
+    return parse_memory(value, keyword, MIN_JOB_MEMORY)
+
+
+def _walltime(value: Any, keyword: str, owner: type) -> str:
+    text = check_text(value, keyword)
+    forms = getattr(owner, "walltime_forms", ("hh:mm:ss", "seconds"))
+    if parse_walltime(text, forms, keyword) == 0:
+        raise ValueError(f"{keyword}={value!r} is zero: a job needs some time to run")
+    return text
+
+
+def _duration(value: Any, keyword: str, owner: type) -> float:
+    return parse_duration(value, keyword)
+
+
+def _interface(value: Any, keyword: str, owner: type) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{keyword}={value!r} must be the name of a network interface, e.g. 'ib0' or 'eth0'"
+        )
+    return value
+
+
+def _protocol(value: Any, keyword: str, owner: type) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(f"{keyword}={value!r} must be a protocol such as 'tcp://' or 'tls://'")
+    return value
+
+
+def _job_security(value: Any, keyword: str, owner: type) -> Security:
+    if not isinstance(value, Security):
+        raise ValueError(f"{keyword}={value!r} must be a distributed.Security object")
+    return value
+
+
+def _cluster_security(value: Any, keyword: str, owner: type) -> Security | bool:
+    if not isinstance(value, (Security, bool)):
+        raise ValueError(
+            f"{keyword}={value!r} must be a distributed.Security object, or True for "
+            "temporary credentials"
+        )
+    return value
+
+
+def _mapping(value: Any, keyword: str, owner: type) -> dict:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{keyword}={value!r} must be a dict, e.g. {{'dashboard_address': ':8787'}}")
+    return dict(value)
+
+
+def _worker_command(value: Any, keyword: str, owner: type) -> str:
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][\w.]*$", value):
+        raise ValueError(
+            f"{keyword}={value!r} must be a Python module name run as `python -m <module>`, "
+            "e.g. 'distributed.cli.dask_worker'"
+        )
+    return value
+
+
+def _prologue(value: Any, keyword: str, owner: type) -> list[str]:
+    return [line for line in check_string_list(value, keyword) if line.strip()]
+
+
+def _slurm_mem(value: Any, keyword: str, owner: type) -> str:
+    text = check_word(value, keyword)
+    if not re.fullmatch(r"\d+[KMGTkmgt]?", text):
+        raise ValueError(
+            f"{keyword}={value!r} is not a Slurm memory size: use a whole number with an "
+            "optional unit K, M, G or T, e.g. '24G' (no unit means megabytes)"
+        )
+    return text
+
+
+def _type(value: Any, keyword: str, owner: type) -> type:
+    if not isinstance(value, type):
+        raise ValueError(f"{keyword}={value!r} must be a class")
+    return value
+
+
+def _int_at_least_zero(value: Any, keyword: str, owner: type) -> int:
+    return parse_positive_int(value, keyword, allow_zero=True)
+
+
+# ---------------------------------------------------------------------------- declarations
+
+# Checks for declarations, ``(value, keyword, owner) -> value``; dialects use them too.
+WORD: Check = _plain(check_word)
+TEXT: Check = _plain(check_text)
+STRINGS: Check = _plain(check_string_list)
+DIRECTIVES: Check = _plain(check_directive_list)
+POSITIVE_INT: Check = _plain(parse_positive_int)
+BOOL: Check = _plain(check_bool)
+SIZE: Check = _plain(parse_memory)
+
+#: Keywords every job accepts (``Job.__init__``), in resolution order.
+JOB_OPTIONS: tuple[Option, ...] = (
+    Option("cores", "int", "Total number of CPU cores per job, shared by its worker processes. "
+           "Required (keyword or config).", check=POSITIVE_INT, attr="worker_cores"),
+    Option("memory", "str", "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
+           "(binary). Required (keyword or config); at least 32 MiB.",
+           check=_memory, attr="worker_memory"),
+    Option("processes", "int", "Number of Dask worker processes per job; the cores are split "
+           "evenly between them. Default: about the square root of ``cores``.",
+           check=POSITIVE_INT, attr="worker_processes"),
+    Option("nanny", "bool", "Start the workers under a nanny process (``--nanny``).",
+           key=None, default=True, check=BOOL),
+    Option("protocol", "str", "Protocol of the workers' addresses, e.g. ``'tcp://'`` or "
+           "``'tls://'``.", key=None, check=_protocol),
+    Option("security", "distributed.Security", "TLS settings; the workers get the "
+           "``--tls-*`` options.", key=None, check=_job_security),
+    Option("interface", "str", "Network interface the workers (and, unless "
+           "``scheduler_options`` says otherwise, the scheduler) listen on, e.g. ``'ib0'``.",
+           check=_interface),
+    Option("death_timeout", "float or str", "Seconds a worker waits for an unreachable "
+           "scheduler before it exits, e.g. ``60`` or ``'2m'``.", check=_duration),
+    Option("local_directory", "str", "Scratch directory of the workers on the compute node; "
+           "``$VARIABLES`` are expanded by the job's shell.", check=TEXT),
+    Option("worker_command", "str", "Python module run as ``python -m <module>`` in each "
+           "job; other modules than the default get no ``--nworkers``/``--nanny``.",
+           default="distributed.cli.dask_worker", check=_worker_command),
+    Option("worker_extra_args", "list of str", "Extra arguments of the worker command, e.g. "
+           "``['--lifetime', '55m']``.", default=(), check=STRINGS, renamed_from="extra"),
+    Option("job_extra_directives", "list of str", "Extra header directives, written after "
+           "the generated ones with the scheduler's prefix (never dropped by "
+           "``job_directives_skip``).", default=(), check=DIRECTIVES,
+           renamed_from="job_extra"),
+    Option("job_directives_skip", "list of str", "Generated header lines containing any of "
+           "these strings are left out.", default=(), check=STRINGS,
+           renamed_from="header_skip"),
+    Option("job_script_prologue", "list of str", "Shell lines run before the workers start, "
+           "e.g. ``['module load python']``.", default=(), check=_prologue,
+           renamed_from="env_extra"),
+    Option("job_script_epilogue", "list of str", "Shell lines run after the workers stop.",
+           default=(), check=_prologue),
+    Option("log_directory", "str", "Directory for the jobs' output and error files. It is "
+           "created when the first job is submitted.", check=TEXT),
+    Option("shebang", "str", "First line of the job script; must start with ``#!``.",
+           default_factory=lambda values, owner: owner.default_shebang,
+           check=_plain(check_shebang)),
+    Option("python", "str", "Python executable on the compute nodes. Default: the Python "
+           "running this process.", default_factory=lambda values, owner: sys.executable,
+           check=TEXT),
+    Option("job_name", "str", "Name of the batch jobs.", key="name",
+           default="dask-worker", check=_plain(check_name)),
+    Option("submit_command_extra", "list of str", "Extra arguments of the submit command.",
+           default=(), check=STRINGS),
+    Option("cancel_command_extra", "list of str", "Extra arguments of the cancel command.",
+           default=(), check=STRINGS),
+)
+
+#: Keywords of a job that are not options: set by the cluster for each job.
+JOB_IDENTITY: tuple[Option, ...] = (
+    Option("scheduler", "str", "Address of the Dask scheduler the workers connect to.", key=None),
+    Option("name", "str", "Name of the job's worker (``--name``); with several processes "
+           "the workers are named ``<name>-<i>``.", key=None),
+    Option("config_name", "str", "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``). "
+           "Default: the class's ``config_name``.", key=None),
+)
+
+JOB_OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in JOB_OPTIONS}
+
+# Scheduler options shared by several dialects (each dialect lists the ones it accepts).
+QUEUE = Option("queue", "str", "Queue (Slurm: partition) the jobs are submitted to. One word: "
+               "whitespace, quotes and shell metacharacters are refused.", check=WORD)
+ACCOUNT = Option("account", "str", "Account charged for the jobs. One word, like ``queue``.",
+                 check=WORD, renamed_from="project")
+PROJECT = Option("project", "str", "Project the jobs belong to. One word, like ``queue``.",
+                 check=WORD)
+WALLTIME = Option("walltime", "str", "Time limit of each job, in a form the scheduler "
+                  "accepts (``'01:30:00'``; LSF ``'01:30'``). Quote it in YAML: an unquoted "
+                  "``12:00:00`` is read as the integer 43200.", check=_walltime,
+                  sexagesimal=True)
+RESOURCE_SPEC = Option("resource_spec", "str", "Resource request written verbatim after "
+                       "the scheduler's ``-l`` (one line, not empty).", check=TEXT)
+JOB_CPU = Option("job_cpu", "int", "CPUs requested from Slurm (``--cpus-per-task``). "
+                 "Default: ``cores``.", check=POSITIVE_INT)
+JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. "
+                 "Default: ``memory`` rounded up.", check=_slurm_mem)
+
+#: Keywords of ``JobQueueCluster.__init__`` (job keywords come on top of these).
+CLUSTER_OPTIONS: tuple[Option, ...] = (
+    Option("n_workers", "int", "Workers (not jobs) to start right away.", key=None, default=0,
+           check=_int_at_least_zero),
+    Option("job_cls", "type", "The :class:`~dask_jobqueue.job.Job` subclass to run; needed only "
+           "when using ``JobQueueCluster`` directly.", key=None, check=_type),
+    Option("loop", "tornado.ioloop.IOLoop", "Event loop to run on (see "
+           ":class:`distributed.deploy.spec.SpecCluster`).", key=None),
+    Option("security", "distributed.Security or bool", "TLS settings of scheduler and "
+           "workers; ``True`` creates temporary credentials (needs ``cryptography``).",
+           key=None, check=_cluster_security),
+    Option("shared_temp_directory", "str", "Directory seen by the scheduler's host and the "
+           "workers, where temporary TLS credentials are written. Default: the current "
+           "directory (with a warning).", check=TEXT),
+    Option("silence_logs", "str or bool", "Log level of the scheduler's logs shown here, or "
+           "``False``.", key=None, default="error"),
+    Option("name", "str", "Name of the cluster, also the prefix of the worker names.",
+           key=None, check=_plain(check_name)),
+    Option("asynchronous", "bool", "Use the cluster with ``await`` in a running event loop.",
+           key=None, default=False, check=BOOL),
+    Option("dashboard_address", "str", "Not accepted here: pass it in ``scheduler_options``.",
+           key=None),
+    Option("host", "str", "Not accepted here: pass it in ``scheduler_options``.", key=None),
+    Option("scheduler_options", "dict", "Keyword arguments of the scheduler, e.g. "
+           "``{'dashboard_address': ':8787', 'host': ...}``.", default=None, check=_mapping),
+    Option("scheduler_cls", "type", "Scheduler class. Default: ``distributed.Scheduler``.",
+           key=None, check=_type),
+    Option("interface", "str", "Network interface of the workers and, unless "
+           "``scheduler_options`` has ``host`` or ``interface``, of the scheduler.",
+           check=_interface),
+    Option("protocol", "str", "Protocol, e.g. ``'tcp://'``; ``'tls://'`` when ``security`` "
+           "is given.", key=None, check=_protocol),
+    Option("config_name", "str", "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``); "
+           "lets you keep named profiles. Default: the job class's section.", key=None),
+)
+
+#: Config-only keys of the cluster's poller and submitter (``jobqueue.<name>.<key>``).
+ENGINE_OPTIONS: tuple[Option, ...] = (
+    Option("poll_interval", "duration", "Fastest interval between two status queries.",
+           default="2s", check=_duration),
+    Option("poll_interval_max", "duration", "Slowest interval, reached while no job changes "
+           "state.", default="30s", check=_duration),
+    Option("status_timeout", "duration", "Time limit of one status or cancel command.",
+           default="30s", check=_duration),
+    Option("submit_timeout", "duration", "Time limit of one submit command.", default="120s",
+           check=_duration),
+    Option("submit_concurrency", "int", "Submit commands that may run at the same time.",
+           default=8, check=POSITIVE_INT),
+    Option("max_consecutive_failures", "int", "Jobs in a row that may die before their "
+           "workers connect before the cluster stops resubmitting.", default=3,
+           check=POSITIVE_INT),
+    Option("resubmit_backoff", "duration", "Delay before replacing a dead job; doubles with "
+           "each consecutive failure.", default="2s", check=_duration),
+    Option("vanish_grace", "duration", "How long a job may be missing from every status "
+           "command (a restarted controller, late accounting) before it counts as ended; "
+           "connected workers always keep it alive.", default="30s", check=_duration),
+)
+
+
+# ---------------------------------------------------------------------------- resolution
+
+
+def config_section(config_name: str) -> Mapping[str, Any]:
+    """The ``jobqueue.<config_name>`` section, or ``ValueError`` if there is none."""
+    section = dask.config.get(f"jobqueue.{config_name}", default=None)
+    if not isinstance(section, Mapping):
+        raise ValueError(
+            f"config_name={config_name!r}: there is no section 'jobqueue.{config_name}' in the "
+            "dask configuration (jobqueue.yaml)"
+        )
+    return section
+
+
+def _renamed_warning(old: str, new: str) -> str:
+    # 0.9's sentence first (warning filters match on it), then what happens to the value.
+    return (
+        f"{old} has been renamed to {new}. {old!r} is still used when {new!r} is not set "
+        f"(also check your config files), and ignored otherwise; it will be removed in a "
+        f"future release."
+    )
+
+
+def resolve_options(
+    options: Iterable[Option],
+    config_name: str,
+    kwargs: Mapping[str, Any],
+    owner: type,
+) -> dict[str, Any]:
+    """Checked value of every option: keyword, else ``jobqueue.<config_name>.<key>``, else
+    the default.
+
+    A deprecated alias (``renamed_from``) set as keyword or in the config warns once and is
+    used when the new option is empty. Integer walltimes from the config are refused (YAML
+    sexagesimal). Returns ``{name: value}`` in declaration order.
+    """
+    values: dict[str, Any] = {}
+    for opt in options:
+        value = kwargs.get(opt.name)
+        from_config = False
+        if value is None and opt.config_key is not None:
+            value = dask.config.get(f"jobqueue.{config_name}.{opt.config_key}", default=None)
+            from_config = value is not None
+        if opt.renamed_from is not None:
+            old = kwargs.get(opt.renamed_from)
+            if old is None and opt.alias_key is not None and opt.key is not None:
+                old = dask.config.get(f"jobqueue.{config_name}.{opt.alias_key}", default=None)
+            if old is not None:
+                warnings.warn(
+                    _renamed_warning(opt.renamed_from, opt.name), FutureWarning, stacklevel=4
+                )
+                if not value:
+                    value, from_config = old, False
+        if from_config and opt.sexagesimal and isinstance(value, int) and not isinstance(value, bool):
+            h, rest = divmod(value, 3600)
+            raise ValueError(
+                f"jobqueue.{config_name}.{opt.config_key} is the integer {value}, not a "
+                f"{opt.name}: YAML reads an unquoted {h}:{rest // 60:02d}:{rest % 60:02d} as a "
+                f"base-60 number. Quote it in the YAML file: {opt.config_key}: "
+                f"'{h:02d}:{rest // 60:02d}:{rest % 60:02d}'"
+            )
+        if value is None:
+            if opt.default_factory is not None:
+                value = opt.default_factory(values, owner)
+            else:
+                value = list(opt.default) if isinstance(opt.default, tuple) else opt.default
+        if value is None and opt.required:
+            raise ValueError(opt.required)
+        if value is not None and opt.check is not None:
+            value = opt.check(value, opt.name, owner)
+        values[opt.name] = value
+    return values
+
+
+def declared_options(cls: type) -> dict[str, Option]:
+    """The options of ``cls``: the ``options`` tuples along its MRO, base classes first; a
+    subclass's declaration replaces an inherited one of the same name in place."""
+    merged: dict[str, Option] = {}
+    for klass in reversed(cls.__mro__):
+        for opt in klass.__dict__.get("options", ()):
+            merged[opt.name] = opt
+    return merged
+
+
+def _foreign_init_parameters(cls: type) -> set[str]:
+    """Explicit keyword parameters of ``__init__`` methods written outside this package
+    (a user's ``Job`` subclass with its own keywords that calls ``super().__init__``)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        module = getattr(klass, "__module__", "") or ""
+        if init is None or module.split(".")[0] in ("dask_jobqueue", "distributed", "builtins"):
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for param in params:
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                names.add(param.name)
+    names.discard("self")
+    return names
+
+
+def accepted_keywords(job_cls: type) -> set[str]:
+    """Keywords a cluster may pass on to ``job_cls`` (beside ``scheduler``/``name``)."""
+    options = declared_options(job_cls)
+    names = set(options) | {o.renamed_from for o in options.values() if o.renamed_from}
+    names |= _foreign_init_parameters(job_cls)
+    names.add("config_name")
+    return names - {"scheduler", "name"}
+
+
+def unknown_keyword_error(owner: str, unknown: Iterable[str], accepted: Iterable[str]) -> UnknownKeywordError:
+    """0.9's ``unexpected keyword argument`` wording, then the keywords that are accepted."""
+    unknown = sorted(unknown)
+    listed = ", ".join(repr(k) for k in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    return UnknownKeywordError(
+        f"{owner} got an unexpected keyword argument{plural} {listed}. "
+        f"Accepted keywords: {', '.join(sorted(accepted))}"
+    )
+
+
+def _packaged_keys(config_name: str) -> set[str]:
+    from .config import DEFAULTS_FILE
+
+    with open(DEFAULTS_FILE, encoding="utf-8") as f:
+        section = (yaml.safe_load(f).get("jobqueue") or {}).get(config_name) or {}
+    return {str(k) for k in section}
+
+
+def known_config_keys(job_cls: type, config_name: str | None = None) -> set[str]:
+    """Every key a ``jobqueue.<config_name>`` section used with ``job_cls`` may hold: the
+    keys of its options, of the cluster and the engine, and those of the packaged section
+    of that name (a custom job class may read the ``slurm`` section without using all of it).
+    """
+    keys: set[str] = set() if config_name is None else _packaged_keys(config_name)
+    for opt in (*declared_options(job_cls).values(), *CLUSTER_OPTIONS, *ENGINE_OPTIONS):
+        if opt.config_key is not None:
+            keys.add(opt.config_key)
+            if opt.alias_key is not None:
+                keys.add(opt.alias_key)
+    keys |= {k.replace("_", "-") for k in _foreign_init_parameters(job_cls)}
+    return keys
+
+
+def check_config_section(config_name: str, known: Iterable[str]) -> list[str]:
+    """Warn (``UserWarning``) about each key of ``jobqueue.<config_name>`` that no option reads,
+    naming the closest known key. Returns the unknown keys."""
+    known = sorted(set(known))
+    unknown = []
+    for key in config_section(config_name):
+        normal = str(key).replace("_", "-")
+        if normal in known:
+            continue
+        unknown.append(str(key))
+        close = difflib.get_close_matches(normal, known, n=1, cutoff=0.4)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        warnings.warn(
+            f"jobqueue.{config_name}.{key} is not a known setting and is ignored.{hint}",
+            UserWarning,
+            stacklevel=4,
+        )
+    return unknown
+
+
+def resolve_engine_settings(
+    config_name: str, overrides: Mapping[str, Any] | None = None
+) -> EngineSettings:
+    """Poller and submitter settings from ``jobqueue.<config_name>`` (and ``overrides``,
+    keyed by option name or config key), each checked to be positive.
+
+    ``poll-interval-max`` below ``poll-interval`` is raised to it.
+    """
+    given = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
+    unknown = set(given) - {o.name for o in ENGINE_OPTIONS}
+    if unknown:
+        raise unknown_keyword_error("resolve_engine_settings", unknown, [o.name for o in ENGINE_OPTIONS])
+    try:
+        values = resolve_options(ENGINE_OPTIONS, config_name, given, EngineSettings)
+    except ValueError as exc:
+        # name the config key too: these are only ever set in jobqueue.yaml
+        raise ValueError(f"jobqueue.{config_name}: {exc}") from None
+    values["poll_interval_max"] = max(values["poll_interval_max"], values["poll_interval"])
+    return EngineSettings(**values)
+
+
+# ---------------------------------------------------------------------------- documentation
+
+
+def parameters_section(options: Iterable[Option]) -> str:
+    """A numpydoc ``Parameters`` section documenting ``options`` (and their old names)."""
+    lines = ["Parameters", "----------"]
+    for opt in options:
+        lines.append(f"{opt.name} : {opt.type}")
+        doc = opt.doc
+        if opt.config_key is not None:
+            doc += f" Config key: ``{opt.config_key}``."
+        lines += textwrap.wrap(
+            doc, width=88, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+        )
+        if opt.renamed_from is not None:
+            lines.append(f"{opt.renamed_from} : {opt.type}")
+            lines.append(f"    Deprecated former name of ``{opt.name}``.")
+    return "\n".join(lines)
+
+
+_SECTION_TITLES = ("Examples", "Notes", "See Also", "References", "Attributes", "Methods")
+
+
+def with_parameters(doc: str | None, options: Sequence[Option]) -> str:
+    """``doc`` (cleaned) with a generated ``Parameters`` section inserted before its first
+    later section (``Examples``, ``Notes``...), or appended."""
+    text = inspect.cleandoc(doc or "")
+    lines = text.splitlines()
+    cut = len(lines)
+    for i in range(len(lines) - 1):
+        if lines[i].strip() in _SECTION_TITLES and set(lines[i + 1].strip()) == {"-"}:
+            cut = i
+            break
+    head = "\n".join(lines[:cut]).rstrip()
+    tail = "\n".join(lines[cut:]).strip()
+    parts = [head, parameters_section(options)] + ([tail] if tail else [])
+    return "\n\n".join(p for p in parts if p) + "\n"
