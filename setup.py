@@ -30,7 +30,7 @@ setup(
             "ruff>=0.5",
         ],
     },
-    entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.__main__:main"]},
+    entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: System :: Distributed Computing",
