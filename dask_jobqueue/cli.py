@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -336,7 +336,12 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
 
     config_name = kwargs.get("config_name") or cluster_class(scheduler).job_cls.config_name
     # One death is enough to explain: do not resubmit a job that cannot start.
-    with dask.config.set({f"jobqueue.{config_name}.max-consecutive-failures": 1}):
+    # Poll often so the queue wait is measured to about half a second.
+    settings = {
+        f"jobqueue.{config_name}.max-consecutive-failures": 1,
+        f"jobqueue.{config_name}.poll-interval": "0.5s",
+    }
+    with dask.config.set(settings):
         cluster = make_cluster(scheduler, kwargs)
     # The outcome is reported below in one paragraph; the cluster's own log lines would
     # repeat it.
@@ -379,6 +384,13 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
                     f"FAILED: no job id after {timeout:g}s: the submit command did not return.",
                     file=sys.stderr,
                 )
+            elif record.state.value == "held":
+                print(
+                    f"FAILED: job {record.job_id} is still held after {timeout:g}s; the batch "
+                    f"system's reason: {record.reason or 'none given'}. The job was cancelled. "
+                    "Remove the hold from your directives, or ask your admins why jobs are held.",
+                    file=sys.stderr,
+                )
             elif record.state.is_waiting:
                 print(
                     f"FAILED: job {record.job_id} is still {record.state.value} after "
@@ -411,8 +423,16 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
         )
         return 0
     finally:
-        cluster.close()
-        library_logger.setLevel(level)
+        # Cancelling a job cuts its worker's connection, which the scheduler logs as an error
+        # with a traceback: expected here, so not shown.
+        distributed_logger = logging.getLogger("distributed")
+        distributed_level = distributed_logger.level
+        distributed_logger.setLevel(logging.CRITICAL)
+        try:
+            cluster.close()
+        finally:
+            distributed_logger.setLevel(distributed_level)
+            library_logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------- parser
