@@ -53,7 +53,10 @@ def _run(coroutine_function: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion from synchronous code, also under a running loop."""
     try:
         asyncio.get_running_loop()
+        loop_running = True
     except RuntimeError:
+        loop_running = False
+    if not loop_running:
         return asyncio.run(coroutine_function())  # type: ignore[arg-type]
     result: list[Any] = []
     error: list[BaseException] = []
@@ -214,6 +217,8 @@ class BaseRunner:
             self.status = Status.closing
             async with rpc(self.scheduler_address) as scheduler:
                 try:
+                    # Workers closed one by one first, so none sees its scheduler vanish.
+                    await scheduler.retire_workers(close_workers=True, stimulus_id="runner-exit")
                     await scheduler.terminate()
                 except OSError:
                     pass  # the scheduler is already gone
