@@ -29,6 +29,10 @@ setup(
             "pandas>=2",
             "ruff>=0.5",
         ],
+        # Builds the manual: sphinx-build -W -b html docs <outdir> (alabaster comes with Sphinx).
+        "docs": [
+            "sphinx>=7",
+        ],
     },
     entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.cli:main"]},
     classifiers=[

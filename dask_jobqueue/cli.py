@@ -52,6 +52,10 @@ class UsageError(Exception):
     """Bad input from the command line: printed as one line, exit status 2."""
 
 
+class StartError(Exception):
+    """The local scheduler could not start (e.g. an unknown interface): exit status 1."""
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -112,6 +116,9 @@ def make_cluster(scheduler: str, kwargs: Mapping[str, Any]) -> Any:
         return cls(**kwargs)
     except (ValueError, TypeError) as error:
         raise UsageError(_one_line(error)) from None
+    except (RuntimeError, OSError) as error:
+        # e.g. "Cluster failed to start: 'ib0' is not a valid network interface"
+        raise StartError(_one_line(error)) from None
 
 
 # ---------------------------------------------------------------------- demo
@@ -550,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(args.scheduler, job_kwargs(args), args.timeout)
     except UsageError as error:
         parser.exit(2, f"{PROG} {args.command}: error: {error}\n")
+    except StartError as error:
+        parser.exit(1, f"{PROG} {args.command}: error: {error}\n")
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command!r}")
