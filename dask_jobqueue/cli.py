@@ -342,6 +342,9 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
     from .job import JobFailedError
 
     config_name = kwargs.get("config_name") or cluster_class(scheduler).job_cls.config_name
+    if dask.config.get(f"jobqueue.{config_name}", default=None) is None:
+        # Checked here: setting the keys below would otherwise create the section.
+        raise UsageError(f"there is no section 'jobqueue.{config_name}' in the configuration")
     # One death is enough to explain: do not resubmit a job that cannot start.
     # Poll often so the queue wait is measured to about half a second.
     settings = {

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -33,6 +35,8 @@ from distributed.core import Status, rpc
 from distributed.utils import import_term
 
 __all__ = ["Role", "BaseRunner", "WorldTooSmallException", "SLURMRunner"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -341,12 +345,24 @@ class SLURMRunner(BaseRunner):
         return None
 
     async def get_scheduler_address(self) -> str:
+        started = time.monotonic()
+        next_warning = started + 60
         while True:
             try:
                 with open(self.scheduler_file, encoding="utf-8") as f:
                     return json.load(f)["address"]
             except (OSError, ValueError, KeyError):
-                await asyncio.sleep(0.2)  # not written yet, or half written
+                pass  # not written yet, or half written
+            if time.monotonic() > next_warning:
+                next_warning += 60
+                logger.warning(
+                    "Rank %d still waiting for the scheduler file %s after %.0fs: is rank 0 "
+                    "running, and is this path on a filesystem every task shares?",
+                    self.proc_id,
+                    os.path.abspath(self.scheduler_file),
+                    time.monotonic() - started,
+                )
+            await asyncio.sleep(0.2)
 
     async def get_worker_name(self) -> int:
         return self.proc_id

@@ -60,6 +60,7 @@ def test_each_subcommand_has_help(name):
         (["check", "slurm", "--timeout", "soon"], "--timeout: 'soon' is not a duration"),
         (["check", "slurm", "--timeout", "0"], "--timeout: '0' must be a positive duration"),
         (["config", "nosuch"], "no section 'jobqueue.nosuch'"),
+        (["check", "slurm", "--config-name", "nosuch"], "no section 'jobqueue.nosuch'"),
         (["bogus"], "invalid choice: 'bogus'"),
     ],
 )
@@ -71,6 +72,16 @@ def test_bad_input_is_one_line_exit_2(args, expected):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("dask-jobqueue"), last
     assert expected in last
+
+
+def test_scheduler_that_cannot_start_is_one_line_exit_1():
+    result = run_cli(
+        "job-script", "slurm", "--cores", "1", "--memory", "1GB", "--interface", "nosuch9"
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("dask-jobqueue job-script: error: ")
+    assert "'nosuch9' is not a valid network interface" in result.stderr
 
 
 def test_job_script_combines_flags_and_config(tmp_path):

@@ -39,6 +39,34 @@ SCRIPT = textwrap.dedent(
     print(f"AFTER-BLOCK rank {runner.proc_id}", flush=True)
     """
 )
+ASYNC_SCRIPT = textwrap.dedent(
+    """\
+    import asyncio
+    import sys
+
+    from distributed import Client
+
+    from dask_jobqueue.runner import SLURMRunner
+
+
+    def square(x):
+        return x * x
+
+
+    async def main():
+        async with SLURMRunner(scheduler_file=sys.argv[1], asynchronous=True) as runner:
+            async with Client(runner, asynchronous=True) as client:
+                await client.wait_for_workers(runner.n_workers, timeout=60)
+                total = await client.submit(sum, client.map(square, range(100)))
+                info = client.scheduler_info()["workers"].values()
+                names = sorted(str(w["name"]) for w in info)
+                print(f"RESULT {total} workers={','.join(names)}", flush=True)
+        print(f"AFTER-BLOCK rank {runner.proc_id}", flush=True)
+
+
+    asyncio.run(main())
+    """
+)
 EXPECTED_TOTAL = sum(i * i for i in range(100))
 
 
@@ -130,9 +158,10 @@ def _check_outputs(outputs: list[str], n_workers: int) -> None:
     assert after == ["AFTER-BLOCK rank 1"]  # the block's code ran on the client rank only
 
 
-def test_four_fake_ranks_compute_and_all_exit(tmp_path):
+@pytest.mark.parametrize("source", [SCRIPT, ASYNC_SCRIPT], ids=["with", "async-with"])
+def test_four_fake_ranks_compute_and_all_exit(tmp_path, source):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
+    script.write_text(source)
     job_id = uuid.uuid4().hex[:8]
     scheduler_file = tmp_path / "scheduler-{job_id}.json"
     procs = [
