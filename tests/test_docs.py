@@ -256,9 +256,7 @@ def _sources(package: str) -> str:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
                 literals.append(
-                    "".join(
-                        v.value if isinstance(v, ast.Constant) else "\0" for v in node.values
-                    )
+                    "".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)
                 )
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 literals.append(node.value)
@@ -309,3 +307,13 @@ def test_cli_page_lists_every_option():
             for option in action.option_strings:
                 if option.startswith("--") and option != "--help":
                     assert option in text, (name, option)
+
+
+def test_how_it_works_poll_intervals():
+    text = " ".join(page("how-it-works.rst").split())
+    defaults = yaml.safe_load((ROOT / "dask_jobqueue" / "jobqueue.yaml").read_text())["jobqueue"]
+    for key in ("poll-interval", "poll-interval-max"):
+        stated = re.search(rf"``{key}`` \((\d+) s\)", text)
+        assert stated, key
+        for section in defaults.values():
+            assert section[key] == f"{stated.group(1)}s", key
