@@ -365,12 +365,21 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
         try:
             cluster.wait_for_workers(1, timeout=timeout)
         except CommandError as error:
-            message = (error.stderr or error.stdout or str(error)).strip()
+            if error.returncode is None:  # the command never ran, or never finished
+                print(
+                    f"FAILED: could not submit: `{' '.join(error.argv)}` {error.reason}. Run "
+                    "this on a machine where the batch system's commands work (a login node, "
+                    "after any `module load` your site needs).",
+                    file=sys.stderr,
+                )
+                return 1
+            said = " ".join((error.stderr or error.stdout or "").split())
+            what = error.reason or f"exited with code {error.returncode}"
             print(
-                f"FAILED: the batch system rejected the job. `{' '.join(error.argv)}` "
-                + (error.reason or f"exited with code {error.returncode}")
-                + f": {' '.join(message.split())}. Check queue/partition, account, walltime "
-                "and resource requests (see `dask-jobqueue job-script` for the script sent).",
+                f"FAILED: the batch system rejected the job. `{' '.join(error.argv)}` {what}"
+                + (f": {said}" if said else "")
+                + ". Check queue/partition, account, walltime and resource requests (see "
+                "`dask-jobqueue job-script` for the script sent).",
                 file=sys.stderr,
             )
             return 1

@@ -267,3 +267,14 @@ def test_check_on_slurm_reports_the_pending_reason(tmp_path):
 def test_console_script_entry_point_is_the_cli():
     setup_py = Path(__file__).parents[1] / "setup.py"
     assert '"dask-jobqueue=dask_jobqueue.cli:main"' in setup_py.read_text()
+
+
+def test_check_without_the_batch_commands(tmp_path):
+    """On a machine without bsub: the check says so instead of blaming the job's settings."""
+    result = run_cli(
+        "check", "lsf", "--cores", "1", "--memory", "1GB",
+        env={"PATH": str(tmp_path)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "FAILED: could not submit: `bsub` could not be run: program not found." in result.stderr
+    assert "Traceback" not in result.stderr
