@@ -317,3 +317,20 @@ def test_how_it_works_poll_intervals():
         assert stated, key
         for section in defaults.values():
             assert section[key] == f"{stated.group(1)}s", key
+
+
+def test_sites_page_mem_per_gpu_advice():
+    text = " ".join(page("sites.rst").split())
+    assert 'can drop the generated line with ``job-directives-skip: ["--mem"]``' in text
+    cluster = SLURMCluster(
+        cores=1,
+        memory="1GB",
+        job_directives_skip=["--mem"],
+        job_extra_directives=["--mem-per-gpu=10G"],
+    )
+    try:
+        header = cluster.job_header.splitlines()
+    finally:
+        cluster.close()
+    assert not any(line.startswith("#SBATCH --mem=") for line in header)
+    assert "#SBATCH --mem-per-gpu=10G" in header
