@@ -30,8 +30,12 @@ setup(
             "ruff>=0.5",
             "docutils>=0.20",
         ],
+        # Builds the manual: sphinx-build -W -b html docs <outdir> (alabaster comes with Sphinx).
+        "docs": [
+            "sphinx>=7",
+        ],
     },
-    entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.__main__:main"]},
+    entry_points={"console_scripts": ["dask-jobqueue=dask_jobqueue.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: System :: Distributed Computing",

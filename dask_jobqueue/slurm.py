@@ -207,3 +207,7 @@ class SLURMCluster(JobQueueCluster):
     """
 
     job_cls = SLURMJob
+
+
+# dask-jobqueue 0.9 users import the runner from this module.
+from .runner import SLURMRunner, WorldTooSmallException  # noqa: E402,F401
