@@ -19,8 +19,9 @@ GIB = 2**30
 _BYTES_FORMS = "a number of bytes or a string such as '4GB', '4GiB', '512MB', '1.5TB'"
 
 
-def parse_memory(value: object, keyword: str = "memory") -> int:
-    """Return ``value`` as a positive number of bytes, or raise ``ValueError``."""
+def parse_memory(value: object, keyword: str = "memory", *, allow_zero: bool = False) -> int:
+    """Return ``value`` as a positive number of bytes (or zero, with ``allow_zero``), or raise
+    ``ValueError``."""
     if isinstance(value, bool):
         raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
     if isinstance(value, (int, float)):
@@ -32,7 +33,7 @@ def parse_memory(value: object, keyword: str = "memory") -> int:
             raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}") from None
     else:
         raise ValueError(f"{keyword}={value!r} is not a size: use {_BYTES_FORMS}")
-    if nbytes <= 0:
+    if nbytes < 0 or (nbytes == 0 and not allow_zero):
         raise ValueError(f"{keyword}={value!r} must be a positive size ({_BYTES_FORMS})")
     return nbytes
 

@@ -495,12 +495,14 @@ class JobQueueCluster(SpecCluster):
         for job in jobs:
             # Forget first, so the poller does not mistake the cancellation for a death.
             self._forget_job(job, JobState.CANCELLED, "cancelled by the cluster")
+        # Out of self.workers before the cancel command runs (as 0.9 does): once their workers
+        # have left the scheduler, cluster.workers no longer lists jobs being cancelled.
+        for name in names:
+            self.workers.pop(name, None)
         if ids:
             await jobs[0].cancel_jobs(ids, self._status_timeout)
         for job in jobs:
             job.mark_closed()
-        for name in names:
-            self.workers.pop(name, None)
 
     def _forget_job(self, job: Job, state: JobState, reason: str) -> None:
         if job.job_id is None:
@@ -569,7 +571,10 @@ class JobQueueCluster(SpecCluster):
                 target, math.ceil(parse_positive_int(n, "n", allow_zero=True) / self.processes)
             )
         if memory is not None:
-            target = max(target, math.ceil(parse_memory(memory, "memory") / self._job_memory))
+            target = max(
+                target,
+                math.ceil(parse_memory(memory, "memory", allow_zero=True) / self._job_memory),
+            )
         if cores is not None:
             target = max(
                 target,

@@ -40,6 +40,7 @@ __all__ = [
     "parse_qstat_text",
     "pbs_job_status",
     "match_job_ids",
+    "qstat_error_is_harmless",
 ]
 
 
@@ -76,7 +77,25 @@ _WALLTIME_EXIT = {"pro": -29, "torque": -11}  # JOB_EXEC_KILL_WALLTIME on each f
 _CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # what qdel (-W force) sends
 
 
+# OpenPBS ends the comment of a job removed by ``qdel`` with "and terminated" (queued) or
+# "and terminated by user@host" (running); the Exit_status of the latter may well be 0.
+_DELETED_COMMENT = re.compile(r"\band terminated(?: by \S+)?\s*$")
+
+
 def _final_status(
+    native: str, exit_status: int | None, comment: str | None, flavour: str
+) -> JobStatus:
+    status = _final_status_from_exit(native, exit_status, comment, flavour)
+    if (
+        status.state in (JobState.FINISHED, JobState.FAILED)
+        and comment is not None
+        and _DELETED_COMMENT.search(comment)
+    ):
+        return JobStatus(JobState.CANCELLED, comment, status.exit_code, native)
+    return status
+
+
+def _final_status_from_exit(
     native: str, exit_status: int | None, comment: str | None, flavour: str
 ) -> JobStatus:
     if exit_status is None:
@@ -246,10 +265,31 @@ def _same_server(a: str, b: str) -> bool:
     return long[: len(short)] == short
 
 
+# What qstat prints on stderr for an id it does not list (or no longer lists without -x):
+# "Unknown Job Id X" (rc 153), "X Job has finished, use -x or -H ..." (rc 35), Torque's
+# "Unknown Job Id Error X" and "Invalid state for job - COMPLETE X".
 _NOT_A_FAILURE = re.compile(
     r"Unknown Job Id|Job has finished|use -x or -H|Invalid state for job", re.IGNORECASE
 )
 _REJECTS_OPTION = re.compile(r"invalid option|illegal option|unknown option|usage:", re.IGNORECASE)
+
+
+def qstat_error_is_harmless(returncode: int | None, stderr: str) -> bool:
+    """Whether a failed ``qstat`` only complained about ids it does not (or no longer) list.
+
+    qstat still prints every other job it was asked about, so such an exit status is not a
+    failure of the query. A command that did not exit (``returncode`` None: killed on timeout)
+    or printed any other complaint (``cannot connect to server``...) is a failure.
+
+    >>> qstat_error_is_harmless(153, "qstat: Unknown Job Id 7.pbs01\\n")
+    True
+    >>> qstat_error_is_harmless(1, "qstat: cannot connect to server pbs01 (errno=111)\\n")
+    False
+    """
+    if returncode is None or returncode == 0:
+        return False
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(_NOT_A_FAILURE.search(line) for line in lines)
 
 
 async def run_qstat(argv: Sequence[str], timeout: float | None) -> str:
@@ -258,8 +298,7 @@ async def run_qstat(argv: Sequence[str], timeout: float | None) -> str:
     try:
         return (await run_command(argv, timeout=timeout)).stdout
     except CommandError as exc:
-        lines = [line for line in exc.stderr.splitlines() if line.strip()]
-        if exc.returncode is not None and lines and all(_NOT_A_FAILURE.search(x) for x in lines):
+        if qstat_error_is_harmless(exc.returncode, exc.stderr):
             return exc.stdout
         raise
 
@@ -272,7 +311,8 @@ class PBSJob(Job):
     cancel_command = "qdel"
     directive_prefix = "#PBS"
     # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
-    job_id_regexp = r"(?P<job_id>\d+(?:\.[\w-]+)*)"
+    # Job arrays print ``12[].server``.
+    job_id_regexp = r"(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)"
     walltime_forms = ("hh:mm:ss", "mm:ss", "seconds")
 
     def __init__(
@@ -364,7 +404,8 @@ class PBSJob(Job):
         return match_job_ids(job_ids, parse_qstat_text(stdout))
 
     def output_files(self, job_id: str) -> list[Path]:
-        sequence = job_id.split(".", 1)[0]
+        # an array sub-job 12[3].server writes NAME.e12.3
+        sequence = re.sub(r"\[(\d*)\]", r".\1", job_id.split(".", 1)[0]).rstrip(".")
         directory = (
             Path(self.log_directory).expanduser() if self.log_directory is not None else Path.cwd()
         )
