@@ -202,7 +202,8 @@ def _load_lenient_json(text: str) -> dict[str, Any]:
 
 def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
     """Parse ``qstat -f`` text (Torque, or PBS Pro without ``-F``): ``Job Id: 12.server``
-    blocks of ``    attribute = value`` lines, long values continued on tab-indented lines.
+    blocks of ``    attribute = value`` lines; qstat wraps long values by inserting a newline
+    and a tab, which are removed again.
 
     Torque is recognised by its lower-case ``exit_status`` (or state ``C``).
     """
@@ -216,12 +217,17 @@ def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
         elif attrs is None or not line.strip():
             continue
         elif line.startswith("\t") or " = " not in line:
+            # qstat wraps long values by inserting "\n\t": drop exactly that, keep the rest
             if last is not None:
-                attrs[last] += line.strip()
+                attrs[last] += line[1:] if line.startswith("\t") else line.strip()
         else:
-            key, value = line.strip().split(" = ", 1)
-            attrs[key.strip()] = value.strip()
+            key, value = line.lstrip(" ").split(" = ", 1)
             last = key.strip()
+            attrs[last] = value
+    blocks = {
+        job_id: {key: value.strip() for key, value in attrs.items()}
+        for job_id, attrs in blocks.items()
+    }
     statuses = {}
     for job_id, attrs in blocks.items():
         torque = "exit_status" in attrs or attrs.get("job_state", "")[:1] == "C"
@@ -406,11 +412,14 @@ class PBSJob(Job):
     def output_files(self, job_id: str) -> list[Path]:
         # an array sub-job 12[3].server writes NAME.e12.3
         sequence = re.sub(r"\[(\d*)\]", r".\1", job_id.split(".", 1)[0]).rstrip(".")
-        directory = (
-            Path(self.log_directory).expanduser() if self.log_directory is not None else Path.cwd()
-        )
+        if self.log_directory is None:  # no -e/-o: NAME.e<seq> in the submission directory
+            return [Path.cwd() / f"{self.job_name}.e{sequence}", Path.cwd() / f"{self.job_name}.o{sequence}"]
+        directory = Path(self.log_directory).expanduser()
+        # "-e dir/": OpenPBS / PBS Pro write dir/<job id>.ER, Torque dir/NAME.e<seq>
         return [
+            directory / f"{job_id}.ER",
             directory / f"{self.job_name}.e{sequence}",
+            directory / f"{job_id}.OU",
             directory / f"{self.job_name}.o{sequence}",
         ]
 
