@@ -475,7 +475,10 @@ class JobQueueCluster(SpecCluster):
 
     async def _stop_jobs(self, names: list[str]) -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
-        jobs = [self.workers[name] for name in names if name in self.workers]
+        # Out of self.workers first, before retiring their workers and cancelling (0.9 drops a
+        # job from cluster.workers before cancelling it): once the workers have left the
+        # scheduler, cluster.workers no longer lists these jobs.
+        jobs = [self.workers.pop(name) for name in names if name in self.workers]
         if self.scheduler.status == Status.running:
             worker_names = set()
             for name in names:
@@ -495,10 +498,6 @@ class JobQueueCluster(SpecCluster):
         for job in jobs:
             # Forget first, so the poller does not mistake the cancellation for a death.
             self._forget_job(job, JobState.CANCELLED, "cancelled by the cluster")
-        # Out of self.workers before the cancel command runs (as 0.9 does): once their workers
-        # have left the scheduler, cluster.workers no longer lists jobs being cancelled.
-        for name in names:
-            self.workers.pop(name, None)
         if ids:
             await jobs[0].cancel_jobs(ids, self._status_timeout)
         for job in jobs:

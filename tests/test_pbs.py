@@ -141,6 +141,19 @@ def test_output_files_match_pbs_naming(tmp_path):
     assert _job().output_files("7.pbs01")[0] == Path.cwd() / "dask-worker.e7"
 
 
+def test_scale_to_zero_by_memory_or_cores_is_not_an_error():
+    from dask_jobqueue._values import parse_memory
+
+    with PBSCluster(cores=2, memory="4GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+        for how in ({"memory": "0GB"}, {"memory": 0}, {"cores": 0}):
+            cluster.scale(**how)
+            assert not cluster.worker_spec
+        with pytest.raises(ValueError, match="memory"):
+            cluster.scale(memory="-1GB")
+    with pytest.raises(ValueError, match="memory='0GB' must be a positive size"):
+        parse_memory("0GB", "memory")  # everywhere else zero stays refused
+
+
 # ---------------------------------------------------------------------------- parsers
 
 REAL = DATA / "openpbs-23.06.06"  # recorded from a real OpenPBS 23.06.06, see data/pbs/README.md
@@ -205,6 +218,10 @@ def test_parse_qstat_json_recorded_final_states():
     killed = _one("qstat_x_f_json_deleted_running")
     assert killed.state == JobState.CANCELLED
     assert killed.reason.endswith("and terminated by root@vm-pbs")
+    killed = _one("qstat_x_f_json_qdel_running_sleep")
+    assert (killed.state, killed.exit_code) == (JobState.CANCELLED, 0)
+    walltime = _one("qstat_x_f_json_walltime_killed")
+    assert (walltime.state, walltime.exit_code) == (JobState.TIMED_OUT, -29)
 
 
 def test_parse_qstat_json_numeric_job_name():
@@ -356,6 +373,10 @@ def test_recorded_submit_errors():
     assert _rc("qsub_bad_walltime") == 166
     assert "Illegal attribute or resource value Resource_List.walltime" in _err("qsub_bad_walltime")
     assert (_rc("qdel_finished"), _err("qdel_finished").strip()) == (35, "qdel: Job has finished 14.vm-pbs")
+    assert (_rc("qdel_finished_again"), _err("qdel_finished_again").strip()) == (
+        35,
+        "qdel: Job has finished 55.vm-pbs",
+    )
     assert (
         "Unknown queue MSG=requested queue not found"
         in (DATA / "torque_qsub_bad_queue.stderr.txt").read_text()
