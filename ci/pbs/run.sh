@@ -277,7 +277,7 @@ cmd_stop() {
 }
 
 cmd_status() {
-    local f p ready=0
+    local f p v ready=0
     if v=$(installed_version); then echo "installed: OpenPBS $v in $PBS_EXEC"; else echo "installed: no"; ready=1; fi
     for f in $(pidfiles) $PBS_HOME/datastore/postmaster.pid; do
         p=$(pid_of "$f")
@@ -300,6 +300,6 @@ case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
-    status) cmd_status ;;
+    status) cmd_status || exit 1 ;;
     *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
 esac
