@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -566,6 +567,46 @@ class TestRealPBS(SchedulerSuite):
             # 0.9 drops a job from cluster.workers before cancelling it
             assert not cluster.workers
             assert not cluster.worker_spec
+        self.assert_gone_from_queue(ids)
+
+    def test_scale_up_then_at_once_to_zero_leaves_nothing(self):
+        with self.cluster() as cluster:
+            cluster.scale(2)
+            cluster.scale(0)
+            assert wait_until(lambda: not cluster.worker_spec and not cluster.workers, 30)
+            time.sleep(2)  # nothing is submitted late
+            ids = {r.job_id for r in cluster.jobs}
+            assert not ids & self.backend.queue_ids()
+
+    def test_grouped_workers_scale_by_whole_jobs(self):
+        with self.cluster(cores=2, processes=2, memory="2GB") as cluster, Client(cluster) as client:
+            cluster.scale(4)  # 4 workers = 2 jobs of 2 processes
+            client.wait_for_workers(4, timeout=self.backend.timeout)
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids) == 2 and ids <= self.backend.queue_ids()
+            cluster.scale(1)  # rounded up to one whole job
+            assert wait_until(lambda: len(ids & self.backend.queue_ids()) == 1, 60)
+            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 30)
+        self.assert_gone_from_queue(ids)
+
+    def test_scale_by_cores_and_memory(self):
+        with self.cluster(cores=2, processes=1, memory="2GB") as cluster, Client(cluster) as client:
+            cluster.scale(cores=3)  # 2 jobs of 2 cores
+            client.wait_for_workers(2, timeout=self.backend.timeout)
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids) == 2 and ids <= self.backend.queue_ids()
+            cluster.scale(memory="2GB")  # 1 job
+            assert wait_until(lambda: len(ids & self.backend.queue_ids()) == 1, 60)
+        self.assert_gone_from_queue(ids)
+
+    def test_adapt_keeps_its_minimum(self):
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.adapt(minimum_jobs=1, maximum_jobs=2, interval="500ms", wait_count=2)
+            client.wait_for_workers(1, timeout=self.backend.timeout)
+            time.sleep(4)  # idle for several adapt intervals: the minimum stays
+            assert len(cluster.workers) == 1
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids & self.backend.queue_ids()) == 1
         self.assert_gone_from_queue(ids)
 
     @pytest.mark.parametrize("how", [{"memory": "0GB"}, {"cores": 0}])
