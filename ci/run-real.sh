@@ -3,8 +3,10 @@
 #
 #   ci/run-real.sh NAME [USER]
 #
-# NAME is slurm, sge or oar (ci/NAME/run.sh does the install/start/stop). With USER, the tests
-# run as that user from a copy of the checkout it can read (OAR refuses jobs from root).
+# NAME is slurm, sge, oar or pbs (ci/NAME/run.sh does the install/start/stop). With USER, the
+# tests run as that user from a copy of the checkout it can read (OAR refuses jobs from root).
+# For pbs, /opt/pbs/bin comes first on PATH here only: Grid Engine's /usr/bin/qsub, qstat and
+# qdel would shadow PBS's.
 # Used by .ci/run and by the Docker images in ci/docker, so both test the same path.
 # PYTHON selects the interpreter (default: python3 on PATH).
 set -uo pipefail
@@ -13,6 +15,9 @@ user=${2:-}
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3)}
 PY=$("$PY" -c 'import sys; print(sys.executable)')
+if [ "$name" = pbs ]; then
+    export PATH="/opt/pbs/bin:$PATH"
+fi
 
 if ! OAR_PYTHON=$PY bash "ci/$name/run.sh" start; then
     echo "ci/run-real.sh: $name did not start" >&2

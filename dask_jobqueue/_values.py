@@ -23,8 +23,11 @@ _BYTES_FORMS = "a number of bytes or a string such as '4GB', '4GiB', '512MB', '1
 MIN_JOB_MEMORY = 32 * MIB
 
 
-def parse_memory(value: object, keyword: str = "memory", minimum: int = 1) -> int:
-    """Return ``value`` as a number of bytes >= ``minimum``, or raise ``ValueError``.
+def parse_memory(
+    value: object, keyword: str = "memory", minimum: int = 1, *, allow_zero: bool = False
+) -> int:
+    """Return ``value`` as a number of bytes >= ``minimum`` (or zero, with ``allow_zero``), or
+    raise ``ValueError``.
 
     NaN, infinities and sizes too large to be real (``"1e400"``) are refused, not overflowed.
     """
@@ -42,6 +45,8 @@ def parse_memory(value: object, keyword: str = "memory", minimum: int = 1) -> in
     if isinstance(number, float) and not math.isfinite(number):
         raise ValueError(f"{keyword}={value!r} is not a finite size: use {_BYTES_FORMS}")
     nbytes = int(number)
+    if nbytes == 0 and allow_zero:
+        return 0
     if nbytes <= 0:
         raise ValueError(f"{keyword}={value!r} must be a positive size ({_BYTES_FORMS})")
     if nbytes < minimum:

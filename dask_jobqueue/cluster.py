@@ -394,8 +394,9 @@ class JobQueueCluster(SpecCluster):
 
     async def _stop_jobs(self, names: list[str]) -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
-        # Dropped from ``workers`` first (as dask-jobqueue does), so the cluster never shows a
-        # job it is cancelling; forgotten first, so the poller does not take it for a death.
+        # Dropped from ``workers`` first (0.9 drops a job from cluster.workers before cancelling
+        # it): once the workers have left the scheduler, cluster.workers no longer lists these
+        # jobs. Forgotten first too, so the poller does not take the cancellation for a death.
         jobs = [self.workers.pop(name) for name in names if name in self.workers]
         now = time.time()
         ids = []
@@ -476,7 +477,10 @@ class JobQueueCluster(SpecCluster):
                 target, math.ceil(parse_positive_int(n, "n", allow_zero=True) / self.processes)
             )
         if memory is not None:
-            target = max(target, math.ceil(parse_memory(memory, "memory") / self._job_memory))
+            target = max(
+                target,
+                math.ceil(parse_memory(memory, "memory", allow_zero=True) / self._job_memory),
+            )
         if cores is not None:
             target = max(
                 target,

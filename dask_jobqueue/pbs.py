@@ -44,6 +44,7 @@ __all__ = [
     "pbs_job_status",
     "match_job_ids",
     "qstat_failure_is_usable",
+    "qstat_error_is_harmless",
 ]
 
 
@@ -80,7 +81,25 @@ _WALLTIME_EXIT = {"pro": -29, "torque": -11}  # JOB_EXEC_KILL_WALLTIME on each f
 _CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # what qdel (-W force) sends
 
 
+# OpenPBS ends the comment of a job removed by ``qdel`` with "and terminated" (queued) or
+# "and terminated by user@host" (running); the Exit_status of the latter may well be 0.
+_DELETED_COMMENT = re.compile(r"\band terminated(?: by \S+)?\s*$")
+
+
 def _final_status(
+    native: str, exit_status: int | None, comment: str | None, flavour: str
+) -> JobStatus:
+    status = _final_status_from_exit(native, exit_status, comment, flavour)
+    if (
+        status.state in (JobState.FINISHED, JobState.FAILED)
+        and comment is not None
+        and _DELETED_COMMENT.search(comment)
+    ):
+        return JobStatus(JobState.CANCELLED, comment, status.exit_code, native)
+    return status
+
+
+def _final_status_from_exit(
     native: str, exit_status: int | None, comment: str | None, flavour: str
 ) -> JobStatus:
     if exit_status is None:
@@ -187,7 +206,8 @@ def _load_lenient_json(text: str) -> dict[str, Any]:
 
 def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
     """Parse ``qstat -f`` text (Torque, or PBS Pro without ``-F``): ``Job Id: 12.server``
-    blocks of ``    attribute = value`` lines, long values continued on tab-indented lines.
+    blocks of ``    attribute = value`` lines; qstat wraps long values by inserting a newline
+    and a tab, which are removed again.
 
     Torque is recognised by its lower-case ``exit_status`` (or state ``C``).
     """
@@ -201,12 +221,17 @@ def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
         elif attrs is None or not line.strip():
             continue
         elif line.startswith("\t") or " = " not in line:
+            # qstat wraps long values by inserting "\n\t": drop exactly that, keep the rest
             if last is not None:
-                attrs[last] += line.strip()
+                attrs[last] += line[1:] if line.startswith("\t") else line.strip()
         else:
-            key, value = line.strip().split(" = ", 1)
-            attrs[key.strip()] = value.strip()
+            key, value = line.lstrip(" ").split(" = ", 1)
             last = key.strip()
+            attrs[last] = value
+    blocks = {
+        job_id: {key: value.strip() for key, value in attrs.items()}
+        for job_id, attrs in blocks.items()
+    }
     statuses = {}
     for job_id, attrs in blocks.items():
         torque = "exit_status" in attrs or attrs.get("job_state", "")[:1] == "C"
@@ -250,18 +275,36 @@ def _same_server(a: str, b: str) -> bool:
     return long[: len(short)] == short
 
 
+# What qstat prints on stderr for an id it does not list (or no longer lists without -x):
+# "Unknown Job Id X" (rc 153), "X Job has finished, use -x or -H ..." (rc 35), Torque's
+# "Unknown Job Id Error X" and "Invalid state for job - COMPLETE X".
 _NOT_A_FAILURE = re.compile(
     r"Unknown Job Id|Job has finished|use -x or -H|Invalid state for job", re.IGNORECASE
 )
 _REJECTS_OPTION = re.compile(r"invalid option|illegal option|unknown option|usage:", re.IGNORECASE)
 
 
+def qstat_error_is_harmless(returncode: int | None, stderr: str) -> bool:
+    """Whether a failed ``qstat`` only complained about ids it does not (or no longer) list.
+
+    qstat still prints every other job it was asked about, so such an exit status is not a
+    failure of the query. A command that did not exit (``returncode`` None: killed on timeout)
+    or printed any other complaint (``cannot connect to server``...) is a failure.
+
+    >>> qstat_error_is_harmless(153, "qstat: Unknown Job Id 7.pbs01\\n")
+    True
+    >>> qstat_error_is_harmless(1, "qstat: cannot connect to server pbs01 (errno=111)\\n")
+    False
+    """
+    if returncode is None or returncode == 0:
+        return False
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(_NOT_A_FAILURE.search(line) for line in lines)
+
+
 def qstat_failure_is_usable(exc: CommandError) -> bool:
     """qstat exits non-zero when some ids are unknown or finished, yet prints the others."""
-    lines = [line for line in exc.stderr.splitlines() if line.strip()]
-    return exc.returncode is not None and bool(lines) and all(
-        _NOT_A_FAILURE.search(line) for line in lines
-    )
+    return qstat_error_is_harmless(exc.returncode, exc.stderr)
 
 
 def qstat_json_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
@@ -334,7 +377,8 @@ class PBSJob(Job):
     cancel_command = "qdel"
     directive_prefix = "#PBS"
     # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
-    job_id_regexp = r"^(?P<job_id>\d+(?:\.[\w-]+)*)\s*$"
+    # "12.server" alone on its line; job arrays print "12[].server"
+    job_id_regexp = r"^(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)\s*$"
     walltime_forms = ("hh:mm:ss", "mm:ss", "seconds")
     status_steps = (
         StatusStep(
@@ -380,12 +424,16 @@ class PBSJob(Job):
         return lines
 
     def output_files(self, job_id: str) -> list[Path]:
-        sequence = job_id.split(".", 1)[0]
-        directory = (
-            Path(self.log_directory).expanduser() if self.log_directory is not None else Path.cwd()
-        )
+        # an array sub-job 12[3].server writes NAME.e12.3
+        sequence = re.sub(r"\[(\d*)\]", r".\1", job_id.split(".", 1)[0]).rstrip(".")
+        if self.log_directory is None:  # no -e/-o: NAME.e<seq> in the submission directory
+            return [Path.cwd() / f"{self.job_name}.e{sequence}", Path.cwd() / f"{self.job_name}.o{sequence}"]
+        directory = Path(self.log_directory).expanduser()
+        # "-e dir/": OpenPBS / PBS Pro write dir/<job id>.ER, Torque dir/NAME.e<seq>
         return [
+            directory / f"{job_id}.ER",
             directory / f"{self.job_name}.e{sequence}",
+            directory / f"{job_id}.OU",
             directory / f"{self.job_name}.o{sequence}",
         ]
 

@@ -13,7 +13,7 @@ import pytest
 
 from dask_jobqueue.config import reconfigure
 
-ENVIRONMENTS = ("slurm", "sge", "oar", "pbs", "moab", "lsf", "htcondor")
+ENVIRONMENTS = ("slurm", "sge", "oar", "pbs", "torque", "moab", "lsf", "htcondor")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import re
 from pathlib import Path
 

@@ -135,7 +135,9 @@ class TestFaultsOnEmulatedLSF(FaultSuite):
     submit_error = ("Request aborted by esub. Job not submitted.", 255)
 
 
-@pytest.mark.env("pbs")
+# -E pbs is the real OpenPBS, where faults cannot be injected: the emulated PBS family (its PBS
+# Pro flavour here, Torque in test_pbs.py) runs under -E torque.
+@pytest.mark.env("torque")
 @pytest.mark.usefixtures("emulator")
 class TestFaultsOnEmulatedPBS(FaultSuite):
     config_name = emulator_flavour = "pbs"

@@ -16,6 +16,13 @@ if ! ip -4 -o addr show | awk '{print $4}' | grep -qv '^127\.0\.0\.1/'; then
     ip addr add 127.0.1.1/8 dev lo \
         || echo "entrypoint: cannot add 127.0.1.1 to lo (no NET_ADMIN?); Slurm will not resolve" >&2
 fi
+# PBS ignores loopback addresses (127.0.0.0/8) for its server, comm and mom: give lo a private
+# address from TEST-NET-2 as well; ci/pbs/run.sh maps "<hostname>-pbs" to it. Still nothing
+# leaves the container.
+if [ "$SCHEDULER" = pbs ] && ! ip -4 -o addr show scope global | grep -q .; then
+    ip addr add 198.51.100.1/32 dev lo \
+        || echo "entrypoint: cannot add 198.51.100.1 to lo (no NET_ADMIN?); PBS will not start" >&2
+fi
 # OAR's job_resource_manager_cgroups.pl makes a cpuset cgroup per job, but Docker mounts the
 # container's cgroups read-only. They are the container's own subtree, so make them writable
 # (needs cap_add SYS_ADMIN, see compose.oar.yml; --privileged would do it too).
@@ -27,6 +34,6 @@ if [ "$SCHEDULER" = oar ]; then
 fi
 case "$SCHEDULER" in
     oar) exec bash ci/run-real.sh oar oartest ;;
-    slurm|sge) exec bash ci/run-real.sh "$SCHEDULER" ;;
-    *) echo "unknown SCHEDULER=$SCHEDULER (slurm, sge or oar)" >&2; exit 2 ;;
+    slurm|sge|pbs) exec bash ci/run-real.sh "$SCHEDULER" ;;
+    *) echo "unknown SCHEDULER=$SCHEDULER (slurm, sge, oar or pbs)" >&2; exit 2 ;;
 esac

@@ -33,11 +33,12 @@ from .common import (
 )
 from .store import DONE, EXITING, HELD, QUEUED, RUNNING, Job, Store
 
-# Exit codes are PBS error numbers modulo 256, as the real clients return them.
+# Exit codes are PBS error numbers modulo 256, as the real clients return them (recorded on
+# OpenPBS 23.06.06, tests/data/pbs/openpbs-23.06.06).
 EXIT_UNKNOWN_JOB = 153
 EXIT_UNKNOWN_QUEUE = 170
-EXIT_BAD_VALUE = 188
-EXIT_UNKNOWN_RESOURCE = 181
+EXIT_BAD_VALUE = 166
+EXIT_UNKNOWN_RESOURCE = 187
 EXIT_BAD_STATE = 168
 EXIT_HISTORY_JOB = 35
 
@@ -105,8 +106,8 @@ def _parse_resources(spec: str, resources: dict[str, str], tool: str) -> None:
         resources[name] = value.strip()
 
 
-def _bad(tool: str, attr: str) -> UsageError:
-    return UsageError(f"{tool}: Illegal attribute or resource value Resource_List.{attr}", EXIT_BAD_VALUE)
+def _bad(tool: str, attr: str, prefix: str = "Resource_List.") -> UsageError:
+    return UsageError(f"{tool}: Illegal attribute or resource value {prefix}{attr}", EXIT_BAD_VALUE)
 
 
 def _normalise_size(value: str, tool: str, attr: str) -> tuple[str, int]:
@@ -142,7 +143,7 @@ def resolve_resources(resources: dict[str, str], tool: str) -> tuple[dict[str, A
                     raise UsageError(f"{tool}: Unknown resource: {name}", EXIT_UNKNOWN_RESOURCE)
                 if name == "ncpus":
                     if not value.isdigit():
-                        raise _bad(tool, "select")
+                        raise _bad(tool, "select.ncpus", prefix="")
                     chunk_cpus = int(value)
                 elif name == "mem":
                     mem_total += count * _normalise_size(value, tool, "select")[1]
@@ -309,10 +310,11 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
 
     stdout = _path_option(values["o"], submit_dir) if "o" in values else None
     stderr = _path_option(values["e"], submit_dir) if "e" in values else None
+    # "-o dir/": OpenPBS writes dir/<job id>.OU and .ER, Torque dir/NAME.o<seq> and .e<seq>
     if stdout and os.path.isdir(stdout):
-        stdout = os.path.join(stdout, f"{name}.o{seq}")
+        stdout = os.path.join(stdout, f"{seq}.{server}.OU" if flavour == "pbs" else f"{name}.o{seq}")
     if stderr and os.path.isdir(stderr):
-        stderr = os.path.join(stderr, f"{name}.e{seq}")
+        stderr = os.path.join(stderr, f"{seq}.{server}.ER" if flavour == "pbs" else f"{name}.e{seq}")
     stdout = stdout or os.path.join(submit_dir, f"{name}.o{seq}")
     stderr = stderr or os.path.join(submit_dir, f"{name}.e{seq}")
     run_stdout, run_stderr = stdout, stderr
@@ -417,11 +419,21 @@ def exit_status(job: Job, flavour: str) -> int | None:
 
 
 def pending_comment(job: Job) -> str | None:
-    """PBS Pro scheduler comment for a queued/held job."""
+    """PBS Pro scheduler comment for a queued/held job.
+
+    As on OpenPBS 23.06.06: a job held at submission (``qsub -h``) has no comment (its
+    ``Hold_Types`` says who holds it), ``qhold`` sets ``Job held by USER on DATE``.
+    """
     if job["state"] == HELD:
+        if job.get("hold_by") == "user":
+            return job.get("hold_comment")
         return job.get("hold_reason")
+    return _queued_comment(job) if job["state"] == QUEUED else None
+
+
+def _queued_comment(job: Job) -> str | None:
     reason = job.get("pend_reason")
-    if job["state"] != QUEUED or not reason:
+    if not reason:
         return None
     prefix = "Can Never Run" if reason["kind"] == "never" else "Not Running"
     return (f"{prefix}: Insufficient amount of resource: ncpus "
@@ -470,12 +482,20 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
     attrs["substate"] = SUBSTATE.get(job["state"], 92)
     attrs["Variable_List"] = extra["Variable_List"]
     comment = pending_comment(job)
+    deleted = job.get("term_reason") in ("cancelled", "killed")
     if comment is None and job.get("start_time"):
         comment = f"Job run at {format_time(job['start_time'], '%a %b %d at %H:%M')} on ({host}:ncpus={job['cores']})"
         if job["state"] == DONE:
-            comment += " and finished" if job.get("term_reason") != "walltime" else " and failed"
+            # as recorded on OpenPBS 23.06.06 (qdel of a running job: "terminated by root@vm-pbs")
+            if deleted:
+                comment += f" and terminated by {current_user()}@{host}"
+            elif job.get("term_reason") == "walltime":
+                comment += " and exceeded resource walltime"
+            else:
+                comment += " and finished"
     if comment is None and job["state"] == DONE:
-        comment = "Job deleted before it ran"
+        # qdel of a job that never ran: its last scheduler comment + " and terminated"
+        comment = (_queued_comment(job) or "Not Running: Not enough free nodes available") + " and terminated"
     if comment and flavour == "pbs":
         attrs["comment"] = comment
     attrs["etime"] = format_time(job["submit_time"])
@@ -517,6 +537,23 @@ def full_text(jobid: str, attrs: dict[str, Any]) -> str:
     lines = [f"Job Id: {jobid}"]
     lines += [f"    {k} = {v}" for k, v in _flatten(attrs)]
     return "\n".join(lines) + "\n\n"
+
+
+def json_document(store: Store, jobs: list[Job], server: str) -> str:
+    """``qstat -f -F json`` as OpenPBS 23.06.06 prints it, with its two bugs: a numeric job name
+    is a JSON number, and backslashes in ``Submit_arguments`` are not escaped (invalid JSON)."""
+    doc: dict[str, Any] = {"timestamp": int(time.time()), "pbs_version": "23.06.06", "pbs_server": server}
+    if jobs:
+        doc["Jobs"] = {}
+        for job in jobs:
+            attrs = attributes(store, job)
+            if str(attrs["Job_Name"]).isdigit():
+                attrs["Job_Name"] = int(attrs["Job_Name"])
+            doc["Jobs"][job_display_id(store, job)] = attrs
+    text = json.dumps(doc, indent=4, separators=(",", ":"))
+    text = re.sub(r'^(\s*"Submit_arguments":".*)$', lambda m: m.group(1).replace("\\\\", "\\"),
+                  text, flags=re.M)
+    return text + "\n"
 
 
 def _table(store: Store, jobs: list[Job], flavour: str) -> str:
@@ -594,10 +631,7 @@ def qstat(store: Store, argv: list[str]) -> int:
         if selected:
             out = ET.tostring(root, encoding="unicode") + "\n"
     elif "f" in letters and fmt == "json" and pro:
-        doc = {"timestamp": int(time.time()), "pbs_version": "2022.1.0", "pbs_server": server}
-        if selected:
-            doc["Jobs"] = {job_display_id(store, j): attributes(store, j) for j in selected}
-        out = json.dumps(doc, indent=4) + "\n"
+        out = json_document(store, selected, server)
     elif "f" in letters and fmt == "dsv" and pro:
         for job in selected:
             pairs = [("Job Id", job_display_id(store, job))] + _flatten(attributes(store, job))
@@ -663,6 +697,12 @@ def qhold_qrls(store: Store, tool: str, argv: list[str]) -> int:
             rc = EXIT_UNKNOWN_JOB
             continue
         before = hold(store, key) if tool == "qhold" else release(store, key)
+        if tool == "qhold" and before == QUEUED:
+            with store.update_job(key) as held:
+                if held is not None:
+                    held["hold_comment"] = (
+                        f"Job held by {current_user()} on {format_time(time.time())}"
+                    )
         ok = before in ((QUEUED, HELD) if tool == "qhold" else (HELD, QUEUED))
         if not ok:
             print(f"{tool}: Request invalid for state of job {shown}", file=sys.stderr)

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Single-node OpenPBS 23.06.06 (the open-source PBS Professional) for CI, built from source:
+# server, scheduler, comm, mom and PBS's own PostgreSQL datastore on this host.
+#
+#   ci/pbs/run.sh install  apt build/run dependencies, unpack, build, `make install` into
+#                          /opt/pbs (skipped when /opt/pbs already holds the wanted version)
+#   ci/pbs/run.sh start    install when missing, configure the host, start the daemons, apply
+#                          the server settings, wait for the node, prove that a job runs
+#   ci/pbs/run.sh stop     delete all PBS jobs, stop the PBS daemons by their pid files
+#   ci/pbs/run.sh status   print the state; exit 0 when every daemon runs, 1 otherwise
+#
+# PBS's commands live in /opt/pbs/bin. Debian has no `qsub` of its own, but Grid Engine's
+# /usr/bin/qsub may be installed too: put /opt/pbs/bin FIRST on PATH for PBS tests (this
+# script always calls /opt/pbs/bin/... by full path and never changes the global PATH).
+#
+# Source tarball (see ci/pbs/README.md): $OPENPBS_TARBALL, else ci/pbs/openpbs-<version>.tar.gz,
+# else ../shared/openpbs/openpbs-<version>.tar.gz beside the checkout, else a `git clone` of
+# $OPENPBS_GIT_URL at tag $PBS_TAG.
+# Tunables (environment): PBS_TAG (v23.06.06), BUILD_DIR (/var/tmp/ci-pbs-build), PBS_NCPUS
+# (CPUs the node advertises, default 16: several multi-core test jobs at once), SCHED_ITERATION
+# (scheduler cycle in seconds, default 2), PBS_HOSTNAME (name PBS uses for itself),
+# PBS_TIMEOUT (seconds for each wait, default 90), FORCE_BUILD (1 = rebuild), JOBS (make -j).
+# OpenPBS is AGPL-3.0: a test dependency built and run on the CI machine, never part of our package.
+set -Eeuo pipefail
+trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+PBS_TAG=${PBS_TAG:-v23.06.06}
+PBS_VERSION=${PBS_TAG#v}
+PBS_EXEC=/opt/pbs
+PBS_HOME=/var/spool/pbs
+BUILD_DIR=${BUILD_DIR:-/var/tmp/ci-pbs-build}
+SRC_DIR=$BUILD_DIR/src
+LOG_DIR=$BUILD_DIR/logs
+OPENPBS_GIT_URL=${OPENPBS_GIT_URL:-https://github.com/openpbs/openpbs.git}
+SCHED_ITERATION=${SCHED_ITERATION:-2}
+PBS_NCPUS=${PBS_NCPUS:-16}
+TIMEOUT=${PBS_TIMEOUT:-90}
+JOBS=${JOBS:-$(nproc)}
+HOSTS_MARK="# added for OpenPBS (ci/pbs/run.sh)"
+SYSTEM_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C
+
+BUILD_DEPS=(gcc g++ make autoconf automake libtool pkg-config git ca-certificates
+            libhwloc-dev libx11-dev libxt-dev libedit-dev libical-dev libncurses-dev
+            libpq-dev python3-dev tcl-dev tk-dev swig libexpat1-dev libssl-dev
+            libxext-dev libxft-dev perl)
+RUN_DEPS=(postgresql python3 libpython3.11 libedit2 libical3 libhwloc15 libpq5 libssl3
+          zlib1g libtcl8.6 libtk8.6 libexpat1 iproute2 procps)
+
+T0=$EPOCHREALTIME
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}'; }
+log() { printf '[pbs %6ss] %s\n' "$(since "$T0")" "$*" >&2; }
+die() { echo "run.sh: ERROR: $*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "must run as root"
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s until it succeeds
+wait_for() {
+    local limit=$1 what=$2; shift 2
+    local start=$EPOCHREALTIME deadline=$(( $(date +%s) + limit ))
+    until "$@" >/dev/null 2>&1; do
+        (( $(date +%s) < deadline )) || { echo "run.sh: timeout after ${limit}s waiting for: $what" >&2; return 1; }
+        sleep 0.5
+    done
+    log "$what (waited $(since "$start")s)"
+}
+
+# ------------------------------------------------------------------------------ install
+tarball() {
+    local candidate
+    for candidate in "${OPENPBS_TARBALL:-}" "$HERE/openpbs-$PBS_VERSION.tar.gz" \
+                     "$REPO/../shared/openpbs/openpbs-$PBS_VERSION.tar.gz"; do
+        [[ -n $candidate && -f $candidate ]] && { echo "$candidate"; return 0; }
+    done
+    [[ -z ${OPENPBS_TARBALL:-} ]] || die "OPENPBS_TARBALL=$OPENPBS_TARBALL does not exist"
+    return 1
+}
+
+apt_ensure() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    (( ${#missing[@]} )) || { log "apt: all ${#} packages present"; return 0; }
+    log "apt: installing ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" \
+        > "$LOG_DIR/apt.log" 2>&1 || { tail -n 30 "$LOG_DIR/apt.log" >&2; die "apt-get install failed"; }
+}
+
+installed_version() {
+    [[ -x $PBS_EXEC/bin/qstat && -x $PBS_EXEC/sbin/pbs_server.bin ]] || return 1
+    $PBS_EXEC/bin/qstat --version 2>/dev/null | awk '{print $NF}'
+}
+
+fetch_source() {
+    local tb
+    rm -rf "$SRC_DIR"; mkdir -p "$SRC_DIR"
+    if tb=$(tarball); then
+        log "source: $tb"
+        tar -xzf "$tb" -C "$SRC_DIR" --strip-components=1
+    else
+        log "source: no tarball found, git clone $OPENPBS_GIT_URL at $PBS_TAG"
+        git clone -q --depth 1 --branch "$PBS_TAG" "$OPENPBS_GIT_URL" "$SRC_DIR"
+    fi
+    # Python 3.11 (Debian 12) has no eval.h any more; upstream's fix (commit 1d17427c0) is not
+    # in v23.06.06: include Python.h instead.
+    sed -i 's|^#include <eval.h>.*|#include <Python.h>|' \
+        "$SRC_DIR/src/lib/Libpython/pbs_python_external.c"
+}
+
+step() {  # step NAME COMMAND...: run with output to $LOG_DIR/NAME.log, log its duration
+    local name=$1 start=$EPOCHREALTIME; shift
+    "$@" > "$LOG_DIR/$name.log" 2>&1 || { tail -n 30 "$LOG_DIR/$name.log" >&2; die "$name failed (log: $LOG_DIR/$name.log)"; }
+    log "$name done in $(since "$start")s"
+}
+
+build_install() {
+    fetch_source
+    cd "$SRC_DIR"
+    # A pyenv/conda/venv python3 first on PATH would be baked into the build: system PATH only.
+    step autogen env PATH=$SYSTEM_PATH ./autogen.sh
+    step configure env PATH=$SYSTEM_PATH ./configure --prefix=$PBS_EXEC --with-python=/usr
+    step make env PATH=$SYSTEM_PATH make -j"$JOBS"
+    step make-install env PATH=$SYSTEM_PATH make install
+    # pbs_iff and pbs_rcp must be setuid root; `make install` does not do it.
+    chmod 4755 $PBS_EXEC/sbin/pbs_iff $PBS_EXEC/sbin/pbs_rcp
+    cd "$REPO"
+}
+
+cmd_install() {
+    mkdir -p "$LOG_DIR"
+    apt_ensure "${BUILD_DEPS[@]}" "${RUN_DEPS[@]}"
+    local v; v=$(installed_version || true)
+    if [[ $v == "$PBS_VERSION" && ${FORCE_BUILD:-0} != 1 ]]; then
+        log "OpenPBS $v already installed in $PBS_EXEC (FORCE_BUILD=1 rebuilds)"
+    else
+        if daemons_running; then cmd_stop; fi
+        build_install
+        log "built and installed OpenPBS $(installed_version) in $PBS_EXEC"
+    fi
+}
+
+# ------------------------------------------------------------------------ host settings
+# PBS ignores loopback addresses for server, comm and mom. When the hostname resolves only to
+# 127.x (Debian's default /etc/hosts), add an alias "<hostname>-pbs" for the machine's first
+# global IPv4 address rather than touching the hostname's line other software relies on.
+# Job ids then look like "12.vm-pbs".
+pbs_name() {
+    if [[ -n ${PBS_HOSTNAME:-} ]]; then echo "$PBS_HOSTNAME"; return; fi
+    local h; h=$(hostname -s)
+    if getent ahostsv4 "$h" | awk '{print $1}' | grep -qv '^127\.'; then echo "$h"; else echo "$h-pbs"; fi
+}
+
+primary_ip() { ip -4 -o addr show scope global 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}'; }
+
+ensure_hosts() {
+    local name=$1 ip rest
+    getent ahostsv4 "$name" | awk '{print $1}' | grep -qv '^127\.' && return 0
+    ip=$(primary_ip); [[ -n $ip ]] || die "no non-loopback IPv4 address: PBS cannot run on this host"
+    log "adding '$ip $name' to /etc/hosts"
+    # rewritten in place (not replaced) so that a bind-mounted /etc/hosts (docker) keeps working
+    rest=$(grep -v -F "$HOSTS_MARK" /etc/hosts || true)
+    printf '%s\n%s %s %s\n' "$rest" "$ip" "$name" "$HOSTS_MARK" > /etc/hosts
+}
+
+write_conf() {
+    local name=$1 tmp; tmp=$(mktemp)
+    cat > "$tmp" <<EOF
+PBS_EXEC=$PBS_EXEC
+PBS_HOME=$PBS_HOME
+PBS_SERVER=$name
+PBS_SERVER_HOST_NAME=$name
+PBS_LEAF_NAME=$name
+PBS_MOM_NODE_NAME=$name
+PBS_START_SERVER=1
+PBS_START_SCHED=1
+PBS_START_COMM=1
+PBS_START_MOM=1
+PBS_CORE_LIMIT=unlimited
+PBS_SCP=/usr/bin/scp
+EOF
+    cmp -s "$tmp" /etc/pbs.conf || { log "writing /etc/pbs.conf (server $name)"; install -m 644 "$tmp" /etc/pbs.conf; }
+    rm -f "$tmp"
+}
+
+configure_host() {
+    local name; name=$(pbs_name)
+    ensure_hosts "$name"
+    write_conf "$name"
+    if [[ ! -d $PBS_HOME/server_priv ]]; then
+        # "sameconf": only create PBS_HOME; no rewrite of pbs.conf, no systemd/profile.d entries
+        log "creating $PBS_HOME (pbs_postinstall)"
+        mkdir -p "$BUILD_DIR"
+        $PBS_EXEC/libexec/pbs_postinstall server "$PBS_VERSION" $PBS_EXEC $PBS_HOME postgres sameconf \
+            > "$BUILD_DIR/postinstall.log" 2>&1 || { cat "$BUILD_DIR/postinstall.log" >&2; die "pbs_postinstall failed"; }
+    fi
+    # The mom does not take "$name" for itself (gethostname() canonicalises differently), so it
+    # would copy job output back with scp, fail, and keep the job in state E for a minute.
+    grep -q '^\$usecp' $PBS_HOME/mom_priv/config || echo '$usecp *:/ /' >> $PBS_HOME/mom_priv/config
+}
+
+# ------------------------------------------------------------------------------- daemons
+qm() { $PBS_EXEC/bin/qmgr -c "$1" >/dev/null; }
+pidfiles() {
+    echo $PBS_HOME/server_priv/server.lock $PBS_HOME/mom_priv/mom.lock \
+         $PBS_HOME/sched_priv/sched.lock $PBS_HOME/server_priv/comm.lock
+}
+pid_of() { local p; p=$(head -n 1 "$1" 2>/dev/null | tr -dc '0-9' || true); echo "$p"; }
+daemons_running() {   # true when any PBS daemon (or PBS's datastore) runs
+    local f p
+    for f in $(pidfiles) $PBS_HOME/datastore/postmaster.pid; do
+        p=$(pid_of "$f"); [[ -n $p ]] && ps -p "$p" >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+node_free() { $PBS_EXEC/bin/pbsnodes "$1" 2>/dev/null | grep -Eq 'state = (free|job-busy)'; }
+
+probe_done() { $PBS_EXEC/bin/qstat -x -f "$1" 2>/dev/null | grep -q 'job_state = F'; }
+probe_job() {
+    local id work=/var/tmp/ci-pbs-probe start=$EPOCHREALTIME
+    rm -rf "$work"; mkdir -p "$work"
+    id=$(cd "$work" && echo 'echo probe-ok $PBS_JOBID $(hostname)' \
+         | $PBS_EXEC/bin/qsub -N ci-probe -l select=1:ncpus=1 -l walltime=00:01:00)
+    log "submitted probe job $id"
+    wait_for 60 "probe job $id finished" probe_done "$id" || { $PBS_EXEC/bin/qstat -x -f "$id" >&2 || true; die "probe job did not run"; }
+    wait_for 20 "probe output copied back" grep -q probe-ok "$work/ci-probe.o${id%%.*}" \
+        || die "probe job $id ran but its output is missing"
+    log "probe: $(cat "$work/ci-probe.o${id%%.*}") (submit to output $(since "$start")s)"
+}
+
+cmd_start() {
+    mkdir -p "$BUILD_DIR"
+    [[ $(installed_version || true) == "$PBS_VERSION" ]] || cmd_install
+    configure_host
+    local name start=$EPOCHREALTIME; name=$(pbs_name)
+    # the first start runs pbs_habitat: initdb of the datastore, default queue and settings
+    $PBS_EXEC/libexec/pbs_init.d start 2>&1 | grep -v -e 'ulimit: ' -e 'OOM killer' >&2 || true
+    wait_for "$TIMEOUT" "pbs_server answers" $PBS_EXEC/bin/qstat -B
+    qm "set server acl_roots = root"            # else root gets "qsub: Bad UID for job execution"
+    qm "set server flatuid = true"
+    qm "set server scheduler_iteration = $SCHED_ITERATION"
+    qm "set server job_history_enable = true"   # finished jobs stay visible to qstat -x
+    if ! $PBS_EXEC/bin/qstat -Q workq >/dev/null 2>&1; then
+        qm "create queue workq queue_type = execution"; qm "set server default_queue = workq"
+    fi
+    qm "set queue workq enabled = true"; qm "set queue workq started = true"
+    $PBS_EXEC/bin/pbsnodes "$name" >/dev/null 2>&1 || qm "create node $name"
+    qm "set node $name resources_available.ncpus = $PBS_NCPUS"
+    wait_for "$TIMEOUT" "node $name free" node_free "$name"
+    log "PBS started in $(since "$start")s (server $name, $PBS_NCPUS CPUs)"
+    probe_job
+    log "PBS ready: use $PBS_EXEC/bin first on PATH (/usr/bin/qsub may be Grid Engine's)"
+}
+
+no_jobs() { [[ -z $($PBS_EXEC/bin/qselect 2>/dev/null) ]]; }
+
+cmd_stop() {
+    [[ -f /etc/pbs.conf && -x $PBS_EXEC/libexec/pbs_init.d ]] || { log "PBS not installed"; return 0; }
+    if $PBS_EXEC/bin/qstat -B >/dev/null 2>&1 && ! no_jobs; then
+        # shellcheck disable=SC2046  # one argument per job id
+        $PBS_EXEC/bin/qdel -W force $($PBS_EXEC/bin/qselect) >/dev/null 2>&1 || true
+        wait_for 30 "all PBS jobs deleted" no_jobs || log "jobs remain; stopping anyway"
+    fi
+    $PBS_EXEC/libexec/pbs_init.d stop >&2 || true
+    local f p
+    for f in $(pidfiles); do   # a daemon that did not exit: by its pid file only, never by name
+        p=$(pid_of "$f")
+        if [[ -n $p ]] && ps -p "$p" -o args= 2>/dev/null | grep -q "$PBS_EXEC/sbin/pbs_"; then
+            log "killing leftover pid $p ($f)"; kill "$p" || true
+        fi
+    done
+    [[ ! -f $PBS_HOME/datastore/postmaster.pid ]] || $PBS_EXEC/sbin/pbs_dataservice stop >&2 || true
+    if daemons_running; then die "some PBS daemon still runs"; fi
+    log "PBS stopped"
+}
+
+cmd_status() {
+    local f p v ready=0
+    if v=$(installed_version); then echo "installed: OpenPBS $v in $PBS_EXEC"; else echo "installed: no"; ready=1; fi
+    for f in $(pidfiles) $PBS_HOME/datastore/postmaster.pid; do
+        p=$(pid_of "$f")
+        if [[ -n $p ]] && ps -p "$p" >/dev/null 2>&1; then
+            echo "running: $(basename "$f") pid $p"
+        else
+            echo "stopped: $(basename "$f")"; ready=1
+        fi
+    done
+    if (( ready == 0 )); then
+        $PBS_EXEC/bin/qstat -B 2>&1 | sed 's/^/  /' || true
+        $PBS_EXEC/bin/pbsnodes "$(pbs_name)" 2>&1 | grep -E '^\S|state =' | sed 's/^/  /' || true
+        echo "jobs: $($PBS_EXEC/bin/qselect 2>/dev/null | wc -l)"
+    fi
+    if (( ready == 0 )); then echo "state: READY"; else echo "state: NOT READY"; fi
+    return $ready
+}
+
+case "${1:-}" in
+    install) cmd_install ;;
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status || exit 1 ;;
+    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+qdel 55.vm-pbs 

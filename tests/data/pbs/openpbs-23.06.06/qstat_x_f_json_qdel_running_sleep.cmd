@@ -1,0 +1,1 @@
+qstat -x -f -F json 55.vm-pbs 
