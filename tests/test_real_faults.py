@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from dask_jobqueue.sge import parse_qstat_xml
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
 from .scheduler_suite import NO_DASHBOARD, Backend, run, wait_until
+from .test_pbs import OPENPBS
 from .test_sge import SGE
 from .test_slurm import SLURM
 
@@ -62,10 +64,26 @@ SGE_COMMANDS = Commands(
 )
 
 
+PBS_RECORDED = DATA / "pbs" / "openpbs-23.06.06"
+PBS_COMMANDS = Commands(
+    OPENPBS,
+    "qsub",
+    "qstat",
+    "qdel",
+    (
+        (PBS_RECORDED / "qstat_unknown_job.stdout").read_text(),
+        (PBS_RECORDED / "qstat_unknown_job.stderr").read_text(),
+        int((PBS_RECORDED / "qstat_unknown_job.rc").read_text()),
+    ),
+    "qdel: cannot connect to server vm-pbs (errno=15010)",
+)
+
+
 @pytest.fixture(
     params=[
         pytest.param(SLURM_COMMANDS, marks=pytest.mark.env("slurm"), id="slurm"),
         pytest.param(SGE_COMMANDS, marks=pytest.mark.env("sge"), id="sge"),
+        pytest.param(PBS_COMMANDS, marks=pytest.mark.env("pbs"), id="pbs"),
     ]
 )
 def system(request, tmp_path, monkeypatch):
@@ -95,6 +113,13 @@ def real_queue_ids(system: Commands) -> set[str]:
     real = REAL_STATUS_COMMANDS[system.status]
     if system.status == "squeue":
         return set(run([real, "-h", "-o", "%i"]).split())
+    if system is PBS_COMMANDS:
+        ids = set()
+        for line in run([real]).splitlines():
+            fields = line.split()
+            if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]):
+                ids.add(fields[0])
+        return ids
     return set(parse_qstat_xml(run([real, "-xml"]) or "<job_info/>"))
 
 
@@ -192,7 +217,7 @@ def test_close_does_not_wait_for_a_hung_submission(system, fake_commands):  # no
     # the job the hung command created is cancelled once its id is known (the command is
     # killed at its 25 s limit; its output names the job)
     created = fake_commands.real_outputs(system.submit)[0]
-    job_id = next(tok for tok in created.replace('"', " ").split() if tok.isdigit())
+    job_id = re.search(r"\b(\d+(?:\.[\w-]+)*)", created).group(1)
     assert_gone(system, {job_id}, timeout=120)
 
 
