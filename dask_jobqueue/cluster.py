@@ -13,12 +13,10 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 import warnings
 import weakref
-from pathlib import Path
 from typing import Any, ClassVar
 
 from dask.utils import parse_timedelta
@@ -28,10 +26,9 @@ from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
-from ._shell import CommandError
 from ._values import parse_memory, parse_positive_int
 from .adaptive import JobAdaptive, WorkerJobKey
-from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError
+from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError, explain_death
 from .options import (
     CLUSTER_OPTIONS,
     Option,
@@ -45,8 +42,8 @@ from .options import (
     with_parameters,
 )
 from .policy import FailurePolicy
-from .poller import PollInterval
-from .tls import remove_files, write_worker_tls_files
+from .poller import JobPoller, PollInterval
+from .tls import prepare_security, remove_files, scheduler_spec
 from .tracker import JobTracker
 from .tracking import JobRecord, JobState, JobStatus, JobTable
 
@@ -54,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["JobQueueCluster"]
 
-_MISSING_POLLS_BEFORE_LOST = 3
-_STDERR_TAIL_LINES = 20
 
 
 
@@ -162,36 +157,11 @@ class JobQueueCluster(SpecCluster):
         scheduler_options = resolved["scheduler_options"] or {}
         #: Directory where temporary TLS credentials are written (keyword or config).
         self.shared_temp_directory: str | None = resolved["shared_temp_directory"]
-        if security is True:
-            try:
-                security = Security.temporary()
-            except ImportError:
-                raise ImportError(
-                    "security=True needs the 'cryptography' package: pip install cryptography"
-                ) from None
-        elif security is False:
-            security = None
-        if protocol is None and security is not None:
-            protocol = "tls://"
         self._tls_files: list[str] = []
-        if security is not None:
-            worker_security = write_worker_tls_files(
-                security, self.shared_temp_directory, self._tls_files
-            )
-        else:
-            worker_security = None
-
-        default_scheduler_options = {
-            "protocol": protocol,
-            "dashboard_address": ":8787",
-            "security": security,
-        }
-        if interface and "host" not in scheduler_options and "interface" not in scheduler_options:
-            default_scheduler_options["interface"] = interface
-        scheduler = {
-            "cls": scheduler_cls,
-            "options": {**default_scheduler_options, **scheduler_options},
-        }
+        security, worker_security, protocol = prepare_security(
+            security, protocol, self.shared_temp_directory, self._tls_files
+        )
+        scheduler = scheduler_spec(scheduler_cls, protocol, security, interface, scheduler_options)
 
         job_kwargs = dict(job_kwargs)
         job_kwargs["config_name"] = config_name
@@ -213,30 +183,27 @@ class JobQueueCluster(SpecCluster):
         self._group_suffixes = group or []
 
         settings = resolve_engine_settings(config_name)
-        self._poll_interval = settings.poll_interval
-        self._poll_interval_max = settings.poll_interval_max
-        self._status_timeout = settings.status_timeout
-        self._submit_timeout = settings.submit_timeout
-        self._resubmit_backoff = settings.resubmit_backoff
-        self._max_failures = settings.max_consecutive_failures
-        self._submit_concurrency = settings.submit_concurrency
-
         self._engine = template.batch_system_cls(
             template,
-            submit_timeout=self._submit_timeout,
-            status_timeout=self._status_timeout,
-            submit_concurrency=self._submit_concurrency,
+            submit_timeout=settings.submit_timeout,
+            status_timeout=settings.status_timeout,
+            submit_concurrency=settings.submit_concurrency,
         )
         self._tracker = JobTracker(
             dataclasses.replace(job_cls.vanish, seconds=settings.vanish_grace)
         )
-        self._policy = FailurePolicy(self._max_failures, self._resubmit_backoff)
+        self._policy = FailurePolicy(settings.max_consecutive_failures, settings.resubmit_backoff)
+        self._poller = JobPoller(
+            self._engine,
+            self._tracker,
+            PollInterval(settings.poll_interval, settings.poll_interval_max),
+            self._connected_counts,
+            self._policy.connected,
+            self._jobs_ended,
+        )
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
-        self._poll_task: asyncio.Task | None = None
-        self._poll_wakeup: asyncio.Event | None = None
-        self._status_errors = 0
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
         self._exit_finalizer = weakref.finalize(self, self._engine.cancel_sync)
 
@@ -293,9 +260,7 @@ class JobQueueCluster(SpecCluster):
 
     async def _start(self) -> None:
         await super()._start()
-        if self._poll_task is None:
-            self._poll_wakeup = asyncio.Event()
-            self._poll_task = asyncio.ensure_future(self._poll_forever())
+        self._poller.start()
 
     async def _close(self) -> None:
         if self.status == Status.closed:
@@ -305,11 +270,7 @@ class JobQueueCluster(SpecCluster):
         for submission in list(self._submissions):
             submission.cancel()
         await super()._close()
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-            self._poll_task = None
+        await self._poller.stop()
         # Jobs that ended are released already; anything the engine still holds is cancelled
         # here (what it cannot cancel stays with the exit finalizer, with a warning).
         leftover = self._engine.live_ids
@@ -389,8 +350,7 @@ class JobQueueCluster(SpecCluster):
             logger.error("Submitting %d job(s) failed: %s", len(errors), error)
             self._pending_error = error
             self._policy.submit_failed()
-        if self._poll_wakeup is not None:
-            self._poll_wakeup.set()
+        self._poller.wake()
 
     async def _stop_jobs(self, names: list[str]) -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
@@ -540,17 +500,18 @@ class JobQueueCluster(SpecCluster):
         return JobTable([*self._tracker.ended, *self._tracker.live])
 
     def _refresh_connected(self) -> bool:
-        """Update each live job's connected-worker count from the scheduler; True if any
-        job's state changed."""
-        changed, first = self._tracker.set_connected(self._connected_counts(), time.time())
-        if first:
-            self._policy.connected()
-        return changed
+        return self._poller.refresh_connected()
 
     @property
     def status_calls(self) -> int:
         """How many status commands the engine has run (a poll may run several)."""
         return self._engine.commands["status"]
+
+    @property
+    def failed_polls(self) -> int:
+        """How many polls failed (their status commands failed or timed out): job states
+        are left unchanged by a failed poll."""
+        return self._poller.failed_polls
 
     @property
     def command_counts(self) -> dict[str, int]:
@@ -565,58 +526,6 @@ class JobQueueCluster(SpecCluster):
             counts[job_name] = counts.get(job_name, 0) + 1
         return counts
 
-    async def _poll_forever(self) -> None:
-        interval = PollInterval(self._poll_interval, self._poll_interval_max)
-        wait = interval.current
-        assert self._poll_wakeup is not None
-        while self.status not in (Status.closing, Status.closed):
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poll_wakeup.wait(), timeout=wait)
-                interval.reset()  # a submission just happened: poll fast
-            self._poll_wakeup.clear()
-            try:
-                changed = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the poller must survive anything a parser or command does
-                logger.exception("Job status poll failed")
-                changed = False
-            just_submitted = any(
-                r.state.is_waiting and r.reason == "submitted" for r in self._tracker.live
-            )
-            wait = interval.after_poll(changed or just_submitted)
-
-    async def _poll_once(self) -> bool:
-        """One round of status commands for every live job; True if any job changed state."""
-        now = time.time()
-        changed = self._refresh_connected()
-        ended = self._tracker.take_disconnected_finals(now)
-        ids = self._tracker.live_ids()
-        if ids and self._engine.can_query:
-            try:
-                statuses = await self._engine.query(ids)
-            except CommandError as exc:
-                self._status_errors += 1
-                level = (
-                    logging.WARNING
-                    if self._status_errors in (1, 10) or self._status_errors % 100 == 0
-                    else logging.DEBUG
-                )
-                logger.log(
-                    level,
-                    "Job status query failed (%d so far); job states unchanged: %s",
-                    self._status_errors,
-                    exc,
-                )
-            else:
-                polled_changed, polled_ended = self._tracker.observe(statuses, ids, time.time())
-                changed |= polled_changed
-                ended += polled_ended
-        if ended:
-            changed = True
-            await self._jobs_ended(ended)
-        return changed
-
     async def _jobs_ended(self, ended: list[tuple[JobRecord, JobStatus]]) -> None:
         """Jobs reached a final state on their own: explain, cancel leftovers, replace."""
         now = time.monotonic()
@@ -630,7 +539,7 @@ class JobQueueCluster(SpecCluster):
             if job is not None and (
                 not record.ever_connected or record.state in (JobState.FAILED, JobState.LOST)
             ):
-                record.error = self._explain_death(job, record)
+                record.error = explain_death(job, record)
             (to_cancel if decision.cancel else finished).append(record.job_id)
             if job is not None:
                 job.mark_closed()
@@ -669,23 +578,6 @@ class JobQueueCluster(SpecCluster):
             self.worker_spec[new_name] = spec
             self._resubmit_not_before[new_name] = now + delay
             self.loop.call_later(delay + 0.01, self._correct_state)
-
-    def _explain_death(self, job: Job, record: JobRecord) -> str:
-        what = f"Job {record.job_id} ({job.name}) {record.state.value}"
-        if record.exit_code is not None:
-            what += f" with exit code {record.exit_code}"
-        if not record.ever_connected:
-            what += " before its workers connected"
-        if record.reason:
-            what += f" ({record.reason})"
-        paths = job.output_files(record.job_id)
-        for path in paths:
-            tail = _tail(path, _STDERR_TAIL_LINES)
-            if tail:
-                return f"{what}. Last lines of {path}:\n{tail}"
-        if paths:
-            return f"{what}. No output found in {', '.join(str(p) for p in paths)}"
-        return f"{what}. Set log_directory= to keep the jobs' output files."
 
     # ------------------------------------------------------------------ waiting
 
@@ -751,20 +643,3 @@ class _ScalingDone:
 
     def __await__(self):
         return self._cluster._correct_state_and_raise().__await__()
-
-
-def _tail(path: Path | str, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 16384))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(data.strip().splitlines()[-lines:])
-
-
-JobQueueCluster.__doc__ = with_parameters(
-    JobQueueCluster.__doc__, JobQueueCluster.documented_options()
-)

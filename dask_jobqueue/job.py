@@ -382,3 +382,38 @@ class Job(ProcessInterface):
 
 
 Job.__doc__ = with_parameters(Job.__doc__, Job.documented_options())
+
+
+_STDERR_TAIL_LINES = 20
+
+
+def explain_death(job: Job, record: JobRecord) -> str:
+    """Why a job ended badly, in one message: id, state, exit code, reason, and the last
+    lines of its output file (its stderr) when one can be found."""
+    what = f"Job {record.job_id} ({job.name}) {record.state.value}"
+    if record.exit_code is not None:
+        what += f" with exit code {record.exit_code}"
+    if not record.ever_connected:
+        what += " before its workers connected"
+    if record.reason:
+        what += f" ({record.reason})"
+    paths = job.output_files(record.job_id)
+    for path in paths:
+        tail = _tail(path, _STDERR_TAIL_LINES)
+        if tail:
+            return f"{what}. Last lines of {path}:\n{tail}"
+    if paths:
+        return f"{what}. No output found in {', '.join(str(p) for p in paths)}"
+    return f"{what}. Set log_directory= to keep the jobs' output files."
+
+
+def _tail(path: Path | str, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.strip().splitlines()[-lines:])

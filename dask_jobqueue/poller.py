@@ -1,8 +1,27 @@
-"""When to poll: fast while jobs change, slower (doubling) while nothing happens."""
+"""The poller: one loop per cluster that asks the batch system about every live job.
+
+It runs the engine's status commands at an adaptive interval (fast while jobs change, doubling
+while nothing happens), folds in which workers are connected, lets the tracker decide what the
+answers mean, and hands the jobs that ended to the cluster. A failed poll changes nothing: the
+job states stay as they were, with one warning (and another at the 10th, 100th... failure).
+"""
 
 from __future__ import annotations
 
-__all__ = ["PollInterval"]
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from ._shell import CommandError
+from .engine import BatchSystem
+from .tracker import JobTracker
+from .tracking import JobRecord, JobStatus
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobPoller", "PollInterval"]
 
 
 class PollInterval:
@@ -30,3 +49,113 @@ class PollInterval:
         """A submission just happened: poll fast again."""
         self.current = self.minimum
         return self.current
+
+
+class JobPoller:
+    """Polls one cluster's jobs until stopped.
+
+    Parameters
+    ----------
+    engine : BatchSystem
+        Runs the status commands.
+    tracker : JobTracker
+        Interprets them.
+    interval : PollInterval
+        When to poll.
+    connected_counts : callable
+        ``connected_counts()``: connected Dask workers per job name, from the scheduler.
+    on_connected : callable
+        Called when a job's first worker connects.
+    on_ended : callable
+        ``await on_ended([(record, status), ...])`` for the jobs that ended in a poll.
+    """
+
+    def __init__(
+        self,
+        engine: BatchSystem,
+        tracker: JobTracker,
+        interval: PollInterval,
+        connected_counts: Callable[[], Mapping[str, int]],
+        on_connected: Callable[[], None],
+        on_ended: Callable[[list[tuple[JobRecord, JobStatus]]], Awaitable[None]],
+    ):
+        self.engine = engine
+        self.tracker = tracker
+        self.interval = interval
+        self.connected_counts = connected_counts
+        self.on_connected = on_connected
+        self.on_ended = on_ended
+        #: Polls whose status commands failed so far.
+        self.failed_polls = 0
+        self._task: asyncio.Task | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    def start(self) -> None:
+        """Start polling on the running event loop (idempotent)."""
+        if self._task is None:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Stop polling and wait for the loop to end."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def wake(self) -> None:
+        """Jobs were just submitted: poll soon, and fast."""
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def refresh_connected(self) -> bool:
+        """Update connected-worker counts from the scheduler; True if a job's state changed."""
+        changed, first = self.tracker.set_connected(self.connected_counts(), time.time())
+        if first:
+            self.on_connected()
+        return changed
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        wait = self.interval.current
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                self.interval.reset()
+            self._wakeup.clear()
+            try:
+                changed = await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the poller must survive anything a parser or command does
+                logger.exception("Job status poll failed")
+                changed = False
+            just_submitted = any(
+                r.state.is_waiting and r.reason == "submitted" for r in self.tracker.live
+            )
+            wait = self.interval.after_poll(changed or just_submitted)
+
+    async def poll_once(self) -> bool:
+        """One round of status commands for every live job; True if any job changed state."""
+        changed = self.refresh_connected()
+        ended = self.tracker.take_disconnected_finals(time.time())
+        ids = self.tracker.live_ids()
+        if ids and self.engine.can_query:
+            try:
+                statuses = await self.engine.query(ids)
+            except CommandError as exc:
+                self.failed_polls += 1
+                count = self.failed_polls
+                level = logging.WARNING if count in (1, 10) or count % 100 == 0 else logging.DEBUG
+                logger.log(
+                    level, "Job status query failed (%d so far); job states unchanged: %s", count, exc
+                )
+            else:
+                polled_changed, polled_ended = self.tracker.observe(statuses, ids, time.time())
+                changed |= polled_changed
+                ended += polled_ended
+        if ended:
+            changed = True
+            await self.on_ended(ended)
+        return changed

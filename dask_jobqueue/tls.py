@@ -1,4 +1,4 @@
-"""TLS credentials for workers: in-memory certificates written to private files they can read."""
+"""Security for the cluster: TLS credentials written privately for workers, the scheduler spec."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 
 from distributed.security import Security
 
-__all__ = ["write_worker_tls_files", "remove_files"]
+__all__ = ["prepare_security", "remove_files", "scheduler_spec", "write_worker_tls_files"]
 
 
 def write_worker_tls_files(
@@ -57,3 +57,44 @@ def remove_files(paths: list[str]) -> None:
         with contextlib.suppress(OSError):
             os.remove(path)
     paths.clear()
+
+
+def prepare_security(
+    security: Security | bool | None,
+    protocol: str | None,
+    shared_temp_directory: str | None,
+    written: list[str],
+) -> tuple[Security | None, Security | None, str | None]:
+    """The scheduler's security, the workers' (credentials in files) and the protocol.
+
+    ``security=True`` creates temporary credentials (needs ``cryptography``); with security
+    and no protocol, the protocol is ``tls://``.
+    """
+    if security is True:
+        try:
+            security = Security.temporary()
+        except ImportError:
+            raise ImportError(
+                "security=True needs the 'cryptography' package: pip install cryptography"
+            ) from None
+    elif security is False:
+        security = None
+    if security is None:
+        return None, None, protocol
+    if protocol is None:
+        protocol = "tls://"
+    return security, write_worker_tls_files(security, shared_temp_directory, written), protocol
+
+
+def scheduler_spec(
+    scheduler_cls: type,
+    protocol: str | None,
+    security: Security | None,
+    interface: str | None,
+    scheduler_options: dict,
+) -> dict:
+    """The ``SpecCluster`` scheduler spec: our defaults, then the user's options."""
+    defaults: dict = {"protocol": protocol, "dashboard_address": ":8787", "security": security}
+    if interface and "host" not in scheduler_options and "interface" not in scheduler_options:
+        defaults["interface"] = interface
+    return {"cls": scheduler_cls, "options": {**defaults, **scheduler_options}}

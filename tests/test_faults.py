@@ -69,7 +69,7 @@ class FaultSuite:
             # every poll failed, yet no job was declared dead, replaced or resubmitted
             assert {r.job_id for r in cluster.jobs} == ids
             assert all(r.state == JobState.CONNECTED for r in cluster.jobs), repr(cluster.jobs)
-            assert cluster._status_errors >= 10
+            assert cluster.failed_polls >= 10
             assert client.submit(lambda: 3).result(timeout=30) == 3
 
     def test_submit_that_hangs_then_succeeds(self, emulator):  # noqa: F811
