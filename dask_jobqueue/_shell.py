@@ -215,7 +215,7 @@ def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | No
 async def _exit_of(proc: asyncio.subprocess.Process) -> int:
     # Not ``proc.wait()``: before Python 3.12 it also waits for the pipes to close, which a
     # descendant holding them can delay forever.
-    delay = 0.005
+    delay = 0.001
     while proc.returncode is None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
