@@ -508,6 +508,11 @@ class JobQueueCluster(SpecCluster):
         return self._engine.commands["status"]
 
     @property
+    def polls(self) -> int:
+        """How many polls asked the batch system about the live jobs."""
+        return self._poller.polls
+
+    @property
     def failed_polls(self) -> int:
         """How many polls failed (their status commands failed or timed out): job states
         are left unchanged by a failed poll."""

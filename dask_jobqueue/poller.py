@@ -85,6 +85,8 @@ class JobPoller:
         self.connected_counts = connected_counts
         self.on_connected = on_connected
         self.on_ended = on_ended
+        #: Polls that asked the batch system (each may run several status commands).
+        self.polls = 0
         #: Polls whose status commands failed so far.
         self.failed_polls = 0
         self._task: asyncio.Task | None = None
@@ -142,6 +144,7 @@ class JobPoller:
         ended = self.tracker.take_disconnected_finals(time.time())
         ids = self.tracker.live_ids()
         if ids and self.engine.can_query:
+            self.polls += 1
             try:
                 statuses = await self.engine.query(ids)
             except CommandError as exc:
