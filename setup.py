@@ -17,7 +17,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "dask>=2024.1.0",
-        "distributed>=2024.1.0",
+        "distributed>=2024.1.0,<2027",  # private SpecCluster methods are overridden
         "pyyaml>=6",
     ],
     extras_require={
