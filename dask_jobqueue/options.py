@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
 import sys
 import textwrap
@@ -151,6 +152,10 @@ def _memory(value: Any, keyword: str, owner: type) -> int:
     return parse_memory(value, keyword, MIN_JOB_MEMORY)
 
 
+def _directory(value: Any, keyword: str, owner: type) -> str:
+    return os.path.expanduser(check_text(value, keyword))
+
+
 def _walltime(value: Any, keyword: str, owner: type) -> str:
     text = check_text(value, keyword)
     forms = getattr(owner, "walltime_forms", ("hh:mm:ss", "seconds"))
@@ -283,7 +288,8 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("job_script_epilogue", "list of str", "Shell lines run after the workers stop.",
            default=(), check=_prologue),
     Option("log_directory", "str", "Directory for the jobs' output and error files. It is "
-           "created when the first job is submitted.", check=TEXT),
+           "created when the first job is submitted; a leading ``~`` is expanded here, since "
+           "batch systems write it literally.", check=_directory),
     Option("shebang", "str", "First line of the job script; must start with ``#!``.",
            default_factory=lambda values, owner: owner.default_shebang,
            check=_plain(check_shebang)),

@@ -185,3 +185,12 @@ def test_purged_jobs_are_finished(monkeypatch):
     assert [(r.job_id, r.state) for r, _ in ended] == [("3", JobState.FINISHED)]
     assert "purged" in ended[0][0].reason
     assert tracker.get("21").state == JobState.RUNNING
+
+
+def test_log_directory_tilde_is_expanded_in_directives(monkeypatch, tmp_path):
+    # sbatch writes "~" literally: the job would fail with JobLaunchFailure (seen on the real
+    # Slurm), so the home directory is expanded when the option is resolved.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    header = SLURMJob("tcp://a:1", cores=1, memory="1GB", log_directory="~/logs").job_header
+    assert f"#SBATCH -e {tmp_path}/logs/dask-worker-%J.err" in header
+    assert "~" not in header
