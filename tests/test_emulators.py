@@ -55,7 +55,7 @@ def emulator(tmp_path: Path) -> Iterator[Callable[..., Emu]]:
     homes: list[Path] = []
 
     def make(flavour: str, **kwargs: Any) -> Emu:
-        kwargs.setdefault("kill_delay", 0.5)
+        kwargs.setdefault("kill_delay", 3.0)  # a job ends on TERM well within this, also on a loaded machine
         kwargs.setdefault("poll_interval", 0.05)
         home = tmp_path / f"home-{flavour}-{len(homes)}"
         env = emulated_scheduler(flavour, home, **kwargs)
