@@ -29,7 +29,7 @@ if [ -n "$user" ]; then
     home=$(getent passwd "$user" | cut -d: -f6)
     work="$home/dask_jobqueue-ci"
     rm -rf "$work" && mkdir -p "$work"
-    cp -r dask_jobqueue tests setup.py pyproject.toml README.rst "$work/"
+    cp -r dask_jobqueue tests docs setup.py pyproject.toml README.rst "$work/"
     chown -R "$user" "$work"
     (cd "$work" && runuser -u "$user" -- env HOME="$home" PYTHONPATH="$work" \
         "$PY" -m pytest -p no:cacheprovider --basetemp="$work/tmp" -E "$name") || rc=$?

@@ -9,7 +9,10 @@ nothing left in the real queue.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
+import pwd
 import re
 import shutil
 import time
@@ -25,13 +28,14 @@ from dask_jobqueue.sge import parse_qstat_xml
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
 from .scheduler_suite import NO_DASHBOARD, Backend, run, wait_until
+from .test_oar import OAR
 from .test_pbs import OPENPBS
 from .test_sge import SGE
 from .test_slurm import SLURM
 
 DATA = Path(__file__).parent / "data"
 # resolved before any fake is put on PATH
-REAL_STATUS_COMMANDS = {name: shutil.which(name) or name for name in ("squeue", "qstat")}
+REAL_STATUS_COMMANDS = {name: shutil.which(name) or name for name in ("squeue", "qstat", "oarstat")}
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,23 @@ PBS_COMMANDS = Commands(
 )
 
 
+OAR_COMMANDS = Commands(
+    OAR,
+    "oarsub",
+    "oarstat",
+    "oardel",
+    # oarstat -f -J -j <ids OAR no longer knows> prints nothing and exits 0 (recorded)
+    ((DATA / "oar" / "oarstat_fJ_missing.txt").read_text(), "", 0),
+    "[oardel] ERROR: cannot connect to the OAR database",
+)
+
+
 @pytest.fixture(
     params=[
         pytest.param(SLURM_COMMANDS, marks=pytest.mark.env("slurm"), id="slurm"),
         pytest.param(SGE_COMMANDS, marks=pytest.mark.env("sge"), id="sge"),
         pytest.param(PBS_COMMANDS, marks=pytest.mark.env("pbs"), id="pbs"),
+        pytest.param(OAR_COMMANDS, marks=pytest.mark.env("oar"), id="oar"),
     ]
 )
 def system(request, tmp_path, monkeypatch):
@@ -113,6 +129,9 @@ def real_queue_ids(system: Commands) -> set[str]:
     real = REAL_STATUS_COMMANDS[system.status]
     if system.status == "squeue":
         return set(run([real, "-h", "-o", "%i"]).split())
+    if system is OAR_COMMANDS:
+        out = run([real, "-J", "-u", pwd.getpwuid(os.getuid()).pw_name])
+        return set(json.loads(out)) if out.strip() else set()
     if system is PBS_COMMANDS:
         ids = set()
         for line in run([real]).splitlines():
