@@ -35,6 +35,7 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
+from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
 
@@ -91,6 +92,8 @@ class Job(ProcessInterface):
     cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
     #: When a job the status commands stopped listing counts as ended, and as what.
     vanish: ClassVar[Vanish] = Vanish()
+    #: How the jobs carry their owner's tag and how to list tagged jobs (none: untagged).
+    tagging: ClassVar[TagSpec | None] = None
     #: The engine that runs this dialect's commands.
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
@@ -141,6 +144,8 @@ class Job(ProcessInterface):
         self.scheduler = scheduler or PLACEHOLDER_SCHEDULER
         self.name = name if name is not None else "dummy-name"
         self.job_id: str | None = None
+        #: The tag this job was submitted with (set by the engine at submission).
+        self.tag: JobTag | None = None
         self._job_header_override: str | None = None
 
         options = declared_options(cls)
