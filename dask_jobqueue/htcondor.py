@@ -311,6 +311,7 @@ class HTCondorJob(Job):
         return "; ".join(
             [
                 *self.job_script_prologue,
+                *filter(None, [self.scheduler_check_line()]),
                 join_command(self.worker_command_tokens()),
                 *self.job_script_epilogue,
             ]
