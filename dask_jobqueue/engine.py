@@ -378,7 +378,8 @@ class BatchSystem:
         if spec is None:
             return {}
         error: CommandError | None = None
-        for argv in spec.list_argvs(getpass.getuser()):
+        user = getpass.getuser()
+        for argv in spec.list_argvs(user):
             self.commands["status"] += 1
             try:
                 stdout = (await run_command(list(argv), timeout=self.status_timeout)).stdout
@@ -386,7 +387,7 @@ class BatchSystem:
                 error = exc
                 continue
             try:
-                texts = spec.parse(stdout)
+                texts = spec.parse(stdout, user)
             except ValueError as exc:
                 raise CommandError(
                     list(argv), 0, reason=f"printed output that could not be read ({exc})"

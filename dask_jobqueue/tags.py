@@ -31,6 +31,7 @@ __all__ = [
     "parse_slurm_tags",
     "parse_sge_tags",
     "parse_pbs_tags",
+    "parse_moab_tags",
     "parse_lsf_tags",
     "parse_htcondor_tags",
     "parse_oar_tags",
@@ -124,13 +125,14 @@ class TagSpec:
         ``list_argvs(user)``: command lines listing ``user``'s jobs with their tags, tried in
         order until one succeeds (e.g. ``qstat -f -F json``, then plain ``qstat -f``).
     parse : callable
-        ``parse(stdout)``: ``{job_id: tag text}`` of the tagged jobs listed (untagged jobs
-        are left out). Must be a function of this module (the watchdog finds it by name).
+        ``parse(stdout, user=None)``: ``{job_id: tag text}`` of the tagged jobs listed
+        (untagged jobs are left out; with ``user``, other users' jobs too where the listing
+        shows every user's). A function of this module (the watchdog finds it by name).
     """
 
     submit_args: Callable[[str], list[str]]
     list_argvs: Callable[[str], Sequence[Sequence[str]]]
-    parse: Callable[[str], dict[str, str]]
+    parse: Callable[..., dict[str, str]]
 
     @property
     def parser_name(self) -> str:
@@ -148,7 +150,7 @@ def _only_tagged(pairs: dict[str, str]) -> dict[str, str]:
     return {job_id: text for job_id, text in pairs.items() if JobTag.parse(text) is not None}
 
 
-def parse_slurm_tags(stdout: str) -> dict[str, str]:
+def parse_slurm_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``squeue -h -u USER -o '%i|%k'``: job id and comment per line."""
     found = {}
     for line in stdout.splitlines():
@@ -158,9 +160,9 @@ def parse_slurm_tags(stdout: str) -> dict[str, str]:
     return _only_tagged(found)
 
 
-def parse_sge_tags(stdout: str) -> dict[str, str]:
+def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``qstat -xml -j '*'``: ``JB_job_number`` and the ``DASK_JOBQUEUE_TAG`` entry of
-    ``JB_context`` of every job (array tasks share their job's number)."""
+    ``JB_context`` of every job (of ``user``'s jobs only, if given: ``JB_owner``)."""
     text = stdout.strip()
     if not text:
         return {}
@@ -173,6 +175,8 @@ def parse_sge_tags(stdout: str) -> dict[str, str]:
         number = job.find("JB_job_number")
         if number is None or not (number.text or "").strip():
             continue
+        if user is not None and (job.findtext("JB_owner") or "").strip() not in ("", user):
+            continue
         for entry in job.iter():
             if (entry.findtext("VA_variable") or "").strip() == TAG_VARIABLE:
                 found[number.text.strip()] = (entry.findtext("VA_value") or "").strip()
@@ -183,12 +187,14 @@ _PBS_JOB_KEY = re.compile(r'"(?P<id>[^"\\]+)"\s*:\s*\{\s*"Job_Name"')
 _PBS_TAG_VALUE = re.compile(rf'"{TAG_VARIABLE}"\s*:\s*"(?P<tag>[^"\\]*)"')
 
 
-def parse_pbs_tags(stdout: str) -> dict[str, str]:
+def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``qstat -f -F json`` (OpenPBS, PBS Pro) or ``qstat -f`` text (Torque, Moab): the
     ``DASK_JOBQUEUE_TAG`` entry of each job's ``Variable_List``.
 
     PBS Pro writes invalid JSON when a variable holds quotes or backslashes: then job keys
-    and tags are read in document order instead.
+    and tags are read in document order instead. With ``user``, only jobs whose
+    ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Ended jobs (state ``C``,
+    ``F``, ``X``: Torque lists them for a while) are left out.
     """
     text = stdout.strip()
     if not text:
@@ -197,27 +203,52 @@ def parse_pbs_tags(stdout: str) -> dict[str, str]:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError:
-            return _pbs_json_by_order(text)
+            return _pbs_json_by_order(text, user)
         found = {}
         for job_id, attrs in (doc.get("Jobs") or {}).items():
             variables = attrs.get("Variable_List") if isinstance(attrs, dict) else None
-            if isinstance(variables, dict) and TAG_VARIABLE in variables:
-                found[job_id] = str(variables[TAG_VARIABLE])
+            if not isinstance(variables, dict) or TAG_VARIABLE not in variables:
+                continue
+            if user is not None and not _owned_by(str(attrs.get("Job_Owner", "")), user):
+                continue
+            if str(attrs.get("job_state", "")) in _PBS_ENDED:
+                continue
+            found[job_id] = str(variables[TAG_VARIABLE])
         return _only_tagged(found)
-    return _pbs_text(text)
+    return _pbs_text(text, user)
 
 
-def _pbs_json_by_order(text: str) -> dict[str, str]:
+#: Job states of jobs that ended (Torque keeps them listed for ``keep_completed``).
+_PBS_ENDED = {"C", "F", "X"}
+
+
+def _owned_by(job_owner: str, user: str) -> bool:
+    return job_owner.strip().split("@", 1)[0] == user
+
+
+_PBS_OWNER_VALUE = re.compile(r'"Job_Owner"\s*:\s*"(?P<owner>[^"\\]*)"')
+
+
+def _pbs_json_by_order(text: str, user: str | None) -> dict[str, str]:
     keys = [(m.start(), m["id"]) for m in _PBS_JOB_KEY.finditer(text)]
+
+    def job_at(position: int) -> str | None:
+        before = [job_id for start, job_id in keys if start < position]
+        return before[-1] if before else None
+
+    owners = {job_at(m.start()): m["owner"] for m in _PBS_OWNER_VALUE.finditer(text)}
     found = {}
     for match in _PBS_TAG_VALUE.finditer(text):
-        owner = [job_id for start, job_id in keys if start < match.start()]
-        if owner:
-            found[owner[-1]] = match["tag"]
+        job_id = job_at(match.start())
+        if job_id is None:
+            continue
+        if user is not None and not _owned_by(owners.get(job_id, ""), user):
+            continue
+        found[job_id] = match["tag"]
     return _only_tagged(found)
 
 
-def _pbs_text(text: str) -> dict[str, str]:
+def _pbs_text(text: str, user: str | None) -> dict[str, str]:
     # qstat -f wraps long values onto lines starting with a tab: join them first
     lines: list[str] = []
     for line in text.splitlines():
@@ -226,21 +257,38 @@ def _pbs_text(text: str) -> dict[str, str]:
         else:
             lines.append(line)
     found = {}
+    owners = {}
+    ended = set()
     job_id = None
     for line in lines:
         if line.startswith("Job Id:"):
             job_id = line.split(":", 1)[1].strip()
             continue
         name, sep, value = line.strip().partition(" = ")
-        if sep and name == "Variable_List" and job_id is not None:
+        if not sep or job_id is None:
+            continue
+        if name == "Job_Owner":
+            owners[job_id] = value
+        elif name == "job_state" and value.strip() in _PBS_ENDED:
+            ended.add(job_id)
+        elif name == "Variable_List":
             for item in value.split(","):
                 key, _, val = item.partition("=")
                 if key.strip() == TAG_VARIABLE:
                     found[job_id] = val.strip()
+    found = {i: t for i, t in found.items() if i not in ended}
+    if user is not None:
+        found = {i: t for i, t in found.items() if _owned_by(owners.get(i, ""), user)}
     return _only_tagged(found)
 
 
-def parse_lsf_tags(stdout: str) -> dict[str, str]:
+def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """Torque's ``qstat -f`` under Moab: as :func:`parse_pbs_tags`, with Moab's job ids
+    (``12``, where Torque says ``12.server``)."""
+    return {job_id.split(".", 1)[0]: text for job_id, text in parse_pbs_tags(stdout, user).items()}
+
+
+def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``bjobs -u USER -o 'jobid job_description delimiter="|"' -noheader``."""
     found = {}
     for line in stdout.splitlines():
@@ -250,7 +298,7 @@ def parse_lsf_tags(stdout: str) -> dict[str, str]:
     return _only_tagged(found)
 
 
-def parse_htcondor_tags(stdout: str) -> dict[str, str]:
+def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``condor_q USER -af ClusterId ProcId DaskJobqueueTag``: ``12 0 djq1....`` per job
     (``undefined`` for jobs without the attribute)."""
     found = {}
@@ -261,7 +309,7 @@ def parse_htcondor_tags(stdout: str) -> dict[str, str]:
     return _only_tagged(found)
 
 
-def parse_oar_tags(stdout: str) -> dict[str, str]:
+def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``oarstat -u USER -J`` (JSON keyed by job id): the tag ends the job's name."""
     text = stdout.strip()
     if not text:
@@ -279,12 +327,13 @@ def parse_oar_tags(stdout: str) -> dict[str, str]:
 
 
 #: Every tag parser by name (the watchdog's state file names one).
-PARSERS: dict[str, Callable[[str], dict[str, str]]] = {
+PARSERS: dict[str, Callable[..., dict[str, str]]] = {
     f.__name__: f
     for f in (
         parse_slurm_tags,
         parse_sge_tags,
         parse_pbs_tags,
+        parse_moab_tags,
         parse_lsf_tags,
         parse_htcondor_tags,
         parse_oar_tags,
