@@ -177,9 +177,11 @@ def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
             continue
         if user is not None and (job.findtext("JB_owner") or "").strip() not in ("", user):
             continue
-        for entry in job.iter():
-            if (entry.findtext("VA_variable") or "").strip() == TAG_VARIABLE:
-                found[number.text.strip()] = (entry.findtext("VA_value") or "").strip()
+        # the job context (qsub -ac), not the job's environment (same element names)
+        for context in job.iter("JB_context"):
+            for entry in context:
+                if (entry.findtext("VA_variable") or "").strip() == TAG_VARIABLE:
+                    found[number.text.strip()] = (entry.findtext("VA_value") or "").strip()
     return _only_tagged(found)
 
 
