@@ -14,7 +14,7 @@ import pytest
 
 from dask_jobqueue.cli import effective_settings
 
-SUBCOMMANDS = ["demo", "job-script", "config", "check"]
+SUBCOMMANDS = ["demo", "job-script", "config", "check", "status", "cleanup"]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 180, cwd=None):
