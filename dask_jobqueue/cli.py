@@ -1,7 +1,7 @@
 """The ``dask-jobqueue`` command (also ``python -m dask_jobqueue``).
 
-Subcommands: ``demo``, ``job-script``, ``config`` and ``check``. Bad input is reported as one
-line on stderr with exit status 2, never as a traceback.
+Subcommands: ``demo``, ``job-script``, ``config``, ``check``, ``status`` and ``cleanup``. Bad
+input is reported as one line on stderr with exit status 2, never as a traceback.
 """
 
 from __future__ import annotations
@@ -454,6 +454,185 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
             library_logger.setLevel(level)
 
 
+# ---------------------------------------------------------------------- status / cleanup
+
+#: A command only this batch system has, to tell which one is installed here.
+_PROBES = {
+    "slurm": "sbatch",
+    "lsf": "bsub",
+    "oar": "oarsub",
+    "htcondor": "condor_submit",
+    "moab": "msub",
+    "sge": "qconf",
+    "pbs": "pbsnodes",
+}
+
+
+def detect_scheduler(which: Any = None) -> str:
+    """The batch system whose commands are on ``PATH``; :class:`UsageError` if none or
+    several are (then the user names one)."""
+    import shutil
+
+    which = which or shutil.which
+    found = [name for name, program in _PROBES.items() if which(program)]
+    if not found:
+        raise UsageError(
+            "no batch system found on PATH (sbatch, qsub, bsub, ...): name one, e.g. "
+            f"`{PROG} status slurm`"
+        )
+    if len(found) > 1:
+        raise UsageError(f"several batch systems found ({', '.join(found)}): name one")
+    return found[0]
+
+
+def _batch_system(scheduler: str) -> Any:
+    """An engine for ``scheduler`` (its listing and cancel commands come from the config)."""
+    import warnings
+
+    cls = cluster_class(scheduler)
+    job_cls = cls.job_cls
+    if job_cls.tagging is None:
+        raise UsageError(f"{scheduler} jobs carry no dask-jobqueue tag: nothing to list")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            template = job_cls(cores=1, memory="1GB", disk="1GB") if scheduler == "htcondor" \
+                else job_cls(cores=1, memory="1GB")
+        except (ValueError, TypeError) as error:
+            raise UsageError(_one_line(error)) from None
+    return template.batch_system()
+
+
+def _running_watchdogs() -> set[str]:
+    """Cluster ids of the watchdogs running on this host (any user we can see)."""
+    found = set()
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a.endswith("watchdog.py") for a in argv) and "--cluster-id" in argv:
+            i = argv.index("--cluster-id")
+            if i + 1 < len(argv):
+                found.add(argv[i + 1])
+    return found
+
+
+def tagged_jobs(scheduler: str) -> tuple[Any, list[dict[str, Any]]]:
+    """The engine and one row per tagged job of this user: id, tag, owner and watchdog
+    state (``alive``/``gone`` on this host, ``unknown`` for another host)."""
+    import asyncio
+    import socket
+
+    from ._shell import CommandError
+    from .tags import safe_host
+    from .watchdog import pid_alive
+
+    engine = _batch_system(scheduler)
+    try:
+        tagged = asyncio.run(engine.list_tagged())
+    except CommandError as error:
+        raise StartError(_one_line(error)) from None
+    here = safe_host(socket.gethostname())
+    watchdogs = _running_watchdogs()
+    rows = []
+    for job_id, tag in sorted(tagged.items(), key=lambda item: (item[1].cluster_id, item[1].serial)):
+        local = tag.host == here
+        rows.append(
+            {
+                "job_id": job_id,
+                "tag": tag,
+                "local": local,
+                "owner": ("alive" if pid_alive(tag.pid) else "gone") if local else "unknown",
+                "watchdog": ("alive" if tag.cluster_id in watchdogs else "gone")
+                if local
+                else "unknown",
+            }
+        )
+    return engine, rows
+
+
+def _print_rows(rows: Sequence[Mapping[str, Any]]) -> None:
+    header = ("JOB ID", "CLUSTER", "SERIAL", "OWNER", "OWNER STATE", "WATCHDOG")
+    table = [header] + [
+        (
+            r["job_id"],
+            r["tag"].cluster_id,
+            str(r["tag"].serial),
+            f"{r['tag'].pid}@{r['tag'].host}",
+            r["owner"],
+            r["watchdog"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def status(scheduler: str | None) -> int:
+    """List this user's tagged jobs with their owner and whether it is alive."""
+    scheduler = scheduler or detect_scheduler()
+    _, rows = tagged_jobs(scheduler)
+    if not rows:
+        print(f"No dask-jobqueue jobs of yours on {scheduler}.")
+        return 0
+    _print_rows(rows)
+    return 0
+
+
+def orphans(rows: Sequence[Mapping[str, Any]], include_other_hosts: bool) -> list[Mapping]:
+    """Rows whose owner is gone and whose watchdog is gone too (another host's rows, whose
+    owner cannot be checked from here, only with ``include_other_hosts``)."""
+    return [
+        r
+        for r in rows
+        if (r["owner"] == "gone" and r["watchdog"] == "gone")
+        or (include_other_hosts and not r["local"])
+    ]
+
+
+def cleanup(
+    scheduler: str | None, dry_run: bool, yes: bool, include_other_hosts: bool
+) -> int:
+    """Cancel this user's tagged jobs whose owner (and its watchdog) is gone."""
+    scheduler = scheduler or detect_scheduler()
+    engine, rows = tagged_jobs(scheduler)
+    chosen = orphans(rows, include_other_hosts)
+    skipped = len(rows) - len(chosen)
+    if not chosen:
+        print(f"No orphaned dask-jobqueue jobs of yours on {scheduler}"
+              + (f" ({skipped} job(s) with a live or unknown owner left alone)." if skipped
+                 else "."))
+        return 0
+    _print_rows(chosen)
+    if skipped:
+        print(f"({skipped} job(s) with a live or unknown owner left alone)")
+    if dry_run:
+        print(f"Dry run: would cancel {len(chosen)} job(s).")
+        return 0
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not cancelling without --yes (stdin is not a terminal)")
+        answer = input(f"Cancel these {len(chosen)} job(s)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing cancelled.")
+            return 1
+    import asyncio
+
+    left = asyncio.run(engine.cancel([r["job_id"] for r in chosen]))
+    print(f"Cancelled {len(chosen) - len(left)} job(s).")
+    if left:
+        print(f"Could not cancel: {' '.join(left)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -551,6 +730,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="give up after this long (seconds or e.g. 10m; default 300)",
     )
+
+    p = sub.add_parser(
+        "status",
+        help="list your jobs started by dask-jobqueue, with their owner",
+        description="List your jobs that carry a dask-jobqueue tag on the batch system, with "
+        "the cluster, the owner process and host, and whether the owner and its watchdog are "
+        "alive (\"unknown\" for an owner on another host).",
+    )
+    p.add_argument("scheduler", metavar="SCHEDULER", nargs="?", choices=sorted(SCHEDULERS),
+                   help="batch system (default: the one whose commands are on PATH)")
+
+    p = sub.add_parser(
+        "cleanup",
+        help="cancel your dask-jobqueue jobs whose owner is gone",
+        description="Cancel your tagged jobs whose owner process and its watchdog are gone "
+        "(owners on another host are left alone unless --include-other-hosts).",
+    )
+    p.add_argument("scheduler", metavar="SCHEDULER", nargs="?", choices=sorted(SCHEDULERS),
+                   help="batch system (default: the one whose commands are on PATH)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be cancelled")
+    p.add_argument("--yes", action="store_true", help="do not ask before cancelling")
+    p.add_argument("--include-other-hosts", action="store_true",
+                   help="also cancel jobs whose owner runs on another host (cannot be checked)")
     return parser
 
 
@@ -567,6 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return show_config(args.scheduler)
         if args.command == "check":
             return check(args.scheduler, job_kwargs(args), args.timeout)
+        if args.command == "status":
+            return status(args.scheduler)
+        if args.command == "cleanup":
+            return cleanup(args.scheduler, args.dry_run, args.yes, args.include_other_hosts)
     except UsageError as error:
         parser.exit(2, f"{PROG} {args.command}: error: {error}\n")
     except StartError as error:

@@ -46,6 +46,7 @@ from .poller import JobPoller, PollInterval
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracker import JobTracker
 from .tracking import JobRecord, JobState, JobStatus, JobTable
+from .watchdog import Watchdog, state_for
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +205,17 @@ class JobQueueCluster(SpecCluster):
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
+        # A process that cancels the jobs if this one dies without closing the cluster.
+        watchdog_state = state_for(self._engine) if settings.owner_watchdog else None
+        self._watchdog = Watchdog(watchdog_state) if watchdog_state is not None else None
+        if self._watchdog is not None:
+            watchdog = self._watchdog
+            engine = self._engine
+            engine.on_live_change = lambda: watchdog.update(engine.live_ids)
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
-        self._exit_finalizer = weakref.finalize(self, self._engine.cancel_sync)
+        self._exit_finalizer = weakref.finalize(
+            self, _cancel_at_exit, self._engine, self._watchdog
+        )
 
         super().__init__(
             scheduler=scheduler,
@@ -259,6 +269,12 @@ class JobQueueCluster(SpecCluster):
     # ------------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
+        if self._watchdog is not None and self._watchdog.process is None:
+            try:
+                self._watchdog.start()
+            except OSError as exc:
+                logger.warning("Could not start the watchdog (jobs may outlive a killed "
+                               "client): %s", exc)
         await super()._start()
         self._poller.start()
 
@@ -276,6 +292,8 @@ class JobQueueCluster(SpecCluster):
         leftover = self._engine.live_ids
         if leftover:
             await self._engine.cancel(sorted(leftover))
+        if self._watchdog is not None:
+            self._watchdog.stop()
         remove_files(self._tls_files)
 
     def __await__(self):
@@ -637,6 +655,12 @@ class JobQueueCluster(SpecCluster):
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
+
+
+def _cancel_at_exit(engine: Any, watchdog: Watchdog | None) -> None:
+    engine.cancel_sync()
+    if watchdog is not None:
+        watchdog.stop()
 
 
 class _ScalingDone:

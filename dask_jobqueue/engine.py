@@ -15,8 +15,12 @@ cancels exactly those, so a job can only be forgotten once the batch system conf
 from __future__ import annotations
 
 import asyncio
+import getpass
+import itertools
 import logging
 import os
+import shlex
+import socket
 import tempfile
 import threading
 import time
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._shell import CommandError, run_command, run_command_sync
+from .tags import JobTag, new_cluster_id, safe_host
 from .tracking import JobStatus
 
 if TYPE_CHECKING:
@@ -165,6 +170,12 @@ class BatchSystem:
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
         #: The clock of ``pace`` (replaceable in tests).
         self.clock: Callable[[], float] = time.monotonic
+        #: Id of this engine's cluster in the tags of its jobs (8 hex digits).
+        self.cluster_id = new_cluster_id()
+        self._serials = itertools.count()
+        self._host = safe_host(socket.gethostname())
+        #: Called (without arguments, from any thread) after the set of live ids changed.
+        self.on_live_change: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -178,6 +189,27 @@ class BatchSystem:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
             self._live.difference_update(job_ids)
+        self._live_changed()
+
+    def _live_changed(self) -> None:
+        if self.on_live_change is not None:
+            self.on_live_change()
+
+    def new_tag(self) -> JobTag:
+        """The tag of the next submission: this cluster, a fresh serial, this process."""
+        with self._lock:
+            serial = next(self._serials)
+        return JobTag(self.cluster_id, serial, os.getpid(), self._host)
+
+    def tagged_submit_argv(self, job: Job, script_path: str, tag: JobTag) -> list[str]:
+        """The job's submit command with the dialect's tag arguments right after the
+        command's own words (so ``submit_command_extra`` can still override them)."""
+        argv = job.submit_argv(script_path)
+        spec = self.dialect.tagging
+        if spec is None or not job.submit_command:
+            return argv
+        head = len(shlex.split(job.submit_command))
+        return [*argv[:head], *spec.submit_args(tag.text()), *argv[head:]]
 
     # ------------------------------------------------------------------ submit
 
@@ -205,7 +237,8 @@ class BatchSystem:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(script)
-            argv = job.submit_argv(path)
+            job.tag = self.new_tag()
+            argv = self.tagged_submit_argv(job, path, job.tag)
             with self._lock:
                 self.commands["submit"] += 1
             try:
@@ -223,6 +256,7 @@ class BatchSystem:
                 )
             self._live.add(job_id)
             closing = self._closing
+        self._live_changed()
         logger.debug("Submitted job %s for %s", job_id, job.name)
         if closing:
             logger.info("Cancelling job %s: it was submitted while the cluster closed", job_id)
@@ -330,6 +364,38 @@ class BatchSystem:
         for result in await asyncio.gather(*(one(i) for i in due)):
             found.update(result)
         return found
+
+    # ------------------------------------------------------------------ tags
+
+    async def list_tagged(self) -> dict[str, JobTag]:
+        """This user's jobs carrying a dask_jobqueue tag (any cluster, any owner), by id.
+
+        The dialect's listing commands are tried in order until one succeeds; if all fail,
+        the last :class:`CommandError` is raised. Output that cannot be read is a
+        ``CommandError`` too.
+        """
+        spec = self.dialect.tagging
+        if spec is None:
+            return {}
+        error: CommandError | None = None
+        user = getpass.getuser()
+        for argv in spec.list_argvs(user):
+            self.commands["status"] += 1
+            try:
+                stdout = (await run_command(list(argv), timeout=self.status_timeout)).stdout
+            except CommandError as exc:
+                error = exc
+                continue
+            try:
+                texts = spec.parse(stdout, user)
+            except ValueError as exc:
+                raise CommandError(
+                    list(argv), 0, reason=f"printed output that could not be read ({exc})"
+                ) from exc
+            tags = {job_id: JobTag.parse(text) for job_id, text in texts.items()}
+            return {job_id: tag for job_id, tag in tags.items() if tag is not None}
+        assert error is not None, "a TagSpec lists at least one command"
+        raise error
 
     # ------------------------------------------------------------------ cancel
 

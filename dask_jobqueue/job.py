@@ -35,6 +35,7 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
+from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
 
@@ -43,6 +44,36 @@ logger = logging.getLogger(__name__)
 __all__ = ["Job", "JobFailedError", "default_processes"]
 
 PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
+
+#: Seconds the job script tries to reach the scheduler before giving up.
+SCHEDULER_CHECK_SECONDS = 5
+
+# The reachability check of the job script: `python -c` code with the scheduler address as
+# argument, on one line (HTCondor's Arguments are one line): exit 0 when a TCP connection
+# succeeds (or the protocol is not tcp/tls), exit 3 with one line on stderr when none did
+# within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786.
+_SCHEDULER_CHECK_SOURCE = f'''\
+import socket, sys, time
+a = sys.argv[1]
+s, _, r = a.partition("://")
+h, _, p = r.rpartition(":")
+if s not in ("tcp", "tls") or not p.isdigit(): sys.exit(0)
+h = h[1:-1] if h.startswith("[") else h
+end = time.monotonic() + {SCHEDULER_CHECK_SECONDS}
+while True:
+    try:
+        socket.create_connection((h, int(p)), 2).close()
+        sys.exit(0)
+    except OSError as e:
+        err = e
+    if time.monotonic() > end: break
+    time.sleep(0.5)
+print("dask-jobqueue: scheduler " + a + " unreachable (" + str(err) + "): its cluster is gone, exiting without starting workers", file=sys.stderr)
+sys.exit(3)
+'''
+_SCHEDULER_CHECK = 'exec("{}")'.format(
+    _SCHEDULER_CHECK_SOURCE.strip().replace('"', '\\"').replace("\n", "\\n")
+)
 
 
 class JobFailedError(RuntimeError):
@@ -91,6 +122,8 @@ class Job(ProcessInterface):
     cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
     #: When a job the status commands stopped listing counts as ended, and as what.
     vanish: ClassVar[Vanish] = Vanish()
+    #: How the jobs carry their owner's tag and how to list tagged jobs (none: untagged).
+    tagging: ClassVar[TagSpec | None] = None
     #: The engine that runs this dialect's commands.
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
@@ -141,6 +174,8 @@ class Job(ProcessInterface):
         self.scheduler = scheduler or PLACEHOLDER_SCHEDULER
         self.name = name if name is not None else "dummy-name"
         self.job_id: str | None = None
+        #: The tag this job was submitted with (set by the engine at submission).
+        self.tag: JobTag | None = None
         self._job_header_override: str | None = None
 
         options = declared_options(cls)
@@ -266,12 +301,46 @@ class Job(ProcessInterface):
         """The worker command, every token quoted for the job's shell."""
         return join_command(self.worker_command_tokens())
 
+    def scheduler_check_line(self) -> str | None:
+        """One shell line that ends the job (status 0) when the scheduler does not accept
+        TCP connections within a few seconds, or ``None`` (``scheduler_check=False``).
+        For one-line commands (HTCondor, OAR); job scripts use :meth:`scheduler_check_lines`.
+
+        The check is plain Python (no dask import) run with the job's ``python`` after the
+        prologue (which may set that Python up). It exits 3 when the scheduler is
+        unreachable, and only that status ends the job: if the check itself cannot run, the
+        workers start and report the problem themselves. Protocols other than ``tcp://`` and
+        ``tls://`` are not checked.
+        """
+        if not self.scheduler_check:
+            return None
+        return (
+            f"{join_command([self.python, '-c', _SCHEDULER_CHECK, self.scheduler])} "
+            "|| test $? -ne 3 || exit 0"
+        )
+
+    def scheduler_check_lines(self) -> list[str]:
+        """The same check as :meth:`scheduler_check_line`, readable: a comment and a
+        here-document (for job scripts). Empty with ``scheduler_check=False``."""
+        if not self.scheduler_check:
+            return []
+        return [
+            "# Exit at once (status 0) if the Dask scheduler is gone (scheduler_check=False "
+            "removes this)",
+            f"{join_command([self.python, '-', self.scheduler])} <<'DASK_JOBQUEUE_CHECK' "
+            "|| test $? -ne 3 || exit 0",
+            _SCHEDULER_CHECK_SOURCE.rstrip("\n"),
+            "DASK_JOBQUEUE_CHECK",
+        ]
+
     def job_script(self) -> str:
-        """The complete batch script: shebang, header, prologue, workers, epilogue."""
+        """The complete batch script: shebang, header, prologue, scheduler check, workers,
+        epilogue."""
         parts = [self.shebang, ""]
         if self.job_header:
             parts.append(self.job_header)
         parts += self.job_script_prologue
+        parts += self.scheduler_check_lines()
         parts.append(self.worker_command_line())
         parts += self.job_script_epilogue
         return "\n".join(parts) + "\n"

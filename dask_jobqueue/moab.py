@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from .engine import StatusStep, missing_ids
 from .job import Job
 from .pbs import PBSCluster, PBSJob, pbs_job_status
+from .tags import TagSpec, parse_moab_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,12 @@ class MoabJob(PBSJob):
         ),
     )
     cancel_gone_pattern = re.compile(r"invalid job|cannot locate job|not found", re.IGNORECASE)
+    # tagged like PBS (msub -v); Torque's qstat lists them under its own ids (12.server)
+    tagging = TagSpec(
+        submit_args=PBSJob.tagging.submit_args,
+        list_argvs=lambda user: [["qstat", "-f"]],
+        parse=parse_moab_tags,
+    )
 
 
 class MoabCluster(PBSCluster):

@@ -226,7 +226,12 @@ class OARJob(Job):
         return "\n".join(lines)
 
     def _body(self) -> str:
-        parts = [*self.job_script_prologue, self.worker_command_line(), *self.job_script_epilogue]
+        parts = [
+            *self.job_script_prologue,
+            *filter(None, [self.scheduler_check_line()]),
+            self.worker_command_line(),
+            *self.job_script_epilogue,
+        ]
         return "\n".join(parts)
 
     _submit_dir: str | None = None

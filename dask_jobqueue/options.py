@@ -139,6 +139,7 @@ class EngineSettings:
     max_consecutive_failures: int = 3
     resubmit_backoff: float = 2.0
     vanish_grace: float = 30.0
+    owner_watchdog: bool = True
 
 
 # ---------------------------------------------------------------------------- checks
@@ -296,6 +297,11 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("python", "str", "Python executable on the compute nodes. Default: the Python "
            "running this process.", default_factory=lambda values, owner: sys.executable,
            check=TEXT),
+    Option("scheduler_check", "bool", "Check, at the top of the job script, that the "
+           "scheduler accepts TCP connections (for up to 5 seconds) before starting the "
+           "workers; a job whose scheduler is gone prints one line to stderr and exits "
+           "with status 0 at once instead of waiting ``death_timeout``.", default=True,
+           check=BOOL),
     Option("job_name", "str", "Name of the batch jobs.", key="name",
            default="dask-worker", check=_plain(check_name)),
     Option("submit_command_extra", "list of str", "Extra arguments of the submit command.",
@@ -389,6 +395,10 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
     Option("vanish_grace", "duration", "How long a job may be missing from every status "
            "command (a restarted controller, late accounting) before it counts as ended; "
            "connected workers always keep it alive.", default="30s", check=_duration),
+    Option("owner_watchdog", "bool", "Start a small process with the cluster that cancels "
+           "its jobs "
+           "if this process dies without closing the cluster (``kill -9``, out of memory).",
+           default=True, check=BOOL),
 )
 
 

@@ -31,6 +31,7 @@ from .cluster import JobQueueCluster
 from .engine import StatusStep
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -399,6 +400,13 @@ class PBSJob(Job):
     )
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
     cancel_gone_pattern = _NOT_A_FAILURE
+    # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
+    # qstat has no -F json: plain qstat -f then
+    tagging = TagSpec(
+        submit_args=lambda text: ["-v", f"{TAG_VARIABLE}={text}"],
+        list_argvs=lambda user: [["qstat", "-f", "-F", "json"], ["qstat", "-f"]],
+        parse=parse_pbs_tags,
+    )
 
     options = (
         QUEUE,

@@ -29,6 +29,7 @@ from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .tags import TAG_VARIABLE, TagSpec, parse_sge_tags
 from .tracking import JobState, JobStatus
 
 __all__ = [
@@ -258,6 +259,12 @@ class SGEJob(Job):
     )
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")
+    # the tag is a job context variable (qsub -ac), shown by qstat -j
+    tagging = TagSpec(
+        submit_args=lambda text: ["-ac", f"{TAG_VARIABLE}={text}"],
+        list_argvs=lambda user: [["qstat", "-xml", "-u", user, "-j", "*"]],
+        parse=parse_sge_tags,
+    )
 
     options = (
         QUEUE,

@@ -11,6 +11,7 @@ from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids, simple_parser
 from .job import Job
 from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
+from .tags import TagSpec, parse_slurm_tags
 from .tracker import Vanish
 from .tracking import JobState, JobStatus
 
@@ -165,6 +166,12 @@ class SLURMJob(Job):
         ),
     )
     cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
+    # the tag is Slurm's job comment (kept until the job is purged, listed by squeue %k)
+    tagging = TagSpec(
+        submit_args=lambda text: [f"--comment={text}"],
+        list_argvs=lambda user: [["squeue", "-h", "-u", user, "-o", "%i|%k"]],
+        parse=parse_slurm_tags,
+    )
     # sbatch registers a job before it returns and `squeue -t all` lists it until MinJobAge
     # after it ended: an id neither squeue nor sacct knows has ended and been purged.
     vanish = Vanish(state=JobState.FINISHED, reason="purged from Slurm's queue; final state unknown")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 
 from dask_jobqueue.cli import effective_settings
 
-SUBCOMMANDS = ["demo", "job-script", "config", "check"]
+SUBCOMMANDS = ["demo", "job-script", "config", "check", "status", "cleanup"]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 180, cwd=None):
@@ -276,5 +277,9 @@ def test_check_without_the_batch_commands(tmp_path):
         env={"PATH": str(tmp_path)}, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 1
-    assert "FAILED: could not submit: `bsub` could not be run: program not found." in result.stderr
+    # the submit command carries the job's tag (bsub -Jd djq1....)
+    assert re.search(
+        r"FAILED: could not submit: `bsub -Jd djq1\.\S+` could not be run: program not found\.",
+        result.stderr,
+    )
     assert "Traceback" not in result.stderr

@@ -107,7 +107,8 @@ def test_prologue_and_epilogue_joined_with_semicolons():
     command = job.shell_command()
     parts = command.split("; ")
     assert parts[:2] == ["source env.sh", "export A=1"] and parts[-1] == "echo done"
-    assert "distributed.cli.dask_worker" in parts[2]
+    assert "distributed.cli.dask_worker" in parts[-2]
+    assert "socket.create_connection" in parts[2]  # the scheduler check, after the prologue
     args = parse_arguments(job.job_script().splitlines()[-2].split(" = ", 1)[1])
     assert args == ["-c", command]
 

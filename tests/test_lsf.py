@@ -67,8 +67,10 @@ def test_header_and_script(tmp_path):
         "module load python",
         lines[13],
     ]
-    assert "distributed.cli.dask_worker tcp://127.0.0.1:8786" in lines[13]
-    assert "--nworkers 4" in lines[13] and "--nthreads 2" in lines[13]
+    assert lines[13].startswith("# Exit at once")  # the scheduler check, after the prologue
+    worker = lines[-2]
+    assert "distributed.cli.dask_worker tcp://127.0.0.1:8786" in worker
+    assert "--nworkers 4" in worker and "--nthreads 2" in worker
     assert lines[-1] == "echo bye"
     assert job.output_files("12") == [
         Path(logs) / "dask-worker-12.err",

@@ -219,7 +219,7 @@ def bsub(store: Store, argv: list[str]) -> int:
     job["setup_files"] = {hostfile: f"{host}\n" * cores}
     if "H" in flags:
         job.update(state=HELD, hold_by="user", hold_reason="The job was suspended by the user while pending;")
-    job["extra"] = {"project": values.get("P", "default"), "resreq": " ".join(resreqs),
+    job["extra"] = {"project": values.get("P", "default"), "description": values.get("Jd", ""), "resreq": " ".join(resreqs),
                     "memlimit": mem, "command_text": default_name or "", "sub_cwd": cwd,
                     "output_file": values.get("o") or values.get("oo"),
                     "error_file": values.get("e") or values.get("eo")}
@@ -299,7 +299,7 @@ def field_values(store: Store, job: Job) -> dict[str, str]:
         "queue": job["queue"],
         "job_name": job["name"],
         "name": job["name"],
-        "job_description": "",
+        "job_description": job["extra"].get("description", ""),
         "proj_name": job["extra"].get("project", "default"),
         "project": job["extra"].get("project", "default"),
         "application": "",

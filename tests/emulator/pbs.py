@@ -340,12 +340,14 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
     else:
         env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG",
                                           "DJQ_EMULATOR_HOME") if k in os.environ}
+    exported: dict[str, str] = {}  # -v variables: in the job's Variable_List too, as PBS keeps them
     for var in variables:
         if "=" in var:
             k, v = var.split("=", 1)
-            env[k] = v
+            exported[k] = v
         elif var in os.environ:
-            env[var] = os.environ[var]
+            exported[var] = os.environ[var]
+    env.update(exported)
     nodefile = str(store.spool / "aux" / jobid)
     tmpdir = str(store.spool / "tmp" / f"pbs.{jobid}")
     env.update(origin)
@@ -388,7 +390,7 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         "Account_Name": values.get("A"),
         "project": values.get("P", "_pbs_project_default"),
         "Rerunable": "False" if values.get("r") == "n" else "True",
-        "Variable_List": {**origin},
+        "Variable_List": {**origin, **exported},
         "Submit_arguments": " ".join(argv),
         "walltime_message": limit_word + ": walltime {used} exceeded limit {limit}",
         "jobid": jobid,

@@ -1,0 +1,229 @@
+"""A client killed with ``kill -9`` on the REAL Slurm and Grid Engine (``-E slurm``/``-E sge``).
+
+The node is filled by blocker jobs submitted first so that of the client's three jobs one runs
+and two wait. The client is SIGKILLed, then the blockers are cancelled (the node frees up);
+we measure the time from the kill until no job of that client is left in the queue: with the
+watchdog, and without it (then only the scheduler check of the job scripts, or nothing, ends
+the jobs). Numbers are printed (``pytest -s``) and bounded by the assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .test_cleanup import Client, cli
+
+ROOT = Path(__file__).parents[1]
+
+
+def sh(argv: list[str], check: bool = True) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{argv}: {result.returncode} {result.stderr}")
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class Real:
+    name: str
+    module: str
+    cluster: str
+    free_slots: Callable[[], int]
+    submit_blocker: Callable[[str], str]
+    states: Callable[[list[str]], dict[str, str]]  # id -> "R"/"Q" for ids still queued
+    cancel: Callable[[list[str]], None]
+
+
+def _slurm_free() -> int:
+    # %C: allocated/idle/other/total CPUs
+    return sum(int(line.split("/")[1]) for line in sh(["sinfo", "-h", "-N", "-o", "%C"]).split())
+
+
+def _slurm_blocker(name: str) -> str:
+    out = sh(["sbatch", "--parsable", "-J", name, "-c", "1", "--mem=50M", "-t", "00:10:00",
+              "--wrap", "sleep 600"])
+    return out.strip().split(";")[0]
+
+
+def _slurm_states(ids: list[str]) -> dict[str, str]:
+    out = sh(["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i %t"], check=False)
+    states = {}
+    for line in out.splitlines():
+        job_id, state = line.split()
+        if state in ("R", "CG", "CF"):
+            states[job_id] = "R"
+        elif state in ("PD",):
+            states[job_id] = "Q"
+    return states
+
+
+def _sge_free() -> int:
+    # qstat -g c: CLUSTER QUEUE  CQLOAD  USED  RES  AVAIL  TOTAL aoACDS  cdsuE
+    free = 0
+    for line in sh(["qstat", "-g", "c"]).splitlines()[2:]:
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].isdigit():
+            free += int(parts[5])
+    return free
+
+
+def _sge_blocker(name: str) -> str:
+    out = sh(["qsub", "-terse", "-b", "y", "-N", name, "-o", "/dev/null", "-e", "/dev/null",
+              "sleep", "600"])
+    return out.strip()
+
+
+def _sge_states(ids: list[str]) -> dict[str, str]:
+    states = {}
+    for line in sh(["qstat"], check=False).splitlines()[2:]:
+        parts = line.split()
+        if parts and parts[0] in ids:
+            state = parts[4]
+            states[parts[0]] = "R" if ("r" in state or "t" in state) else "Q"
+    return states
+
+
+SLURM = Real("slurm", "dask_jobqueue.slurm", "SLURMCluster", _slurm_free, _slurm_blocker,
+             _slurm_states, lambda ids: sh(["scancel", *ids], check=False) and None)
+SGE = Real("sge", "dask_jobqueue.sge", "SGECluster", _sge_free, _sge_blocker, _sge_states,
+           lambda ids: sh(["qdel", *ids], check=False) and None)
+REAL = [pytest.param(SLURM, marks=pytest.mark.env("slurm"), id="slurm"),
+        pytest.param(SGE, marks=pytest.mark.env("sge"), id="sge")]
+
+
+def wait_for(predicate, timeout: float, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return predicate()
+
+
+class Scenario:
+    """Blockers leaving one free slot, then a client with three jobs (one runs)."""
+
+    def __init__(self, real: Real, watchdog: bool, check: bool, jobs: int = 3):
+        self.real = real
+        self.tag = f"djq-orph-{uuid.uuid4().hex[:6]}"
+        self.blockers: list[str] = []
+        self.client: Client | None = None
+        free = real.free_slots()
+        assert free >= 1, "no free slot on the node"
+        self.blockers = [real.submit_blocker(self.tag + "-blk") for _ in range(free - 1)]
+        assert wait_for(lambda: len([s for s in real.states(self.blockers).values()
+                                     if s == "R"]) == len(self.blockers), 60)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": self.tag,
+                  "scheduler_check": check, "log_directory": f"/tmp/{self.tag}",
+                  "scheduler_options": {"dashboard_address": ":0"}}
+        if real.name == "slurm":
+            kwargs["walltime"] = "00:10:00"
+        config = {f"jobqueue.{real.name}.owner-watchdog": watchdog}
+        self.client = Client(env, real.module, real.cluster, jobs, kwargs, config)
+        self.ids = self.client.job_ids
+
+    def running_and_queued(self) -> tuple[int, int]:
+        states = self.real.states(self.ids)
+        return (sum(s == "R" for s in states.values()), sum(s == "Q" for s in states.values()))
+
+    def close(self) -> None:
+        if self.client is not None and self.client.process.poll() is None:
+            self.client.kill()
+        if self.client is not None and self.client.watchdog_pid:
+            try:
+                os.kill(self.client.watchdog_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.real.cancel(self.blockers + (self.ids if self.client else []))
+
+
+def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, float]:
+    scenario = Scenario(real, watchdog, check)
+    try:
+        assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90), (
+            scenario.running_and_queued()
+        )
+        killed = scenario.client.kill()
+        real.cancel(scenario.blockers)  # the node frees up
+        started: dict[str, float] = {}
+        left_at: dict[str, float] = {}
+        while len(left_at) < len(scenario.ids) and time.monotonic() - killed < 240:
+            states = real.states(scenario.ids)
+            now = time.monotonic()
+            for job_id in scenario.ids:
+                if states.get(job_id) == "R":
+                    started.setdefault(job_id, now)
+                if job_id not in states:
+                    left_at.setdefault(job_id, now)
+            time.sleep(0.2)
+        result = {"kill_to_empty_queue": max(left_at.values(), default=float("inf")) - killed}
+        late = [left_at[i] - started[i] for i in started if i in left_at and i != scenario.ids[0]]
+        if late:
+            result["queued_job_running_after_start"] = max(late)
+        print(f"\n[{real.name}] watchdog={watchdog} scheduler_check={check}: "
+              f"{json.dumps({k: round(v, 1) for k, v in result.items()})}")
+        return result
+    finally:
+        scenario.close()
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_killed_client_with_watchdog_leaves_no_job(real):
+    result = _kill_and_measure(real, watchdog=True, check=True)
+    assert result["kill_to_empty_queue"] < 15
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_without_watchdog_late_jobs_exit_at_once_thanks_to_the_check(real):
+    result = _kill_and_measure(real, watchdog=False, check=True)
+    # each queued job starts once the node is free, finds no scheduler within 5 s, exits 0
+    assert result["kill_to_empty_queue"] < 45
+    assert result.get("queued_job_running_after_start", 0) < 20
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_before_without_watchdog_nor_check(real):
+    """The "before" number: only the workers' own death timeout ends the late jobs."""
+    result = _kill_and_measure(real, watchdog=False, check=False)
+    assert result["kill_to_empty_queue"] > 10
+
+
+@pytest.mark.parametrize("real", REAL)
+def test_cleanup_after_client_and_watchdog_were_killed(real):
+    scenario = Scenario(real, watchdog=True, check=True)
+    try:
+        assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90)
+        os.kill(scenario.client.watchdog_pid, signal.SIGKILL)
+        scenario.client.kill()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        dry = cli(env, "cleanup", real.name, "--dry-run").stdout
+        queued = [i for i, s in real.states(scenario.ids).items() if s == "Q"]
+        assert len(queued) == 2
+        assert all(re.search(rf"^{i}\s", dry, re.M) for i in queued), dry
+        assert "would cancel" in dry
+        assert set(real.states(scenario.ids)) >= set(queued)  # nothing cancelled by a dry run
+        started = time.monotonic()
+        done = cli(env, "cleanup", real.name, "--yes").stdout
+        assert "Cancelled" in done
+        assert wait_for(lambda: not real.states(scenario.ids), 30)
+        print(f"\n[{real.name}] cleanup --yes to empty queue: {time.monotonic() - started:.1f}s")
+    finally:
+        scenario.close()
+
+
+if __name__ == "__main__":  # pragma: no cover - manual measurement helper
+    sys.exit(pytest.main([__file__, "-s", *sys.argv[1:]]))
