@@ -166,6 +166,7 @@ def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, floa
         assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90), (
             scenario.running_and_queued()
         )
+        queued_at_kill = [i for i, st in real.states(scenario.ids).items() if st == "Q"]
         killed = scenario.client.kill()
         real.cancel(scenario.blockers)  # the node frees up
         started: dict[str, float] = {}
@@ -180,7 +181,8 @@ def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, floa
                     left_at.setdefault(job_id, now)
             time.sleep(0.2)
         result = {"kill_to_empty_queue": max(left_at.values(), default=float("inf")) - killed}
-        late = [left_at[i] - started[i] for i in started if i in left_at and i != scenario.ids[0]]
+        # how long each job queued at the kill ran once it started (its scheduler was gone)
+        late = [left_at[i] - started[i] for i in queued_at_kill if i in started and i in left_at]
         if late:
             result["queued_job_running_after_start"] = max(late)
         print(f"\n[{real.name}] watchdog={watchdog} scheduler_check={check}: "
