@@ -70,19 +70,22 @@ def _slurm_states(ids: list[str]) -> dict[str, str]:
     return states
 
 
+# The client's jobs (30 min walltime) fit only all.q (short.q has h_rt 10 minutes): fill it.
+SGE_QUEUE = "all.q"
+
+
 def _sge_free() -> int:
     # qstat -g c: CLUSTER QUEUE  CQLOAD  USED  RES  AVAIL  TOTAL aoACDS  cdsuE
-    free = 0
     for line in sh(["qstat", "-g", "c"]).splitlines()[2:]:
         parts = line.split()
-        if len(parts) >= 6 and parts[5].isdigit():
-            free += int(parts[5])
-    return free
+        if parts and parts[0] == SGE_QUEUE:
+            return int(parts[5])
+    return 0
 
 
 def _sge_blocker(name: str) -> str:
-    out = sh(["qsub", "-terse", "-b", "y", "-N", name, "-o", "/dev/null", "-e", "/dev/null",
-              "sleep", "600"])
+    out = sh(["qsub", "-terse", "-q", SGE_QUEUE, "-b", "y", "-N", name, "-o", "/dev/null",
+              "-e", "/dev/null", "sleep", "600"])
     return out.strip()
 
 
