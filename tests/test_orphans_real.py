@@ -47,8 +47,9 @@ class Real:
 
 
 def _slurm_free() -> int:
-    # %C: allocated/idle/other/total CPUs
-    return sum(int(line.split("/")[1]) for line in sh(["sinfo", "-h", "-N", "-o", "%C"]).split())
+    # %C: allocated/idle/other/total CPUs; a node is listed once per partition
+    nodes = dict(line.split() for line in sh(["sinfo", "-h", "-N", "-o", "%N %C"]).splitlines())
+    return sum(int(cpus.split("/")[1]) for cpus in nodes.values())
 
 
 def _slurm_blocker(name: str) -> str:
@@ -69,19 +70,22 @@ def _slurm_states(ids: list[str]) -> dict[str, str]:
     return states
 
 
+# The client's jobs (30 min walltime) fit only all.q (short.q has h_rt 10 minutes): fill it.
+SGE_QUEUE = "all.q"
+
+
 def _sge_free() -> int:
     # qstat -g c: CLUSTER QUEUE  CQLOAD  USED  RES  AVAIL  TOTAL aoACDS  cdsuE
-    free = 0
     for line in sh(["qstat", "-g", "c"]).splitlines()[2:]:
         parts = line.split()
-        if len(parts) >= 6 and parts[5].isdigit():
-            free += int(parts[5])
-    return free
+        if parts and parts[0] == SGE_QUEUE:
+            return int(parts[5])
+    return 0
 
 
 def _sge_blocker(name: str) -> str:
-    out = sh(["qsub", "-terse", "-b", "y", "-N", name, "-o", "/dev/null", "-e", "/dev/null",
-              "sleep", "600"])
+    out = sh(["qsub", "-terse", "-q", SGE_QUEUE, "-b", "y", "-N", name, "-o", "/dev/null",
+              "-e", "/dev/null", "sleep", "600"])
     return out.strip()
 
 
@@ -116,14 +120,19 @@ def wait_for(predicate, timeout: float, step: float = 0.2):
 class Scenario:
     """Blockers leaving one free slot, then a client with three jobs (one runs)."""
 
-    def __init__(self, real: Real, watchdog: bool, check: bool, jobs: int = 3):
+    def __init__(self, real: Real):
         self.real = real
         self.tag = f"djq-orph-{uuid.uuid4().hex[:6]}"
         self.blockers: list[str] = []
         self.client: Client | None = None
+        self.ids: list[str] = []
+
+    def start(self, watchdog: bool, check: bool, jobs: int = 3) -> Scenario:
+        real = self.real
         free = real.free_slots()
         assert free >= 1, "no free slot on the node"
-        self.blockers = [real.submit_blocker(self.tag + "-blk") for _ in range(free - 1)]
+        for _ in range(free - 1):
+            self.blockers.append(real.submit_blocker(self.tag + "-blk"))
         assert wait_for(lambda: len([s for s in real.states(self.blockers).values()
                                      if s == "R"]) == len(self.blockers), 60)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -135,6 +144,7 @@ class Scenario:
         config = {f"jobqueue.{real.name}.owner-watchdog": watchdog}
         self.client = Client(env, real.module, real.cluster, jobs, kwargs, config)
         self.ids = self.client.job_ids
+        return self
 
     def running_and_queued(self) -> tuple[int, int]:
         states = self.real.states(self.ids)
@@ -148,15 +158,18 @@ class Scenario:
                 os.kill(self.client.watchdog_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self.real.cancel(self.blockers + (self.ids if self.client else []))
+        if self.blockers or self.ids:
+            self.real.cancel(self.blockers + self.ids)
 
 
 def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, float]:
-    scenario = Scenario(real, watchdog, check)
+    scenario = Scenario(real)
     try:
+        scenario.start(watchdog, check)
         assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90), (
             scenario.running_and_queued()
         )
+        queued_at_kill = [i for i, st in real.states(scenario.ids).items() if st == "Q"]
         killed = scenario.client.kill()
         real.cancel(scenario.blockers)  # the node frees up
         started: dict[str, float] = {}
@@ -171,7 +184,8 @@ def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, floa
                     left_at.setdefault(job_id, now)
             time.sleep(0.2)
         result = {"kill_to_empty_queue": max(left_at.values(), default=float("inf")) - killed}
-        late = [left_at[i] - started[i] for i in started if i in left_at and i != scenario.ids[0]]
+        # how long each job queued at the kill ran once it started (its scheduler was gone)
+        late = [left_at[i] - started[i] for i in queued_at_kill if i in started and i in left_at]
         if late:
             result["queued_job_running_after_start"] = max(late)
         print(f"\n[{real.name}] watchdog={watchdog} scheduler_check={check}: "
@@ -204,8 +218,9 @@ def test_before_without_watchdog_nor_check(real):
 
 @pytest.mark.parametrize("real", REAL)
 def test_cleanup_after_client_and_watchdog_were_killed(real):
-    scenario = Scenario(real, watchdog=True, check=True)
+    scenario = Scenario(real)
     try:
+        scenario.start(watchdog=True, check=True)
         assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90)
         os.kill(scenario.client.watchdog_pid, signal.SIGKILL)
         scenario.client.kill()

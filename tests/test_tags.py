@@ -157,10 +157,12 @@ def test_real_sge_listing():
 
 
 def test_real_pbs_listing():
-    out = _recorded("pbs", "openpbs-23.06.06/qstat_f_json_tags.stdout")
-    tags = parse_pbs_tags(out)
-    assert len(tags) >= 2 and all(i.endswith(".vm-pbs") for i in tags)
-    assert parse_pbs_tags(out, "nobody-at-all") == {}
+    expected = {"41.vm-pbs": "djq1.0a1b2c3d.0.4242.vm", "42.vm-pbs": "djq1.0a1b2c3d.1.4242.vm"}
+    for name in ("qstat_f_json_tags", "qstat_f_tags"):  # JSON, and the wrapped text form
+        out = _recorded("pbs", f"openpbs-23.06.06/{name}.stdout")
+        assert parse_pbs_tags(out) == expected, name
+        assert parse_pbs_tags(out, "root") == expected, name
+        assert parse_pbs_tags(out, "nobody-at-all") == {}, name
 
 
 # ---------------------------------------------------------------------- emulated systems
