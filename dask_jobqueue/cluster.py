@@ -41,11 +41,13 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
+from .lifetime import LifetimePlanner
 from .policy import FailurePolicy
 from .poller import JobPoller, PollInterval
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracker import JobTracker
 from .tracking import JobRecord, JobState, JobStatus, JobTable
+from .walltime import job_walltime
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +203,12 @@ class JobQueueCluster(SpecCluster):
             self._policy.connected,
             self._jobs_ended,
         )
+        self._settings = settings
+        #: Retirement and pre-submission plan, once the walltime is known (else None).
+        self._lifetime: LifetimePlanner | None = None
+        self._lifetime_task: asyncio.Task | None = None
+        #: Jobs replaced ahead of their walltime, still running until their workers retire.
+        self._expiring: set[str] = set()
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
@@ -261,10 +269,18 @@ class JobQueueCluster(SpecCluster):
     async def _start(self) -> None:
         await super()._start()
         self._poller.start()
+        if self._settings.replace_before_walltime and self._lifetime_task is None:
+            self._lifetime_task = asyncio.ensure_future(self._run_lifetime())
 
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        if self._lifetime_task is not None:
+            self._lifetime_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifetime_task
+            self._lifetime_task = None
+        self._expiring.clear()
         # Hung submissions are abandoned at once: their threads cancel what they create.
         self._engine.close()
         for submission in list(self._submissions):
@@ -297,7 +313,11 @@ class JobQueueCluster(SpecCluster):
     async def _correct_state_internal(self) -> None:
         async with self._lock:
             self._correct_state_waiting = None
-            to_close = [name for name in self.workers if name not in self.worker_spec]
+            to_close = [
+                name
+                for name in self.workers
+                if name not in self.worker_spec and name not in self._expiring
+            ]
             if to_close:
                 await self._stop_jobs(to_close)
             if self._policy.breaker_open or self.status in (Status.closing, Status.closed):
@@ -412,6 +432,8 @@ class JobQueueCluster(SpecCluster):
             ]:
                 del self.worker_spec[name]
                 self._resubmit_not_before.pop(name, None)
+        if target == 0:
+            self._expiring.clear()  # nothing to keep running until its replacement arrives
         if self.status not in (Status.closing, Status.closed):
             while len(self.worker_spec) < target:
                 self.worker_spec.update(self.new_worker_spec())
@@ -544,6 +566,9 @@ class JobQueueCluster(SpecCluster):
             if job is not None:
                 job.mark_closed()
                 del self.workers[record.name]
+            self._expiring.discard(record.name)
+            if self._lifetime is not None:
+                self._lifetime.forget(record.name)
             if not wanted or self.status in (Status.closing, Status.closed):
                 continue
             if decision.failure:
@@ -578,6 +603,83 @@ class JobQueueCluster(SpecCluster):
             self.worker_spec[new_name] = spec
             self._resubmit_not_before[new_name] = now + delay
             self.loop.call_later(delay + 0.01, self._correct_state)
+
+    # ------------------------------------------------------------------ walltime
+
+    async def _run_lifetime(self) -> None:
+        """Replace jobs ahead of their walltime and retire their workers before it."""
+        try:
+            walltime = await job_walltime(self._engine)
+        except ValueError as exc:  # a walltime the dialect's forms cannot read
+            logger.warning("Walltime unknown, no replacement ahead of it: %s", exc)
+            return
+        if walltime is None:
+            logger.debug("Walltime unknown: jobs are replaced only after they end")
+            return
+        try:
+            self._lifetime = LifetimePlanner(
+                walltime, self._settings.walltime_margin, self._settings.walltime_stagger
+            )
+        except ValueError as exc:
+            logger.warning("No replacement ahead of the walltime: %s", exc)
+            return
+        logger.debug(
+            "Walltime %gs: workers retire %gs before it (stagger %gs)",
+            walltime,
+            self._lifetime.margin,
+            self._lifetime.stagger,
+        )
+        while self.status not in (Status.closing, Status.closed):
+            try:
+                await self._lifetime_step(time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one failed step
+                logger.exception("Walltime handling step failed")
+            await asyncio.sleep(1.0)
+
+    async def _lifetime_step(self, now: float) -> None:
+        """One pass of the walltime plan: pre-submit replacements, retire what is due."""
+        planner = self._lifetime
+        if planner is None:
+            return
+        self._refresh_connected()
+        running = []
+        for record in self._tracker.live:
+            if record.ever_connected:
+                planner.connected(record.name, record.submitted_at, now)
+            if record.started_at is not None and record.name in self.workers:
+                running.append((record.name, record.started_at))
+        presubmit, retire = planner.due(running, now)
+        replaced = False
+        for name in presubmit:
+            # Only jobs the cluster still wants are replaced (not those scaled away), and
+            # not while the breaker holds submissions back.
+            if name not in self.worker_spec or self._policy.breaker_open:
+                continue
+            spec = self.worker_spec.pop(name)
+            new_name = next(iter(self.new_worker_spec()))
+            self.worker_spec[new_name] = spec
+            self._expiring.add(name)
+            replaced = True
+            logger.info(
+                "Job %s reaches its walltime soon: submitted its replacement %s", name, new_name
+            )
+        if replaced:
+            await self._correct_state()
+        to_retire = [name for name in retire if name in self.workers]
+        for name in to_retire:
+            if name in self.worker_spec:
+                # not replaced (breaker open, or the lead was too short): replace it now
+                spec = self.worker_spec.pop(name)
+                self.worker_spec[next(iter(self.new_worker_spec()))] = spec
+            self._expiring.discard(name)
+            planner.forget(name)
+        if to_retire:
+            logger.info("Retiring the workers of %s ahead of the walltime", ", ".join(to_retire))
+            await self._stop_jobs(to_retire)
+            if any(name not in self.workers for name in self.worker_spec):
+                await self._correct_state()
 
     # ------------------------------------------------------------------ waiting
 

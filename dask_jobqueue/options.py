@@ -138,6 +138,9 @@ class EngineSettings:
     max_consecutive_failures: int = 3
     resubmit_backoff: float = 2.0
     vanish_grace: float = 30.0
+    replace_before_walltime: bool = True
+    walltime_margin: float | None = None
+    walltime_stagger: float | None = None
 
 
 # ---------------------------------------------------------------------------- checks
@@ -383,6 +386,16 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
     Option("vanish_grace", "duration", "How long a job may be missing from every status "
            "command (a restarted controller, late accounting) before it counts as ended; "
            "connected workers always keep it alive.", default="30s", check=_duration),
+    Option("replace_before_walltime", "bool", "Submit a replacement for each job ahead of its "
+           "walltime and retire its workers before the batch system kills them (when the "
+           "walltime is known: keyword, config, or the scheduler's default).", default=True,
+           check=BOOL),
+    Option("walltime_margin", "duration", "How long before the walltime workers retire. "
+           "Default (empty): max(60s, 5% of the walltime), at most a quarter of it and 15 "
+           "minutes.", default=None, check=_duration),
+    Option("walltime_stagger", "duration", "Window over which jobs that started together "
+           "retire, so they do not all leave at once. Default (empty): 10% of the walltime, "
+           "at most 5 minutes.", default=None, check=_duration),
 )
 
 
