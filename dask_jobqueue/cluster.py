@@ -29,6 +29,7 @@ from distributed.security import Security
 from ._values import parse_memory, parse_positive_int
 from .adaptive import JobAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError, explain_death
+from .lifetime import LifetimePlanner
 from .options import (
     CLUSTER_OPTIONS,
     Option,
@@ -41,7 +42,6 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
-from .lifetime import LifetimePlanner
 from .policy import FailurePolicy
 from .poller import JobPoller, PollInterval
 from .tls import prepare_security, remove_files, scheduler_spec
