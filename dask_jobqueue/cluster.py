@@ -285,6 +285,8 @@ class JobQueueCluster(SpecCluster):
         self._engine.close()
         for submission in list(self._submissions):
             submission.cancel()
+        if self.status == Status.running:
+            await self._retire_everything()
         await super()._close()
         await self._poller.stop()
         # Jobs that ended are released already; anything the engine still holds is cancelled
@@ -293,6 +295,33 @@ class JobQueueCluster(SpecCluster):
         if leftover:
             await self._engine.cancel(sorted(leftover))
         remove_files(self._tls_files)
+
+    async def _retire_everything(self, timeout: float = 10.0) -> None:
+        """Retire every worker and cancel every job while the scheduler still runs.
+
+        Workers still connected when the scheduler stops make distributed log tracebacks
+        (``add_worker`` cancelled); retired first, they leave cleanly. A worker that connects
+        meanwhile (its job started just now) is retired too, within ``timeout``.
+        """
+        with contextlib.suppress(AttributeError):
+            self._adaptive.stop()
+        self._scale_to_jobs(0)
+        await self._correct_state()
+        deadline = time.monotonic() + timeout
+        while self.scheduler_comm is not None and time.monotonic() < deadline:
+            try:
+                info = await asyncio.wait_for(self.scheduler_comm.identity(), timeout)
+            except (OSError, asyncio.TimeoutError):
+                return
+            addresses = list(info.get("workers", {}))
+            if not addresses:
+                return
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self.scheduler_comm.retire_workers(workers=addresses),
+                    max(0.1, deadline - time.monotonic()),
+                )
+            await asyncio.sleep(0.1)
 
     def __await__(self):
         async def _():
@@ -372,7 +401,7 @@ class JobQueueCluster(SpecCluster):
             self._policy.submit_failed()
         self._poller.wake()
 
-    async def _stop_jobs(self, names: list[str]) -> None:
+    async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
         # Dropped from ``workers`` first (0.9 drops a job from cluster.workers before cancelling
         # it): once the workers have left the scheduler, cluster.workers no longer lists these
@@ -382,7 +411,7 @@ class JobQueueCluster(SpecCluster):
         ids = []
         for job in jobs:
             if job.job_id is not None:
-                self._tracker.forget(job.job_id, JobState.CANCELLED, "cancelled by the cluster", now)
+                self._tracker.forget(job.job_id, JobState.CANCELLED, reason, now)
                 ids.append(job.job_id)
         if self.scheduler.status == Status.running:
             worker_names = set()
@@ -677,7 +706,7 @@ class JobQueueCluster(SpecCluster):
             planner.forget(name)
         if to_retire:
             logger.info("Retiring the workers of %s ahead of the walltime", ", ".join(to_retire))
-            await self._stop_jobs(to_retire)
+            await self._stop_jobs(to_retire, "retired ahead of its walltime")
             if any(name not in self.workers for name in self.worker_spec):
                 await self._correct_state()
 
