@@ -13,6 +13,7 @@ Only public API is used, so it measures other versions of the library too.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -21,8 +22,13 @@ import time
 
 from distributed import Client
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from tests.lifetime_stream import run_stream  # noqa: E402
+# loaded by path: the library measured is whichever one PYTHONPATH selects, not this tree's
+_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lifetime_stream.py")
+_spec = importlib.util.spec_from_file_location("lifetime_stream", _HELPER)
+lifetime_stream = importlib.util.module_from_spec(_spec)
+sys.modules["lifetime_stream"] = lifetime_stream
+_spec.loader.exec_module(lifetime_stream)
+run_stream = lifetime_stream.run_stream
 
 
 def main() -> None:

@@ -250,6 +250,8 @@ async def _no_end(ended):
 # ---------------------------------------------------------------------------- emulated PBS
 
 
+# the emulated PBS family runs under -E torque (-E pbs is the real OpenPBS)
+@pytest.mark.env("torque")
 class TestEmulatedWalltime:
     """A whole walltime cycle on the emulated PBS, which kills a job at its walltime."""
 

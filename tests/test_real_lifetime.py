@@ -145,7 +145,9 @@ def test_status_outage_changes_nothing(system, fake_commands):  # noqa: F811
             fake_commands.fail_times(system.status, 25, OUTAGE_ERRORS[system.status], rc=1)
             assert wait_until(lambda: fake_commands.calls(system.status) >= before + 25, 90)
             outage_end = time.monotonic()
-            assert wait_until(lambda: cluster._poller.outage_since is None, 30)
+            assert wait_until(
+                lambda: any("work again after" in r.getMessage() for r in logs.records), 30
+            )
             stop.set()
             sampler.join(5)
             assert fake_commands.calls(system.submit) == 2
