@@ -314,14 +314,26 @@ class JobQueueCluster(SpecCluster):
             except (OSError, asyncio.TimeoutError):
                 return
             addresses = list(info.get("workers", {}))
-            if not addresses:
+            if not addresses and not self._worker_connections():
                 return
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self.scheduler_comm.retire_workers(workers=addresses),
-                    max(0.1, deadline - time.monotonic()),
-                )
+            if addresses:
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self.scheduler_comm.retire_workers(workers=addresses),
+                        max(0.1, deadline - time.monotonic()),
+                    )
             await asyncio.sleep(0.1)
+
+    def _worker_connections(self) -> int:
+        """Worker connections the in-process scheduler still serves (0 if not in-process).
+
+        A retired worker's connection handler (``register-worker``) runs until the worker
+        process hangs up; the scheduler stopping before that logs a ``CancelledError``.
+        """
+        comms = getattr(self.scheduler, "_comms", None)
+        if not isinstance(comms, dict):
+            return 0
+        return sum(1 for op in list(comms.values()) if op == "register-worker")
 
     def __await__(self):
         async def _():
