@@ -68,13 +68,17 @@ class LogCapture(logging.Handler):
         self.records.append(record)
 
     def __enter__(self):
+        self._levels = [logger.level for logger in self.loggers]
         for logger in self.loggers:
             logger.addHandler(self)
+            if logger.name == "dask_jobqueue":  # its INFO lines too (distributed's stay as set)
+                logger.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc):
-        for logger in self.loggers:
+        for logger, level in zip(self.loggers, self._levels, strict=True):
             logger.removeHandler(self)
+            logger.setLevel(level)
 
     def at_least(self, level: int) -> list[logging.LogRecord]:
         return [r for r in self.records if r.levelno >= level]
