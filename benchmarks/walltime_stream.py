@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-import cloudpickle
 from distributed import Client
 
 # loaded by path: the library measured is whichever one PYTHONPATH selects, not this tree's
@@ -29,8 +28,6 @@ _spec = importlib.util.spec_from_file_location("lifetime_stream", _HELPER)
 lifetime_stream = importlib.util.module_from_spec(_spec)
 sys.modules["lifetime_stream"] = lifetime_stream
 _spec.loader.exec_module(lifetime_stream)
-# the workers cannot import it by that name: send its functions by value
-cloudpickle.register_pickle_by_value(lifetime_stream)
 run_stream = lifetime_stream.run_stream
 
 

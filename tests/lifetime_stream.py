@@ -6,11 +6,17 @@ against other versions of the library, so only public API is used here).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
+import cloudpickle
 from distributed import Client, as_completed
+
+# Workers may not be able to import this module (Grid Engine jobs get neither the client's
+# PYTHONPATH nor its directory): its task function travels by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def one_second_task(i: int) -> int:
