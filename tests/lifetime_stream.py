@@ -1,27 +1,19 @@
 """A steady stream of one-second tasks through a cluster, measuring what walltimes do to it.
 
+The task is ``time.sleep(1)`` itself: workers must be able to import what they run, and Grid
+Engine jobs get neither the client's ``PYTHONPATH`` nor its directory.
+
 Used by ``test_real_lifetime.py`` and ``benchmarks/walltime_stream.py`` (which also runs it
 against other versions of the library, so only public API is used here).
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-import cloudpickle
 from distributed import Client, as_completed
-
-# Workers may not be able to import this module (Grid Engine jobs get neither the client's
-# PYTHONPATH nor its directory): its task function travels by value.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def one_second_task(i: int) -> int:
-    time.sleep(1.0)
-    return i
 
 
 @dataclass
@@ -87,7 +79,7 @@ def run_stream(client: Client, seconds: float, in_flight: int = 4, timeout: floa
     pending = as_completed()
     try:
         for _ in range(in_flight):
-            pending.add(client.submit(one_second_task, result.submitted, pure=False))
+            pending.add(client.submit(time.sleep, 1.0, pure=False))
             result.submitted += 1
         deadline = None
         while True:
@@ -99,12 +91,12 @@ def run_stream(client: Client, seconds: float, in_flight: int = 4, timeout: floa
                 result.longest_gap = max(result.longest_gap, now - last_done)
                 last_done = now
                 try:
-                    future.result()
+                    future.result()  # None: time.sleep
                     result.completed += 1
                 except Exception as exc:  # a task lost with its worker too often
                     result.errors.append(repr(exc))
                 if now - started < seconds:
-                    pending.add(client.submit(one_second_task, result.submitted, pure=False))
+                    pending.add(client.submit(time.sleep, 1.0, pure=False))
                     result.submitted += 1
             if not pending.count():
                 break
