@@ -29,6 +29,7 @@ from distributed.security import Security
 from ._values import parse_memory, parse_positive_int
 from .adaptive import JobAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError, explain_death
+from .lifetime import LifetimePlanner
 from .options import (
     CLUSTER_OPTIONS,
     Option,
@@ -46,6 +47,7 @@ from .poller import JobPoller, PollInterval
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracker import JobTracker
 from .tracking import JobRecord, JobState, JobStatus, JobTable
+from .walltime import job_walltime
 from .watchdog import Watchdog, state_for
 
 logger = logging.getLogger(__name__)
@@ -202,6 +204,12 @@ class JobQueueCluster(SpecCluster):
             self._policy.connected,
             self._jobs_ended,
         )
+        self._settings = settings
+        #: Retirement and pre-submission plan, once the walltime is known (else None).
+        self._lifetime: LifetimePlanner | None = None
+        self._lifetime_task: asyncio.Task | None = None
+        #: Jobs replaced ahead of their walltime, still running until their workers retire.
+        self._expiring: set[str] = set()
         self._pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
@@ -277,14 +285,24 @@ class JobQueueCluster(SpecCluster):
                                "client): %s", exc)
         await super()._start()
         self._poller.start()
+        if self._settings.replace_before_walltime and self._lifetime_task is None:
+            self._lifetime_task = asyncio.ensure_future(self._run_lifetime())
 
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        if self._lifetime_task is not None:
+            self._lifetime_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifetime_task
+            self._lifetime_task = None
+        self._expiring.clear()
         # Hung submissions are abandoned at once: their threads cancel what they create.
         self._engine.close()
         for submission in list(self._submissions):
             submission.cancel()
+        if self.status == Status.running:
+            await self._retire_everything()
         await super()._close()
         await self._poller.stop()
         # Jobs that ended are released already; anything the engine still holds is cancelled
@@ -292,9 +310,50 @@ class JobQueueCluster(SpecCluster):
         leftover = self._engine.live_ids
         if leftover:
             await self._engine.cancel(sorted(leftover))
-        if self._watchdog is not None:
+        if self._watchdog is not None and not self._engine.live_ids:
+            # With jobs left that could not be cancelled, the watchdog stays as a second
+            # chance (it cancels them when this process ends; so does the exit finalizer).
             self._watchdog.stop()
         remove_files(self._tls_files)
+
+    async def _retire_everything(self, timeout: float = 10.0) -> None:
+        """Retire every worker and cancel every job while the scheduler still runs.
+
+        Workers still connected when the scheduler stops make distributed log tracebacks
+        (``add_worker`` cancelled); retired first, they leave cleanly. A worker that connects
+        meanwhile (its job started just now) is retired too, within ``timeout``.
+        """
+        with contextlib.suppress(AttributeError):
+            self._adaptive.stop()
+        self._scale_to_jobs(0)
+        await self._correct_state()
+        deadline = time.monotonic() + timeout
+        while self.scheduler_comm is not None and time.monotonic() < deadline:
+            try:
+                info = await asyncio.wait_for(self.scheduler_comm.identity(), timeout)
+            except (OSError, asyncio.TimeoutError):
+                return
+            addresses = list(info.get("workers", {}))
+            if not addresses and not self._worker_connections():
+                return
+            if addresses:
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self.scheduler_comm.retire_workers(workers=addresses),
+                        max(0.1, deadline - time.monotonic()),
+                    )
+            await asyncio.sleep(0.1)
+
+    def _worker_connections(self) -> int:
+        """Worker connections the in-process scheduler still serves (0 if not in-process).
+
+        A retired worker's connection handler (``register-worker``) runs until the worker
+        process hangs up; the scheduler stopping before that logs a ``CancelledError``.
+        """
+        comms = getattr(self.scheduler, "_comms", None)
+        if not isinstance(comms, dict):
+            return 0
+        return sum(1 for op in list(comms.values()) if op == "register-worker")
 
     def __await__(self):
         async def _():
@@ -315,7 +374,11 @@ class JobQueueCluster(SpecCluster):
     async def _correct_state_internal(self) -> None:
         async with self._lock:
             self._correct_state_waiting = None
-            to_close = [name for name in self.workers if name not in self.worker_spec]
+            to_close = [
+                name
+                for name in self.workers
+                if name not in self.worker_spec and name not in self._expiring
+            ]
             if to_close:
                 await self._stop_jobs(to_close)
             if self._policy.breaker_open or self.status in (Status.closing, Status.closed):
@@ -370,7 +433,7 @@ class JobQueueCluster(SpecCluster):
             self._policy.submit_failed()
         self._poller.wake()
 
-    async def _stop_jobs(self, names: list[str]) -> None:
+    async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
         """Retire the workers of these jobs, then cancel the jobs in one command."""
         # Dropped from ``workers`` first (0.9 drops a job from cluster.workers before cancelling
         # it): once the workers have left the scheduler, cluster.workers no longer lists these
@@ -380,7 +443,7 @@ class JobQueueCluster(SpecCluster):
         ids = []
         for job in jobs:
             if job.job_id is not None:
-                self._tracker.forget(job.job_id, JobState.CANCELLED, "cancelled by the cluster", now)
+                self._tracker.forget(job.job_id, JobState.CANCELLED, reason, now)
                 ids.append(job.job_id)
         if self.scheduler.status == Status.running:
             worker_names = set()
@@ -430,6 +493,8 @@ class JobQueueCluster(SpecCluster):
             ]:
                 del self.worker_spec[name]
                 self._resubmit_not_before.pop(name, None)
+        if target == 0:
+            self._expiring.clear()  # nothing to keep running until its replacement arrives
         if self.status not in (Status.closing, Status.closed):
             while len(self.worker_spec) < target:
                 self.worker_spec.update(self.new_worker_spec())
@@ -567,6 +632,9 @@ class JobQueueCluster(SpecCluster):
             if job is not None:
                 job.mark_closed()
                 del self.workers[record.name]
+            self._expiring.discard(record.name)
+            if self._lifetime is not None:
+                self._lifetime.forget(record.name)
             if not wanted or self.status in (Status.closing, Status.closed):
                 continue
             if decision.failure:
@@ -601,6 +669,83 @@ class JobQueueCluster(SpecCluster):
             self.worker_spec[new_name] = spec
             self._resubmit_not_before[new_name] = now + delay
             self.loop.call_later(delay + 0.01, self._correct_state)
+
+    # ------------------------------------------------------------------ walltime
+
+    async def _run_lifetime(self) -> None:
+        """Replace jobs ahead of their walltime and retire their workers before it."""
+        try:
+            walltime = await job_walltime(self._engine)
+        except ValueError as exc:  # a walltime the dialect's forms cannot read
+            logger.warning("Walltime unknown, no replacement ahead of it: %s", exc)
+            return
+        if walltime is None:
+            logger.debug("Walltime unknown: jobs are replaced only after they end")
+            return
+        try:
+            self._lifetime = LifetimePlanner(
+                walltime, self._settings.walltime_margin, self._settings.walltime_stagger
+            )
+        except ValueError as exc:
+            logger.warning("No replacement ahead of the walltime: %s", exc)
+            return
+        logger.debug(
+            "Walltime %gs: workers retire %gs before it (stagger %gs)",
+            walltime,
+            self._lifetime.margin,
+            self._lifetime.stagger,
+        )
+        while self.status not in (Status.closing, Status.closed):
+            try:
+                await self._lifetime_step(time.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive any one failed step
+                logger.exception("Walltime handling step failed")
+            await asyncio.sleep(1.0)
+
+    async def _lifetime_step(self, now: float) -> None:
+        """One pass of the walltime plan: pre-submit replacements, retire what is due."""
+        planner = self._lifetime
+        if planner is None:
+            return
+        self._refresh_connected()
+        running = []
+        for record in self._tracker.live:
+            if record.ever_connected:
+                planner.connected(record.name, record.submitted_at, now)
+            if record.started_at is not None and record.name in self.workers:
+                running.append((record.name, record.started_at))
+        presubmit, retire = planner.due(running, now)
+        replaced = False
+        for name in presubmit:
+            # Only jobs the cluster still wants are replaced (not those scaled away), and
+            # not while the breaker holds submissions back.
+            if name not in self.worker_spec or self._policy.breaker_open:
+                continue
+            spec = self.worker_spec.pop(name)
+            new_name = next(iter(self.new_worker_spec()))
+            self.worker_spec[new_name] = spec
+            self._expiring.add(name)
+            replaced = True
+            logger.info(
+                "Job %s reaches its walltime soon: submitted its replacement %s", name, new_name
+            )
+        if replaced:
+            await self._correct_state()
+        to_retire = [name for name in retire if name in self.workers]
+        for name in to_retire:
+            if name in self.worker_spec:
+                # not replaced (breaker open, or the lead was too short): replace it now
+                spec = self.worker_spec.pop(name)
+                self.worker_spec[next(iter(self.new_worker_spec()))] = spec
+            self._expiring.discard(name)
+            planner.forget(name)
+        if to_retire:
+            logger.info("Retiring the workers of %s ahead of the walltime", ", ".join(to_retire))
+            await self._stop_jobs(to_retire, "retired ahead of its walltime")
+            if any(name not in self.workers for name in self.worker_spec):
+                await self._correct_state()
 
     # ------------------------------------------------------------------ waiting
 
@@ -659,8 +804,8 @@ class JobQueueCluster(SpecCluster):
 
 def _cancel_at_exit(engine: Any, watchdog: Watchdog | None) -> None:
     engine.cancel_sync()
-    if watchdog is not None:
-        watchdog.stop()
+    if watchdog is not None and not engine.live_ids:
+        watchdog.stop()  # else it retries the cancels once this process is gone
 
 
 class _ScalingDone:

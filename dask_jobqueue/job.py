@@ -38,6 +38,7 @@ from .options import (
 from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
+from .walltime import WalltimeDefault
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class Job(ProcessInterface):
     job_id_regexp: ClassVar[str] = r"(?P<job_id>\d+)"
     #: Walltime forms the scheduler accepts (keys of ``_values._WALLTIME_FORMS``).
     walltime_forms: ClassVar[tuple[str, ...]] = ("hh:mm:ss", "seconds")
+    #: How to read the scheduler's default walltime (None: it cannot be read).
+    walltime_default: ClassVar[WalltimeDefault | None] = None
     #: First line of the script when neither the keyword nor the config sets one.
     default_shebang: ClassVar[str] = "#!/usr/bin/env bash"
     #: The status commands of one poll, run in order by the engine (none: no polling).

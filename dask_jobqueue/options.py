@@ -140,6 +140,9 @@ class EngineSettings:
     resubmit_backoff: float = 2.0
     vanish_grace: float = 30.0
     owner_watchdog: bool = True
+    replace_before_walltime: bool = True
+    walltime_margin: float | None = None
+    walltime_stagger: float | None = None
 
 
 # ---------------------------------------------------------------------------- checks
@@ -399,6 +402,16 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
            "its jobs "
            "if this process dies without closing the cluster (``kill -9``, out of memory).",
            default=True, check=BOOL),
+    Option("replace_before_walltime", "bool", "Submit a replacement for each job ahead of its "
+           "walltime and retire its workers before the batch system kills them (when the "
+           "walltime is known: keyword, config, or the scheduler's default).", default=True,
+           check=BOOL),
+    Option("walltime_margin", "duration", "How long before the walltime workers retire. "
+           "Default (empty): max(60s, 5% of the walltime), at most a quarter of it and 15 "
+           "minutes.", default=None, check=_duration),
+    Option("walltime_stagger", "duration", "Window over which jobs that started together "
+           "retire, so they do not all leave at once. Default (empty): 10% of the walltime, "
+           "at most 5 minutes.", default=None, check=_duration),
 )
 
 

@@ -33,6 +33,7 @@ from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
 from .tracking import JobState, JobStatus
+from .walltime import WalltimeDefault, parse_pbs_queue_walltime
 
 logger = logging.getLogger(__name__)
 
@@ -381,6 +382,11 @@ class PBSJob(Job):
     # "12.server" alone on its line; job arrays print "12[].server"
     job_id_regexp = r"^(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)\s*$"
     walltime_forms = ("hh:mm:ss", "mm:ss", "seconds")
+    # the queue's (else the server's) resources_default.walltime, else resources_max.walltime
+    walltime_default = WalltimeDefault(
+        lambda job: ["qstat", "-Qf", job.queue] if job.queue else ["qstat", "-Bf"],
+        lambda stdout, job: parse_pbs_queue_walltime(stdout),
+    )
     status_steps = (
         StatusStep(
             "qstat -F json",

@@ -3,7 +3,8 @@
 It runs the engine's status commands at an adaptive interval (fast while jobs change, doubling
 while nothing happens), folds in which workers are connected, lets the tracker decide what the
 answers mean, and hands the jobs that ended to the cluster. A failed poll changes nothing: the
-job states stay as they were, with one warning (and another at the 10th, 100th... failure).
+job states stay as they were. An outage (polls failing in a row) logs one warning when it
+starts and one INFO line with its duration when a poll succeeds again.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class JobPoller:
         self.polls = 0
         #: Polls whose status commands failed so far.
         self.failed_polls = 0
+        #: When the current outage began (wall clock), None while polls succeed.
+        self.outage_since: float | None = None
+        self._outage_polls = 0
         self._task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
 
@@ -149,12 +153,24 @@ class JobPoller:
                 statuses = await self.engine.query(ids)
             except CommandError as exc:
                 self.failed_polls += 1
-                count = self.failed_polls
-                level = logging.WARNING if count in (1, 10) or count % 100 == 0 else logging.DEBUG
-                logger.log(
-                    level, "Job status query failed (%d so far); job states unchanged: %s", count, exc
-                )
+                self._outage_polls += 1
+                if self.outage_since is None:
+                    self.outage_since = time.time()
+                    logger.warning(
+                        "Job status query failed; job states unchanged until it works again: %s",
+                        exc,
+                    )
+                else:
+                    logger.debug("Job status query failed again: %s", exc)
             else:
+                if self.outage_since is not None:
+                    logger.info(
+                        "Job status queries work again after %.0fs (%d failed polls)",
+                        time.time() - self.outage_since,
+                        self._outage_polls,
+                    )
+                    self.outage_since = None
+                    self._outage_polls = 0
                 polled_changed, polled_ended = self.tracker.observe(statuses, ids, time.time())
                 changed |= polled_changed
                 ended += polled_ended

@@ -31,6 +31,7 @@ from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_sge_tags
 from .tracking import JobState, JobStatus
+from .walltime import WalltimeDefault, parse_sge_queue_h_rt
 
 __all__ = [
     "SGEJob",
@@ -248,6 +249,11 @@ class SGEJob(Job):
     # "Your job 4 ("name") has been submitted", "Your job-array 5.1-3:1 (...)", or -terse "4"
     job_id_regexp = r"^(?:Your job(?:-array)? )?(?P<job_id>\d+)(?:\.\d+-\d+:\d+)?(?= \(|\s*$)"
     walltime_forms = ("hh:mm:ss", "seconds")
+    # the queue's h_rt; without a queue the job may land in any queue: unknown
+    walltime_default = WalltimeDefault(
+        lambda job: ["qconf", "-sq", job.queue] if job.queue else None,
+        lambda stdout, job: parse_sge_queue_h_rt(stdout),
+    )
     status_steps = (
         StatusStep("qstat -xml", qstat_argv, parse_qstat_step),
         StatusStep(

@@ -14,6 +14,7 @@ from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
 from .tags import TagSpec, parse_slurm_tags
 from .tracker import Vanish
 from .tracking import JobState, JobStatus
+from .walltime import WalltimeDefault, parse_scontrol_partitions
 
 __all__ = ["SLURMJob", "SLURMCluster", "slurm_format_bytes_ceil", "parse_squeue", "parse_sacct"]
 
@@ -176,6 +177,11 @@ class SLURMJob(Job):
     # after it ended: an id neither squeue nor sacct knows has ended and been purged.
     vanish = Vanish(state=JobState.FINISHED, reason="purged from Slurm's queue; final state unknown")
     walltime_forms = ("minutes", "mm:ss", "hh:mm:ss", "d-hh", "d-hh:mm", "d-hh:mm:ss")
+    # the partition's DefaultTime (else MaxTime) applies to a job without -t
+    walltime_default = WalltimeDefault(
+        lambda job: ["scontrol", "show", "partition", "-o", *([job.queue] if job.queue else [])],
+        lambda stdout, job: parse_scontrol_partitions(stdout, job.queue),
+    )
 
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
 

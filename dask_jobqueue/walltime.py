@@ -1,0 +1,138 @@
+"""A job's walltime in seconds: from its keyword, else from the batch system's default.
+
+A dialect declares how to read its scheduler's default (:class:`WalltimeDefault`: one command
+and a pure parser); :func:`job_walltime` runs it at most once per engine, with the status time
+limit, and keeps the answer in the engine's ``facts`` (``facts["default_walltime"]``). Any
+failure means "unknown": the cluster then does no walltime handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._shell import CommandError, run_command
+from ._values import parse_walltime
+
+if TYPE_CHECKING:
+    from .engine import BatchSystem
+    from .job import Job
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WalltimeDefault",
+    "job_walltime",
+    "parse_pbs_queue_walltime",
+    "parse_scontrol_partitions",
+    "parse_sge_queue_h_rt",
+]
+
+_FACT = "default_walltime"
+
+
+@dataclass(frozen=True)
+class WalltimeDefault:
+    """How a dialect reads the walltime its scheduler gives a job that asks for none.
+
+    Parameters
+    ----------
+    argv : callable
+        ``argv(job)``: the command, or ``None`` when the default cannot be read for this job.
+    parse : callable
+        ``parse(stdout, job)``: seconds, or ``None`` for no limit / unknown.
+    """
+
+    argv: Callable[[Job], list[str] | None]
+    parse: Callable[[str, Job], float | None]
+
+
+def _hms(text: str) -> float | None:
+    """``[D-]HH:MM:SS``, ``MM:SS``, ``HH:MM:SS`` or seconds; None for no limit."""
+    text = text.strip()
+    if not text or text.upper() in ("UNLIMITED", "INFINITY", "NONE", "N/A"):
+        return None
+    try:
+        return float(parse_walltime(text, ("d-hh:mm:ss", "hh:mm:ss", "mm:ss", "seconds")))
+    except ValueError:
+        return None
+
+
+def parse_scontrol_partitions(stdout: str, partition: str | None) -> float | None:
+    """``scontrol show partition -o``: ``DefaultTime`` of the partition (the default one when
+    ``partition`` is None), else its ``MaxTime``."""
+    for line in stdout.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        name = fields.get("PartitionName")
+        if name is None:
+            continue
+        if (partition is not None and name == partition) or (
+            partition is None and fields.get("Default") == "YES"
+        ):
+            default = _hms(fields.get("DefaultTime", ""))
+            return default if default is not None else _hms(fields.get("MaxTime", ""))
+    return None
+
+
+def parse_sge_queue_h_rt(stdout: str) -> float | None:
+    """``qconf -sq QUEUE``: the queue's ``h_rt`` (``INFINITY``: no limit)."""
+    for line in stdout.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key == "h_rt":
+            return _hms(value)
+    return None
+
+
+def parse_pbs_queue_walltime(stdout: str) -> float | None:
+    """``qstat -Qf QUEUE`` / ``qstat -Bf``: ``resources_default.walltime``, else
+    ``resources_max.walltime``."""
+    found = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.strip().partition(" = ")
+        if sep and key in ("resources_default.walltime", "resources_max.walltime"):
+            found[key] = _hms(value)
+    default = found.get("resources_default.walltime")
+    return default if default is not None else found.get("resources_max.walltime")
+
+
+def keyword_walltime(job: Job) -> float | None:
+    """The walltime the job's own options give, in seconds (None: not given)."""
+    value = getattr(job, "walltime", None)
+    if value is not None:
+        return float(parse_walltime(value, type(job).walltime_forms))
+    # Grid Engine and PBS sites often ask for it in the resource list: h_rt=..., walltime=...
+    spec = getattr(job, "resource_spec", None) or ""
+    match = re.search(r"(?:^|[,\s:])(?:h_rt|walltime)=([\d:-]+)", spec)
+    if match:
+        return _hms(match.group(1))
+    return None
+
+
+async def job_walltime(engine: BatchSystem) -> float | None:
+    """Seconds each job of this engine may run, or None when unknown.
+
+    The keyword (or config) wins; else the scheduler's default, read once (cached in
+    ``engine.facts``)."""
+    job = engine.template
+    given = keyword_walltime(job)
+    if given is not None:
+        return given
+    if _FACT in engine.facts:
+        return engine.facts[_FACT]
+    step: WalltimeDefault | None = getattr(type(job), "walltime_default", None)
+    argv = step.argv(job) if step is not None else None
+    value = None
+    if argv is not None:
+        engine.commands["status"] += 1
+        try:
+            stdout = (await run_command(argv, timeout=engine.status_timeout)).stdout
+            value = step.parse(stdout, job)
+        except (CommandError, ValueError) as exc:
+            logger.info("Could not read the default walltime (%s): %s", " ".join(argv), exc)
+    engine.facts[_FACT] = value
+    if value is not None:
+        logger.debug("Default walltime of this batch system: %gs", value)
+    return value
