@@ -23,7 +23,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
 from ._values import format_memory_limit
-from .engine import BatchSystem, StatusStep
+from .engine import ArraySupport, BatchSystem, StatusStep, Tagging
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -91,6 +91,12 @@ class Job(ProcessInterface):
     cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
     #: When a job the status commands stopped listing counts as ended, and as what.
     vanish: ClassVar[Vanish] = Vanish()
+    #: How this dialect submits job arrays (``None``: it has none; see :meth:`array_support_for`).
+    array_support: ClassVar[ArraySupport | None] = None
+    #: How a submission is tagged and tagged jobs are listed (retries adopt, never duplicate).
+    tagging: ClassVar[Tagging | None] = None
+    #: Submit errors that are worth a retry (``None``: the engine's generic list).
+    transient_submit_errors: ClassVar[re.Pattern[str] | None] = None
     #: The engine that runs this dialect's commands.
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
@@ -289,6 +295,11 @@ class Job(ProcessInterface):
     def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
         """Command line that cancels all ``job_ids`` in one call."""
         return [*self._split(self.cancel_command), *self.cancel_command_extra, *job_ids]
+
+    def array_support_for(self, facts: dict) -> ArraySupport | None:
+        """Array support at this site (``facts``: what the engine learned, e.g. the PBS
+        flavour)."""
+        return type(self).array_support
 
     def output_files(self, job_id: str) -> list[Path]:
         """Files that may hold this job's stderr, most useful first."""

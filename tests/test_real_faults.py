@@ -112,7 +112,7 @@ def real_queue_ids(system: Commands) -> set[str]:
     """Ids the real batch system lists, asked with the real status command (not the fake)."""
     real = REAL_STATUS_COMMANDS[system.status]
     if system.status == "squeue":
-        return set(run([real, "-h", "-o", "%i"]).split())
+        return set(run([real, "-h", "-r", "-o", "%i"]).split())
     if system is PBS_COMMANDS:
         ids = set()
         for line in run([real]).splitlines():

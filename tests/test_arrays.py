@@ -1,0 +1,360 @@
+"""Job arrays: one submit command for many jobs, each task still one job of the cluster.
+
+Unit tests drive the engine with recorded command outputs (``tests/fakes.py``); the parsers
+read real outputs recorded on Slurm 22.05 (``shared/research/arrays-recorded`` copied to
+``tests/data/arrays``). Real-Slurm tests are at the end (``pytest -E slurm``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from dask_jobqueue import SLURMCluster
+from dask_jobqueue.engine import array_script
+from dask_jobqueue.slurm import (
+    SLURMJob,
+    parse_slurm_limits,
+    parse_squeue,
+    parse_tagged,
+    slurm_array_task_ids,
+    slurm_cancel_args,
+)
+from dask_jobqueue.tracking import JobState
+
+from .fakes import cancel, engine_with
+from .scheduler_suite import NO_DASHBOARD, run, wait_until
+
+RECORDED = Path(__file__).parent / "data" / "arrays"
+
+
+def recorded(name: str) -> str:
+    """The stdout of a recorded command (``### stdout`` section of the file)."""
+    text = (RECORDED / name).read_text()
+    return text.split("### stdout\n", 1)[1].split("### stderr", 1)[0]
+
+
+def slurm_jobs(n: int, **kwargs) -> list[SLURMJob]:
+    options = {"cores": 1, "memory": "1GB", **kwargs}
+    return [SLURMJob("tcp://a:1", name=f"c-{i}", **options) for i in range(n)]
+
+
+def submit_many(engine, jobs):
+    return asyncio.run(engine.submit_many(jobs))
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def test_squeue_array_tasks_from_recorded_output():
+    statuses = parse_squeue(recorded("slurm/37_squeue_O_scenario.txt"))
+    assert statuses["17_3"].state == JobState.CANCELLED
+    assert statuses["17_0"].state == JobState.FINISHED
+    assert statuses["17_1"].state == JobState.FAILED
+    assert statuses["17_1"].reason == "NonZeroExitCode"
+    assert (statuses["17_6"].state, statuses["17_6"].reason) == (
+        JobState.QUEUED,
+        "JobArrayTaskLimit",
+    )
+    assert statuses["17_5"].state == JobState.RUNNING
+    # raw ids of started tasks are not reported: the task id is what the cluster tracks
+    assert "21" not in statuses and "23" not in statuses
+
+
+def test_squeue_mixes_plain_jobs_and_tasks():
+    statuses = parse_squeue(recorded("slurm/08_squeue_O_fields.txt"))
+    assert statuses["1"].state == JobState.FINISHED  # ArrayTaskID N/A: a plain job
+    assert statuses["2_9"].state == JobState.RUNNING  # the last task keeps the array's raw id
+    assert statuses["3_4"].reason == "JobArrayTaskLimit"
+    assert len(statuses) == 21
+
+
+def test_squeue_earlier_forms_still_read():
+    assert parse_squeue("12|PENDING|Priority|0|\n")["12"].reason == "Priority"
+    assert parse_squeue("12|FAILED|NonZeroExitCode|768|\n")["12"].exit_code == 3
+
+
+def test_array_ids_from_sbatch_output():
+    assert slurm_array_task_ids(recorded("slurm/02_sbatch_array_0-9.txt"), [0, 1, 2]) == [
+        "2_0",
+        "2_1",
+        "2_2",
+    ]
+    assert slurm_array_task_ids(recorded("slurm/03_sbatch_array_0-9_throttle3_parsable.txt"), [5]) == [
+        "3_5"
+    ]
+    with pytest.raises(ValueError):
+        slurm_array_task_ids("sbatch: error: Batch job submission failed\n", [0])
+
+
+def test_limits_from_scontrol_show_config():
+    assert parse_slurm_limits(recorded("slurm/01_limits_default.txt")) == {
+        "max_array_size": 1001,
+        "max_job_count": 10000,
+    }
+    assert parse_slurm_limits("MaxArraySize            = 64\n") == {"max_array_size": 64}
+
+
+def test_tagged_jobs_from_squeue():
+    out = recorded("slurm/56_squeue_name_filter_r_O.txt")
+    # the recorded tasks carry the comment below; columns JobID|ArrayJobID|ArrayTaskID|Comment
+    lines = [
+        "|".join([p[0], p[1], p[2], p[4]])
+        for p in (line.split("|") for line in out.splitlines() if line)
+    ]
+    tag = "mylib:token=7f3a9c;user=alice"
+    assert parse_tagged("\n".join(lines), tag) == ["36_0", "36_1", "36_2"]
+    assert parse_tagged("37|37|N/A|djq1|\n", "djq1") == ["37"]
+    assert parse_tagged("37|37|N/A|djq1|\n", "djq2") == []
+
+
+def test_cancel_arguments_join_tasks_into_ranges():
+    assert slurm_cancel_args(["12_3", "12_4", "12_5", "13", "12_9", "14_1"]) == [
+        "12_[3-5,9]",
+        "13",
+        "14_1",
+    ]
+    assert slurm_cancel_args(["7", "8"]) == ["7", "8"]
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def test_array_script_names_each_task(tmp_path):
+    """The task index selects the worker name: run the script's name selection for real."""
+    jobs = slurm_jobs(3, python="echo")
+    script = array_script(jobs[0], [j.name for j in jobs], SLURMJob.array_support)
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    for index, name in enumerate(["c-0", "c-1", "c-2"]):
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(index)}
+        out = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+        assert f"--name {name} " in out.stdout
+    out = subprocess.run(
+        ["bash", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_ARRAY_TASK_ID": "7"},
+    )
+    assert out.returncode == 1 and "no worker name for array task 7" in out.stderr
+
+
+def test_array_script_log_files_name_the_task():
+    jobs = slurm_jobs(2, log_directory="/logs")
+    script = array_script(jobs[0], ["c-0", "c-1"], SLURMJob.array_support)
+    assert "#SBATCH -e /logs/dask-worker-%A_%a.err" in script
+    assert "%J" not in script
+    assert [str(p) for p in jobs[0].output_files("12_3")][0] == "/logs/dask-worker-12_3.err"
+
+
+def test_jobs_submitted_together_go_as_one_array(monkeypatch):
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 1001\nMaxJobCount             = 10000\n"
+        return "Submitted batch job 12\n"
+
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch)
+    jobs = slurm_jobs(5)
+    ids = submit_many(engine, jobs)
+    assert ids == ["12_0", "12_1", "12_2", "12_3", "12_4"]
+    assert [j.job_id for j in jobs] == ids
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 1 and "--array=0-4" in sbatch[0]
+    assert engine.live_ids == set(ids)
+    assert engine.facts["max_array_size"] == 1001
+    assert engine.commands["submit"] == 1
+
+
+def test_split_to_the_site_limit(monkeypatch):
+    arrays = iter(range(20, 30))
+
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 2\n"
+        return f"Submitted batch job {next(arrays)}\n"
+
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_concurrency=1)
+    ids = submit_many(engine, slurm_jobs(5))
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 3  # 2 + 2 + a single job
+    assert [c for c in sbatch if "--array=0-1" in c] and len(sbatch[-1]) == len(sbatch[0]) - 1
+    assert ids == ["20_0", "20_1", "21_0", "21_1", "22"]
+
+
+def test_yaml_override_wins_over_the_site(monkeypatch):
+    engine, runner = engine_with(
+        slurm_jobs(1)[0],
+        lambda argv: "Submitted batch job 5\n",
+        monkeypatch,
+        max_array_size=3,
+        submit_concurrency=1,
+    )
+    submit_many(engine, slurm_jobs(3)[:2] + slurm_jobs(1, job_name="other"))
+    # no need to ask the site; jobs with another script are not tasks of the same array
+    assert [c[0] for c in runner.calls] == ["sbatch", "sbatch"]
+
+
+def test_arrays_never(monkeypatch):
+    ids = iter(range(40, 50))
+    engine, runner = engine_with(
+        slurm_jobs(1)[0],
+        lambda argv: f"Submitted batch job {next(ids)}\n",
+        monkeypatch,
+        job_arrays="never",
+    )
+    assert sorted(submit_many(engine, slurm_jobs(3))) == ["40", "41", "42"]
+    assert all(not any(a.startswith("--array") for a in c) for c in runner.calls)
+    assert len(runner.calls) == 3
+
+
+def test_cancel_tasks_in_one_command(monkeypatch):
+    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: "", monkeypatch)
+    assert cancel(engine, ["12_0", "12_1", "12_2", "12_7", "13"]) == []
+    assert runner.calls == [["scancel", "12_[0-2,7]", "13"]]
+
+
+def test_rate_limit(monkeypatch):
+    ids = iter(range(40, 50))
+    engine, runner = engine_with(
+        slurm_jobs(1)[0],
+        lambda argv: f"Submitted batch job {next(ids)}\n",
+        monkeypatch,
+        job_arrays="never",
+        submit_rate_limit=20,
+    )
+    started = time.monotonic()
+    submit_many(engine, slurm_jobs(4))
+    assert time.monotonic() - started >= 3 / 20 - 0.01
+
+
+def test_bad_engine_settings_are_refused():
+    with dask.config.set({"jobqueue.slurm.job-arrays": "sometimes"}):
+        with pytest.raises(ValueError, match="job_arrays='sometimes' must be 'auto' or 'never'"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+    with dask.config.set({"jobqueue.slurm.submit-rate-limit": 0}):
+        with pytest.raises(ValueError, match="submit_rate_limit"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+    with dask.config.set({"jobqueue.slurm.max-array-size": -3}):
+        with pytest.raises(ValueError, match="max_array_size"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+
+
+# ---------------------------------------------------------------------------- real Slurm
+
+
+def _task_ids_in_queue() -> set[str]:
+    return set(run(["squeue", "-h", "-r", "-o", "%i"]).split())
+
+
+@pytest.mark.env("slurm")
+def test_real_slurm_array_end_to_end(tmp_path, monkeypatch):
+    """Workers of array tasks connect and compute; scaling down cancels one task; a task
+    cancelled from outside is replaced."""
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(
+        {
+            "jobqueue.slurm.poll-interval": "500ms",
+            "jobqueue.slurm.poll-interval-max": "1s",
+            "jobqueue.slurm.resubmit-backoff": "500ms",
+            "jobqueue.slurm.vanish-grace": "3s",
+        }
+    ):
+        cluster = SLURMCluster(
+            cores=1,
+            memory="1GB",
+            walltime="00:10:00",
+            job_name="djq-arrays-e2e",
+            scheduler_options=NO_DASHBOARD,
+        )
+        with cluster, Client(cluster) as client:
+            cluster.scale(3)
+            client.wait_for_workers(3, timeout=120)
+            assert client.submit(lambda x: x + 1, 1).result(timeout=30) == 2
+            assert cluster.command_counts["submit"] == 1
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len({i.split("_")[0] for i in ids}) == 1 and all("_" in i for i in ids)
+            # worker names map back to their task's job
+            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+            assert names == set(cluster.workers)
+
+            cluster.scale(2)
+            assert wait_until(lambda: len(ids & _task_ids_in_queue()) == 2, 60)
+            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
+
+            victim = sorted(ids & _task_ids_in_queue())[0]
+            subprocess.run(["scancel", victim], check=True)
+            assert wait_until(
+                lambda: victim not in {j.job_id for j in cluster.workers.values()}
+                and len(cluster.workers) == 2,
+                60,
+            )
+            client.wait_for_workers(2, timeout=120)
+            record = next(r for r in cluster.jobs if r.job_id == victim)
+            assert record.state == JobState.CANCELLED
+            live = {j.job_id for j in cluster.workers.values()}
+        assert wait_until(lambda: not (live | ids) & _task_ids_in_queue(), 60)
+
+
+@pytest.mark.env("slurm")
+def test_real_slurm_task_dying_before_connect_is_explained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set(
+        {
+            "jobqueue.slurm.poll-interval": "500ms",
+            "jobqueue.slurm.poll-interval-max": "1s",
+            "jobqueue.slurm.resubmit-backoff": "500ms",
+            "jobqueue.slurm.max-consecutive-failures": 2,
+        }
+    ):
+        cluster = SLURMCluster(
+            cores=1,
+            memory="1GB",
+            job_name="djq-arrays-die",
+            log_directory=str(tmp_path / "logs"),
+            job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
+            scheduler_options=NO_DASHBOARD,
+        )
+        with cluster:
+            cluster.scale(2)
+            assert wait_until(lambda: cluster._pending_error is not None, 90)
+            failed = [r for r in cluster.jobs if r.error]
+            assert failed
+            assert all("_" in r.job_id for r in failed)
+            message = failed[0].error
+            assert "before its workers connected" in message
+            assert "no such module: foo" in message
+    assert wait_until(lambda: not _named_in_queue("djq-arrays-die"), 60)
+
+
+def _named_in_queue(name: str) -> set[str]:
+    return set(run(["squeue", "-h", "-r", "-n", name, "-o", "%i"]).split())
+
+
+@pytest.mark.env("slurm")
+def test_real_slurm_split_at_a_low_max_array_size(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with dask.config.set({"jobqueue.slurm.max-array-size": 3}):
+        cluster = SLURMCluster(
+            cores=1,
+            memory="1GB",
+            job_name="djq-arrays-split",
+            job_extra_directives=["--hold"],
+            scheduler_options=NO_DASHBOARD,
+        )
+        with cluster:
+            cluster.scale(7)
+            assert wait_until(lambda: len(cluster.workers) == 7, 60)
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert cluster.command_counts["submit"] == 3
+            assert len({i.split("_")[0] for i in ids if "_" in i}) == 2
+            assert wait_until(lambda: ids <= _task_ids_in_queue(), 30)
+            cluster.scale(0)
+            assert wait_until(lambda: not (ids & _task_ids_in_queue()), 60)
+            assert cluster.command_counts["cancel"] == 1
