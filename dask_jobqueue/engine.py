@@ -452,7 +452,7 @@ class BatchSystem:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(script)
-            argv = first.submit_argv(path)
+            argv = first.array_submit_argv(path, script) if array else first.submit_argv(path)
             extra = list(tagging.submit_args(tag)) if tagging is not None and tag else []
             if array:
                 extra += support.submit_args(indices[0], indices[-1])

@@ -288,6 +288,11 @@ class Job(ProcessInterface):
         """Command line that submits the script at ``script_path``."""
         return [*self._split(self.submit_command), *self.submit_command_extra, script_path]
 
+    def array_submit_argv(self, script_path: str, script: str) -> list[str]:
+        """Command line that submits the job-array script ``script`` (written at
+        ``script_path``); the engine adds the dialect's array arguments."""
+        return self.submit_argv(script_path)
+
     def submit_stdin(self, script: str) -> str | None:
         """Text to feed the submit command on stdin (``None``: nothing)."""
         return None

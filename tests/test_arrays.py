@@ -358,3 +358,81 @@ def test_real_slurm_split_at_a_low_max_array_size(tmp_path, monkeypatch):
             cluster.scale(0)
             assert wait_until(lambda: not (ids & _task_ids_in_queue()), 60)
             assert cluster.command_counts["cancel"] == 1
+
+
+# ---------------------------------------------------------------------------- Grid Engine, OAR
+
+
+def test_sge_array_tasks_from_recorded_qstat():
+    from dask_jobqueue.sge import parse_qstat_xml
+
+    states = parse_qstat_xml(recorded("sge/37_qstat_xml_scenario.txt"))
+    assert {k: v for k, v in states.items() if k.startswith("76.")} == {
+        "76.3": "r",
+        "76.5": "r",
+        "76.6": "r",
+        "76.9": "r",
+        "76.7": "qw",
+        "76.10": "qw",
+    }
+    detailed = parse_qstat_xml(recorded("sge/38_qstat_xml_g_d_scenario.txt"))
+    assert {k for k in detailed if k.startswith("76.")} == set(states)
+
+
+def test_sge_submit_output_limits_and_cancel():
+    from dask_jobqueue.sge import parse_sge_limits, sge_array_task_ids, sge_cancel_args
+
+    assert sge_array_task_ids(recorded("sge/02_qsub_array_1-10.txt"), [1, 2]) == ["69.1", "69.2"]
+    assert sge_array_task_ids(recorded("sge/03_qsub_array_terse.txt"), [3]) == ["70.3"]
+    assert parse_sge_limits(recorded("sge/01_limits_default.txt")) == {"max_array_size": 75000}
+    assert parse_sge_limits("max_aj_tasks                 0\n") == {}
+    assert sge_cancel_args(["70.3", "70.4", "70.5", "70.8", "71"]) == ["71", "70.3-5", "70.8"]
+
+
+def test_sge_qacct_asks_for_the_task():
+    from dask_jobqueue.sge import parse_qacct, qacct_argv, qacct_status
+
+    assert qacct_argv(None, ["76.3"], {}) == ["qacct", "-j", "76", "-t", "3"]
+    assert qacct_argv(None, ["76"], {}) == ["qacct", "-j", "76"]
+    status = qacct_status(parse_qacct(recorded("sge/40_qacct_j_scenario.txt")))
+    assert status is not None and status.state.is_final
+
+
+def test_sge_engine_submits_one_array(monkeypatch):
+    from dask_jobqueue.sge import SGEJob
+
+    def answer(argv):
+        if argv[0] == "qconf":
+            return recorded("sge/61_limits_small.txt")
+        return 'Your job-array 69.1-2:1 ("dask-worker") has been submitted\n'
+
+    jobs = [SGEJob("tcp://a:1", name=f"s-{i}", cores=1, memory="1GB") for i in range(3)]
+    engine, runner = engine_with(jobs[0], answer, monkeypatch)
+    ids = submit_many(engine, jobs)
+    assert engine.facts["max_array_size"] == 10
+    assert ids == ["69.1", "69.2", "69.3"]
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert len(qsub) == 1 and qsub[0][1:3] == ["-t", "1-3"]
+
+
+def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
+    from dask_jobqueue.oar import OARJob, oar_array_task_ids
+
+    out = "[ADMISSION RULE] Set default walltime\nOAR_JOB_ID=101\nOAR_JOB_ID=102\nOAR_ARRAY_ID=101\n"
+    assert oar_array_task_ids(out, [1, 2]) == ["101", "102"]
+    with pytest.raises(ValueError):
+        oar_array_task_ids(out, [1, 2, 3])
+    jobs = [
+        OARJob("tcp://a:1", name=f"o-{i}", cores=1, memory="1GB", python="echo",
+               memory_per_core_property_name="not_applicable")
+        for i in range(2)
+    ]
+    engine, runner = engine_with(jobs[0], lambda argv: out, monkeypatch)
+    assert submit_many(engine, jobs) == ["101", "102"]
+    (argv,) = runner.calls
+    assert argv[1:3] == ["--array", "2"]
+    body = argv[-1]
+    for index, name in ((1, "o-0"), (2, "o-1")):
+        env = {**os.environ, "OAR_ARRAY_INDEX": str(index)}
+        done = subprocess.run(["sh", "-c", body], capture_output=True, text=True, env=env)
+        assert f"--name {name} " in done.stdout
