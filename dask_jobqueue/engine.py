@@ -152,8 +152,6 @@ class ArraySupport:
     cancel_args : callable
         ``cancel_args(ids)``: the arguments of one cancel command for these ids, with tasks of
         one array joined into ranges where the scheduler takes them (``12_[3-5]``).
-    limits : LimitsProbe, optional
-        How to ask the site for ``max_array_size`` (the most tasks of one array).
     edit_script : callable, optional
         ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
         patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
@@ -165,7 +163,6 @@ class ArraySupport:
     first_index: int = 0
     min_size: int = 2
     cancel_args: Callable[[Sequence[str]], list[str]] = list
-    limits: LimitsProbe | None = None
     edit_script: Callable[[str], str] | None = None
 
 
@@ -364,12 +361,12 @@ class BatchSystem:
                 max_workers=self.submit_concurrency, thread_name_prefix="dask-jobqueue-submit"
             )
         loop = asyncio.get_running_loop()
-        support = self.template.array_support_for(self.facts)
         use_arrays = (self.job_arrays == "auto") if arrays is None else arrays
-        use_arrays = use_arrays and support is not None and len(jobs) > 1
+        use_arrays = use_arrays and len(jobs) > 1
         if use_arrays and not self._limits_known:
-            await loop.run_in_executor(self._executor, self._discover_limits, support)
-        groups = self._plan(jobs, support if use_arrays else None)
+            await loop.run_in_executor(self._executor, self._discover_limits)
+        support = self.template.array_support_for(self.facts) if use_arrays else None
+        groups = self._plan(jobs, support)
         futures = [
             loop.run_in_executor(self._executor, self._submit_group_blocking, group, support)
             for group in groups
@@ -398,19 +395,20 @@ class BatchSystem:
         ]
         return min(limits) if limits else None
 
-    def _discover_limits(self, support: ArraySupport) -> None:
+    def _discover_limits(self) -> None:
+        """Run the dialect's site probes once (array limits, flavour), into :attr:`facts`."""
         self._limits_known = True
-        if self.max_array_size is not None or support.limits is None:
-            return
-        argv = support.limits.argv(self.template)
-        with self._lock:
-            self.commands["limits"] += 1
-        try:
-            stdout = run_command_sync(argv, timeout=self.status_timeout).stdout
-            self.facts.update(support.limits.parse(stdout))
-        except (CommandError, ValueError) as exc:
-            logger.info("Could not read the site's array limits: %s", _first_line(exc))
-        logger.debug("Site limits: %s", self.facts)
+        for probe in self.dialect.site_probes:
+            with self._lock:
+                self.commands["limits"] += 1
+            try:
+                stdout = run_command_sync(
+                    probe.argv(self.template), timeout=self.status_timeout
+                ).stdout
+                self.facts.update(probe.parse(stdout))
+            except (CommandError, ValueError) as exc:
+                logger.info("Could not read the site's limits: %s", _first_line(exc))
+        logger.debug("Site facts: %s", self.facts)
 
     def _plan(self, jobs: Sequence[Job], support: ArraySupport | None) -> list[list[Job]]:
         """Submissions for ``jobs``: lists of jobs that go as one array (or alone)."""

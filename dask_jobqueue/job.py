@@ -23,7 +23,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
 from ._values import format_memory_limit
-from .engine import ArraySupport, BatchSystem, StatusStep, Tagging
+from .engine import ArraySupport, BatchSystem, LimitsProbe, StatusStep, Tagging
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -93,6 +93,9 @@ class Job(ProcessInterface):
     vanish: ClassVar[Vanish] = Vanish()
     #: How this dialect submits job arrays (``None``: it has none; see :meth:`array_support_for`).
     array_support: ClassVar[ArraySupport | None] = None
+    #: Commands telling the site's array limits (and flavour), run once before the first
+    #: submission of several jobs (their facts decide :meth:`array_support_for`).
+    site_probes: ClassVar[tuple[LimitsProbe, ...]] = ()
     #: How a submission is tagged and tagged jobs are listed (retries adopt, never duplicate).
     tagging: ClassVar[Tagging | None] = None
     #: Submit errors that are worth a retry (``None``: the engine's generic list).

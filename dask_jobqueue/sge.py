@@ -313,7 +313,6 @@ SGE_ARRAYS = ArraySupport(
     task_ids=sge_array_task_ids,
     first_index=1,
     cancel_args=sge_cancel_args,
-    limits=LimitsProbe(lambda job: ["qconf", "-sconf"], parse_sge_limits),
 )
 
 
@@ -339,6 +338,7 @@ class SGEJob(Job):
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")
     array_support = SGE_ARRAYS
+    site_probes = (LimitsProbe(lambda job: ["qconf", "-sconf"], parse_sge_limits),)
 
     options = (
         QUEUE,

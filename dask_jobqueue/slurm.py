@@ -234,7 +234,6 @@ SLURM_ARRAYS = ArraySupport(
     task_ids=slurm_array_task_ids,
     first_index=0,
     cancel_args=slurm_cancel_args,
-    limits=LimitsProbe(lambda job: ["scontrol", "show", "config"], parse_slurm_limits),
     edit_script=_task_log_names,
 )
 
@@ -291,6 +290,7 @@ class SLURMJob(Job):
     )
     cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
     array_support = SLURM_ARRAYS
+    site_probes = (LimitsProbe(lambda job: ["scontrol", "show", "config"], parse_slurm_limits),)
     tagging = SLURM_TAGGING
     # "Slurm temporarily unable to accept job" blocks sbatch up to 120 s at MaxJobCount
     transient_submit_errors = re.compile(

@@ -189,16 +189,20 @@ def test_split_to_the_site_limit(monkeypatch):
 
 
 def test_yaml_override_wins_over_the_site(monkeypatch):
+    arrays = iter(range(5, 15))
+
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 1001\n"
+        return f"Submitted batch job {next(arrays)}\n"
+
     engine, runner = engine_with(
-        slurm_jobs(1)[0],
-        lambda argv: "Submitted batch job 5\n",
-        monkeypatch,
-        max_array_size=3,
-        submit_concurrency=1,
+        slurm_jobs(1)[0], answer, monkeypatch, max_array_size=2, submit_concurrency=1
     )
-    submit_many(engine, slurm_jobs(3)[:2] + slurm_jobs(1, job_name="other"))
-    # no need to ask the site; jobs with another script are not tasks of the same array
-    assert [c[0] for c in runner.calls] == ["sbatch", "sbatch"]
+    ids = submit_many(engine, slurm_jobs(4) + slurm_jobs(1, job_name="other"))
+    # jobs with another script are not tasks of the same array
+    assert [c[0] for c in runner.calls].count("sbatch") == 3
+    assert ids == ["5_0", "5_1", "6_0", "6_1", "7"]
 
 
 def test_arrays_never(monkeypatch):
@@ -436,3 +440,59 @@ def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
         env = {**os.environ, "OAR_ARRAY_INDEX": str(index)}
         done = subprocess.run(["sh", "-c", body], capture_output=True, text=True, env=env)
         assert f"--name {name} " in done.stdout
+
+
+# ---------------------------------------------------------------------------- PBS Pro / OpenPBS
+
+
+def test_pbs_subjobs_from_recorded_outputs():
+    from dask_jobqueue.pbs import (
+        parse_pbs_limits,
+        parse_pbs_version,
+        parse_qstat_json,
+        pbs_array_task_ids,
+        pbs_cancel_args,
+    )
+
+    assert pbs_array_task_ids(recorded("pbs/02_qsub_env_array.txt"), [1, 2]) == [
+        "64[1].vm-pbs",
+        "64[2].vm-pbs",
+    ]
+    assert parse_pbs_limits(recorded("pbs/01_limits_default.txt")) == {"max_array_size": 10000}
+    assert parse_pbs_version(recorded("pbs/00_version.txt")) == {"pbs_flavour": "pro"}
+    assert parse_pbs_version("Version: 6.1.3\nCommit: abc\n") == {"pbs_flavour": "torque"}
+    assert pbs_cancel_args(["65[3].vm-pbs", "65[4].vm-pbs", "65[9].vm-pbs", "70.vm-pbs"]) == [
+        "70.vm-pbs",
+        "65[3-4].vm-pbs",
+        "65[9].vm-pbs",
+    ]
+    statuses = parse_qstat_json(recorded("pbs/10_qstat_f_json_t_scenario.txt"))
+    assert statuses["65[3].vm-pbs"].state == JobState.RUNNING
+    assert statuses["65[1].vm-pbs"].state.is_final
+    assert statuses["65[7].vm-pbs"].state == JobState.QUEUED
+
+
+def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
+    from dask_jobqueue.pbs import PBSJob
+
+    def answer(argv):
+        if argv[:2] == ["qstat", "--version"]:
+            return "pbs_version = 23.06.06\n"
+        if argv[0] == "qmgr":
+            return "Server vm-pbs\n    max_array_size = 2\n"
+        return "80[].vm-pbs\n" if "-J" in argv else "81.vm-pbs\n"
+
+    jobs = [PBSJob("tcp://a:1", name=f"p-{i}", cores=1, memory="1GB") for i in range(3)]
+    engine, runner = engine_with(jobs[0], answer, monkeypatch, submit_concurrency=1)
+    assert submit_many(engine, jobs) == ["80[0].vm-pbs", "80[1].vm-pbs", "81.vm-pbs"]
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert qsub[0][1:3] == ["-J", "0-1"] and "-J" not in qsub[1]  # a single job for the rest
+
+    torque = [PBSJob("tcp://a:1", name=f"t-{i}", cores=1, memory="1GB") for i in range(2)]
+    engine, runner = engine_with(
+        torque[0],
+        lambda argv: "Version: 6.1.3\n" if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n",
+        monkeypatch,
+    )
+    submit_many(engine, torque)
+    assert [c for c in runner.calls if c[0] == "qsub" and "-J" in c] == []
