@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import getpass
+import itertools
 import logging
 import os
 import random
 import re
 import shlex
+import socket
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._shell import CommandError, run_command, run_command_sync
+from .tags import JobTag, new_cluster_id, safe_host
 from .tracking import JobStatus
 
 if TYPE_CHECKING:
@@ -45,6 +48,7 @@ __all__ = [
     "DuplicateJobIdError",
     "LimitsProbe",
     "StatusStep",
+    "adopt_one_array",
     "all_ids",
     "array_script",
     "missing_ids",
@@ -152,6 +156,10 @@ class ArraySupport:
     cancel_args : callable
         ``cancel_args(ids)``: the arguments of one cancel command for these ids, with tasks of
         one array joined into ranges where the scheduler takes them (``12_[3-5]``).
+    adopt : callable, optional
+        ``adopt(listed, indices)``: the task ids of an array whose submit command failed,
+        from the ids its tag is listed under (``12_[0-4]`` for pending Slurm tasks...);
+        raises ``ValueError`` if they do not make the whole array.
     edit_script : callable, optional
         ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
         patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
@@ -164,20 +172,18 @@ class ArraySupport:
     min_size: int = 2
     cancel_args: Callable[[Sequence[str]], list[str]] = list
     edit_script: Callable[[str], str] | None = None
+    adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
 
 
-@dataclass(frozen=True)
-class Tagging:
-    """How a dialect marks a submission with a unique tag and lists this user's jobs that
-    carry one (used before a retry, to adopt what a failed-looking submit created).
-
-    ``submit_args(tag)``: extra submit arguments; ``list_argv(job)``: the listing command;
-    ``parse(stdout, tag)``: ids of the jobs (array tasks) carrying ``tag``, in task order.
-    """
-
-    submit_args: Callable[[str], list[str]]
-    list_argv: Callable[[Job], list[str]]
-    parse: Callable[[str, str], list[str]]
+def adopt_one_array(
+    listed: Sequence[str], indices: Sequence[int], task_id: Callable[[str, int], str]
+) -> list[str]:
+    """Task ids of the one array whose tasks (or collapsed pending tasks) are ``listed``."""
+    bases = {re.match(r"\d+", i).group() for i in listed if re.match(r"\d+", i)}
+    if len(bases) != 1:
+        raise ValueError(f"expected the tasks of one array, found {', '.join(listed)}")
+    base = bases.pop()
+    return [task_id(base, i) for i in indices]
 
 
 #: Submit errors worth another try, unless a dialect declares its own: a loaded or restarting
@@ -316,6 +322,12 @@ class BatchSystem:
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
         #: The clock of ``pace`` (replaceable in tests).
         self.clock: Callable[[], float] = time.monotonic
+        #: Id of this engine's cluster in the tags of its jobs (8 hex digits).
+        self.cluster_id = new_cluster_id()
+        self._serials = itertools.count()
+        self._host = safe_host(socket.gethostname())
+        #: Called (without arguments, from any thread) after the set of live ids changed.
+        self.on_live_change: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -329,6 +341,27 @@ class BatchSystem:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
             self._live.difference_update(job_ids)
+        self._live_changed()
+
+    def _live_changed(self) -> None:
+        if self.on_live_change is not None:
+            self.on_live_change()
+
+    def new_tag(self) -> JobTag:
+        """The tag of the next submission: this cluster, a fresh serial, this process."""
+        with self._lock:
+            serial = next(self._serials)
+        return JobTag(self.cluster_id, serial, os.getpid(), self._host)
+
+    def tagged_submit_argv(self, job: Job, script_path: str, tag: JobTag) -> list[str]:
+        """The job's submit command with the dialect's tag arguments right after the
+        command's own words (so ``submit_command_extra`` can still override them)."""
+        argv = job.submit_argv(script_path)
+        spec = self.dialect.tagging
+        if spec is None or not job.submit_command:
+            return argv
+        head = len(shlex.split(job.submit_command))
+        return [*argv[:head], *spec.submit_args(tag.text()), *argv[head:]]
 
     # ------------------------------------------------------------------ submit
 
@@ -445,23 +478,28 @@ class BatchSystem:
             script = first.job_script()
             indices = []
         tagging = self.dialect.tagging
-        tag = f"djq{uuid.uuid4().hex[:12]}" if tagging is not None else None
+        tag = self.new_tag()
+        for job in group:
+            job.tag = tag
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(script)
             argv = first.array_submit_argv(path, script) if array else first.submit_argv(path)
-            extra = list(tagging.submit_args(tag)) if tagging is not None and tag else []
+            head = len(shlex.split(first.submit_command or "")) or 1
+            extra = list(tagging.submit_args(tag.text())) if tagging is not None else []
             if array:
                 extra += support.submit_args(indices[0], indices[-1])
-            argv = [argv[0], *extra, *argv[1:]]
+            argv = [*argv[:head], *extra, *argv[head:]]
 
             def parse(stdout: str) -> list[str]:
                 if array:
                     return support.task_ids(stdout, indices)
                 return [first.job_id_from_submit_output(stdout)]
 
-            ids = self._run_submit(argv, first.submit_stdin(script), parse, tag, len(group))
+            ids = self._run_submit(
+                argv, first.submit_stdin(script), parse, tag if tagging else None, indices
+            )
         with self._lock:
             taken = [i for i in ids if i in self._live]
             if taken or len(set(ids)) != len(ids):
@@ -471,6 +509,7 @@ class BatchSystem:
                 )
             self._live.update(ids)
             closing = self._closing
+        self._live_changed()
         logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
         if closing:
             logger.info("Cancelling job(s) %s: submitted while the cluster closed", ids)
@@ -499,8 +538,8 @@ class BatchSystem:
         argv: list[str],
         stdin: str | None,
         parse: Callable[[str], list[str]],
-        tag: str | None,
-        expected: int,
+        tag: JobTag | None,
+        indices: Sequence[int],
     ) -> list[str]:
         """Run a submit command; transient failures are retried, adopting tagged jobs."""
         for attempt in range(self.submit_attempts):
@@ -528,39 +567,60 @@ class BatchSystem:
                     _first_line(exc),
                 )
                 time.sleep(delay)
-                adopted = self._find_tagged(tag)
-                if adopted:
-                    if len(adopted) != expected:
+                listed = self._find_tagged(tag)
+                if listed:
+                    try:
+                        adopted = self._adopt(listed, indices)
+                    except ValueError as error:
                         raise CommandError(
                             argv, exc.returncode, exc.stdout, exc.stderr,
-                            reason=f"failed, yet {len(adopted)} job(s) of the {expected} it "
-                            f"was to create exist with its tag {tag}: {' '.join(adopted)}",
+                            reason=f"failed, yet job(s) {' '.join(listed)} carry its tag "
+                            f"{tag.text()}: {error}",
                         ) from exc
                     logger.warning(
                         "The failed submission was accepted: adopting job(s) %s (tag %s)",
                         " ".join(adopted),
-                        tag,
+                        tag.text(),
                     )
                     return adopted
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _find_tagged(self, tag: str) -> list[str]:
-        tagging = self.dialect.tagging
-        assert tagging is not None
-        with self._lock:
-            self.commands["status"] += 1
-        try:
-            stdout = run_command_sync(
-                tagging.list_argv(self.template), timeout=self.status_timeout
-            ).stdout
-        except CommandError as exc:
-            # Not knowing means a retry could duplicate: give up on this submission.
-            raise CommandError(
-                exc.argv, exc.returncode, exc.stdout, exc.stderr,
-                reason="failed while looking for the jobs of a failed submission "
-                f"(tag {tag}); not retrying to avoid duplicates",
-            ) from exc
-        return tagging.parse(stdout, tag)
+    def _find_tagged(self, tag: JobTag) -> list[str]:
+        """Ids this user's jobs carrying ``tag`` are listed under (blocking)."""
+        spec = self.dialect.tagging
+        assert spec is not None
+        error: CommandError | None = None
+        for argv in spec.list_argvs(getpass.getuser()):
+            with self._lock:
+                self.commands["status"] += 1
+            try:
+                stdout = run_command_sync(list(argv), timeout=self.status_timeout).stdout
+                texts = spec.parse(stdout)
+            except CommandError as exc:
+                error = exc
+                continue
+            except ValueError as exc:
+                error = CommandError(list(argv), 0, reason=f"printed unreadable output ({exc})")
+                continue
+            return [i for i, text in texts.items() if JobTag.parse(text) == tag]
+        assert error is not None
+        # Not knowing means a retry could duplicate: give up on this submission.
+        raise CommandError(
+            error.argv, error.returncode, error.stdout, error.stderr,
+            reason="failed while looking for the jobs of a failed submission "
+            f"(tag {tag.text()}); not retrying to avoid duplicates",
+        ) from error
+
+    def _adopt(self, listed: list[str], indices: Sequence[int]) -> list[str]:
+        """The ids of a submission from the ids its tag is listed under."""
+        if not indices:
+            if len(listed) != 1:
+                raise ValueError(f"{len(listed)} jobs for one submission")
+            return listed
+        support = self.template.array_support_for(self.facts)
+        if support is None or support.adopt is None:
+            raise ValueError("this batch system's array tasks cannot be told apart")
+        return support.adopt(listed, indices)
 
     def _accepted_despite(
         self, exc: CommandError, parse: Callable[[str], list[str]]
@@ -665,6 +725,37 @@ class BatchSystem:
         for result in await asyncio.gather(*(one(i) for i in due)):
             found.update(result)
         return found
+
+    # ------------------------------------------------------------------ tags
+
+    async def list_tagged(self) -> dict[str, JobTag]:
+        """This user's jobs carrying a dask_jobqueue tag (any cluster, any owner), by id.
+
+        The dialect's listing commands are tried in order until one succeeds; if all fail,
+        the last :class:`CommandError` is raised. Output that cannot be read is a
+        ``CommandError`` too.
+        """
+        spec = self.dialect.tagging
+        if spec is None:
+            return {}
+        error: CommandError | None = None
+        for argv in spec.list_argvs(getpass.getuser()):
+            self.commands["status"] += 1
+            try:
+                stdout = (await run_command(list(argv), timeout=self.status_timeout)).stdout
+            except CommandError as exc:
+                error = exc
+                continue
+            try:
+                texts = spec.parse(stdout)
+            except ValueError as exc:
+                raise CommandError(
+                    list(argv), 0, reason=f"printed output that could not be read ({exc})"
+                ) from exc
+            tags = {job_id: JobTag.parse(text) for job_id, text in texts.items()}
+            return {job_id: tag for job_id, tag in tags.items() if tag is not None}
+        assert error is not None, "a TagSpec lists at least one command"
+        raise error
 
     # ------------------------------------------------------------------ cancel
 

@@ -16,6 +16,7 @@ from .cluster import JobQueueCluster
 from .engine import StatusStep, missing_ids
 from .job import Job
 from .options import JOB_OPTIONS_BY_NAME, SIZE, Option
+from .tags import HTCONDOR_ATTRIBUTE, TagSpec, parse_htcondor_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,14 @@ class HTCondorJob(Job):
     )
     # condor_rm of a job that left the queue meanwhile
     cancel_gone_pattern = re.compile(r"Couldn't find|not found")
+    # the tag is a custom job attribute, appended to the submit description
+    tagging = TagSpec(
+        submit_args=lambda text: ["-a", f'+{HTCONDOR_ATTRIBUTE} = "{text}"'],
+        list_argvs=lambda user: [
+            ["condor_q", user, "-af", "ClusterId", "ProcId", HTCONDOR_ATTRIBUTE]
+        ],
+        parse=parse_htcondor_tags,
+    )
     default_shebang = "#!/usr/bin/env condor_submit"
 
     #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).

@@ -23,7 +23,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
 from ._values import format_memory_limit
-from .engine import ArraySupport, BatchSystem, LimitsProbe, StatusStep, Tagging
+from .engine import ArraySupport, BatchSystem, LimitsProbe, StatusStep
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -35,6 +35,7 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
+from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
 
@@ -96,10 +97,10 @@ class Job(ProcessInterface):
     #: Commands telling the site's array limits (and flavour), run once before the first
     #: submission of several jobs (their facts decide :meth:`array_support_for`).
     site_probes: ClassVar[tuple[LimitsProbe, ...]] = ()
-    #: How a submission is tagged and tagged jobs are listed (retries adopt, never duplicate).
-    tagging: ClassVar[Tagging | None] = None
     #: Submit errors that are worth a retry (``None``: the engine's generic list).
     transient_submit_errors: ClassVar[re.Pattern[str] | None] = None
+    #: How the jobs carry their owner's tag and how to list tagged jobs (none: untagged).
+    tagging: ClassVar[TagSpec | None] = None
     #: The engine that runs this dialect's commands.
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
@@ -150,6 +151,8 @@ class Job(ProcessInterface):
         self.scheduler = scheduler or PLACEHOLDER_SCHEDULER
         self.name = name if name is not None else "dummy-name"
         self.job_id: str | None = None
+        #: The tag this job was submitted with (set by the engine at submission).
+        self.tag: JobTag | None = None
         self._job_header_override: str | None = None
 
         options = declared_options(cls)

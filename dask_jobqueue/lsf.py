@@ -17,6 +17,7 @@ from .cluster import JobQueueCluster
 from .engine import StatusStep, simple_parser
 from .job import Job
 from .options import BOOL, POSITIVE_INT, PROJECT, QUEUE, SIZE, WALLTIME, Option
+from .tags import TagSpec, parse_lsf_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,14 @@ class LSFJob(Job):
     )
     # bkill of a job that ended meanwhile: "Job has already finished", "No matching job found"
     cancel_gone_pattern = re.compile(r"already finished|No matching job found|is not found")
+    # the tag is the job description (bsub -Jd)
+    tagging = TagSpec(
+        submit_args=lambda text: ["-Jd", text],
+        list_argvs=lambda user: [
+            ["bjobs", "-u", user, "-o", "jobid job_description delimiter='|'", "-noheader"]
+        ],
+        parse=parse_lsf_tags,
+    )
 
     options = (
         QUEUE,

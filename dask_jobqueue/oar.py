@@ -152,6 +152,13 @@ def oar_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     return ids
 
 
+def oar_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
+    """An OAR array's tasks are jobs with consecutive ids, in index order."""
+    if len(listed) != len(indices):
+        raise ValueError(f"{len(listed)} job(s) for an array of {len(indices)}")
+    return sorted(listed, key=int)
+
+
 class OARJob(Job):
     """An OAR job running Dask workers.
 
@@ -174,6 +181,7 @@ class OARJob(Job):
         submit_args=lambda first, last: ["--array", str(last - first + 1)],
         task_ids=lambda stdout, indices: oar_array_task_ids(stdout, indices),
         first_index=1,
+        adopt=lambda listed, indices: oar_adopt(listed, indices),
     )
     walltime_forms = ("hh:mm:ss", "hh:mm", "hours")
 

@@ -31,6 +31,7 @@ from .cluster import JobQueueCluster
 from .engine import ArraySupport, LimitsProbe, StatusStep
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -420,6 +421,15 @@ def pbs_cancel_args(job_ids: Sequence[str]) -> list[str]:
     return out
 
 
+def pbs_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
+    """Subjob ids of the one array (``65[].server``) a failed submission created."""
+    arrays = {m.groups() for m in (re.fullmatch(r"(\d+)\[\d*\](.*)", i) for i in listed) if m}
+    if len(arrays) != 1:
+        raise ValueError(f"expected one array, found {', '.join(listed)}")
+    sequence, server = arrays.pop()
+    return [f"{sequence}[{i}]{server}" for i in indices]
+
+
 PBS_PRO_ARRAYS = ArraySupport(
     index_var="PBS_ARRAY_INDEX",
     submit_args=lambda first, last: ["-J", f"{first}-{last}"],
@@ -427,6 +437,7 @@ PBS_PRO_ARRAYS = ArraySupport(
     first_index=0,
     min_size=2,  # "qsub: illegal -J value" for -J 1-1
     cancel_args=pbs_cancel_args,
+    adopt=pbs_adopt,
 )
 
 
@@ -463,6 +474,13 @@ class PBSJob(Job):
     site_probes = (
         LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
         LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
+    )
+    # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
+    # qstat has no -F json: plain qstat -f then
+    tagging = TagSpec(
+        submit_args=lambda text: ["-v", f"{TAG_VARIABLE}={text}"],
+        list_argvs=lambda user: [["qstat", "-f", "-F", "json"], ["qstat", "-f"]],
+        parse=parse_pbs_tags,
     )
 
     options = (

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, LimitsProbe, StatusStep, missing_ids
+from .engine import ArraySupport, LimitsProbe, StatusStep, adopt_one_array, missing_ids
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .tags import TAG_VARIABLE, TagSpec, parse_sge_tags
 from .tracking import JobState, JobStatus
 
 __all__ = [
@@ -313,6 +314,7 @@ SGE_ARRAYS = ArraySupport(
     task_ids=sge_array_task_ids,
     first_index=1,
     cancel_args=sge_cancel_args,
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}.{i}"),
 )
 
 
@@ -339,6 +341,12 @@ class SGEJob(Job):
     cancel_gone_pattern = re.compile(r"does not exist")
     array_support = SGE_ARRAYS
     site_probes = (LimitsProbe(lambda job: ["qconf", "-sconf"], parse_sge_limits),)
+    # the tag is a job context variable (qsub -ac), shown by qstat -j
+    tagging = TagSpec(
+        submit_args=lambda text: ["-ac", f"{TAG_VARIABLE}={text}"],
+        list_argvs=lambda user: [["qstat", "-xml", "-u", user, "-j", "*"]],
+        parse=parse_sge_tags,
+    )
 
     options = (
         QUEUE,

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, LimitsProbe, StatusStep, Tagging, missing_ids, simple_parser
+from .engine import (
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    missing_ids,
+    simple_parser,
+)
 from .job import Job
 from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
+from .tags import TagSpec, parse_slurm_tags
 from .tracker import Vanish
 from .tracking import JobState, JobStatus
 
@@ -234,36 +241,9 @@ SLURM_ARRAYS = ArraySupport(
     task_ids=slurm_array_task_ids,
     first_index=0,
     cancel_args=slurm_cancel_args,
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}_{i}"),
     edit_script=_task_log_names,
 )
-
-TAG_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,Comment:|"
-
-
-def parse_tagged(stdout: str, tag: str) -> list[str]:
-    """Ids of the jobs and array tasks whose comment is ``tag``, in task order, from
-    ``squeue -h -r -t all -O 'JobID:|,ArrayJobID:|,ArrayTaskID:|,Comment:|'``."""
-    found: list[tuple[int, int, str]] = []
-    for line in stdout.splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) < 4 or parts[3] != tag:
-            continue
-        job_id, array_id, task = parts[:3]
-        if task and task != "N/A" and array_id.isdigit() and task.isdigit():
-            found.append((int(array_id), int(task), f"{array_id}_{task}"))
-        elif job_id.isdigit():
-            found.append((int(job_id), -1, job_id))
-    return [job_id for _, _, job_id in sorted(found)]
-
-
-SLURM_TAGGING = Tagging(
-    submit_args=lambda tag: [f"--comment={tag}"],
-    list_argv=lambda job: [
-        "squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-O", TAG_FIELDS
-    ],
-    parse=parse_tagged,
-)
-
 
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
@@ -291,13 +271,18 @@ class SLURMJob(Job):
     cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
     array_support = SLURM_ARRAYS
     site_probes = (LimitsProbe(lambda job: ["scontrol", "show", "config"], parse_slurm_limits),)
-    tagging = SLURM_TAGGING
     # "Slurm temporarily unable to accept job" blocks sbatch up to 120 s at MaxJobCount
     transient_submit_errors = re.compile(
         r"Socket timed out|Resource temporarily unavailable|try again later|"
         r"temporarily unable to accept job|Unable to contact slurm controller|"
         r"Connection refused|Zero Bytes were transmitted",
         re.IGNORECASE,
+    )
+    # the tag is Slurm's job comment (kept until the job is purged, listed by squeue %k)
+    tagging = TagSpec(
+        submit_args=lambda text: [f"--comment={text}"],
+        list_argvs=lambda user: [["squeue", "-h", "-u", user, "-o", "%i|%k"]],
+        parse=parse_slurm_tags,
     )
     # sbatch registers a job before it returns and `squeue -t all` lists it until MinJobAge
     # after it ended: an id neither squeue nor sacct knows has ended and been purged.

@@ -39,9 +39,19 @@ class Site:
     def answer(self, argv):
         if argv[0] == "scontrol":
             return "MaxArraySize            = 1001\n"
-        if argv[0] == "squeue":
-            return "".join(f"{i}|{i.split('_')[0]}|{i.split('_')[1] if '_' in i else 'N/A'}|{c}|\n"
-                           for i, c in self.queue)
+        if argv[0] == "squeue":  # squeue -h -u USER -o '%i|%k': pending tasks collapse
+            arrays: dict[str, list[str]] = {}
+            lines = []
+            for job_id, comment in self.queue:
+                if "_" in job_id:
+                    base, index = job_id.split("_")
+                    arrays.setdefault((base, comment), []).append(index)
+                else:
+                    lines.append(f"{job_id}|{comment}\n")
+            for (base, comment), indices in arrays.items():
+                lines.append(f"{base}_[{indices[0]}-{indices[-1]}]|{comment}\n")
+            lines.append("999|djq1.0badc0de.1.1.otherhost\n")  # another cluster's job
+            return "".join(lines)
         assert argv[0] == "sbatch"
         comment = next(a.split("=", 1)[1] for a in argv if a.startswith("--comment="))
         array = next((a.split("=", 1)[1] for a in argv if a.startswith("--array=")), None)
@@ -78,6 +88,9 @@ def test_accepted_despite_a_socket_timeout_is_adopted(monkeypatch, caplog):
     assert [i for i, _ in site.queue] == ["100"]  # no duplicate
     assert engine.live_ids == {"100"}
     assert "adopting job(s) 100" in caplog.text
+    # the tag names this cluster and this submission
+    (sbatch,) = [c for c in runner.calls if c[0] == "sbatch"]
+    assert any(a.startswith(f"--comment=djq1.{engine.cluster_id}.") for a in sbatch)
 
 
 def test_accepted_array_is_adopted_task_by_task(monkeypatch):
