@@ -1,16 +1,20 @@
 """Job arrays: one submit command for many jobs, each task still one job of the cluster.
 
 Unit tests drive the engine with recorded command outputs (``tests/fakes.py``); the parsers
-read real outputs recorded on Slurm 22.05 (``shared/research/arrays-recorded`` copied to
-``tests/data/arrays``). Real-Slurm tests are at the end (``pytest -E slurm``).
+read real outputs recorded on Slurm 22.05, Grid Engine 8.1.9 and OpenPBS 23.06
+(``tests/data/arrays``). Tests on the real batch systems are at the end (``pytest -E slurm``,
+``-E sge``, ``-E oar``, ``-E pbs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -244,120 +248,6 @@ def test_bad_engine_settings_are_refused():
             SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
 
 
-# ---------------------------------------------------------------------------- real Slurm
-
-
-def _task_ids_in_queue() -> set[str]:
-    return set(run(["squeue", "-h", "-r", "-o", "%i"]).split())
-
-
-@pytest.mark.env("slurm")
-def test_real_slurm_array_end_to_end(tmp_path, monkeypatch):
-    """Workers of array tasks connect and compute; scaling down cancels one task; a task
-    cancelled from outside is replaced."""
-    monkeypatch.chdir(tmp_path)
-    with dask.config.set(
-        {
-            "jobqueue.slurm.poll-interval": "500ms",
-            "jobqueue.slurm.poll-interval-max": "1s",
-            "jobqueue.slurm.resubmit-backoff": "500ms",
-            "jobqueue.slurm.vanish-grace": "3s",
-        }
-    ):
-        cluster = SLURMCluster(
-            cores=1,
-            memory="1GB",
-            walltime="00:10:00",
-            job_name="djq-arrays-e2e",
-            scheduler_options=NO_DASHBOARD,
-        )
-        with cluster, Client(cluster) as client:
-            cluster.scale(3)
-            client.wait_for_workers(3, timeout=120)
-            assert client.submit(lambda x: x + 1, 1).result(timeout=30) == 2
-            assert cluster.command_counts["submit"] == 1
-            ids = {job.job_id for job in cluster.workers.values()}
-            assert len({i.split("_")[0] for i in ids}) == 1 and all("_" in i for i in ids)
-            # worker names map back to their task's job
-            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
-            assert names == set(cluster.workers)
-
-            cluster.scale(2)
-            assert wait_until(lambda: len(ids & _task_ids_in_queue()) == 2, 60)
-            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
-
-            victim = sorted(ids & _task_ids_in_queue())[0]
-            subprocess.run(["scancel", victim], check=True)
-            assert wait_until(
-                lambda: victim not in {j.job_id for j in cluster.workers.values()}
-                and len(cluster.workers) == 2,
-                60,
-            )
-            client.wait_for_workers(2, timeout=120)
-            record = next(r for r in cluster.jobs if r.job_id == victim)
-            assert record.state == JobState.CANCELLED
-            live = {j.job_id for j in cluster.workers.values()}
-        assert wait_until(lambda: not (live | ids) & _task_ids_in_queue(), 60)
-
-
-@pytest.mark.env("slurm")
-def test_real_slurm_task_dying_before_connect_is_explained(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with dask.config.set(
-        {
-            "jobqueue.slurm.poll-interval": "500ms",
-            "jobqueue.slurm.poll-interval-max": "1s",
-            "jobqueue.slurm.resubmit-backoff": "500ms",
-            "jobqueue.slurm.max-consecutive-failures": 2,
-        }
-    ):
-        cluster = SLURMCluster(
-            cores=1,
-            memory="1GB",
-            job_name="djq-arrays-die",
-            log_directory=str(tmp_path / "logs"),
-            job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
-            scheduler_options=NO_DASHBOARD,
-        )
-        with cluster:
-            cluster.scale(2)
-            assert wait_until(lambda: cluster._pending_error is not None, 90)
-            failed = [r for r in cluster.jobs if r.error]
-            assert failed
-            assert all("_" in r.job_id for r in failed)
-            message = failed[0].error
-            assert "before its workers connected" in message
-            assert "no such module: foo" in message
-    assert wait_until(lambda: not _named_in_queue("djq-arrays-die"), 60)
-
-
-def _named_in_queue(name: str) -> set[str]:
-    return set(run(["squeue", "-h", "-r", "-n", name, "-o", "%i"]).split())
-
-
-@pytest.mark.env("slurm")
-def test_real_slurm_split_at_a_low_max_array_size(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with dask.config.set({"jobqueue.slurm.max-array-size": 3}):
-        cluster = SLURMCluster(
-            cores=1,
-            memory="1GB",
-            job_name="djq-arrays-split",
-            job_extra_directives=["--hold"],
-            scheduler_options=NO_DASHBOARD,
-        )
-        with cluster:
-            cluster.scale(7)
-            assert wait_until(lambda: len(cluster.workers) == 7, 60)
-            ids = {j.job_id for j in cluster.workers.values()}
-            assert cluster.command_counts["submit"] == 3
-            assert len({i.split("_")[0] for i in ids if "_" in i}) == 2
-            assert wait_until(lambda: ids <= _task_ids_in_queue(), 30)
-            cluster.scale(0)
-            assert wait_until(lambda: not (ids & _task_ids_in_queue()), 60)
-            assert cluster.command_counts["cancel"] == 1
-
-
 # ---------------------------------------------------------------------------- Grid Engine, OAR
 
 
@@ -490,3 +380,165 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
     )
     submit_many(engine, torque)
     assert [c for c in runner.calls if c[0] == "qsub" and "-J" in c] == []
+
+
+# ---------------------------------------------------------------------------- real batch systems
+
+
+def _slurm_tasks() -> set[str]:
+    return set(run(["squeue", "-h", "-r", "-o", "%i"]).split())
+
+
+def _sge_tasks() -> set[str]:
+    from dask_jobqueue.sge import parse_qstat_xml
+
+    out = run(["qstat", "-xml"])
+    return set(parse_qstat_xml(out)) if out.strip() else set()
+
+
+def _oar_tasks() -> set[str]:
+    import json
+    import pwd
+
+    out = run(["oarstat", "-J", "-u", pwd.getpwuid(os.getuid()).pw_name])
+    return set(json.loads(out)) if out.strip() else set()
+
+
+def _pbs_tasks() -> set[str]:
+    ids = set()
+    for line in run(["qstat", "-t"]).splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]):
+            if "[]" not in fields[0] and fields[-2] not in ("X", "F"):
+                ids.add(fields[0])
+    return ids
+
+
+def _is_task(job_id: str) -> bool:
+    return bool(re.search(r"_\d+$|\.\d+$|\[\d+\]", job_id)) or job_id.isdigit()
+
+
+@dataclass(frozen=True)
+class Real:
+    name: str
+    cluster_cls: type
+    kwargs: dict
+    tasks: Callable[[], set[str]]  # ids of this user's array tasks and jobs still listed
+    cancel: str
+    hold: list[str]
+
+
+def _real_systems():
+    from dask_jobqueue import OARCluster, PBSCluster, SGECluster
+
+    return [
+        pytest.param(
+            Real("slurm", SLURMCluster, {"walltime": "00:10:00"}, _slurm_tasks, "scancel",
+                 ["--hold"]),
+            marks=pytest.mark.env("slurm"), id="slurm",
+        ),
+        pytest.param(
+            Real("sge", SGECluster, {}, _sge_tasks, "qdel", ["-h"]),
+            marks=pytest.mark.env("sge"), id="sge",
+        ),
+        pytest.param(
+            Real("oar", OARCluster,
+                 {"walltime": "00:10:00", "memory_per_core_property_name": "not_applicable"},
+                 _oar_tasks, "oardel", ["--hold"]),
+            marks=pytest.mark.env("oar"), id="oar",
+        ),
+        pytest.param(
+            Real("pbs", PBSCluster, {"walltime": "00:10:00"}, _pbs_tasks, "qdel", ["-h"]),
+            marks=pytest.mark.env("pbs"), id="pbs",
+        ),
+    ]
+
+
+@pytest.fixture(params=_real_systems())
+def real(request, tmp_path, monkeypatch):
+    system: Real = request.param
+    monkeypatch.chdir(tmp_path)
+    section = f"jobqueue.{system.name}"
+    with dask.config.set(
+        {
+            f"{section}.poll-interval": "500ms",
+            f"{section}.poll-interval-max": "1s",
+            f"{section}.resubmit-backoff": "500ms",
+            f"{section}.vanish-grace": "4s",
+        }
+    ):
+        yield system
+
+
+def _cluster(real: Real, **kwargs):
+    options = {"cores": 1, "memory": "1GB", "processes": 1, **real.kwargs, **kwargs}
+    return real.cluster_cls(scheduler_options=NO_DASHBOARD, **options)
+
+
+def test_real_array_end_to_end(real):
+    """Workers of array tasks connect and compute; scaling down cancels one task (seen in
+    the queue); a task cancelled from outside is replaced."""
+    with _cluster(real, job_name="djqarr") as cluster, Client(cluster) as client:
+        cluster.scale(3)
+        client.wait_for_workers(3, timeout=180)
+        assert client.submit(lambda x: x + 1, 1).result(timeout=60) == 2
+        assert cluster.command_counts["submit"] == 1
+        ids = {job.job_id for job in cluster.workers.values()}
+        assert len(ids) == 3 and ids <= real.tasks()
+        # worker names map back to their task's job
+        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        assert names == set(cluster.workers)
+
+        cluster.scale(2)
+        assert wait_until(lambda: len(ids & real.tasks()) == 2, 90), real.tasks()
+        assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
+        assert cluster.command_counts["submit"] == 1
+
+        victim = sorted(ids & real.tasks())[0]
+        subprocess.run([real.cancel, victim], capture_output=True, check=False)
+        assert wait_until(
+            lambda: victim not in {j.job_id for j in cluster.workers.values()}
+            and len(cluster.workers) == 2,
+            120,
+        )
+        client.wait_for_workers(2, timeout=180)
+        assert cluster.command_counts["submit"] == 2  # the replacement
+        record = next(r for r in cluster.jobs if r.job_id == victim)
+        assert record.state.is_final
+        live = {j.job_id for j in cluster.workers.values()}
+    assert wait_until(lambda: not (live | ids) & real.tasks(), 90), real.tasks()
+
+
+def test_real_task_dying_before_connect_is_explained(real, tmp_path):
+    with dask.config.set({f"jobqueue.{real.name}.max-consecutive-failures": 2}):
+        cluster = _cluster(
+            real,
+            job_name="djqdie",
+            log_directory=str(tmp_path / "logs"),
+            job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
+        )
+        with cluster:
+            cluster.scale(2)
+            assert wait_until(lambda: cluster._pending_error is not None, 180)
+            failed = [r for r in cluster.jobs if r.error]
+            assert failed
+            message = failed[0].error
+            assert "before its workers connected" in message
+            assert "no such module: foo" in message
+            assert any(_is_task(r.job_id) for r in failed)  # tasks are explained like jobs
+            ids = {r.job_id for r in cluster.jobs}
+    assert wait_until(lambda: not ids & real.tasks(), 90)
+
+
+def test_real_split_at_a_low_max_array_size(real):
+    with dask.config.set({f"jobqueue.{real.name}.max-array-size": 3}):
+        cluster = _cluster(real, job_name="djqsplit", job_extra_directives=real.hold)
+        with cluster:
+            cluster.scale(7)
+            assert wait_until(lambda: len(cluster.workers) == 7, 90)
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1
+            assert wait_until(lambda: ids <= real.tasks(), 60), ids - real.tasks()
+            cluster.scale(0)
+            assert wait_until(lambda: not (ids & real.tasks()), 90), ids & real.tasks()
+            assert cluster.command_counts["cancel"] == 1
