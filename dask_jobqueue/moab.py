@@ -153,6 +153,12 @@ class MoabJob(PBSJob):
         ),
     )
     cancel_gone_pattern = re.compile(r"invalid job|cannot locate job|not found", re.IGNORECASE)
+    # msub arrays (``-t``) and their showq forms are not tested here: one msub per job
+    site_probes = ()
+
+    def array_support_for(self, facts: dict) -> None:
+        """No job arrays through Moab (yet): one ``msub`` per job."""
+        return None
 
 
 class MoabCluster(PBSCluster):
