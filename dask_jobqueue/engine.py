@@ -389,6 +389,12 @@ class BatchSystem:
         """
         if self._closing:
             raise RuntimeError("the cluster is closing: no more submissions")
+        if type(self).submit is not BatchSystem.submit:
+            # an engine with its own submit (the local processes): one job at a time
+            outcomes = await asyncio.gather(
+                *(self.submit(job) for job in jobs), return_exceptions=True
+            )
+            return list(outcomes)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.submit_concurrency, thread_name_prefix="dask-jobqueue-submit"
