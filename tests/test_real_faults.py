@@ -98,6 +98,8 @@ def system(request, tmp_path, monkeypatch):
             f"jobqueue.{name}.vanish-grace": "4s",
             f"jobqueue.{name}.status-timeout": "3s",
             f"jobqueue.{name}.submit-timeout": "6s",
+            # these tests count one submit command per job (arrays: tests/test_arrays.py)
+            f"jobqueue.{name}.job-arrays": "never",
         }
     ):
         yield commands
