@@ -191,6 +191,10 @@ class JobQueueCluster(SpecCluster):
             submit_timeout=settings.submit_timeout,
             status_timeout=settings.status_timeout,
             submit_concurrency=settings.submit_concurrency,
+            job_arrays=settings.job_arrays,
+            max_array_size=settings.max_array_size,
+            submit_rate_limit=settings.submit_rate_limit,
+            submit_attempts=settings.submit_attempts,
         )
         self._tracker = JobTracker(
             dataclasses.replace(job_cls.vanish, seconds=settings.vanish_grace)
@@ -401,12 +405,15 @@ class JobQueueCluster(SpecCluster):
                 warnings.simplefilter("ignore")
                 job = spec["cls"](address, name=name, **spec.get("options", {}))
             jobs.append(job)
-        submissions = [asyncio.ensure_future(self._engine.submit(job)) for job in jobs]
-        self._submissions.update(submissions)
+        # One call for all: identical jobs go as job arrays (one task per job and name).
+        submission = asyncio.ensure_future(self._engine.submit_many(jobs))
+        self._submissions.add(submission)
         try:
-            results = await asyncio.gather(*submissions, return_exceptions=True)
+            results = (await asyncio.gather(submission, return_exceptions=True))[0]
         finally:
-            self._submissions.difference_update(submissions)
+            self._submissions.discard(submission)
+        if isinstance(results, BaseException):
+            results = [results] * len(jobs)
         errors = []
         now = time.time()
         for name, job, result in zip(names, jobs, results, strict=True):

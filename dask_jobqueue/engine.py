@@ -15,10 +15,13 @@ cancels exactly those, so a job can only be forgotten once the batch system conf
 from __future__ import annotations
 
 import asyncio
+import copy
 import getpass
 import itertools
 import logging
 import os
+import random
+import re
 import shlex
 import socket
 import tempfile
@@ -39,7 +42,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchSystem", "StatusStep", "DuplicateJobIdError", "all_ids", "missing_ids"]
+__all__ = [
+    "ArraySupport",
+    "BatchSystem",
+    "DuplicateJobIdError",
+    "LimitsProbe",
+    "StatusStep",
+    "adopt_one_array",
+    "all_ids",
+    "array_script",
+    "missing_ids",
+]
 
 Selector = Callable[[Sequence[str], Mapping[str, JobStatus]], Sequence[str]]
 ArgvBuilder = Callable[["Job", Sequence[str], dict], "list[str] | None"]
@@ -109,6 +122,119 @@ class StatusStep:
     when: Callable[[dict, bool], bool] | None = None
 
 
+@dataclass(frozen=True)
+class LimitsProbe:
+    """A command that tells the site's limits, run once before the first array submission.
+
+    ``argv(job)`` is the command; ``parse(stdout)`` returns facts such as
+    ``{"max_array_size": 1001, "max_job_count": 10000}`` (only what the output states).
+    """
+
+    argv: Callable[[Job], list[str]]
+    parse: Callable[[str], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class ArraySupport:
+    """How a dialect submits many identical jobs as one job array, as data.
+
+    Parameters
+    ----------
+    index_var : str
+        Environment variable holding the task index inside the job script
+        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it.
+    submit_args : callable
+        ``submit_args(first, last)``: extra arguments of the submit command for the indices
+        ``first..last`` (inclusive), e.g. ``["--array=0-9"]``.
+    task_ids : callable
+        ``task_ids(stdout, indices)``: the id of every task (in the order of ``indices``) from
+        the submit command's output, e.g. ``["12_0", "12_1"]``. Raises ``ValueError``.
+    first_index : int
+        Index of the first task of every array (Grid Engine counts from 1).
+    min_size : int
+        Fewest tasks of an array (OpenPBS refuses ``-J 1-1``); smaller groups are single jobs.
+    cancel_args : callable
+        ``cancel_args(ids)``: the arguments of one cancel command for these ids, with tasks of
+        one array joined into ranges where the scheduler takes them (``12_[3-5]``).
+    adopt : callable, optional
+        ``adopt(listed, indices)``: the task ids of an array whose submit command failed,
+        from the ids its tag is listed under (``12_[0-4]`` for pending Slurm tasks...);
+        raises ``ValueError`` if they do not make the whole array.
+    edit_script : callable, optional
+        ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
+        patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
+    """
+
+    index_var: str
+    submit_args: Callable[[int, int], list[str]]
+    task_ids: Callable[[str, Sequence[int]], list[str]]
+    first_index: int = 0
+    min_size: int = 2
+    cancel_args: Callable[[Sequence[str]], list[str]] = list
+    edit_script: Callable[[str], str] | None = None
+    adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
+
+
+def adopt_one_array(
+    listed: Sequence[str], indices: Sequence[int], task_id: Callable[[str, int], str]
+) -> list[str]:
+    """Task ids of the one array whose tasks (or collapsed pending tasks) are ``listed``."""
+    bases = {re.match(r"\d+", i).group() for i in listed if re.match(r"\d+", i)}
+    if len(bases) != 1:
+        raise ValueError(f"expected the tasks of one array, found {', '.join(listed)}")
+    base = bases.pop()
+    return [task_id(base, i) for i in indices]
+
+
+#: Submit errors worth another try, unless a dialect declares its own: a loaded or restarting
+#: controller, not a bad option.
+TRANSIENT_SUBMIT_ERRORS = re.compile(
+    r"Socket timed out|Resource temporarily unavailable|try again later|"
+    r"temporarily unable|Connection refused|Connection reset|Unable to contact slurm controller",
+    re.IGNORECASE,
+)
+
+
+#: Shell variable the array script sets to this task's worker name.
+_NAME_VAR = "DASK_JOBQUEUE_WORKER_NAME"
+_NAME_SENTINEL = "dask-jobqueue-array-task-name-7f3a9c"
+
+
+def _template_script(job: Job) -> str:
+    """``job``'s script with its worker name replaced by a fixed placeholder: two jobs that
+    differ only by name give the same text, and can be tasks of one array."""
+    twin = copy.copy(job)
+    twin.name = _NAME_SENTINEL
+    return twin.job_script()
+
+
+def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
+    """The script of an array whose task ``support.first_index + k`` runs the workers of
+    ``names[k]``: a POSIX ``case`` on the index variable sets the worker name, so every
+    worker name stays unique and maps back to its task (its job record)."""
+    script = _template_script(job)
+    token = shlex.quote(_NAME_SENTINEL)
+    if token not in script:
+        raise ValueError("the job script does not contain the worker name: no array possible")
+    lines = [f'case "${{{support.index_var}}}" in']
+    for k, name in enumerate(names):
+        lines.append(f"  {support.first_index + k}) {_NAME_VAR}={shlex.quote(str(name))} ;;")
+    lines.append(
+        f'  *) echo "dask-jobqueue: no worker name for array task ${{{support.index_var}}}" >&2;'
+        " exit 1 ;;"
+    )
+    lines.append("esac")
+    out = []
+    placed = False
+    for line in script.split("\n"):
+        if not placed and token in line:
+            out += lines
+            placed = True
+        out.append(line.replace(token, f'"${_NAME_VAR}"'))
+    script = "\n".join(out)
+    return support.edit_script(script) if support.edit_script is not None else script
+
+
 def simple_parser(parse: Callable[[str], Mapping[str, JobStatus]]) -> Parser:
     """Adapt a ``parse(stdout) -> {id: status}`` function to the step signature, keeping
     only the ids of the step."""
@@ -141,6 +267,18 @@ class BatchSystem:
         Submit commands running at the same time.
     cancel_attempts : int
         Tries of a failing cancel command before its ids are reported left behind.
+    job_arrays : {"auto", "never"}
+        ``auto``: jobs submitted together (and identical but for their names) go as job
+        arrays where the dialect has them; ``never``: one submit command per job.
+    max_array_size : int, optional
+        Most tasks of one array; ``None``: ask the site (``facts["max_array_size"]``).
+    submit_rate_limit : float, optional
+        Most submit commands per second (an array submission is one command).
+    submit_attempts : int
+        Tries of a submission failing with a transient error (dialects with tagging only:
+        before each retry, jobs carrying the submission's tag are adopted instead).
+    submit_retry_delay : float
+        Pause before the first retry, doubled for each further one, jittered by +-50%.
     """
 
     def __init__(
@@ -151,6 +289,11 @@ class BatchSystem:
         cancel_timeout: float | None = None,
         submit_concurrency: int = 8,
         cancel_attempts: int = 3,
+        job_arrays: str = "auto",
+        max_array_size: int | None = None,
+        submit_rate_limit: float | None = None,
+        submit_attempts: int = 4,
+        submit_retry_delay: float = 1.0,
     ):
         self.template = template
         self.dialect = type(template)
@@ -159,6 +302,15 @@ class BatchSystem:
         self.cancel_timeout = cancel_timeout if cancel_timeout is not None else status_timeout
         self.submit_concurrency = submit_concurrency
         self.cancel_attempts = cancel_attempts
+        if job_arrays not in ("auto", "never"):
+            raise ValueError(f"job_arrays must be 'auto' or 'never', got {job_arrays!r}")
+        self.job_arrays = job_arrays
+        self.max_array_size = max_array_size
+        self.submit_rate_limit = submit_rate_limit
+        self.submit_attempts = max(1, submit_attempts)
+        self.submit_retry_delay = submit_retry_delay
+        self._next_submit = 0.0
+        self._limits_known = False
         #: What the engine learned about this site (e.g. ``{"pbs_flavour": "torque"}``).
         self.facts: dict[str, Any] = {}
         #: Commands run so far, by kind: ``submit``, ``status``, ``cancel``.
@@ -219,68 +371,283 @@ class BatchSystem:
         The command runs in a worker thread: if the caller stops waiting (``close()``), the
         submission still completes within ``submit_timeout`` and a job it created is cancelled.
         """
+        result = (await self.submit_many([job], arrays=False))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_many(
+        self, jobs: Sequence[Job], arrays: bool | None = None
+    ) -> list[str | BaseException]:
+        """Submit ``jobs`` in as few commands as the dialect and the site's limits allow; the
+        id of each job (also set as ``job.job_id``) or the error of its submission, in order.
+
+        Jobs whose scripts differ only by their worker names are grouped into job arrays
+        (``arrays`` None: as ``job_arrays`` says), split to ``max_array_size``; every task
+        is still one job with its own id. Each command runs in a worker thread, as in
+        :meth:`submit`.
+        """
         if self._closing:
             raise RuntimeError("the cluster is closing: no more submissions")
-        script = job.job_script()
+        if type(self).submit is not BatchSystem.submit:
+            # an engine with its own submit (the local processes): one job at a time
+            outcomes = await asyncio.gather(
+                *(self.submit(job) for job in jobs), return_exceptions=True
+            )
+            return list(outcomes)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.submit_concurrency, thread_name_prefix="dask-jobqueue-submit"
             )
         loop = asyncio.get_running_loop()
-        job_id = await loop.run_in_executor(self._executor, self._submit_blocking, job, script)
-        job.job_id = job_id
-        return job_id
+        use_arrays = (self.job_arrays == "auto") if arrays is None else arrays
+        use_arrays = use_arrays and len(jobs) > 1
+        if use_arrays and not self._limits_known:
+            await loop.run_in_executor(self._executor, self._discover_limits)
+        support = self.template.array_support_for(self.facts) if use_arrays else None
+        groups = self._plan(jobs, support)
+        futures = [
+            loop.run_in_executor(self._executor, self._submit_group_blocking, group, support)
+            for group in groups
+        ]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        results: dict[int, str | BaseException] = {}
+        for group, outcome in zip(groups, outcomes, strict=True):
+            for k, job in enumerate(group):
+                if isinstance(outcome, BaseException):
+                    results[id(job)] = outcome
+                else:
+                    job.job_id = outcome[k]
+                    results[id(job)] = outcome[k]
+        return [results[id(job)] for job in jobs]
 
-    def _submit_blocking(self, job: Job, script: str) -> str:
-        job.prepare_log_directory()
+    def array_size_limit(self) -> int | None:
+        """Most tasks of one array here: the override, else what the site said."""
+        limits = [
+            v
+            for v in (
+                self.max_array_size,
+                None if self.max_array_size else self.facts.get("max_array_size"),
+                self.facts.get("max_job_count"),
+            )
+            if v
+        ]
+        return min(limits) if limits else None
+
+    def _discover_limits(self) -> None:
+        """Run the dialect's site probes once (array limits, flavour), into :attr:`facts`."""
+        self._limits_known = True
+        for probe in self.dialect.site_probes:
+            with self._lock:
+                self.commands["limits"] += 1
+            try:
+                stdout = run_command_sync(
+                    probe.argv(self.template), timeout=self.status_timeout
+                ).stdout
+                self.facts.update(probe.parse(stdout))
+            except (CommandError, ValueError) as exc:
+                logger.info("Could not read the site's limits: %s", _first_line(exc))
+        logger.debug("Site facts: %s", self.facts)
+
+    def _plan(self, jobs: Sequence[Job], support: ArraySupport | None) -> list[list[Job]]:
+        """Submissions for ``jobs``: lists of jobs that go as one array (or alone)."""
+        if support is None:
+            return [[job] for job in jobs]
+        by_script: dict[str, list[Job]] = {}
+        singles: list[list[Job]] = []
+        for job in jobs:
+            script = _template_script(job)
+            if shlex.quote(_NAME_SENTINEL) in script:
+                by_script.setdefault(script, []).append(job)
+            else:  # a custom script without the worker name: tasks could not tell apart
+                singles.append([job])
+        size = self.array_size_limit() or len(jobs)
+        plan: list[list[Job]] = singles
+        for same in by_script.values():
+            for start in range(0, len(same), size):
+                chunk = same[start : start + size]
+                if len(chunk) >= max(2, support.min_size):
+                    plan.append(chunk)
+                else:
+                    plan += [[job] for job in chunk]
+        return plan
+
+    def _submit_group_blocking(self, group: list[Job], support: ArraySupport | None) -> list[str]:
+        first = group[0]
+        first.prepare_log_directory()
+        array = len(group) > 1
+        assert support is not None or not array
+        if array:
+            script = array_script(first, [job.name for job in group], support)
+            indices = [support.first_index + k for k in range(len(group))]
+        else:
+            script = first.job_script()
+            indices = []
+        tagging = self.dialect.tagging
+        tag = self.new_tag()
+        for job in group:
+            job.tag = tag
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(script)
-            job.tag = self.new_tag()
-            argv = self.tagged_submit_argv(job, path, job.tag)
+            argv = first.array_submit_argv(path, script) if array else first.submit_argv(path)
+            head = len(shlex.split(first.submit_command or "")) or 1
+            extra = list(tagging.submit_args(tag.text())) if tagging is not None else []
+            if array:
+                extra += support.submit_args(indices[0], indices[-1])
+            argv = [*argv[:head], *extra, *argv[head:]]
+
+            def parse(stdout: str) -> list[str]:
+                if array:
+                    return support.task_ids(stdout, indices)
+                return [first.job_id_from_submit_output(stdout)]
+
+            ids = self._run_submit(
+                argv, first.submit_stdin(script), parse, tag if tagging else None, indices
+            )
+        with self._lock:
+            taken = [i for i in ids if i in self._live]
+            if taken or len(set(ids)) != len(ids):
+                raise DuplicateJobIdError(
+                    f"`{' '.join(argv[:-1] + ['<script>'])}` reported job id(s) "
+                    f"{', '.join(taken or ids)}, which this cluster already tracks"
+                )
+            self._live.update(ids)
+            closing = self._closing
+        self._live_changed()
+        logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
+        if closing:
+            logger.info("Cancelling job(s) %s: submitted while the cluster closed", ids)
+            self.cancel_sync(ids)
+        return ids
+
+    def _pace(self) -> None:
+        """Wait for the next submit slot under ``submit_rate_limit``."""
+        if not self.submit_rate_limit:
+            return
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next_submit)
+            self._next_submit = at + 1.0 / self.submit_rate_limit
+        if at > now:
+            time.sleep(at - now)
+
+    def _transient(self, exc: CommandError) -> bool:
+        if exc.returncode is None:
+            return bool(exc.reason and exc.reason.startswith("timed out"))
+        pattern = self.dialect.transient_submit_errors or TRANSIENT_SUBMIT_ERRORS
+        return bool(pattern.search(exc.stderr) or pattern.search(exc.stdout))
+
+    def _run_submit(
+        self,
+        argv: list[str],
+        stdin: str | None,
+        parse: Callable[[str], list[str]],
+        tag: JobTag | None,
+        indices: Sequence[int],
+    ) -> list[str]:
+        """Run a submit command; transient failures are retried, adopting tagged jobs."""
+        for attempt in range(self.submit_attempts):
+            self._pace()
             with self._lock:
                 self.commands["submit"] += 1
             try:
-                stdout = run_command_sync(
-                    argv, stdin=job.submit_stdin(script), timeout=self.submit_timeout
-                ).stdout
+                return parse(run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout)
             except CommandError as exc:
-                stdout = self._accepted_despite(exc, job)
-        job_id = job.job_id_from_submit_output(stdout)
-        with self._lock:
-            if job_id in self._live:
-                raise DuplicateJobIdError(
-                    f"`{' '.join(argv[:-1] + ['<script>'])}` reported job id {job_id}, which "
-                    f"this cluster already tracks; its output was:\n{stdout.strip()}"
+                accepted = self._accepted_despite(exc, parse)
+                if accepted is not None:
+                    return accepted
+                if (
+                    tag is None
+                    or not self._transient(exc)
+                    or attempt + 1 >= self.submit_attempts
+                    or self._closing
+                ):
+                    raise
+                delay = self.submit_retry_delay * 2**attempt * random.uniform(0.5, 1.5)
+                logger.warning(
+                    "Submit failed with a transient error, checking for its jobs and retrying "
+                    "in %.1fs: %s",
+                    delay,
+                    _first_line(exc),
                 )
-            self._live.add(job_id)
-            closing = self._closing
-        self._live_changed()
-        logger.debug("Submitted job %s for %s", job_id, job.name)
-        if closing:
-            logger.info("Cancelling job %s: it was submitted while the cluster closed", job_id)
-            self.cancel_sync([job_id])
-        return job_id
+                time.sleep(delay)
+                listed = self._find_tagged(tag)
+                if listed:
+                    try:
+                        adopted = self._adopt(listed, indices)
+                    except ValueError as error:
+                        raise CommandError(
+                            argv, exc.returncode, exc.stdout, exc.stderr,
+                            reason=f"failed, yet job(s) {' '.join(listed)} carry its tag "
+                            f"{tag.text()}: {error}",
+                        ) from exc
+                    logger.warning(
+                        "The failed submission was accepted: adopting job(s) %s (tag %s)",
+                        " ".join(adopted),
+                        tag.text(),
+                    )
+                    return adopted
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _accepted_despite(self, exc: CommandError, job: Job) -> str:
-        """The output of a submit command that failed or hung *after* printing its job's id
-        line (the batch system accepted the job): that output, so the job is tracked rather
-        than left behind. Otherwise the error is raised. Only for anchored id patterns, which
-        cannot mistake a message for an id."""
-        if job.job_id_regexp.startswith("^") and exc.stdout.strip():
+    def _find_tagged(self, tag: JobTag) -> list[str]:
+        """Ids this user's jobs carrying ``tag`` are listed under (blocking)."""
+        spec = self.dialect.tagging
+        assert spec is not None
+        error: CommandError | None = None
+        for argv in spec.list_argvs(getpass.getuser()):
+            with self._lock:
+                self.commands["status"] += 1
             try:
-                job_id = job.job_id_from_submit_output(exc.stdout)
+                stdout = run_command_sync(list(argv), timeout=self.status_timeout).stdout
+                texts = spec.parse(stdout)
+            except CommandError as exc:
+                error = exc
+                continue
+            except ValueError as exc:
+                error = CommandError(list(argv), 0, reason=f"printed unreadable output ({exc})")
+                continue
+            return [i for i, text in texts.items() if JobTag.parse(text) == tag]
+        assert error is not None
+        # Not knowing means a retry could duplicate: give up on this submission.
+        raise CommandError(
+            error.argv, error.returncode, error.stdout, error.stderr,
+            reason="failed while looking for the jobs of a failed submission "
+            f"(tag {tag.text()}); not retrying to avoid duplicates",
+        ) from error
+
+    def _adopt(self, listed: list[str], indices: Sequence[int]) -> list[str]:
+        """The ids of a submission from the ids its tag is listed under."""
+        if not indices:
+            if len(listed) != 1:
+                raise ValueError(f"{len(listed)} jobs for one submission")
+            return listed
+        support = self.template.array_support_for(self.facts)
+        if support is None or support.adopt is None:
+            raise ValueError("this batch system's array tasks cannot be told apart")
+        return support.adopt(listed, indices)
+
+    def _accepted_despite(
+        self, exc: CommandError, parse: Callable[[str], list[str]]
+    ) -> list[str] | None:
+        """The ids printed by a submit command that failed or hung *after* printing them
+        (the batch system accepted the jobs), so they are tracked rather than left behind;
+        ``None`` if it printed none. Only for anchored id patterns, which cannot mistake a
+        message for an id."""
+        if self.template.job_id_regexp.startswith("^") and exc.stdout.strip():
+            try:
+                ids = parse(exc.stdout)
             except ValueError:
-                raise exc from None
+                return None
             logger.warning(
-                "The submit command reported an error after the batch system accepted job %s; "
-                "tracking that job: %s",
-                job_id,
+                "The submit command reported an error after the batch system accepted job(s) "
+                "%s; tracking them: %s",
+                " ".join(ids),
                 _first_line(exc),
             )
-            return exc.stdout
-        raise exc
+            return ids
+        return None
 
     # ------------------------------------------------------------------ status
 
@@ -412,6 +779,12 @@ class BatchSystem:
             size += len(job_id) + 1
         return [c for c in chunks if c]
 
+    def _cancel_argv(self, chunk: Sequence[str]) -> list[str]:
+        """One cancel command for ``chunk``; tasks of one array as ranges where possible."""
+        support = self.template.array_support_for(self.facts)
+        args = support.cancel_args(chunk) if support is not None else list(chunk)
+        return self.template.cancel_argv(args)
+
     def _cancel_failed(self, exc: CommandError) -> bool:
         """True unless every complaint of the cancel command only says a job is gone."""
         pattern = self.dialect.cancel_gone_pattern
@@ -437,9 +810,7 @@ class BatchSystem:
             for attempt in range(attempts):
                 self.commands["cancel"] += 1
                 try:
-                    await run_command(
-                        self.template.cancel_argv(chunk), timeout=self.cancel_timeout
-                    )
+                    await run_command(self._cancel_argv(chunk), timeout=self.cancel_timeout)
                 except CommandError as exc:
                     if self._cancel_failed(exc):
                         if attempt + 1 < attempts:
@@ -466,7 +837,7 @@ class BatchSystem:
             with self._lock:
                 self.commands["cancel"] += 1
             try:
-                run_command_sync(self.template.cancel_argv(chunk), timeout=self.cancel_timeout)
+                run_command_sync(self._cancel_argv(chunk), timeout=self.cancel_timeout)
             except CommandError as exc:
                 if self._cancel_failed(exc):
                     logger.warning("Could not cancel job(s) %s: %s", " ".join(chunk), exc)

@@ -23,7 +23,7 @@ from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
 from ._values import format_memory_limit
-from .engine import BatchSystem, StatusStep
+from .engine import ArraySupport, BatchSystem, LimitsProbe, StatusStep
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -125,6 +125,13 @@ class Job(ProcessInterface):
     cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
     #: When a job the status commands stopped listing counts as ended, and as what.
     vanish: ClassVar[Vanish] = Vanish()
+    #: How this dialect submits job arrays (``None``: it has none; see :meth:`array_support_for`).
+    array_support: ClassVar[ArraySupport | None] = None
+    #: Commands telling the site's array limits (and flavour), run once before the first
+    #: submission of several jobs (their facts decide :meth:`array_support_for`).
+    site_probes: ClassVar[tuple[LimitsProbe, ...]] = ()
+    #: Submit errors that are worth a retry (``None``: the engine's generic list).
+    transient_submit_errors: ClassVar[re.Pattern[str] | None] = None
     #: How the jobs carry their owner's tag and how to list tagged jobs (none: untagged).
     tagging: ClassVar[TagSpec | None] = None
     #: The engine that runs this dialect's commands.
@@ -354,6 +361,11 @@ class Job(ProcessInterface):
         """Command line that submits the script at ``script_path``."""
         return [*self._split(self.submit_command), *self.submit_command_extra, script_path]
 
+    def array_submit_argv(self, script_path: str, script: str) -> list[str]:
+        """Command line that submits the job-array script ``script`` (written at
+        ``script_path``); the engine adds the dialect's array arguments."""
+        return self.submit_argv(script_path)
+
     def submit_stdin(self, script: str) -> str | None:
         """Text to feed the submit command on stdin (``None``: nothing)."""
         return None
@@ -361,6 +373,11 @@ class Job(ProcessInterface):
     def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
         """Command line that cancels all ``job_ids`` in one call."""
         return [*self._split(self.cancel_command), *self.cancel_command_extra, *job_ids]
+
+    def array_support_for(self, facts: dict) -> ArraySupport | None:
+        """Array support at this site (``facts``: what the engine learned, e.g. the PBS
+        flavour)."""
+        return type(self).array_support
 
     def output_files(self, job_id: str) -> list[Path]:
         """Files that may hold this job's stderr, most useful first."""

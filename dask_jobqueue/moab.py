@@ -160,6 +160,12 @@ class MoabJob(PBSJob):
         list_argvs=lambda user: [["qstat", "-f"]],
         parse=parse_moab_tags,
     )
+    # msub arrays (``-t``) and their showq forms are not tested here: one msub per job
+    site_probes = ()
+
+    def array_support_for(self, facts: dict) -> None:
+        """No job arrays through Moab (yet): one ``msub`` per job."""
+        return None
 
 
 class MoabCluster(PBSCluster):

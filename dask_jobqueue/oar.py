@@ -17,7 +17,7 @@ from typing import Any
 
 from ._values import MIB
 from .cluster import JobQueueCluster
-from .engine import StatusStep, simple_parser
+from .engine import ArraySupport, StatusStep, simple_parser
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 from .tracking import JobState, JobStatus
@@ -141,6 +141,24 @@ def _default_resources(values: Mapping[str, Any], owner: type) -> str:
     return f"/nodes=1/core={values.get('cores')}"
 
 
+def oar_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """Every task of an OAR array is a job of its own: one ``OAR_JOB_ID=`` line each, in
+    index order (the ``OAR_ARRAY_ID=`` line names the array)."""
+    ids = re.findall(r"^OAR_JOB_ID=(\d+)\s*$", stdout, re.MULTILINE)
+    if len(ids) != len(indices):
+        raise ValueError(
+            f"oarsub printed {len(ids)} job id(s) for an array of {len(indices)}:\n{stdout}"
+        )
+    return ids
+
+
+def oar_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
+    """An OAR array's tasks are jobs with consecutive ids, in index order."""
+    if len(listed) != len(indices):
+        raise ValueError(f"{len(listed)} job(s) for an array of {len(indices)}")
+    return sorted(listed, key=int)
+
+
 class OARJob(Job):
     """An OAR job running Dask workers.
 
@@ -158,6 +176,13 @@ class OARJob(Job):
     # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."
     # (an id that no longer exists: "... You are not the right user.")
     cancel_gone_pattern = re.compile(r"already killed|not the right user")
+    array_support = ArraySupport(
+        index_var="OAR_ARRAY_INDEX",
+        submit_args=lambda first, last: ["--array", str(last - first + 1)],
+        task_ids=lambda stdout, indices: oar_array_task_ids(stdout, indices),
+        first_index=1,
+        adopt=lambda listed, indices: oar_adopt(listed, indices),
+    )
     walltime_forms = ("hh:mm:ss", "hh:mm", "hours")
 
     options = (
@@ -248,6 +273,17 @@ class OARJob(Job):
             *options,
             self._body(),
         ]
+
+    def array_submit_argv(self, script_path: str, script: str) -> list[str]:
+        # oarsub runs a command, not the script: the array script's body (the worker-name
+        # selection, prologue, workers, epilogue) is that command
+        argv = self.submit_argv(script_path)
+        body = [
+            line
+            for line in script.splitlines()[1:]
+            if line.strip() and not line.startswith(self.directive_prefix)
+        ]
+        return [*argv[:-1], "\n".join(body)]
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

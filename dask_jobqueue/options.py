@@ -143,6 +143,10 @@ class EngineSettings:
     replace_before_walltime: bool = True
     walltime_margin: float | None = None
     walltime_stagger: float | None = None
+    job_arrays: str = "auto"
+    max_array_size: int | None = None
+    submit_rate_limit: float | None = None
+    submit_attempts: int = 4
 
 
 # ---------------------------------------------------------------------------- checks
@@ -248,6 +252,23 @@ TEXT: Check = _plain(check_text)
 STRINGS: Check = _plain(check_string_list)
 DIRECTIVES: Check = _plain(check_directive_list)
 POSITIVE_INT: Check = _plain(parse_positive_int)
+
+
+def _job_arrays(value: Any, keyword: str, owner: type) -> str:
+    if value not in ("auto", "never"):
+        raise ValueError(f"{keyword}={value!r} must be 'auto' or 'never'")
+    return value
+
+
+def _rate(value: Any, keyword: str, owner: type) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if isinstance(value, bool) or not rate > 0 or rate == float("inf"):
+        raise ValueError(f"{keyword}={value!r} must be a positive number (submissions per second)")
+    return rate
+
 BOOL: Check = _plain(check_bool)
 SIZE: Check = _plain(parse_memory)
 
@@ -412,6 +433,18 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
     Option("walltime_stagger", "duration", "Window over which jobs that started together "
            "retire, so they do not all leave at once. Default (empty): 10% of the walltime, "
            "at most 5 minutes.", default=None, check=_duration),
+    Option("job_arrays", "str", "``auto``: jobs submitted together go as job arrays (one "
+           "submit command, one task per job, split to the site's array size limit) where the "
+           "batch system has them; ``never``: one submit command per job.", default="auto",
+           check=_job_arrays),
+    Option("max_array_size", "int", "Most tasks of one job array; default: what the batch "
+           "system says (Slurm ``MaxArraySize``, ...), else no limit.", check=POSITIVE_INT),
+    Option("submit_rate_limit", "float", "Most submit commands per second (an array "
+           "submission is one command); default: no limit.", check=_rate),
+    Option("submit_attempts", "int", "Tries of a submission that fails with a transient "
+           "error (socket timeout, 'try again later', ...); before each retry the jobs "
+           "carrying the submission's tag are adopted instead (batch systems with tags only).",
+           default=4, check=POSITIVE_INT),
 )
 
 

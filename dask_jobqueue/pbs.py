@@ -28,7 +28,7 @@ from typing import Any
 from ._shell import CommandError
 from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
-from .engine import StatusStep
+from .engine import ArraySupport, LimitsProbe, StatusStep
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
@@ -310,8 +310,10 @@ def qstat_failure_is_usable(exc: CommandError) -> bool:
 
 
 def qstat_json_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``qstat -f -F json -x ids`` (PBS Pro / OpenPBS; -x includes finished jobs)."""
-    return ["qstat", "-f", "-F", "json", "-x", *job_ids]
+    """``qstat -f -F json -x ids`` (PBS Pro / OpenPBS; -x includes finished jobs; -t for
+    subjobs of arrays, ``12[3].server``)."""
+    subjobs = ["-t"] if any("[" in i for i in job_ids) else []
+    return ["qstat", "-f", "-F", "json", "-x", *subjobs, *job_ids]
 
 
 def parse_qstat_json_step(
@@ -371,6 +373,75 @@ def _default_resource_spec(values: Mapping[str, Any], owner: type) -> str | None
     return spec
 
 
+def parse_pbs_version(stdout: str) -> dict[str, Any]:
+    """``qstat --version``: ``pbs_version = 23.06.06`` is PBS Pro / OpenPBS (Torque prints
+    ``Version: 6.1.3``), the flavour whose arrays (``-J``) this library submits."""
+    if re.search(r"^pbs_version\s*=", stdout, re.MULTILINE):
+        return {"pbs_flavour": "pro"}
+    if re.search(r"^Version:", stdout, re.MULTILINE):
+        return {"pbs_flavour": "torque"}
+    return {}
+
+
+def parse_pbs_limits(stdout: str) -> dict[str, int]:
+    """``qmgr -c 'list server'`` -> ``max_array_size`` (subjobs of one array)."""
+    match = re.search(r"^\s*max_array_size\s*=\s*(\d+)\s*$", stdout, re.MULTILINE)
+    return {"max_array_size": int(match.group(1))} if match else {}
+
+
+def pbs_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``65[].server`` -> ``["65[0].server", "65[1].server", ...]``."""
+    found = re.findall(r"^(\d+)\[\](\.[\w.-]+)?\s*$", stdout, re.MULTILINE)
+    if len(found) != 1:
+        raise ValueError(f"Could not read one array job id from qsub's output:\n{stdout}")
+    sequence, server = found[0]
+    return [f"{sequence}[{i}]{server}" for i in indices]
+
+
+def pbs_cancel_args(job_ids: Sequence[str]) -> list[str]:
+    """``qdel`` arguments: consecutive subjobs of one array as ``65[3-5].server``."""
+    tasks: dict[tuple[str, str], list[int]] = {}
+    out: list[str] = []
+    for job_id in job_ids:
+        match = re.fullmatch(r"(\d+)\[(\d+)\](.*)", job_id)
+        if match:
+            tasks.setdefault((match.group(1), match.group(3)), []).append(int(match.group(2)))
+        else:
+            out.append(job_id)
+    for (sequence, server), indices in tasks.items():
+        ordered = sorted(set(indices))
+        start = prev = ordered[0]
+        for i in [*ordered[1:], None]:
+            if i is not None and i == prev + 1:
+                prev = i
+                continue
+            span = str(start) if start == prev else f"{start}-{prev}"
+            out.append(f"{sequence}[{span}]{server}")
+            if i is not None:
+                start = prev = i
+    return out
+
+
+def pbs_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
+    """Subjob ids of the one array (``65[].server``) a failed submission created."""
+    arrays = {m.groups() for m in (re.fullmatch(r"(\d+)\[\d*\](.*)", i) for i in listed) if m}
+    if len(arrays) != 1:
+        raise ValueError(f"expected one array, found {', '.join(listed)}")
+    sequence, server = arrays.pop()
+    return [f"{sequence}[{i}]{server}" for i in indices]
+
+
+PBS_PRO_ARRAYS = ArraySupport(
+    index_var="PBS_ARRAY_INDEX",
+    submit_args=lambda first, last: ["-J", f"{first}-{last}"],
+    task_ids=pbs_array_task_ids,
+    first_index=0,
+    min_size=2,  # "qsub: illegal -J value" for -J 1-1
+    cancel_args=pbs_cancel_args,
+    adopt=pbs_adopt,
+)
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -406,6 +477,10 @@ class PBSJob(Job):
     )
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
     cancel_gone_pattern = _NOT_A_FAILURE
+    site_probes = (
+        LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
+        LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
+    )
     # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
     # qstat has no -F json: plain qstat -f then
     tagging = TagSpec(
@@ -436,6 +511,11 @@ class PBSJob(Job):
         if self.log_directory is not None:
             lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
         return lines
+
+    def array_support_for(self, facts: dict) -> ArraySupport | None:
+        """Arrays (``-J``) once ``qstat --version`` showed PBS Pro / OpenPBS; Torque (``-t``)
+        gets none: its arrays are not tested here."""
+        return PBS_PRO_ARRAYS if facts.get("pbs_flavour") == "pro" else None
 
     def output_files(self, job_id: str) -> list[Path]:
         # an array sub-job 12[3].server writes NAME.e12.3

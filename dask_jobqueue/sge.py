@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .cluster import JobQueueCluster
-from .engine import StatusStep, missing_ids
+from .engine import ArraySupport, LimitsProbe, StatusStep, adopt_one_array, missing_ids
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_sge_tags
@@ -41,6 +41,10 @@ __all__ = [
     "parse_qacct",
     "qacct_status",
     "sge_state",
+    "expand_sge_tasks",
+    "parse_sge_limits",
+    "sge_array_task_ids",
+    "sge_cancel_args",
 ]
 
 _SCHEDD_INFO_OFF = "Collecting of scheduler job information is turned off"
@@ -72,17 +76,37 @@ def _text(element: ET.Element | None, tag: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
+def expand_sge_tasks(spec: str) -> list[int]:
+    """Task indices of a ``<tasks>`` field: ``3``, ``7,10``, ``5-10:1``, ``1-9:2,12``."""
+    indices: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        if not match:
+            raise ValueError(f"unreadable array task list {spec!r}")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        step = int(match.group(3) or 1)
+        indices += range(first, last + 1, step)
+    return indices
+
+
 def parse_qstat_xml(stdout: str) -> dict[str, str]:
     """``qstat -xml`` -> ``{job id: state code}`` for running and pending jobs.
 
-    Array jobs appear once per running task; the first entry wins (we submit no arrays).
+    An array task is reported as ``JOBID.TASK`` (running tasks have a line each, pending
+    ones share one: ``<tasks>7,10</tasks>``); a plain job by its number.
     """
     root = ET.fromstring(stdout)
     states: dict[str, str] = {}
     for entry in root.iter("job_list"):
         job_id = _text(entry, "JB_job_number")
-        if job_id and job_id not in states:
-            states[job_id] = _text(entry, "state")
+        if not job_id:
+            continue
+        tasks = _text(entry, "tasks")
+        keys = [f"{job_id}.{i}" for i in expand_sge_tasks(tasks)] if tasks else [job_id]
+        for key in keys:
+            states.setdefault(key, _text(entry, "state"))
     return states
 
 
@@ -202,8 +226,9 @@ def waiting_ids(job_ids: Sequence[str], known: Mapping[str, JobStatus]) -> list[
 
 
 def qstat_j_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """One ``qstat -xml -j id1,id2`` for every waiting id (reasons need schedd_job_info)."""
-    return ["qstat", "-xml", "-j", ",".join(job_ids)]
+    """One ``qstat -xml -j id1,id2`` for every waiting id (reasons need schedd_job_info);
+    array tasks are asked by their array's number."""
+    return ["qstat", "-xml", "-j", ",".join(dict.fromkeys(i.split(".")[0] for i in job_ids))]
 
 
 def parse_qstat_j_step(
@@ -219,16 +244,19 @@ def parse_qstat_j_step(
         if job_id not in known:
             continue
         native = known[job_id].native_state or ""
-        reason = _join_reasons(reasons.get(job_id, []))
+        number = job_id.split(".")[0]
+        reason = _join_reasons(reasons.get(number, []))
         if "E" in native:
-            reason = errors.get(job_id) or reason
+            reason = errors.get(number) or reason
         statuses[job_id] = _stuck_if_error(sge_state(native, reason))
     return statuses
 
 
 def qacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``qacct -j ID`` (one id per call) for a job that left qstat."""
-    return ["qacct", "-j", job_ids[0]]
+    """``qacct -j ID`` (one id per call) for a job that left qstat; ``qacct -j ID -t TASK``
+    for an array task."""
+    number, _, task = job_ids[0].partition(".")
+    return ["qacct", "-j", number, "-t", task] if task else ["qacct", "-j", number]
 
 
 def parse_qacct_step(
@@ -237,6 +265,58 @@ def parse_qacct_step(
     """The final state of a job from its accounting record."""
     status = qacct_status(parse_qacct(stdout))
     return {} if status is None else {job_ids[0]: status}
+
+
+_SUBMITTED = re.compile(
+    r"^(?:Your job(?:-array)? )?(?P<job_id>\d+)(?:\.\d+-\d+:\d+)?(?= \(|\s*$)", re.MULTILINE
+)
+
+
+def sge_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``Your job-array 69.1-3:1 ("x") has been submitted`` -> ``["69.1", "69.2", "69.3"]``."""
+    found = list(dict.fromkeys(m.group("job_id") for m in _SUBMITTED.finditer(stdout)))
+    if len(found) != 1:
+        raise ValueError(f"Could not read one array job id from qsub's output:\n{stdout}")
+    return [f"{found[0]}.{i}" for i in indices]
+
+
+def sge_cancel_args(job_ids: Sequence[str]) -> list[str]:
+    """``qdel`` arguments: consecutive tasks of one array as ``69.3-5``, others as is."""
+    tasks: dict[str, list[int]] = {}
+    out: list[str] = []
+    for job_id in job_ids:
+        number, sep, task = job_id.partition(".")
+        if sep and task.isdigit():
+            tasks.setdefault(number, []).append(int(task))
+        else:
+            out.append(job_id)
+    for number, indices in tasks.items():
+        ordered = sorted(set(indices))
+        start = prev = ordered[0]
+        for i in [*ordered[1:], None]:
+            if i is not None and i == prev + 1:
+                prev = i
+                continue
+            out.append(f"{number}.{start}" if start == prev else f"{number}.{start}-{prev}")
+            if i is not None:
+                start = prev = i
+    return out
+
+
+def parse_sge_limits(stdout: str) -> dict[str, int]:
+    """``qconf -sconf`` -> ``max_array_size`` from ``max_aj_tasks`` (0: no limit)."""
+    match = re.search(r"^max_aj_tasks\s+(\d+)\s*$", stdout, re.MULTILINE)
+    return {"max_array_size": int(match.group(1))} if match and int(match.group(1)) else {}
+
+
+SGE_ARRAYS = ArraySupport(
+    index_var="SGE_TASK_ID",
+    submit_args=lambda first, last: ["-t", f"{first}-{last}"],
+    task_ids=sge_array_task_ids,
+    first_index=1,
+    cancel_args=sge_cancel_args,
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}.{i}"),
+)
 
 
 class SGEJob(Job):
@@ -265,6 +345,8 @@ class SGEJob(Job):
     )
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")
+    array_support = SGE_ARRAYS
+    site_probes = (LimitsProbe(lambda job: ["qconf", "-sconf"], parse_sge_limits),)
     # the tag is a job context variable (qsub -ac), shown by qstat -j
     tagging = TagSpec(
         submit_args=lambda text: ["-ac", f"{TAG_VARIABLE}={text}"],

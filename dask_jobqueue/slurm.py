@@ -8,7 +8,14 @@ from pathlib import Path
 
 from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
-from .engine import StatusStep, missing_ids, simple_parser
+from .engine import (
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    missing_ids,
+    simple_parser,
+)
 from .job import Job
 from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
 from .tags import TagSpec, parse_slurm_tags
@@ -16,7 +23,16 @@ from .tracker import Vanish
 from .tracking import JobState, JobStatus
 from .walltime import WalltimeDefault, parse_scontrol_partitions
 
-__all__ = ["SLURMJob", "SLURMCluster", "slurm_format_bytes_ceil", "parse_squeue", "parse_sacct"]
+__all__ = [
+    "SLURMJob",
+    "SLURMCluster",
+    "slurm_format_bytes_ceil",
+    "parse_squeue",
+    "parse_sacct",
+    "parse_slurm_limits",
+    "slurm_array_task_ids",
+    "slurm_cancel_args",
+]
 
 
 def slurm_format_bytes_ceil(nbytes: int) -> str:
@@ -59,7 +75,7 @@ _STATES: dict[str, JobState] = {
 }
 _HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "BeginTime")
 
-SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|"
+SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|"
 
 
 def _status(native: str, reason: str | None, exit_code: int | None = None) -> JobStatus:
@@ -81,15 +97,24 @@ def decode_wait_status(status: int) -> int:
 
 
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``squeue -h -t all -O 'JobID:|,State:|,Reason:|,exit_code:|'`` output.
+    """Parse ``squeue -h -t all -r -O 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|'``.
 
-    Also reads the three-column ``%i|%T|%r`` form (no exit code).
+    An array task is reported as ``ARRAYID_INDEX`` (its raw ``JobID`` changes when it
+    starts). Also reads the ``JobID:|,State:|,Reason:|,exit_code:|`` form of earlier
+    versions and the three-column ``%i|%T|%r`` form (no exit code).
     """
     statuses = {}
     for line in stdout.splitlines():
         parts = [p.strip() for p in line.strip().split("|")]
+        if parts and parts[-1] == "" and len(parts) > 1:
+            parts = parts[:-1]
         if len(parts) < 2 or not parts[0]:
             continue
+        if len(parts) >= 5:  # with ArrayJobID and ArrayTaskID
+            job_id, array_id, task, *rest = parts
+            if task and task != "N/A" and array_id:
+                job_id = f"{array_id}_{task}"
+            parts = [job_id, *rest]
         exit_code = None
         if len(parts) > 3 and parts[3].isdigit():
             exit_code = decode_wait_status(int(parts[3]))
@@ -129,8 +154,11 @@ def parse_sacct(
 
 
 def squeue_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``squeue`` for all ids, every state (finished jobs stay listed until MinJobAge)."""
-    return ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-O", SQUEUE_FIELDS]
+    """``squeue`` for all ids, every state (finished jobs stay listed until MinJobAge); array
+    tasks are asked by their array's id, one line each (``-r``): a task cancelled while
+    pending leaves no trace, a missing line is a vanished task."""
+    asked = dict.fromkeys(i.split("_", 1)[0] for i in job_ids)
+    return ["squeue", "-h", "-t", "all", "-r", "-j", ",".join(asked), "-O", SQUEUE_FIELDS]
 
 
 def sacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
@@ -142,6 +170,81 @@ def parse_sacct_final(stdout: str) -> dict[str, JobStatus]:
     """Final states only: a non-final sacct line says nothing squeue did not."""
     return {i: st for i, st in parse_sacct(stdout).items() if st.state.is_final}
 
+
+_SUBMITTED = re.compile(r"^(?:Submitted batch job )?(?P<job_id>\d+)(?:;\S+)?\s*$", re.MULTILINE)
+
+
+def slurm_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``Submitted batch job 12`` for ``--array=0-2`` -> ``["12_0", "12_1", "12_2"]``."""
+    found = list(dict.fromkeys(m.group("job_id") for m in _SUBMITTED.finditer(stdout)))
+    if len(found) != 1:
+        raise ValueError(f"Could not read one array job id from sbatch's output:\n{stdout}")
+    return [f"{found[0]}_{i}" for i in indices]
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """``[3, 4, 5, 7]`` -> ``"3-5,7"``."""
+    parts: list[str] = []
+    ordered = sorted(set(indices))
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
+    """``scancel`` arguments: tasks of one array as one range (``12_[3-5,7]``), others as is."""
+    tasks: dict[str, list[int]] = {}
+    args: list[str] = []
+    for job_id in job_ids:
+        array_id, sep, index = job_id.partition("_")
+        if sep and index.isdigit():
+            if array_id not in tasks:
+                tasks[array_id] = []
+                args.append(array_id)  # placeholder, keeps the order
+            tasks[array_id].append(int(index))
+        else:
+            args.append(job_id)
+    out = []
+    for arg in args:
+        if arg in tasks:
+            indices = tasks.pop(arg)
+            out.append(f"{arg}_{indices[0]}" if len(indices) == 1 else f"{arg}_[{_ranges(indices)}]")
+        else:
+            out.append(arg)
+    return out
+
+
+def parse_slurm_limits(stdout: str) -> dict[str, int]:
+    """``scontrol show config`` -> ``max_array_size`` (tasks of one array, counted from
+    index 0: ``MaxArraySize`` is one more than the highest index) and ``max_job_count``."""
+    facts = {}
+    for key, fact in (("MaxArraySize", "max_array_size"), ("MaxJobCount", "max_job_count")):
+        match = re.search(rf"^{key}\s*=\s*(\d+)\s*$", stdout, re.MULTILINE)
+        if match and int(match.group(1)) > 0:
+            facts[fact] = int(match.group(1))
+    return facts
+
+
+def _task_log_names(script: str) -> str:
+    # one output file per task, named by the task's id (ARRAYID_INDEX), as explain_death looks
+    return re.sub(r"^(#SBATCH -[eo] .*)-%J\.(err|out)$", r"\1-%A_%a.\2", script, flags=re.MULTILINE)
+
+
+SLURM_ARRAYS = ArraySupport(
+    index_var="SLURM_ARRAY_TASK_ID",
+    submit_args=lambda first, last: [f"--array={first}-{last}"],
+    task_ids=slurm_array_task_ids,
+    first_index=0,
+    cancel_args=slurm_cancel_args,
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}_{i}"),
+    edit_script=_task_log_names,
+)
 
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
@@ -167,6 +270,15 @@ class SLURMJob(Job):
         ),
     )
     cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
+    array_support = SLURM_ARRAYS
+    site_probes = (LimitsProbe(lambda job: ["scontrol", "show", "config"], parse_slurm_limits),)
+    # "Slurm temporarily unable to accept job" blocks sbatch up to 120 s at MaxJobCount
+    transient_submit_errors = re.compile(
+        r"Socket timed out|Resource temporarily unavailable|try again later|"
+        r"temporarily unable to accept job|Unable to contact slurm controller|"
+        r"Connection refused|Zero Bytes were transmitted",
+        re.IGNORECASE,
+    )
     # the tag is Slurm's job comment (kept until the job is purged, listed by squeue %k)
     tagging = TagSpec(
         submit_args=lambda text: [f"--comment={text}"],

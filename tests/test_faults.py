@@ -82,12 +82,27 @@ class FaultSuite:
             assert len(cluster.jobs) == 1
 
     def test_submit_that_hangs_past_the_timeout_is_an_error(self, emulator):  # noqa: F811
-        inject_fault(emulator.home, "submit_hang", count=1, seconds=30)
-        with dask.config.set({f"jobqueue.{self.config_name}.submit-timeout": "2s"}):
+        # a timeout is transient: retried (after looking for the submission's tag) up to
+        # submit-attempts times, then the error is raised
+        inject_fault(emulator.home, "submit_hang", count=-1, seconds=30)
+        with dask.config.set({
+            f"jobqueue.{self.config_name}.submit-timeout": "2s",
+            f"jobqueue.{self.config_name}.submit-attempts": 2,
+        }):
             with self.cluster() as cluster:
                 cluster.scale(1)
                 with pytest.raises(CommandError, match="timed out after 2s"):
-                    cluster.wait_for_workers(1, timeout=30)
+                    cluster.wait_for_workers(1, timeout=60)
+
+    def test_submit_that_hangs_once_is_retried(self, emulator):  # noqa: F811
+        inject_fault(emulator.home, "submit_hang", count=1, seconds=60)
+        # not 2 s: an emulated submit alone may take that long on a loaded machine
+        with dask.config.set({f"jobqueue.{self.config_name}.submit-timeout": "8s"}):
+            with self.cluster() as cluster, Client(cluster) as client:
+                cluster.scale(1)
+                client.wait_for_workers(1, timeout=60)
+                assert cluster.command_counts["submit"] == 2
+                assert len(cluster.jobs) == 1
 
     def test_job_dies_at_start_is_explained_and_replaced(self, emulator, tmp_path):  # noqa: F811
         inject_fault(

@@ -114,6 +114,8 @@ def system(request, tmp_path, monkeypatch):
             f"jobqueue.{name}.vanish-grace": "4s",
             f"jobqueue.{name}.status-timeout": "3s",
             f"jobqueue.{name}.submit-timeout": "6s",
+            # these tests count one submit command per job (arrays: tests/test_arrays.py)
+            f"jobqueue.{name}.job-arrays": "never",
         }
     ):
         yield commands
@@ -128,7 +130,7 @@ def real_queue_ids(system: Commands) -> set[str]:
     """Ids the real batch system lists, asked with the real status command (not the fake)."""
     real = REAL_STATUS_COMMANDS[system.status]
     if system.status == "squeue":
-        return set(run([real, "-h", "-o", "%i"]).split())
+        return set(run([real, "-h", "-r", "-o", "%i"]).split())
     if system is OAR_COMMANDS:
         out = run([real, "-J", "-u", pwd.getpwuid(os.getuid()).pw_name])
         return set(json.loads(out)) if out.strip() else set()

@@ -139,10 +139,12 @@ def test_sge_state(code, state, reason):
 
 def test_parse_qstat_xml_recorded_mixed_states():
     states = parse_qstat_xml(_read("qstat_xml_mixed.txt"))
-    assert len(states) == 13  # 15 entries, the running array job 147 has 3
-    assert states["147"] == "r" and states["148"] == "r"
+    # 15 entries; array tasks are reported one by one: 147 has 3 running, 155 pends 1-5:2
+    assert len(states) == 17
+    assert states["147.1"] == states["147.3"] == "r" and states["148"] == "r"
     assert states["152"] == "s"
-    assert states["146"] == "qw" and states["155"] == "qw"
+    assert states["146"] == "qw" and states["155.1"] == states["155.5"] == "qw"
+    assert "155.2" not in states
     assert states["156"] == "hqw"
     assert states["160"] == "Eqw"
     assert "139" not in states  # finished

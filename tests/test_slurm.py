@@ -102,7 +102,7 @@ def test_submit_error_messages_are_real():
 
 
 def _queue_ids() -> set[str]:
-    return set(run(["squeue", "-h", "-o", "%i"]).split())
+    return set(run(["squeue", "-h", "-r", "-o", "%i"]).split())
 
 
 SLURM = Backend(
@@ -162,7 +162,10 @@ def test_purged_jobs_are_finished(monkeypatch):
     engine, runner = engine_with(SLURMJob("tcp://a:1", cores=1, memory="1GB"), answer, monkeypatch)
     statuses = query(engine, ["3", "21"])
     assert runner.calls == [
-        ["squeue", "-h", "-t", "all", "-j", "3,21", "-O", "JobID:|,State:|,Reason:|,exit_code:|"],
+        [
+            "squeue", "-h", "-t", "all", "-r", "-j", "3,21", "-O",
+            "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|",
+        ],
         ["sacct", "-X", "-P", "-n", "-j", "3", "-o", "JobID,State,ExitCode"],
     ]
     assert engine.commands["status"] == 2

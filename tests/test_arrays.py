@@ -1,0 +1,541 @@
+"""Job arrays: one submit command for many jobs, each task still one job of the cluster.
+
+Unit tests drive the engine with recorded command outputs (``tests/fakes.py``); the parsers
+read real outputs recorded on Slurm 22.05, Grid Engine 8.1.9 and OpenPBS 23.06
+(``tests/data/arrays``). Tests on the real batch systems are at the end (``pytest -E slurm``,
+``-E sge``, ``-E oar``, ``-E pbs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from dask_jobqueue import SLURMCluster
+from dask_jobqueue.engine import array_script
+from dask_jobqueue.slurm import (
+    SLURMJob,
+    parse_slurm_limits,
+    parse_squeue,
+    slurm_array_task_ids,
+    slurm_cancel_args,
+)
+from dask_jobqueue.tracking import JobState
+
+from .fakes import cancel, engine_with
+from .scheduler_suite import NO_DASHBOARD, run, wait_until
+
+RECORDED = Path(__file__).parent / "data" / "arrays"
+
+
+def recorded(name: str) -> str:
+    """The stdout of a recorded command (``### stdout`` section of the file)."""
+    text = (RECORDED / name).read_text()
+    return text.split("### stdout\n", 1)[1].split("### stderr", 1)[0]
+
+
+def slurm_jobs(n: int, **kwargs) -> list[SLURMJob]:
+    options = {"cores": 1, "memory": "1GB", **kwargs}
+    return [SLURMJob("tcp://a:1", name=f"c-{i}", **options) for i in range(n)]
+
+
+def submit_many(engine, jobs):
+    return asyncio.run(engine.submit_many(jobs))
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def test_squeue_array_tasks_from_recorded_output():
+    statuses = parse_squeue(recorded("slurm/37_squeue_O_scenario.txt"))
+    assert statuses["17_3"].state == JobState.CANCELLED
+    assert statuses["17_0"].state == JobState.FINISHED
+    assert statuses["17_1"].state == JobState.FAILED
+    assert statuses["17_1"].reason == "NonZeroExitCode"
+    assert (statuses["17_6"].state, statuses["17_6"].reason) == (
+        JobState.QUEUED,
+        "JobArrayTaskLimit",
+    )
+    assert statuses["17_5"].state == JobState.RUNNING
+    # raw ids of started tasks are not reported: the task id is what the cluster tracks
+    assert "21" not in statuses and "23" not in statuses
+
+
+def test_squeue_mixes_plain_jobs_and_tasks():
+    statuses = parse_squeue(recorded("slurm/08_squeue_O_fields.txt"))
+    assert statuses["1"].state == JobState.FINISHED  # ArrayTaskID N/A: a plain job
+    assert statuses["2_9"].state == JobState.RUNNING  # the last task keeps the array's raw id
+    assert statuses["3_4"].reason == "JobArrayTaskLimit"
+    assert len(statuses) == 21
+
+
+def test_squeue_earlier_forms_still_read():
+    assert parse_squeue("12|PENDING|Priority|0|\n")["12"].reason == "Priority"
+    assert parse_squeue("12|FAILED|NonZeroExitCode|768|\n")["12"].exit_code == 3
+
+
+def test_array_ids_from_sbatch_output():
+    assert slurm_array_task_ids(recorded("slurm/02_sbatch_array_0-9.txt"), [0, 1, 2]) == [
+        "2_0",
+        "2_1",
+        "2_2",
+    ]
+    assert slurm_array_task_ids(recorded("slurm/03_sbatch_array_0-9_throttle3_parsable.txt"), [5]) == [
+        "3_5"
+    ]
+    with pytest.raises(ValueError):
+        slurm_array_task_ids("sbatch: error: Batch job submission failed\n", [0])
+
+
+def test_limits_from_scontrol_show_config():
+    assert parse_slurm_limits(recorded("slurm/01_limits_default.txt")) == {
+        "max_array_size": 1001,
+        "max_job_count": 10000,
+    }
+    assert parse_slurm_limits("MaxArraySize            = 64\n") == {"max_array_size": 64}
+
+
+def test_adopting_the_tasks_of_a_tagged_array():
+    adopt = SLURMJob.array_support.adopt
+    # squeue %i collapses pending tasks; started ones are listed one by one
+    assert adopt(["36_[1-2]", "36_0"], [0, 1, 2]) == ["36_0", "36_1", "36_2"]
+    with pytest.raises(ValueError):
+        adopt(["36_0", "37_0"], [0, 1])
+
+
+def test_cancel_arguments_join_tasks_into_ranges():
+    assert slurm_cancel_args(["12_3", "12_4", "12_5", "13", "12_9", "14_1"]) == [
+        "12_[3-5,9]",
+        "13",
+        "14_1",
+    ]
+    assert slurm_cancel_args(["7", "8"]) == ["7", "8"]
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def test_array_script_names_each_task(tmp_path):
+    """The task index selects the worker name: run the script's name selection for real."""
+    jobs = slurm_jobs(3, python="echo")
+    script = array_script(jobs[0], [j.name for j in jobs], SLURMJob.array_support)
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    for index, name in enumerate(["c-0", "c-1", "c-2"]):
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(index)}
+        out = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env)
+        assert f"--name {name} " in out.stdout
+    out = subprocess.run(
+        ["bash", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_ARRAY_TASK_ID": "7"},
+    )
+    assert out.returncode == 1 and "no worker name for array task 7" in out.stderr
+
+
+def test_array_script_log_files_name_the_task():
+    jobs = slurm_jobs(2, log_directory="/logs")
+    script = array_script(jobs[0], ["c-0", "c-1"], SLURMJob.array_support)
+    assert "#SBATCH -e /logs/dask-worker-%A_%a.err" in script
+    assert "%J" not in script
+    assert [str(p) for p in jobs[0].output_files("12_3")][0] == "/logs/dask-worker-12_3.err"
+
+
+def test_jobs_submitted_together_go_as_one_array(monkeypatch):
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 1001\nMaxJobCount             = 10000\n"
+        return "Submitted batch job 12\n"
+
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch)
+    jobs = slurm_jobs(5)
+    ids = submit_many(engine, jobs)
+    assert ids == ["12_0", "12_1", "12_2", "12_3", "12_4"]
+    assert [j.job_id for j in jobs] == ids
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 1 and "--array=0-4" in sbatch[0]
+    assert engine.live_ids == set(ids)
+    assert engine.facts["max_array_size"] == 1001
+    assert engine.commands["submit"] == 1
+
+
+def test_split_to_the_site_limit(monkeypatch):
+    arrays = iter(range(20, 30))
+
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 2\n"
+        return f"Submitted batch job {next(arrays)}\n"
+
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_concurrency=1)
+    ids = submit_many(engine, slurm_jobs(5))
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 3  # 2 + 2 + a single job
+    assert [c for c in sbatch if "--array=0-1" in c] and len(sbatch[-1]) == len(sbatch[0]) - 1
+    assert ids == ["20_0", "20_1", "21_0", "21_1", "22"]
+
+
+def test_yaml_override_wins_over_the_site(monkeypatch):
+    arrays = iter(range(5, 15))
+
+    def answer(argv):
+        if argv[0] == "scontrol":
+            return "MaxArraySize            = 1001\n"
+        return f"Submitted batch job {next(arrays)}\n"
+
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], answer, monkeypatch, max_array_size=2, submit_concurrency=1
+    )
+    ids = submit_many(engine, slurm_jobs(4) + slurm_jobs(1, job_name="other"))
+    # jobs with another script are not tasks of the same array
+    assert [c[0] for c in runner.calls].count("sbatch") == 3
+    assert ids == ["5_0", "5_1", "6_0", "6_1", "7"]
+
+
+def test_arrays_never(monkeypatch):
+    ids = iter(range(40, 50))
+    engine, runner = engine_with(
+        slurm_jobs(1)[0],
+        lambda argv: f"Submitted batch job {next(ids)}\n",
+        monkeypatch,
+        job_arrays="never",
+    )
+    assert sorted(submit_many(engine, slurm_jobs(3))) == ["40", "41", "42"]
+    assert all(not any(a.startswith("--array") for a in c) for c in runner.calls)
+    assert len(runner.calls) == 3
+
+
+def test_cancel_tasks_in_one_command(monkeypatch):
+    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: "", monkeypatch)
+    assert cancel(engine, ["12_0", "12_1", "12_2", "12_7", "13"]) == []
+    assert runner.calls == [["scancel", "12_[0-2,7]", "13"]]
+
+
+def test_rate_limit(monkeypatch):
+    ids = iter(range(40, 50))
+    engine, runner = engine_with(
+        slurm_jobs(1)[0],
+        lambda argv: f"Submitted batch job {next(ids)}\n",
+        monkeypatch,
+        job_arrays="never",
+        submit_rate_limit=20,
+    )
+    started = time.monotonic()
+    submit_many(engine, slurm_jobs(4))
+    assert time.monotonic() - started >= 3 / 20 - 0.01
+
+
+def test_bad_engine_settings_are_refused():
+    with dask.config.set({"jobqueue.slurm.job-arrays": "sometimes"}):
+        with pytest.raises(ValueError, match="job_arrays='sometimes' must be 'auto' or 'never'"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+    with dask.config.set({"jobqueue.slurm.submit-rate-limit": 0}):
+        with pytest.raises(ValueError, match="submit_rate_limit"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+    with dask.config.set({"jobqueue.slurm.max-array-size": -3}):
+        with pytest.raises(ValueError, match="max_array_size"):
+            SLURMCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD)
+
+
+# ---------------------------------------------------------------------------- Grid Engine, OAR
+
+
+def test_sge_array_tasks_from_recorded_qstat():
+    from dask_jobqueue.sge import parse_qstat_xml
+
+    states = parse_qstat_xml(recorded("sge/37_qstat_xml_scenario.txt"))
+    assert {k: v for k, v in states.items() if k.startswith("76.")} == {
+        "76.3": "r",
+        "76.5": "r",
+        "76.6": "r",
+        "76.9": "r",
+        "76.7": "qw",
+        "76.10": "qw",
+    }
+    detailed = parse_qstat_xml(recorded("sge/38_qstat_xml_g_d_scenario.txt"))
+    assert {k for k in detailed if k.startswith("76.")} == set(states)
+
+
+def test_sge_submit_output_limits_and_cancel():
+    from dask_jobqueue.sge import parse_sge_limits, sge_array_task_ids, sge_cancel_args
+
+    assert sge_array_task_ids(recorded("sge/02_qsub_array_1-10.txt"), [1, 2]) == ["69.1", "69.2"]
+    assert sge_array_task_ids(recorded("sge/03_qsub_array_terse.txt"), [3]) == ["70.3"]
+    assert parse_sge_limits(recorded("sge/01_limits_default.txt")) == {"max_array_size": 75000}
+    assert parse_sge_limits("max_aj_tasks                 0\n") == {}
+    assert sge_cancel_args(["70.3", "70.4", "70.5", "70.8", "71"]) == ["71", "70.3-5", "70.8"]
+
+
+def test_sge_qacct_asks_for_the_task():
+    from dask_jobqueue.sge import parse_qacct, qacct_argv, qacct_status
+
+    assert qacct_argv(None, ["76.3"], {}) == ["qacct", "-j", "76", "-t", "3"]
+    assert qacct_argv(None, ["76"], {}) == ["qacct", "-j", "76"]
+    status = qacct_status(parse_qacct(recorded("sge/40_qacct_j_scenario.txt")))
+    assert status is not None and status.state.is_final
+
+
+def test_sge_engine_submits_one_array(monkeypatch):
+    from dask_jobqueue.sge import SGEJob
+
+    def answer(argv):
+        if argv[0] == "qconf":
+            return recorded("sge/61_limits_small.txt")
+        return 'Your job-array 69.1-2:1 ("dask-worker") has been submitted\n'
+
+    jobs = [SGEJob("tcp://a:1", name=f"s-{i}", cores=1, memory="1GB") for i in range(3)]
+    engine, runner = engine_with(jobs[0], answer, monkeypatch)
+    ids = submit_many(engine, jobs)
+    assert engine.facts["max_array_size"] == 10
+    assert ids == ["69.1", "69.2", "69.3"]
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert len(qsub) == 1 and qsub[0][3:5] == ["-t", "1-3"]
+
+
+def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
+    from dask_jobqueue.oar import OARJob, oar_array_task_ids
+
+    out = "[ADMISSION RULE] Set default walltime\nOAR_JOB_ID=101\nOAR_JOB_ID=102\nOAR_ARRAY_ID=101\n"
+    assert oar_array_task_ids(out, [1, 2]) == ["101", "102"]
+    with pytest.raises(ValueError):
+        oar_array_task_ids(out, [1, 2, 3])
+    jobs = [
+        OARJob("tcp://a:1", name=f"o-{i}", cores=1, memory="1GB", python="echo",
+               memory_per_core_property_name="not_applicable")
+        for i in range(2)
+    ]
+    engine, runner = engine_with(jobs[0], lambda argv: out, monkeypatch)
+    assert submit_many(engine, jobs) == ["101", "102"]
+    (argv,) = runner.calls
+    assert "--array" in argv and argv[argv.index("--array") + 1] == "2"
+    body = argv[-1]
+    for index, name in ((1, "o-0"), (2, "o-1")):
+        env = {**os.environ, "OAR_ARRAY_INDEX": str(index)}
+        done = subprocess.run(["sh", "-c", body], capture_output=True, text=True, env=env)
+        assert f"--name {name} " in done.stdout
+
+
+# ---------------------------------------------------------------------------- PBS Pro / OpenPBS
+
+
+def test_pbs_subjobs_from_recorded_outputs():
+    from dask_jobqueue.pbs import (
+        parse_pbs_limits,
+        parse_pbs_version,
+        parse_qstat_json,
+        pbs_array_task_ids,
+        pbs_cancel_args,
+    )
+
+    assert pbs_array_task_ids(recorded("pbs/02_qsub_env_array.txt"), [1, 2]) == [
+        "64[1].vm-pbs",
+        "64[2].vm-pbs",
+    ]
+    assert parse_pbs_limits(recorded("pbs/01_limits_default.txt")) == {"max_array_size": 10000}
+    assert parse_pbs_version(recorded("pbs/00_version.txt")) == {"pbs_flavour": "pro"}
+    assert parse_pbs_version("Version: 6.1.3\nCommit: abc\n") == {"pbs_flavour": "torque"}
+    assert pbs_cancel_args(["65[3].vm-pbs", "65[4].vm-pbs", "65[9].vm-pbs", "70.vm-pbs"]) == [
+        "70.vm-pbs",
+        "65[3-4].vm-pbs",
+        "65[9].vm-pbs",
+    ]
+    statuses = parse_qstat_json(recorded("pbs/10_qstat_f_json_t_scenario.txt"))
+    assert statuses["65[3].vm-pbs"].state == JobState.RUNNING
+    assert statuses["65[1].vm-pbs"].state.is_final
+    assert statuses["65[7].vm-pbs"].state == JobState.QUEUED
+
+
+def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
+    from dask_jobqueue.pbs import PBSJob
+
+    def answer(argv):
+        if argv[:2] == ["qstat", "--version"]:
+            return "pbs_version = 23.06.06\n"
+        if argv[0] == "qmgr":
+            return "Server vm-pbs\n    max_array_size = 2\n"
+        return "80[].vm-pbs\n" if "-J" in argv else "81.vm-pbs\n"
+
+    jobs = [PBSJob("tcp://a:1", name=f"p-{i}", cores=1, memory="1GB") for i in range(3)]
+    engine, runner = engine_with(jobs[0], answer, monkeypatch, submit_concurrency=1)
+    assert submit_many(engine, jobs) == ["80[0].vm-pbs", "80[1].vm-pbs", "81.vm-pbs"]
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert qsub[0][3:5] == ["-J", "0-1"] and "-J" not in qsub[1]  # a single job for the rest
+
+    torque = [PBSJob("tcp://a:1", name=f"t-{i}", cores=1, memory="1GB") for i in range(2)]
+    engine, runner = engine_with(
+        torque[0],
+        lambda argv: "Version: 6.1.3\n" if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n",
+        monkeypatch,
+    )
+    submit_many(engine, torque)
+    assert [c for c in runner.calls if c[0] == "qsub" and "-J" in c] == []
+
+
+# ---------------------------------------------------------------------------- real batch systems
+
+
+def _slurm_tasks() -> set[str]:
+    return set(run(["squeue", "-h", "-r", "-o", "%i"]).split())
+
+
+def _sge_tasks() -> set[str]:
+    from dask_jobqueue.sge import parse_qstat_xml
+
+    out = run(["qstat", "-xml"])
+    return set(parse_qstat_xml(out)) if out.strip() else set()
+
+
+def _oar_tasks() -> set[str]:
+    import json
+    import pwd
+
+    out = run(["oarstat", "-J", "-u", pwd.getpwuid(os.getuid()).pw_name])
+    return set(json.loads(out)) if out.strip() else set()
+
+
+def _pbs_tasks() -> set[str]:
+    ids = set()
+    for line in run(["qstat", "-t"]).splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]):
+            if "[]" not in fields[0] and fields[-2] not in ("X", "F"):
+                ids.add(fields[0])
+    return ids
+
+
+@dataclass(frozen=True)
+class Real:
+    name: str
+    cluster_cls: type
+    kwargs: dict
+    tasks: Callable[[], set[str]]  # ids of this user's array tasks and jobs still listed
+    cancel: str
+    hold: list[str]
+
+
+def _real_systems():
+    from dask_jobqueue import OARCluster, PBSCluster, SGECluster
+
+    return [
+        pytest.param(
+            Real("slurm", SLURMCluster, {"walltime": "00:10:00"}, _slurm_tasks, "scancel",
+                 ["--hold"]),
+            marks=pytest.mark.env("slurm"), id="slurm",
+        ),
+        pytest.param(
+            Real("sge", SGECluster, {}, _sge_tasks, "qdel", ["-h"]),
+            marks=pytest.mark.env("sge"), id="sge",
+        ),
+        pytest.param(
+            Real("oar", OARCluster,
+                 {"walltime": "00:10:00", "memory_per_core_property_name": "not_applicable"},
+                 _oar_tasks, "oardel", ["--hold"]),
+            marks=pytest.mark.env("oar"), id="oar",
+        ),
+        pytest.param(
+            Real("pbs", PBSCluster, {"walltime": "00:10:00"}, _pbs_tasks, "qdel", ["-h"]),
+            marks=pytest.mark.env("pbs"), id="pbs",
+        ),
+    ]
+
+
+@pytest.fixture(params=_real_systems())
+def real(request, tmp_path, monkeypatch):
+    system: Real = request.param
+    monkeypatch.chdir(tmp_path)
+    section = f"jobqueue.{system.name}"
+    with dask.config.set(
+        {
+            f"{section}.poll-interval": "500ms",
+            f"{section}.poll-interval-max": "1s",
+            f"{section}.resubmit-backoff": "500ms",
+            f"{section}.vanish-grace": "4s",
+        }
+    ):
+        yield system
+
+
+def _cluster(real: Real, **kwargs):
+    options = {"cores": 1, "memory": "1GB", "processes": 1, **real.kwargs, **kwargs}
+    return real.cluster_cls(scheduler_options=NO_DASHBOARD, **options)
+
+
+def test_real_array_end_to_end(real):
+    """Workers of array tasks connect and compute; scaling down cancels one task (seen in
+    the queue); a task cancelled from outside is replaced."""
+    with _cluster(real, job_name="djqarr") as cluster, Client(cluster) as client:
+        cluster.scale(3)
+        client.wait_for_workers(3, timeout=180)
+        assert client.submit(lambda x: x + 1, 1).result(timeout=60) == 2
+        assert cluster.command_counts["submit"] == 1
+        ids = {job.job_id for job in cluster.workers.values()}
+        assert len(ids) == 3 and ids <= real.tasks()
+        # worker names map back to their task's job
+        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        assert names == set(cluster.workers)
+
+        cluster.scale(2)
+        assert wait_until(lambda: len(ids & real.tasks()) == 2, 90), real.tasks()
+        assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
+        assert cluster.command_counts["submit"] == 1
+
+        victim = sorted(ids & real.tasks())[0]
+        subprocess.run([real.cancel, victim], capture_output=True, check=False)
+        assert wait_until(
+            lambda: victim not in {j.job_id for j in cluster.workers.values()}
+            and len(cluster.workers) == 2,
+            120,
+        )
+        client.wait_for_workers(2, timeout=180)
+        assert cluster.command_counts["submit"] == 2  # the replacement
+        record = next(r for r in cluster.jobs if r.job_id == victim)
+        assert record.state.is_final
+        live = {j.job_id for j in cluster.workers.values()}
+    assert wait_until(lambda: not (live | ids) & real.tasks(), 90), real.tasks()
+
+
+def test_real_task_dying_before_connect_is_explained(real, tmp_path):
+    with dask.config.set({f"jobqueue.{real.name}.max-consecutive-failures": 2}):
+        cluster = _cluster(
+            real,
+            job_name="djqdie",
+            log_directory=str(tmp_path / "logs"),
+            job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
+        )
+        with cluster:
+            cluster.scale(2)
+            assert wait_until(lambda: cluster._pending_error is not None, 180)
+            failed = [r for r in cluster.jobs if r.error]
+            assert failed
+            message = failed[0].error
+            assert "before its workers connected" in message
+            assert "no such module: foo" in message
+            # the first two were tasks of one array, explained like single jobs
+            assert len(list(cluster.jobs)) > cluster.command_counts["submit"]
+            ids = {r.job_id for r in cluster.jobs}
+    assert wait_until(lambda: not ids & real.tasks(), 90)
+
+
+def test_real_split_at_a_low_max_array_size(real):
+    with dask.config.set({f"jobqueue.{real.name}.max-array-size": 3}):
+        cluster = _cluster(real, job_name="djqsplit", job_extra_directives=real.hold)
+        with cluster:
+            cluster.scale(7)
+            assert wait_until(lambda: len(cluster.workers) == 7, 90)
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1
+            assert wait_until(lambda: ids <= real.tasks(), 60), ids - real.tasks()
+            cluster.scale(0)
+            assert wait_until(lambda: not (ids & real.tasks()), 90), ids & real.tasks()
+            assert cluster.command_counts["cancel"] == 1
