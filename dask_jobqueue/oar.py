@@ -20,6 +20,7 @@ from .cluster import JobQueueCluster
 from .engine import ArraySupport, StatusStep, simple_parser
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
+from .tags import TagSpec, parse_oar_tags
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,11 @@ class OARJob(Job):
     # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."
     # (an id that no longer exists: "... You are not the right user.")
     cancel_gone_pattern = re.compile(r"already killed|not the right user")
+    tagging = TagSpec(
+        submit_args=lambda text: [],  # the tag is in the command itself: see _tag_line
+        list_argvs=lambda user: [["oarstat", "-J", "-u", user]],
+        parse=parse_oar_tags,
+    )
     array_support = ArraySupport(
         index_var="OAR_ARRAY_INDEX",
         submit_args=lambda first, last: ["--array", str(last - first + 1)],
@@ -250,8 +256,16 @@ class OARJob(Job):
             lines.append(f"{self.directive_prefix} -p {condition}")
         return "\n".join(lines)
 
+    def _tag_line(self) -> list[str]:
+        # OAR keeps no free field for the tag: it travels in the job's command (oarstat lists
+        # the command), on its first line.
+        if self.tag is None:
+            return []
+        return [f"export DASK_JOBQUEUE_TAG={shlex.quote(self.tag.text())}"]
+
     def _body(self) -> str:
         parts = [
+            *self._tag_line(),
             *self.job_script_prologue,
             *filter(None, [self.scheduler_check_line()]),
             self.worker_command_line(),
@@ -283,7 +297,7 @@ class OARJob(Job):
             for line in script.splitlines()[1:]
             if line.strip() and not line.startswith(self.directive_prefix)
         ]
-        return [*argv[:-1], "\n".join(body)]
+        return [*argv[:-1], "\n".join([*self._tag_line(), *body])]
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

@@ -311,8 +311,12 @@ def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return _only_tagged(found)
 
 
+_OAR_TAG = re.compile(r"DASK_JOBQUEUE_TAG=(\S+)")
+
+
 def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
-    """``oarstat -u USER -J`` (JSON keyed by job id): the tag ends the job's name."""
+    """``oarstat -J -u USER`` (JSON keyed by job id): OAR keeps no free field for the tag, so
+    it travels in the job's command (``export DASK_JOBQUEUE_TAG=...`` on its first line)."""
     text = stdout.strip()
     if not text:
         return {}
@@ -320,12 +324,16 @@ def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"oarstat -J printed invalid JSON: {exc}") from None
-    jobs = doc.values() if isinstance(doc, dict) else doc
+    items = doc.items() if isinstance(doc, dict) else ((None, job) for job in doc)
     found = {}
-    for job in jobs:
-        if isinstance(job, dict) and job.get("name") and job.get("id") is not None:
-            found[str(job["id"])] = str(job["name"])
-    return {i: JobTag.parse(t).text() for i, t in found.items() if JobTag.parse(t) is not None}
+    for key, job in items:
+        if not isinstance(job, dict):
+            continue
+        job_id = job.get("Job_Id", job.get("id", key))
+        match = _OAR_TAG.search(str(job.get("command") or ""))
+        if job_id is not None and match:
+            found[str(job_id)] = match.group(1).strip("'\"")
+    return _only_tagged(found)
 
 
 #: Every tag parser by name (the watchdog's state file names one).

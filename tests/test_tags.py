@@ -4,6 +4,7 @@ them), and tags carried and listed by the emulated batch systems."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from dask_jobqueue.tags import (
     new_cluster_id,
     parse_htcondor_tags,
     parse_lsf_tags,
+    parse_oar_tags,
     parse_pbs_tags,
     parse_sge_tags,
     parse_slurm_tags,
@@ -229,6 +231,24 @@ def test_list_tagged_without_tagging_is_empty():
     assert asyncio.run(BatchSystem(LocalJob(cores=1, memory="1GB")).list_tagged()) == {}
 
 
-def test_oar_has_no_tag_yet():
-    # OAR keeps the job name and project, both already taken by keywords: not tagged.
-    assert OARJob.tagging is None
+def test_real_oar_listing():
+    # OAR keeps no free field: the tag is the first line of the job's command
+    out = _recorded("oar", "oarstat_J_u_tags.txt")
+    assert parse_oar_tags(out) == {"64": "djq1.0123abcd.7.4242.vm"}
+    # jobs without a tag (recorded listing of ordinary jobs) are left out
+    assert parse_oar_tags(_recorded("oar", "oarstat_J_user.txt")) == {}
+
+
+def test_oar_carries_the_tag_in_its_command():
+    job = OARJob(
+        "tcp://127.0.0.1:8786", name="w-0", cores=1, memory="1GB",
+        memory_per_core_property_name="not_applicable",
+    )
+    job.tag = TAG
+    command = job.submit_argv("/unused")[-1]
+    assert command.splitlines()[0] == f"export DASK_JOBQUEUE_TAG={TAG.text()}"
+    assert OARJob.tagging.submit_args(TAG.text()) == []
+    assert OARJob.tagging.list_argvs("alice") == [["oarstat", "-J", "-u", "alice"]]
+    # round trip through the parser, in the recorded JSON layout
+    listed = json.dumps({"9": {"Job_Id": 9, "command": command}})
+    assert parse_oar_tags(listed) == {"9": TAG.text()}

@@ -87,6 +87,14 @@ def _user_log(job: Job, event: str, **kw: Any) -> None:
         write_user_log(job, event, **kw)
 
 
+def _default_signals() -> None:
+    """Like the real execution daemons, jobs start with default signal handling: a runner
+    started in the background by a non-interactive shell inherits SIGINT/SIGQUIT ignored,
+    and a job would then survive ``bkill``'s SIGINT."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _execute(store: Store, job: Job, poll: float) -> None:
     key = job["key"]
     kill_delay = float(store.config.get("kill_delay", 2.0))
@@ -110,7 +118,8 @@ def _execute(store: Store, job: Job, poll: float) -> None:
                 env = {**job["env"], JOB_MARKER: f"{store.home}:{key}"}
                 proc = subprocess.Popen(job["command"], cwd=cwd, env=env,
                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True)
+                                        start_new_session=True,
+                                        preexec_fn=_default_signals)
             except OSError as exc:
                 err.write(f"{job['command'][0]}: {exc.strerror}\n".encode())
                 rc = 127
