@@ -9,7 +9,9 @@ about its running jobs about once a second and acts on the answer:
   over ``[0, stagger)`` so they do not all leave at once;
 * a replacement job is submitted ``lead`` seconds before that, ``lead`` being a high percentile
   of the submit-to-connected waits this cluster observed (at least ``lead_floor``), so the
-  replacement's workers are there before the old ones leave.
+  replacement's workers are there before the old ones leave;
+* a job whose run until retirement would be shorter than twice the lead is left alone: it ends
+  at its walltime and is replaced then (replacing it ahead would only pile up overlapping jobs).
 
 The default margin is ``max(60 s, 5 % of the walltime)``, at most a quarter of the walltime (a
 2-minute job keeps 90 s of work instead of none) and at most 15 minutes; the default stagger is
@@ -156,8 +158,13 @@ class LifetimePlanner:
         """The jobs, among ``(name, started_at)`` of running jobs, to replace now and to
         retire now. Each name is returned once for each action."""
         presubmit, retire = [], []
+        lead = self.waits.lead()
         for name, started_at in running:
             when = self.deadlines(name, started_at)
+            if when.retire_at - started_at < 2 * lead:
+                # So short a run that its replacement would queue as soon as it started: jobs
+                # just end at their walltime and are replaced then (no churn of overlapping jobs).
+                continue
             if now >= when.presubmit_at and name not in self._presubmitted:
                 self._presubmitted.add(name)
                 presubmit.append(name)

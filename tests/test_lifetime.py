@@ -300,3 +300,15 @@ def _zero_runs(samples: list[tuple[float, int]]) -> list[float]:
     if since is not None:
         runs.append(samples[-1][0] - since)
     return runs
+
+
+def test_too_short_a_run_is_not_replaced_ahead():
+    # 30 s walltime: margin 7.5 s, stagger 3 s leave < 20 s of run, less than twice the 10 s
+    # floor lead: the job is left to end at its walltime (no overlapping replacements).
+    planner = LifetimePlanner(30.0)
+    for now in (0.0, 10.0, 20.0, 29.0):
+        assert planner.due([("a", 0.0)], now) == ([], [])
+    # a long enough walltime is handled
+    planner = LifetimePlanner(600.0)
+    presubmit, retire = planner.due([("a", 0.0)], 599.0)
+    assert presubmit == ["a"] and retire == ["a"]
