@@ -303,10 +303,11 @@ def _zero_runs(samples: list[tuple[float, int]]) -> list[float]:
 
 
 def test_too_short_a_run_is_not_replaced_ahead():
-    # 30 s walltime: margin 7.5 s, stagger 3 s leave < 20 s of run, less than twice the 10 s
-    # floor lead: the job is left to end at its walltime (no overlapping replacements).
-    planner = LifetimePlanner(30.0)
-    for now in (0.0, 10.0, 20.0, 29.0):
+    # 20 s walltime: a 5 s margin leaves 15 s of run, less than twice the 10 s floor lead:
+    # the job is left to end at its walltime (no overlapping replacements).
+    planner = LifetimePlanner(20.0)
+    assert planner.deadlines("a", 0.0).retire_at == 15.0
+    for now in (0.0, 10.0, 15.0, 19.0):
         assert planner.due([("a", 0.0)], now) == ([], [])
     # a long enough walltime is handled
     planner = LifetimePlanner(600.0)
