@@ -23,7 +23,7 @@ from dask_jobqueue import (
     PBSCluster,
 )
 
-from .emulator import inject_fault
+from .emulator import clear_faults, inject_fault
 from .scheduler_suite import NO_DASHBOARD, emulator, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.skipif(
@@ -39,6 +39,13 @@ class FaultSuite:
     cluster_kwargs: dict = {}
     emulator_flavour: str
     submit_error = ("qsub: Request rejected by a server hook", 15)
+
+    @pytest.fixture(autouse=True)
+    def _no_fault_outlives_its_test(self, emulator):  # noqa: F811
+        # the emulator is shared by the class: a fault armed "forever" must not reach the
+        # next test
+        yield
+        clear_faults(emulator.home)
 
     @pytest.fixture(autouse=True)
     def _fast(self):
