@@ -175,6 +175,24 @@ class ArraySupport:
     adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
 
 
+def index_spans(indices: Iterable[int]) -> list[str]:
+    """Runs of consecutive array indices: ``[3, 4, 5, 7]`` -> ``["3-5", "7"]`` (for cancel
+    commands that take task ranges)."""
+    spans: list[str] = []
+    ordered = sorted(set(indices))
+    if not ordered:
+        return spans
+    start = prev = ordered[0]
+    for i in [*ordered[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return spans
+
+
 def adopt_one_array(
     listed: Sequence[str], indices: Sequence[int], task_id: Callable[[str, int], str]
 ) -> list[str]:

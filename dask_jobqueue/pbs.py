@@ -28,7 +28,7 @@ from typing import Any
 from ._shell import CommandError
 from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, LimitsProbe, StatusStep
+from .engine import ArraySupport, LimitsProbe, StatusStep, index_spans
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
@@ -409,16 +409,7 @@ def pbs_cancel_args(job_ids: Sequence[str]) -> list[str]:
         else:
             out.append(job_id)
     for (sequence, server), indices in tasks.items():
-        ordered = sorted(set(indices))
-        start = prev = ordered[0]
-        for i in [*ordered[1:], None]:
-            if i is not None and i == prev + 1:
-                prev = i
-                continue
-            span = str(start) if start == prev else f"{start}-{prev}"
-            out.append(f"{sequence}[{span}]{server}")
-            if i is not None:
-                start = prev = i
+        out += [f"{sequence}[{span}]{server}" for span in index_spans(indices)]
     return out
 
 

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, LimitsProbe, StatusStep, adopt_one_array, missing_ids
+from .engine import (
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    index_spans,
+    missing_ids,
+)
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_sge_tags
@@ -291,15 +298,7 @@ def sge_cancel_args(job_ids: Sequence[str]) -> list[str]:
         else:
             out.append(job_id)
     for number, indices in tasks.items():
-        ordered = sorted(set(indices))
-        start = prev = ordered[0]
-        for i in [*ordered[1:], None]:
-            if i is not None and i == prev + 1:
-                prev = i
-                continue
-            out.append(f"{number}.{start}" if start == prev else f"{number}.{start}-{prev}")
-            if i is not None:
-                start = prev = i
+        out += [f"{number}.{span}" for span in index_spans(indices)]
     return out
 
 

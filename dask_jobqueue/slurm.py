@@ -13,6 +13,7 @@ from .engine import (
     LimitsProbe,
     StatusStep,
     adopt_one_array,
+    index_spans,
     missing_ids,
     simple_parser,
 )
@@ -182,21 +183,6 @@ def slurm_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     return [f"{found[0]}_{i}" for i in indices]
 
 
-def _ranges(indices: Sequence[int]) -> str:
-    """``[3, 4, 5, 7]`` -> ``"3-5,7"``."""
-    parts: list[str] = []
-    ordered = sorted(set(indices))
-    start = prev = ordered[0]
-    for i in [*ordered[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ",".join(parts)
-
-
 def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
     """``scancel`` arguments: tasks of one array as one range (``12_[3-5,7]``), others as is."""
     tasks: dict[str, list[int]] = {}
@@ -214,7 +200,7 @@ def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
     for arg in args:
         if arg in tasks:
             indices = tasks.pop(arg)
-            out.append(f"{arg}_{indices[0]}" if len(indices) == 1 else f"{arg}_[{_ranges(indices)}]")
+            out.append(f"{arg}_{indices[0]}" if len(indices) == 1 else f"{arg}_[{','.join(index_spans(indices))}]")
         else:
             out.append(arg)
     return out
