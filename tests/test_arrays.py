@@ -22,7 +22,9 @@ import pytest
 from distributed import Client
 
 from dask_jobqueue import SLURMCluster
-from dask_jobqueue.engine import array_script
+from dask_jobqueue.engine import array_script, index_spans
+from dask_jobqueue.pbs import pbs_cancel_args
+from dask_jobqueue.sge import sge_cancel_args
 from dask_jobqueue.slurm import (
     SLURMJob,
     parse_slurm_limits,
@@ -120,6 +122,13 @@ def test_cancel_arguments_join_tasks_into_ranges():
         "14_1",
     ]
     assert slurm_cancel_args(["7", "8"]) == ["7", "8"]
+    assert sge_cancel_args(["69.3", "69.4", "69.5", "70", "69.9"]) == ["70", "69.3-5", "69.9"]
+    assert pbs_cancel_args(["65[3].srv", "65[4].srv", "66.srv", "65[7].srv"]) == [
+        "66.srv",
+        "65[3-4].srv",
+        "65[7].srv",
+    ]
+    assert index_spans([]) == [] and index_spans([5, 3, 4, 4]) == ["3-5"]
 
 
 # ---------------------------------------------------------------------------- engine
