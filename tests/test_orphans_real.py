@@ -179,7 +179,9 @@ class Scenario:
             kwargs["walltime"] = "00:10:00"
         if real.name == "oar":
             kwargs.update(walltime="00:10:00", memory_per_core_property_name="not_applicable")
-        config = {f"jobqueue.{real.name}.owner-watchdog": watchdog}
+        # one job id per job (no array tasks collapsed in the listings read below)
+        config = {f"jobqueue.{real.name}.owner-watchdog": watchdog,
+                  f"jobqueue.{real.name}.job-arrays": "never"}
         self.client = Client(env, real.module, real.cluster, jobs, kwargs, config)
         self.ids = self.client.job_ids
         return self

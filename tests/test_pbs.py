@@ -504,9 +504,10 @@ def test_query_unreadable_json_falls_back_to_text_for_that_poll(monkeypatch):
 
 
 def _qstat_queue_ids() -> set[str]:
-    """Ids that plain ``qstat`` lists as not yet finished (``F``, Torque ``C``)."""
+    """Ids that ``qstat`` lists as not yet finished (``F``, Torque ``C``), subjobs included."""
     ids = set()
-    for line in run(["qstat"]).splitlines():
+    # -t lists the subjobs of job arrays (65[0].server) too; the emulated Torque has no -t
+    for line in (run(["qstat", "-t"]) or run(["qstat"])).splitlines():
         fields = line.split()
         if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]) and fields[-2] not in ("C", "F"):
             ids.add(fields[0])
