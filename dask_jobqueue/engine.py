@@ -789,7 +789,8 @@ class BatchSystem:
         size = 0
         for job_id in job_ids:
             if chunks[-1] and (
-                size + len(job_id) + 1 > _CANCEL_ARGV_BUDGET or len(chunks[-1]) >= _CANCEL_MAX_IDS
+                size + len(job_id) + 1 > _CANCEL_ARGV_BUDGET
+                or len(chunks[-1]) >= min(_CANCEL_MAX_IDS, self.dialect.cancel_max_ids)
             ):
                 chunks.append([])
                 size = 0

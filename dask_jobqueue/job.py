@@ -123,6 +123,8 @@ class Job(ProcessInterface):
     status_steps: ClassVar[tuple[StatusStep, ...]] = ()
     #: Lines a failing cancel command prints that only mean "this job is gone already".
     cancel_gone_pattern: ClassVar[re.Pattern[str] | None] = None
+    #: Most job ids (or task ranges) in one cancel command.
+    cancel_max_ids: ClassVar[int] = 1000
     #: When a job the status commands stopped listing counts as ended, and as what.
     vanish: ClassVar[Vanish] = Vanish()
     #: How this dialect submits job arrays (``None``: it has none; see :meth:`array_support_for`).

@@ -154,6 +154,7 @@ class MoabJob(PBSJob):
         ),
     )
     cancel_gone_pattern = re.compile(r"invalid job|cannot locate job|not found", re.IGNORECASE)
+    cancel_max_ids = 1000  # canceljob, not PBS's qdel
     # tagged like PBS (msub -v); Torque's qstat lists them under its own ids (12.server)
     tagging = TagSpec(
         submit_args=PBSJob.tagging.submit_args,

@@ -468,6 +468,10 @@ class PBSJob(Job):
     )
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
     cancel_gone_pattern = _NOT_A_FAILURE
+    # One id per qdel: OpenPBS 23.06.06's server crashes on a qdel naming a live job and an
+    # id it no longer knows (seen here: `qdel 2004.vm-pbs 99999.vm-pbs` killed pbs_server),
+    # and a job we cancel may have ended meanwhile.
+    cancel_max_ids = 1
     site_probes = (
         LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
         LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),

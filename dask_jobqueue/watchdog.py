@@ -84,6 +84,7 @@ class WatchdogState:
     list_argvs: list[list[str]] = field(default_factory=list)
     parser: str | None = None
     job_ids: list[str] = field(default_factory=list)
+    cancel_max_ids: int = 500
 
     def to_json(self) -> str:
         """The state file's text."""
@@ -282,7 +283,7 @@ def clean_up(
         if wanted:
             left = [i for i in left if i not in wanted]
             left += cancel_with_retries(state.cancel_argv, wanted, state.cancel_gone, runner,
-                                        sleep=sleep)
+                                        sleep=sleep, chunk=max(1, state.cancel_max_ids))
             done |= wanted
             log(f"cancelled {len(wanted)} job(s): {' '.join(sorted(wanted))}")
         if round_ == 0:
@@ -342,6 +343,7 @@ def state_for(engine: Any, owner_pid: int | None = None) -> WatchdogState | None
         cluster_id=engine.cluster_id,
         cancel_argv=list(template.cancel_argv([])),
         cancel_gone=gone,
+        cancel_max_ids=min(500, engine.dialect.cancel_max_ids),
         list_argvs=[list(a) for a in spec.list_argvs(getpass.getuser())] if spec else [],
         parser=spec.parser_name if spec else None,
     )

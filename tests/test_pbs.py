@@ -25,7 +25,7 @@ from dask_jobqueue.pbs import (
 )
 from dask_jobqueue.tracking import JobState
 
-from .fakes import engine_with, query
+from .fakes import cancel, engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run, wait_until  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "pbs"
@@ -504,12 +504,13 @@ def test_query_unreadable_json_falls_back_to_text_for_that_poll(monkeypatch):
 
 
 def _qstat_queue_ids() -> set[str]:
-    """Ids that ``qstat`` lists as not yet finished (``F``, Torque ``C``), subjobs included."""
+    """Ids that ``qstat`` lists as not yet finished (``F``, subjob ``X``, Torque ``C``),
+    subjobs included."""
     ids = set()
     # -t lists the subjobs of job arrays (65[0].server) too; the emulated Torque has no -t
     for line in (run(["qstat", "-t"]) or run(["qstat"])).splitlines():
         fields = line.split()
-        if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]) and fields[-2] not in ("C", "F"):
+        if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]) and fields[-2] not in ("C", "F", "X"):
             ids.add(fields[0])
     return ids
 
@@ -652,3 +653,11 @@ class TestEmulatedTorque(SchedulerSuite):
     backend = TORQUE
     emulator_flavour = "torque"
     emulator_options = {"kill_delay": 0.5}
+
+
+def test_one_qdel_per_id(monkeypatch):
+    # OpenPBS 23.06.06's server crashed on `qdel <live job> <unknown id>` (reproduced here):
+    # each id gets its own qdel
+    engine, runner = _engine(monkeypatch, lambda argv: "")
+    assert cancel(engine, ["1.srv", "2.srv", "3[1-2].srv"]) == []
+    assert runner.calls == [["qdel", "1.srv"], ["qdel", "2.srv"], ["qdel", "3[1-2].srv"]]
