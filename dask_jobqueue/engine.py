@@ -175,6 +175,15 @@ class ArraySupport:
     adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
 
 
+def single_array_id(pattern: str, stdout: str, tool: str) -> str:
+    """The one job id an array submission printed, read with the dialect's own anchored
+    ``job_id_regexp``; ``ValueError`` if there is not exactly one."""
+    found = list(dict.fromkeys(m.group("job_id") for m in re.finditer(pattern, stdout, re.M)))
+    if len(found) != 1:
+        raise ValueError(f"Could not read one array job id from {tool}'s output:\n{stdout}")
+    return found[0]
+
+
 def index_spans(indices: Iterable[int]) -> list[str]:
     """Runs of consecutive array indices: ``[3, 4, 5, 7]`` -> ``["3-5", "7"]`` (for cancel
     commands that take task ranges)."""

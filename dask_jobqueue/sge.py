@@ -33,6 +33,7 @@ from .engine import (
     adopt_one_array,
     index_spans,
     missing_ids,
+    single_array_id,
 )
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
@@ -274,17 +275,10 @@ def parse_qacct_step(
     return {} if status is None else {job_ids[0]: status}
 
 
-_SUBMITTED = re.compile(
-    r"^(?:Your job(?:-array)? )?(?P<job_id>\d+)(?:\.\d+-\d+:\d+)?(?= \(|\s*$)", re.MULTILINE
-)
-
-
 def sge_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     """``Your job-array 69.1-3:1 ("x") has been submitted`` -> ``["69.1", "69.2", "69.3"]``."""
-    found = list(dict.fromkeys(m.group("job_id") for m in _SUBMITTED.finditer(stdout)))
-    if len(found) != 1:
-        raise ValueError(f"Could not read one array job id from qsub's output:\n{stdout}")
-    return [f"{found[0]}.{i}" for i in indices]
+    array_id = single_array_id(SGEJob.job_id_regexp, stdout, "qsub")
+    return [f"{array_id}.{i}" for i in indices]
 
 
 def sge_cancel_args(job_ids: Sequence[str]) -> list[str]:

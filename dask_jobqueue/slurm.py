@@ -16,6 +16,7 @@ from .engine import (
     index_spans,
     missing_ids,
     simple_parser,
+    single_array_id,
 )
 from .job import Job
 from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
@@ -172,15 +173,10 @@ def parse_sacct_final(stdout: str) -> dict[str, JobStatus]:
     return {i: st for i, st in parse_sacct(stdout).items() if st.state.is_final}
 
 
-_SUBMITTED = re.compile(r"^(?:Submitted batch job )?(?P<job_id>\d+)(?:;\S+)?\s*$", re.MULTILINE)
-
-
 def slurm_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     """``Submitted batch job 12`` for ``--array=0-2`` -> ``["12_0", "12_1", "12_2"]``."""
-    found = list(dict.fromkeys(m.group("job_id") for m in _SUBMITTED.finditer(stdout)))
-    if len(found) != 1:
-        raise ValueError(f"Could not read one array job id from sbatch's output:\n{stdout}")
-    return [f"{found[0]}_{i}" for i in indices]
+    array_id = single_array_id(SLURMJob.job_id_regexp, stdout, "sbatch")
+    return [f"{array_id}_{i}" for i in indices]
 
 
 def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
