@@ -5,10 +5,12 @@ For each of ``job-arrays: auto`` and ``never``:
 * ``scale(N)`` of held jobs (``--hold``): seconds until every job is listed by
   ``squeue -r``, and how many ``sbatch`` calls it took;
 * ``close()``: seconds until none of them is listed any more, and how many ``scancel`` calls;
-* 8 real workers (1 core each): seconds from ``scale(8)`` until 8 workers are connected.
+* 8 real workers (1 core each): seconds from ``scale(8)`` until 8 workers are connected,
+  split into Slurm's share (until the last job script began) and the rest.
 
 Plus the physical limit of the last one: 8 nanny workers started directly (no batch system)
-against a local scheduler, in the same run. Usage (real Slurm running)::
+against a local scheduler; the three are measured in interleaved rounds (``--repeats``) of the
+same run, and medians reported. Usage (real Slurm running)::
 
     python benchmarks/arrays.py --jobs 200 1000 --label "MaxArraySize=1001"
 """
@@ -18,9 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import dask
 from distributed import Client, Scheduler
@@ -73,8 +79,11 @@ def held_jobs(mode: str, jobs: int) -> dict[str, float]:
     return {"submit_s": submitted, "sbatch": sbatch, "close_s": closed, "scancel": scancel}
 
 
-def workers_through_slurm(mode: str, n: int = 8) -> float:
+def workers_through_slurm(mode: str, n: int = 8) -> tuple[float, float]:
+    """Seconds from ``scale(n)`` until ``n`` workers are connected, and until the last job
+    script started (Slurm's share: submission, allocation, launch)."""
     name = f"bench-w-{mode}-{os.getpid()}"
+    stamps = Path(tempfile.mkdtemp(prefix="bench-starts-"))
     with dask.config.set({"jobqueue.slurm.job-arrays": mode}):
         with SLURMCluster(
             cores=1,
@@ -83,13 +92,18 @@ def workers_through_slurm(mode: str, n: int = 8) -> float:
             job_name=name,
             walltime="00:10:00",
             scheduler_options=NO_DASHBOARD,
+            # one `date` per job: when its script began (wall clock, as time.time())
+            job_script_prologue=[f"date +%s.%N > {stamps}/$$"],
         ) as cluster, Client(cluster) as client:
+            wall_start = time.time()
             started = time.perf_counter()
             cluster.scale(n)
             client.wait_for_workers(n, timeout=300)
             elapsed = time.perf_counter() - started
     subprocess.run(["scancel", "-n", name], check=False)
-    return elapsed
+    starts = [float(f.read_text()) for f in stamps.iterdir()]
+    shutil.rmtree(stamps, ignore_errors=True)
+    return elapsed, max(starts) - wall_start
 
 
 def physical_limit(n: int = 8) -> float:
@@ -120,18 +134,47 @@ def physical_limit(n: int = 8) -> float:
     return asyncio.run(run())
 
 
+def connect_benchmark(repeats: int) -> None:
+    """Rounds of: the limit, arrays auto, arrays never (interleaved, so load drifts hit all
+    three alike); one line per measurement, then the medians."""
+    rows: dict[str, list[tuple[float, float]]] = {"limit": [], "auto": [], "never": []}
+    print("\n| round | how | connected | last job script started | after that |")
+    print("|---:|---|---:|---:|---:|")
+    for round_ in range(1, repeats + 1):
+        limit_s = physical_limit()
+        rows["limit"].append((limit_s, 0.0))
+        print(f"| {round_} | 8 nanny workers started directly | {limit_s:.2f} s | | |", flush=True)
+        for mode in ("auto", "never"):
+            elapsed, last_start = workers_through_slurm(mode)
+            rows[mode].append((elapsed, last_start))
+            print(f"| {round_} | Slurm, job-arrays {mode} | {elapsed:.2f} s | {last_start:.2f} s "
+                  f"| {elapsed - last_start:.2f} s |", flush=True)
+    limit = statistics.median(r[0] for r in rows["limit"])
+    print(f"\nmedians: limit {limit:.2f} s")
+    for mode in ("auto", "never"):
+        total = statistics.median(r[0] for r in rows[mode])
+        start = statistics.median(r[1] for r in rows[mode])
+        after = statistics.median(r[0] - r[1] for r in rows[mode])
+        print(f"job-arrays {mode}: {total:.2f} s ({total / limit:.2f}x the limit); last script "
+              f"started at {start:.2f} s; connected {after:.2f} s after it "
+              f"({after / limit:.2f}x the limit)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--jobs", type=int, nargs="*", default=[200, 1000],
+                        help="held-job sizes (none: only the 8-worker runs)")
     parser.add_argument("--label", default="")
     parser.add_argument("--no-workers", action="store_true", help="skip the 8-worker runs")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the 8-worker runs")
     args = parser.parse_args()
     config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
     limit = next((line for line in config.splitlines() if line.startswith("MaxArraySize")), "")
     print(f"# {args.label} {' '.join(limit.split())}")
-    print("| jobs | job-arrays | until all in squeue | sbatch calls | close() until queue empty "
-          "| scancel calls |")
-    print("|---:|---|---:|---:|---:|---:|")
+    if args.jobs:
+        print("| jobs | job-arrays | until all in squeue | sbatch calls | close() until queue "
+              "empty | scancel calls |")
+        print("|---:|---|---:|---:|---:|---:|")
     for jobs in args.jobs:
         results = {}
         for mode in ("auto", "never"):
@@ -142,12 +185,7 @@ def main() -> None:
         ratio = results["never"]["submit_s"] / results["auto"]["submit_s"]
         print(f"|  | speed-up of arrays | {ratio:.1f}x |  |  |  |", flush=True)
     if not args.no_workers:
-        limit_s = physical_limit()
-        print(f"\n8 nanny workers started directly: {limit_s:.2f} s")
-        for mode in ("auto", "never"):
-            elapsed = workers_through_slurm(mode)
-            print(f"8 workers through Slurm, job-arrays {mode}: {elapsed:.2f} s "
-                  f"({elapsed / limit_s:.2f}x the limit)", flush=True)
+        connect_benchmark(args.repeats)
 
 
 if __name__ == "__main__":
