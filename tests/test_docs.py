@@ -65,7 +65,7 @@ def normalize(script: str) -> list[str]:
     the Python path and ``--interface`` (which must exist on the machine building it)."""
     script = re.sub(r"tcp://[^\s']+", "tcp://SCHEDULER", script)
     script = re.sub(r"\S*python\S* -m distributed", "PYTHON -m distributed", script)
-    script = re.sub(r"\S*python\S* (-c|-) ", r"PYTHON \1 ", script)
+    script = re.sub(r"\S*python\S* -S (-c|-) ", r"PYTHON -S \1 ", script)
     script = re.sub(r" --interface \S+", "", script)
     return [line.rstrip() for line in script.strip().splitlines()]
 
