@@ -33,6 +33,7 @@ from .lifetime import LifetimePlanner
 from .options import (
     CLUSTER_OPTIONS,
     Option,
+    ParametersDocumented,
     accepted_keywords,
     check_config_section,
     config_section,
@@ -40,7 +41,6 @@ from .options import (
     resolve_engine_settings,
     resolve_options,
     unknown_keyword_error,
-    with_parameters,
 )
 from .policy import FailurePolicy
 from .poller import JobPoller, PollInterval
@@ -58,7 +58,7 @@ __all__ = ["JobQueueCluster"]
 
 
 
-class JobQueueCluster(SpecCluster):
+class JobQueueCluster(ParametersDocumented, SpecCluster):
     """A Dask cluster whose workers run in batch jobs.
 
     Every keyword is resolved as: the keyword, then ``jobqueue.<config_name>.<key>`` in the
@@ -67,12 +67,6 @@ class JobQueueCluster(SpecCluster):
     """
 
     job_cls: ClassVar[type[Job] | None] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        own_doc = cls.__dict__.get("__doc__")
-        if own_doc and "Parameters\n" not in own_doc:
-            cls.__doc__ = with_parameters(own_doc, cls.documented_options())
 
     @classmethod
     def documented_options(cls) -> list[Option]:

@@ -28,6 +28,7 @@ from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
     Option,
+    ParametersDocumented,
     accepted_keywords,
     config_section,
     declared_options,
@@ -93,7 +94,7 @@ def default_processes(cores: int) -> int:
     return min(d for d in range(1, cores + 1) if cores % d == 0 and d * d >= cores)
 
 
-class Job(ProcessInterface):
+class Job(ParametersDocumented, ProcessInterface):
     """One batch job running ``processes`` Dask workers.
 
     A dialect subclasses it, sets the class attributes below (commands, directive prefix,
@@ -140,12 +141,6 @@ class Job(ProcessInterface):
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
     options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        own_doc = cls.__dict__.get("__doc__")
-        if own_doc and "Parameters\n" not in own_doc:
-            cls.__doc__ = with_parameters(own_doc, cls.documented_options())
 
     @classmethod
     def documented_options(cls) -> list[Option]:

@@ -673,3 +673,14 @@ def with_parameters(doc: str | None, options: Sequence[Option]) -> str:
     tail = "\n".join(lines[cut:]).strip()
     parts = [head, parameters_section(options)] + ([tail] if tail else [])
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+class ParametersDocumented:
+    """Mixin: a subclass with its own docstring gets a generated ``Parameters`` section from
+    its ``documented_options()`` (unless the docstring already has one)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own_doc = cls.__dict__.get("__doc__")
+        if own_doc and "Parameters\n" not in own_doc:
+            cls.__doc__ = with_parameters(own_doc, cls.documented_options())  # type: ignore[attr-defined]
