@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -284,6 +285,64 @@ def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkey
 
 
 # ---------------------------------------------------------------------------- emulator
+
+
+def test_emulated_clusters_of_procs(tmp_path):
+    """The emulator's ``Queue N``: N procs that really run, each with its own ``$(Process)``
+    and ``$CHOICE`` item; condor_rm of one proc, several, a whole cluster; the schedd's
+    limit."""
+    from .emulator import emulated_scheduler, wait_for_job
+
+    home = tmp_path / "condor"
+    with emulated_scheduler("htcondor", home, slots=8, kill_delay=0.5,
+                            max_jobs_per_submission=4) as env:
+
+        def tool(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path)
+
+        sub = tmp_path / "procs.sub"
+        sub.write_text(
+            "Names = a-0, b-1, c-2\n"
+            "MY.Who = \"$CHOICE(Process, Names)\"\n"
+            "executable = /bin/sh\n"
+            "arguments = \"-c 'echo $CHOICE(Process, Names) $(Process) >out.$(ProcId); "
+            "sleep 60'\"\n"
+            "queue 3\n"
+        )
+        done = tool("condor_submit", str(sub))
+        assert done.stdout == "Submitting job(s)...\n3 job(s) submitted to cluster 1.\n"
+        assert tool("condor_config_val", "MAX_JOBS_PER_SUBMISSION").stdout == "4\n"
+        for proc in range(3):
+            wait_for_job(home, f"1.{proc}", states=("running",))
+        assert wait_until(lambda: all((tmp_path / f"out.{p}").exists() for p in range(3)), 10)
+        assert [(tmp_path / f"out.{p}").read_text() for p in range(3)] == [
+            "a-0 0\n", "b-1 1\n", "c-2 2\n"
+        ]
+        listed = tool("condor_q", "1", "-af", "ClusterId", "ProcId", "Who", "JobStatus").stdout
+        assert sorted(listed.splitlines()) == ["1 0 a-0 2", "1 1 b-1 2", "1 2 c-2 2"]
+
+        assert tool("condor_rm", "1.1").stdout == "Job 1.1 marked for removal\n"
+        wait_for_job(home, "1.1")
+        assert tool("condor_q", "-af:j", "JobStatus").stdout.split()[::2] == ["1.0", "1.2"]
+        done = tool("condor_rm", "1.0", "1.1", "1.2")
+        assert done.returncode == 1 and "ProcId == 1" in done.stderr
+        assert done.stdout.splitlines() == ["Job 1.0 marked for removal",
+                                            "Job 1.2 marked for removal"]
+
+        sub.write_text("executable = /bin/sleep\narguments = 60\nqueue 2\n")
+        assert "submitted to cluster 2." in tool("condor_submit", str(sub)).stdout
+        assert tool("condor_rm", "2").stdout == "All jobs in cluster 2 have been marked for removal\n"
+        wait_for_job(home, "2.0")
+        wait_for_job(home, "2.1")
+
+        sub.write_text("executable = /bin/true\nqueue 5\n")
+        done = tool("condor_submit", str(sub))
+        assert done.returncode == 1 and "submitted to cluster" not in done.stdout
+        assert "would exceed MAX_JOBS_PER_SUBMISSION" in done.stderr
+        wait_for_job(home, "1.0")
+        wait_for_job(home, "1.2")
+        assert not tool("condor_q", "-af:j", "JobStatus").stdout.strip()
+
 
 NAME = "djqcarr"
 
