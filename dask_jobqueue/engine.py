@@ -142,7 +142,8 @@ class ArraySupport:
     ----------
     index_var : str
         Environment variable holding the task index inside the job script
-        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it.
+        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it. With
+        ``render``, the dialect's own index (HTCondor: the ``$(Process)`` macro).
     submit_args : callable
         ``submit_args(first, last)``: extra arguments of the submit command for the indices
         ``first..last`` (inclusive), e.g. ``["--array=0-9"]``.
