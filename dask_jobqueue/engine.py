@@ -142,7 +142,8 @@ class ArraySupport:
     ----------
     index_var : str
         Environment variable holding the task index inside the job script
-        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it.
+        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it. With
+        ``render``, the dialect's own index (HTCondor: the ``$(Process)`` macro).
     submit_args : callable
         ``submit_args(first, last)``: extra arguments of the submit command for the indices
         ``first..last`` (inclusive), e.g. ``["--array=0-9"]``.
@@ -163,6 +164,15 @@ class ArraySupport:
     edit_script : callable, optional
         ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
         patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
+    render : callable, optional
+        ``render(template, placeholder, names)``: the whole array script, for dialects whose
+        script is not a shell script (HTCondor's submit description): ``template`` is the
+        job's script with its worker name replaced by ``placeholder``. Replaces the shell
+        ``case`` on ``index_var`` that :func:`array_script` writes otherwise.
+    names_ok : callable, optional
+        ``names_ok(names)``: whether jobs with these worker names can be tasks of one array
+        (HTCondor lists them in the submit description, comma-separated); if not, they are
+        submitted one by one.
     """
 
     index_var: str
@@ -173,6 +183,8 @@ class ArraySupport:
     cancel_args: Callable[[Sequence[str]], list[str]] = list
     edit_script: Callable[[str], str] | None = None
     adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
+    render: Callable[[str, str, Sequence[str]], str] | None = None
+    names_ok: Callable[[Sequence[str]], bool] | None = None
 
 
 def single_array_id(pattern: str, stdout: str, tool: str) -> str:
@@ -243,6 +255,9 @@ def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
     token = shlex.quote(_NAME_SENTINEL)
     if token not in script:
         raise ValueError("the job script does not contain the worker name: no array possible")
+    if support.render is not None:
+        script = support.render(script, token, names)
+        return support.edit_script(script) if support.edit_script is not None else script
     lines = [f'case "${{{support.index_var}}}" in']
     for k, name in enumerate(names):
         lines.append(f"  {support.first_index + k}) {_NAME_VAR}={shlex.quote(str(name))} ;;")
@@ -493,7 +508,9 @@ class BatchSystem:
         for same in by_script.values():
             for start in range(0, len(same), size):
                 chunk = same[start : start + size]
-                if len(chunk) >= max(2, support.min_size):
+                if len(chunk) >= max(2, support.min_size) and (
+                    support.names_ok is None or support.names_ok([job.name for job in chunk])
+                ):
                     plan.append(chunk)
                 else:
                     plan += [[job] for job in chunk]

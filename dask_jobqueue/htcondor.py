@@ -13,7 +13,14 @@ from typing import Any
 from ._shell import join_command
 from ._values import check_directive_value
 from .cluster import JobQueueCluster
-from .engine import StatusStep, missing_ids
+from .engine import (
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    missing_ids,
+    single_array_id,
+)
 from .job import Job
 from .options import JOB_OPTIONS_BY_NAME, SIZE, Option
 from .tags import HTCONDOR_ATTRIBUTE, TagSpec, parse_htcondor_tags
@@ -29,6 +36,11 @@ __all__ = [
     "escape_macros",
     "parse_condor_json",
     "condor_status",
+    "condor_array_description",
+    "condor_array_names_ok",
+    "condor_proc_ids",
+    "parse_condor_limits",
+    "HTCONDOR_ARRAYS",
 ]
 
 #: Job ClassAd attributes read by the status query (``-json -attributes``).
@@ -194,6 +206,86 @@ def parse_condor_step(
             status = replace(status, stuck=True)
         result[job_id] = status
     return result
+
+
+# ---------------------------------------------------------------------------- job arrays
+# An HTCondor "array" is one cluster of N procs: the submit description ends in ``Queue N``
+# and condor_submit prints ``N job(s) submitted to cluster 12.``; proc k is job ``12.k``.
+# Each proc's worker name is picked at submit time by condor_submit's ``$CHOICE`` macro from
+# a list of names in the description, indexed by ``$(Process)``: the name lands in the
+# proc's own Arguments (and ``DaskWorkerName``), so the shell command needs no index and no
+# table of every name (one argument of 128 KiB at most on Linux, copied into every proc ad).
+
+#: Submit variable holding an array's worker names, proc 0's first (comma-separated).
+ARRAY_NAMES_VARIABLE = "DaskWorkerNames"
+_PROC_NAME = f"$CHOICE(Process, {ARRAY_NAMES_VARIABLE})"
+# Names that survive a comma-separated $CHOICE list, the ClassAd string of DaskWorkerName and
+# an unquoted word of the shell command: no commas, white space, quotes, $ or shell syntax.
+_LISTABLE_NAME = re.compile(r"[A-Za-z0-9_.@%+=:/-]+")
+
+
+def condor_array_names_ok(names: Sequence[str]) -> bool:
+    """Whether these worker names can be the procs of one cluster (see ``_LISTABLE_NAME``);
+    jobs with other names are submitted one by one."""
+    return all(_LISTABLE_NAME.fullmatch(str(name)) for name in names)
+
+
+def condor_array_description(template: str, placeholder: str, names: Sequence[str]) -> str:
+    """The submit description of one cluster of ``len(names)`` procs.
+
+    ``template`` is a job's description with its worker name replaced by ``placeholder``: the
+    name becomes ``$CHOICE(Process, DaskWorkerNames)`` (proc k gets ``names[k]``), the names
+    are listed before the other entries and the final ``Queue`` becomes ``Queue N``.
+    """
+    if not condor_array_names_ok(names):
+        raise ValueError(f"worker names {list(names)} cannot be listed in a submit description")
+    lines = template.rstrip("\n").split("\n")
+    if not lines or lines[-1].strip().lower() != "queue":
+        raise ValueError("the submit description does not end with one 'Queue' statement")
+    head = 1 if lines[0].startswith("#!") else 0
+    if head and len(lines) > 1 and not lines[1].strip():
+        head = 2  # after the shebang and its blank line
+    body = [line.replace(placeholder, _PROC_NAME) for line in lines[head:-1]]
+    listing = f"{ARRAY_NAMES_VARIABLE} = {', '.join(str(name) for name in names)}"
+    return "\n".join([*lines[:head], listing, *body, f"Queue {len(names)}"]) + "\n"
+
+
+def condor_proc_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``3 job(s) submitted to cluster 12.`` for procs 0-2 -> ``["12.0", "12.1", "12.2"]``."""
+    cluster = single_array_id(HTCondorJob.job_id_regexp, stdout, "condor_submit")
+    count = re.search(r"^(\d+) job\(s\) submitted to cluster", stdout, re.MULTILINE)
+    if count is None or int(count.group(1)) != len(indices):
+        raise ValueError(
+            f"condor_submit reported another number of jobs than the {len(indices)} "
+            f"queued:\n{stdout}"
+        )
+    return [f"{cluster}.{i}" for i in indices]
+
+
+def parse_condor_limits(stdout: str) -> dict[str, int]:
+    """``condor_config_val MAX_JOBS_PER_SUBMISSION`` (``20000`` by default) ->
+    ``max_array_size``: the schedd refuses a submission of more procs."""
+    match = re.fullmatch(r"\s*(\d+)\s*", stdout)
+    if match and int(match.group(1)) > 0:
+        return {"max_array_size": int(match.group(1))}
+    return {}
+
+
+HTCONDOR_ARRAYS = ArraySupport(
+    # no environment variable: condor_submit's $(Process) picks the name (see render)
+    index_var="Process",
+    # the count is the description's ``Queue N``: no command-line arguments
+    submit_args=lambda first, last: [],
+    task_ids=condor_proc_ids,
+    first_index=0,
+    min_size=2,
+    # ``condor_rm 12.3 12.4``: several procs in one command (the default)
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda c, i: f"{c}.{i}"),
+    render=condor_array_description,
+    names_ok=condor_array_names_ok,
+)
+
+
 def _submit_entries(value: Any, keyword: str, owner: type) -> dict[str, str]:
     """``job_extra_directives`` for HTCondor: submit-description ``key = value`` entries."""
     if isinstance(value, Mapping):
@@ -253,6 +345,14 @@ class HTCondorJob(Job):
         parse=parse_htcondor_tags,
     )
     default_shebang = "#!/usr/bin/env condor_submit"
+    # One cluster of N procs per submission; the per-proc Output/Error/Log names
+    # ($(ClusterId).$(ProcId)) already tell the procs' files apart.
+    array_support = HTCONDOR_ARRAYS
+    site_probes = (
+        LimitsProbe(
+            lambda job: ["condor_config_val", "MAX_JOBS_PER_SUBMISSION"], parse_condor_limits
+        ),
+    )
 
     #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).
     executable = "/bin/sh"

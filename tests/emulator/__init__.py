@@ -54,10 +54,10 @@ TOOLS: dict[str, list[str]] = {
     "moab": ["msub", "showq", "checkjob", "canceljob", "releasehold", *_PBS_TOOLS],
     "lsf": ["bsub", "bjobs", "bkill", "bresume"],
     "htcondor": ["condor_submit", "condor_q", "condor_history", "condor_rm",
-                 "condor_release", "condor_hold"],
+                 "condor_release", "condor_hold", "condor_config_val"],
 }
 FAULT_KINDS = ("submit_fail", "submit_hang", "status_fail", "cancel_fail",
-               "job_dies_at_start", "hold_next")
+               "job_dies_at_start", "hold_next", "submit_accept_then_fail")
 
 
 class EmulatorEnv(dict[str, str]):

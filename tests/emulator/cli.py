@@ -35,6 +35,7 @@ def _handlers() -> dict[str, Handler]:
         "condor_rm": htcondor.condor_rm,
         "condor_release": lambda s, a: htcondor.condor_hold_release(s, a, release_jobs=True),
         "condor_hold": lambda s, a: htcondor.condor_hold_release(s, a, release_jobs=False),
+        "condor_config_val": htcondor.condor_config_val,
     }
 
 

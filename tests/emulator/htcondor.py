@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from .common import (
 from .store import DONE, EXITING, HELD, QUEUED, RUNNING, Job, Store
 
 STATUS_LETTER = {1: "I", 2: "R", 3: "X", 4: "C", 5: "H"}
+#: The schedd's default ``MAX_JOBS_PER_SUBMISSION`` (config key ``max_jobs_per_submission``).
+MAX_JOBS_PER_SUBMISSION = 20000
 
 
 # --------------------------------------------------------------------------- quoting
@@ -131,7 +134,40 @@ def _norm(key: str) -> str:
     return key.strip().lower().replace("_", "")
 
 
+def _choice(args: str, macros: dict[str, str], cluster: int, proc: int, depth: int) -> str:
+    """``$CHOICE(index, listname)`` / ``$CHOICE(index, item0, item1, ...)``: the item at
+    ``index`` (a number or a macro such as ``Process``), counted from 0; items are separated
+    by commas and trimmed (white space inside an item stays, as in HTCondor 25)."""
+    index_text, _, rest = args.partition(",")
+    index_text = index_text.strip()
+    if index_text.isdigit():
+        index = int(index_text)
+    else:
+        value = _expand(f"$({index_text})", macros, cluster, proc, depth + 1).strip()
+        if not value.isdigit():
+            raise UsageError(f"ERROR: $CHOICE() index '{index_text}' is not a number", 1)
+        index = int(value)
+    items = [i.strip() for i in rest.split(",")]
+    if len(items) == 1:  # the name of a list variable
+        items = _list_items(_expand(macros.get(_norm(items[0]), ""), macros, cluster, proc,
+                                    depth + 1))
+    if not 0 <= index < len(items):
+        raise UsageError(f"ERROR: $CHOICE() index {index} is out of range", 1)
+    return items[index]
+
+
+@functools.lru_cache(maxsize=16)
+def _list_items(text: str) -> list[str]:
+    # cached: a cluster of N procs picks from the same N-item list N times
+    return [i.strip() for i in text.split(",")]
+
+
 def _expand(value: str, macros: dict[str, str], cluster: int, proc: int, depth: int = 0) -> str:
+    if "$CHOICE(" in value.upper():
+        value = re.sub(r"\$CHOICE\(([^()]*)\)",
+                       lambda m: _choice(m.group(1), macros, cluster, proc, depth),
+                       value, flags=re.I)
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         low = _norm(name)
@@ -232,8 +268,22 @@ def condor_submit(store: Store, argv: list[str]) -> int:
     if not queued:
         raise UsageError("\nERROR: no 'queue' statement in the submit description", 1)
     cluster = store.next_seq()
+    limit = int(store.config.get("max_jobs_per_submission", MAX_JOBS_PER_SUBMISSION))
+    if len(queued) > limit:
+        # the schedd refuses the proc after the limit; the whole transaction is dropped
+        raise UsageError("\nERROR: Failed to create proc\n"
+                         "Number of submitted jobs would exceed MAX_JOBS_PER_SUBMISSION", 1,
+                         stdout="" if terse else "Submitting job(s)" + "." * limit)
     jobs = [_build(store, cluster, proc, mac, cus, batch_name) for proc, (mac, cus) in enumerate(queued)]
     enqueue(store, jobs)
+    late = store.take_fault("submit_accept_then_fail")
+    if late is not None:
+        # the schedd committed the jobs, but condor_submit fails before it says so
+        sys.stdout.write("" if terse else "Submitting job(s)" + "." * len(jobs) + "\n")
+        sys.stdout.flush()
+        time.sleep(float(late.get("seconds", 0)))
+        raise UsageError(late.get("stderr", "\nERROR: Failed to commit job submission into the "
+                                            "queue."), int(late.get("exit_code", 1)))
     if terse:
         print(f"{cluster}.0 - {cluster}.{len(jobs) - 1}")
     else:
@@ -728,5 +778,25 @@ def condor_hold_release(store: Store, argv: list[str], release_jobs: bool) -> in
     return rc
 
 
-__all__ = ["condor_submit", "condor_q", "condor_rm", "condor_hold_release", "job_ad", "job_status",
+def condor_config_val(store: Store, argv: list[str]) -> int:
+    """``condor_config_val NAME...``: the value of each (only the settings emulated here)."""
+    known = {
+        "MAX_JOBS_PER_SUBMISSION": str(store.config.get("max_jobs_per_submission",
+                                                        MAX_JOBS_PER_SUBMISSION)),
+        "SCHEDD_HOST": store.config.get("hostname", "localhost"),
+    }
+    names = [a for a in argv if not a.startswith("-")]
+    if not names:
+        raise UsageError("Usage: condor_config_val [options] variable [variable] ...", 1)
+    rc = 0
+    for name in names:
+        if name.upper() in known:
+            print(known[name.upper()])
+        else:
+            print(f"Not defined: {name}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+__all__ = ["condor_submit", "condor_config_val", "condor_q", "condor_rm", "condor_hold_release", "job_ad", "job_status",
            "write_user_log", "RUNNING"]

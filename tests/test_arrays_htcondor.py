@@ -1,0 +1,518 @@
+"""HTCondor job arrays: one ``condor_submit`` of a cluster of N procs (``Queue N``), each proc
+still one job of the Dask cluster (``12.3``).
+
+No real HTCondor pool is available to this project (tests/data/htcondor/README.md). The files
+read here are labelled: ``array_expanded_htcondor2.txt`` is the real HTCondor 25.14.1
+submit-language library (its PyPI bindings) expanding our submit description per proc; the
+``condor_*`` outputs were made by this repository's emulator. The end-to-end tests at the end
+run against the emulator (``pytest -E htcondor``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import dask
+import pytest
+from distributed import Client
+
+from dask_jobqueue import CommandError, HTCondorCluster
+from dask_jobqueue.engine import array_script
+from dask_jobqueue.htcondor import (
+    HTCONDOR_ARRAYS,
+    HTCondorJob,
+    condor_array_description,
+    condor_array_names_ok,
+    condor_proc_ids,
+    parse_condor_json,
+    parse_condor_limits,
+)
+from dask_jobqueue.tracking import JobState
+
+from .emulator import clear_faults, inject_fault
+from .emulator.htcondor import _expand, _read_description
+from .emulator.store import Store
+from .fakes import cancel, engine_with
+from .scheduler_suite import NO_DASHBOARD, emulator, run, wait_until  # noqa: F401
+
+DATA = Path(__file__).parent / "data" / "htcondor"
+
+
+def data(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def condor_jobs(n: int, prefix: str = "c", **kwargs) -> list[HTCondorJob]:
+    options = {"cores": 1, "memory": "1GB", "disk": "1GB", **kwargs}
+    return [HTCondorJob("tcp://a:1", name=f"{prefix}-{i}", **options) for i in range(n)]
+
+
+def submit_many(engine, jobs):
+    return asyncio.run(engine.submit_many(jobs))
+
+
+def submitted_description(argv: list[str]) -> str:
+    """The submit description a ``condor_submit`` call was given (its last argument)."""
+    return Path(argv[-1]).read_text()
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def test_proc_ids_from_submit_output():
+    # emulated; the wording is HTCondor's documented "N job(s) submitted to cluster C."
+    out = data("condor_submit_queue_4.txt")
+    assert condor_proc_ids(out, [0, 1, 2, 3]) == ["1.0", "1.1", "1.2", "1.3"]
+    with pytest.raises(ValueError, match="another number of jobs"):
+        condor_proc_ids(out, [0, 1])
+    with pytest.raises(ValueError):
+        condor_proc_ids("Submitting job(s)....", [0, 1, 2, 3])
+
+
+def test_limit_from_condor_config_val():
+    assert parse_condor_limits(data("condor_config_val_max_jobs.txt")) == {"max_array_size": 4}
+    # 20000: MAX_JOBS_PER_SUBMISSION's built-in default, as the real HTCondor 25.14.1 library
+    # reports it (htcondor2.param["MAX_JOBS_PER_SUBMISSION"] with no configuration)
+    assert parse_condor_limits("20000\n") == {"max_array_size": 20000}
+    assert parse_condor_limits("") == {} and parse_condor_limits("0\n") == {}
+    assert parse_condor_limits("Not defined: MAX_JOBS_PER_SUBMISSION\n") == {}
+
+
+def test_each_proc_has_its_own_status():
+    # emulated: a cluster of 4 procs, 0 running, 1 exited 3, 2 removed, 3 held
+    queue = parse_condor_json(data("condor_q_json_array_procs.txt"))
+    history = parse_condor_json(data("condor_history_json_array_procs.txt"))
+    assert set(queue) == {"1.0", "1.3"} and set(history) == {"1.1", "1.2"}
+    assert queue["1.0"].state == JobState.RUNNING
+    assert (queue["1.3"].state, queue["1.3"].reason) == (
+        JobState.HELD,
+        "via condor_hold (by user root)",
+    )
+    assert (history["1.1"].state, history["1.1"].exit_code) == (JobState.FAILED, 3)
+    assert history["1.2"].state == JobState.CANCELLED
+
+
+def test_over_the_limit_message():
+    # emulated, with the message of HTCondor's condor_submit when the schedd refuses a proc
+    stderr = data("condor_submit_over_max_jobs.stderr.txt")
+    assert "Number of submitted jobs would exceed MAX_JOBS_PER_SUBMISSION" in stderr
+    assert "submitted to cluster" not in data("condor_submit_over_max_jobs.txt")
+
+
+def test_description_expands_per_proc_as_htcondor_does():
+    """The real HTCondor submit language gave each proc its own name, output files and
+    arguments; the emulator expands the same description the same way."""
+    description = data("array_description.sub")
+    recorded: dict[int, dict[str, str]] = {}
+    for line in data("array_expanded_htcondor2.txt").splitlines():
+        if line.startswith("## proc "):
+            proc = int(line.split()[-1])
+            recorded[proc] = {}
+        elif " = " in line and not line.startswith("#"):
+            key, value = line.split(" = ", 1)
+            recorded[proc][key] = value
+    assert [recorded[p]["MY.DaskWorkerName"] for p in range(3)] == [
+        '"HTCondorCluster-0"',
+        '"HTCondorCluster-1"',
+        '"w@h:3"',
+    ]
+    assert recorded[2]["Output"] == "/logs/worker-12.2.out"
+    macros: dict[str, str] = {}
+    for _, line in _read_description(description):
+        key, sep, value = line.partition("=")
+        if sep:
+            macros[key.strip().lower().replace("_", "")] = value.strip()
+    for proc, expected in recorded.items():
+        for key, value in expected.items():
+            raw = macros[key.lower().replace("_", "")]
+            assert _expand(raw, macros, 12, proc) == value, (proc, key)
+        assert f"--name {['HTCondorCluster-0', 'HTCondorCluster-1', 'w@h:3'][proc]} " in (
+            expected["Arguments"]
+        )
+
+
+def test_generated_description_matches_the_expanded_one():
+    """Our description's per-proc lines are those the real library expanded."""
+    job = HTCondorJob("tcp://10.0.0.1:8786", name="x", cores=1, memory="1GB", disk="1GB",
+                      log_directory="/logs", python="/usr/bin/python3")
+    script = array_script(job, ["HTCondorCluster-0", "HTCondorCluster-1", "w@h:3"],
+                          HTCONDOR_ARRAYS)
+    recorded = data("array_description.sub").splitlines()
+    ours = script.splitlines()
+    for prefix in ("DaskWorkerNames", "MY.DaskWorkerName", "batch_name", "Output", "Error",
+                   "Log", "Queue"):
+        assert [x for x in ours if x.startswith(prefix)] == [
+            x for x in recorded if x.startswith(prefix)
+        ], prefix
+    arguments = next(x for x in ours if x.startswith("Arguments"))
+    assert "--name $CHOICE(Process, DaskWorkerNames) " in arguments
+    assert ours[-1] == "Queue 3" and script.count("Queue") == 1
+
+
+def test_names_that_cannot_be_listed():
+    assert condor_array_names_ok(["HTCondorCluster-0", "a.b_c@d:1"])
+    for bad in ("a,b", "a b", 'a"b', "a$b", "a'b", "a;b", ""):
+        assert not condor_array_names_ok(["ok", bad]), bad
+    with pytest.raises(ValueError, match="cannot be listed"):
+        condor_array_description("x = PLACE\nQueue\n", "PLACE", ["a b", "c"])
+    with pytest.raises(ValueError, match="Queue"):
+        condor_array_description("x = PLACE\n", "PLACE", ["a", "b"])
+
+
+def test_adopting_the_procs_of_a_tagged_cluster():
+    adopt = HTCONDOR_ARRAYS.adopt
+    # a proc that already left the queue is not listed: still one of the cluster
+    assert adopt(["31.0", "31.2"], [0, 1, 2]) == ["31.0", "31.1", "31.2"]
+    with pytest.raises(ValueError):
+        adopt(["31.0", "32.0"], [0, 1])
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+def _answer(limit: str = "20000\n", clusters=None):
+    clusters = clusters if clusters is not None else iter(range(12, 40))
+
+    def answer(argv):
+        if argv[0] == "condor_config_val":
+            return limit
+        if argv[0] == "condor_submit":
+            count = re.search(r"^Queue ?(\d*)$", submitted_description(argv), re.M).group(1)
+            n = int(count or 1)
+            return f"Submitting job(s){'.' * n}\n{n} job(s) submitted to cluster {next(clusters)}.\n"
+        return ""
+
+    return answer
+
+
+def test_jobs_submitted_together_go_as_one_cluster(monkeypatch):
+    descriptions = []
+    answer = _answer()
+
+    def recording(argv):
+        if argv[0] == "condor_submit":
+            descriptions.append(submitted_description(argv))
+        return answer(argv)
+
+    engine, runner = engine_with(condor_jobs(1)[0], recording, monkeypatch)
+    jobs = condor_jobs(4)
+    ids = submit_many(engine, jobs)
+    assert ids == ["12.0", "12.1", "12.2", "12.3"]
+    assert [j.job_id for j in jobs] == ids and engine.live_ids == set(ids)
+    assert engine.commands["submit"] == 1
+    assert engine.facts["max_array_size"] == 20000
+    assert ["condor_config_val", "MAX_JOBS_PER_SUBMISSION"] in runner.calls
+    (description,) = descriptions
+    assert "DaskWorkerNames = c-0, c-1, c-2, c-3" in description
+    assert description.rstrip().endswith("Queue 4")
+    # the tag travels as a custom attribute of every proc
+    (submit,) = [c for c in runner.calls if c[0] == "condor_submit"]
+    assert submit[1] == "-a" and submit[2].startswith("+DaskJobqueueTag = ")
+
+
+def test_split_to_max_jobs_per_submission(monkeypatch):
+    engine, runner = engine_with(
+        condor_jobs(1)[0], _answer(limit="2\n"), monkeypatch, submit_concurrency=1
+    )
+    ids = submit_many(engine, condor_jobs(5))
+    submits = [c for c in runner.calls if c[0] == "condor_submit"]
+    assert len(submits) == 3  # 2 + 2 + a single job
+    assert ids == ["12.0", "12.1", "13.0", "13.1", "14.0"]
+
+
+def test_yaml_override_wins_over_the_schedd(monkeypatch):
+    engine, runner = engine_with(
+        condor_jobs(1)[0], _answer(), monkeypatch, max_array_size=3, submit_concurrency=1
+    )
+    ids = submit_many(engine, condor_jobs(7))
+    assert [c[0] for c in runner.calls].count("condor_submit") == 3
+    assert ids == ["12.0", "12.1", "12.2", "13.0", "13.1", "13.2", "14.0"]
+
+
+def test_arrays_never(monkeypatch):
+    engine, runner = engine_with(condor_jobs(1)[0], _answer(), monkeypatch, job_arrays="never")
+    assert sorted(submit_many(engine, condor_jobs(3))) == ["12.0", "13.0", "14.0"]
+    submits = [c for c in runner.calls if c[0] == "condor_submit"]
+    assert len(submits) == 3
+    assert not [c for c in runner.calls if c[0] == "condor_config_val"]
+
+
+def test_names_that_cannot_be_listed_go_one_by_one(monkeypatch):
+    engine, runner = engine_with(condor_jobs(1)[0], _answer(), monkeypatch)
+    ids = submit_many(engine, condor_jobs(2, prefix="my cluster"))
+    assert sorted(ids) == ["12.0", "13.0"]
+    assert [c[0] for c in runner.calls].count("condor_submit") == 2
+
+
+def test_cancel_several_procs_in_one_condor_rm(monkeypatch):
+    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: "", monkeypatch)
+    assert cancel(engine, ["12.0", "12.1", "12.3", "13.0"]) == []
+    assert runner.calls == [["condor_rm", "12.0", "12.1", "12.3", "13.0"]]
+
+
+def test_procs_already_gone_are_cancelled(monkeypatch):
+    # emulated condor_rm of a live proc and one that left the queue: exit 1, the line on
+    # stderr only says it is gone
+    stderr = data("condor_rm_several_procs.stderr.txt")
+    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: (1, stderr), monkeypatch)
+    assert cancel(engine, ["1.0", "1.3", "1.2"]) == []
+    assert len(runner.calls) == 1
+
+
+def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkeypatch):
+    tags: list[str] = []
+
+    def answer(argv):
+        if argv[0] == "condor_config_val":
+            return "20000\n"
+        if argv[0] == "condor_submit":
+            tags.append(argv[2].split(" = ", 1)[1].strip('"'))
+            # the schedd committed the cluster; the reply was lost
+            raise CommandError(argv, 1, "Submitting job(s)...\n",
+                               "ERROR: ... Connection reset by peer\n")
+        if argv[0] == "condor_q":  # the tag listing: procs 0 and 2 (1 already left)
+            return f"31 0 {tags[-1]}\n31 2 {tags[-1]}\n30 0 undefined\n"
+        return ""
+
+    engine, runner = engine_with(condor_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0)
+    assert submit_many(engine, condor_jobs(3)) == ["31.0", "31.1", "31.2"]
+    assert [c[0] for c in runner.calls].count("condor_submit") == 1
+    assert engine.live_ids == {"31.0", "31.1", "31.2"}
+
+
+# ---------------------------------------------------------------------------- emulator
+
+
+def test_emulated_clusters_of_procs(tmp_path):
+    """The emulator's ``Queue N``: N procs that really run, each with its own ``$(Process)``
+    and ``$CHOICE`` item; condor_rm of one proc, several, a whole cluster; the schedd's
+    limit."""
+    from .emulator import emulated_scheduler, wait_for_job
+
+    home = tmp_path / "condor"
+    with emulated_scheduler("htcondor", home, slots=8, kill_delay=0.5,
+                            max_jobs_per_submission=4) as env:
+
+        def tool(*argv: str) -> subprocess.CompletedProcess:
+            return subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path)
+
+        sub = tmp_path / "procs.sub"
+        sub.write_text(
+            "Names = a-0, b-1, c-2\n"
+            "MY.Who = \"$CHOICE(Process, Names)\"\n"
+            "executable = /bin/sh\n"
+            "arguments = \"-c 'echo $CHOICE(Process, Names) $(Process) >out.$(ProcId); "
+            "sleep 60'\"\n"
+            "queue 3\n"
+        )
+        done = tool("condor_submit", str(sub))
+        assert done.stdout == "Submitting job(s)...\n3 job(s) submitted to cluster 1.\n"
+        assert tool("condor_config_val", "MAX_JOBS_PER_SUBMISSION").stdout == "4\n"
+        for proc in range(3):
+            wait_for_job(home, f"1.{proc}", states=("running",))
+        assert wait_until(lambda: all((tmp_path / f"out.{p}").exists() for p in range(3)), 10)
+        assert [(tmp_path / f"out.{p}").read_text() for p in range(3)] == [
+            "a-0 0\n", "b-1 1\n", "c-2 2\n"
+        ]
+        listed = tool("condor_q", "1", "-af", "ClusterId", "ProcId", "Who", "JobStatus").stdout
+        assert sorted(listed.splitlines()) == ["1 0 a-0 2", "1 1 b-1 2", "1 2 c-2 2"]
+
+        assert tool("condor_rm", "1.1").stdout == "Job 1.1 marked for removal\n"
+        wait_for_job(home, "1.1")
+        assert tool("condor_q", "-af:j", "JobStatus").stdout.split()[::2] == ["1.0", "1.2"]
+        done = tool("condor_rm", "1.0", "1.1", "1.2")
+        assert done.returncode == 1 and "ProcId == 1" in done.stderr
+        assert done.stdout.splitlines() == ["Job 1.0 marked for removal",
+                                            "Job 1.2 marked for removal"]
+
+        sub.write_text("executable = /bin/sleep\narguments = 60\nqueue 2\n")
+        assert "submitted to cluster 2." in tool("condor_submit", str(sub)).stdout
+        assert tool("condor_rm", "2").stdout == "All jobs in cluster 2 have been marked for removal\n"
+        wait_for_job(home, "2.0")
+        wait_for_job(home, "2.1")
+
+        sub.write_text("executable = /bin/true\nqueue 5\n")
+        done = tool("condor_submit", str(sub))
+        assert done.returncode == 1 and "submitted to cluster" not in done.stdout
+        assert "would exceed MAX_JOBS_PER_SUBMISSION" in done.stderr
+        wait_for_job(home, "1.0")
+        wait_for_job(home, "1.2")
+        assert not tool("condor_q", "-af:j", "JobStatus").stdout.strip()
+
+
+NAME = "djqcarr"
+
+
+def _queue_ids() -> set[str]:
+    """Ids the emulated schedd still lists (idle, running, held, being removed)."""
+    return set(run(["condor_q", "-af:j", "JobStatus"]).split()[::2])
+
+
+def _clusters(ids: set[str]) -> set[str]:
+    return {i.split(".")[0] for i in ids}
+
+
+@pytest.mark.env("htcondor")
+@pytest.mark.usefixtures("emulator")
+class TestEmulatedHTCondorArrays:
+    emulator_flavour = "htcondor"
+    emulator_options = {"kill_delay": 1.0, "slots": 8}
+
+    @pytest.fixture(autouse=True)
+    def _fast(self, emulator):  # noqa: F811
+        with dask.config.set(
+            {
+                "jobqueue.htcondor.poll-interval": "300ms",
+                "jobqueue.htcondor.poll-interval-max": "1s",
+                "jobqueue.htcondor.resubmit-backoff": "300ms",
+            }
+        ):
+            yield
+        clear_faults(emulator.home)
+
+    @pytest.fixture
+    def max_jobs(self, emulator):  # noqa: F811
+        """Set the emulated schedd's MAX_JOBS_PER_SUBMISSION (restored afterwards)."""
+        store = Store(emulator.home)
+        saved = dict(store.config)
+
+        def set_limit(value: int) -> None:
+            store.write_config({**saved, "max_jobs_per_submission": value})
+
+        yield set_limit
+        store.write_config(saved)
+
+    def cluster(self, **kwargs):
+        options = {"cores": 1, "memory": "1GB", "disk": "1GB", "processes": 1,
+                   "job_name": NAME, **kwargs}
+        return HTCondorCluster(scheduler_options=NO_DASHBOARD, **options)
+
+    def test_array_end_to_end(self):
+        """scale(4): one condor_submit, four procs whose workers connect and compute; scaling
+        down removes one proc, the others keep running; a proc removed from outside is
+        replaced."""
+        with self.cluster() as cluster, Client(cluster) as client:
+            cluster.scale(4)
+            client.wait_for_workers(4, timeout=90)
+            assert client.submit(lambda x: x + 1, 1).result(timeout=60) == 2
+            assert cluster.command_counts["submit"] == 1
+            ids = {job.job_id for job in cluster.workers.values()}
+            assert len(ids) == 4 and len(_clusters(ids)) == 1 and ids <= _queue_ids()
+            # every worker's name is its proc's, in the schedd's own ad too
+            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+            assert names == set(cluster.workers)
+            listed = dict(
+                line.split(" ", 1)
+                for line in run(["condor_q", "-af:j", "DaskWorkerName"]).splitlines()
+            )
+            assert {listed[j.job_id] for j in cluster.workers.values()} == names
+
+            cluster.scale(3)
+            assert wait_until(lambda: len(ids & _queue_ids()) == 3, 60), _queue_ids()
+            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 3, 60)
+            assert cluster.command_counts["submit"] == 1
+
+            victim = sorted(ids & _queue_ids())[0]
+            run(["condor_rm", victim])
+            assert wait_until(
+                lambda: victim not in {j.job_id for j in cluster.workers.values()}
+                and len(cluster.workers) == 3,
+                60,
+            )
+            client.wait_for_workers(3, timeout=90)
+            assert cluster.command_counts["submit"] == 2  # the replacement
+            record = next(r for r in cluster.jobs if r.job_id == victim)
+            assert record.state.is_final
+            live = {j.job_id for j in cluster.workers.values()}
+        assert wait_until(lambda: not (live | ids) & _queue_ids(), 30), _queue_ids()
+
+    def test_proc_dying_before_connect_is_explained(self, tmp_path):
+        with dask.config.set({"jobqueue.htcondor.max-consecutive-failures": 2}):
+            cluster = self.cluster(
+                log_directory=str(tmp_path / "logs"),
+                job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
+            )
+            with cluster:
+                cluster.scale(2)
+                assert wait_until(lambda: cluster._pending_error is not None, 60)
+                failed = [r for r in cluster.jobs if r.error]
+                assert failed
+                message = failed[0].error
+                assert "before its workers connected" in message
+                assert "no such module: foo" in message
+                assert failed[0].job_id in message and re.fullmatch(r"\d+\.\d", failed[0].job_id)
+                assert (tmp_path / "logs" / f"worker-{failed[0].job_id}.err").exists()
+                # the first two were procs of one cluster
+                assert len(list(cluster.jobs)) > cluster.command_counts["submit"]
+                ids = {r.job_id for r in cluster.jobs}
+        assert wait_until(lambda: not ids & _queue_ids(), 30)
+
+    def test_split_at_a_low_max_jobs_per_submission(self, max_jobs):
+        max_jobs(3)
+        cluster = self.cluster(job_extra_directives={"hold": "True"})
+        with cluster:
+            cluster.scale(7)
+            assert wait_until(lambda: len(cluster.workers) == 7, 60)
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1: ceil(7 / 3)
+            assert cluster.command_counts["limits"] == 1
+            assert wait_until(lambda: ids <= _queue_ids(), 30), ids - _queue_ids()
+            sizes = sorted(
+                sum(1 for i in ids if i.split(".")[0] == c) for c in _clusters(ids)
+            )
+            assert sizes == [1, 3, 3]
+            cluster.scale(0)
+            assert wait_until(lambda: not (ids & _queue_ids()), 30), ids & _queue_ids()
+            assert cluster.command_counts["cancel"] == 1  # one condor_rm for all seven
+
+    def test_override_above_the_schedd_limit_is_refused_with_its_message(self, max_jobs):
+        max_jobs(2)
+        with dask.config.set({"jobqueue.htcondor.max-array-size": 3}):
+            with self.cluster() as cluster:
+                cluster.scale(3)
+                with pytest.raises(CommandError, match="would exceed MAX_JOBS_PER_SUBMISSION"):
+                    cluster.wait_for_workers(1, timeout=30)
+        assert not _queue_ids()
+
+    def test_arrays_never(self):
+        with dask.config.set({"jobqueue.htcondor.job-arrays": "never"}):
+            with self.cluster(job_extra_directives={"hold": "True"}) as cluster:
+                cluster.scale(3)
+                assert wait_until(lambda: len(cluster.workers) == 3, 60)
+                ids = {j.job_id for j in cluster.workers.values()}
+                assert cluster.command_counts["submit"] == 3
+                assert len(_clusters(ids)) == 3
+                assert wait_until(lambda: ids <= _queue_ids(), 30)
+            assert wait_until(lambda: not ids & _queue_ids(), 30)
+
+    @pytest.mark.parametrize(
+        "fault, settings",
+        [
+            # condor_submit exits 1 with a transient message after the schedd committed
+            ({"stderr": "\nERROR: Failed to commit job submission into the queue.\n"
+                        "ERROR: Connection reset by peer"}, {}),
+            # condor_submit hangs after the commit and is killed at submit-timeout
+            ({"seconds": 30}, {"jobqueue.htcondor.submit-timeout": "4s"}),
+        ],
+        ids=["exit-1", "timeout"],
+    )
+    def test_cluster_created_by_a_failed_submit_is_adopted(self, emulator, fault, settings):  # noqa: F811
+        inject_fault(emulator.home, "submit_accept_then_fail", count=1, **fault)
+        before = _queue_ids()
+        with dask.config.set(settings), self.cluster() as cluster, Client(cluster) as client:
+            cluster.scale(3)
+            client.wait_for_workers(3, timeout=90)
+            # the workers may connect before the submission (retry delay, tag listing) returns
+            assert wait_until(lambda: len(cluster.workers) == 3, 30)
+            assert cluster.command_counts["submit"] == 1  # adopted, not submitted again
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert len(_clusters(ids)) == 1
+            time.sleep(1)
+            # no duplicate, nothing the cluster does not track
+            assert _queue_ids() - before == ids
+            assert len(client.scheduler_info()["workers"]) == 3
+        assert wait_until(lambda: not ids & _queue_ids(), 30)
