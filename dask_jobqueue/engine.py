@@ -163,6 +163,11 @@ class ArraySupport:
     edit_script : callable, optional
         ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
         patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
+    script_range : callable, optional
+        ``script_range(script, first, last)``: the array's script declaring the indices
+        ``first..last`` itself, for batch systems that read them from a directive rather
+        than from an argument (LSF's ``#BSUB -J "name[1-4]"``); applied after
+        ``edit_script``.
     """
 
     index_var: str
@@ -173,6 +178,7 @@ class ArraySupport:
     cancel_args: Callable[[Sequence[str]], list[str]] = list
     edit_script: Callable[[str], str] | None = None
     adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
+    script_range: Callable[[str, int, int], str] | None = None
 
 
 def single_array_id(pattern: str, stdout: str, tool: str) -> str:
@@ -259,7 +265,13 @@ def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
             placed = True
         out.append(line.replace(token, f'"${_NAME_VAR}"'))
     script = "\n".join(out)
-    return support.edit_script(script) if support.edit_script is not None else script
+    if support.edit_script is not None:
+        script = support.edit_script(script)
+    if support.script_range is not None:
+        script = support.script_range(
+            script, support.first_index, support.first_index + len(names) - 1
+        )
+    return script
 
 
 def simple_parser(parse: Callable[[str], Mapping[str, JobStatus]]) -> Parser:

@@ -291,11 +291,12 @@ def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
 
 
 def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
-    """``bjobs -u USER -o 'jobid job_description delimiter="|"' -noheader``."""
+    """``bjobs -u USER -o 'jobid job_description delimiter="|"' -noheader`` (array elements
+    are listed under their array's id, or as ``12[3]`` where ``LSB_BJOBS_DISPLAY_ENH=Y``)."""
     found = {}
     for line in stdout.splitlines():
         job_id, sep, description = line.strip().partition("|")
-        if sep and job_id.isdigit():
+        if sep and re.fullmatch(r"\d+(?:\[\d+\])?", job_id):
             found[job_id] = description.strip()
     return _only_tagged(found)
 
