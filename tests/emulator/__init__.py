@@ -52,7 +52,7 @@ TOOLS: dict[str, list[str]] = {
     "pbs": _PBS_TOOLS,
     "torque": _PBS_TOOLS,
     "moab": ["msub", "showq", "checkjob", "canceljob", "releasehold", *_PBS_TOOLS],
-    "lsf": ["bsub", "bjobs", "bkill", "bresume"],
+    "lsf": ["bsub", "bjobs", "bkill", "bresume", "bparams"],
     "htcondor": ["condor_submit", "condor_q", "condor_history", "condor_rm",
                  "condor_release", "condor_hold"],
 }
