@@ -44,6 +44,7 @@ __all__ = [
     "wait_for_job",
     "surviving_processes",
     "write_bin",
+    "Store",
 ]
 
 FLAVOURS = ("pbs", "torque", "moab", "lsf", "htcondor")
@@ -57,7 +58,7 @@ TOOLS: dict[str, list[str]] = {
                  "condor_release", "condor_hold"],
 }
 FAULT_KINDS = ("submit_fail", "submit_hang", "status_fail", "cancel_fail",
-               "job_dies_at_start", "hold_next")
+               "job_dies_at_start", "hold_next", "submit_accepted_then_fail")
 
 
 class EmulatorEnv(dict[str, str]):
@@ -130,7 +131,8 @@ def inject_fault(home: str | os.PathLike[str], kind: str, count: int = 1, **para
     Kinds and parameters: ``submit_fail(stderr, exit_code)``,
     ``submit_hang(seconds)``, ``status_fail(stderr, exit_code)``,
     ``cancel_fail(stderr, exit_code)``, ``job_dies_at_start(exit_code, stderr)``,
-    ``hold_next(reason)``.
+    ``hold_next(reason)``, ``submit_accepted_then_fail(stderr, exit_code)`` (LSF only: the
+    next bsub creates its job(s), then fails without printing the id).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
