@@ -387,7 +387,8 @@ class LSFJob(Job):
     tagging = TagSpec(
         submit_args=lambda text: ["-Jd", text],
         list_argvs=lambda user: [
-            ["bjobs", "-u", user, "-o", "jobid job_description delimiter='|'", "-noheader"]
+            ["bjobs", "-u", user, "-o", "jobid jobindex job_description delimiter='|'",
+             "-noheader"]
         ],
         parse=parse_lsf_tags,
     )

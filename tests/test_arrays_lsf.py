@@ -136,8 +136,11 @@ def test_adopting_the_elements_of_a_tagged_array():
     with pytest.raises(ValueError):
         adopt(["12", "13"], [1, 2])
     tag = "djq1.0a1b2c3d.7.123.host"
-    listing = f"12|{tag}\n12|{tag}\n13[2]|{tag}\n14|someone else's\n"
-    assert parse_lsf_tags(listing) == {"12": tag, "13[2]": tag}
+    # the listing asks for jobindex: each element under its own id
+    listing = f"12|1|{tag}\n12|2|{tag}\n15|0|{tag}\n13[2]|2|{tag}\n14|0|someone else's\n"
+    assert parse_lsf_tags(listing) == {"12[1]": tag, "12[2]": tag, "15": tag, "13[2]": tag}
+    # the form without jobindex: elements collapse to their array's id, still adoptable
+    assert parse_lsf_tags(f"12|{tag}\n12|{tag}\n") == {"12": tag}
 
 
 def test_transient_bsub_errors():
@@ -312,8 +315,8 @@ def test_bsub_that_created_the_array_then_failed_is_adopted(monkeypatch):
         if argv[0] == "bsub":
             tags.append(argv[argv.index("-Jd") + 1])
             return (1, "LSF is processing your request. Please wait ...\n")
-        if argv[:2] == ["bjobs", "-u"]:  # every element listed under the array's id
-            return "".join(f"31|{tags[-1]}\n" for _ in range(3)) + "30|\n"
+        if argv[:2] == ["bjobs", "-u"]:  # every element listed with its index
+            return "".join(f"31|{i}|{tags[-1]}\n" for i in (1, 2, 3)) + "30|0|\n"
         raise AssertionError(argv)
 
     engine, runner = engine_with(
