@@ -343,6 +343,44 @@ def test_bsub_failing_for_good_is_not_retried(monkeypatch):
 # ---------------------------------------------------------------------------- the emulator
 
 
+def test_emulator_arrays_are_real_processes(tmp_path):
+    """The emulated bsub/bjobs/bkill/bparams on arrays (plain suite: no Dask involved)."""
+    from .emulator import emulated_scheduler, kill_all, wait_for_job
+
+    env = emulated_scheduler("lsf", tmp_path / "home", slots=8, kill_delay=0.5,
+                             max_job_array_size=4)
+
+    def sh(*argv, stdin=None):
+        return subprocess.run(argv, env=env, capture_output=True, text=True, input=stdin,
+                              cwd=tmp_path)
+
+    try:
+        assert "    MAX_JOB_ARRAY_SIZE = 4\n" in sh("bparams", "-a").stdout
+        too_big = sh("bsub", "-J", "big[1-5]", "true")
+        assert too_big.returncode == 255 and "Job not submitted" in too_big.stderr
+        script = '#!/bin/bash\n#BSUB -J "arr[1-4]"\n#BSUB -o o-%J_%I.txt\n' \
+                 'echo "index=$LSB_JOBINDEX"\nsleep 30\n'
+        out = sh("bsub", stdin=script).stdout
+        assert out.startswith("Job <") and out.count("is submitted") == 1
+        array = out.split("<")[1].split(">")[0]
+        for index in range(1, 5):
+            wait_for_job(tmp_path / "home", f"{array}[{index}]", states=("running",))
+        assert wait_until(lambda: (tmp_path / f"o-{array}_4.txt").exists()
+                          and "index=4" in (tmp_path / f"o-{array}_4.txt").read_text(), 10)
+        rows = sh("bjobs", "-noheader", "-o", "jobid jobindex stat job_name delimiter='|'",
+                  array).stdout.split()
+        assert rows == [f"{array}|{i}|RUN|arr[{i}]" for i in range(1, 5)]
+        assert sh("bkill", f"{array}[2]").stdout == f"Job <{array}[2]> is being terminated\n"
+        assert sh("bkill", f"{array}[3-4]").returncode == 0
+        states = sh("bjobs", "-noheader", "-o", "jobindex stat exit_code delimiter='|'",
+                    array).stdout.split()
+        assert states == ["1|RUN|-", "2|EXIT|130", "3|EXIT|130", "4|EXIT|130"]
+        assert sh("bkill", array).stdout == f"Job <{array}> is being terminated\n"
+        assert sh("bkill", array).stderr == f"Job <{array}>: Job has already finished\n"
+    finally:
+        kill_all(tmp_path / "home")
+
+
 def _queue_ids() -> set[str]:
     """Ids of the emulated LSF's active jobs and elements (``12``, ``12[3]``)."""
     ids = set()
