@@ -434,6 +434,16 @@ class LSFJob(Job):
         # `bsub < script` without a shell: the script goes to bsub's stdin, stderr is kept.
         return script if self.use_stdin else None
 
+    def array_support_for(self, facts: dict) -> ArraySupport | None:
+        """Arrays unless LSF would refuse this job name for one (letters, digits, ``.``,
+        ``-``, ``_``; the whole ``-J "name[1-N]"`` within 255 characters) or
+        ``submit_command_extra`` names the job itself (a command-line ``-J`` overrides the
+        script's): such jobs go one ``bsub`` each, as before."""
+        name_ok = re.fullmatch(r"[A-Za-z0-9._-]{1,230}", str(self.job_name)) is not None
+        if not name_ok or "-J" in self.submit_command_extra:
+            return None
+        return LSF_ARRAYS
+
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is None:
             return []

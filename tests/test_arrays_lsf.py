@@ -183,6 +183,17 @@ def test_array_script_names_the_array_in_its_only_j_line(tmp_path):
     assert "#BSUB -J dask-worker\n" in jobs[0].job_script()
 
 
+def test_no_arrays_for_names_lsf_refuses_in_one(monkeypatch):
+    assert lsf_jobs(1)[0].array_support_for({}) is LSFJob.array_support
+    for kwargs in ({"job_name": "my+job"}, {"job_name": "x" * 240},
+                   {"submit_command_extra": ["-J", "other"]}):
+        template = lsf_jobs(1, **kwargs)[0]
+        assert template.array_support_for({}) is None, kwargs
+        engine, runner = engine_with(template, _answer(arrays=iter(range(50, 60))), monkeypatch)
+        assert sorted(submit_many(engine, lsf_jobs(2, **kwargs))) == ["50", "51"]
+        assert [c[0] for c in runner.calls].count("bsub") == 2
+
+
 def test_array_without_a_j_line_still_gets_one():
     jobs = lsf_jobs(2, job_directives_skip=["-J"])
     script = array_script(jobs[0], ["a", "b"], LSFJob.array_support)
@@ -192,7 +203,10 @@ def test_array_without_a_j_line_still_gets_one():
 # ---------------------------------------------------------------------------- engine
 
 
-def _answer(limit: int = 1000, arrays=iter(range(12, 40))):
+def _answer(limit: int = 1000, arrays=None):
+    """bparams -a stating ``limit``; each bsub prints the next id of ``arrays``."""
+    arrays = iter(range(12, 40)) if arrays is None else arrays
+
     def answer(argv):
         if argv[0] == "bparams":
             return f"    CLEAN_PERIOD = 3600\n    MAX_JOB_ARRAY_SIZE = {limit}\n"
@@ -392,12 +406,14 @@ def _queue_ids() -> set[str]:
     return ids
 
 
+REAL = bool(os.environ.get("DASK_JOBQUEUE_REAL_SCHEDULER"))
+emulator_only = pytest.mark.skipif(
+    REAL, reason="sets the emulator's MAX_JOB_ARRAY_SIZE or injects its faults"
+)
+
+
 @pytest.mark.env("lsf")
 @pytest.mark.usefixtures("emulator")
-@pytest.mark.skipif(
-    bool(os.environ.get("DASK_JOBQUEUE_REAL_SCHEDULER")),
-    reason="these tests set the emulator's limits and inject its faults",
-)
 class TestEmulatedLSFArrays:
     emulator_flavour = "lsf"
     emulator_options = {"walltime_scale": 1 / 60, "kill_delay": 1.0, "slots": 8}
@@ -413,7 +429,8 @@ class TestEmulatedLSFArrays:
             }
         ):
             yield
-        clear_faults(emulator.home)
+        if not REAL:
+            clear_faults(emulator.home)
 
     def cluster(self, **kwargs):
         options = {
@@ -473,6 +490,7 @@ class TestEmulatedLSFArrays:
                 ids = {r.job_id for r in cluster.jobs}
         assert wait_until(lambda: not ids & _queue_ids(), 60)
 
+    @emulator_only
     def test_low_max_job_array_size_splits_the_request(self, emulator):  # noqa: F811
         store = Store(emulator.home)
         config = dict(store.config)
@@ -505,6 +523,7 @@ class TestEmulatedLSFArrays:
                 assert not any("[" in i for i in ids) and ids <= _queue_ids()
         assert wait_until(lambda: not ids & _queue_ids(), 60)
 
+    @emulator_only
     def test_bsub_that_created_the_array_then_failed_is_adopted(self, emulator):  # noqa: F811
         inject_fault(
             emulator.home, "submit_accepted_then_fail", count=1, exit_code=1,
