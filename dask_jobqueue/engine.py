@@ -173,6 +173,11 @@ class ArraySupport:
         ``names_ok(names)``: whether jobs with these worker names can be tasks of one array
         (HTCondor lists them in the submit description, comma-separated); if not, they are
         submitted one by one.
+    script_range : callable, optional
+        ``script_range(script, first, last)``: the array's script declaring the indices
+        ``first..last`` itself, for batch systems that read them from a directive rather
+        than from an argument (LSF's ``#BSUB -J "name[1-4]"``); applied after
+        ``edit_script``.
     """
 
     index_var: str
@@ -185,6 +190,7 @@ class ArraySupport:
     adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
     render: Callable[[str, str, Sequence[str]], str] | None = None
     names_ok: Callable[[Sequence[str]], bool] | None = None
+    script_range: Callable[[str, int, int], str] | None = None
 
 
 def single_array_id(pattern: str, stdout: str, tool: str) -> str:
@@ -274,7 +280,13 @@ def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
             placed = True
         out.append(line.replace(token, f'"${_NAME_VAR}"'))
     script = "\n".join(out)
-    return support.edit_script(script) if support.edit_script is not None else script
+    if support.edit_script is not None:
+        script = support.edit_script(script)
+    if support.script_range is not None:
+        script = support.script_range(
+            script, support.first_index, support.first_index + len(names) - 1
+        )
+    return script
 
 
 def simple_parser(parse: Callable[[str], Mapping[str, JobStatus]]) -> Parser:

@@ -14,7 +14,15 @@ from typing import Any
 
 from ._shell import CommandError
 from .cluster import JobQueueCluster
-from .engine import StatusStep, simple_parser
+from .engine import (
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    index_spans,
+    simple_parser,
+    single_array_id,
+)
 from .job import Job
 from .options import BOOL, POSITIVE_INT, PROJECT, QUEUE, SIZE, WALLTIME, Option
 from .tags import TagSpec, parse_lsf_tags
@@ -29,6 +37,9 @@ __all__ = [
     "lsf_detect_units",
     "parse_bjobs_json",
     "parse_bjobs",
+    "parse_lsf_limits",
+    "lsf_array_task_ids",
+    "lsf_cancel_args",
 ]
 
 _UNIT_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6, "z": 7}
@@ -73,6 +84,10 @@ def lsf_detect_units() -> str:
 
 #: ``bjobs -o`` fields, ``pend_reason`` last: in the delimited form it may contain anything.
 BJOBS_FIELDS = "jobid stat exit_code exit_reason pend_reason"
+#: The same with the array index, asked only when array tasks are polled (``jobid`` is the
+#: array's id for every element, unless the site sets ``LSB_BJOBS_DISPLAY_ENH=Y``).
+BJOBS_ARRAY_FIELDS = "jobid jobindex stat exit_code exit_reason pend_reason"
+_JOB_ID = re.compile(r"(\d+)(?:\[(\d+)\])?")
 
 _STATES: dict[str, JobState] = {
     "PEND": JobState.QUEUED,
@@ -137,18 +152,31 @@ def lsf_status(
     return JobStatus(state, reason, code, native)
 
 
-def parse_bjobs_json(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``bjobs -json -o "jobid stat exit_code exit_reason pend_reason" <ids>``.
+def _task_id(job_id: str, index: str = "") -> str | None:
+    """``12`` + index ``3`` -> ``12[3]``; ``12[3]`` (``LSB_BJOBS_DISPLAY_ENH=Y``) stays;
+    index ``0`` or none is a plain job. ``None`` if ``job_id`` is no job id."""
+    match = _JOB_ID.fullmatch(job_id.strip())
+    if match is None:
+        return None
+    index = _blank(index)
+    if match.group(2) is None and index.isdigit() and int(index) > 0:
+        return f"{match.group(1)}[{int(index)}]"
+    return match.group(0)
 
-    Records of unknown ids (``{"JOBID": "99", "ERROR": "Job <99> is not found"}``) are left
-    out. Empty output (nothing at all) is no job.
+
+def parse_bjobs_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``bjobs -json -o "jobid [jobindex] stat exit_code exit_reason pend_reason" <ids>``.
+
+    An array element is reported as ``ARRAY[INDEX]`` (``12[3]``), from ``JOBINDEX`` or from
+    a ``JOBID`` that already carries it. Records of unknown ids (``{"JOBID": "99", "ERROR":
+    "Job <99> is not found"}``) are left out. Empty output (nothing at all) is no job.
     """
     if not stdout.strip():
         return {}
     data = json.loads(stdout)
     statuses = {}
     for record in data.get("RECORDS", []):
-        job_id = _blank(record.get("JOBID"))
+        job_id = _task_id(_blank(record.get("JOBID")), record.get("JOBINDEX", ""))
         if not job_id or record.get("ERROR") or not _blank(record.get("STAT")):
             continue
         statuses[job_id] = lsf_status(
@@ -160,16 +188,26 @@ def parse_bjobs_json(stdout: str) -> dict[str, JobStatus]:
     return statuses
 
 
-def parse_bjobs(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``bjobs -noheader -o "jobid stat exit_code exit_reason pend_reason
-    delimiter='|'" <ids>`` (LSF before 10.1.0.2 has no ``-json``). Empty values are ``-``."""
+def parse_bjobs(stdout: str, fields: str = BJOBS_FIELDS) -> dict[str, JobStatus]:
+    """Parse ``bjobs -noheader -o "FIELDS delimiter='|'" <ids>`` (LSF before 10.1.0.2 has no
+    ``-json``); ``fields`` as asked: :data:`BJOBS_FIELDS`, or :data:`BJOBS_ARRAY_FIELDS`
+    (array elements become ``12[3]``). Empty values are ``-``."""
+    names = fields.split()
     statuses = {}
     for line in stdout.splitlines():
-        parts = line.strip().split("|", 4)
-        if len(parts) < 2 or not parts[0].strip().isdigit():
+        parts = line.strip().split("|", len(names) - 1)
+        if len(parts) < 2:
+            continue
+        values = dict(zip(names, (p.strip() for p in parts), strict=False))
+        job_id = _task_id(values["jobid"], values.get("jobindex", ""))
+        if job_id is None:
             continue  # e.g. "Job <99> is not found" when stderr is merged
-        parts += [""] * (5 - len(parts))
-        statuses[parts[0].strip()] = lsf_status(*parts[1:5])
+        statuses[job_id] = lsf_status(
+            values.get("stat", ""),
+            values.get("exit_code", ""),
+            values.get("exit_reason", ""),
+            values.get("pend_reason", ""),
+        )
     return statuses
 
 
@@ -188,14 +226,32 @@ def bjobs_failure_is_usable(exc: CommandError) -> bool:
     return bool(exc.returncode) and bool(exc.stdout.strip() or _only_unknown_ids(exc.stderr))
 
 
+def _fields(job_ids: Sequence[str]) -> str:
+    return BJOBS_ARRAY_FIELDS if any("[" in i for i in job_ids) else BJOBS_FIELDS
+
+
+def _asked(job_ids: Sequence[str]) -> list[str]:
+    """Array elements are asked by their array's id (``bjobs 12`` lists every element):
+    one argument per array however many tasks it has."""
+    return list(dict.fromkeys(i.split("[", 1)[0] for i in job_ids))
+
+
 def bjobs_json_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
     """``bjobs -json -o FIELDS ids`` (LSF >= 10.1.0.2)."""
-    return ["bjobs", "-json", "-o", BJOBS_FIELDS, *job_ids]
+    return ["bjobs", "-json", "-o", _fields(job_ids), *_asked(job_ids)]
 
 
 def bjobs_delimited_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
     """``bjobs -noheader -o "FIELDS delimiter='|'" ids`` for LSF without ``-json``."""
-    return ["bjobs", "-noheader", "-o", f"{BJOBS_FIELDS} delimiter='|'", *job_ids]
+    return ["bjobs", "-noheader", "-o", f"{_fields(job_ids)} delimiter='|'", *_asked(job_ids)]
+
+
+def parse_bjobs_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """The delimited form, read with the fields :func:`bjobs_delimited_argv` asked for."""
+    statuses = parse_bjobs(stdout, _fields(job_ids))
+    return {i: statuses[i] for i in job_ids if i in statuses}
 
 
 def learn_no_json(exc: Exception, facts: dict) -> bool:
@@ -206,6 +262,74 @@ def learn_no_json(exc: Exception, facts: dict) -> bool:
         facts["lsf_json"] = False
         return True
     return False
+
+
+def parse_lsf_limits(stdout: str) -> dict[str, int]:
+    """``bparams -a`` (or ``-l``): ``MAX_JOB_ARRAY_SIZE = 1000`` -> ``max_array_size``. LSF
+    bounds the highest index, and arrays here count from 1: the same number."""
+    match = re.search(r"^\s*MAX_JOB_ARRAY_SIZE\s*=\s*(\d+)\s*$", stdout, re.MULTILINE)
+    return {"max_array_size": int(match.group(1))} if match and int(match.group(1)) > 0 else {}
+
+
+def lsf_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``Job <12> is submitted to queue <normal>.`` for ``-J "name[1-3]"`` -> ``12[1]``,
+    ``12[2]``, ``12[3]`` (bsub prints the array's id once)."""
+    array_id = single_array_id(LSFJob.job_id_regexp, stdout, "bsub")
+    return [f"{array_id}[{i}]" for i in indices]
+
+
+def lsf_cancel_args(job_ids: Sequence[str]) -> list[str]:
+    """``bkill`` arguments: the elements of one array as one index list (``12[3-5,9]``),
+    other ids as they are."""
+    tasks: dict[str, list[int]] = {}
+    out: list[str] = []
+    for job_id in job_ids:
+        match = _JOB_ID.fullmatch(job_id)
+        if match and match.group(2) is not None:
+            if match.group(1) not in tasks:
+                tasks[match.group(1)] = []
+                out.append(match.group(1))  # placeholder, keeps the order
+            tasks[match.group(1)].append(int(match.group(2)))
+        else:
+            out.append(job_id)
+    return [f"{a}[{','.join(index_spans(tasks.pop(a)))}]" if a in tasks else a for a in out]
+
+
+def _task_log_names(script: str) -> str:
+    # one output file per element, named by its id (ARRAY_INDEX), as output_files looks
+    return re.sub(
+        r"^(#BSUB -[eo] .*)-%J\.(err|out)$", r"\1-%J_%I.\2", script, flags=re.MULTILINE
+    )
+
+
+def _name_the_array(script: str, first: int, last: int) -> str:
+    """The ``#BSUB -J`` line names the array and its indices: one ``-J`` only (a second
+    one on bsub's command line would override the script's, and the name with it)."""
+    lines = script.split("\n")
+    for k, line in enumerate(lines):
+        match = re.fullmatch(r"#BSUB\s+-J\s+(\S+)\s*", line)
+        if match:
+            name = match.group(1).strip('"')
+            lines[k] = f'#BSUB -J "{name}[{first}-{last}]"'
+            return "\n".join(lines)
+    # no -J line (job_directives_skip): the array still needs one, after the shebang
+    at = 1 if lines and lines[0].startswith("#!") else 0
+    lines.insert(at, f'#BSUB -J "dask-worker[{first}-{last}]"')
+    return "\n".join(lines)
+
+
+LSF_ARRAYS = ArraySupport(
+    index_var="LSB_JOBINDEX",
+    submit_args=lambda first, last: [],  # the range is in the script's -J line
+    task_ids=lsf_array_task_ids,
+    first_index=1,
+    cancel_args=lsf_cancel_args,
+    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}[{i}]"),
+    edit_script=_task_log_names,
+    script_range=_name_the_array,
+)
+
+
 def _default_ncpus(values: Mapping[str, Any], owner: type) -> int | None:
     logger.info("ncpus specification for LSF not set, using %s", values.get("cores"))
     return values.get("cores")
@@ -241,18 +365,30 @@ class LSFJob(Job):
         StatusStep(
             "bjobs -o",
             bjobs_delimited_argv,
-            simple_parser(parse_bjobs),
+            parse_bjobs_step,
             usable_failure=bjobs_failure_is_usable,
             when=lambda facts, fell_back: fell_back or not facts.get("lsf_json", True),
         ),
     )
     # bkill of a job that ended meanwhile: "Job has already finished", "No matching job found"
     cancel_gone_pattern = re.compile(r"already finished|No matching job found|is not found")
+    array_support = LSF_ARRAYS
+    site_probes = (LimitsProbe(lambda job: ["bparams", "-a"], parse_lsf_limits),)
+    # a busy or restarting master batch daemon, not a bad option
+    transient_submit_errors = re.compile(
+        r"Resource temporarily unavailable|try again later|Connection refused|"
+        r"Connection reset|LSF is processing your request|LSF is down\. Please wait|"
+        r"Cannot connect to LSF|Slave LIM configuration is not ready|"
+        r"daemon \(\w+\) not responding|not responding \.\.\. still trying|"
+        r"Failed in an LSF library call: (?:Communication time out|Timeout)",
+        re.IGNORECASE,
+    )
     # the tag is the job description (bsub -Jd)
     tagging = TagSpec(
         submit_args=lambda text: ["-Jd", text],
         list_argvs=lambda user: [
-            ["bjobs", "-u", user, "-o", "jobid job_description delimiter='|'", "-noheader"]
+            ["bjobs", "-u", user, "-o", "jobid jobindex job_description delimiter='|'",
+             "-noheader"]
         ],
         parse=parse_lsf_tags,
     )
@@ -298,10 +434,22 @@ class LSFJob(Job):
         # `bsub < script` without a shell: the script goes to bsub's stdin, stderr is kept.
         return script if self.use_stdin else None
 
+    def array_support_for(self, facts: dict) -> ArraySupport | None:
+        """Arrays unless LSF would refuse this job name for one (letters, digits, ``.``,
+        ``-``, ``_``; the whole ``-J "name[1-N]"`` within 255 characters) or
+        ``submit_command_extra`` names the job itself (a command-line ``-J`` overrides the
+        script's): such jobs go one ``bsub`` each, as before."""
+        name_ok = re.fullmatch(r"[A-Za-z0-9._-]{1,230}", str(self.job_name)) is not None
+        if not name_ok or "-J" in self.submit_command_extra:
+            return None
+        return LSF_ARRAYS
+
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is None:
             return []
-        base = Path(self.log_directory).expanduser() / f"{self.job_name}-{job_id}"
+        # an array element 12[3] writes NAME-12_3.err (%J_%I)
+        file_id = re.sub(r"\[(\d+)\]$", r"_\1", job_id)
+        base = Path(self.log_directory).expanduser() / f"{self.job_name}-{file_id}"
         return [base.with_name(base.name + ".err"), base.with_name(base.name + ".out")]
 
 

@@ -291,12 +291,22 @@ def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
 
 
 def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
-    """``bjobs -u USER -o 'jobid job_description delimiter="|"' -noheader``."""
+    """``bjobs -u USER -o 'jobid jobindex job_description delimiter="|"' -noheader``: array
+    elements (``jobindex`` > 0) as ``12[3]``; also the form without ``jobindex``, and ids
+    printed as ``12[3]`` already (``LSB_BJOBS_DISPLAY_ENH=Y``)."""
     found = {}
     for line in stdout.splitlines():
-        job_id, sep, description = line.strip().partition("|")
-        if sep and job_id.isdigit():
-            found[job_id] = description.strip()
+        parts = [part.strip() for part in line.strip().split("|", 2)]
+        if len(parts) == 3 and parts[1].isdigit():
+            job_id, index, description = parts
+        elif len(parts) >= 2:
+            job_id, index, description = parts[0], "0", "|".join(parts[1:])
+        else:
+            continue
+        if re.fullmatch(r"\d+", job_id) and int(index) > 0:
+            job_id = f"{job_id}[{int(index)}]"
+        if re.fullmatch(r"\d+(?:\[\d+\])?", job_id):
+            found[job_id] = description
     return _only_tagged(found)
 
 

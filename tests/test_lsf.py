@@ -286,11 +286,13 @@ def test_submit_error_message_is_recorded():
 
 
 def _queue_ids() -> set[str]:
+    # array elements (jobs submitted together) as 12[3], plain jobs (jobindex 0) as 12
     ids = set()
-    for line in run(["bjobs", "-noheader", "-o", "jobid stat delimiter='|'"]).splitlines():
-        job_id, _, stat = line.partition("|")
-        if stat.strip() in ("PEND", "PSUSP", "RUN", "USUSP", "SSUSP"):
-            ids.add(job_id.strip())
+    out = run(["bjobs", "-noheader", "-o", "jobid jobindex stat delimiter='|'"])
+    for line in out.splitlines():
+        job_id, index, stat = (part.strip() for part in line.split("|", 2))
+        if stat in ("PEND", "PSUSP", "RUN", "USUSP", "SSUSP"):
+            ids.add(f"{job_id}[{index}]" if index.isdigit() and int(index) else job_id)
     return ids
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "wait_for_job",
     "surviving_processes",
     "write_bin",
+    "Store",
 ]
 
 FLAVOURS = ("pbs", "torque", "moab", "lsf", "htcondor")
@@ -52,7 +53,7 @@ TOOLS: dict[str, list[str]] = {
     "pbs": _PBS_TOOLS,
     "torque": _PBS_TOOLS,
     "moab": ["msub", "showq", "checkjob", "canceljob", "releasehold", *_PBS_TOOLS],
-    "lsf": ["bsub", "bjobs", "bkill", "bresume"],
+    "lsf": ["bsub", "bjobs", "bkill", "bresume", "bparams"],
     "htcondor": ["condor_submit", "condor_q", "condor_history", "condor_rm",
                  "condor_release", "condor_hold", "condor_config_val"],
 }
@@ -130,7 +131,8 @@ def inject_fault(home: str | os.PathLike[str], kind: str, count: int = 1, **para
     Kinds and parameters: ``submit_fail(stderr, exit_code)``,
     ``submit_hang(seconds)``, ``status_fail(stderr, exit_code)``,
     ``cancel_fail(stderr, exit_code)``, ``job_dies_at_start(exit_code, stderr)``,
-    ``hold_next(reason)``.
+    ``hold_next(reason)``, ``submit_accept_then_fail(stderr, exit_code[, seconds])`` (LSF and
+    HTCondor: the next submission creates its job(s), then fails without printing the id).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")

@@ -29,6 +29,7 @@ def _handlers() -> dict[str, Handler]:
         "bjobs": lsf.bjobs,
         "bkill": lsf.bkill,
         "bresume": lsf.bresume,
+        "bparams": lsf.bparams,
         "condor_submit": htcondor.condor_submit,
         "condor_q": lambda s, a: htcondor.condor_q(s, a, history=False),
         "condor_history": lambda s, a: htcondor.condor_q(s, a, history=True),

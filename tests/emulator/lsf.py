@@ -85,12 +85,42 @@ def _runlimit(value: str) -> int | None:
     return (int(hours or 0) * 60 + int(minutes)) * 60
 
 
-def _subst(path: str, seq: int) -> str:
-    return path.replace("%J", str(seq)).replace("%I", "0")
+def _subst(path: str, seq: int, index: int = 0) -> str:
+    return path.replace("%J", str(seq)).replace("%I", str(index))
+
+
+_ARRAY_NAME = re.compile(r"(?P<name>[^\[\]]*)\[(?P<spec>[^\[\]]*)\](?:%(?P<limit>\d+))?")
+
+
+def array_indices(spec: str) -> list[int]:
+    """``1-5,8,10-20:5`` -> the indices of a job array (``ValueError`` if malformed)."""
+    indices: list[int] = []
+    for item in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)(?:-(\d+)(?::(\d+))?)?\s*", item)
+        if not m:
+            raise ValueError(item)
+        start = int(m.group(1))
+        stop = int(m.group(2)) if m.group(2) else start
+        step = int(m.group(3)) if m.group(3) else 1
+        if start < 1 or stop < start or step < 1:
+            raise ValueError(item)
+        indices.extend(range(start, stop + 1, step))
+    if len(set(indices)) != len(indices):
+        raise ValueError(spec)
+    return indices
+
+
+def max_job_array_size(store: Store) -> int:
+    """``MAX_JOB_ARRAY_SIZE`` of lsb.params (config ``max_job_array_size``, LSF's default 1000)."""
+    return int(store.config.get("max_job_array_size", 1000))
 
 
 def bsub(store: Store, argv: list[str]) -> int:
-    """``bsub [options] [script|command]``; ``bsub < script`` reads the script from stdin."""
+    """``bsub [options] [script|command]``; ``bsub < script`` reads the script from stdin.
+
+    ``-J "name[1-N]"`` (index lists ``start[-end[:step]],...``) submits a job array: one job
+    id, one job per element (key ``12[3]``, ``LSB_JOBINDEX`` set, ``%I`` in ``-o/-e``).
+    """
     opts, operands = _parse("bsub", argv)
     cwd = os.getcwd()
     if operands and len(operands) == 1 and os.path.isfile(operands[0]):
@@ -150,16 +180,25 @@ def bsub(store: Store, argv: list[str]) -> int:
         if mem is None:
             raise UsageError(f"{values['M']}: Bad argument for option -M. Job not submitted.", EXIT)
     name = values.get("J", default_name or "sh")
-    if re.search(r"\[.*\]", name):
-        raise UsageError("bsub: job arrays are not supported by the emulator. Job not submitted.", EXIT)
+    indices: list[int] | None = None
+    if "[" in name or "]" in name:
+        m = _ARRAY_NAME.fullmatch(name)
+        try:
+            if m is None or len(name) > 255 or not re.fullmatch(r"[\w.-]*", m.group("name")):
+                raise ValueError(name)
+            indices = array_indices(m.group("spec"))
+        except ValueError:
+            raise UsageError("Bad job name. Job not submitted.", EXIT) from None
+        if max(indices) > max_job_array_size(store):
+            raise UsageError("Job array index too large. Job not submitted.", EXIT)
+        name = m.group("name")
     if len(name) > 4094:
         raise UsageError("Job name too long. Job not submitted.", EXIT)
 
     seq = store.next_seq()
-    key = str(seq)
     host = store.config.get("hostname", "localhost")
     workdir = os.path.join(cwd, values["cwd"]) if "cwd" in values else cwd
-    spool = store.spool / key
+    spool = store.spool / str(seq)
     spool.mkdir(parents=True, exist_ok=True)
     if command_line is None:
         script_path = str(spool / f"{int(time.time())}.{seq}")
@@ -171,59 +210,74 @@ def bsub(store: Store, argv: list[str]) -> int:
         script_path = ""
         command = ["/bin/bash", "-c", shlex.join(command_line)]
 
-    def resolve(raw: str, suffix: str) -> str:
-        path = _subst(os.path.expanduser(raw), seq)
+    def resolve(raw: str, suffix: str, index: int) -> str:
+        path = _subst(os.path.expanduser(raw), seq, index)
         path = path if os.path.isabs(path) else os.path.join(workdir, path)
-        return os.path.join(path, f"{seq}.{suffix}") if os.path.isdir(path) else path
+        file = f"{seq}.{suffix}" if not index else f"{seq}.{index}.{suffix}"
+        return os.path.join(path, file) if os.path.isdir(path) else path
 
     out_raw = values.get("o", values.get("oo"))
     err_raw = values.get("e", values.get("eo"))
-    stdout = resolve(out_raw, "out") if out_raw is not None else None
-    stderr = resolve(err_raw, "err") if err_raw is not None else None
-    if stdout and not stderr:
-        stderr = "join"
     env_mode = values.get("env", "all")
     if env_mode.strip().lower() == "none":
-        env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "DJQ_EMULATOR_HOME")
-               if k in os.environ}
+        base_env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "DJQ_EMULATOR_HOME")
+                    if k in os.environ}
     else:
-        env = dict(os.environ)
-    hostfile = str(store.spool / "aux" / f"{seq}.hostfile")
-    env.update({
-        "LSB_JOBID": key,
-        "LSB_JOBNAME": name,
-        "LSB_QUEUE": queue,
-        "LSB_JOBINDEX": "0",
-        "LSB_DJOB_NUMPROC": str(cores),
-        "LSB_MAX_NUM_PROCESSORS": str(cores),
-        "LSB_HOSTS": " ".join([host] * cores),
-        "LSB_MCPU_HOSTS": f"{host} {cores}",
-        "LSB_DJOB_HOSTFILE": hostfile,
-        "LSB_SUB_HOST": host,
-        "LSB_EXEC_CLUSTER": "cluster1",
-        "LSB_JOBFILENAME": script_path,
-        "LS_SUBCWD": cwd,
-        "LS_EXECCWD": workdir,
-        "LSFUSER": os.environ.get("USER", ""),
-        "LSB_JOBEXIT_STAT": "0",
-    })
-    if stdout:
-        env["LSB_OUTPUTFILE"] = stdout
-    if stderr and stderr != "join":
-        env["LSB_ERRORFILE"] = stderr
-    job = base_job(store, key=key, seq=seq, name=name, queue=queue, command=command, cwd=workdir,
-                   env=env, cores=cores, walltime=walltime, stdout=stdout, stderr=stderr)
-    job["stdout_mode"] = "w" if "oo" in values else "a"
-    job["stderr_mode"] = "w" if "eo" in values else "a"
-    job["mem_bytes"] = mem
-    job["setup_files"] = {hostfile: f"{host}\n" * cores}
-    if "H" in flags:
-        job.update(state=HELD, hold_by="user", hold_reason="The job was suspended by the user while pending;")
-    job["extra"] = {"project": values.get("P", "default"), "description": values.get("Jd", ""), "resreq": " ".join(resreqs),
-                    "memlimit": mem, "command_text": default_name or "", "sub_cwd": cwd,
-                    "output_file": values.get("o") or values.get("oo"),
-                    "error_file": values.get("e") or values.get("eo")}
-    enqueue(store, [job])
+        base_env = dict(os.environ)
+    jobs = []
+    for index in indices or [0]:
+        key = f"{seq}[{index}]" if indices else str(seq)
+        job_name = f"{name}[{index}]" if indices else name
+        stdout = resolve(out_raw, "out", index) if out_raw is not None else None
+        stderr = resolve(err_raw, "err", index) if err_raw is not None else None
+        if stdout and not stderr:
+            stderr = "join"
+        hostfile = str(store.spool / "aux" / f"{seq}_{index}.hostfile")
+        env = dict(base_env)
+        env.update({
+            "LSB_JOBID": str(seq),
+            "LSB_JOBNAME": job_name,
+            "LSB_QUEUE": queue,
+            "LSB_JOBINDEX": str(index),
+            "LSB_DJOB_NUMPROC": str(cores),
+            "LSB_MAX_NUM_PROCESSORS": str(cores),
+            "LSB_HOSTS": " ".join([host] * cores),
+            "LSB_MCPU_HOSTS": f"{host} {cores}",
+            "LSB_DJOB_HOSTFILE": hostfile,
+            "LSB_SUB_HOST": host,
+            "LSB_EXEC_CLUSTER": "cluster1",
+            "LSB_JOBFILENAME": script_path,
+            "LS_SUBCWD": cwd,
+            "LS_EXECCWD": workdir,
+            "LSFUSER": os.environ.get("USER", ""),
+            "LSB_JOBEXIT_STAT": "0",
+        })
+        if stdout:
+            env["LSB_OUTPUTFILE"] = stdout
+        if stderr and stderr != "join":
+            env["LSB_ERRORFILE"] = stderr
+        job = base_job(store, key=key, seq=seq, name=job_name, queue=queue, command=command,
+                       cwd=workdir, env=env, cores=cores, walltime=walltime, stdout=stdout,
+                       stderr=stderr)
+        job["proc"] = index
+        job["stdout_mode"] = "w" if "oo" in values else "a"
+        job["stderr_mode"] = "w" if "eo" in values else "a"
+        job["mem_bytes"] = mem
+        job["setup_files"] = {hostfile: f"{host}\n" * cores}
+        if "H" in flags:
+            job.update(state=HELD, hold_by="user", hold_reason="The job was suspended by the user while pending;")
+        job["extra"] = {"project": values.get("P", "default"), "description": values.get("Jd", ""),
+                        "resreq": " ".join(resreqs), "memlimit": mem, "command_text": default_name or "",
+                        "sub_cwd": cwd, "output_file": values.get("o") or values.get("oo"),
+                        "error_file": values.get("e") or values.get("eo"),
+                        "array_index": index, "array_name": name if indices else None}
+        jobs.append(job)
+    enqueue(store, jobs)
+    accepted_then_fail = store.take_fault("submit_accept_then_fail")
+    if accepted_then_fail is not None:
+        # the batch system took the job(s), but bsub reports a failure and no id
+        raise UsageError(accepted_then_fail.get("stderr", "LSF is processing your request. Please wait ..."),
+                         int(accepted_then_fail.get("exit_code", 1)))
     print(f"Job <{seq}> is submitted to queue <{queue}>.")
     return 0
 
@@ -291,8 +345,8 @@ def field_values(store: Store, job: Job) -> dict[str, str]:
     code = exit_code(job)
     ran = started is not None and job["state"] in (RUNNING, EXITING, DONE)
     return {
-        "jobid": str(job["seq"]),
-        "jobindex": "0",
+        "jobid": job["key"] if store.config.get("lsb_bjobs_display_enh") else str(job["seq"]),
+        "jobindex": str(job["extra"].get("array_index") or 0),
         "stat": stat(job),
         "user": job["owner"],
         "user_group": "",
@@ -372,6 +426,26 @@ def field_values_keys() -> set[str]:
     return set(field_values(Store("/nonexistent"), dummy))
 
 
+def named_jobs(store: Store, text: str) -> list[tuple[str, Job | None]]:
+    """The jobs an id argument names, with the id each is reported under: ``12`` (a job, or
+    every element of array 12), ``12[3]``, ``12[1-3,5]``; ``None`` for what does not exist."""
+    m = re.fullmatch(r"(\d+)(?:\[([^\[\]]*)\])?", text.strip())
+    if m is None:
+        return [(text, None)]
+    seq, spec = m.groups()
+    if spec is None:
+        job = store.load_job(seq)
+        if job is not None:
+            return [(text, job)]
+        elements = [j for j in store.all_jobs() if j["seq"] == int(seq) and j["extra"].get("array_name") is not None]
+        return [(j["key"], j) for j in elements] or [(text, None)]
+    try:
+        indices = array_indices(spec)
+    except ValueError:
+        return [(text, None)]
+    return [(f"{seq}[{i}]", store.load_job(f"{seq}[{i}]")) for i in indices]
+
+
 def bjobs(store: Store, argv: list[str]) -> int:
     """``bjobs [-a|-d|-p|-r] [-noheader] [-w] [-json] [-o "fields [delimiter='c']"] [ids]``."""
     opts: dict[str, str] = {}
@@ -399,14 +473,13 @@ def bjobs(store: Store, argv: list[str]) -> int:
     rc = 0
     if ids:
         for text in ids:
-            key = text.split("[", 1)[0]
-            job = store.load_job(key) if key.isdigit() else None
-            if job is None or not is_visible(store, job, CLEAN_PERIOD):
+            named = [(label, job) for label, job in named_jobs(store, text)
+                     if job is not None and is_visible(store, job, CLEAN_PERIOD)]
+            if not named:
                 errors.append(f"Job <{text}> is not found")
                 records.append({"__error__": f"Job <{text}> is not found", "jobid": text})
                 rc = EXIT
-            else:
-                records.append(field_values(store, job))
+            records.extend(field_values(store, job) for _, job in named)
     else:
         for job in store.all_jobs():
             if not is_visible(store, job, CLEAN_PERIOD):
@@ -420,7 +493,7 @@ def bjobs(store: Store, argv: list[str]) -> int:
                 continue
             if "-q" in opts and job["queue"] != opts["-q"]:
                 continue
-            if "-J" in opts and job["name"] != opts["-J"]:
+            if "-J" in opts and opts["-J"] not in (job["name"], job["extra"].get("array_name")):
                 continue
             records.append(field_values(store, job))
     good = [r for r in records if "__error__" not in r]
@@ -487,28 +560,41 @@ def bkill(store: Store, argv: list[str]) -> int:
     rc = 0
     waits = []
     for text in ids:
-        job = store.load_job(text) if text.isdigit() else None
-        if job is None or not is_visible(store, job, CLEAN_PERIOD):
-            print(f"Job <{text}>: No matching job found", file=sys.stderr)
-            rc = EXIT
-            continue
-        if job["state"] == DONE:
-            print(f"Job <{text}>: Job has already finished", file=sys.stderr)
-            rc = EXIT
-            continue
-        if sig_name is not None:
-            name = sig_name.upper().removeprefix("SIG")
-            sig = int(name) if name.isdigit() else getattr(signal, "SIG" + name, None)
-            if sig is None:
-                print(f"{sig_name}: Illegal signal value", file=sys.stderr)
-                return EXIT
-            killpg(job.get("pid"), int(sig))
-            print(f"Job <{text}> is being signaled")
-            continue
-        before = request_cancel(store, job["key"], sig=signal.SIGINT)
-        if before in (RUNNING, EXITING):
-            waits.append(job["key"])
-        print(f"Job <{text}> is being terminated")
+        named = named_jobs(store, text)
+        whole_array = len(named) > 1 and "[" not in text
+        if whole_array:  # bkill 12: the elements still active, reported as the array
+            active = [(label, job) for label, job in named if job is not None and job["state"] != DONE]
+            if not active:
+                print(f"Job <{text}>: Job has already finished", file=sys.stderr)
+                rc = EXIT
+                continue
+            named = active
+        for label, job in named:
+            if job is None or not is_visible(store, job, CLEAN_PERIOD):
+                print(f"Job <{label}>: No matching job found", file=sys.stderr)
+                rc = EXIT
+                continue
+            if job["state"] == DONE:
+                print(f"Job <{label}>: Job has already finished", file=sys.stderr)
+                rc = EXIT
+                continue
+            if sig_name is not None:
+                name = sig_name.upper().removeprefix("SIG")
+                sig = int(name) if name.isdigit() else getattr(signal, "SIG" + name, None)
+                if sig is None:
+                    print(f"{sig_name}: Illegal signal value", file=sys.stderr)
+                    return EXIT
+                killpg(job.get("pid"), int(sig))
+                if not whole_array:
+                    print(f"Job <{label}> is being signaled")
+                continue
+            before = request_cancel(store, job["key"], sig=signal.SIGINT)
+            if before in (RUNNING, EXITING):
+                waits.append(job["key"])
+            if not whole_array:
+                print(f"Job <{label}> is being terminated")
+        if whole_array:
+            print(f"Job <{text}> is being {'signaled' if sig_name is not None else 'terminated'}")
     for key in waits:
         wait_finished(store, key)
     return rc
@@ -518,17 +604,49 @@ def bresume(store: Store, argv: list[str]) -> int:
     """``bresume job ids``: release a PSUSP job."""
     rc = 0
     for text in argv:
-        job = store.load_job(text) if text.isdigit() else None
-        if job is None:
-            print(f"Job <{text}>: No matching job found", file=sys.stderr)
-            rc = EXIT
-            continue
-        if release(store, text) == HELD:
-            print(f"Job <{text}> is being resumed")
-        else:
-            print(f"Job <{text}>: The job was not suspended", file=sys.stderr)
-            rc = EXIT
+        for label, job in named_jobs(store, text):
+            if job is None:
+                print(f"Job <{label}>: No matching job found", file=sys.stderr)
+                rc = EXIT
+                continue
+            if release(store, job["key"]) == HELD:
+                print(f"Job <{label}> is being resumed")
+            else:
+                print(f"Job <{label}>: The job was not suspended", file=sys.stderr)
+                rc = EXIT
     return rc
+
+
+def bparams(store: Store, argv: list[str]) -> int:
+    """``bparams [-a|-l]``: lsb.params. ``-a`` lists every parameter as ``NAME = value`` (the
+    emulator knows a handful); ``-l`` the same under a description each; bare, a summary."""
+    for tok in argv:
+        if tok not in ("-a", "-l"):
+            raise UsageError(f"bparams: illegal option -- {tok.lstrip('-')}\nUsage: bparams [-h] [-V] [-a] [-l]", EXIT)
+    queue = store.config.get("default_queue") or "normal"
+    params = [
+        ("Default Queues", "DEFAULT_QUEUE", queue),
+        ("The interval for dispatching jobs by master batch daemon", "MBD_SLEEP_TIME", "10"),
+        ("The interval for checking jobs by slave batch daemon", "SBD_SLEEP_TIME", "7"),
+        ("The interval for a host to accept two batch jobs", "JOB_ACCEPT_INTERVAL", "0"),
+        ("The amount of time during which finished jobs are kept in core", "CLEAN_PERIOD",
+         str(int(CLEAN_PERIOD))),
+        ("The maximum number of jobs in a job array", "MAX_JOB_ARRAY_SIZE", str(max_job_array_size(store))),
+        ("The maximum number of finished jobs that are logged", "MAX_JOB_NUM", "1000"),
+    ]
+    if "-a" in argv:
+        for _, key, value in params:
+            print(f"    {key} = {value}")
+    elif "-l" in argv:
+        print("\nSystem default queue for jobs:  " + queue + "\n")
+        for text, key, value in params:
+            print(f"{text}:\n    {key} = {value}\n")
+    else:
+        print(f"Default Queues:  {queue}")
+        print("Job Dispatch Interval:  20 seconds")
+        print("Job Checking Interval:  7 seconds")
+        print("Job Accepting Interval:  0 seconds")
+    return 0
 
 
 def job_report(store: Store, job: Job) -> str:
@@ -549,7 +667,7 @@ def job_report(store: Store, job: Job) -> str:
     return (
         "\n------------------------------------------------------------\n"
         f"Sender: LSF System <lsfadmin@{host}>\n"
-        f"Subject: Job {job['seq']}: <{job['name']}> in cluster <cluster1> {status}\n\n"
+        f"Subject: Job {job['key']}: <{job['name']}> in cluster <cluster1> {status}\n\n"
         f"Job <{job['name']}> was submitted from host <{host}> by user <{job['owner']}> in cluster "
         f"<cluster1> at {format_time(job['submit_time'], fmt)}\n"
         f"Job was executed on host(s) <{execs}>, in queue <{job['queue']}>, as user <{job['owner']}> "
