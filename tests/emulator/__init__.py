@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 FLAVOURS = ("pbs", "torque", "moab", "lsf", "htcondor")
-_PBS_TOOLS = ["qsub", "qstat", "qdel", "qhold", "qrls"]
+_PBS_TOOLS = ["qsub", "qstat", "qdel", "qhold", "qrls", "qmgr"]
 TOOLS: dict[str, list[str]] = {
     "pbs": _PBS_TOOLS,
     "torque": _PBS_TOOLS,
@@ -57,7 +57,7 @@ TOOLS: dict[str, list[str]] = {
                  "condor_release", "condor_hold"],
 }
 FAULT_KINDS = ("submit_fail", "submit_hang", "status_fail", "cancel_fail",
-               "job_dies_at_start", "hold_next")
+               "job_dies_at_start", "hold_next", "submit_fail_after_create")
 
 
 class EmulatorEnv(dict[str, str]):
@@ -130,7 +130,8 @@ def inject_fault(home: str | os.PathLike[str], kind: str, count: int = 1, **para
     Kinds and parameters: ``submit_fail(stderr, exit_code)``,
     ``submit_hang(seconds)``, ``status_fail(stderr, exit_code)``,
     ``cancel_fail(stderr, exit_code)``, ``job_dies_at_start(exit_code, stderr)``,
-    ``hold_next(reason)``.
+    ``hold_next(reason)``, ``submit_fail_after_create(stderr, exit_code)`` (PBS family: the
+    job or array is created, then the submit prints no id and fails).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
