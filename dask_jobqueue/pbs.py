@@ -487,8 +487,12 @@ class PBSJob(Job):
             when=lambda facts, fell_back: fell_back or facts.get("pbs_flavour") == "torque",
         ),
     )
-    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
-    cancel_gone_pattern = _NOT_A_FAILURE
+    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"; of a subjob
+    # that ended while its array still runs (OpenPBS): "Request invalid for finished array
+    # subjob 65[1].vm-pbs"
+    cancel_gone_pattern = re.compile(
+        _NOT_A_FAILURE.pattern + "|Request invalid for finished array subjob", re.IGNORECASE
+    )
     # One id per qdel: OpenPBS 23.06.06's server crashes on a qdel naming a live job and an
     # id it no longer knows (seen here: `qdel 2004.vm-pbs 99999.vm-pbs` killed pbs_server),
     # and a job we cancel may have ended meanwhile.
