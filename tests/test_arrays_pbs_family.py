@@ -11,6 +11,7 @@ OpenPBS) and ``pytest -E moab``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -355,7 +356,14 @@ class ArraySuite:
                 assert wait_until(lambda: ids <= _subjob_ids(), 30)
             assert wait_until(lambda: not ids & _subjob_ids(), 60)
 
-    def test_submit_failing_after_creating_the_array(self, emulator):  # noqa: F811
+    def test_submit_failing_after_creating_the_array(self, emulator, monkeypatch):  # noqa: F811
+        warnings: list[str] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = lambda record: warnings.append(record.getMessage())
+        engine_logger = logging.getLogger("dask_jobqueue.engine")
+        # pytest's own capture is set to ERROR here: a handler of our own sees the warning
+        monkeypatch.setattr(engine_logger, "handlers", [*engine_logger.handlers, handler])
+        monkeypatch.setattr(engine_logger, "level", logging.WARNING)
         before = {j["key"] for j in list_jobs(emulator.home)}
         inject_fault(
             emulator.home, "submit_fail_after_create", count=1, exit_code=1,
@@ -370,6 +378,8 @@ class ArraySuite:
             assert len(created) == 3 and len({k.split("[")[0] for k in created}) == 1
             assert {i.split(".")[0] for i in ids} == created
             assert cluster.command_counts["submit"] == 1
+            # the submit did fail (the fault was consumed) and its array was adopted
+            assert any("adopting job(s)" in w for w in warnings), warnings
         assert wait_until(lambda: not ids & _subjob_ids(), 60)
 
 
