@@ -502,10 +502,10 @@ class PBSJob(Job):
         LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
     )
     # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
-    # qstat has no -F json: plain qstat -f then
+    # qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
     tagging = TagSpec(
         submit_args=lambda text: ["-v", f"{TAG_VARIABLE}={text}"],
-        list_argvs=lambda user: [["qstat", "-f", "-F", "json"], ["qstat", "-f"]],
+        list_argvs=lambda user: [["qstat", "-f", "-F", "json", "-t"], ["qstat", "-f", "-t"]],
         parse=parse_pbs_tags,
     )
 
