@@ -161,11 +161,15 @@ class MoabJob(PBSJob):
         list_argvs=lambda user: [["qstat", "-f"]],
         parse=parse_moab_tags,
     )
-    # msub arrays (``-t``) and their showq forms are not tested here: one msub per job
+    # No arrays through Moab: they exist only where the site enabled them (ENABLEJOBARRAYS in
+    # moab.cfg, which a user cannot query), the index reaches the job only with ``msub -V``
+    # (which exports the whole submit environment), the task id form changed between
+    # versions (``235.1`` in 6.0, ``235[1]`` later) and msub's output for an array is not
+    # documented; no real Moab is available to record it. One msub per job.
     site_probes = ()
 
     def array_support_for(self, facts: dict) -> None:
-        """No job arrays through Moab (yet): one ``msub`` per job."""
+        """No job arrays through Moab: one ``msub`` per job (see the class comment)."""
         return None
 
 

@@ -352,10 +352,12 @@ def learn_flavour(exc: Exception, facts: dict) -> bool:
 
 
 def qstat_text_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``qstat -f ids`` text (Torque), with ``-x`` on PBS Pro."""
+    """``qstat -f ids`` text (Torque), with ``-x`` on PBS Pro; ``-t`` when some ids are
+    array subjobs (``12[3].server``: Torque lists them only with ``-t``)."""
+    subjobs = ["-t"] if any("[" in i for i in job_ids) else []
     if facts.get("pbs_flavour") == "torque":
-        return ["qstat", "-f", *job_ids]
-    return ["qstat", "-f", "-x", *job_ids]
+        return ["qstat", "-f", *subjobs, *job_ids]
+    return ["qstat", "-f", "-x", *subjobs, *job_ids]
 
 
 def parse_qstat_text_step(
@@ -374,19 +376,23 @@ def _default_resource_spec(values: Mapping[str, Any], owner: type) -> str | None
 
 
 def parse_pbs_version(stdout: str) -> dict[str, Any]:
-    """``qstat --version``: ``pbs_version = 23.06.06`` is PBS Pro / OpenPBS (Torque prints
-    ``Version: 6.1.3``), the flavour whose arrays (``-J``) this library submits."""
+    """``qstat --version``: ``pbs_version = 23.06.06`` is PBS Pro / OpenPBS (arrays with
+    ``-J``), ``Version: 6.1.3`` is Torque (arrays with ``-t``)."""
     if re.search(r"^pbs_version\s*=", stdout, re.MULTILINE):
         return {"pbs_flavour": "pro"}
-    if re.search(r"^Version:", stdout, re.MULTILINE):
+    if re.search(r"^Version:", stdout, re.MULTILINE | re.IGNORECASE):
         return {"pbs_flavour": "torque"}
     return {}
 
 
 def parse_pbs_limits(stdout: str) -> dict[str, int]:
-    """``qmgr -c 'list server'`` -> ``max_array_size`` (subjobs of one array)."""
-    match = re.search(r"^\s*max_array_size\s*=\s*(\d+)\s*$", stdout, re.MULTILINE)
-    return {"max_array_size": int(match.group(1))} if match else {}
+    """``qmgr -c 'list server'`` -> ``max_array_size`` (subjobs of one array): PBS Pro's
+    ``max_array_size``, Torque's ``max_job_array_size`` (also in ``print server`` form,
+    ``set server max_job_array_size = 1000``). Unset on Torque: no limit."""
+    match = re.search(
+        r"^\s*(?:set server\s+)?max_(?:job_)?array_size\s*=\s*(\d+)\s*$", stdout, re.MULTILINE
+    )
+    return {"max_array_size": int(match.group(1))} if match and int(match.group(1)) else {}
 
 
 def pbs_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
@@ -433,6 +439,21 @@ PBS_PRO_ARRAYS = ArraySupport(
 )
 
 
+# Torque: ``qsub -t 0-3`` prints ``12[].server``, its subjobs are ``12[3].server`` with the index
+# in $PBS_ARRAYID; ``qdel 12[3].server`` deletes one (one id per qdel, as for PBS Pro).
+TORQUE_ARRAYS = ArraySupport(
+    index_var="PBS_ARRAYID",
+    submit_args=lambda first, last: ["-t", f"{first}-{last}"],
+    task_ids=pbs_array_task_ids,
+    first_index=0,
+    min_size=2,
+    cancel_args=list,
+    adopt=pbs_adopt,
+)
+
+_ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -466,8 +487,12 @@ class PBSJob(Job):
             when=lambda facts, fell_back: fell_back or facts.get("pbs_flavour") == "torque",
         ),
     )
-    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"
-    cancel_gone_pattern = _NOT_A_FAILURE
+    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"; of a subjob
+    # that ended while its array still runs (OpenPBS): "Request invalid for finished array
+    # subjob 65[1].vm-pbs"
+    cancel_gone_pattern = re.compile(
+        _NOT_A_FAILURE.pattern + "|Request invalid for finished array subjob", re.IGNORECASE
+    )
     # One id per qdel: OpenPBS 23.06.06's server crashes on a qdel naming a live job and an
     # id it no longer knows (seen here: `qdel 2004.vm-pbs 99999.vm-pbs` killed pbs_server),
     # and a job we cancel may have ended meanwhile.
@@ -477,10 +502,10 @@ class PBSJob(Job):
         LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
     )
     # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
-    # qstat has no -F json: plain qstat -f then
+    # qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
     tagging = TagSpec(
         submit_args=lambda text: ["-v", f"{TAG_VARIABLE}={text}"],
-        list_argvs=lambda user: [["qstat", "-f", "-F", "json"], ["qstat", "-f"]],
+        list_argvs=lambda user: [["qstat", "-f", "-F", "json", "-t"], ["qstat", "-f", "-t"]],
         parse=parse_pbs_tags,
     )
 
@@ -508,22 +533,34 @@ class PBSJob(Job):
         return lines
 
     def array_support_for(self, facts: dict) -> ArraySupport | None:
-        """Arrays (``-J``) once ``qstat --version`` showed PBS Pro / OpenPBS; Torque (``-t``)
-        gets none: its arrays are not tested here."""
-        return PBS_PRO_ARRAYS if facts.get("pbs_flavour") == "pro" else None
+        """Arrays once ``qstat --version`` told the flavour: ``-J`` on PBS Pro / OpenPBS,
+        ``-t`` on Torque; none while the flavour is unknown."""
+        return _ARRAYS_BY_FLAVOUR.get(facts.get("pbs_flavour", ""))
 
     def output_files(self, job_id: str) -> list[Path]:
-        # an array sub-job 12[3].server writes NAME.e12.3
-        sequence = re.sub(r"\[(\d*)\]", r".\1", job_id.split(".", 1)[0]).rstrip(".")
-        if self.log_directory is None:  # no -e/-o: NAME.e<seq> in the submission directory
-            return [Path.cwd() / f"{self.job_name}.e{sequence}", Path.cwd() / f"{self.job_name}.o{sequence}"]
+        head = job_id.split(".", 1)[0]
+        task = re.fullmatch(r"(\d+)\[(\d+)\]", head)
+        # a plain job: NAME.e12; a subjob 12[3].server: OpenPBS writes NAME.e12.3, Torque
+        # NAME.e12-3 (its subjobs are also named NAME-3: NAME-3.e12 is looked for too)
+        names = [("", head)]
+        if task:
+            seq, index = task.groups()
+            names = [("", f"{seq}.{index}"), ("", f"{seq}-{index}"), (f"-{index}", seq)]
+        if self.log_directory is None:  # no -e/-o: in the submission directory
+            return [
+                Path.cwd() / f"{self.job_name}{suffix}.{kind}{sequence}"
+                for kind in "eo"
+                for suffix, sequence in names
+            ]
         directory = Path(self.log_directory).expanduser()
         # "-e dir/": OpenPBS / PBS Pro write dir/<job id>.ER, Torque dir/NAME.e<seq>
         return [
-            directory / f"{job_id}.ER",
-            directory / f"{self.job_name}.e{sequence}",
-            directory / f"{job_id}.OU",
-            directory / f"{self.job_name}.o{sequence}",
+            path
+            for kind, ext in (("e", "ER"), ("o", "OU"))
+            for path in [
+                directory / f"{job_id}.{ext}",
+                *(directory / f"{self.job_name}{suffix}.{kind}{sequence}" for suffix, sequence in names),
+            ]
         ]
 
 

@@ -196,8 +196,22 @@ def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     PBS Pro writes invalid JSON when a variable holds quotes or backslashes: then job keys
     and tags are read in document order instead. With ``user``, only jobs whose
     ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Ended jobs (state ``C``,
-    ``F``, ``X``: Torque lists them for a while) are left out.
+    ``F``, ``X``: Torque lists them for a while) are left out. A job array listed with its
+    subjobs (``qstat -t``) is reported by its subjobs only (``12[0].server``, not ``12[]``).
     """
+    return _subjobs_over_arrays(_pbs_tags(stdout, user))
+
+
+def _subjobs_over_arrays(found: dict[str, str]) -> dict[str, str]:
+    listed = {job_id.split("[", 1)[0] for job_id in found if re.search(r"\[\d+\]", job_id)}
+    return {
+        job_id: text
+        for job_id, text in found.items()
+        if not ("[]" in job_id and job_id.split("[", 1)[0] in listed)
+    }
+
+
+def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
     text = stdout.strip()
     if not text:
         return {}

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 FLAVOURS = ("pbs", "torque", "moab", "lsf", "htcondor")
-_PBS_TOOLS = ["qsub", "qstat", "qdel", "qhold", "qrls"]
+_PBS_TOOLS = ["qsub", "qstat", "qdel", "qhold", "qrls", "qmgr"]
 TOOLS: dict[str, list[str]] = {
     "pbs": _PBS_TOOLS,
     "torque": _PBS_TOOLS,
@@ -131,8 +131,9 @@ def inject_fault(home: str | os.PathLike[str], kind: str, count: int = 1, **para
     Kinds and parameters: ``submit_fail(stderr, exit_code)``,
     ``submit_hang(seconds)``, ``status_fail(stderr, exit_code)``,
     ``cancel_fail(stderr, exit_code)``, ``job_dies_at_start(exit_code, stderr)``,
-    ``hold_next(reason)``, ``submit_accept_then_fail(stderr, exit_code[, seconds])`` (LSF and
-    HTCondor: the next submission creates its job(s), then fails without printing the id).
+    ``hold_next(reason)``, ``submit_accept_then_fail(stderr, exit_code[, seconds])`` (PBS
+    family, LSF and HTCondor: the next submission creates its job(s), then fails without
+    printing the id).
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")

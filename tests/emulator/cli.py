@@ -20,6 +20,7 @@ def _handlers() -> dict[str, Handler]:
         "qdel": pbs.qdel,
         "qhold": lambda s, a: pbs.qhold_qrls(s, "qhold", a),
         "qrls": lambda s, a: pbs.qhold_qrls(s, "qrls", a),
+        "qmgr": pbs.qmgr,
         "msub": moab.msub,
         "showq": moab.showq,
         "checkjob": moab.checkjob,

@@ -59,6 +59,13 @@ def msub(store: Store, argv: list[str]) -> int:
     return 0
 
 
+def moab_id(job: Job) -> str:
+    """Moab's id of a job: its sequence number, ``12[3]`` for a Torque subjob."""
+    if job.get("array_index") is not None:
+        return f"{job['seq']}[{job['array_index']}]"
+    return str(job["seq"])
+
+
 def moab_state(job: Job) -> str:
     """Moab job state word."""
     state = job["state"]
@@ -101,7 +108,7 @@ def showq(store: Store, argv: list[str]) -> int:
                               ("completed", completed if "-c" in opts else [])):
             q = ET.SubElement(root, "queue", count=str(len(group)), option=option)
             for j in group:
-                attrs = {"JobID": str(j["seq"]), "JobName": j["name"], "Class": j["queue"],
+                attrs = {"JobID": moab_id(j), "JobName": j["name"], "Class": j["queue"],
                          "User": j["owner"], "State": moab_state(j), "ReqProcs": str(j["cores"]),
                          "SubmissionTime": str(int(j["submit_time"])),
                          "ReqAWDuration": str(j.get("walltime") or 0),
@@ -119,7 +126,7 @@ def showq(store: Store, argv: list[str]) -> int:
         out.append("\ncompleted jobs------------------------")
         out.append(f"{'JOBID':<18} {'S':>1} {'CCODE':>5} {'CLASS':>10} {'WALLTIME':>10} {'USERNAME':>10} {'STARTTIME':>21}\n")
         for j in completed:
-            out.append(f"{j['seq']:<18} {moab_state(j)[0]:>1} {pbs.exit_status(j, 'moab') or 0:>5} "
+            out.append(f"{moab_id(j):<18} {moab_state(j)[0]:>1} {pbs.exit_status(j, 'moab') or 0:>5} "
                        f"{j['queue']:>10} {hms((j.get('end_time') or now) - (j.get('start_time') or now)):>10} "
                        f"{j['owner']:>10} {format_time(j.get('start_time'), DATE):>21}")
         out.append(f"\n{len(completed)} completed job{'s' if len(completed) != 1 else ''}\n")
@@ -131,7 +138,7 @@ def showq(store: Store, argv: list[str]) -> int:
         out.append(f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'REMAINING':>11}  {'STARTTIME':>20}\n")
         for j in active:
             remaining = (j["walltime"] - (now - j["start_time"])) if j.get("walltime") else None
-            out.append(f"{j['seq']:<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
+            out.append(f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
                        f"{hms(remaining) if remaining is not None else 'INFINITY':>11}  "
                        f"{format_time(j['start_time'], DATE):>20}")
         out.append(f"\n{len(active)} active job{'s' if len(active) != 1 else ''}"
@@ -143,7 +150,7 @@ def showq(store: Store, argv: list[str]) -> int:
         out.append(f"{title} jobs----------------------")
         out.append(f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'WCLIMIT':>11}  {'QUEUETIME':>20}\n")
         for j in group:
-            out.append(f"{j['seq']:<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
+            out.append(f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
                        f"{hms(j.get('walltime')) if j.get('walltime') else 'INFINITY':>11}  "
                        f"{format_time(j['submit_time'], DATE):>20}")
         out.append(f"\n{len(group)} {title} job{'s' if len(group) != 1 else ''}\n")
@@ -172,7 +179,7 @@ def checkjob(store: Store, argv: list[str]) -> int:
     state = moab_state(job)
     code = pbs.exit_status(job, "moab")
     if "--xml" in argv:
-        attrs = {"JobID": str(job["seq"]), "JobName": job["name"], "State": state, "EState": state,
+        attrs = {"JobID": moab_id(job), "JobName": job["name"], "State": state, "EState": state,
                  "Class": job["queue"], "User": job["owner"], "ReqProcs": str(job["cores"]),
                  "SubmissionTime": str(int(job["submit_time"])), "DRMJID": pbs.job_display_id(store, job)}
         if code is not None:
@@ -186,7 +193,7 @@ def checkjob(store: Store, argv: list[str]) -> int:
     walltime = hms(job.get("walltime")) if job.get("walltime") else "INFINITY"
     used = (job.get("end_time") or now) - job["start_time"] if job.get("start_time") else 0
     lines = [
-        f"job {job['seq']} (RM job '{pbs.job_display_id(store, job)}')",
+        f"job {moab_id(job)} (RM job '{pbs.job_display_id(store, job)}')",
         "",
         f"AName: {job['name']}",
         f"State: {state} ",

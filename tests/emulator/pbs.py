@@ -41,8 +41,10 @@ EXIT_BAD_VALUE = 166
 EXIT_UNKNOWN_RESOURCE = 187
 EXIT_BAD_STATE = 168
 EXIT_HISTORY_JOB = 35
+EXIT_BAD_REQUEST = 156  # qdel of an index the array never had
+EXIT_FINISHED_SUBJOB = 55  # qdel of a finished subjob of a running array
 
-QSUB_ARG_OPTS = set("NqAleojmMvWSrPakpdwCcu")
+QSUB_ARG_OPTS = set("NqAleojmMvWSrPakpdwCcuJt")  # -J: PBS Pro arrays only, -t: Torque only
 QSUB_FLAGS = set("VhzIXnf")
 
 KNOWN_RESOURCES = {
@@ -209,14 +211,112 @@ def _path_option(value: str, submit_dir: str) -> str:
 
 
 def job_display_id(store: Store, job: Job) -> str:
-    """``<seq>.<server>`` as printed by qsub."""
-    return f"{job['seq']}.{store.config.get('server_name', 'server')}"
+    """``<seq>.<server>`` as printed by qsub; ``<seq>[<index>].<server>`` for a subjob."""
+    server = store.config.get("server_name", "server")
+    if job.get("summary"):
+        return f"{job['seq']}[].{server}"
+    if job.get("array_index") is not None:
+        return f"{job['seq']}[{job['array_index']}].{server}"
+    return f"{job['seq']}.{server}"
 
 
 def parse_job_id(text: str) -> str | None:
-    """Job key (sequence number) of a PBS job id like ``12`` or ``12.server``."""
-    m = re.fullmatch(r"(\d+)(\.[\w.-]+)?", text.strip())
+    """Job key of a PBS job id: ``12`` for ``12`` / ``12.server``, ``12[3]`` for a subjob
+    ``12[3].server``, ``12[]`` for a whole array, ``12[3-5]`` for a range of subjobs."""
+    m = re.fullmatch(r"(\d+(?:\[[\d,-]*\])?)(\.[\w.-]+)?", text.strip())
     return m.group(1) if m else None
+
+
+# ---------------------------------------------------------------------------- job arrays
+# Subjobs are job records of their own (key ``12[3]``, ``array_index`` 3); an array has no
+# record: its summary (``12[].server``) is made from its subjobs.
+
+
+def array_limit(store: Store) -> int | None:
+    """The server's ``max_array_size`` (PBS Pro, default 10000) / ``max_job_array_size``
+    (Torque, unset by default: no limit); config key ``max_array_size``."""
+    default = 10000 if store.config["flavour"] == "pbs" else None
+    value = store.config.get("max_array_size", default)
+    return int(value) if value else None
+
+
+def parse_array_request(flavour: str, tool: str, value: str) -> list[int]:
+    """Indices of ``-J X-Y[:Z]`` (PBS Pro: a range of at least two, as OpenPBS 23.06 checks)
+    or ``-t 0-3,7`` (Torque: ranges and single indices); a ``%N`` slot limit is accepted and
+    ignored."""
+    spec = value.split("%", 1)[0]
+    if flavour == "pbs":
+        m = re.fullmatch(r"(\d+)-(\d+)(?::(\d+))?", spec)
+        if not m or int(m.group(2)) <= int(m.group(1)) or (m.group(3) and int(m.group(3)) < 1):
+            raise UsageError(f"{tool}: illegal -J value", 2)
+        return list(range(int(m.group(1)), int(m.group(2)) + 1, int(m.group(3) or 1)))
+    indices: set[int] = set()
+    for item in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item.strip())
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise UsageError(f"{tool}: illegal -t value", 2)  # message: a guess
+        indices.update(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return sorted(indices)
+
+
+def subjobs(store: Store, seq: int | str) -> list[Job]:
+    """The subjob records of array ``seq``, by index."""
+    jobs = []
+    for path in store.jobs_dir.glob(f"{seq}[[]*[]].json"):
+        job = store.load_job(path.name[: -len(".json")])
+        if job is not None:
+            jobs.append(job)
+    return sorted(jobs, key=lambda j: j["array_index"])
+
+
+def _array_spans(indices: list[int]) -> str:
+    spans, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            spans.append(str(start) if start == i else f"{start}-{i}")
+            start = None
+    return ",".join(spans)
+
+
+def expand_array(store: Store, job: Job, indices: list[int]) -> list[Job]:
+    """The subjob records of an array submitted as ``job`` (whose record is not kept)."""
+    flavour = store.config["flavour"]
+    server = store.config.get("server_name", "server")
+    host = store.config.get("hostname", "localhost")
+    seq = job["seq"]
+    parent = f"{seq}[].{server}"
+    extra_base = job["extra"]
+    tasks = []
+    for index in indices:
+        task = json.loads(json.dumps(job))
+        jobid = f"{seq}[{index}].{server}"
+        task.update(key=f"{seq}[{index}]", proc=index + 1, array_index=index, array_id=parent)
+        env = task["env"]
+        env["PBS_JOBID"] = jobid
+        if flavour == "pbs":
+            env.update(PBS_ARRAY_INDEX=str(index), PBS_ARRAY_ID=parent)
+        else:  # Torque: the subjob's name is NAME-INDEX (its PBS_JOBNAME)
+            env.update(PBS_ARRAYID=str(index), PBS_JOBNAME=f"{job['name']}-{index}")
+        nodefile = str(store.spool / "aux" / jobid)
+        tmpdir = str(store.spool / "tmp" / f"pbs.{jobid}")
+        env.update(PBS_NODEFILE=nodefile, TMPDIR=tmpdir)
+        task["setup_files"] = {nodefile: f"{host}\n" * task["cores"]}
+        task["setup_dirs"] = task["cleanup_dirs"] = [tmpdir]
+        paths = extra_base["array_paths"]
+        # OpenPBS: NAME.o12.3 (recorded), dir/12[3].server.OU; Torque: NAME.o12-3 (a guess)
+        def fill(path: str, index: int = index, jobid: str = jobid) -> str:
+            return path.replace("{index}", str(index)).replace("{jobid}", jobid)
+
+        task["stdout"] = fill(paths["run_stdout"])
+        task["stderr"] = fill(paths["run_stderr"])
+        task["extra"]["Output_Path"] = f"{host}:{fill(paths['stdout'])}"
+        task["extra"]["Error_Path"] = f"{host}:{fill(paths['stderr'])}"
+        task["extra"]["jobid"] = jobid
+        task["extra"]["array_request"] = _array_spans(indices)
+        tasks.append(task)
+    return tasks
 
 
 def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) -> Job:
@@ -266,6 +366,13 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
                 values[opt] = value
     if "I" in flags:
         raise UsageError(f"{tool}: interactive jobs are not supported by the emulator", 2)
+    for opt in ("t", "J"):  # each flavour knows only its own array option
+        if opt in values and (opt == "J") != (flavour == "pbs"):
+            raise UsageError(f"{tool}: invalid option -- '{opt}'\nusage: {tool} [options] [script]", 2)
+    array_value = values.get("J") or values.get("t")
+    if array_value is not None and tool == "msub":
+        raise UsageError("ERROR:  cannot submit job - job arrays through msub are not emulated", 1)
+    indices = parse_array_request(flavour, tool, array_value) if array_value is not None else None
     name = values.get("N", script_name)
     if not name or re.search(r"[\s/:@]", name) or len(name) > 236:
         raise UsageError(f"{tool}: illegal -N value", 2)
@@ -290,6 +397,13 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         if flavour != "pbs" and exc.code != 2:
             exc.message = exc.message.replace(f"{tool}: ", f"{tool}: submit error (", 1) + ")"
         raise
+    limit = array_limit(store)
+    if indices is not None and limit is not None and len(indices) > limit:
+        if flavour == "pbs":  # as recorded on OpenPBS 23.06.06 (max_array_size = 10)
+            raise UsageError(f"{tool}: Array job exceeds server or queue size limit", 3)
+        # Torque rejects with PBSE_BAD_ARRAY_REQ; the MSG text and exit status are guesses
+        raise UsageError(f"{tool}: submit error (Bad Job Array Request MSG=Requested array "
+                         f"size too large, limit is {limit})", 1)
 
     seq = store.next_seq()
     key = str(seq)
@@ -315,13 +429,28 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         stdout = os.path.join(stdout, f"{seq}.{server}.OU" if flavour == "pbs" else f"{name}.o{seq}")
     if stderr and os.path.isdir(stderr):
         stderr = os.path.join(stderr, f"{seq}.{server}.ER" if flavour == "pbs" else f"{name}.e{seq}")
+    # the same paths for the subjobs of an array ({index}, {jobid} filled in per subjob)
+    sub = "{index}" if flavour == "pbs" else "-{index}"
+    array_out = _path_option(values["o"], submit_dir) if "o" in values else None
+    array_err = _path_option(values["e"], submit_dir) if "e" in values else None
+    if array_out and os.path.isdir(array_out):
+        array_out = os.path.join(array_out, "{jobid}.OU" if flavour == "pbs" else f"{name}.o{seq}{sub}")
+    if array_err and os.path.isdir(array_err):
+        array_err = os.path.join(array_err, "{jobid}.ER" if flavour == "pbs" else f"{name}.e{seq}{sub}")
+    if flavour == "pbs":
+        sub = "." + sub
+    array_out = array_out or os.path.join(submit_dir, f"{name}.o{seq}{sub}")
+    array_err = array_err or os.path.join(submit_dir, f"{name}.e{seq}{sub}")
     stdout = stdout or os.path.join(submit_dir, f"{name}.o{seq}")
     stderr = stderr or os.path.join(submit_dir, f"{name}.e{seq}")
     run_stdout, run_stderr = stdout, stderr
+    array_run = {"run_stdout": array_out, "run_stderr": array_err}
     if join == "oe":
         run_stderr = "join"
+        array_run["run_stderr"] = "join"
     elif join == "eo":
         run_stdout, run_stderr = stderr, "join"
+        array_run = {"run_stdout": array_err, "run_stderr": "join"}
 
     origin = {
         "PBS_O_HOME": os.environ.get("HOME", home),
@@ -394,6 +523,8 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         "Submit_arguments": " ".join(argv),
         "walltime_message": limit_word + ": walltime {used} exceeded limit {limit}",
         "jobid": jobid,
+        "array_indices": indices,
+        "array_paths": {**array_run, "stdout": array_out, "stderr": array_err},
     }
     return job
 
@@ -404,10 +535,47 @@ SUBSTATE = {QUEUED: 10, HELD: 20, RUNNING: 42, EXITING: 50}
 
 
 def state_letter(job: Job, flavour: str) -> str:
-    """PBS single-letter job state (``F`` in PBS Pro history, ``C`` in Torque)."""
+    """PBS single-letter job state (``F`` in PBS Pro history, ``C`` in Torque); a finished
+    subjob of a PBS Pro array still running is ``X``; an array's summary has its own."""
+    if job.get("summary_letter"):
+        return job["summary_letter"]
     if job["state"] == DONE:
+        if flavour == "pbs" and job.get("array_live"):
+            return "X"
         return "F" if flavour == "pbs" else "C"
     return STATE_LETTER[job["state"]]
+
+
+def array_summary(store: Store, subs: list[Job]) -> Job:
+    """The array ``12[].server`` as qstat shows it, made from its subjobs (all but the
+    state are the first subjob's); its subjobs are marked with whether it still runs."""
+    flavour = store.config["flavour"]
+    states = [j["state"] for j in subs]
+    live = any(st != DONE for st in states)
+    for j in subs:
+        j["array_live"] = live
+    summary = json.loads(json.dumps(subs[0]))
+    summary.update(array_index=None, key=f"{subs[0]['seq']}[]", summary=True, pid=None)
+    if not live:
+        letter = "F" if flavour == "pbs" else "C"
+        summary.update(state=DONE, end_time=max(j.get("end_time") or 0 for j in subs))
+    elif all(st == HELD for st in states):
+        letter = "H"
+    elif any(st in (RUNNING, EXITING) for st in states) or any(st == DONE for st in states):
+        letter = "B" if flavour == "pbs" else "R"
+        summary["state"] = RUNNING
+    else:
+        letter = "Q"
+    summary["summary_letter"] = letter
+    summary["returncode"] = None
+    summary["extra"]["jobid"] = f"{subs[0]['seq']}[].{store.config.get('server_name', 'server')}"
+    counts = {name: sum(1 for st in states if st in group) for name, group in
+              (("Queued", (QUEUED, HELD)), ("Running", (RUNNING,)), ("Exiting", (EXITING,)),
+               ("Expired", (DONE,)))}
+    summary["extra"]["array_state_count"] = " ".join(f"{k}:{v}" for k, v in counts.items())
+    remaining = [j["array_index"] for j in subs if j["state"] in (QUEUED, HELD)]
+    summary["extra"]["array_indices_remaining"] = _array_spans(remaining) or "-"
+    return summary
 
 
 def exit_status(job: Job, flavour: str) -> int | None:
@@ -507,6 +675,18 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
     if status is not None:
         attrs["Exit_status" if flavour == "pbs" else "exit_status"] = status
     attrs["Submit_arguments" if flavour == "pbs" else "submit_args"] = extra["Submit_arguments"]
+    if job.get("summary"):
+        if flavour == "pbs":
+            attrs.update(array="True", array_state_count=extra["array_state_count"],
+                         array_indices_submitted=extra["array_request"],
+                         array_indices_remaining=extra["array_indices_remaining"])
+        else:
+            attrs["job_array_request"] = extra["array_request"]
+    elif job.get("array_index") is not None:
+        if flavour == "pbs":
+            attrs.update(array_id=job["array_id"], array_index=job["array_index"])
+        else:
+            attrs.update(job_array_id=job["array_index"], job_array_request=extra["array_request"])
     if flavour == "pbs":
         if job["state"] == DONE:
             attrs["history_timestamp"] = int(job.get("end_time") or now)
@@ -577,9 +757,14 @@ def _table(store: Store, jobs: list[Job], flavour: str) -> str:
 
 
 def qstat(store: Store, argv: list[str]) -> int:
-    """``qstat [-f [-F json|dsv]] [-x] [-H] [-w] [job ids...]`` (Torque: ``-x`` = XML)."""
+    """``qstat [-f [-F json|dsv]] [-x] [-H] [-w] [-t] [job ids...]`` (Torque: ``-x`` = XML);
+    ``qstat --version``."""
     flavour = store.config["flavour"]
     server = store.config.get("server_name", "server")
+    if argv == ["--version"]:
+        # OpenPBS 23.06.06 as recorded; Torque 6 prints "Version: 6.1.3" (and a commit line)
+        print("pbs_version = 23.06.06" if flavour == "pbs" else "Version: 6.1.3")
+        return 0
     opts, ids, _ = parse_options("qstat", argv, set("Fuo"), set("fxHwn1taGMisQBTJpe"))
     letters = {o for o, _ in opts}
     fmt = next((v for o, v in opts if o == "F"), None)
@@ -590,31 +775,62 @@ def qstat(store: Store, argv: list[str]) -> int:
     rc = 0
     errors: list[str] = []
     selected: list[Job] = []
+    expand = "t" in letters or "J" in letters  # subjobs are listed with -t (-J: only them)
+
+    def shown_now(job: Job) -> bool:
+        if pro:
+            if job["state"] == DONE and not history and not job.get("array_live"):
+                return False
+            return not ("H" in letters and job["state"] != DONE)
+        return is_visible(store, job)
+
     if ids:
         for text in ids:
-            key = parse_job_id(text)
-            job = store.load_job(key) if key else None
+            key = parse_job_id(text) or ""
             shown = text if "." in text else f"{text}.{server}"
-            if job is None or (not pro and not is_visible(store, job)):
+            if key.endswith("[]"):
+                subs = subjobs(store, key[:-2])
+                view = [array_summary(store, subs)] if subs else []
+                if view and expand:
+                    view += subs
+            else:
+                job = store.load_job(key) if key and "-" not in key and "," not in key else None
+                if job is not None and job.get("array_index") is not None:
+                    array_summary(store, subjobs(store, job["seq"]))
+                    job = store.load_job(key)
+                    job["array_live"] = any(j["state"] != DONE for j in subjobs(store, job["seq"]))
+                view = [job] if job is not None else []
+            if not view or (not pro and not is_visible(store, view[0])):
                 errors.append(f"qstat: Unknown Job Id {shown}" if pro else f"qstat: Unknown Job Id Error {shown}")
                 rc = EXIT_UNKNOWN_JOB
-            elif pro and job["state"] == DONE and not history:
+            elif pro and not shown_now(view[0]):
                 errors.append(f"qstat: {shown} Job has finished, use -x or -H to obtain historical job information")
                 rc = EXIT_HISTORY_JOB
             else:
-                selected.append(job)
+                selected += [j for j in view if j is view[0] or shown_now(j)]
     else:
+        arrays: dict[int, list[Job]] = {}
         for job in store.all_jobs():
             if job.get("flavour") not in (flavour, "torque", "moab", "pbs"):
                 continue
-            if pro:
-                if job["state"] == DONE and not history:
+            if job.get("array_index") is not None:
+                arrays.setdefault(job["seq"], []).append(job)
+                if len(arrays[job["seq"]]) > 1:
                     continue
-                if "H" in letters and job["state"] != DONE:
-                    continue
-            elif not is_visible(store, job):
-                continue
+                job = {"seq_marker": job["seq"]}
             selected.append(job)
+        listed: list[Job] = []
+        for job in selected:
+            if "seq_marker" not in job:
+                listed += [job] if shown_now(job) else []
+                continue
+            subs = arrays[job["seq_marker"]]
+            summary = array_summary(store, subs)
+            if "J" not in letters and shown_now(summary):
+                listed.append(summary)
+            if expand:
+                listed += [j for j in subs if shown_now(j)]
+        selected = listed
     out = ""
     if xml:
         root = ET.Element("Data")
@@ -662,21 +878,65 @@ def _each_job(store: Store, tool: str, ids: list[str]) -> list[tuple[str, str, J
     return result
 
 
-def qdel(store: Store, argv: list[str]) -> int:
-    """``qdel [-W force] [-x] job ids...``: SIGTERM, then SIGKILL after ``kill_delay``."""
+def _qdel_array(store: Store, shown: str, key: str, only: list[int] | None,
+                waits: list[str]) -> int:
+    """``qdel 12[].server`` (every subjob; Torque ``-t 3-5``: only those) or ``12[3-5]``
+    (PBS Pro: the subjobs of that range that exist); returns the exit status."""
     pro = store.config["flavour"] == "pbs"
-    _opts, ids, _ = parse_options("qdel", argv, set("Wm"), set("xpa"))
+    seq, _, spec = key.partition("[")
+    subs = subjobs(store, seq)
+    if spec.rstrip("]"):
+        only = parse_array_request("torque", "qdel", spec.rstrip("]"))
+    if not subs or (not pro and not any(is_visible(store, j) for j in subs)):
+        print(f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}",
+              file=sys.stderr)
+        return EXIT_UNKNOWN_JOB
+    if all(j["state"] == DONE for j in subs):
+        if pro:
+            print(f"qdel: Job has finished {shown}", file=sys.stderr)
+            return EXIT_HISTORY_JOB
+        print(f"qdel: Invalid state for job - COMPLETE {shown}", file=sys.stderr)
+        return EXIT_BAD_STATE
+    for job in subs:
+        if only is None or job["array_index"] in only:
+            if request_cancel(store, job["key"]) in (RUNNING, EXITING):
+                waits.append(job["key"])
+    return 0
+
+
+def qdel(store: Store, argv: list[str]) -> int:
+    """``qdel [-W force] [-x] job ids...``: SIGTERM, then SIGKILL after ``kill_delay``.
+
+    Arrays: ``qdel 12[].server`` (all), ``12[3].server``, PBS Pro ``12[3-5].server``, Torque
+    ``qdel -t 3-5 12[].server``.
+    """
+    pro = store.config["flavour"] == "pbs"
+    opts, ids, _ = parse_options("qdel", argv, set("Wm" if pro else "Wmt"), set("xpa"))
     apply_cancel_faults(store, f"qdel: cannot connect to server {store.config.get('server_name')} (errno=111)", 1)
+    only = next((parse_array_request("torque", "qdel", v) for o, v in opts if o == "t"), None)
     rc = 0
-    waits = []
+    waits: list[str] = []
     for shown, key, job in _each_job(store, "qdel", ids):
+        if "[" in key and (job is None or key.endswith("[]")):
+            if key.endswith("[]") or "-" in key or "," in key:
+                rc = _qdel_array(store, shown, key, only, waits) or rc
+                continue
+            if pro and subjobs(store, key.split("[")[0]):  # recorded: an index it never had
+                print(f"qdel: Invalid request {shown}", file=sys.stderr)
+                rc = EXIT_BAD_REQUEST
+                continue
         if job is None:
             print(f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}", file=sys.stderr)
             rc = EXIT_UNKNOWN_JOB
             continue
         before = request_cancel(store, key)
         if before == DONE:
-            if pro:
+            live = job.get("array_index") is not None and any(
+                j["state"] != DONE for j in subjobs(store, job["seq"]))
+            if pro and live:  # as recorded on OpenPBS 23.06.06
+                print(f"qdel: Request invalid for finished array subjob {shown}", file=sys.stderr)
+                rc = EXIT_FINISHED_SUBJOB
+            elif pro:
                 print(f"qdel: Job has finished {shown}", file=sys.stderr)
                 rc = EXIT_HISTORY_JOB
             else:
@@ -717,7 +977,52 @@ def qsub(store: Store, argv: list[str]) -> int:
     from .common import enqueue
 
     job = build_job(store, "qsub", argv, None)
-    enqueue(store, [job])
+    indices = job["extra"]["array_indices"]
+    if indices is None:
+        enqueue(store, [job])
+        printed = job["extra"]["jobid"]
+    else:
+        enqueue(store, expand_array(store, job, indices))
+        printed = f"{job['seq']}[].{store.config.get('server_name', 'server')}"
+    late = store.take_fault("submit_accept_then_fail")
+    if late is not None:  # the server created the job(s), the client never heard back
+        raise UsageError(late.get("stderr", "qsub: End of File"), int(late.get("exit_code", 1)))
     if ("z", "") not in parse_options("qsub", argv, QSUB_ARG_OPTS, QSUB_FLAGS)[0]:
-        print(job["extra"]["jobid"])
+        print(printed)
     return 0
+
+
+def qmgr(store: Store, argv: list[str]) -> int:
+    """``qmgr -c 'list server'`` / ``'print server'`` (the array size limit among a few
+    attributes) and ``qmgr -c 'set server max_array_size = N'`` (Torque:
+    ``max_job_array_size``; ``unset server ...`` removes it)."""
+    if len(argv) != 2 or argv[0] != "-c":
+        raise UsageError("usage: qmgr -c command", 1)
+    flavour = store.config["flavour"]
+    server = store.config.get("server_name", "server")
+    attr = "max_array_size" if flavour == "pbs" else "max_job_array_size"
+    words = argv[1].replace("=", " = ").split()
+    if words[:2] in (["list", "server"], ["l", "s"], ["print", "server"], ["p", "s"]):
+        limit = array_limit(store)
+        values = {"server_state": "Active", "scheduling": "True",
+                  "default_queue": store.config.get("default_queue") or ""}
+        if limit is not None:
+            values[attr] = str(limit)
+        if words[0] in ("print", "p"):
+            print("\n".join(f"set server {k} = {v}" for k, v in values.items()))
+        else:
+            indent = "    " if flavour == "pbs" else "\t"
+            print(f"Server {server}\n" + "\n".join(f"{indent}{k} = {v}" for k, v in values.items()))
+        return 0
+    if words[:3] in (["set", "server", attr], ["unset", "server", attr]):
+        with store.lock():
+            config = dict(store.config)
+            if words[0] == "set":
+                if len(words) != 5 or not words[4].isdigit():
+                    raise UsageError(f"qmgr obj={server} svr={server}: Illegal attribute or resource value", 1)
+                config["max_array_size"] = int(words[4])
+            else:
+                config["max_array_size"] = 0
+            store.write_config(config)
+        return 0
+    raise UsageError(f"qmgr: emulator: unsupported command {argv[1]!r}", 1)
