@@ -381,14 +381,28 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
     qsub = [c for c in runner.calls if c[0] == "qsub"]
     assert qsub[0][3:5] == ["-J", "0-1"] and "-J" not in qsub[1]  # a single job for the rest
 
+    # Torque: its own arrays (-t), never PBS Pro's -J
     torque = [PBSJob("tcp://a:1", name=f"t-{i}", cores=1, memory="1GB") for i in range(2)]
     engine, runner = engine_with(
         torque[0],
-        lambda argv: "Version: 6.1.3\n" if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n",
+        lambda argv: "Version: 6.1.3\n" if argv[0] != "qsub" else "12[].srv\n",
         monkeypatch,
     )
-    submit_many(engine, torque)
-    assert [c for c in runner.calls if c[0] == "qsub" and "-J" in c] == []
+    assert submit_many(engine, torque) == ["12[0].srv", "12[1].srv"]
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert len(qsub) == 1 and "-J" not in qsub[0]
+    assert qsub[0][qsub[0].index("-t") + 1] == "0-1"
+
+    # flavour unknown (qstat --version fails): one qsub per job
+    unknown = [PBSJob("tcp://a:1", name=f"u-{i}", cores=1, memory="1GB") for i in range(2)]
+    engine, runner = engine_with(
+        unknown[0],
+        lambda argv: (2, "qstat: invalid option") if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n",
+        monkeypatch,
+    )
+    assert len(submit_many(engine, unknown)) == 2
+    qsub = [c for c in runner.calls if c[0] == "qsub"]
+    assert len(qsub) == 2 and not any("-J" in c or "-t" in c for c in qsub)
 
 
 # ---------------------------------------------------------------------------- real batch systems
