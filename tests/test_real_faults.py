@@ -1,7 +1,8 @@
-"""Faults of the batch-system commands, on the REAL Slurm and Grid Engine.
+"""Faults of the batch-system commands, on the REAL Slurm, Grid Engine, OpenPBS and OAR.
 
 A fake command stands in front of the real one on ``PATH`` (``tests/fakecmd.py``): it hangs,
-fails once or always, answers "unknown job", prints a banner, or submits and then hangs. For
+fails once or always, answers "unknown job", prints a banner, submits and then hangs, or
+submits and then fails with a transient error. For
 each: no runaway (submit calls are counted), the right job ids, time limits honoured, and
 nothing left in the real queue.
 """
@@ -48,6 +49,9 @@ class Commands:
     forgot_jobs: tuple[str, str, int]
     #: what a cancel command says when the controller does not answer
     cancel_error: str
+    #: a transient error a submit command prints after the controller took the job (its
+    #: reply lost): a timeout, a dropped connection
+    submit_transient: str
 
 
 SLURM_COMMANDS = Commands(
@@ -57,6 +61,7 @@ SLURM_COMMANDS = Commands(
     "scancel",
     ("", "slurm_load_jobs error: Invalid job id specified", 1),
     "scancel: error: Kill job error on job id: Socket timed out on send/recv operation",
+    "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
 )
 SGE_COMMANDS = Commands(
     SGE,
@@ -65,6 +70,9 @@ SGE_COMMANDS = Commands(
     "qdel",
     ((DATA / "sge" / "qstat_xml_empty.txt").read_text(), "", 0),
     "error: commlib error: got select error (Connection refused)",
+    "error: commlib error: got select error (Connection reset by peer)\n"
+    "Unable to run job: failed receiving gdi request response for mid=1 (got syncron message "
+    "receive timeout error).",
 )
 
 
@@ -80,6 +88,7 @@ PBS_COMMANDS = Commands(
         int((PBS_RECORDED / "qstat_unknown_job.rc").read_text()),
     ),
     "qdel: cannot connect to server vm-pbs (errno=15010)",
+    "qsub: Connection reset by peer",
 )
 
 
@@ -91,6 +100,8 @@ OAR_COMMANDS = Commands(
     # oarstat -f -J -j <ids OAR no longer knows> prints nothing and exits 0 (recorded)
     ((DATA / "oar" / "oarstat_fJ_missing.txt").read_text(), "", 0),
     "[oardel] ERROR: cannot connect to the OAR database",
+    "DBI connect('dbname=oar;host=localhost','oar',...) failed: could not connect to server: "
+    "Connection refused",
 )
 
 
@@ -135,11 +146,13 @@ def real_queue_ids(system: Commands) -> set[str]:
         out = run([real, "-J", "-u", pwd.getpwuid(os.getuid()).pw_name])
         return set(json.loads(out)) if out.strip() else set()
     if system is PBS_COMMANDS:
+        # -t: subjobs of arrays too (not the array itself), not those that finished (X, F)
         ids = set()
-        for line in run([real]).splitlines():
+        for line in run([real, "-t"]).splitlines():
             fields = line.split()
             if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]):
-                ids.add(fields[0])
+                if "[]" not in fields[0] and fields[-2] not in ("X", "F"):
+                    ids.add(fields[0])
         return ids
     return set(parse_qstat_xml(run([real, "-xml"]) or "<job_info/>"))
 
@@ -224,6 +237,25 @@ def test_submit_that_submits_then_hangs_is_tracked(system, fake_commands):  # no
         assert len(created) == 1 and job_id in created[0]
         assert fake_commands.calls(system.submit) == 1
     assert_gone(system, {job_id})
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["one job", "array of 2"])
+def test_submit_accepted_then_transient_error_is_adopted(system, fake_commands, jobs):  # noqa: F811
+    """The submit command creates the job(s), then exits 1 with a transient error (its reply
+    lost): no error, no second submission, every job it created tracked and used, none left."""
+    fake_commands.run_then_fail(system.submit, system.submit_transient, rc=1)
+    before = real_queue_ids(system)
+    with dask.config.set({f"jobqueue.{system.backend.name}.job-arrays": "auto"}):
+        cluster = make_cluster(system)
+    with cluster, Client(cluster) as client:
+        cluster.scale(jobs)
+        client.wait_for_workers(jobs, timeout=120)
+        assert fake_commands.calls(system.submit) == 1
+        tracked = {job.job_id for job in cluster.workers.values()}
+        assert len(tracked) == jobs
+        assert real_queue_ids(system) - before == tracked  # nothing untracked
+        assert client.submit(lambda: 41 + 1).result(timeout=30) == 42
+    assert_gone(system, tracked)
 
 
 def test_close_does_not_wait_for_a_hung_submission(system, fake_commands):  # noqa: F811

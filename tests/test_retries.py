@@ -2,8 +2,9 @@
 
 Every submission carries a unique tag (Slurm: ``--comment``); before a retry the engine lists
 this user's jobs and adopts those carrying the tag instead of submitting again. Unit tests
-answer the commands from recordings; the real-Slurm test puts a fake ``sbatch`` in front of
-the real one that submits, then fails with "Socket timed out" (``pytest -E slurm``).
+answer the commands from recordings; on the real Slurm, Grid Engine, OpenPBS and OAR a fake
+submit command in front of the real one submits, then fails with a transient error
+(``tests/test_real_faults.py``, ``test_submit_accepted_then_transient_error_is_adopted``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import dask
-import pytest
-from distributed import Client
-
-from dask_jobqueue import SLURMCluster
 from dask_jobqueue._shell import CommandError
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
 from .fakes import engine_with
-from .scheduler_suite import NO_DASHBOARD, run, wait_until
 from .test_arrays import slurm_jobs
 
 SOCKET_TIMEOUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
@@ -162,31 +157,3 @@ def test_submit_timeout_is_transient(monkeypatch):
     engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.0)
     assert submit(engine, slurm_jobs(1)) == ["7"]
     assert calls == ["sbatch", "squeue", "sbatch"]
-
-
-# ---------------------------------------------------------------------------- real Slurm
-
-
-@pytest.mark.env("slurm")
-@pytest.mark.parametrize("workers", [1, 3])
-def test_real_sbatch_accepts_then_fails(workers, fake_commands, tmp_path, monkeypatch):  # noqa: F811
-    """sbatch submits for real, then exits 1 with "Socket timed out": no error, no duplicate,
-    no untracked job (single job, and a 3-task array)."""
-    monkeypatch.chdir(tmp_path)
-    name = f"djq-retry-{workers}"
-    fake_commands.run_then_fail("sbatch", SOCKET_TIMEOUT, rc=1)
-    with dask.config.set({"jobqueue.slurm.poll-interval": "500ms"}):
-        cluster = SLURMCluster(
-            cores=1, memory="1GB", job_name=name, walltime="00:05:00",
-            scheduler_options=NO_DASHBOARD,
-        )
-        with cluster, Client(cluster) as client:
-            cluster.scale(workers)
-            client.wait_for_workers(workers, timeout=120)
-            assert fake_commands.calls("sbatch") == 1
-            tracked = {j.job_id for j in cluster.workers.values()}
-            in_queue = set(run(["squeue", "-h", "-r", "-n", name, "-o", "%i"]).split())
-            assert tracked == in_queue and len(tracked) == workers
-    assert wait_until(
-        lambda: not run(["squeue", "-h", "-r", "-n", name, "-o", "%i"]).split(), 60
-    )
