@@ -231,6 +231,11 @@ def adopt_one_array(
     return [task_id(base, i) for i in indices]
 
 
+def _natural_key(job_id: str) -> list[str | int]:
+    """``12[10]`` after ``12[9]``: digit runs compare as numbers."""
+    return [int(part) if k % 2 else part for k, part in enumerate(re.split(r"(\d+)", job_id))]
+
+
 #: Submit errors worth another try, unless a dialect declares its own: a loaded or restarting
 #: controller, not a bad option.
 TRANSIENT_SUBMIT_ERRORS = re.compile(
@@ -823,17 +828,31 @@ class BatchSystem:
     # ------------------------------------------------------------------ cancel
 
     def _chunks(self, job_ids: Sequence[str]) -> list[list[str]]:
+        """The ids of each cancel command: at most ``cancel_max_ids`` arguments, where the
+        tasks of one array joined into a range (``65[3-5].server``) are one argument, and
+        below the argument-length budget."""
+        limit = min(_CANCEL_MAX_IDS, self.dialect.cancel_max_ids)
+        support = self.template.array_support_for(self.facts)
+        if support is not None and len(job_ids) > limit:
+            job_ids = sorted(job_ids, key=_natural_key)  # tasks of one array side by side
+
+        def joins(previous: str, job_id: str) -> bool:
+            # tasks sorted by index: a task that joins the previous one's range adds no argument
+            return support is not None and len(support.cancel_args([previous, job_id])) == 1
+
         chunks: list[list[str]] = [[]]
-        size = 0
+        size = arguments = 0
         for job_id in job_ids:
+            adds = 0 if chunks[-1] and joins(chunks[-1][-1], job_id) else 1
             if chunks[-1] and (
-                size + len(job_id) + 1 > _CANCEL_ARGV_BUDGET
-                or len(chunks[-1]) >= min(_CANCEL_MAX_IDS, self.dialect.cancel_max_ids)
+                size + len(job_id) + 1 > _CANCEL_ARGV_BUDGET or arguments + adds > limit
             ):
                 chunks.append([])
-                size = 0
+                size = arguments = 0
+                adds = 1
             chunks[-1].append(job_id)
             size += len(job_id) + 1
+            arguments += adds
         return [c for c in chunks if c]
 
     def _cancel_argv(self, chunk: Sequence[str]) -> list[str]:

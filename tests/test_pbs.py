@@ -661,3 +661,30 @@ def test_one_qdel_per_id(monkeypatch):
     engine, runner = _engine(monkeypatch, lambda argv: "")
     assert cancel(engine, ["1.srv", "2.srv", "3[1-2].srv"]) == []
     assert runner.calls == [["qdel", "1.srv"], ["qdel", "2.srv"], ["qdel", "3[1-2].srv"]]
+
+
+def test_subjobs_of_one_array_go_as_one_range_per_qdel(monkeypatch):
+    """A range of one array is one qdel argument: recorded on the real OpenPBS, it cancels the
+    running subjobs and skips a finished one (rc 0); once the whole array finished, it says
+    "Job has finished" (rc 35), which only means gone."""
+    assert (_rc("qdel_range_with_finished_subjob"), _err("qdel_range_with_finished_subjob")) == (0, "")
+    assert " X " in _out("qstat_t_range_before") and " R " in _out("qstat_t_range_before")
+    after = [line.split() for line in _out("qstat_x_t_range_after").splitlines()[2:]]
+    assert {fields[-2] for fields in after} == {"F"}
+    finished_rc, finished_err = _rc("qdel_range_of_finished_array"), _err("qdel_range_of_finished_array")
+
+    def answer(argv):
+        if argv[0] == "qdel" and argv[1].startswith("4086["):
+            raise CommandError(argv, finished_rc, "", finished_err)
+        return ""
+
+    engine, runner = _engine(monkeypatch, answer)
+    engine.facts["pbs_flavour"] = "pro"  # qstat --version said so: its arrays, its ranges
+    ids = [f"4086[{i}].vm-pbs" for i in (10, 0, 1, 2, 3, 9, 8)] + ["4090[0].vm-pbs", "88.vm-pbs"]
+    assert cancel(engine, ids) == []
+    assert runner.calls == [
+        ["qdel", "88.vm-pbs"],
+        ["qdel", "4086[0-3].vm-pbs"],
+        ["qdel", "4086[8-10].vm-pbs"],
+        ["qdel", "4090[0].vm-pbs"],
+    ]

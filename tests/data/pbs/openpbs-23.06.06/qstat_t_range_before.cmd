@@ -1,0 +1,1 @@
+qstat -t 4086[].vm-pbs

@@ -1,0 +1,1 @@
+qstat -x -t 4086[].vm-pbs
