@@ -180,16 +180,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._group_suffixes = group or []
 
         settings = resolve_engine_settings(config_name)
-        self._engine = template.batch_system_cls(
-            template,
-            submit_timeout=settings.submit_timeout,
-            status_timeout=settings.status_timeout,
-            submit_concurrency=settings.submit_concurrency,
-            job_arrays=settings.job_arrays,
-            max_array_size=settings.max_array_size,
-            submit_rate_limit=settings.submit_rate_limit,
-            submit_attempts=settings.submit_attempts,
-        )
+        self._engine = template.batch_system_cls.from_settings(template, settings)
         self._tracker = JobTracker(
             dataclasses.replace(job_cls.vanish, seconds=settings.vanish_grace)
         )

@@ -39,6 +39,7 @@ from .tracking import JobStatus
 
 if TYPE_CHECKING:
     from .job import Job
+    from .options import EngineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -387,6 +388,20 @@ class BatchSystem:
         self._host = safe_host(socket.gethostname())
         #: Called (without arguments, from any thread) after the set of live ids changed.
         self.on_live_change: Callable[[], None] | None = None
+
+    @classmethod
+    def from_settings(cls, template: Job, settings: EngineSettings) -> BatchSystem:
+        """The engine of a cluster whose ``jobqueue.<name>`` settings are ``settings``."""
+        return cls(
+            template,
+            submit_timeout=settings.submit_timeout,
+            status_timeout=settings.status_timeout,
+            submit_concurrency=settings.submit_concurrency,
+            job_arrays=settings.job_arrays,
+            max_array_size=settings.max_array_size,
+            submit_rate_limit=settings.submit_rate_limit,
+            submit_attempts=settings.submit_attempts,
+        )
 
     # ------------------------------------------------------------------ bookkeeping
 
