@@ -34,13 +34,9 @@ from .options import (
     CLUSTER_OPTIONS,
     Option,
     ParametersDocumented,
-    accepted_keywords,
-    check_config_section,
-    config_section,
-    known_config_keys,
+    check_cluster_arguments,
     resolve_engine_settings,
     resolve_options,
-    unknown_keyword_error,
 )
 from .policy import FailurePolicy
 from .poller import JobPoller, PollInterval
@@ -99,39 +95,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         config_name: str | None = None,
         **job_kwargs: Any,
     ):
-        job_cls = job_cls or type(self).job_cls
-        if job_cls is None:
-            raise ValueError(
-                "You need to specify a Job type. Two cases:\n"
-                "- you are inheriting from JobQueueCluster (most likely): you need to add a "
-                f"'job_cls' class variable in your JobQueueCluster-derived class "
-                f"{type(self).__name__}, e.g. job_cls = SLURMJob\n"
-                "- you are using JobQueueCluster directly (less likely, only useful for "
-                "tests): please explicitly pass a Job type through the 'job_cls' parameter, "
-                "e.g. JobQueueCluster(job_cls=SLURMJob, cores=8, memory='24GB')"
-            )
-        if not (isinstance(job_cls, type) and issubclass(job_cls, Job)):
-            raise ValueError(f"job_cls={job_cls!r} must be a subclass of dask_jobqueue.core.Job")
+        job_cls, config_name = check_cluster_arguments(
+            type(self).__name__, job_cls or type(self).job_cls, config_name, job_kwargs,
+            dashboard_address=dashboard_address, host=host,
+        )
         self.job_cls = job_cls
-        if dashboard_address is not None:
-            raise ValueError(
-                "Please pass 'dashboard_address' through 'scheduler_options': use\n"
-                f'cluster = {type(self).__name__}(..., scheduler_options={{"dashboard_address": "{dashboard_address}"}})'
-            )
-        if host is not None:
-            raise ValueError(
-                "Please pass 'host' through 'scheduler_options': use\n"
-                f'cluster = {type(self).__name__}(..., scheduler_options={{"host": "{host}"}})'
-            )
-        config_name = config_name or job_cls.default_config_name()
         self.config_name = config_name
-        config_section(config_name)
-        check_config_section(config_name, known_config_keys(job_cls, config_name))
-
-        accepted = accepted_keywords(job_cls)
-        unknown = set(job_kwargs) - accepted
-        if unknown:
-            raise unknown_keyword_error(type(self).__name__, unknown, accepted)
         given = {
             "n_workers": n_workers,
             "security": security,

@@ -595,6 +595,47 @@ def known_config_keys(job_cls: type, config_name: str | None = None) -> set[str]
     return keys
 
 
+def check_cluster_arguments(
+    cluster_name: str,
+    job_cls: type | None,
+    config_name: str | None,
+    job_kwargs: Mapping[str, Any],
+    dashboard_address: str | None = None,
+    host: str | None = None,
+) -> tuple[type, str]:
+    """The checks of a cluster's constructor before anything is resolved: a job class, no
+    keyword moved to ``scheduler_options``, a known config section without misspelt keys (a
+    warning), no unknown keyword. Returns the job class and the config section's name."""
+    from .job import Job  # the job module imports this one
+
+    if job_cls is None:
+        raise ValueError(
+            "You need to specify a Job type. Two cases:\n"
+            "- you are inheriting from JobQueueCluster (most likely): you need to add a "
+            f"'job_cls' class variable in your JobQueueCluster-derived class "
+            f"{cluster_name}, e.g. job_cls = SLURMJob\n"
+            "- you are using JobQueueCluster directly (less likely, only useful for "
+            "tests): please explicitly pass a Job type through the 'job_cls' parameter, "
+            "e.g. JobQueueCluster(job_cls=SLURMJob, cores=8, memory='24GB')"
+        )
+    if not (isinstance(job_cls, type) and issubclass(job_cls, Job)):
+        raise ValueError(f"job_cls={job_cls!r} must be a subclass of dask_jobqueue.core.Job")
+    for keyword, value in (("dashboard_address", dashboard_address), ("host", host)):
+        if value is not None:
+            raise ValueError(
+                f"Please pass '{keyword}' through 'scheduler_options': use\n"
+                f'cluster = {cluster_name}(..., scheduler_options={{"{keyword}": "{value}"}})'
+            )
+    config_name = config_name or job_cls.default_config_name()
+    config_section(config_name)
+    check_config_section(config_name, known_config_keys(job_cls, config_name))
+    accepted = accepted_keywords(job_cls)
+    unknown = set(job_kwargs) - accepted
+    if unknown:
+        raise unknown_keyword_error(cluster_name, unknown, accepted)
+    return job_cls, config_name
+
+
 def check_config_section(config_name: str, known: Iterable[str]) -> list[str]:
     """Warn (``UserWarning``) about each key of ``jobqueue.<config_name>`` that no option reads,
     naming the closest known key. Returns the unknown keys."""
