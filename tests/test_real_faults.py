@@ -250,6 +250,9 @@ def test_submit_accepted_then_transient_error_is_adopted(system, fake_commands, 
     with cluster, Client(cluster) as client:
         cluster.scale(jobs)
         client.wait_for_workers(jobs, timeout=120)
+        # a fast system (SGE) starts the job, and its workers connect, while the engine is
+        # still looking for the tag: the submission is recorded once that look is done
+        assert wait_until(lambda: len(cluster.workers) == jobs, 30), repr(cluster.jobs)
         assert fake_commands.calls(system.submit) == 1
         tracked = {job.job_id for job in cluster.workers.values()}
         assert len(tracked) == jobs
