@@ -42,13 +42,17 @@ class StreamResult:
         }
 
 
+def scheduler_worker_count(client: Client) -> int:
+    """Workers connected now, asked of the scheduler itself. ``client.scheduler_info()`` can
+    return the client's periodic summary, whose ``"workers"`` is empty, when that refresh
+    lands between its own fetch and its return: a sampler taking many readings sees a
+    spurious 0 (seen once in a CI run)."""
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.workers))
+
+
 def _sample_workers(client: Client, stop: threading.Event, out: list[tuple[float, int]]) -> None:
     while not stop.is_set():
-        try:
-            count = len(client.scheduler_info(n_workers=-1)["workers"])
-        except TypeError:  # older distributed: no n_workers argument
-            count = len(client.scheduler_info()["workers"])
-        out.append((time.monotonic(), count))
+        out.append((time.monotonic(), scheduler_worker_count(client)))
         stop.wait(0.25)
 
 

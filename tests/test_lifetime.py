@@ -27,6 +27,7 @@ from dask_jobqueue.walltime import (
     parse_sge_queue_h_rt,
 )
 
+from .lifetime_stream import scheduler_worker_count
 from .scheduler_suite import NO_DASHBOARD, emulator  # noqa: F401
 
 # ---------------------------------------------------------------------------- defaults
@@ -284,7 +285,7 @@ def _sample_workers(client, seconds: float, interval: float = 0.25) -> list[tupl
     stop = threading.Event()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not stop.is_set():
-        samples.append((time.monotonic(), len(client.scheduler_info()["workers"])))
+        samples.append((time.monotonic(), scheduler_worker_count(client)))
         time.sleep(interval)
     return samples
 

@@ -24,7 +24,7 @@ from distributed import Client
 from dask_jobqueue import JobState
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
-from .lifetime_stream import longest_zero_run, run_stream
+from .lifetime_stream import longest_zero_run, run_stream, scheduler_worker_count
 from .scheduler_suite import NO_DASHBOARD, wait_until
 from .test_real_faults import SGE_COMMANDS, SLURM_COMMANDS, Commands, in_queue
 
@@ -140,7 +140,7 @@ def test_status_outage_changes_nothing(system, fake_commands):  # noqa: F811
 
             def sample() -> None:
                 while not stop.is_set():
-                    samples.append((time.monotonic(), len(client.scheduler_info()["workers"])))
+                    samples.append((time.monotonic(), scheduler_worker_count(client)))
                     stop.wait(0.25)
 
             sampler = threading.Thread(target=sample, daemon=True)
