@@ -48,6 +48,14 @@ def run(argv: list[str]) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
 
 
+def scheduler_worker_names(client: Client) -> set:
+    """Names of the workers connected now, asked of the scheduler itself (see
+    ``lifetime_stream.scheduler_worker_count`` for why not ``client.scheduler_info()``)."""
+    return set(client.run_on_scheduler(
+        lambda dask_scheduler: [ws.name for ws in dask_scheduler.workers.values()]
+    ))
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

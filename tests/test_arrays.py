@@ -35,7 +35,7 @@ from dask_jobqueue.slurm import (
 from dask_jobqueue.tracking import JobState
 
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, run, wait_until
+from .scheduler_suite import NO_DASHBOARD, run, scheduler_worker_names, wait_until
 
 RECORDED = Path(__file__).parent / "data" / "arrays"
 
@@ -505,7 +505,7 @@ def test_real_array_end_to_end(real):
         ids = {job.job_id for job in cluster.workers.values()}
         assert len(ids) == 3 and ids <= real.tasks()
         # worker names map back to their task's job
-        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        names = scheduler_worker_names(client)
         assert names == set(cluster.workers)
 
         cluster.scale(2)

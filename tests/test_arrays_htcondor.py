@@ -37,7 +37,7 @@ from .emulator import clear_faults, inject_fault
 from .emulator.htcondor import _expand, _read_description
 from .emulator.store import Store
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, emulator, run, wait_until  # noqa: F401
+from .scheduler_suite import NO_DASHBOARD, emulator, run, scheduler_worker_names, wait_until  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "htcondor"
 
@@ -403,7 +403,7 @@ class TestEmulatedHTCondorArrays:
             ids = {job.job_id for job in cluster.workers.values()}
             assert len(ids) == 4 and len(_clusters(ids)) == 1 and ids <= _queue_ids()
             # every worker's name is its proc's, in the schedd's own ad too
-            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+            names = scheduler_worker_names(client)
             assert names == set(cluster.workers)
             listed = dict(
                 line.split(" ", 1)
@@ -514,5 +514,5 @@ class TestEmulatedHTCondorArrays:
             time.sleep(1)
             # no duplicate, nothing the cluster does not track
             assert _queue_ids() - before == ids
-            assert len(client.scheduler_info()["workers"]) == 3
+            assert len(scheduler_worker_names(client)) == 3
         assert wait_until(lambda: not ids & _queue_ids(), 30)

@@ -35,7 +35,7 @@ from dask_jobqueue.tags import parse_lsf_tags
 
 from .emulator import Store, clear_faults, inject_fault, list_jobs
 from .fakes import cancel, engine_with, query
-from .scheduler_suite import NO_DASHBOARD, emulator, run, wait_until  # noqa: F401
+from .scheduler_suite import NO_DASHBOARD, emulator, run, scheduler_worker_names, wait_until  # noqa: F401
 
 DATA = Path(__file__).parent / "data" / "lsf"
 
@@ -448,7 +448,7 @@ class TestEmulatedLSFArrays:
             ids = {job.job_id for job in cluster.workers.values()}
             assert len({i.split("[")[0] for i in ids}) == 1 and all("[" in i for i in ids)
             assert ids <= _queue_ids()
-            names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+            names = scheduler_worker_names(client)
             assert names == set(cluster.workers)
 
             cluster.scale(3)  # one element cancelled, the others keep running
