@@ -203,6 +203,26 @@ def single_array_id(pattern: str, stdout: str, tool: str) -> str:
     return found[0]
 
 
+def group_tasks(
+    job_ids: Sequence[str], split: Callable[[str], tuple[str, int] | None]
+) -> list[tuple[str, list[int] | None]]:
+    """``job_ids`` in order, the tasks of each array gathered where the array first appears:
+    ``(array, [indices])`` for tasks (``split(id)`` -> ``(array, index)``), ``(id, None)``
+    for other ids (``split(id)`` -> ``None``). For cancel commands taking task ranges."""
+    groups: list[tuple[str, list[int] | None]] = []
+    tasks: dict[str, list[int]] = {}
+    for job_id in job_ids:
+        task = split(job_id)
+        if task is None:
+            groups.append((job_id, None))
+        elif task[0] in tasks:
+            tasks[task[0]].append(task[1])
+        else:
+            tasks[task[0]] = [task[1]]
+            groups.append((task[0], tasks[task[0]]))
+    return groups
+
+
 def index_spans(indices: Iterable[int]) -> list[str]:
     """Runs of consecutive array indices: ``[3, 4, 5, 7]`` -> ``["3-5", "7"]`` (for cancel
     commands that take task ranges)."""

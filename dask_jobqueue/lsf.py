@@ -19,6 +19,7 @@ from .engine import (
     LimitsProbe,
     StatusStep,
     adopt_one_array,
+    group_tasks,
     index_spans,
     simple_parser,
     single_array_id,
@@ -278,21 +279,18 @@ def lsf_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     return [f"{array_id}[{i}]" for i in indices]
 
 
+def _lsf_task(job_id: str) -> tuple[str, int] | None:
+    match = _JOB_ID.fullmatch(job_id)
+    return (match.group(1), int(match.group(2))) if match and match.group(2) else None
+
+
 def lsf_cancel_args(job_ids: Sequence[str]) -> list[str]:
     """``bkill`` arguments: the elements of one array as one index list (``12[3-5,9]``),
     other ids as they are."""
-    tasks: dict[str, list[int]] = {}
-    out: list[str] = []
-    for job_id in job_ids:
-        match = _JOB_ID.fullmatch(job_id)
-        if match and match.group(2) is not None:
-            if match.group(1) not in tasks:
-                tasks[match.group(1)] = []
-                out.append(match.group(1))  # placeholder, keeps the order
-            tasks[match.group(1)].append(int(match.group(2)))
-        else:
-            out.append(job_id)
-    return [f"{a}[{','.join(index_spans(tasks.pop(a)))}]" if a in tasks else a for a in out]
+    return [
+        arg if indices is None else f"{arg}[{','.join(index_spans(indices))}]"
+        for arg, indices in group_tasks(job_ids, _lsf_task)
+    ]
 
 
 def _task_log_names(script: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from ._shell import CommandError
 from ._values import GIB, KIB, MIB, ceil_to_unit
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, LimitsProbe, StatusStep, index_spans
+from .engine import ArraySupport, LimitsProbe, StatusStep, group_tasks, index_spans
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
@@ -404,19 +404,24 @@ def pbs_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     return [f"{sequence}[{i}]{server}" for i in indices]
 
 
+def _pbs_task(job_id: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"(\d+)\[(\d+)\](.*)", job_id)
+    # the array key keeps the server suffix: 65[...].server
+    return (f"{match.group(1)}\0{match.group(3)}", int(match.group(2))) if match else None
+
+
 def pbs_cancel_args(job_ids: Sequence[str]) -> list[str]:
-    """``qdel`` arguments: consecutive subjobs of one array as ``65[3-5].server``."""
-    tasks: dict[tuple[str, str], list[int]] = {}
-    out: list[str] = []
-    for job_id in job_ids:
-        match = re.fullmatch(r"(\d+)\[(\d+)\](.*)", job_id)
-        if match:
-            tasks.setdefault((match.group(1), match.group(3)), []).append(int(match.group(2)))
-        else:
-            out.append(job_id)
-    for (sequence, server), indices in tasks.items():
-        out += [f"{sequence}[{span}]{server}" for span in index_spans(indices)]
-    return out
+    """``qdel`` arguments: plain ids, then consecutive subjobs of one array as
+    ``65[3-5].server``."""
+    groups = group_tasks(job_ids, _pbs_task)
+    ranges = [
+        f"{sequence}[{span}]{server}"
+        for arg, indices in groups
+        if indices is not None
+        for sequence, server in [arg.split("\0")]
+        for span in index_spans(indices)
+    ]
+    return [arg for arg, indices in groups if indices is None] + ranges
 
 
 def pbs_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:

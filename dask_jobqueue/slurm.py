@@ -13,6 +13,7 @@ from .engine import (
     LimitsProbe,
     StatusStep,
     adopt_one_array,
+    group_tasks,
     index_spans,
     missing_ids,
     simple_parser,
@@ -179,27 +180,19 @@ def slurm_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     return [f"{array_id}_{i}" for i in indices]
 
 
+def _slurm_task(job_id: str) -> tuple[str, int] | None:
+    array_id, sep, index = job_id.partition("_")
+    return (array_id, int(index)) if sep and index.isdigit() else None
+
+
 def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
     """``scancel`` arguments: tasks of one array as one range (``12_[3-5,7]``), others as is."""
-    tasks: dict[str, list[int]] = {}
-    args: list[str] = []
-    for job_id in job_ids:
-        array_id, sep, index = job_id.partition("_")
-        if sep and index.isdigit():
-            if array_id not in tasks:
-                tasks[array_id] = []
-                args.append(array_id)  # placeholder, keeps the order
-            tasks[array_id].append(int(index))
-        else:
-            args.append(job_id)
-    out = []
-    for arg in args:
-        if arg in tasks:
-            indices = tasks.pop(arg)
-            out.append(f"{arg}_{indices[0]}" if len(indices) == 1 else f"{arg}_[{','.join(index_spans(indices))}]")
-        else:
-            out.append(arg)
-    return out
+    return [
+        arg if indices is None
+        else f"{arg}_{indices[0]}" if len(indices) == 1
+        else f"{arg}_[{','.join(index_spans(indices))}]"
+        for arg, indices in group_tasks(job_ids, _slurm_task)
+    ]
 
 
 def parse_slurm_limits(stdout: str) -> dict[str, int]:
