@@ -56,6 +56,17 @@ def scheduler_worker_names(client: Client) -> set:
     ))
 
 
+def scheduler_workers(client: Client) -> list[dict]:
+    """Name, threads and memory limit of each worker connected now, asked of the scheduler
+    itself (see ``scheduler_worker_names``)."""
+    return client.run_on_scheduler(
+        lambda dask_scheduler: [
+            {"name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit}
+            for ws in dask_scheduler.workers.values()
+        ]
+    )
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +107,7 @@ class SchedulerSuite:
         with self.cluster(cores=2, processes=2, memory="2GiB") as cluster, Client(cluster) as client:
             cluster.scale(2)
             client.wait_for_workers(2, timeout=self.backend.timeout)
-            workers = client.scheduler_info()["workers"].values()
+            workers = scheduler_workers(client)
             assert {w["nthreads"] for w in workers} == {1}
             assert {w["memory_limit"] for w in workers} == {2**30}
             x = da.ones((1000, 1000), chunks=(100, 100))

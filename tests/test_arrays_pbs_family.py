@@ -372,6 +372,8 @@ class ArraySuite:
         with self.cluster(job_name="djqlate") as cluster, Client(cluster) as client:
             cluster.scale(3)
             client.wait_for_workers(3, timeout=90)  # no error raised
+            # the workers may connect before the submission (retry delay, tag listing) returns
+            assert wait_until(lambda: len(cluster.workers) == 3, 30), repr(cluster.jobs)
             ids = {j.job_id for j in cluster.workers.values()}
             created = {j["key"] for j in list_jobs(emulator.home)} - before
             # exactly one array of 3, every subjob tracked, nothing submitted twice

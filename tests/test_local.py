@@ -16,12 +16,14 @@ from dask_jobqueue import CommandError, JobFailedError, JobQueueCluster, JobStat
 from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.local import LocalCluster, LocalJob
 
+from . import scheduler_suite
+from .scheduler_suite import NO_DASHBOARD, scheduler_worker_names, scheduler_workers
+
 FAST = {
     "jobqueue.local.poll-interval": "200ms",
     "jobqueue.local.poll-interval-max": "1s",
     "jobqueue.local.resubmit-backoff": "200ms",
 }
-NO_DASHBOARD = {"dashboard_address": ":0"}
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +32,8 @@ def fast_polling():
         yield
 
 
-def wait_until(predicate, timeout=30, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+def wait_until(predicate, timeout: float = 30) -> bool:
+    return scheduler_suite.wait_until(predicate, timeout, interval=0.1)
 
 
 def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):
@@ -46,7 +43,7 @@ def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):
     ) as cluster, Client(cluster) as client:
         cluster.scale(4)  # workers: 2 jobs of 2 processes
         client.wait_for_workers(4, timeout=60)
-        workers = client.scheduler_info()["workers"].values()
+        workers = scheduler_workers(client)
         assert {w["nthreads"] for w in workers} == {1}
         assert {w["memory_limit"] for w in workers} == {2**30}
         assert sorted(w["name"] for w in workers) == [
@@ -59,7 +56,7 @@ def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):
 
         cluster.scale(jobs=1)
         assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2 and len(cluster.workers) == 1)
-        names = {w["name"] for w in client.scheduler_info()["workers"].values()}
+        names = scheduler_worker_names(client)
         assert names in ({"LocalCluster-0-0", "LocalCluster-0-1"}, {"LocalCluster-1-0", "LocalCluster-1-1"})
         # retired gracefully: the job either finished on its own or was cancelled after
         ended = [r for r in cluster.jobs if r.state in (JobState.CANCELLED, JobState.FINISHED)]
