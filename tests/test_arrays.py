@@ -13,13 +13,11 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dask
 import pytest
-from distributed import Client
 
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.engine import array_script, index_spans
@@ -34,8 +32,10 @@ from dask_jobqueue.slurm import (
 )
 from dask_jobqueue.tracking import JobState
 
+from . import array_scenarios
+from .array_scenarios import ArraySystem
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, run, scheduler_worker_names, wait_until
+from .scheduler_suite import NO_DASHBOARD, run
 
 RECORDED = Path(__file__).parent / "data" / "arrays"
 
@@ -437,37 +437,32 @@ def _pbs_tasks() -> set[str]:
     return ids
 
 
-@dataclass(frozen=True)
-class Real:
-    name: str
-    cluster_cls: type
-    kwargs: dict
-    tasks: Callable[[], set[str]]  # ids of this user's array tasks and jobs still listed
-    cancel: str
-    hold: list[str]
-
-
 def _real_systems():
     from dask_jobqueue import OARCluster, PBSCluster, SGECluster
 
+    def system(name, cluster_cls, listed, cancel, hold, **kwargs):
+        options = {"cores": 1, "memory": "1GB", "processes": 1,
+                   "scheduler_options": NO_DASHBOARD, **kwargs}
+        return ArraySystem(name, partial(cluster_cls, **options), listed, [cancel], hold,
+                           timeout=180)
+
     return [
         pytest.param(
-            Real("slurm", SLURMCluster, {"walltime": "00:10:00"}, _slurm_tasks, "scancel",
-                 ["--hold"]),
+            system("slurm", SLURMCluster, _slurm_tasks, "scancel", ["--hold"],
+                   walltime="00:10:00"),
             marks=pytest.mark.env("slurm"), id="slurm",
         ),
         pytest.param(
-            Real("sge", SGECluster, {}, _sge_tasks, "qdel", ["-h"]),
+            system("sge", SGECluster, _sge_tasks, "qdel", ["-h"]),
             marks=pytest.mark.env("sge"), id="sge",
         ),
         pytest.param(
-            Real("oar", OARCluster,
-                 {"walltime": "00:10:00", "memory_per_core_property_name": "not_applicable"},
-                 _oar_tasks, "oardel", ["--hold"]),
+            system("oar", OARCluster, _oar_tasks, "oardel", ["--hold"], walltime="00:10:00",
+                   memory_per_core_property_name="not_applicable"),
             marks=pytest.mark.env("oar"), id="oar",
         ),
         pytest.param(
-            Real("pbs", PBSCluster, {"walltime": "00:10:00"}, _pbs_tasks, "qdel", ["-h"]),
+            system("pbs", PBSCluster, _pbs_tasks, "qdel", ["-h"], walltime="00:10:00"),
             marks=pytest.mark.env("pbs"), id="pbs",
         ),
     ]
@@ -475,7 +470,7 @@ def _real_systems():
 
 @pytest.fixture(params=_real_systems())
 def real(request, tmp_path, monkeypatch):
-    system: Real = request.param
+    system: ArraySystem = request.param
     monkeypatch.chdir(tmp_path)
     section = f"jobqueue.{system.name}"
     with dask.config.set(
@@ -489,80 +484,16 @@ def real(request, tmp_path, monkeypatch):
         yield system
 
 
-def _cluster(real: Real, **kwargs):
-    options = {"cores": 1, "memory": "1GB", "processes": 1, **real.kwargs, **kwargs}
-    return real.cluster_cls(scheduler_options=NO_DASHBOARD, **options)
-
-
 def test_real_array_end_to_end(real):
-    """Workers of array tasks connect and compute; scaling down cancels one task (seen in
-    the queue); a task cancelled from outside is replaced."""
-    with _cluster(real, job_name="djqarr") as cluster, Client(cluster) as client:
-        cluster.scale(3)
-        client.wait_for_workers(3, timeout=180)
-        assert client.submit(lambda x: x + 1, 1).result(timeout=60) == 2
-        assert cluster.command_counts["submit"] == 1
-        ids = {job.job_id for job in cluster.workers.values()}
-        assert len(ids) == 3 and ids <= real.tasks()
-        # worker names map back to their task's job
-        names = scheduler_worker_names(client)
-        assert names == set(cluster.workers)
-
-        cluster.scale(2)
-        assert wait_until(lambda: len(ids & real.tasks()) == 2, 90), real.tasks()
-        assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
-        assert cluster.command_counts["submit"] == 1
-
-        victim = sorted(ids & real.tasks())[0]
-        subprocess.run([real.cancel, victim], capture_output=True, check=False)
-        assert wait_until(
-            lambda: victim not in {j.job_id for j in cluster.workers.values()}
-            and len(cluster.workers) == 2,
-            120,
-        )
-        client.wait_for_workers(2, timeout=180)
-        assert cluster.command_counts["submit"] == 2  # the replacement
-        record = next(r for r in cluster.jobs if r.job_id == victim)
-        assert record.state.is_final
-        live = {j.job_id for j in cluster.workers.values()}
-    assert wait_until(lambda: not (live | ids) & real.tasks(), 90), real.tasks()
+    array_scenarios.end_to_end(real)
 
 
 def test_real_task_dying_before_connect_is_explained(real, tmp_path):
-    with dask.config.set({f"jobqueue.{real.name}.max-consecutive-failures": 2}):
-        cluster = _cluster(
-            real,
-            job_name="djqdie",
-            log_directory=str(tmp_path / "logs"),
-            job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
-        )
-        with cluster:
-            cluster.scale(2)
-            assert wait_until(lambda: cluster._pending_error is not None, 180)
-            failed = [r for r in cluster.jobs if r.error]
-            assert failed
-            message = failed[0].error
-            assert "before its workers connected" in message
-            assert "no such module: foo" in message
-            # the first two were tasks of one array, explained like single jobs
-            assert len(list(cluster.jobs)) > cluster.command_counts["submit"]
-            ids = {r.job_id for r in cluster.jobs}
-    assert wait_until(lambda: not ids & real.tasks(), 90)
+    array_scenarios.task_dying_before_connect(real, tmp_path / "logs")
 
 
 def test_real_split_at_a_low_max_array_size(real):
+    # one command for all (ranges per array), except PBS: one qdel per argument (its server
+    # crashes on a qdel naming a live job and an unknown one), each array's tasks one range
     with dask.config.set({f"jobqueue.{real.name}.max-array-size": 3}):
-        cluster = _cluster(real, job_name="djqsplit", job_extra_directives=real.hold)
-        with cluster:
-            cluster.scale(7)
-            assert wait_until(lambda: len(cluster.workers) == 7, 90)
-            ids = {j.job_id for j in cluster.workers.values()}
-            assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1
-            assert wait_until(lambda: ids <= real.tasks(), 60), ids - real.tasks()
-            cluster.scale(0)
-            assert wait_until(lambda: not (ids & real.tasks()), 90), ids & real.tasks()
-            # one command for all (ranges per array), except PBS: one qdel per argument (its
-            # server crashes on a qdel naming a live job and an unknown one), each array's
-            # tasks one range: 3 arrays, 3 qdel
-            one_argument = cluster.job_cls.cancel_max_ids == 1
-            assert cluster.command_counts["cancel"] == (3 if one_argument else 1)
+        array_scenarios.split(real, cancel_commands=3 if real.name == "pbs" else 1)

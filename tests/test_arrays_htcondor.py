@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-import time
+from functools import partial
 from pathlib import Path
 
 import dask
 import pytest
-from distributed import Client
 
 from dask_jobqueue import CommandError, HTCondorCluster
 from dask_jobqueue.engine import array_script
@@ -33,6 +32,8 @@ from dask_jobqueue.htcondor import (
 )
 from dask_jobqueue.tracking import JobState
 
+from . import array_scenarios
+from .array_scenarios import ArraySystem
 from .emulator import clear_faults, inject_fault
 from .emulator.htcondor import _expand, _read_description
 from .emulator.store import Store
@@ -356,6 +357,14 @@ def _clusters(ids: set[str]) -> set[str]:
     return {i.split(".")[0] for i in ids}
 
 
+HTCONDOR_ARRAYS_E2E = ArraySystem(
+    "htcondor",
+    partial(HTCondorCluster, cores=1, memory="1GB", disk="1GB", processes=1,
+            scheduler_options=NO_DASHBOARD),
+    _queue_ids, ["condor_rm"], {"hold": "True"},
+)
+
+
 @pytest.mark.env("htcondor")
 @pytest.mark.usefixtures("emulator")
 class TestEmulatedHTCondorArrays:
@@ -386,108 +395,41 @@ class TestEmulatedHTCondorArrays:
         yield set_limit
         store.write_config(saved)
 
-    def cluster(self, **kwargs):
-        options = {"cores": 1, "memory": "1GB", "disk": "1GB", "processes": 1,
-                   "job_name": NAME, **kwargs}
-        return HTCondorCluster(scheduler_options=NO_DASHBOARD, **options)
-
     def test_array_end_to_end(self):
-        """scale(4): one condor_submit, four procs whose workers connect and compute; scaling
-        down removes one proc, the others keep running; a proc removed from outside is
-        replaced."""
-        with self.cluster() as cluster, Client(cluster) as client:
-            cluster.scale(4)
-            client.wait_for_workers(4, timeout=90)
-            assert client.submit(lambda x: x + 1, 1).result(timeout=60) == 2
-            assert cluster.command_counts["submit"] == 1
-            ids = {job.job_id for job in cluster.workers.values()}
-            assert len(ids) == 4 and len(_clusters(ids)) == 1 and ids <= _queue_ids()
-            # every worker's name is its proc's, in the schedd's own ad too
-            names = scheduler_worker_names(client)
-            assert names == set(cluster.workers)
+        def procs_of_one_cluster_named_in_the_schedd(cluster, client):
+            assert len(_clusters({j.job_id for j in cluster.workers.values()})) == 1
             listed = dict(
                 line.split(" ", 1)
                 for line in run(["condor_q", "-af:j", "DaskWorkerName"]).splitlines()
             )
-            assert {listed[j.job_id] for j in cluster.workers.values()} == names
+            assert {listed[j.job_id] for j in cluster.workers.values()} == set(cluster.workers)
 
-            cluster.scale(3)
-            assert wait_until(lambda: len(ids & _queue_ids()) == 3, 60), _queue_ids()
-            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 3, 60)
-            assert cluster.command_counts["submit"] == 1
-
-            victim = sorted(ids & _queue_ids())[0]
-            run(["condor_rm", victim])
-            assert wait_until(
-                lambda: victim not in {j.job_id for j in cluster.workers.values()}
-                and len(cluster.workers) == 3,
-                60,
-            )
-            client.wait_for_workers(3, timeout=90)
-            assert cluster.command_counts["submit"] == 2  # the replacement
-            record = next(r for r in cluster.jobs if r.job_id == victim)
-            assert record.state.is_final
-            live = {j.job_id for j in cluster.workers.values()}
-        assert wait_until(lambda: not (live | ids) & _queue_ids(), 30), _queue_ids()
+        array_scenarios.end_to_end(
+            HTCONDOR_ARRAYS_E2E, jobs=4, check=procs_of_one_cluster_named_in_the_schedd
+        )
 
     def test_proc_dying_before_connect_is_explained(self, tmp_path):
-        with dask.config.set({"jobqueue.htcondor.max-consecutive-failures": 2}):
-            cluster = self.cluster(
-                log_directory=str(tmp_path / "logs"),
-                job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
-            )
-            with cluster:
-                cluster.scale(2)
-                assert wait_until(lambda: cluster._pending_error is not None, 60)
-                failed = [r for r in cluster.jobs if r.error]
-                assert failed
-                message = failed[0].error
-                assert "before its workers connected" in message
-                assert "no such module: foo" in message
-                assert failed[0].job_id in message and re.fullmatch(r"\d+\.\d", failed[0].job_id)
-                assert (tmp_path / "logs" / f"worker-{failed[0].job_id}.err").exists()
-                # the first two were procs of one cluster
-                assert len(list(cluster.jobs)) > cluster.command_counts["submit"]
-                ids = {r.job_id for r in cluster.jobs}
-        assert wait_until(lambda: not ids & _queue_ids(), 30)
+        failed = array_scenarios.task_dying_before_connect(HTCONDOR_ARRAYS_E2E, tmp_path / "logs")
+        assert re.fullmatch(r"\d+\.\d", failed.job_id)
+        assert (tmp_path / "logs" / f"worker-{failed.job_id}.err").exists()
 
     def test_split_at_a_low_max_jobs_per_submission(self, max_jobs):
         max_jobs(3)
-        cluster = self.cluster(job_extra_directives={"hold": "True"})
-        with cluster:
-            cluster.scale(7)
-            assert wait_until(lambda: len(cluster.workers) == 7, 60)
-            ids = {j.job_id for j in cluster.workers.values()}
-            assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1: ceil(7 / 3)
-            assert cluster.command_counts["limits"] == 1
-            assert wait_until(lambda: ids <= _queue_ids(), 30), ids - _queue_ids()
-            sizes = sorted(
-                sum(1 for i in ids if i.split(".")[0] == c) for c in _clusters(ids)
-            )
-            assert sizes == [1, 3, 3]
-            cluster.scale(0)
-            assert wait_until(lambda: not (ids & _queue_ids()), 30), ids & _queue_ids()
-            assert cluster.command_counts["cancel"] == 1  # one condor_rm for all seven
+        # one condor_rm for all seven
+        counts = array_scenarios.split(HTCONDOR_ARRAYS_E2E, cancel_commands=1)
+        assert counts["limits"] == 1
 
     def test_override_above_the_schedd_limit_is_refused_with_its_message(self, max_jobs):
         max_jobs(2)
         with dask.config.set({"jobqueue.htcondor.max-array-size": 3}):
-            with self.cluster() as cluster:
+            with HTCONDOR_ARRAYS_E2E.make_cluster(job_name=NAME) as cluster:
                 cluster.scale(3)
                 with pytest.raises(CommandError, match="would exceed MAX_JOBS_PER_SUBMISSION"):
                     cluster.wait_for_workers(1, timeout=30)
         assert not _queue_ids()
 
     def test_arrays_never(self):
-        with dask.config.set({"jobqueue.htcondor.job-arrays": "never"}):
-            with self.cluster(job_extra_directives={"hold": "True"}) as cluster:
-                cluster.scale(3)
-                assert wait_until(lambda: len(cluster.workers) == 3, 60)
-                ids = {j.job_id for j in cluster.workers.values()}
-                assert cluster.command_counts["submit"] == 3
-                assert len(_clusters(ids)) == 3
-                assert wait_until(lambda: ids <= _queue_ids(), 30)
-            assert wait_until(lambda: not ids & _queue_ids(), 30)
+        array_scenarios.never(HTCONDOR_ARRAYS_E2E)
 
     @pytest.mark.parametrize(
         "fault, settings",
@@ -502,17 +444,5 @@ class TestEmulatedHTCondorArrays:
     )
     def test_cluster_created_by_a_failed_submit_is_adopted(self, emulator, fault, settings):  # noqa: F811
         inject_fault(emulator.home, "submit_accept_then_fail", count=1, **fault)
-        before = _queue_ids()
-        with dask.config.set(settings), self.cluster() as cluster, Client(cluster) as client:
-            cluster.scale(3)
-            client.wait_for_workers(3, timeout=90)
-            # the workers may connect before the submission (retry delay, tag listing) returns
-            assert wait_until(lambda: len(cluster.workers) == 3, 30)
-            assert cluster.command_counts["submit"] == 1  # adopted, not submitted again
-            ids = {j.job_id for j in cluster.workers.values()}
-            assert len(_clusters(ids)) == 1
-            time.sleep(1)
-            # no duplicate, nothing the cluster does not track
-            assert _queue_ids() - before == ids
-            assert len(scheduler_worker_names(client)) == 3
-        assert wait_until(lambda: not ids & _queue_ids(), 30)
+        with dask.config.set(settings):
+            array_scenarios.adopted_after_failed_submit(HTCONDOR_ARRAYS_E2E)

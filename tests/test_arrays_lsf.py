@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import dask
 import pytest
-from distributed import Client
 
 from dask_jobqueue import CommandError, JobState, LSFCluster
 from dask_jobqueue import engine as engine_module
@@ -33,7 +33,9 @@ from dask_jobqueue.lsf import (
 )
 from dask_jobqueue.tags import parse_lsf_tags
 
-from .emulator import Store, clear_faults, inject_fault, list_jobs
+from . import array_scenarios
+from .array_scenarios import ArraySystem
+from .emulator import Store, clear_faults, inject_fault
 from .fakes import cancel, engine_with, query
 from .scheduler_suite import NO_DASHBOARD, emulator, run, scheduler_worker_names, wait_until  # noqa: F401
 
@@ -412,6 +414,14 @@ emulator_only = pytest.mark.skipif(
 )
 
 
+LSF_ARRAYS = ArraySystem(
+    "lsf",
+    partial(LSFCluster, cores=1, memory="1GB", processes=1, walltime="10:00",
+            scheduler_options=NO_DASHBOARD),
+    _queue_ids, ["bkill"], ["-H"],
+)
+
+
 @pytest.mark.env("lsf")
 @pytest.mark.usefixtures("emulator")
 class TestEmulatedLSFArrays:
@@ -432,63 +442,16 @@ class TestEmulatedLSFArrays:
         if not REAL:
             clear_faults(emulator.home)
 
-    def cluster(self, **kwargs):
-        options = {
-            "cores": 1, "memory": "1GB", "processes": 1, "walltime": "10:00",
-            "scheduler_options": NO_DASHBOARD, **kwargs,
-        }
-        return LSFCluster(**options)
-
     def test_scale_is_one_bsub_and_elements_live_their_own_lives(self):
-        with self.cluster(job_name="djqarr") as cluster, Client(cluster) as client:
-            cluster.scale(4)
-            client.wait_for_workers(4, timeout=90)
-            assert client.submit(lambda x: x + 1, 1).result(timeout=30) == 2
-            assert cluster.command_counts["submit"] == 1
+        def elements_of_one_array(cluster, client):
             ids = {job.job_id for job in cluster.workers.values()}
             assert len({i.split("[")[0] for i in ids}) == 1 and all("[" in i for i in ids)
-            assert ids <= _queue_ids()
-            names = scheduler_worker_names(client)
-            assert names == set(cluster.workers)
 
-            cluster.scale(3)  # one element cancelled, the others keep running
-            assert wait_until(lambda: len(ids & _queue_ids()) == 3, 60), _queue_ids()
-            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 3, 30)
-            assert cluster.command_counts["submit"] == 1
-
-            victim = sorted(ids & _queue_ids())[0]
-            subprocess.run(["bkill", victim], capture_output=True, check=False)
-            assert wait_until(
-                lambda: victim not in {j.job_id for j in cluster.workers.values()}
-                and len(cluster.workers) == 3,
-                60,
-            ), repr(cluster.jobs)
-            client.wait_for_workers(3, timeout=90)
-            assert cluster.command_counts["submit"] == 2  # the replacement
-            record = next(r for r in cluster.jobs if r.job_id == victim)
-            assert record.state == JobState.CANCELLED
-            live = {j.job_id for j in cluster.workers.values()}
-            assert len(ids & live) == 2  # the two untouched elements still serve
-        assert wait_until(lambda: not (live | ids) & _queue_ids(), 60), _queue_ids()
+        array_scenarios.end_to_end(LSF_ARRAYS, jobs=4, check=elements_of_one_array)
 
     def test_element_dying_before_connect_is_explained(self, tmp_path):
-        with dask.config.set({"jobqueue.lsf.max-consecutive-failures": 2}):
-            cluster = self.cluster(
-                job_name="djqdie",
-                log_directory=str(tmp_path / "logs"),
-                job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
-            )
-            with cluster:
-                cluster.scale(2)
-                assert wait_until(lambda: sum(bool(r.error) for r in cluster.jobs) >= 2, 60)
-                failed = [r for r in cluster.jobs if r.error]
-                assert all("[" in r.job_id for r in failed[:2])  # elements of the first array
-                message = failed[0].error
-                assert "before its workers connected" in message
-                assert "no such module: foo" in message
-                assert failed[0].exit_code == 3
-                ids = {r.job_id for r in cluster.jobs}
-        assert wait_until(lambda: not ids & _queue_ids(), 60)
+        failed = array_scenarios.task_dying_before_connect(LSF_ARRAYS, tmp_path / "logs")
+        assert "[" in failed.job_id  # an element of the array
 
     @emulator_only
     def test_low_max_job_array_size_splits_the_request(self, emulator):  # noqa: F811
@@ -496,32 +459,14 @@ class TestEmulatedLSFArrays:
         config = dict(store.config)
         store.write_config({**config, "max_job_array_size": 3})
         try:
-            with self.cluster(job_name="djqsplit", job_extra_directives=["-H"]) as cluster:
-                cluster.scale(7)
-                assert wait_until(
-                    lambda: sum(r.state == JobState.HELD for r in cluster.jobs) == 7, 60
-                ), repr(cluster.jobs)
-                assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1 = ceil(7 / 3)
-                assert cluster.command_counts["limits"] == 1
-                ids = {r.job_id for r in cluster.jobs}
-                assert sum("[" in i for i in ids) == 6 and ids <= _queue_ids()
-                cluster.scale(0)
-                assert wait_until(lambda: not ids & _queue_ids(), 60), ids & _queue_ids()
-                assert cluster.command_counts["cancel"] == 1  # three arrays, one bkill
+            # three arrays, one bkill
+            counts = array_scenarios.split(LSF_ARRAYS, cancel_commands=1)
+            assert counts["limits"] == 1
         finally:
             store.write_config(config)
 
     def test_job_arrays_never_is_one_bsub_per_job(self):
-        with dask.config.set({"jobqueue.lsf.job-arrays": "never"}):
-            with self.cluster(job_name="djqnever", job_extra_directives=["-H"]) as cluster:
-                cluster.scale(3)
-                assert wait_until(
-                    lambda: sum(r.state == JobState.HELD for r in cluster.jobs) == 3, 60
-                )
-                assert cluster.command_counts["submit"] == 3
-                ids = {r.job_id for r in cluster.jobs}
-                assert not any("[" in i for i in ids) and ids <= _queue_ids()
-        assert wait_until(lambda: not ids & _queue_ids(), 60)
+        array_scenarios.never(LSF_ARRAYS)
 
     @emulator_only
     def test_bsub_that_created_the_array_then_failed_is_adopted(self, emulator):  # noqa: F811
@@ -529,16 +474,4 @@ class TestEmulatedLSFArrays:
             emulator.home, "submit_accept_then_fail", count=1, exit_code=1,
             stderr="LSF is processing your request. Please wait ...",
         )
-        with self.cluster(job_name="djqadopt", job_extra_directives=["-H"]) as cluster:
-            cluster.scale(3)
-            assert wait_until(
-                lambda: sum(r.state == JobState.HELD for r in cluster.jobs) == 3, 60
-            ), repr(cluster.jobs)
-            assert not [r for r in cluster.jobs if r.error]
-            assert cluster.command_counts["submit"] == 1  # adopted, not resubmitted
-            ids = {r.job_id for r in cluster.jobs}
-            created = {
-                j["key"] for j in list_jobs(emulator.home) if j["name"].startswith("djqadopt")
-            }
-            assert created == ids and len(ids) == 3  # no duplicate, none untracked
-        assert wait_until(lambda: not ids & _queue_ids(), 60)
+        array_scenarios.adopted_after_failed_submit(LSF_ARRAYS)

@@ -11,17 +11,17 @@ OpenPBS) and ``pytest -E moab``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import dask
 import pytest
 from distributed import Client
 
-from dask_jobqueue import JobFailedError, MoabCluster, PBSCluster
+from dask_jobqueue import MoabCluster, PBSCluster
 from dask_jobqueue.engine import array_script
 from dask_jobqueue.moab import MoabJob
 from dask_jobqueue.pbs import (
@@ -36,7 +36,9 @@ from dask_jobqueue.pbs import (
 from dask_jobqueue.tags import parse_pbs_tags
 from dask_jobqueue.tracking import JobState
 
-from .emulator import inject_fault, list_jobs
+from . import array_scenarios
+from .array_scenarios import ArraySystem
+from .emulator import inject_fault
 from .fakes import cancel, engine_with
 from .scheduler_suite import NO_DASHBOARD, emulator, run, wait_until  # noqa: F401
 
@@ -257,11 +259,21 @@ def _subjob_ids() -> set[str]:
     return ids
 
 
+PBS_ARRAYS = ArraySystem(
+    "pbs",
+    partial(PBSCluster, cores=1, memory="1GB", processes=1, walltime="00:10:00",
+            scheduler_options=NO_DASHBOARD),
+    _subjob_ids, ["qdel"], ["-h"],
+)
+
+
 class ArraySuite:
     """Arrays end to end on one emulated member of the PBS family."""
 
     emulator_flavour: str
     emulator_options = {"kill_delay": 0.5}
+    limit_attribute: str  # the qmgr attribute of the array limit
+    split_cancels: int  # qdel commands removing seven subjobs of three arrays
 
     @pytest.fixture(autouse=True)
     def _fast(self, tmp_path, monkeypatch):
@@ -275,114 +287,33 @@ class ArraySuite:
         ):
             yield
 
-    def cluster(self, **kwargs):
-        options = {"cores": 1, "memory": "1GB", "processes": 1, "walltime": "00:10:00"}
-        return PBSCluster(scheduler_options=NO_DASHBOARD, **{**options, **kwargs})
-
     def test_scale_down_and_replacement(self):
-        with self.cluster(job_name="djqarr") as cluster, Client(cluster) as client:
-            cluster.scale(4)
-            client.wait_for_workers(4, timeout=90)
-            assert client.submit(lambda x: x + 1, 1).result(timeout=30) == 2
-            assert cluster.command_counts["submit"] == 1
+        def subjobs_of_one_array(cluster, client):
             ids = {job.job_id for job in cluster.workers.values()}
-            assert len(ids) == 4 and all("[" in i for i in ids) and ids <= _subjob_ids()
-            assert len({i.split("[")[0] for i in ids}) == 1  # one array
+            assert all("[" in i for i in ids) and len({i.split("[")[0] for i in ids}) == 1
 
-            cluster.scale(3)
-            assert wait_until(lambda: len(ids & _subjob_ids()) == 3, 60), _subjob_ids()
-            assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 3, 30)
-            assert cluster.command_counts["submit"] == 1
-            kept = ids & _subjob_ids()
-
-            victim = sorted(kept)[0]
-            subprocess.run(["qdel", victim], capture_output=True, check=False)
-            assert wait_until(
-                lambda: victim not in {j.job_id for j in cluster.workers.values()}
-                and len(cluster.workers) == 3,
-                60,
-            ), repr(cluster.jobs)
-            client.wait_for_workers(3, timeout=60)
-            assert cluster.command_counts["submit"] == 2  # the replacement alone
-            record = next(r for r in cluster.jobs if r.job_id == victim)
-            assert record.state.is_final
-            assert kept - {victim} <= _subjob_ids()  # the other tasks kept running
-            live = {j.job_id for j in cluster.workers.values()}
-        assert wait_until(lambda: not (live | ids) & _subjob_ids(), 60), _subjob_ids()
+        array_scenarios.end_to_end(PBS_ARRAYS, jobs=4, check=subjobs_of_one_array)
 
     def test_task_dying_before_connect_is_explained(self, tmp_path):
-        with dask.config.set({"jobqueue.pbs.max-consecutive-failures": 2}):
-            cluster = self.cluster(
-                job_name="djqdie",
-                log_directory=str(tmp_path / "logs"),
-                job_script_prologue=["echo 'no such module: foo' >&2", "exit 3"],
-            )
-            with cluster:
-                cluster.scale(2)
-                with pytest.raises(JobFailedError) as info:
-                    cluster.wait_for_workers(1, timeout=60)
-                assert "no such module: foo" in str(info.value)
-                failed = [r for r in cluster.jobs if r.error]
-                assert failed and all("[" in r.job_id for r in failed)  # tasks of the array
-                message = failed[0].error
-                assert "before its workers connected" in message
-                assert "no such module: foo" in message
-                assert failed[0].exit_code == 3
-                ids = {r.job_id for r in cluster.jobs}
-        assert wait_until(lambda: not ids & _subjob_ids(), 60)
+        failed = array_scenarios.task_dying_before_connect(PBS_ARRAYS, tmp_path / "logs")
+        assert "[" in failed.job_id  # a subjob of the array
 
     def test_low_site_limit_splits_the_submission(self):
         run(["qmgr", "-c", "set server " + self.limit_attribute + " = 3"])
         try:
-            with self.cluster(job_name="djqsplit", job_extra_directives=["-h"]) as cluster:
-                cluster.scale(7)
-                assert wait_until(lambda: len(cluster.workers) == 7, 60)
-                assert cluster.command_counts["submit"] == 3  # 3 + 3 + 1
-                ids = {j.job_id for j in cluster.workers.values()}
-                assert wait_until(lambda: ids <= _subjob_ids(), 30), ids - _subjob_ids()
-                cluster.scale(0)
-                assert wait_until(lambda: not ids & _subjob_ids(), 60), ids & _subjob_ids()
+            array_scenarios.split(PBS_ARRAYS, cancel_commands=self.split_cancels)
         finally:
             run(["qmgr", "-c", "unset server " + self.limit_attribute])
 
     def test_job_arrays_never(self):
-        with dask.config.set({"jobqueue.pbs.job-arrays": "never"}):
-            with self.cluster(job_name="djqnever", job_extra_directives=["-h"]) as cluster:
-                cluster.scale(3)
-                assert wait_until(lambda: len(cluster.workers) == 3, 60)
-                assert cluster.command_counts["submit"] == 3
-                ids = {j.job_id for j in cluster.workers.values()}
-                assert not any("[" in i for i in ids)
-                assert wait_until(lambda: ids <= _subjob_ids(), 30)
-            assert wait_until(lambda: not ids & _subjob_ids(), 60)
+        array_scenarios.never(PBS_ARRAYS)
 
-    def test_submit_failing_after_creating_the_array(self, emulator, monkeypatch):  # noqa: F811
-        warnings: list[str] = []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = lambda record: warnings.append(record.getMessage())
-        engine_logger = logging.getLogger("dask_jobqueue.engine")
-        # pytest's own capture is set to ERROR here: a handler of our own sees the warning
-        monkeypatch.setattr(engine_logger, "handlers", [*engine_logger.handlers, handler])
-        monkeypatch.setattr(engine_logger, "level", logging.WARNING)
-        before = {j["key"] for j in list_jobs(emulator.home)}
+    def test_submit_failing_after_creating_the_array(self, emulator):  # noqa: F811
         inject_fault(
             emulator.home, "submit_accept_then_fail", count=1, exit_code=1,
             stderr="qsub: cannot connect to server server (errno=104) Connection reset by peer",
         )
-        with self.cluster(job_name="djqlate") as cluster, Client(cluster) as client:
-            cluster.scale(3)
-            client.wait_for_workers(3, timeout=90)  # no error raised
-            # the workers may connect before the submission (retry delay, tag listing) returns
-            assert wait_until(lambda: len(cluster.workers) == 3, 30), repr(cluster.jobs)
-            ids = {j.job_id for j in cluster.workers.values()}
-            created = {j["key"] for j in list_jobs(emulator.home)} - before
-            # exactly one array of 3, every subjob tracked, nothing submitted twice
-            assert len(created) == 3 and len({k.split("[")[0] for k in created}) == 1
-            assert {i.split(".")[0] for i in ids} == created
-            assert cluster.command_counts["submit"] == 1
-            # the submit did fail (the fault was consumed) and its array was adopted
-            assert any("adopting job(s)" in w for w in warnings), warnings
-        assert wait_until(lambda: not ids & _subjob_ids(), 60)
+        array_scenarios.adopted_after_failed_submit(PBS_ARRAYS)
 
 
 @pytest.mark.env("torque")
@@ -390,6 +321,7 @@ class ArraySuite:
 class TestArraysOnEmulatedTorque(ArraySuite):
     emulator_flavour = "torque"
     limit_attribute = "max_job_array_size"
+    split_cancels = 7  # one qdel per subjob: Torque's qdel ranges were never checked
 
 
 # -E pbs is the real OpenPBS: the emulated PBS Pro flavour runs under -E torque too
@@ -398,6 +330,7 @@ class TestArraysOnEmulatedTorque(ArraySuite):
 class TestArraysOnEmulatedPBSPro(ArraySuite):
     emulator_flavour = "pbs"
     limit_attribute = "max_array_size"
+    split_cancels = 3  # one range per qdel
 
 
 @pytest.mark.env("moab")
