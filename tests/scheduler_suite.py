@@ -67,6 +67,17 @@ def scheduler_workers(client: Client) -> list[dict]:
     )
 
 
+def quick_polling(name: str, interval: str = "300ms", most: str = "1s", **settings: str) -> dict:
+    """Settings making the engine of section ``jobqueue.<name>`` poll and resubmit quickly;
+    ``settings`` sets other keys of the section (``vanish_grace="4s"``)."""
+    return {
+        f"jobqueue.{name}.poll-interval": interval,
+        f"jobqueue.{name}.poll-interval-max": most,
+        f"jobqueue.{name}.resubmit-backoff": interval,
+        **{f"jobqueue.{name}.{key.replace('_', '-')}": value for key, value in settings.items()},
+    }
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,12 +96,7 @@ class SchedulerSuite:
         monkeypatch.chdir(tmp_path)
         name = self.backend.name
         with dask.config.set(
-            {
-                f"jobqueue.{name}.poll-interval": "500ms",
-                f"jobqueue.{name}.poll-interval-max": "2s",
-                f"jobqueue.{name}.resubmit-backoff": "500ms",
-                **self.backend.extra_config,
-            }
+            {**quick_polling(name, "500ms", "2s"), **self.backend.extra_config}
         ):
             yield
 

@@ -35,7 +35,7 @@ from dask_jobqueue.tracking import JobState
 from . import array_scenarios
 from .array_scenarios import ArraySystem
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, run
+from .scheduler_suite import NO_DASHBOARD, quick_polling, run
 
 RECORDED = Path(__file__).parent / "data" / "arrays"
 
@@ -472,15 +472,7 @@ def _real_systems():
 def real(request, tmp_path, monkeypatch):
     system: ArraySystem = request.param
     monkeypatch.chdir(tmp_path)
-    section = f"jobqueue.{system.name}"
-    with dask.config.set(
-        {
-            f"{section}.poll-interval": "500ms",
-            f"{section}.poll-interval-max": "1s",
-            f"{section}.resubmit-backoff": "500ms",
-            f"{section}.vanish-grace": "4s",
-        }
-    ):
+    with dask.config.set(quick_polling(system.name, "500ms", vanish_grace="4s")):
         yield system
 
 

@@ -38,7 +38,13 @@ from .emulator import clear_faults, inject_fault
 from .emulator.htcondor import _expand, _read_description
 from .emulator.store import Store
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, emulator, run, scheduler_worker_names, wait_until  # noqa: F401
+from .scheduler_suite import (
+    NO_DASHBOARD,
+    emulator,  # noqa: F401 (a fixture)
+    quick_polling,
+    run,
+    wait_until,
+)
 
 DATA = Path(__file__).parent / "data" / "htcondor"
 
@@ -373,13 +379,7 @@ class TestEmulatedHTCondorArrays:
 
     @pytest.fixture(autouse=True)
     def _fast(self, emulator):  # noqa: F811
-        with dask.config.set(
-            {
-                "jobqueue.htcondor.poll-interval": "300ms",
-                "jobqueue.htcondor.poll-interval-max": "1s",
-                "jobqueue.htcondor.resubmit-backoff": "300ms",
-            }
-        ):
+        with dask.config.set(quick_polling("htcondor")):
             yield
         clear_faults(emulator.home)
 

@@ -37,7 +37,13 @@ from . import array_scenarios
 from .array_scenarios import ArraySystem
 from .emulator import Store, clear_faults, inject_fault
 from .fakes import cancel, engine_with, query
-from .scheduler_suite import NO_DASHBOARD, emulator, run, scheduler_worker_names, wait_until  # noqa: F401
+from .scheduler_suite import (
+    NO_DASHBOARD,
+    emulator,  # noqa: F401 (a fixture)
+    quick_polling,
+    run,
+    wait_until,
+)
 
 DATA = Path(__file__).parent / "data" / "lsf"
 
@@ -431,13 +437,7 @@ class TestEmulatedLSFArrays:
     @pytest.fixture(autouse=True)
     def _fast(self, tmp_path, monkeypatch, emulator):  # noqa: F811
         monkeypatch.chdir(tmp_path)
-        with dask.config.set(
-            {
-                "jobqueue.lsf.poll-interval": "300ms",
-                "jobqueue.lsf.poll-interval-max": "1s",
-                "jobqueue.lsf.resubmit-backoff": "300ms",
-            }
-        ):
+        with dask.config.set(quick_polling("lsf")):
             yield
         if not REAL:
             clear_faults(emulator.home)

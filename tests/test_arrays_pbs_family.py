@@ -40,7 +40,12 @@ from . import array_scenarios
 from .array_scenarios import ArraySystem
 from .emulator import inject_fault
 from .fakes import cancel, engine_with
-from .scheduler_suite import NO_DASHBOARD, emulator, run, wait_until  # noqa: F401
+from .scheduler_suite import (
+    NO_DASHBOARD,
+    emulator,  # noqa: F401 (a fixture)
+    quick_polling,
+    run,
+)
 
 REAL = Path(__file__).parent / "data" / "arrays" / "pbs"  # real OpenPBS 23.06.06
 EMULATED = Path(__file__).parent / "data" / "pbs"  # torque_*: emulated Torque
@@ -278,13 +283,7 @@ class ArraySuite:
     @pytest.fixture(autouse=True)
     def _fast(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
-        with dask.config.set(
-            {
-                "jobqueue.pbs.poll-interval": "300ms",
-                "jobqueue.pbs.poll-interval-max": "1s",
-                "jobqueue.pbs.resubmit-backoff": "300ms",
-            }
-        ):
+        with dask.config.set(quick_polling("pbs")):
             yield
 
     def test_scale_down_and_replacement(self):

@@ -24,7 +24,12 @@ from dask_jobqueue import (
 )
 
 from .emulator import clear_faults, inject_fault
-from .scheduler_suite import NO_DASHBOARD, emulator, wait_until  # noqa: F401
+from .scheduler_suite import (
+    NO_DASHBOARD,
+    emulator,  # noqa: F401 (a fixture)
+    quick_polling,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DASK_JOBQUEUE_REAL_SCHEDULER")),
@@ -49,14 +54,7 @@ class FaultSuite:
 
     @pytest.fixture(autouse=True)
     def _fast(self):
-        name = self.config_name
-        with dask.config.set(
-            {
-                f"jobqueue.{name}.poll-interval": "300ms",
-                f"jobqueue.{name}.poll-interval-max": "1s",
-                f"jobqueue.{name}.resubmit-backoff": "300ms",
-            }
-        ):
+        with dask.config.set(quick_polling(self.config_name)):
             yield
 
     def cluster(self, **kwargs):

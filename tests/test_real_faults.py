@@ -28,7 +28,7 @@ from dask_jobqueue import JobFailedError, JobState
 from dask_jobqueue.sge import parse_qstat_xml
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
-from .scheduler_suite import NO_DASHBOARD, Backend, run, wait_until
+from .scheduler_suite import NO_DASHBOARD, Backend, quick_polling, run, wait_until
 from .test_oar import OAR
 from .test_pbs import OPENPBS
 from .test_sge import SGE
@@ -119,10 +119,7 @@ def system(request, tmp_path, monkeypatch):
     name = commands.backend.name
     with dask.config.set(
         {
-            f"jobqueue.{name}.poll-interval": "500ms",
-            f"jobqueue.{name}.poll-interval-max": "1s",
-            f"jobqueue.{name}.resubmit-backoff": "500ms",
-            f"jobqueue.{name}.vanish-grace": "4s",
+            **quick_polling(name, "500ms", vanish_grace="4s"),
             f"jobqueue.{name}.status-timeout": "3s",
             f"jobqueue.{name}.submit-timeout": "6s",
             # these tests count one submit command per job (arrays: tests/test_arrays.py)
