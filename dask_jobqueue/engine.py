@@ -62,6 +62,8 @@ Parser = Callable[[str, Sequence[str], Mapping[str, JobStatus]], Mapping[str, Jo
 #: Bytes of job ids per cancel command (the kernel's limit is far higher; some wrappers aren't).
 _CANCEL_ARGV_BUDGET = 64 * 1024
 _CANCEL_MAX_IDS = 1000
+#: How many times in all the site probes are run while one of them keeps failing.
+LIMIT_PROBE_ROUNDS = 3
 
 
 def all_ids(ids: Sequence[str], known: Mapping[str, JobStatus]) -> Sequence[str]:
@@ -179,6 +181,10 @@ class ArraySupport:
         ``first..last`` itself, for batch systems that read them from a directive rather
         than from an argument (LSF's ``#BSUB -J "name[1-4]"``); applied after
         ``edit_script``.
+    too_large : re.Pattern, optional
+        The submit command's refusal of an array with more tasks than the site allows
+        (Slurm: ``Invalid job array specification``). The engine then submits the jobs of
+        that array again as arrays of half its size, and keeps that cap.
     """
 
     index_var: str
@@ -192,6 +198,17 @@ class ArraySupport:
     render: Callable[[str, str, Sequence[str]], str] | None = None
     names_ok: Callable[[Sequence[str]], bool] | None = None
     script_range: Callable[[str, int, int], str] | None = None
+    too_large: re.Pattern[str] | None = None
+
+
+def _too_large(exc: CommandError, support: ArraySupport) -> str | None:
+    """The line of a failed array submission refusing it as too large, else ``None``."""
+    if support.too_large is None:
+        return None
+    for line in (exc.stderr + "\n" + exc.stdout).splitlines():
+        if support.too_large.search(line):
+            return line.strip()
+    return None
 
 
 def single_array_id(pattern: str, stdout: str, tool: str) -> str:
@@ -390,7 +407,11 @@ class BatchSystem:
         self.submit_attempts = max(1, submit_attempts)
         self.submit_retry_delay = submit_retry_delay
         self._next_submit = 0.0
-        self._limits_known = False
+        self._probe_lock = threading.Lock()
+        self._probes_answered: set[int] = set()
+        self._probe_rounds = 0
+        #: Array size the site refused at once, halved (``None``: none refused yet).
+        self._refused_cap: int | None = None
         #: What the engine learned about this site (e.g. ``{"pbs_flavour": "torque"}``).
         self.facts: dict[str, Any] = {}
         #: Commands run so far, by kind: ``submit``, ``status``, ``cancel``.
@@ -516,31 +537,55 @@ class BatchSystem:
         return [results[id(job)] for job in jobs]
 
     def array_size_limit(self) -> int | None:
-        """Most tasks of one array here: the override, else what the site said."""
+        """Most tasks of one array here: the override, else what the site said; lower if
+        the site refused a larger array."""
         limits = [
             v
             for v in (
                 self.max_array_size,
                 None if self.max_array_size else self.facts.get("max_array_size"),
                 self.facts.get("max_job_count"),
+                self._refused_cap,
             )
             if v
         ]
         return min(limits) if limits else None
 
+    @property
+    def _limits_known(self) -> bool:
+        """Whether every site probe answered, or they were tried as often as allowed."""
+        return (
+            len(self._probes_answered) == len(self.dialect.site_probes)
+            or self._probe_rounds >= LIMIT_PROBE_ROUNDS
+        )
+
     def _discover_limits(self) -> None:
-        """Run the dialect's site probes once (array limits, flavour), into :attr:`facts`."""
-        self._limits_known = True
-        for probe in self.dialect.site_probes:
-            with self._lock:
-                self.commands["limits"] += 1
-            try:
-                stdout = run_command_sync(
-                    probe.argv(self.template), timeout=self.status_timeout
-                ).stdout
-                self.facts.update(probe.parse(stdout))
-            except (CommandError, ValueError) as exc:
-                logger.info("Could not read the site's limits: %s", _first_line(exc))
+        """Run the dialect's site probes (array limits, flavour) into :attr:`facts`. A probe
+        whose command failed is run again before the next array submission, up to
+        ``LIMIT_PROBE_ROUNDS`` rounds in all; until it answers, arrays go unsplit (a refusal
+        of one too large halves it, see :meth:`_submit_group_blocking`)."""
+        with self._probe_lock:
+            if self._limits_known:
+                return
+            self._probe_rounds += 1
+            for k, probe in enumerate(self.dialect.site_probes):
+                if k in self._probes_answered:
+                    continue
+                with self._lock:
+                    self.commands["limits"] += 1
+                try:
+                    stdout = run_command_sync(
+                        probe.argv(self.template), timeout=self.status_timeout
+                    ).stdout
+                except CommandError as exc:
+                    logger.info("Could not read the site's limits (attempt %d of %d): %s",
+                                self._probe_rounds, LIMIT_PROBE_ROUNDS, _first_line(exc))
+                    continue
+                self._probes_answered.add(k)  # unreadable output would not change by asking
+                try:
+                    self.facts.update(probe.parse(stdout))
+                except ValueError as exc:
+                    logger.info("Could not read the site's limits: %s", _first_line(exc))
         logger.debug("Site facts: %s", self.facts)
 
     def _plan(self, jobs: Sequence[Job], support: ArraySupport | None) -> list[list[Job]]:
@@ -583,6 +628,7 @@ class BatchSystem:
         tag = self.new_tag()
         for job in group:
             job.tag = tag
+        refused: str | None = None
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
@@ -599,9 +645,16 @@ class BatchSystem:
                     return support.task_ids(stdout, indices)
                 return [first.job_id_from_submit_output(stdout)]
 
-            ids = self._run_submit(
-                argv, first.submit_stdin(script), parse, tag if tagging else None, indices
-            )
+            try:
+                ids = self._run_submit(
+                    argv, first.submit_stdin(script), parse, tag if tagging else None, indices
+                )
+            except CommandError as exc:
+                refused = _too_large(exc, support) if array else None
+                if refused is None:
+                    raise
+        if refused is not None:
+            return self._submit_smaller(group, support, refused)
         with self._lock:
             taken = [i for i in ids if i in self._live]
             if taken or len(set(ids)) != len(ids):
@@ -616,6 +669,32 @@ class BatchSystem:
         if closing:
             logger.info("Cancelling job(s) %s: submitted while the cluster closed", ids)
             self.cancel_sync(ids)
+        return ids
+
+    def _submit_smaller(
+        self, group: list[Job], support: ArraySupport, refused: str
+    ) -> list[str]:
+        """Submit the jobs of an array the site refused as too large (``refused``: its
+        message) again, in arrays of half its size at most, and keep that cap; the ids in
+        the order of ``group``. Each refusal halves the cap and single jobs are never
+        refused as arrays, so this ends after at most log2(len(group)) refusals."""
+        with self._lock:
+            cap = len(group) // 2
+            self._refused_cap = min(cap, self._refused_cap or cap)
+            cap = self.array_size_limit() or cap
+        then = f"arrays of at most {cap} jobs" if cap > 1 else "one job per submission"
+        logger.warning(
+            "The batch system refused an array of %d jobs as too large (%s); submitting "
+            "%s from now on (set max-array-size to the site's limit to avoid this)",
+            len(group), refused, then,
+        )
+        ids: list[str] = []
+        rest = list(group)
+        while rest:
+            size = self.array_size_limit() or len(rest)  # a parallel refusal may lower it
+            part, rest = rest[:size], rest[size:]
+            for piece in self._plan(part, support):  # the part, or its jobs one by one
+                ids += self._submit_group_blocking(piece, support)
         return ids
 
     def _pace(self) -> None:

@@ -283,6 +283,8 @@ HTCONDOR_ARRAYS = ArraySupport(
     adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda c, i: f"{c}.{i}"),
     render=condor_array_description,
     names_ok=condor_array_names_ok,
+    # condor_submit over MAX_JOBS_PER_SUBMISSION (emulated, with HTCondor's message)
+    too_large=re.compile(r"would exceed MAX_JOBS_PER_SUBMISSION"),
 )
 
 

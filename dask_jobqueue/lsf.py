@@ -325,6 +325,8 @@ LSF_ARRAYS = ArraySupport(
     adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}[{i}]"),
     edit_script=_task_log_names,
     script_range=_name_the_array,
+    # over MAX_JOB_ARRAY_SIZE: the emulator's wording, not recorded on a real LSF
+    too_large=re.compile(r"Job array index too large"),
 )
 
 

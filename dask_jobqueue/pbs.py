@@ -433,6 +433,9 @@ def pbs_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
     return [f"{sequence}[{i}]{server}" for i in indices]
 
 
+# over max_array_size (recorded on OpenPBS 23.06.06, rc 3)
+_ARRAY_TOO_LARGE = re.compile(r"Array job exceeds server or queue size limit")
+
 PBS_PRO_ARRAYS = ArraySupport(
     index_var="PBS_ARRAY_INDEX",
     submit_args=lambda first, last: ["-J", f"{first}-{last}"],
@@ -441,6 +444,7 @@ PBS_PRO_ARRAYS = ArraySupport(
     min_size=2,  # "qsub: illegal -J value" for -J 1-1
     cancel_args=pbs_cancel_args,
     adopt=pbs_adopt,
+    too_large=_ARRAY_TOO_LARGE,
 )
 
 
@@ -454,6 +458,10 @@ TORQUE_ARRAYS = ArraySupport(
     min_size=2,
     cancel_args=list,
     adopt=pbs_adopt,
+    # the emulator's guess at Torque's wording (no real Torque recorded), or PBS Pro's
+    too_large=re.compile(
+        r"Requested array size too large|" + _ARRAY_TOO_LARGE.pattern
+    ),
 )
 
 _ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}

@@ -309,6 +309,8 @@ SGE_ARRAYS = ArraySupport(
     first_index=1,
     cancel_args=sge_cancel_args,
     adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}.{i}"),
+    # over max_aj_tasks (recorded on Grid Engine 8.1.9)
+    too_large=re.compile(r"you tried to submit a job with more than \d+ tasks"),
 )
 
 

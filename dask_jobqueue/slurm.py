@@ -219,6 +219,8 @@ SLURM_ARRAYS = ArraySupport(
     cancel_args=slurm_cancel_args,
     adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}_{i}"),
     edit_script=_task_log_names,
+    # over MaxArraySize (recorded on Slurm 22.05; a malformed --array reads the same)
+    too_large=re.compile(r"Invalid job array specification"),
 )
 
 class SLURMJob(Job):

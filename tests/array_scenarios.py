@@ -178,3 +178,25 @@ def adopted_after_failed_submit(system: ArraySystem) -> None:
             assert len(scheduler_worker_names(client)) == 3
         assert any("adopting job(s)" in w for w in warnings), warnings
     assert wait_until(lambda: not ids & system.listed(), system.timeout)
+
+
+def halved_after_refusal(system: ArraySystem) -> None:
+    """The caller made the site refuse arrays of more than 2 tasks, with the engine unable
+    to know it (its limit probe fails, or ``max-array-size`` says more). Five held jobs: the
+    array of 5 is refused, then 2 + 2 + 1 are submitted; each of the five is tracked and
+    listed, nothing else was created, and the refusal is logged with the site's message."""
+    before = system.listed()
+    with _engine_warnings() as warnings:
+        with system.make_cluster(job_name="djqhalf", job_extra_directives=system.hold) as cluster:
+            cluster.scale(5)
+            assert wait_until(lambda: len(cluster.workers) == 5, system.timeout), (
+                repr(cluster.jobs), warnings,
+            )
+            ids = {j.job_id for j in cluster.workers.values()}
+            assert wait_until(lambda: ids <= system.listed(), 60), ids - system.listed()
+            assert system.listed() - before == ids
+            assert cluster.command_counts["submit"] == 4  # 5 refused, then 2 + 2 + 1
+            assert not [r for r in cluster.jobs if r.error]
+        refusals = [w for w in warnings if "refused an array of 5 jobs as too large" in w]
+        assert len(refusals) == 1 and "arrays of at most 2 jobs" in refusals[0], warnings
+    assert wait_until(lambda: not ids & system.listed(), system.timeout)

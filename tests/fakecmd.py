@@ -24,6 +24,9 @@ when the behaviour is installed):
     program; later calls run it.
 ``fail_always(name, stderr, rc=1, stdout="")``
     every call fails that way.
+``fail_matching(name, pattern, stderr, rc=1, stdout="")``
+    calls with an argument matching the bash regular expression ``pattern`` fail that way (a
+    submit refusing arrays over a site limit); the others run the real program.
 ``unknown_job(name, n, stderr, rc=1, stdout="")``
     what a scheduler answers for ids it does not know (after a controller restart, say), for
     the next ``n`` calls; the caller supplies the scheduler's exact text and exit code.
@@ -120,6 +123,21 @@ class FakeCommands:
         """Every call fails (``stdout``, ``stderr``, exit ``rc``); the real one never runs."""
         body = f"{_print(stdout)}{_print(stderr, err=True)}exit {int(rc)}\n"
         return self._install(name, "fail_always", body, need_real=False)
+
+    def fail_matching(
+        self, name: str, pattern: str, stderr: str, rc: int = 1, stdout: str = ""
+    ) -> Path:
+        """Calls with an argument matching the bash regular expression ``pattern`` fail
+        (``stdout``, ``stderr``, exit ``rc``); the others run the real program."""
+        body = (
+            f"RE={shlex.quote(pattern)}\n"
+            'for a in "$@"; do\n'
+            'if [[ $a =~ $RE ]]; then\n'
+            f"{_print(stdout)}{_print(stderr, err=True)}"
+            f"exit {int(rc)}\nfi\ndone\n"
+            'exec "$REAL" "$@"\n'
+        )
+        return self._install(name, "fail_matching", body)
 
     def unknown_job(self, name: str, n: int, stderr: str, rc: int = 1, stdout: str = "") -> Path:
         """Answer the next ``n`` calls as the scheduler does for unknown job ids."""

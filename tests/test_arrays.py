@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import dask
 import pytest
 
-from dask_jobqueue import SLURMCluster
+from dask_jobqueue import CommandError, SLURMCluster
 from dask_jobqueue.engine import array_script, index_spans
-from dask_jobqueue.pbs import pbs_cancel_args
+from dask_jobqueue.pbs import parse_pbs_limits, pbs_cancel_args
 from dask_jobqueue.sge import sge_cancel_args
 from dask_jobqueue.slurm import (
     SLURMJob,
@@ -34,6 +36,7 @@ from dask_jobqueue.tracking import JobState
 
 from . import array_scenarios
 from .array_scenarios import ArraySystem
+from .fakecmd import fake_commands  # noqa: F401  (fixture)
 from .fakes import cancel, engine_with
 from .scheduler_suite import NO_DASHBOARD, quick_polling, run
 
@@ -243,6 +246,116 @@ def test_rate_limit(monkeypatch):
     started = time.monotonic()
     submit_many(engine, slurm_jobs(4))
     assert time.monotonic() - started >= 3 / 20 - 0.01
+
+
+def recorded_stderr(name: str) -> str:
+    text = (RECORDED / name).read_text()
+    return text.split("### stderr\n", 1)[1].split("### exit code", 1)[0]
+
+
+# sbatch of a real Slurm 22.05 started with MaxArraySize=64, for --array=0-100
+SBATCH_TOO_LARGE = recorded_stderr("slurm/84_sbatch_array_exceeds_MaxArraySize.txt")
+# scontrol while slurmctld is down: written after the recorded "slurm_load_jobs error: ..." and
+# "Unable to contact slurm controller (connect failure)" (research/slurm.md); only its exit
+# status matters here
+SCONTROL_DOWN = "slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)"
+
+
+def _slurm_site(max_array_size: int, probe_failures: int):
+    """Answers of a Slurm whose ``scontrol show config`` fails ``probe_failures`` times, then
+    tells ``max_array_size``, and whose sbatch refuses larger arrays as the real one does."""
+    arrays = iter(range(20, 99))
+    probes = iter(range(100))
+
+    def answer(argv):
+        if argv[0] == "scontrol":
+            if next(probes) < probe_failures:
+                return (1, SCONTROL_DOWN)
+            return f"MaxArraySize            = {max_array_size}\n"
+        spec = [a for a in argv if a.startswith("--array=")]
+        if spec and int(spec[0].rsplit("-", 1)[1]) >= max_array_size:
+            return (1, SBATCH_TOO_LARGE)
+        return f"Submitted batch job {next(arrays)}\n"
+
+    return answer
+
+
+def test_array_refused_as_too_large_is_submitted_again_halved(monkeypatch, caplog):
+    # the limit could not be read: the first array is too large, the site refuses it
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], _slurm_site(3, probe_failures=1), monkeypatch, submit_concurrency=1
+    )
+    with caplog.at_level("WARNING", logger="dask_jobqueue.engine"):
+        ids = submit_many(engine, slurm_jobs(7))
+    assert ids == ["20_0", "20_1", "20_2", "21_0", "21_1", "21_2", "22"]  # 3 + 3 + 1
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert [a for c in sbatch for a in c if a.startswith("--array")] == [
+        "--array=0-6", "--array=0-2", "--array=0-2",
+    ]
+    assert len(sbatch) == 4 and engine.commands["submit"] == 4
+    assert "refused an array of 7 jobs as too large" in caplog.text
+    assert "arrays of at most 3 jobs" in caplog.text
+    assert engine.live_ids == set(ids)
+
+    # the next scale asks the limit again (it answers now) and submits no refused array
+    runner.calls.clear()
+    more = submit_many(engine, slurm_jobs(4, job_name="more"))
+    assert more == ["23_0", "23_1", "23_2", "24"]
+    assert [c[0] for c in runner.calls] == ["scontrol", "sbatch", "sbatch"]
+    assert engine.facts["max_array_size"] == 3
+
+
+def test_halving_ends_in_single_jobs(monkeypatch):
+    # a site refusing every array (MaxArraySize=1): 5 -> 2 + 2 + 1 -> 1 + 1 + 1 + 1 + 1
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], _slurm_site(1, probe_failures=99), monkeypatch, submit_concurrency=1
+    )
+    ids = submit_many(engine, slurm_jobs(5))
+    assert ids == ["20", "21", "22", "23", "24"]
+    specs = [a for c in runner.calls for a in c if a.startswith("--array")]
+    assert specs == ["--array=0-4", "--array=0-1"]  # then the cap is 1: single jobs
+    assert [c[0] for c in runner.calls].count("sbatch") == 7
+
+
+def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch):
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], _slurm_site(1001, probe_failures=99), monkeypatch
+    )
+    for k in range(5):
+        submit_many(engine, slurm_jobs(2, job_name=f"n{k}"))
+    assert [c[0] for c in runner.calls].count("scontrol") == 3
+    assert engine.commands["limits"] == 3 and "max_array_size" not in engine.facts
+    assert engine.commands["submit"] == 5  # the arrays went unsplit, and were accepted
+
+
+def test_too_large_refusal_of_a_single_job_is_an_error(monkeypatch):
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], lambda argv: (1, SBATCH_TOO_LARGE), monkeypatch
+    )
+    (outcome,) = submit_many(engine, slurm_jobs(1))
+    assert isinstance(outcome, CommandError) and "Invalid job array" in str(outcome)
+    assert len(runner.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "dialect, refusal",
+    [
+        ("slurm", SBATCH_TOO_LARGE),
+        ("sge", recorded_stderr("sge/62_qsub_array_exceeds_max_aj_tasks.txt")),
+        ("pbs", recorded_stderr("pbs/35_qsub_J_exceeds_max_array_size.txt")),
+    ],
+)
+def test_recorded_refusals_read_as_too_large(dialect, refusal):
+    from dask_jobqueue.pbs import PBS_PRO_ARRAYS, TORQUE_ARRAYS
+    from dask_jobqueue.sge import SGE_ARRAYS
+    from dask_jobqueue.slurm import SLURM_ARRAYS
+
+    supports = {"slurm": [SLURM_ARRAYS], "sge": [SGE_ARRAYS],
+                "pbs": [PBS_PRO_ARRAYS, TORQUE_ARRAYS]}[dialect]
+    assert all(support.too_large.search(refusal) for support in supports)
+    # and not the transient errors retried with adoption
+    assert not any(support.too_large.search("Socket timed out on send/recv operation")
+                   for support in supports)
 
 
 def test_bad_engine_settings_are_refused():
@@ -468,12 +581,21 @@ def _real_systems():
     ]
 
 
-@pytest.fixture(params=_real_systems())
-def real(request, tmp_path, monkeypatch):
-    system: ArraySystem = request.param
-    monkeypatch.chdir(tmp_path)
+def _quick(system: ArraySystem, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the jobs' output files land here
     with dask.config.set(quick_polling(system.name, "500ms", vanish_grace="4s")):
         yield system
+
+
+@pytest.fixture(params=_real_systems())
+def real(request, tmp_path, monkeypatch):
+    yield from _quick(request.param, tmp_path, monkeypatch)
+
+
+# OAR has no array size limit: the other three
+@pytest.fixture(params=[p for p in _real_systems() if p.id != "oar"])
+def limited(request, tmp_path, monkeypatch):
+    yield from _quick(request.param, tmp_path, monkeypatch)
 
 
 def test_real_array_end_to_end(real):
@@ -489,3 +611,52 @@ def test_real_split_at_a_low_max_array_size(real):
     # crashes on a qdel naming a live job and an unknown one), each array's tasks one range
     with dask.config.set({f"jobqueue.{real.name}.max-array-size": 3}):
         array_scenarios.split(real, cancel_commands=3 if real.name == "pbs" else 1)
+
+
+@contextmanager
+def _site_refusing_arrays_over_2(name: str, fakes):
+    """The site refuses arrays of more than 2 tasks and the engine's limit probe fails
+    (a fake in front of the real probe command). SGE and OpenPBS refuse for real, with
+    ``max_aj_tasks``/``max_array_size`` set to 2 (restored after); on Slurm, whose
+    MaxArraySize only changes with a restart, a fake sbatch refuses ``--array`` past index 1
+    with the recorded refusal and runs the real sbatch for the rest."""
+    probe = {"slurm": "scontrol", "sge": "qconf", "pbs": "qmgr"}[name]
+    real_probe = shutil.which(probe)
+
+    def must(*args: str) -> str:
+        return subprocess.run(
+            [real_probe, *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    restore: list[str] = []  # the real probe's arguments putting the limit back
+    try:
+        if name == "slurm":
+            fakes.fail_matching(
+                "sbatch", "^--array=0-([2-9]|[1-9][0-9]+)$", stderr=SBATCH_TOO_LARGE, rc=1
+            )
+        elif name == "sge":
+            # qconf -Mconf reads a file named after the configuration, without its header
+            saved = re.sub(r"(?m)^#global:\n", "", must("-sconf", "global"))
+            Path("saved").mkdir()
+            Path("saved", "global").write_text(saved)
+            Path("global").write_text(
+                re.sub(r"(?m)^max_aj_tasks\s.*$", "max_aj_tasks 2", saved)
+            )
+            must("-Mconf", "global")
+            restore = ["-Mconf", str(Path("saved", "global"))]
+        else:
+            saved = parse_pbs_limits(must("-c", "list server")).get("max_array_size")
+            must("-c", "set server max_array_size = 2")
+            restore = ["-c", f"set server max_array_size = {saved}" if saved
+                       else "unset server max_array_size"]
+        fakes.fail_always(probe, stderr=f"{probe}: cannot connect to the controller")
+        yield probe
+    finally:
+        if restore:
+            must(*restore)
+
+
+def test_real_array_over_a_limit_the_engine_could_not_read_is_halved(limited, fake_commands):  # noqa: F811
+    with _site_refusing_arrays_over_2(limited.name, fake_commands) as probe:
+        array_scenarios.halved_after_refusal(limited)
+        assert fake_commands.calls(probe) == 1  # failed once, not asked again while halving

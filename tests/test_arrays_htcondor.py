@@ -419,14 +419,10 @@ class TestEmulatedHTCondorArrays:
         counts = array_scenarios.split(HTCONDOR_ARRAYS_E2E, cancel_commands=1)
         assert counts["limits"] == 1
 
-    def test_override_above_the_schedd_limit_is_refused_with_its_message(self, max_jobs):
+    def test_override_above_the_schedd_limit_is_halved_after_the_refusal(self, max_jobs):
         max_jobs(2)
-        with dask.config.set({"jobqueue.htcondor.max-array-size": 3}):
-            with HTCONDOR_ARRAYS_E2E.make_cluster(job_name=NAME) as cluster:
-                cluster.scale(3)
-                with pytest.raises(CommandError, match="would exceed MAX_JOBS_PER_SUBMISSION"):
-                    cluster.wait_for_workers(1, timeout=30)
-        assert not _queue_ids()
+        with dask.config.set({"jobqueue.htcondor.max-array-size": 5}):
+            array_scenarios.halved_after_refusal(HTCONDOR_ARRAYS_E2E)
 
     def test_arrays_never(self):
         array_scenarios.never(HTCONDOR_ARRAYS_E2E)

@@ -465,6 +465,17 @@ class TestEmulatedLSFArrays:
         finally:
             store.write_config(config)
 
+    @emulator_only
+    def test_override_above_the_site_limit_is_halved_after_the_refusal(self, emulator):  # noqa: F811
+        store = Store(emulator.home)
+        config = dict(store.config)
+        store.write_config({**config, "max_job_array_size": 2})
+        try:
+            with dask.config.set({"jobqueue.lsf.max-array-size": 5}):
+                array_scenarios.halved_after_refusal(LSF_ARRAYS)
+        finally:
+            store.write_config(config)
+
     def test_job_arrays_never_is_one_bsub_per_job(self):
         array_scenarios.never(LSF_ARRAYS)
 

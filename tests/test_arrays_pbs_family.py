@@ -304,6 +304,14 @@ class ArraySuite:
         finally:
             run(["qmgr", "-c", "unset server " + self.limit_attribute])
 
+    def test_override_above_the_site_limit_is_halved_after_the_refusal(self):
+        run(["qmgr", "-c", "set server " + self.limit_attribute + " = 2"])
+        try:
+            with dask.config.set({"jobqueue.pbs.max-array-size": 5}):
+                array_scenarios.halved_after_refusal(PBS_ARRAYS)
+        finally:
+            run(["qmgr", "-c", "unset server " + self.limit_attribute])
+
     def test_job_arrays_never(self):
         array_scenarios.never(PBS_ARRAYS)
 

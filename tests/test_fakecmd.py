@@ -54,6 +54,23 @@ def test_fail_times_then_the_real_command(fake_commands):
     assert fake_commands.calls("echo") == 3
 
 
+def test_fail_matching_fails_only_calls_with_a_matching_argument(fake_commands):
+    fake_commands.fail_matching(
+        "echo", "^--array=0-([2-9]|[1-9][0-9]+)$", stderr="sbatch: error: too large", rc=1
+    )
+    refused = run("echo", "--array=0-12", "x y")
+    small = run("echo", "--array=0-1", "x y")
+    unrelated = run("echo", "--array=0-12x")
+    assert (refused.returncode, refused.stdout, refused.stderr) == (
+        1, "", "sbatch: error: too large\n",
+    )
+    assert (small.returncode, small.stdout) == (0, "--array=0-1 x y\n")
+    assert (unrelated.returncode, unrelated.stdout) == (0, "--array=0-12x\n")
+    assert [a[0] for a in fake_commands.argv("echo")] == [
+        "--array=0-12", "--array=0-1", "--array=0-12x",
+    ]
+
+
 def test_counts_from_now_when_a_behaviour_is_installed(fake_commands):
     fake_commands.wrap("true")
     run("true")
