@@ -177,7 +177,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         if self._watchdog is not None:
             watchdog = self._watchdog
             engine = self._engine
-            engine.on_live_change = lambda: watchdog.update(engine.live_ids)
+            def record_live_jobs() -> None:
+                live = engine.live_ids
+                watchdog.update(live, engine.cancel_arguments(sorted(live)))
+
+            engine.on_live_change = record_live_jobs
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
         self._exit_finalizer = weakref.finalize(
             self, _cancel_at_exit, self._engine, self._watchdog

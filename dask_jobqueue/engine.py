@@ -969,11 +969,18 @@ class BatchSystem:
             arguments += adds
         return [c for c in chunks if c]
 
+    def cancel_arguments(self, job_ids: Sequence[str]) -> list[list[str]]:
+        """The arguments of each cancel command for ``job_ids``: chunked as :meth:`cancel`
+        does, tasks of one array joined into ranges where the batch system takes them."""
+        return [self._cancel_args(chunk) for chunk in self._chunks(list(job_ids))]
+
+    def _cancel_args(self, chunk: Sequence[str]) -> list[str]:
+        support = self.template.array_support_for(self.facts)
+        return support.cancel_args(chunk) if support is not None else list(chunk)
+
     def _cancel_argv(self, chunk: Sequence[str]) -> list[str]:
         """One cancel command for ``chunk``; tasks of one array as ranges where possible."""
-        support = self.template.array_support_for(self.facts)
-        args = support.cancel_args(chunk) if support is not None else list(chunk)
-        return self.template.cancel_argv(args)
+        return self.template.cancel_argv(self._cancel_args(chunk))
 
     def _cancel_failed(self, exc: CommandError) -> bool:
         """True unless every complaint of the cancel command only says a job is gone."""

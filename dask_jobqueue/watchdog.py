@@ -75,6 +75,12 @@ class WatchdogState:
         Name of the parser of their output in ``dask_jobqueue.tags``.
     job_ids : list of str
         Live job ids of the cluster.
+    cancel_max_ids : int
+        Most ids one cancel command may name (PBS: 1).
+    cancel_groups : list of list of str
+        The arguments of each cancel command cancelling ``job_ids``, as the cluster's
+        engine would run them: tasks of one array joined into ranges where the batch system
+        takes them (``65[0-199].server``). Empty: ``job_ids``, ``cancel_max_ids`` per command.
     """
 
     owner_pid: int
@@ -85,6 +91,7 @@ class WatchdogState:
     parser: str | None = None
     job_ids: list[str] = field(default_factory=list)
     cancel_max_ids: int = 500
+    cancel_groups: list[list[str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """The state file's text."""
@@ -198,13 +205,15 @@ def cancel_with_retries(
     attempts: int = CANCEL_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
     chunk: int = 500,
+    groups: Sequence[Sequence[str]] = (),
 ) -> list[str]:
-    """Cancel ``job_ids`` (``chunk`` per command), retrying a failing command ``attempts``
-    times in all (pausing 1 s, 2 s, 4 s...); returns the ids that could not be cancelled."""
+    """Cancel ``job_ids`` (``chunk`` per command), then run one cancel command per argument
+    list of ``groups`` (ids or ranges); a failing command is retried ``attempts`` times in
+    all (pausing 1 s, 2 s, 4 s...). Returns the arguments that could not be cancelled."""
     ids = sorted(set(job_ids))
+    parts = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     left: list[str] = []
-    for start in range(0, len(ids), chunk):
-        part = ids[start : start + chunk]
+    for part in [*parts, *(list(g) for g in groups if g)]:
         for attempt in range(attempts):
             result = runner([*cancel_argv, *part])
             if not cancel_failed(result, gone):
@@ -281,9 +290,13 @@ def clean_up(
             wanted |= found
         wanted -= done
         if wanted:
+            # the state's ids as the engine would cancel them (array ranges), the rest by id
+            grouped = round_ == 0 and bool(state.cancel_groups)
+            singly = wanted - set(state.job_ids) if grouped else wanted
             left = [i for i in left if i not in wanted]
-            left += cancel_with_retries(state.cancel_argv, wanted, state.cancel_gone, runner,
-                                        sleep=sleep, chunk=max(1, state.cancel_max_ids))
+            left += cancel_with_retries(state.cancel_argv, singly, state.cancel_gone, runner,
+                                        sleep=sleep, chunk=max(1, state.cancel_max_ids),
+                                        groups=state.cancel_groups if grouped else ())
             done |= wanted
             log(f"cancelled {len(wanted)} job(s): {' '.join(sorted(wanted))}")
         if round_ == 0:
@@ -399,10 +412,14 @@ class Watchdog:
         finally:
             log_file.close()
 
-    def update(self, job_ids: Iterable[str]) -> None:
-        """Record the cluster's live job ids (atomically; from any thread)."""
+    def update(
+        self, job_ids: Iterable[str], cancel_groups: Sequence[Sequence[str]] = ()
+    ) -> None:
+        """Record the cluster's live job ids, and the arguments of the cancel commands
+        cancelling them (see :class:`WatchdogState`), atomically; from any thread."""
         with self._lock:
             self.state.job_ids = sorted(job_ids)
+            self.state.cancel_groups = [list(g) for g in cancel_groups]
             if self.state_path is not None and self.process is not None:
                 try:
                     self.state.write(self.state_path)

@@ -518,6 +518,22 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
     assert len(qsub) == 2 and not any("-J" in c or "-t" in c for c in qsub)
 
 
+def test_engine_cancel_arguments_are_the_arguments_its_cancels_run(monkeypatch):
+    # what the watchdog is given to cancel after the owner's death: PBS Pro, one range per qdel
+    from dask_jobqueue.pbs import PBSJob
+
+    answers = {"qstat": "pbs_version = 23.06.06\n", "qsub": "80[].vm-pbs\n"}
+    jobs = [PBSJob("tcp://a:1", name=f"p-{i}", cores=1, memory="1GB") for i in range(2)]
+    engine, runner = engine_with(jobs[0], lambda argv: answers.get(argv[0], ""), monkeypatch)
+    assert submit_many(engine, jobs) == ["80[0].vm-pbs", "80[1].vm-pbs"]  # learns the flavour
+    runner.calls.clear()
+    ids = [f"65[{i}].vm-pbs" for i in range(200)] + ["70.vm-pbs"]
+    groups = engine.cancel_arguments(ids)
+    assert groups == [["65[0-199].vm-pbs"], ["70.vm-pbs"]]
+    assert cancel(engine, ids) == []
+    assert [c[1:] for c in runner.calls] == groups
+
+
 # ---------------------------------------------------------------------------- real batch systems
 
 

@@ -127,6 +127,32 @@ def test_clean_up_without_listing_still_cancels_known_ids():
     assert fake.cancels == [["scancel", "1", "2"]]
 
 
+def test_clean_up_cancels_the_known_ids_as_the_engine_would():
+    # a PBS cluster (one argument per qdel) with 200 subjobs of one array and a plain job;
+    # its tag listing also shows a subjob of an array submitted while the owner died
+    tasks = [f"65[{i}].server" for i in range(200)]
+    listing = "".join(f"{i}|{TAG.text()}\n" for i in [*tasks, "66[0].server"])
+    fake = FakeCommands(listings=[listing])
+    state = make_state(
+        cancel_argv=["qdel"],
+        job_ids=[*tasks, "70.server"],
+        cancel_max_ids=1,
+        cancel_groups=[["70.server"], ["65[0-199].server"]],
+    )
+    assert clean_up(state, fake, sleep=lambda s: None) == []
+    assert [c for c in fake.calls if c[0] == "qdel"] == [
+        ["qdel", "66[0].server"], ["qdel", "70.server"], ["qdel", "65[0-199].server"],
+    ]
+
+
+def test_a_range_that_could_not_be_cancelled_is_reported():
+    fake = FakeCommands(cancel_results=[CommandResult(0)] + [CommandResult(1, "", "down")] * 9)
+    state = make_state(cancel_argv=["qdel"], job_ids=["65[0].s", "65[1].s", "70.s"],
+                       cancel_max_ids=1, cancel_groups=[["70.s"], ["65[0-1].s"]],
+                       list_argvs=[])
+    assert clean_up(state, fake, sleep=lambda s: None) == ["65[0-1].s"]
+
+
 # ---------------------------------------------------------------------- the real process
 
 
