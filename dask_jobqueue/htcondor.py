@@ -264,10 +264,11 @@ def condor_proc_ids(stdout: str, indices: Sequence[int]) -> list[str]:
 
 def parse_condor_limits(stdout: str) -> dict[str, int]:
     """``condor_config_val MAX_JOBS_PER_SUBMISSION`` (``20000`` by default) ->
-    ``max_array_size``: the schedd refuses a submission of more procs."""
-    match = re.fullmatch(r"\s*(\d+)\s*", stdout)
-    if match and int(match.group(1)) > 0:
-        return {"max_array_size": int(match.group(1))}
+    ``max_array_size``: the schedd refuses a submission of more procs. The value is the line
+    that is only a number (a site's banner may surround it)."""
+    values = re.findall(r"(?m)^\s*(\d+)\s*$", stdout)
+    if values and int(values[-1]) > 0:
+        return {"max_array_size": int(values[-1])}
     return {}
 
 

@@ -358,6 +358,31 @@ def test_recorded_refusals_read_as_too_large(dialect, refusal):
                    for support in supports)
 
 
+BANNER = "*** Maintenance on Friday 12: nodes n1-n4 down ***\n"
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_limit_probes_read_through_a_site_banner(where):
+    from dask_jobqueue.htcondor import parse_condor_limits
+    from dask_jobqueue.lsf import parse_lsf_limits
+    from dask_jobqueue.pbs import parse_pbs_version
+    from dask_jobqueue.sge import parse_sge_limits
+
+    cases = [
+        (parse_slurm_limits, recorded("slurm/83_limits_small_config.txt"), 64),
+        (parse_sge_limits, recorded("sge/61_limits_small.txt"), 10),
+        (parse_pbs_limits, recorded("pbs/34_limits_small.txt"), 10),
+        (parse_lsf_limits, "MAX_JOB_ARRAY_SIZE = 64\n", 64),  # hand-written from LSF's docs
+        (parse_condor_limits, "20000\n", 20000),  # what the real HTCondor 25.14.1 reports
+    ]
+    for parse, text, limit in cases:
+        shown = BANNER + text if where == "before" else text + BANNER
+        assert parse(shown)["max_array_size"] == limit, parse
+    version = recorded("pbs/00_version.txt")
+    shown = BANNER + version if where == "before" else version + BANNER
+    assert parse_pbs_version(shown) == {"pbs_flavour": "pro"}
+
+
 def test_bad_engine_settings_are_refused():
     with dask.config.set({"jobqueue.slurm.job-arrays": "sometimes"}):
         with pytest.raises(ValueError, match="job_arrays='sometimes' must be 'auto' or 'never'"):
