@@ -628,7 +628,7 @@ class BatchSystem:
         tag = self.new_tag()
         for job in group:
             job.tag = tag
-        refused: str | None = None
+        refused: CommandError | None = None
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
@@ -650,9 +650,9 @@ class BatchSystem:
                     argv, first.submit_stdin(script), parse, tag if tagging else None, indices
                 )
             except CommandError as exc:
-                refused = _too_large(exc, support) if array else None
-                if refused is None:
+                if not array or _too_large(exc, support) is None:
                     raise
+                refused = exc
         if refused is not None:
             return self._submit_smaller(group, support, refused)
         with self._lock:
@@ -672,12 +672,14 @@ class BatchSystem:
         return ids
 
     def _submit_smaller(
-        self, group: list[Job], support: ArraySupport, refused: str
+        self, group: list[Job], support: ArraySupport, refused: CommandError
     ) -> list[str]:
-        """Submit the jobs of an array the site refused as too large (``refused``: its
-        message) again, in arrays of half its size at most, and keep that cap; the ids in
-        the order of ``group``. Each refusal halves the cap and single jobs are never
-        refused as arrays, so this ends after at most log2(len(group)) refusals."""
+        """Submit the jobs of an array the site ``refused`` as too large again, in arrays of
+        half its size at most, and keep that cap; the ids in the order of ``group``. Each
+        refusal halves the cap and single jobs are never refused as arrays, so this ends
+        after at most log2(len(group)) refusals. A closing cluster gets the refusal."""
+        if self._closing:
+            raise refused
         with self._lock:
             cap = len(group) // 2
             self._refused_cap = min(cap, self._refused_cap or cap)
@@ -686,11 +688,14 @@ class BatchSystem:
         logger.warning(
             "The batch system refused an array of %d jobs as too large (%s); submitting "
             "%s from now on (set max-array-size to the site's limit to avoid this)",
-            len(group), refused, then,
+            len(group), _too_large(refused, support), then,
         )
         ids: list[str] = []
         rest = list(group)
         while rest:
+            if self._closing:
+                # what was submitted is live and cancelled by the close; the rest is not
+                raise refused
             size = self.array_size_limit() or len(rest)  # a parallel refusal may lower it
             part, rest = rest[:size], rest[size:]
             for piece in self._plan(part, support):  # the part, or its jobs one by one

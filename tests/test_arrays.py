@@ -317,6 +317,27 @@ def test_halving_ends_in_single_jobs(monkeypatch):
     assert [c[0] for c in runner.calls].count("sbatch") == 7
 
 
+def test_a_closing_engine_stops_halving(monkeypatch):
+    answer = _slurm_site(3, probe_failures=99)
+    engine = None
+
+    def close_after_the_first_array(argv):
+        out = answer(argv)
+        if argv[0] == "sbatch" and isinstance(out, str):
+            engine.close()  # the cluster closes while the halves go in
+        return out
+
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], close_after_the_first_array, monkeypatch, submit_concurrency=1
+    )
+    outcomes = submit_many(engine, slurm_jobs(7))
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 2  # the refused 7, then one array of 3; no more
+    assert all(isinstance(o, CommandError) for o in outcomes)
+    # what the one accepted array created was cancelled, not left behind
+    assert [c for c in runner.calls if c[0] == "scancel"] == [["scancel", "20_[0-2]"]]
+
+
 def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch):
     engine, runner = engine_with(
         slurm_jobs(1)[0], _slurm_site(1001, probe_failures=99), monkeypatch
