@@ -453,28 +453,26 @@ class TestEmulatedLSFArrays:
         failed = array_scenarios.task_dying_before_connect(LSF_ARRAYS, tmp_path / "logs")
         assert "[" in failed.job_id  # an element of the array
 
-    @emulator_only
-    def test_low_max_job_array_size_splits_the_request(self, emulator):  # noqa: F811
+    @pytest.fixture
+    def site_limit(self, emulator):  # noqa: F811
+        """Set the emulated MAX_JOB_ARRAY_SIZE (restored afterwards)."""
         store = Store(emulator.home)
-        config = dict(store.config)
-        store.write_config({**config, "max_job_array_size": 3})
-        try:
-            # three arrays, one bkill
-            counts = array_scenarios.split(LSF_ARRAYS, cancel_commands=1)
-            assert counts["limits"] == 1
-        finally:
-            store.write_config(config)
+        saved = dict(store.config)
+        yield lambda value: store.write_config({**saved, "max_job_array_size": value})
+        store.write_config(saved)
 
     @emulator_only
-    def test_override_above_the_site_limit_is_halved_after_the_refusal(self, emulator):  # noqa: F811
-        store = Store(emulator.home)
-        config = dict(store.config)
-        store.write_config({**config, "max_job_array_size": 2})
-        try:
-            with dask.config.set({"jobqueue.lsf.max-array-size": 5}):
-                array_scenarios.halved_after_refusal(LSF_ARRAYS)
-        finally:
-            store.write_config(config)
+    def test_low_max_job_array_size_splits_the_request(self, site_limit):
+        site_limit(3)
+        # three arrays, one bkill
+        counts = array_scenarios.split(LSF_ARRAYS, cancel_commands=1)
+        assert counts["limits"] == 1
+
+    @emulator_only
+    def test_override_above_the_site_limit_is_halved_after_the_refusal(self, site_limit):
+        site_limit(2)
+        with dask.config.set({"jobqueue.lsf.max-array-size": 5}):
+            array_scenarios.halved_after_refusal(LSF_ARRAYS)
 
     def test_job_arrays_never_is_one_bsub_per_job(self):
         array_scenarios.never(LSF_ARRAYS)
