@@ -172,16 +172,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
         # A process that cancels the jobs if this one dies without closing the cluster.
-        watchdog_state = state_for(self._engine) if settings.owner_watchdog else None
-        self._watchdog = Watchdog(watchdog_state) if watchdog_state is not None else None
-        if self._watchdog is not None:
-            watchdog = self._watchdog
-            engine = self._engine
-            def record_live_jobs() -> None:
-                live = engine.live_ids
-                watchdog.update(live, engine.cancel_arguments(sorted(live)))
-
-            engine.on_live_change = record_live_jobs
+        self._watchdog = _watchdog_for(self._engine) if settings.owner_watchdog else None
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
         self._exit_finalizer = weakref.finalize(
             self, _cancel_at_exit, self._engine, self._watchdog
@@ -765,6 +756,22 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
+
+
+def _watchdog_for(engine: Any) -> Watchdog | None:
+    """The watchdog of ``engine``'s jobs (not started), kept informed of its live jobs and of
+    the cancel commands cancelling them; ``None`` if the batch system cancels nothing."""
+    state = state_for(engine)
+    if state is None:
+        return None
+    watchdog = Watchdog(state)
+
+    def record_live_jobs() -> None:
+        live = engine.live_ids
+        watchdog.update(live, engine.cancel_arguments(sorted(live)))
+
+    engine.on_live_change = record_live_jobs
+    return watchdog
 
 
 def _cancel_at_exit(engine: Any, watchdog: Watchdog | None) -> None:
