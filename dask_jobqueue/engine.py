@@ -201,6 +201,14 @@ class ArraySupport:
     too_large: re.Pattern[str] | None = None
 
 
+class _Refused(Exception):
+    """An array submission the site refused as too large (``error``), to be split."""
+
+    def __init__(self, error: CommandError):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _too_large(exc: CommandError, support: ArraySupport) -> str | None:
     """The line of a failed array submission refusing it as too large, else ``None``."""
     if support.too_large is None:
@@ -613,7 +621,11 @@ class BatchSystem:
                     plan += [[job] for job in chunk]
         return plan
 
-    def _submit_group_blocking(self, group: list[Job], support: ArraySupport | None) -> list[str]:
+    def _submit_group_blocking(
+        self, group: list[Job], support: ArraySupport | None, halve: bool = True
+    ) -> list[str]:
+        """Submit ``group`` as one array (or one job); the ids. An array the site refuses
+        as too large is submitted again smaller (``halve``) or raises :class:`_Refused`."""
         first = group[0]
         first.prepare_log_directory()
         array = len(group) > 1
@@ -654,6 +666,8 @@ class BatchSystem:
                     raise
                 refused = exc
         if refused is not None:
+            if not halve:
+                raise _Refused(refused)
             return self._submit_smaller(group, support, refused)
         with self._lock:
             taken = [i for i in ids if i in self._live]
@@ -675,32 +689,41 @@ class BatchSystem:
         self, group: list[Job], support: ArraySupport, refused: CommandError
     ) -> list[str]:
         """Submit the jobs of an array the site ``refused`` as too large again, in arrays of
-        half its size at most, and keep that cap; the ids in the order of ``group``. Each
-        refusal halves the cap and single jobs are never refused as arrays, so this ends
-        after at most log2(len(group)) refusals. A closing cluster gets the refusal."""
-        if self._closing:
-            raise refused
+        at most half the refused size (a cap kept from then on); the ids in the order of
+        ``group``. Every refusal halves the cap and single jobs are never refused as arrays,
+        so at most log2(len(group)) more refusals come. A closing cluster gets the refusal
+        for the jobs not submitted yet."""
+        self._lower_array_cap(len(group), support, refused)
+        ids: list[str] = []
+        rest = list(group)
+        while rest:
+            if self._closing:
+                raise refused  # what was submitted is live: the close cancels it
+            size = self.array_size_limit() or len(rest)  # a parallel refusal may lower it
+            part = rest[:size]
+            try:
+                for piece in self._plan(part, support):  # one array, or single jobs
+                    ids += self._submit_group_blocking(piece, support, halve=False)
+            except _Refused as again:
+                self._lower_array_cap(len(part), support, again.error)
+                continue
+            rest = rest[size:]
+        return ids
+
+    def _lower_array_cap(
+        self, refused_size: int, support: ArraySupport, error: CommandError
+    ) -> None:
+        """Cap arrays at half ``refused_size`` from now on, and say so."""
         with self._lock:
-            cap = len(group) // 2
+            cap = refused_size // 2
             self._refused_cap = min(cap, self._refused_cap or cap)
             cap = self.array_size_limit() or cap
         then = f"arrays of at most {cap} jobs" if cap > 1 else "one job per submission"
         logger.warning(
             "The batch system refused an array of %d jobs as too large (%s); submitting "
             "%s from now on (set max-array-size to the site's limit to avoid this)",
-            len(group), _too_large(refused, support), then,
+            refused_size, _too_large(error, support), then,
         )
-        ids: list[str] = []
-        rest = list(group)
-        while rest:
-            if self._closing:
-                # what was submitted is live and cancelled by the close; the rest is not
-                raise refused
-            size = self.array_size_limit() or len(rest)  # a parallel refusal may lower it
-            part, rest = rest[:size], rest[size:]
-            for piece in self._plan(part, support):  # the part, or its jobs one by one
-                ids += self._submit_group_blocking(piece, support)
-        return ids
 
     def _pace(self) -> None:
         """Wait for the next submit slot under ``submit_rate_limit``."""

@@ -317,6 +317,18 @@ def test_halving_ends_in_single_jobs(monkeypatch):
     assert [c[0] for c in runner.calls].count("sbatch") == 7
 
 
+def test_refusals_converge_on_the_site_limit(monkeypatch):
+    # 1000 jobs, MaxArraySize=64 unknown: 1000, 500, 250 and 125 refused, then arrays of 62
+    engine, runner = engine_with(
+        slurm_jobs(1)[0], _slurm_site(64, probe_failures=99), monkeypatch, submit_concurrency=1
+    )
+    ids = submit_many(engine, slurm_jobs(1000))
+    assert len(set(ids)) == 1000 and all(isinstance(i, str) for i in ids)
+    sbatch = [c for c in runner.calls if c[0] == "sbatch"]
+    assert len(sbatch) == 4 + 17  # 17 = ceil(1000 / 62)
+    assert engine.array_size_limit() == 62
+
+
 def test_a_closing_engine_stops_halving(monkeypatch):
     answer = _slurm_site(3, probe_failures=99)
     engine = None
