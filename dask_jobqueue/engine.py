@@ -530,7 +530,7 @@ class BatchSystem:
         support = self.template.array_support_for(self.facts) if use_arrays else None
         groups = self._plan(jobs, support)
         futures = [
-            loop.run_in_executor(self._executor, self._submit_group_blocking, group, support)
+            loop.run_in_executor(self._executor, self._submit_planned, group, support)
             for group in groups
         ]
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
@@ -571,7 +571,7 @@ class BatchSystem:
         """Run the dialect's site probes (array limits, flavour) into :attr:`facts`. A probe
         whose command failed is run again before the next array submission, up to
         ``LIMIT_PROBE_ROUNDS`` rounds in all; until it answers, arrays go unsplit (a refusal
-        of one too large halves it, see :meth:`_submit_group_blocking`)."""
+        of one too large halves it, see :meth:`_submit_smaller`)."""
         with self._probe_lock:
             if self._limits_known:
                 return
@@ -621,11 +621,18 @@ class BatchSystem:
                     plan += [[job] for job in chunk]
         return plan
 
-    def _submit_group_blocking(
-        self, group: list[Job], support: ArraySupport | None, halve: bool = True
-    ) -> list[str]:
-        """Submit ``group`` as one array (or one job); the ids. An array the site refuses
-        as too large is submitted again smaller (``halve``) or raises :class:`_Refused`."""
+    def _submit_planned(self, group: list[Job], support: ArraySupport | None) -> list[str]:
+        """Submit one group of the plan (blocking); the ids. An array the site refuses as
+        too large is submitted again in smaller ones (:meth:`_submit_smaller`)."""
+        try:
+            return self._submit_group_blocking(group, support)
+        except _Refused as refused:
+            assert support is not None
+            return self._submit_smaller(group, support, refused.error)
+
+    def _submit_group_blocking(self, group: list[Job], support: ArraySupport | None) -> list[str]:
+        """Submit ``group`` as one array (or one job); the ids. Raises :class:`_Refused`
+        for an array the site refuses as too large."""
         first = group[0]
         first.prepare_log_directory()
         array = len(group) > 1
@@ -640,7 +647,6 @@ class BatchSystem:
         tag = self.new_tag()
         for job in group:
             job.tag = tag
-        refused: CommandError | None = None
         with tempfile.TemporaryDirectory(prefix="dask-jobqueue-") as tmp:
             path = os.path.join(tmp, "job.sh")
             with open(path, "w", encoding="utf-8") as f:
@@ -662,13 +668,9 @@ class BatchSystem:
                     argv, first.submit_stdin(script), parse, tag if tagging else None, indices
                 )
             except CommandError as exc:
-                if not array or _too_large(exc, support) is None:
-                    raise
-                refused = exc
-        if refused is not None:
-            if not halve:
-                raise _Refused(refused)
-            return self._submit_smaller(group, support, refused)
+                if array and _too_large(exc, support) is not None:
+                    raise _Refused(exc) from exc
+                raise
         with self._lock:
             taken = [i for i in ids if i in self._live]
             if taken or len(set(ids)) != len(ids):
@@ -703,7 +705,7 @@ class BatchSystem:
             part = rest[:size]
             try:
                 for piece in self._plan(part, support):  # one array, or single jobs
-                    ids += self._submit_group_blocking(piece, support, halve=False)
+                    ids += self._submit_group_blocking(piece, support)
             except _Refused as again:
                 self._lower_array_cap(len(part), support, again.error)
                 continue

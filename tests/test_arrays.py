@@ -350,10 +350,16 @@ def test_a_closing_engine_stops_halving(monkeypatch):
     assert [c for c in runner.calls if c[0] == "scancel"] == [["scancel", "20_[0-2]"]]
 
 
-def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch):
-    engine, runner = engine_with(
-        slurm_jobs(1)[0], _slurm_site(1001, probe_failures=99), monkeypatch
-    )
+@pytest.mark.parametrize("fault", ["fails", "hangs"])
+def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch, fault):
+    site = _slurm_site(1001, probe_failures=99)
+
+    def answer(argv):
+        if argv[0] == "scontrol" and fault == "hangs":  # killed at its time limit
+            raise CommandError(argv, None, reason="timed out after 30s")
+        return site(argv)
+
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch)
     for k in range(5):
         submit_many(engine, slurm_jobs(2, job_name=f"n{k}"))
     assert [c[0] for c in runner.calls].count("scontrol") == 3
