@@ -343,7 +343,7 @@ class HTCondorJob(Job):
     tagging = TagSpec(
         submit_args=lambda text: ["-a", f'+{HTCONDOR_ATTRIBUTE} = "{text}"'],
         list_argvs=lambda user: [
-            ["condor_q", user, "-af", "ClusterId", "ProcId", HTCONDOR_ATTRIBUTE]
+            ["condor_q", user, "-af", "ClusterId", "ProcId", "JobStatus", HTCONDOR_ATTRIBUTE]
         ],
         parse=parse_htcondor_tags,
     )

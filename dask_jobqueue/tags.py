@@ -44,6 +44,8 @@ TAG_PREFIX = "djq1"
 TAG_VARIABLE = "DASK_JOBQUEUE_TAG"
 #: Name of the HTCondor job attribute carrying the tag.
 HTCONDOR_ATTRIBUTE = "DaskJobqueueTag"
+#: ``JobStatus`` of jobs on their way out of the queue: removed, completed
+HTCONDOR_ENDED = (3, 4)
 
 _TAG_RE = re.compile(
     rf"{TAG_PREFIX}\.(?P<cluster_id>[0-9a-f]{{8}})\.(?P<serial>\d+)\.(?P<pid>\d+)\."
@@ -325,12 +327,18 @@ def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
 
 
 def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
-    """``condor_q USER -af ClusterId ProcId DaskJobqueueTag``: ``12 0 djq1....`` per job
-    (``undefined`` for jobs without the attribute)."""
+    """``condor_q USER -af ClusterId ProcId JobStatus DaskJobqueueTag``: ``12 0 2 djq1....``
+    per job (``undefined`` for jobs without the attribute). Removed (3) and completed (4)
+    jobs are left out: ``condor_q`` lists a removed job until its shadow exits, and it needs
+    no cancel. The form without ``JobStatus`` is read too."""
     found = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+        if len(parts) == 4 and all(part.isdigit() for part in parts[:3]):
+            if int(parts[2]) in HTCONDOR_ENDED:
+                continue
+            found[f"{parts[0]}.{parts[1]}"] = parts[3]
+        elif len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
             found[f"{parts[0]}.{parts[1]}"] = parts[2]
     return _only_tagged(found)
 

@@ -107,6 +107,15 @@ def test_htcondor_listing():
     assert parse_htcondor_tags(out) == {"12.0": TAG.text()}
 
 
+def test_htcondor_listing_leaves_out_removed_and_completed_jobs():
+    # condor_q keeps a removed job (X, JobStatus 3) until its shadow exits: already cancelled
+    out = (
+        f"12 0 1 {TAG.text()}\n12 1 2 {TAG.text()}\n12 2 5 {TAG.text()}\n"
+        f"13 0 3 {TAG.text()}\n14 0 4 {TAG.text()}\n15 0 2 undefined\n"
+    )
+    assert parse_htcondor_tags(out) == {"12.0": TAG.text(), "12.1": TAG.text(), "12.2": TAG.text()}
+
+
 def test_pbs_text_listing_joins_wrapped_lines_and_filters_by_owner():
     text = TAG.text()
     out = (
