@@ -197,8 +197,8 @@ def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
 
     PBS Pro writes invalid JSON when a variable holds quotes or backslashes: then job keys
     and tags are read in document order instead. With ``user``, only jobs whose
-    ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Ended jobs (state ``C``,
-    ``F``, ``X``: Torque lists them for a while) are left out. A job array listed with its
+    ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Exiting and ended jobs
+    (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a while) are left out. A job array listed with its
     subjobs (``qstat -t``) is reported by its subjobs only (``12[0].server``, not ``12[]``).
     """
     return _subjobs_over_arrays(_pbs_tags(stdout, user))
@@ -236,8 +236,9 @@ def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
     return _pbs_text(text, user)
 
 
-#: Job states of jobs that ended (Torque keeps them listed for ``keep_completed``).
-_PBS_ENDED = {"C", "F", "X"}
+#: Job states of jobs on their way out: exiting (``E``, also after a ``qdel``), and ended
+#: (Torque keeps ``C`` jobs listed for ``keep_completed``; PBS Pro ``F`` and ``X``).
+_PBS_ENDED = {"E", "C", "F", "X"}
 
 
 def _owned_by(job_owner: str, user: str) -> bool:

@@ -129,6 +129,24 @@ def test_pbs_text_listing_joins_wrapped_lines_and_filters_by_owner():
     assert parse_pbs_tags(out, "me") == {"5.server": text}
 
 
+def test_pbs_listing_leaves_out_exiting_and_ended_jobs():
+    # E: exiting (a qdel'd job until its MOM killed it); C (Torque keep_completed), F, X: ended
+    text = TAG.text()
+    states = {"1": "Q", "2": "R", "3": "H", "4": "E", "5": "C", "6": "F", "7": "X"}
+    plain = "".join(
+        f"Job Id: {n}.s\n    Job_Owner = me@host\n    job_state = {state}\n"
+        f"    Variable_List = DASK_JOBQUEUE_TAG={text}\n\n"
+        for n, state in states.items()
+    )
+    as_json = json.dumps({"Jobs": {
+        f"{n}.s": {"Job_Owner": "me@host", "job_state": state,
+                   "Variable_List": {"DASK_JOBQUEUE_TAG": text}}
+        for n, state in states.items()
+    }})
+    for out in (plain, as_json):
+        assert parse_pbs_tags(out, "me") == {"1.s": text, "2.s": text, "3.s": text}
+
+
 def test_pbs_invalid_json_is_read_in_document_order():
     text = TAG.text()
     out = (
