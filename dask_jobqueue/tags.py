@@ -44,8 +44,8 @@ TAG_PREFIX = "djq1"
 TAG_VARIABLE = "DASK_JOBQUEUE_TAG"
 #: Name of the HTCondor job attribute carrying the tag.
 HTCONDOR_ATTRIBUTE = "DaskJobqueueTag"
-#: ``JobStatus`` of jobs on their way out of the queue: removed, completed
-HTCONDOR_ENDED = (3, 4)
+#: HTCondor ``JobStatus`` of jobs on their way out of the queue: removed, completed.
+HTCONDOR_LEAVING = (3, 4)
 
 _TAG_RE = re.compile(
     rf"{TAG_PREFIX}\.(?P<cluster_id>[0-9a-f]{{8}})\.(?P<serial>\d+)\.(?P<pid>\d+)\."
@@ -198,8 +198,9 @@ def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     PBS Pro writes invalid JSON when a variable holds quotes or backslashes: then job keys
     and tags are read in document order instead. With ``user``, only jobs whose
     ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Exiting and ended jobs
-    (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a while) are left out. A job array listed with its
-    subjobs (``qstat -t``) is reported by its subjobs only (``12[0].server``, not ``12[]``).
+    (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a while) are left out.
+    A job array listed with its subjobs (``qstat -t``) is reported by its subjobs only
+    (``12[0].server``, not ``12[]``).
     """
     return _subjobs_over_arrays(_pbs_tags(stdout, user))
 
@@ -229,7 +230,7 @@ def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
                 continue
             if user is not None and not _owned_by(str(attrs.get("Job_Owner", "")), user):
                 continue
-            if str(attrs.get("job_state", "")) in _PBS_ENDED:
+            if str(attrs.get("job_state", "")) in _PBS_LEAVING:
                 continue
             found[job_id] = str(variables[TAG_VARIABLE])
         return _only_tagged(found)
@@ -238,7 +239,7 @@ def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
 
 #: Job states of jobs on their way out: exiting (``E``, also after a ``qdel``), and ended
 #: (Torque keeps ``C`` jobs listed for ``keep_completed``; PBS Pro ``F`` and ``X``).
-_PBS_ENDED = {"E", "C", "F", "X"}
+_PBS_LEAVING = {"E", "C", "F", "X"}
 
 
 def _owned_by(job_owner: str, user: str) -> bool:
@@ -288,7 +289,7 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
             continue
         if name == "Job_Owner":
             owners[job_id] = value
-        elif name == "job_state" and value.strip() in _PBS_ENDED:
+        elif name == "job_state" and value.strip() in _PBS_LEAVING:
             ended.add(job_id)
         elif name == "Variable_List":
             for item in value.split(","):
@@ -331,16 +332,13 @@ def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``condor_q USER -af ClusterId ProcId JobStatus DaskJobqueueTag``: ``12 0 2 djq1....``
     per job (``undefined`` for jobs without the attribute). Removed (3) and completed (4)
     jobs are left out: ``condor_q`` lists a removed job until its shadow exits, and it needs
-    no cancel. The form without ``JobStatus`` is read too."""
+    no cancel."""
     found = {}
     for line in stdout.splitlines():
         parts = line.split()
         if len(parts) == 4 and all(part.isdigit() for part in parts[:3]):
-            if int(parts[2]) in HTCONDOR_ENDED:
-                continue
-            found[f"{parts[0]}.{parts[1]}"] = parts[3]
-        elif len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
-            found[f"{parts[0]}.{parts[1]}"] = parts[2]
+            if int(parts[2]) not in HTCONDOR_LEAVING:
+                found[f"{parts[0]}.{parts[1]}"] = parts[3]
     return _only_tagged(found)
 
 

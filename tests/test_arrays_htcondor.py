@@ -282,7 +282,7 @@ def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkey
             raise CommandError(argv, 1, "Submitting job(s)...\n",
                                "ERROR: ... Connection reset by peer\n")
         if argv[0] == "condor_q":  # the tag listing: procs 0 and 2 (1 already left)
-            return f"31 0 {tags[-1]}\n31 2 {tags[-1]}\n30 0 undefined\n"
+            return f"31 0 1 {tags[-1]}\n31 2 1 {tags[-1]}\n30 0 2 undefined\n"
         return ""
 
     engine, runner = engine_with(condor_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0)

@@ -103,7 +103,7 @@ def test_lsf_listing():
 
 
 def test_htcondor_listing():
-    out = f"12 0 {TAG.text()}\n13 0 undefined\n"
+    out = f"12 0 2 {TAG.text()}\n13 0 2 undefined\n"
     assert parse_htcondor_tags(out) == {"12.0": TAG.text()}
 
 
