@@ -798,29 +798,39 @@ class BatchSystem:
 
     def _find_tagged(self, tag: JobTag) -> list[str]:
         """Ids this user's jobs carrying ``tag`` are listed under (blocking)."""
+        try:
+            texts = self._tag_listing()
+        except CommandError as error:
+            # Not knowing means a retry could duplicate: give up on this submission.
+            raise CommandError(
+                error.argv, error.returncode, error.stdout, error.stderr,
+                reason="failed while looking for the jobs of a failed submission "
+                f"(tag {tag.text()}); not retrying to avoid duplicates",
+            ) from error
+        return [i for i, text in texts.items() if JobTag.parse(text) == tag]
+
+    def _tag_listing(self) -> dict[str, str]:
+        """Tag texts of this user's tagged jobs, by id (blocking). The dialect's listing
+        commands are tried in order until one answers with output it can read; else the
+        last failure is raised as a :class:`CommandError`."""
         spec = self.dialect.tagging
         assert spec is not None
+        user = getpass.getuser()
         error: CommandError | None = None
-        for argv in spec.list_argvs(getpass.getuser()):
+        for argv in spec.list_argvs(user):
             with self._lock:
                 self.commands["status"] += 1
             try:
                 stdout = run_command_sync(list(argv), timeout=self.status_timeout).stdout
-                texts = spec.parse(stdout)
+                return spec.parse(stdout, user)
             except CommandError as exc:
                 error = exc
-                continue
             except ValueError as exc:
-                error = CommandError(list(argv), 0, reason=f"printed unreadable output ({exc})")
-                continue
-            return [i for i, text in texts.items() if JobTag.parse(text) == tag]
-        assert error is not None
-        # Not knowing means a retry could duplicate: give up on this submission.
-        raise CommandError(
-            error.argv, error.returncode, error.stdout, error.stderr,
-            reason="failed while looking for the jobs of a failed submission "
-            f"(tag {tag.text()}); not retrying to avoid duplicates",
-        ) from error
+                error = CommandError(
+                    list(argv), 0, reason=f"printed output that could not be read ({exc})"
+                )
+        assert error is not None, "a TagSpec lists at least one command"
+        raise error
 
     def _adopt(self, listed: list[str], indices: Sequence[int]) -> list[str]:
         """The ids of a submission from the ids its tag is listed under."""
@@ -942,32 +952,14 @@ class BatchSystem:
     async def list_tagged(self) -> dict[str, JobTag]:
         """This user's jobs carrying a dask_jobqueue tag (any cluster, any owner), by id.
 
-        The dialect's listing commands are tried in order until one succeeds; if all fail,
-        the last :class:`CommandError` is raised. Output that cannot be read is a
-        ``CommandError`` too.
+        The dialect's listing commands are tried in order until one answers with output it
+        can read; if none does, the last failure is raised as a :class:`CommandError`.
         """
-        spec = self.dialect.tagging
-        if spec is None:
+        if self.dialect.tagging is None:
             return {}
-        error: CommandError | None = None
-        user = getpass.getuser()
-        for argv in spec.list_argvs(user):
-            self.commands["status"] += 1
-            try:
-                stdout = (await run_command(list(argv), timeout=self.status_timeout)).stdout
-            except CommandError as exc:
-                error = exc
-                continue
-            try:
-                texts = spec.parse(stdout, user)
-            except ValueError as exc:
-                raise CommandError(
-                    list(argv), 0, reason=f"printed output that could not be read ({exc})"
-                ) from exc
-            tags = {job_id: JobTag.parse(text) for job_id, text in texts.items()}
-            return {job_id: tag for job_id, tag in tags.items() if tag is not None}
-        assert error is not None, "a TagSpec lists at least one command"
-        raise error
+        texts = await asyncio.get_running_loop().run_in_executor(None, self._tag_listing)
+        tags = {job_id: JobTag.parse(text) for job_id, text in texts.items()}
+        return {job_id: tag for job_id, tag in tags.items() if tag is not None}
 
     # ------------------------------------------------------------------ cancel
 

@@ -278,7 +278,7 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
             lines.append(line)
     found = {}
     owners = {}
-    ended = set()
+    leaving = set()
     job_id = None
     for line in lines:
         if line.startswith("Job Id:"):
@@ -290,13 +290,13 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
         if name == "Job_Owner":
             owners[job_id] = value
         elif name == "job_state" and value.strip() in _PBS_LEAVING:
-            ended.add(job_id)
+            leaving.add(job_id)
         elif name == "Variable_List":
             for item in value.split(","):
                 key, _, val = item.partition("=")
                 if key.strip() == TAG_VARIABLE:
                     found[job_id] = val.strip()
-    found = {i: t for i, t in found.items() if i not in ended}
+    found = {i: t for i, t in found.items() if i not in leaving}
     if user is not None:
         found = {i: t for i, t in found.items() if _owned_by(owners.get(i, ""), user)}
     return _only_tagged(found)

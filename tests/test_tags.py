@@ -252,6 +252,39 @@ def test_emulated_jobs_carry_their_tags_and_the_watchdog_cleans_up(
     assert asyncio.run(engine.list_tagged()) == {}
 
 
+def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers(monkeypatch):
+    import getpass
+
+    from dask_jobqueue._shell import CommandError
+
+    from .fakes import engine_with
+
+    user = getpass.getuser()
+    text = TAG.text()
+    plain = (
+        f"Job Id: 5.s\n    Job_Owner = {user}@host\n    job_state = R\n"
+        f"    Variable_List = DASK_JOBQUEUE_TAG={text}\n\n"
+    )
+    # a qstat without -F json (Torque): the plain listing is asked next
+    engine, runner = engine_with(
+        PBSJob("tcp://127.0.0.1:9", cores=1, memory="1GB"),
+        lambda argv: (2, "qstat: invalid option -- 'F'") if "json" in argv else plain,
+        monkeypatch,
+    )
+    assert asyncio.run(engine.list_tagged()) == {"5.s": TAG}
+    assert ["json" in argv for argv in runner.calls] == [True, False]
+
+    # SGE has one listing: output it cannot read is a failed listing, named as such
+    engine, runner = engine_with(
+        SGEJob("tcp://127.0.0.1:9", cores=1, memory="1GB"),
+        lambda argv: "Welcome to cluster42\n<?xml version='1.0'?><detailed_job_info>",
+        monkeypatch,
+    )
+    with pytest.raises(CommandError, match="could not be read"):
+        asyncio.run(engine.list_tagged())
+    assert len(runner.calls) == 1
+
+
 def test_list_tagged_without_tagging_is_empty():
     from dask_jobqueue.local import LocalJob
 
