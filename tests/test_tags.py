@@ -116,6 +116,28 @@ def test_htcondor_listing_leaves_out_removed_and_completed_jobs():
     assert parse_htcondor_tags(out) == {"12.0": TAG.text(), "12.1": TAG.text(), "12.2": TAG.text()}
 
 
+@pytest.mark.parametrize(
+    "parse, listing, job_id",
+    [
+        (parse_slurm_tags, "12|{tag}", "12"),
+        (parse_lsf_tags, "12|0|{tag}", "12"),
+        (parse_htcondor_tags, "12 0 2 {tag}", "12.0"),
+        (
+            parse_pbs_tags,
+            "Job Id: 12.s\n    Job_Owner = me@h\n    job_state = R\n"
+            "    Variable_List = DASK_JOBQUEUE_TAG={tag}\n",
+            "12.s",
+        ),
+    ],
+    ids=["slurm", "lsf", "htcondor", "pbs-text"],
+)
+def test_line_listings_read_through_banner_lines(parse, listing, job_id):
+    # a site banner before and after, one of them made of digits and words like a job line
+    out = f"Welcome to cluster42 (maintenance 2026-12-01)\n{listing.format(tag=TAG.text())}\n"
+    out += "1 2 3 maintenance notice|x\n"
+    assert parse(out) == {job_id: TAG.text()}
+
+
 def test_pbs_text_listing_joins_wrapped_lines_and_filters_by_owner():
     text = TAG.text()
     out = (
