@@ -124,8 +124,14 @@ def make_cluster(scheduler: str, kwargs: Mapping[str, Any]) -> Any:
 # ---------------------------------------------------------------------- demo
 
 
-def _square(x: int) -> int:
-    return x * x
+def _square_where(x: int) -> tuple[int, str]:
+    from distributed import get_worker
+
+    return x * x, get_worker().address
+
+
+def _sum_of_firsts(pairs: list[tuple[int, str]]) -> int:
+    return sum(first for first, _ in pairs)
 
 
 def demo(jobs: int, processes: int) -> int:
@@ -144,9 +150,10 @@ def demo(jobs: int, processes: int) -> int:
         cluster.scale(jobs=jobs)
         with Client(cluster) as client:
             cluster.wait_for_workers(jobs * processes, timeout=120)
-            squares = client.map(_square, range(n))
-            total = client.submit(sum, squares).result()
-            workers = len(client.scheduler_info()["workers"])
+            squares = client.map(_square_where, range(n))
+            total = client.submit(_sum_of_firsts, squares).result()
+            # the workers that did the work, not those connected at some later moment
+            workers = len({where for _, where in client.gather(squares)})
         print(cluster.jobs)
     expected = sum(i * i for i in range(n))
     print(
@@ -201,12 +208,10 @@ def config_sources(
     environment variable that sets something under ``jobqueue``.
     """
     import dask.config
-    import yaml
 
-    from .config import DEFAULTS_FILE
+    from .config import DEFAULTS_FILE, packaged_defaults
 
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        yield f"built-in default ({DEFAULTS_FILE})", _jobqueue_sections(yaml.safe_load(f))
+    yield f"built-in default ({DEFAULTS_FILE})", _jobqueue_sections(packaged_defaults())
     search = dask.config.paths if paths is None else paths
     for path, config in dask.config.collect_yaml(search, return_paths=True):
         sections = _jobqueue_sections(config)

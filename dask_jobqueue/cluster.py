@@ -456,6 +456,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 self.worker_spec.update(self.new_worker_spec())
         self.loop.add_callback(self._correct_state)
 
+    async def _scale_to_jobs_on_loop(self, target: int) -> None:
+        self._scale_to_jobs(target)
+
     def scale(
         self,
         n: int | None = None,
@@ -486,7 +489,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores),
             )
         previous_error = self._take_pending_error()
-        self._scale_to_jobs(target)
+        if self.asynchronous or self.status == Status.closed:
+            self._scale_to_jobs(target)
+        else:
+            # The spec changes on the event loop's thread, all at once: a correction running
+            # there meanwhile would otherwise see half of them and submit them apart.
+            self.sync(self._scale_to_jobs_on_loop, target)
         if previous_error is not None and target > 0:
             # Scaling down to nothing (and closing) is never refused because of an old error.
             raise previous_error

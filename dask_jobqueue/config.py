@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-import os
+import copy
+import functools
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import yaml
 
 DEFAULTS_FILE = Path(__file__).with_name("jobqueue.yaml")
+
+
+@functools.cache
+def _parsed_defaults() -> dict[str, Any]:
+    with open(DEFAULTS_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def packaged_defaults() -> dict[str, Any]:
+    """The packaged ``jobqueue.yaml`` as a dict: a fresh copy, the file parsed once per process."""
+    return copy.deepcopy(_parsed_defaults())
 
 
 def reconfigure() -> None:
@@ -22,14 +35,7 @@ def reconfigure() -> None:
         dask.config.ensure_file(source=str(DEFAULTS_FILE), comment=True)
     except OSError:
         pass
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        defaults = yaml.safe_load(f)
-    dask.config.update_defaults(defaults)
-
-
-def user_config_path() -> str:
-    """Where the commented template is written (``$DASK_CONFIG`` or ``~/.config/dask``)."""
-    return os.path.join(dask.config.PATH, "jobqueue.yaml")
+    dask.config.update_defaults(packaged_defaults())
 
 
 reconfigure()

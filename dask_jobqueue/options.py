@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
-import yaml
 from distributed.security import Security
 
 from ._values import (
@@ -573,10 +572,9 @@ def unknown_keyword_error(owner: str, unknown: Iterable[str], accepted: Iterable
 
 
 def _packaged_keys(config_name: str) -> set[str]:
-    from .config import DEFAULTS_FILE
+    from .config import packaged_defaults
 
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        section = (yaml.safe_load(f).get("jobqueue") or {}).get(config_name) or {}
+    section = (packaged_defaults().get("jobqueue") or {}).get(config_name) or {}
     return {str(k) for k in section}
 
 

@@ -164,7 +164,9 @@ class FakeCommands:
         """Run the real program, print its output, then hang holding stdout open."""
         body = (
             'out="$STATE/$NAME.out.$n"\n'
-            '"$REAL" "$@" > "$out"\n'
+            # whole or not at all: the file appears once the real command has finished
+            '"$REAL" "$@" > "$STATE/$NAME.partial.$n"\n'
+            '"$MV" "$STATE/$NAME.partial.$n" "$out"\n'
             '"$CAT" "$out"\n'
             f"{_hang(seconds, grandchild)}"
         )
@@ -174,7 +176,9 @@ class FakeCommands:
         """Run the real program, then exit ``rc`` with ``stderr`` (real stdout dropped)."""
         body = (
             'out="$STATE/$NAME.out.$n"\n'
-            '"$REAL" "$@" > "$out"\n'
+            # whole or not at all: the file appears once the real command has finished
+            '"$REAL" "$@" > "$STATE/$NAME.partial.$n"\n'
+            '"$MV" "$STATE/$NAME.partial.$n" "$out"\n'
             + ('"$CAT" "$out"\n' if keep_output else "")
             + f"{_print(stderr, err=True)}exit {int(rc)}\n"
         )
@@ -218,7 +222,9 @@ class FakeCommands:
     def _helpers(self) -> str:
         # The scripts call their helpers by absolute path: any of them may be faked too.
         lines = []
-        for var, tool in (("CAT", "cat"), ("SLEEP", "sleep"), ("WC", "wc"), ("FLOCK", "flock")):
+        for var, tool in (
+            ("CAT", "cat"), ("SLEEP", "sleep"), ("WC", "wc"), ("FLOCK", "flock"), ("MV", "mv")
+        ):
             found = shutil.which(tool, path=self.real_path)
             if found is None:
                 raise FileNotFoundError(f"fake commands need {tool!r} on PATH")

@@ -163,24 +163,31 @@ def _execute(store: Store, job: Job, poll: float) -> None:
             with contextlib.suppress(OSError):
                 fh.close()
     now = time.time()
-    with store.update_job(key) as rec:
-        if rec is None:
-            return
-        rec["returncode"] = rc
-        rec["pid"] = None
-        rec["end_time"] = rec["state_time"] = now
-        if rec.get("term_reason") == "walltime" and rec.get("walltime_action") == "hold":
-            rec["state"] = HELD
-            rec["hold_by"] = "system"
-            rec["hold_reason"] = rec["extra"].get("walltime_hold_reason", "walltime exceeded")
-        else:
-            rec["state"] = DONE
-        final = dict(rec)
+    ending: dict[str, Any] = {"returncode": rc, "pid": None, "end_time": now, "state_time": now}
+    current = store.load_job(key)
+    if current is None:
+        return
+    if current.get("term_reason") == "walltime" and current.get("walltime_action") == "hold":
+        ending.update(
+            state=HELD,
+            hold_by="system",
+            hold_reason=current["extra"].get("walltime_hold_reason", "walltime exceeded"),
+        )
+    else:
+        ending["state"] = DONE
+    final = {**current, **ending}
+    # LSF appends its report to the output file before the job is shown as ended, so
+    # whoever sees DONE also finds the report (writing it afterwards raced with readers).
     if final.get("flavour") == "lsf" and final.get("stdout"):
         from .lsf import job_report
 
         with contextlib.suppress(OSError), open(final["stdout"], "a") as fh:
             fh.write(job_report(store, final))
+    with store.update_job(key) as rec:
+        if rec is None:
+            return
+        rec.update(ending)
+        final = dict(rec)
     if final["state"] == HELD:
         _user_log(final, "held", reason=final["hold_reason"])
     elif final.get("term_reason") == "cancelled":
