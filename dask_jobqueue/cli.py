@@ -15,19 +15,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from . import registry
+
 PROG = "dask-jobqueue"
 
-#: Scheduler names accepted on the command line, and the cluster class of each.
-SCHEDULERS = {
-    "pbs": ("dask_jobqueue.pbs", "PBSCluster"),
-    "moab": ("dask_jobqueue.moab", "MoabCluster"),
-    "slurm": ("dask_jobqueue.slurm", "SLURMCluster"),
-    "sge": ("dask_jobqueue.sge", "SGECluster"),
-    "lsf": ("dask_jobqueue.lsf", "LSFCluster"),
-    "oar": ("dask_jobqueue.oar", "OARCluster"),
-    "htcondor": ("dask_jobqueue.htcondor", "HTCondorCluster"),
-    "local": ("dask_jobqueue.local", "LocalCluster"),
-}
+#: Scheduler names accepted on the command line (the registry's list).
+SCHEDULERS = tuple(registry.names())
 
 #: Command-line flag -> cluster keyword, for the job options shared by job-script and check.
 JOB_FLAGS = {
@@ -86,15 +79,11 @@ def _positive_seconds(text: str) -> float:
 
 def cluster_class(scheduler: str) -> type:
     """The cluster class for a scheduler name such as ``"slurm"``."""
-    import importlib
-
     try:
-        module, name = SCHEDULERS[scheduler]
-    except KeyError:
-        raise UsageError(
-            f"unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}"
-        ) from None
-    return getattr(importlib.import_module(module), name)
+        entry = registry.get(scheduler)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return entry.cluster_class()
 
 
 def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -461,25 +450,14 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
 
 # ---------------------------------------------------------------------- status / cleanup
 
-#: A command only this batch system has, to tell which one is installed here.
-_PROBES = {
-    "slurm": "sbatch",
-    "lsf": "bsub",
-    "oar": "oarsub",
-    "htcondor": "condor_submit",
-    "moab": "msub",
-    "sge": "qconf",
-    "pbs": "pbsnodes",
-}
-
-
 def detect_scheduler(which: Any = None) -> str:
     """The batch system whose commands are on ``PATH``; :class:`UsageError` if none or
     several are (then the user names one)."""
     import shutil
 
     which = which or shutil.which
-    found = [name for name, program in _PROBES.items() if which(program)]
+    # a command only that batch system installs tells which one this machine has
+    found = [s.name for s in registry.BATCH_SCHEDULERS if s.probe and which(s.probe)]
     if not found:
         raise UsageError(
             "no batch system found on PATH (sbatch, qsub, bsub, ...): name one, e.g. "

@@ -13,34 +13,20 @@ import pytest
 from dask_jobqueue import (
     HTCondorCluster,
     JobQueueCluster,
-    LSFCluster,
-    MoabCluster,
-    OARCluster,
-    PBSCluster,
-    SGECluster,
     SLURMCluster,
+    registry,
 )
 from dask_jobqueue.core import Job, default_processes
 from dask_jobqueue.htcondor import HTCondorJob
 from dask_jobqueue.local import LocalCluster, LocalJob
 from dask_jobqueue.lsf import LSFJob
-from dask_jobqueue.moab import MoabJob
 from dask_jobqueue.oar import OARJob
 from dask_jobqueue.pbs import PBSJob
 from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
 
-JOB_CLASSES = [PBSJob, MoabJob, SLURMJob, SGEJob, LSFJob, OARJob, HTCondorJob, LocalJob]
-CLUSTER_CLASSES = [
-    PBSCluster,
-    MoabCluster,
-    SLURMCluster,
-    SGECluster,
-    LSFCluster,
-    OARCluster,
-    HTCondorCluster,
-    LocalCluster,
-]
+JOB_CLASSES = [s.job_class() for s in registry.SCHEDULERS]
+CLUSTER_CLASSES = [s.cluster_class() for s in registry.SCHEDULERS]
 
 
 def make_job(cls, **kwargs):
@@ -457,3 +443,21 @@ def test_import_has_no_side_effects_beyond_config(tmp_path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_registry_is_the_package_list():
+    """Every scheduler of the registry is exported under its class name, and the package
+    exports no cluster class the registry does not list."""
+    import dask_jobqueue
+
+    for scheduler in registry.SCHEDULERS:
+        cls = scheduler.cluster_class()
+        assert scheduler.job_class() is cls.job_cls
+        assert cls.job_cls.config_name == scheduler.name
+        if scheduler.is_batch_system:
+            assert getattr(dask_jobqueue, scheduler.cluster) is cls
+    exported = {name for name in dask_jobqueue.__all__ if name.endswith("Cluster")}
+    listed = {s.cluster for s in registry.BATCH_SCHEDULERS}
+    assert exported - {"JobQueueCluster"} == listed
+    with pytest.raises(ValueError, match="unknown scheduler 'nope'; choose from pbs, moab"):
+        registry.get("nope")

@@ -16,9 +16,8 @@ from dask.utils import parse_bytes
 
 import dask_jobqueue
 import dask_jobqueue.runner
-from dask_jobqueue import PBSCluster, SLURMCluster
+from dask_jobqueue import PBSCluster, SLURMCluster, registry
 from dask_jobqueue.cli import build_parser
-from dask_jobqueue.local import LocalCluster
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -206,16 +205,8 @@ def _keyword_parameters(cluster_cls: type) -> set[str]:
 def _keys_without_keyword() -> set[str]:
     defaults = yaml.safe_load((ROOT / "dask_jobqueue" / "jobqueue.yaml").read_text())
     found = set()
-    for name, cls in [
-        ("slurm", dask_jobqueue.SLURMCluster),
-        ("pbs", dask_jobqueue.PBSCluster),
-        ("moab", dask_jobqueue.MoabCluster),
-        ("sge", dask_jobqueue.SGECluster),
-        ("lsf", dask_jobqueue.LSFCluster),
-        ("oar", dask_jobqueue.OARCluster),
-        ("htcondor", dask_jobqueue.HTCondorCluster),
-        ("local", LocalCluster),
-    ]:
+    for scheduler in registry.SCHEDULERS:
+        name, cls = scheduler.name, scheduler.cluster_class()
         accepted = _keyword_parameters(cls)
         found |= {k for k in defaults["jobqueue"][name] if k.replace("-", "_") not in accepted}
     return found

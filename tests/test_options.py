@@ -17,12 +17,9 @@ import yaml
 from dask_jobqueue import (
     HTCondorCluster,
     JobQueueCluster,
-    LSFCluster,
-    MoabCluster,
-    OARCluster,
     PBSCluster,
-    SGECluster,
     SLURMCluster,
+    registry,
 )
 from dask_jobqueue.config import DEFAULTS_FILE
 from dask_jobqueue.core import Job
@@ -42,30 +39,11 @@ from dask_jobqueue.options import (
     resolve_options,
 )
 from dask_jobqueue.pbs import PBSJob
-from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
 
-JOB_CLASSES = [PBSJob, MoabJob, SLURMJob, SGEJob, LSFJob, OARJob, HTCondorJob, LocalJob]
-CLUSTER_CLASSES = [
-    PBSCluster,
-    MoabCluster,
-    SLURMCluster,
-    SGECluster,
-    LSFCluster,
-    OARCluster,
-    HTCondorCluster,
-    LocalCluster,
-]
-SECTIONS = {
-    "pbs": PBSJob,
-    "moab": MoabJob,
-    "slurm": SLURMJob,
-    "sge": SGEJob,
-    "lsf": LSFJob,
-    "oar": OARJob,
-    "htcondor": HTCondorJob,
-    "local": LocalJob,
-}
+JOB_CLASSES = [s.job_class() for s in registry.SCHEDULERS]
+CLUSTER_CLASSES = [s.cluster_class() for s in registry.SCHEDULERS]
+SECTIONS = {s.name: s.job_class() for s in registry.SCHEDULERS}
 
 
 def documented_parameters(cls: type) -> list[str]:
