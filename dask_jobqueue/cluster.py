@@ -1,7 +1,9 @@
 """The cluster shared by every batch system, on ``distributed.SpecCluster``.
 
-It starts and retires whole jobs, submits them a few at a time, cancels them in one command,
-polls their states with one status command per interval, explains and replaces jobs that die,
+It starts and retires whole jobs, submits identical ones as job arrays, cancels them in as few
+commands as the batch system allows (a batch of ids per command; one id per ``qdel`` on PBS),
+polls their states every interval (the dialect's listing, plus its accounting command for jobs
+the listing no longer shows), explains and replaces jobs that die,
 stops resubmitting after repeated failures (circuit breaker), and cancels everything at close
 or interpreter exit.
 """
@@ -390,7 +392,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._poller.wake()
 
     async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
-        """Retire the workers of these jobs, then cancel the jobs in one command."""
+        """Retire the workers of these jobs, then cancel the jobs (in as few commands as the
+        batch system takes ids in one)."""
         # Dropped from ``workers`` first (0.9 drops a job from cluster.workers before cancelling
         # it): once the workers have left the scheduler, cluster.workers no longer lists these
         # jobs. Forgotten first too, so the poller does not take the cancellation for a death.

@@ -122,7 +122,7 @@ class JobTracker:
 
         Returns whether any state changed, and the jobs that just connected for the first time.
         A job whose final state was held back because workers were still connected ends once
-        they are gone; it is then among the records :meth:`take_ended` returns.
+        they are gone: :meth:`take_disconnected_finals` then returns it.
         """
         changed = False
         first_connect = []
