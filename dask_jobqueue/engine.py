@@ -1,7 +1,7 @@
 """The batch-system engine: one per cluster, it submits, queries and cancels many jobs.
 
-A dialect (``slurm.py``, ``pbs.py``, ...) declares *what* to run and how to read it: argv
-builders, an anchored job-id pattern, :class:`StatusStep` s run in order at every poll, pure
+A dialect (a :class:`~dask_jobqueue.dialect.Dialect` in ``dialects/<name>.py``) declares *what*
+to run and how to read it: argv builders, an anchored job-id pattern, :class:`StatusStep` s run in order at every poll, pure
 parsers, the stderr lines of a cancel command that only mean "already gone". This module
 runs those declarations: commands with time limits (killed as a whole process group), several
 submissions at a time in threads (so ``close()`` never waits for a hung ``qsub`` and whatever
@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import random
-import re
 import shlex
 import socket
 import tempfile
@@ -30,10 +29,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._shell import CommandError, run_command, run_command_sync
+from .dialect import (
+    TRANSIENT_SUBMIT_ERRORS,
+    ArraySupport,
+    LimitsProbe,
+    StatusStep,
+    adopt_one_array,
+    all_ids,
+    group_tasks,
+    index_spans,
+    missing_ids,
+    natural_key,
+    simple_parser,
+    single_array_id,
+)
 from .tags import JobTag, new_cluster_id, safe_host
 from .tracking import JobStatus
 
@@ -44,161 +56,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ArraySupport",
+    # the engine
     "BatchSystem",
     "DuplicateJobIdError",
+    "array_script",
+    # the dialect vocabulary, defined in dialect.py (imported from here by older code)
+    "ArraySupport",
     "LimitsProbe",
     "StatusStep",
+    "TRANSIENT_SUBMIT_ERRORS",
     "adopt_one_array",
     "all_ids",
-    "array_script",
+    "group_tasks",
+    "index_spans",
     "missing_ids",
+    "simple_parser",
+    "single_array_id",
 ]
-
-Selector = Callable[[Sequence[str], Mapping[str, JobStatus]], Sequence[str]]
-ArgvBuilder = Callable[["Job", Sequence[str], dict], "list[str] | None"]
-Parser = Callable[[str, Sequence[str], Mapping[str, JobStatus]], Mapping[str, JobStatus]]
 
 #: Bytes of job ids per cancel command (the kernel's limit is far higher; some wrappers aren't).
 _CANCEL_ARGV_BUDGET = 64 * 1024
 _CANCEL_MAX_IDS = 1000
 #: How many times in all the site probes are run while one of them keeps failing.
 LIMIT_PROBE_ROUNDS = 3
-
-
-def all_ids(ids: Sequence[str], known: Mapping[str, JobStatus]) -> Sequence[str]:
-    """Every id of the poll."""
-    return ids
-
-
-def missing_ids(ids: Sequence[str], known: Mapping[str, JobStatus]) -> Sequence[str]:
-    """The ids no earlier step reported (finished jobs that left the queue, typically)."""
-    return [i for i in ids if i not in known]
-
-
-@dataclass(frozen=True)
-class StatusStep:
-    """One status command of a poll, as a dialect declares it.
-
-    Parameters
-    ----------
-    name : str
-        For logs and errors, e.g. ``"squeue"``.
-    argv : callable
-        ``argv(job, ids, facts)``: the command line for these ids, or ``None`` to skip the
-        step. ``job`` is the cluster's template job (its options), ``facts`` what the engine
-        learned about the site.
-    parse : callable
-        ``parse(stdout, ids, known)``: statuses of (some of) ``ids`` from the command's output.
-        ``known`` holds what earlier steps of this poll reported. Raises ``ValueError`` on
-        output it cannot read.
-    select : callable
-        ``select(ids, known)``: which ids of the poll this step asks about.
-    each : bool
-        One command per id (``qacct -j ID``), run concurrently.
-    pace : float
-        With ``each``: seconds between two commands for the same id (a job whose record is
-        not written yet is not asked again at every poll).
-    required : bool
-        If this step fails, the poll fails (states unchanged). An optional step's failure
-        only leaves its ids unreported.
-    usable_failure : callable, optional
-        ``usable_failure(error)``: the command failed but its stdout is still the answer
-        (e.g. some ids were unknown, the others are listed).
-    fallback : callable, optional
-        ``fallback(error, facts)``: return True if the failure taught something (recorded in
-        ``facts``) and the following steps answer instead; the poll then goes on.
-    when : callable, optional
-        ``when(facts, fell_back)``: run this step only if it returns True; ``fell_back`` tells
-        whether the previous step fell back.
-    """
-
-    name: str
-    argv: ArgvBuilder
-    parse: Parser
-    select: Selector = all_ids
-    each: bool = False
-    pace: float = 0.0
-    required: bool = True
-    usable_failure: Callable[[CommandError], bool] | None = None
-    fallback: Callable[[Exception, dict], bool] | None = None
-    when: Callable[[dict, bool], bool] | None = None
-
-
-@dataclass(frozen=True)
-class LimitsProbe:
-    """A command that tells the site's limits, run once before the first array submission.
-
-    ``argv(job)`` is the command; ``parse(stdout)`` returns facts such as
-    ``{"max_array_size": 1001, "max_job_count": 10000}`` (only what the output states).
-    """
-
-    argv: Callable[[Job], list[str]]
-    parse: Callable[[str], dict[str, int]]
-
-
-@dataclass(frozen=True)
-class ArraySupport:
-    """How a dialect submits many identical jobs as one job array, as data.
-
-    Parameters
-    ----------
-    index_var : str
-        Environment variable holding the task index inside the job script
-        (``SLURM_ARRAY_TASK_ID``); the script picks its worker name with it. With
-        ``render``, the dialect's own index (HTCondor: the ``$(Process)`` macro).
-    submit_args : callable
-        ``submit_args(first, last)``: extra arguments of the submit command for the indices
-        ``first..last`` (inclusive), e.g. ``["--array=0-9"]``.
-    task_ids : callable
-        ``task_ids(stdout, indices)``: the id of every task (in the order of ``indices``) from
-        the submit command's output, e.g. ``["12_0", "12_1"]``. Raises ``ValueError``.
-    first_index : int
-        Index of the first task of every array (Grid Engine counts from 1).
-    min_size : int
-        Fewest tasks of an array (OpenPBS refuses ``-J 1-1``); smaller groups are single jobs.
-    cancel_args : callable
-        ``cancel_args(ids)``: the arguments of one cancel command for these ids, with tasks of
-        one array joined into ranges where the scheduler takes them (``12_[3-5]``).
-    adopt : callable, optional
-        ``adopt(listed, indices)``: the task ids of an array whose submit command failed,
-        from the ids its tag is listed under (``12_[0-4]`` for pending Slurm tasks...);
-        raises ``ValueError`` if they do not make the whole array.
-    edit_script : callable, optional
-        ``edit_script(script)``: the array's script adapted to arrays, e.g. output file
-        patterns naming the task (``%A_%a``) so a dead task's output is found by its id.
-    render : callable, optional
-        ``render(template, placeholder, names)``: the whole array script, for dialects whose
-        script is not a shell script (HTCondor's submit description): ``template`` is the
-        job's script with its worker name replaced by ``placeholder``. Replaces the shell
-        ``case`` on ``index_var`` that :func:`array_script` writes otherwise.
-    names_ok : callable, optional
-        ``names_ok(names)``: whether jobs with these worker names can be tasks of one array
-        (HTCondor lists them in the submit description, comma-separated); if not, they are
-        submitted one by one.
-    script_range : callable, optional
-        ``script_range(script, first, last)``: the array's script declaring the indices
-        ``first..last`` itself, for batch systems that read them from a directive rather
-        than from an argument (LSF's ``#BSUB -J "name[1-4]"``); applied after
-        ``edit_script``.
-    too_large : re.Pattern, optional
-        The submit command's refusal of an array with more tasks than the site allows
-        (Slurm: ``Invalid job array specification``). The engine then submits the jobs of
-        that array again as arrays of half its size, and keeps that cap.
-    """
-
-    index_var: str
-    submit_args: Callable[[int, int], list[str]]
-    task_ids: Callable[[str, Sequence[int]], list[str]]
-    first_index: int = 0
-    min_size: int = 2
-    cancel_args: Callable[[Sequence[str]], list[str]] = list
-    edit_script: Callable[[str], str] | None = None
-    adopt: Callable[[Sequence[str], Sequence[int]], list[str]] | None = None
-    render: Callable[[str, str, Sequence[str]], str] | None = None
-    names_ok: Callable[[Sequence[str]], bool] | None = None
-    script_range: Callable[[str, int, int], str] | None = None
-    too_large: re.Pattern[str] | None = None
 
 
 class _Refused(Exception):
@@ -217,78 +97,6 @@ def _too_large(exc: CommandError, support: ArraySupport) -> str | None:
         if support.too_large.search(line):
             return line.strip()
     return None
-
-
-def single_array_id(pattern: str, stdout: str, tool: str) -> str:
-    """The one job id an array submission printed, read with the dialect's own anchored
-    ``job_id_regexp``; ``ValueError`` if there is not exactly one."""
-    found = list(dict.fromkeys(m.group("job_id") for m in re.finditer(pattern, stdout, re.M)))
-    if len(found) != 1:
-        raise ValueError(f"Could not read one array job id from {tool}'s output:\n{stdout}")
-    return found[0]
-
-
-def group_tasks(
-    job_ids: Sequence[str], split: Callable[[str], tuple[str, int] | None]
-) -> list[tuple[str, list[int] | None]]:
-    """``job_ids`` in order, the tasks of each array gathered where the array first appears:
-    ``(array, [indices])`` for tasks (``split(id)`` -> ``(array, index)``), ``(id, None)``
-    for other ids (``split(id)`` -> ``None``). For cancel commands taking task ranges."""
-    groups: list[tuple[str, list[int] | None]] = []
-    tasks: dict[str, list[int]] = {}
-    for job_id in job_ids:
-        task = split(job_id)
-        if task is None:
-            groups.append((job_id, None))
-        elif task[0] in tasks:
-            tasks[task[0]].append(task[1])
-        else:
-            tasks[task[0]] = [task[1]]
-            groups.append((task[0], tasks[task[0]]))
-    return groups
-
-
-def index_spans(indices: Iterable[int]) -> list[str]:
-    """Runs of consecutive array indices: ``[3, 4, 5, 7]`` -> ``["3-5", "7"]`` (for cancel
-    commands that take task ranges)."""
-    spans: list[str] = []
-    ordered = sorted(set(indices))
-    if not ordered:
-        return spans
-    start = prev = ordered[0]
-    for i in [*ordered[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        spans.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return spans
-
-
-def adopt_one_array(
-    listed: Sequence[str], indices: Sequence[int], task_id: Callable[[str, int], str]
-) -> list[str]:
-    """Task ids of the one array whose tasks (or collapsed pending tasks) are ``listed``."""
-    bases = {re.match(r"\d+", i).group() for i in listed if re.match(r"\d+", i)}
-    if len(bases) != 1:
-        raise ValueError(f"expected the tasks of one array, found {', '.join(listed)}")
-    base = bases.pop()
-    return [task_id(base, i) for i in indices]
-
-
-def _natural_key(job_id: str) -> list[str | int]:
-    """``12[10]`` after ``12[9]``: digit runs compare as numbers."""
-    return [int(part) if k % 2 else part for k, part in enumerate(re.split(r"(\d+)", job_id))]
-
-
-#: Submit errors worth another try, unless a dialect declares its own: a loaded or restarting
-#: controller, not a bad option.
-TRANSIENT_SUBMIT_ERRORS = re.compile(
-    r"Socket timed out|Resource temporarily unavailable|try again later|"
-    r"temporarily unable|Connection refused|Connection reset|Unable to contact slurm controller",
-    re.IGNORECASE,
-)
 
 
 #: Shell variable the array script sets to this task's worker name.
@@ -338,19 +146,6 @@ def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
             script, support.first_index, support.first_index + len(names) - 1
         )
     return script
-
-
-def simple_parser(parse: Callable[[str], Mapping[str, JobStatus]]) -> Parser:
-    """Adapt a ``parse(stdout) -> {id: status}`` function to the step signature, keeping
-    only the ids of the step."""
-
-    def parser(stdout: str, ids: Sequence[str], known: Mapping[str, JobStatus]):
-        statuses = parse(stdout)
-        return {i: statuses[i] for i in ids if i in statuses}
-
-    parser.__name__ = getattr(parse, "__name__", "parser")
-    parser.__doc__ = parse.__doc__
-    return parser
 
 
 class DuplicateJobIdError(RuntimeError):
@@ -970,7 +765,7 @@ class BatchSystem:
         limit = min(_CANCEL_MAX_IDS, self.dialect.cancel_max_ids)
         support = self.template.array_support_for(self.facts)
         if support is not None and len(job_ids) > limit:
-            job_ids = sorted(job_ids, key=_natural_key)  # tasks of one array side by side
+            job_ids = sorted(job_ids, key=natural_key)  # tasks of one array side by side
 
         def joins(previous: str, job_id: str) -> bool:
             # tasks sorted by index: a task that joins the previous one's range adds no argument

@@ -23,7 +23,8 @@ from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
 from ._values import format_memory_limit
-from .engine import ArraySupport, BatchSystem, LimitsProbe, StatusStep
+from .dialect import ArraySupport, Dialect, LimitsProbe, StatusStep, WalltimeDefault
+from .engine import BatchSystem
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -39,7 +40,6 @@ from .options import (
 from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
-from .walltime import WalltimeDefault
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class Job(ParametersDocumented, ProcessInterface):
     the commands for many jobs at once.
     """
 
+    #: The batch system this job class speaks (``dialects/<name>.py``): its fields become
+    #: the class attributes below, unless the class sets them itself. A job class may also
+    #: set the attributes directly, without a dialect (as dask-jobqueue 0.9 subclasses do).
+    dialect: ClassVar[Dialect | None] = None
     #: Section of ``jobqueue.yaml`` holding this scheduler's defaults.
     config_name: ClassVar[str | None] = None
     #: Program (and fixed arguments) that submits a job script.
@@ -141,6 +145,16 @@ class Job(ParametersDocumented, ProcessInterface):
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
     options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        dialect = cls.__dict__.get("dialect")
+        if dialect is not None:
+            for attribute, value in dialect.job_attributes().items():
+                if attribute not in cls.__dict__:
+                    setattr(cls, attribute, value)
+            if "config_name" not in cls.__dict__:
+                cls.config_name = dialect.name
+        super().__init_subclass__(**kwargs)
 
     @classmethod
     def documented_options(cls) -> list[Option]:

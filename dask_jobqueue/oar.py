@@ -17,7 +17,7 @@ from typing import Any
 
 from ._values import MIB
 from .cluster import JobQueueCluster
-from .engine import ArraySupport, StatusStep, simple_parser
+from .dialect import ArraySupport, StatusStep, decode_wait_status, simple_parser
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 from .tags import TagSpec, parse_oar_tags
@@ -41,13 +41,6 @@ _STATES: dict[str, JobState] = {
     # On its way to Error: not final yet, the events tell why once it is Error.
     "toError": JobState.RUNNING,
 }
-
-
-def decode_wait_status(status: int) -> int:
-    """OAR's ``exit_code`` is a raw wait status: 768 -> exit 3, 9 (killed) -> 128 + 9."""
-    if status & 0x7F:
-        return 128 + (status & 0x7F)
-    return (status >> 8) & 0xFF
 
 
 def _event_types(record: Mapping[str, Any]) -> list[tuple[str, str]]:

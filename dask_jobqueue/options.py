@@ -223,16 +223,6 @@ def _prologue(value: Any, keyword: str, owner: type) -> list[str]:
     return [line for line in check_string_list(value, keyword) if line.strip()]
 
 
-def _slurm_mem(value: Any, keyword: str, owner: type) -> str:
-    text = check_word(value, keyword)
-    if not re.fullmatch(r"\d+[KMGTkmgt]?", text):
-        raise ValueError(
-            f"{keyword}={value!r} is not a Slurm memory size: use a whole number with an "
-            "optional unit K, M, G or T, e.g. '24G' (no unit means megabytes)"
-        )
-    return text
-
-
 def _type(value: Any, keyword: str, owner: type) -> type:
     if not isinstance(value, type):
         raise ValueError(f"{keyword}={value!r} must be a class")
@@ -357,11 +347,6 @@ WALLTIME = Option("walltime", "str", "Time limit of each job, in a form the sche
                   sexagesimal=True)
 RESOURCE_SPEC = Option("resource_spec", "str", "Resource request written verbatim after "
                        "the scheduler's ``-l`` (one line, not empty).", check=TEXT)
-JOB_CPU = Option("job_cpu", "int", "CPUs requested from Slurm (``--cpus-per-task``). "
-                 "Default: ``cores``.", check=POSITIVE_INT)
-JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. "
-                 "Default: ``memory`` rounded up.", check=_slurm_mem)
-
 #: Keywords of ``JobQueueCluster.__init__`` (job keywords come on top of these).
 CLUSTER_OPTIONS: tuple[Option, ...] = (
     Option("n_workers", "int", "Workers (not jobs) to start right away.", key=None, default=0,

@@ -1,34 +1,37 @@
-"""Slurm: ``sbatch`` / ``squeue`` / ``scancel`` and ``#SBATCH`` directives."""
+"""Slurm: the public job and cluster classes (``SLURMJob``, ``SLURMCluster``).
+
+What Slurm is — commands, states, parsers, arrays, tags — is in
+:mod:`dask_jobqueue.dialects.slurm`; this module adds Slurm's own keywords and the
+``#SBATCH`` header of a job script.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ._values import GIB, KIB, MIB, ceil_to_unit
+from ._values import check_word
 from .cluster import JobQueueCluster
-from .engine import (
-    ArraySupport,
-    LimitsProbe,
-    StatusStep,
-    adopt_one_array,
-    group_tasks,
-    index_spans,
-    missing_ids,
-    simple_parser,
-    single_array_id,
+from .dialects.slurm import (
+    DIALECT,
+    SLURM_ARRAYS,
+    decode_wait_status,
+    parse_sacct,
+    parse_slurm_limits,
+    parse_squeue,
+    slurm_array_task_ids,
+    slurm_cancel_args,
+    slurm_format_bytes_ceil,
 )
 from .job import Job
-from .options import ACCOUNT, JOB_CPU, JOB_MEM, QUEUE, WALLTIME
-from .tags import TagSpec, parse_slurm_tags
-from .tracker import Vanish
-from .tracking import JobState, JobStatus
-from .walltime import WalltimeDefault, parse_scontrol_partitions
+from .options import ACCOUNT, POSITIVE_INT, QUEUE, WALLTIME, Option
 
 __all__ = [
     "SLURMJob",
     "SLURMCluster",
+    "SLURM_ARRAYS",
+    "decode_wait_status",
     "slurm_format_bytes_ceil",
     "parse_squeue",
     "parse_sacct",
@@ -38,240 +41,26 @@ __all__ = [
 ]
 
 
-def slurm_format_bytes_ceil(nbytes: int) -> str:
-    """Memory for ``--mem``, rounded up: whole ``G`` from 1 GiB, ``M`` from 1 MiB, else ``K``.
-
-    >>> slurm_format_bytes_ceil(28_000_000_000)
-    '27G'
-    """
-    if nbytes < KIB:
-        return "1K"
-    return ceil_to_unit(int(nbytes), [("G", GIB, GIB), ("M", MIB, MIB), ("K", KIB, KIB)], "K")
-
-
-# Slurm job states (squeue %T / sacct State) in our state model.
-_STATES: dict[str, JobState] = {
-    "PENDING": JobState.QUEUED,
-    "REQUEUED": JobState.QUEUED,
-    "REQUEUE_FED": JobState.QUEUED,
-    "CONFIGURING": JobState.RUNNING,
-    "RUNNING": JobState.RUNNING,
-    "COMPLETING": JobState.RUNNING,
-    "RESIZING": JobState.RUNNING,
-    "SIGNALING": JobState.RUNNING,
-    "STAGE_OUT": JobState.RUNNING,
-    "SUSPENDED": JobState.HELD,
-    "STOPPED": JobState.HELD,
-    "REQUEUE_HOLD": JobState.HELD,
-    "RESV_DEL_HOLD": JobState.HELD,
-    "COMPLETED": JobState.FINISHED,
-    "FAILED": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED,
-    "NODE_FAIL": JobState.FAILED,
-    "OUT_OF_MEMORY": JobState.FAILED,
-    "SPECIAL_EXIT": JobState.FAILED,
-    "CANCELLED": JobState.CANCELLED,
-    "REVOKED": JobState.CANCELLED,
-    "PREEMPTED": JobState.CANCELLED,
-    "TIMEOUT": JobState.TIMED_OUT,
-    "DEADLINE": JobState.TIMED_OUT,
-}
-_HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "BeginTime")
-
-SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|"
-
-
-def _status(native: str, reason: str | None, exit_code: int | None = None) -> JobStatus:
-    native = native.strip().split()[0].upper() if native.strip() else "UNKNOWN"
-    state = _STATES.get(native, JobState.QUEUED if native == "UNKNOWN" else JobState.RUNNING)
-    reason = reason if reason and reason != "None" else None
-    if state == JobState.QUEUED and reason in _HELD_REASONS:
-        state = JobState.HELD
-    if not state.is_final:
-        exit_code = None
-    return JobStatus(state, reason, exit_code, native)
-
-
-def decode_wait_status(status: int) -> int:
-    """squeue's ``exit_code`` is a raw wait status: 768 -> exit 3, 15 -> signal 15 (143)."""
-    if status & 0x7F:
-        return 128 + (status & 0x7F)
-    return (status >> 8) & 0xFF
-
-
-def parse_squeue(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``squeue -h -t all -r -O 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|'``.
-
-    An array task is reported as ``ARRAYID_INDEX`` (its raw ``JobID`` changes when it
-    starts). Also reads the ``JobID:|,State:|,Reason:|,exit_code:|`` form of earlier
-    versions and the three-column ``%i|%T|%r`` form (no exit code).
-    """
-    statuses = {}
-    for line in stdout.splitlines():
-        parts = [p.strip() for p in line.strip().split("|")]
-        if parts and parts[-1] == "" and len(parts) > 1:
-            parts = parts[:-1]
-        if len(parts) < 2 or not parts[0]:
-            continue
-        if len(parts) >= 5:  # with ArrayJobID and ArrayTaskID
-            job_id, array_id, task, *rest = parts
-            if task and task != "N/A" and array_id:
-                job_id = f"{array_id}_{task}"
-            parts = [job_id, *rest]
-        exit_code = None
-        if len(parts) > 3 and parts[3].isdigit():
-            exit_code = decode_wait_status(int(parts[3]))
-        statuses[parts[0]] = _status(parts[1], parts[2] if len(parts) > 2 else None, exit_code)
-    return statuses
-
-
-def parse_exit_code(text: str) -> int | None:
-    """``3:0`` (exit code:signal) -> 3; a signal-only death ``0:9`` -> 128 + 9."""
-    code, _, signal = text.strip().partition(":")
-    try:
-        code_i = int(code)
-        signal_i = int(signal or 0)
-    except ValueError:
-        return None
-    return 128 + signal_i if code_i == 0 and signal_i else code_i
-
-
-def parse_sacct(
-    stdout: str, fields: Sequence[str] = ("JobID", "State", "ExitCode")
-) -> dict[str, JobStatus]:
-    """Parse ``sacct -P -n -o JobID,State,ExitCode`` (``sacct -c`` works the same way).
-
-    ``fields`` names the columns of ``-o``. Job steps (``123.batch``) are skipped;
-    ``CANCELLED by 0`` is read as ``CANCELLED``.
-    """
-    column = {name: i for i, name in enumerate(fields)}
-    statuses = {}
-    for line in stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < len(fields) or not parts[0] or "." in parts[column["JobID"]]:
-            continue
-        statuses[parts[column["JobID"]]] = _status(
-            parts[column["State"]], None, parse_exit_code(parts[column["ExitCode"]])
+def _slurm_mem(value: Any, keyword: str, owner: type) -> str:
+    text = check_word(value, keyword)
+    if not re.fullmatch(r"\d+[KMGTkmgt]?", text):
+        raise ValueError(
+            f"{keyword}={value!r} is not a Slurm memory size: use a whole number with an "
+            "optional unit K, M, G or T, e.g. '24G' (no unit means megabytes)"
         )
-    return statuses
+    return text
 
 
-def squeue_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``squeue`` for all ids, every state (finished jobs stay listed until MinJobAge); array
-    tasks are asked by their array's id, one line each (``-r``): a task cancelled while
-    pending leaves no trace, a missing line is a vanished task."""
-    asked = dict.fromkeys(i.split("_", 1)[0] for i in job_ids)
-    return ["squeue", "-h", "-t", "all", "-r", "-j", ",".join(asked), "-O", SQUEUE_FIELDS]
+JOB_CPU = Option("job_cpu", "int", "CPUs requested from Slurm (``--cpus-per-task``). "
+                 "Default: ``cores``.", check=POSITIVE_INT)
+JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. "
+                 "Default: ``memory`` rounded up.", check=_slurm_mem)
 
-
-def sacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``sacct`` for ids squeue no longer lists (works only where accounting runs)."""
-    return ["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "-o", "JobID,State,ExitCode"]
-
-
-def parse_sacct_final(stdout: str) -> dict[str, JobStatus]:
-    """Final states only: a non-final sacct line says nothing squeue did not."""
-    return {i: st for i, st in parse_sacct(stdout).items() if st.state.is_final}
-
-
-def slurm_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
-    """``Submitted batch job 12`` for ``--array=0-2`` -> ``["12_0", "12_1", "12_2"]``."""
-    array_id = single_array_id(SLURMJob.job_id_regexp, stdout, "sbatch")
-    return [f"{array_id}_{i}" for i in indices]
-
-
-def _slurm_task(job_id: str) -> tuple[str, int] | None:
-    array_id, sep, index = job_id.partition("_")
-    return (array_id, int(index)) if sep and index.isdigit() else None
-
-
-def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
-    """``scancel`` arguments: tasks of one array as one range (``12_[3-5,7]``), others as is."""
-    return [
-        arg if indices is None
-        else f"{arg}_{indices[0]}" if len(indices) == 1
-        else f"{arg}_[{','.join(index_spans(indices))}]"
-        for arg, indices in group_tasks(job_ids, _slurm_task)
-    ]
-
-
-def parse_slurm_limits(stdout: str) -> dict[str, int]:
-    """``scontrol show config`` -> ``max_array_size`` (tasks of one array, counted from
-    index 0: ``MaxArraySize`` is one more than the highest index) and ``max_job_count``."""
-    facts = {}
-    for key, fact in (("MaxArraySize", "max_array_size"), ("MaxJobCount", "max_job_count")):
-        match = re.search(rf"^{key}\s*=\s*(\d+)\s*$", stdout, re.MULTILINE)
-        if match and int(match.group(1)) > 0:
-            facts[fact] = int(match.group(1))
-    return facts
-
-
-def _task_log_names(script: str) -> str:
-    # one output file per task, named by the task's id (ARRAYID_INDEX), as explain_death looks
-    return re.sub(r"^(#SBATCH -[eo] .*)-%J\.(err|out)$", r"\1-%A_%a.\2", script, flags=re.MULTILINE)
-
-
-SLURM_ARRAYS = ArraySupport(
-    index_var="SLURM_ARRAY_TASK_ID",
-    submit_args=lambda first, last: [f"--array={first}-{last}"],
-    task_ids=slurm_array_task_ids,
-    first_index=0,
-    cancel_args=slurm_cancel_args,
-    adopt=lambda listed, indices: adopt_one_array(listed, indices, lambda a, i: f"{a}_{i}"),
-    edit_script=_task_log_names,
-    # over MaxArraySize (recorded on Slurm 22.05; a malformed --array reads the same)
-    too_large=re.compile(r"Invalid job array specification"),
-)
 
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
 
-    config_name = "slurm"
-    submit_command = "sbatch"
-    cancel_command = "scancel"
-    directive_prefix = "#SBATCH"
-    # "Submitted batch job 12", or "12" / "12;cluster" with --parsable; never a banner line
-    job_id_regexp = r"^(?:Submitted batch job )?(?P<job_id>\d+)(?:;\S+)?\s*$"
-    status_steps = (
-        StatusStep(
-            "squeue",
-            squeue_argv,
-            simple_parser(parse_squeue),
-            # with a single id squeue fails once that job is purged (after MinJobAge); with
-            # several it silently omits purged ones: either way, accounting is asked next
-            usable_failure=lambda exc: "Invalid job id" in exc.stderr,
-        ),
-        StatusStep(
-            "sacct", sacct_argv, simple_parser(parse_sacct_final), select=missing_ids,
-            required=False,
-        ),
-    )
-    cancel_gone_pattern = re.compile(r"already completing or completed|Invalid job id")
-    array_support = SLURM_ARRAYS
-    site_probes = (LimitsProbe(lambda job: ["scontrol", "show", "config"], parse_slurm_limits),)
-    # "Slurm temporarily unable to accept job" blocks sbatch up to 120 s at MaxJobCount
-    transient_submit_errors = re.compile(
-        r"Socket timed out|Resource temporarily unavailable|try again later|"
-        r"temporarily unable to accept job|Unable to contact slurm controller|"
-        r"Connection refused|Zero Bytes were transmitted",
-        re.IGNORECASE,
-    )
-    # the tag is Slurm's job comment (kept until the job is purged, listed by squeue %k)
-    tagging = TagSpec(
-        submit_args=lambda text: [f"--comment={text}"],
-        list_argvs=lambda user: [["squeue", "-h", "-u", user, "-o", "%i|%k"]],
-        parse=parse_slurm_tags,
-    )
-    # sbatch registers a job before it returns and `squeue -t all` lists it until MinJobAge
-    # after it ended: an id neither squeue nor sacct knows has ended and been purged.
-    vanish = Vanish(state=JobState.FINISHED, reason="purged from Slurm's queue; final state unknown")
-    walltime_forms = ("minutes", "mm:ss", "hh:mm:ss", "d-hh", "d-hh:mm", "d-hh:mm:ss")
-    # the partition's DefaultTime (else MaxTime) applies to a job without -t
-    walltime_default = WalltimeDefault(
-        lambda job: ["scontrol", "show", "partition", "-o", *([job.queue] if job.queue else [])],
-        lambda stdout, job: parse_scontrol_partitions(stdout, job.queue),
-    )
-
+    dialect = DIALECT
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
 
     def header_directives(self) -> list[str]:

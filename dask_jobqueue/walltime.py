@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._shell import CommandError, run_command
 from ._values import parse_walltime
+from .dialect import WalltimeDefault, hms_seconds
 
 if TYPE_CHECKING:
     from .engine import BatchSystem
@@ -27,54 +26,10 @@ __all__ = [
     "WalltimeDefault",
     "job_walltime",
     "parse_pbs_queue_walltime",
-    "parse_scontrol_partitions",
     "parse_sge_queue_h_rt",
 ]
 
 _FACT = "default_walltime"
-
-
-@dataclass(frozen=True)
-class WalltimeDefault:
-    """How a dialect reads the walltime its scheduler gives a job that asks for none.
-
-    Parameters
-    ----------
-    argv : callable
-        ``argv(job)``: the command, or ``None`` when the default cannot be read for this job.
-    parse : callable
-        ``parse(stdout, job)``: seconds, or ``None`` for no limit / unknown.
-    """
-
-    argv: Callable[[Job], list[str] | None]
-    parse: Callable[[str, Job], float | None]
-
-
-def _hms(text: str) -> float | None:
-    """``[D-]HH:MM:SS``, ``MM:SS``, ``HH:MM:SS`` or seconds; None for no limit."""
-    text = text.strip()
-    if not text or text.upper() in ("UNLIMITED", "INFINITY", "NONE", "N/A"):
-        return None
-    try:
-        return float(parse_walltime(text, ("d-hh:mm:ss", "hh:mm:ss", "mm:ss", "seconds")))
-    except ValueError:
-        return None
-
-
-def parse_scontrol_partitions(stdout: str, partition: str | None) -> float | None:
-    """``scontrol show partition -o``: ``DefaultTime`` of the partition (the default one when
-    ``partition`` is None), else its ``MaxTime``."""
-    for line in stdout.splitlines():
-        fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        name = fields.get("PartitionName")
-        if name is None:
-            continue
-        if (partition is not None and name == partition) or (
-            partition is None and fields.get("Default") == "YES"
-        ):
-            default = _hms(fields.get("DefaultTime", ""))
-            return default if default is not None else _hms(fields.get("MaxTime", ""))
-    return None
 
 
 def parse_sge_queue_h_rt(stdout: str) -> float | None:
@@ -82,7 +37,7 @@ def parse_sge_queue_h_rt(stdout: str) -> float | None:
     for line in stdout.splitlines():
         key, _, value = line.strip().partition(" ")
         if key == "h_rt":
-            return _hms(value)
+            return hms_seconds(value)
     return None
 
 
@@ -93,7 +48,7 @@ def parse_pbs_queue_walltime(stdout: str) -> float | None:
     for line in stdout.splitlines():
         key, sep, value = line.strip().partition(" = ")
         if sep and key in ("resources_default.walltime", "resources_max.walltime"):
-            found[key] = _hms(value)
+            found[key] = hms_seconds(value)
     default = found.get("resources_default.walltime")
     return default if default is not None else found.get("resources_max.walltime")
 
@@ -107,7 +62,7 @@ def keyword_walltime(job: Job) -> float | None:
     spec = getattr(job, "resource_spec", None) or ""
     match = re.search(r"(?:^|[,\s:])(?:h_rt|walltime)=([\d:-]+)", spec)
     if match:
-        return _hms(match.group(1))
+        return hms_seconds(match.group(1))
     return None
 
 

@@ -16,6 +16,7 @@ import pytest
 from distributed import Client
 
 from dask_jobqueue import CommandError, JobState, PBSCluster, SGECluster, SLURMCluster
+from dask_jobqueue.dialects.slurm import parse_scontrol_partitions
 from dask_jobqueue.lifetime import LifetimePlanner, QueueWaits, default_margin, default_stagger
 from dask_jobqueue.poller import JobPoller, PollInterval
 from dask_jobqueue.tracker import JobTracker
@@ -23,7 +24,6 @@ from dask_jobqueue.tracking import JobStatus
 from dask_jobqueue.walltime import (
     keyword_walltime,
     parse_pbs_queue_walltime,
-    parse_scontrol_partitions,
     parse_sge_queue_h_rt,
 )
 
