@@ -1,156 +1,39 @@
-"""OAR: ``oarsub`` / ``oarstat`` / ``oardel``; ``#OAR`` directives become ``oarsub`` options."""
+"""OAR: the public job and cluster classes (``OARJob``, ``OARCluster``).
+
+What OAR is — commands, states, parsers, arrays — is in :mod:`dask_jobqueue.dialects.oar`;
+this module adds OAR's keywords and turns the ``#OAR`` header into ``oarsub`` options.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import shlex
-import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ._values import MIB
 from .cluster import JobQueueCluster
-from .dialect import ArraySupport, StatusStep, decode_wait_status, simple_parser
+from .dialects.oar import (
+    DIALECT,
+    decode_wait_status,
+    oar_job_status,
+    parse_oarstat_json,
+)
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
-from .tags import TagSpec, parse_oar_tags
-from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OARJob", "OARCluster", "parse_oarstat_json", "oar_job_status", "decode_wait_status"]
 
-# OAR job states (``oarstat`` ``state``) that are not final, in our state model.
-_STATES: dict[str, JobState] = {
-    "Waiting": JobState.QUEUED,
-    "toLaunch": JobState.QUEUED,
-    "Launching": JobState.QUEUED,
-    "toAckReservation": JobState.QUEUED,
-    "Hold": JobState.HELD,
-    "Suspended": JobState.HELD,
-    "Resuming": JobState.RUNNING,
-    "Running": JobState.RUNNING,
-    "Finishing": JobState.RUNNING,
-    # On its way to Error: not final yet, the events tell why once it is Error.
-    "toError": JobState.RUNNING,
-}
-
-
-def _event_types(record: Mapping[str, Any]) -> list[tuple[str, str]]:
-    events = record.get("events") or []
-    return [
-        (str(e.get("type") or ""), str(e.get("description") or ""))
-        for e in events
-        if isinstance(e, Mapping)
-    ]
-
-
-def _error_status(record: Mapping[str, Any]) -> JobStatus:
-    """An ``Error`` job: killed at its walltime, deleted (oardel), or failed to run."""
-    events = _event_types(record)
-    types = {t for t, _ in events}
-    if "WALLTIME" in types:
-        return JobStatus(JobState.TIMED_OUT, "walltime reached", None, "Error")
-    # oardel (by the user or an admin) is a FRAG_JOB_REQUEST; the walltime kill is one too,
-    # which is why WALLTIME is looked at first.
-    for kind, description in events:
-        if kind == "FRAG_JOB_REQUEST":
-            return JobStatus(JobState.CANCELLED, description or "deleted (oardel)", None, "Error")
-    # Anything else (node failure, oarexec trouble...): the last event says what happened.
-    skip = {"SWITCH_INTO_ERROR_STATE", "SEND_KILL_JOB"}
-    useful = [f"{t}: {d}" if d else t for t, d in events if t not in skip]
-    return JobStatus(JobState.FAILED, useful[-1] if useful else "Error", None, "Error")
-
-
-def _waiting_reason(native: str, record: Mapping[str, Any]) -> str | None:
-    """OAR has no pending-reason field; its predicted start time is the most useful hint."""
-    if native == "Waiting":
-        start = record.get("scheduledStart")
-        if isinstance(start, (int, float)) and start > 0:
-            return "expected start " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start))
-        return None
-    return native  # toLaunch / Launching / toAckReservation: about to start
-
-
-def oar_job_status(record: Mapping[str, Any]) -> JobStatus:
-    """Turn one job's ``oarstat -f -J`` record into a :class:`JobStatus`."""
-    native = str(record.get("state") or "")
-    if native == "Terminated":
-        raw = record.get("exit_code")
-        code = decode_wait_status(int(raw)) if isinstance(raw, int) else None
-        if code:
-            return JobStatus(JobState.FAILED, None, code, native)
-        return JobStatus(JobState.FINISHED, None, code, native)
-    if native == "Error":
-        return _error_status(record)
-    state = _STATES.get(native)
-    if state is None:  # an unknown word: not final, so nothing is resubmitted by mistake
-        state = JobState.RUNNING if native else JobState.QUEUED
-        return JobStatus(state, native or None, None, native or None)
-    if state == JobState.QUEUED:
-        return JobStatus(state, _waiting_reason(native, record), None, native)
-    if state == JobState.HELD:
-        return JobStatus(state, native, None, native)
-    return JobStatus(state, None, None, native)
-
-
-def parse_oarstat_json(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``oarstat -f -J -j A -j B ...`` (or ``oarstat -J ...``) output.
-
-    The output is a JSON object keyed by job id (a string). Ids OAR does not know are simply
-    absent, and when none is known ``oarstat`` prints nothing at all: both give no entry.
-    Raises ``ValueError`` if the output is not such JSON.
-    """
-    text = stdout.strip()
-    if not text:
-        return {}
-    start = text.find("{")  # tolerate anything printed before the JSON
-    if start < 0:
-        raise ValueError(f"oarstat printed no JSON object: {text[:200]!r}")
-    data = json.loads(text[start:])
-    if not isinstance(data, dict):
-        raise ValueError(f"oarstat JSON is not an object keyed by job id: {text[:200]!r}")
-    return {
-        str(job_id): oar_job_status(record)
-        for job_id, record in data.items()
-        if isinstance(record, Mapping)
-    }
-
-
-def oarstat_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``oarstat -f -J -j A -j B``: -j is repeated (``-j 7,8`` is an error, ``-j 7 8`` shows
-    only job 7); the full record (-f) holds exit_code, events and scheduledStart."""
-    argv = ["oarstat", "-f", "-J"]
-    for job_id in job_ids:
-        argv += ["-j", str(job_id)]
-    return argv
 def _default_resources(values: Mapping[str, Any], owner: type) -> str:
     return f"/nodes=1/core={values.get('cores')}"
 
-
-def oar_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
-    """Every task of an OAR array is a job of its own: one ``OAR_JOB_ID=`` line each, in
-    index order (the ``OAR_ARRAY_ID=`` line names the array)."""
-    ids = re.findall(r"^OAR_JOB_ID=(\d+)\s*$", stdout, re.MULTILINE)
-    if len(ids) != len(indices):
-        raise ValueError(
-            f"oarsub printed {len(ids)} job id(s) for an array of {len(indices)}:\n{stdout}"
-        )
-    return ids
-
-
-def oar_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
-    """An OAR array's tasks are jobs with consecutive ids, in index order."""
-    if len(listed) != len(indices):
-        raise ValueError(f"{len(listed)} job(s) for an array of {len(indices)}")
-    return sorted(listed, key=int)
 
 
 class OARJob(Job):
@@ -161,28 +44,7 @@ class OARJob(Job):
     are turned into ``oarsub`` options.
     """
 
-    config_name = "oar"
-    submit_command = "oarsub"
-    cancel_command = "oardel"
-    directive_prefix = "#OAR"
-    job_id_regexp = r"^OAR_JOB_ID=(?P<job_id>\d+)\s*$"
-    status_steps = (StatusStep("oarstat", oarstat_argv, simple_parser(parse_oarstat_json)),)
-    # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."
-    # (an id that no longer exists: "... You are not the right user.")
-    cancel_gone_pattern = re.compile(r"already killed|not the right user")
-    tagging = TagSpec(
-        submit_args=lambda text: [],  # the tag is in the command itself: see _tag_line
-        list_argvs=lambda user: [["oarstat", "-J", "-u", user]],
-        parse=parse_oar_tags,
-    )
-    array_support = ArraySupport(
-        index_var="OAR_ARRAY_INDEX",
-        submit_args=lambda first, last: ["--array", str(last - first + 1)],
-        task_ids=lambda stdout, indices: oar_array_task_ids(stdout, indices),
-        first_index=1,
-        adopt=lambda listed, indices: oar_adopt(listed, indices),
-    )
-    walltime_forms = ("hh:mm:ss", "hh:mm", "hours")
+    dialect = DIALECT
 
     options = (
         QUEUE,
