@@ -320,7 +320,8 @@ class Dialect:
     cancel_command : str
         Program that cancels jobs (ids are appended).
     directive_prefix : str
-        Prefix of a header directive line, e.g. ``#SBATCH``.
+        Prefix of a header directive line, e.g. ``#SBATCH`` (empty where the job file is not
+        a shell script with directives: HTCondor's submit description).
     job_id_regexp : str
         Anchored regular expression with a ``job_id`` group, matched per line of the submit
         command's output.
@@ -366,7 +367,7 @@ class Dialect:
     default_shebang: str = "#!/usr/bin/env bash"
 
     def __post_init__(self) -> None:
-        for name in ("name", "submit_command", "cancel_command", "directive_prefix"):
+        for name in ("name", "submit_command", "cancel_command"):
             if not getattr(self, name):
                 raise ValueError(f"a Dialect needs a {name}")
         if "(?P<job_id>" not in self.job_id_regexp:
