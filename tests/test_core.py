@@ -459,5 +459,22 @@ def test_registry_is_the_package_list():
     exported = {name for name in dask_jobqueue.__all__ if name.endswith("Cluster")}
     listed = {s.cluster for s in registry.BATCH_SCHEDULERS}
     assert exported - {"JobQueueCluster"} == listed
+    for name in dask_jobqueue.__all__:
+        assert getattr(dask_jobqueue, name) is not None
     with pytest.raises(ValueError, match="unknown scheduler 'nope'; choose from pbs, moab"):
         registry.get("nope")
+
+
+def test_import_registers_defaults_without_starting_dask():
+    """``import dask_jobqueue`` registers the configuration defaults and imports neither
+    distributed nor a cluster module; the dialects import without them too."""
+    code = (
+        "import sys, dask, dask_jobqueue\n"
+        "import dask_jobqueue.dialects.slurm, dask_jobqueue.dialects.lsf\n"
+        "assert dask.config.get('jobqueue.slurm.interface', 'missing') != 'missing'\n"
+        "heavy = [m for m in ('distributed', 'dask_jobqueue.cluster', 'dask_jobqueue.engine')\n"
+        "         if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
