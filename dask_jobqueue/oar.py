@@ -18,10 +18,13 @@ from typing import Any
 
 from ._values import MIB
 from .cluster import JobQueueCluster
-from .dialects.oar import (
+from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
     decode_wait_status,
+    oar_adopt,
+    oar_array_task_ids,
     oar_job_status,
+    oarstat_argv,
     parse_oarstat_json,
 )
 from .job import Job
