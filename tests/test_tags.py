@@ -117,6 +117,8 @@ def test_pbs_family_names_the_job_after_its_tag_last(job_cls, command):
     ]
     assert "#PBS -N dask-worker" in job.job_script()
     assert "-v" not in job.submit_argv("/tmp/job.sh")
+    # the batch system names the output files after the job: the tagged name
+    assert Path.cwd() / f"dask-worker-{TAG.text()}.e12" in job.output_files("12.server")
 
 
 @pytest.mark.parametrize("job_name", ["a b", "1st", "w@host", "$USER", "x" * 300])
