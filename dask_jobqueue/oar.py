@@ -29,6 +29,7 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
 )
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
+from .tags import oar_tag_line
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,10 @@ class OARJob(Job):
 
     def _tag_line(self) -> list[str]:
         # OAR keeps no free field for the tag: it travels in the job's command (oarstat lists
-        # the command), on its first line.
+        # the command), on its first line; not exported, so no worker's child inherits it.
         if self.tag is None:
             return []
-        return [f"export DASK_JOBQUEUE_TAG={shlex.quote(self.tag.text())}"]
+        return [oar_tag_line(self.tag.text())]
 
     def _body(self) -> str:
         parts = [

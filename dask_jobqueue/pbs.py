@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import signal
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,14 @@ from .cluster import JobQueueCluster
 from .engine import ArraySupport, LimitsProbe, StatusStep, group_tasks, index_spans
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
-from .tags import TAG_VARIABLE, TagSpec, parse_pbs_tags
+from .tags import (
+    JOB_NAME_PATTERN,
+    PBS_MAX_JOB_NAME,
+    TagSpec,
+    name_with_tag,
+    parse_pbs_tags,
+    safe_host,
+)
 from .tracking import JobState, JobStatus
 from .walltime import WalltimeDefault, parse_pbs_queue_walltime
 
@@ -467,6 +475,24 @@ TORQUE_ARRAYS = ArraySupport(
 _ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}
 
 
+#: Room kept in a job name for the tag besides the host: ``djq1.`` + 8 hex digits + 3 dots +
+#: a serial of up to 9 digits + a pid of up to 7 digits (Linux's pid_max is at most 4194304).
+_TAG_ROOM_WITHOUT_HOST = 5 + 8 + 3 + 9 + 7
+
+
+def check_job_name_for_tag(job_name: str, host: str | None = None) -> None:
+    """Refuse a ``job_name`` that cannot carry the tag in a PBS, Torque or Moab job name
+    (``<job_name>-<tag>``, the tag ending in ``host``, default: this machine's)."""
+    room = PBS_MAX_JOB_NAME - 1 - _TAG_ROOM_WITHOUT_HOST - len(safe_host(host or socket.gethostname()))
+    if not re.fullmatch(JOB_NAME_PATTERN, str(job_name)) or len(job_name) > room:
+        raise ValueError(
+            f"job_name={job_name!r} cannot be used on PBS/Torque/Moab: jobs are named "
+            f"<job_name>-<tag> (e.g. dask-worker-djq1.3f9a0c1e.12.4242.login01), so job_name "
+            f"must start with a letter, hold only letters, digits and _ . + -, and be at most "
+            f"{room} characters long here (job names are limited to {PBS_MAX_JOB_NAME})"
+        )
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -514,10 +540,11 @@ class PBSJob(Job):
         LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
         LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
     )
-    # the tag is an exported variable (qsub -v), in the job's Variable_List; Torque's
-    # qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
+    # the tag is in the job's name, <job_name>-<tag>, given by submit_argv (qsub -V copies
+    # the environment, never the name: a job a worker submits does not carry the tag);
+    # Torque's qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
     tagging = TagSpec(
-        submit_args=lambda text: ["-v", f"{TAG_VARIABLE}={text}"],
+        submit_args=lambda text: [],
         list_argvs=lambda user: [["qstat", "-f", "-F", "json", "-t"], ["qstat", "-f", "-t"]],
         parse=parse_pbs_tags,
     )
@@ -531,6 +558,23 @@ class PBSJob(Job):
                 "``nodes=1:ppn=8,mem=24gb``.", default_factory=_default_resource_spec),
         WALLTIME,
     )
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        check_job_name_for_tag(self.job_name)
+
+    @property
+    def batch_job_name(self) -> str:
+        """The job's name on the batch system: ``<job_name>-<tag>`` once the engine gave the
+        job its tag, ``job_name`` before."""
+        return self.job_name if self.tag is None else name_with_tag(self.job_name, self.tag.text())
+
+    def submit_argv(self, script_path: str) -> list[str]:
+        argv = super().submit_argv(script_path)
+        if self.tag is None:
+            return argv
+        # after submit_command_extra (the last -N wins), overriding the script's #PBS -N
+        return [*argv[:-1], "-N", self.batch_job_name, argv[-1]]
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]
@@ -561,7 +605,7 @@ class PBSJob(Job):
             names = [("", f"{seq}.{index}"), ("", f"{seq}-{index}"), (f"-{index}", seq)]
         if self.log_directory is None:  # no -e/-o: in the submission directory
             return [
-                Path.cwd() / f"{self.job_name}{suffix}.{kind}{sequence}"
+                Path.cwd() / f"{self.batch_job_name}{suffix}.{kind}{sequence}"
                 for kind in "eo"
                 for suffix, sequence in names
             ]
@@ -572,7 +616,10 @@ class PBSJob(Job):
             for kind, ext in (("e", "ER"), ("o", "OU"))
             for path in [
                 directory / f"{job_id}.{ext}",
-                *(directory / f"{self.job_name}{suffix}.{kind}{sequence}" for suffix, sequence in names),
+                *(
+                    directory / f"{self.batch_job_name}{suffix}.{kind}{sequence}"
+                    for suffix, sequence in names
+                ),
             ]
         ]
 

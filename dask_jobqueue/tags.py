@@ -1,10 +1,17 @@
 """Job tags: every job a cluster submits names its owner and its submission.
 
 A tag is a short text, e.g. ``djq1.3f9a0c1e.12.4242.login01``, carried by a field the batch
-system keeps with the job (Slurm's comment, an SGE job context variable, a PBS environment
-variable, LSF's job description, an HTCondor job attribute, an OAR job name suffix). It lets
+system keeps with the job and that a job submitted from inside it does not inherit: Slurm's
+comment, an SGE job context variable (``qsub -ac``; ``qsub -V`` copies the environment, not
+the context), the job name on PBS, Torque and Moab (``<job_name>-<tag>``), LSF's job
+description, an HTCondor job attribute, and on OAR the first line of the job's command
+(``DASK_JOBQUEUE_TAG=<tag>``, a shell variable that is not exported). It lets
 ``dask-jobqueue status``/``cleanup`` and the watchdog find the jobs of a cluster whose owner
 is gone, also jobs that owner never heard back about (submitted just before it died).
+
+A field matches only if it holds exactly the tag, or exactly the form we write (the PBS name,
+the OAR line): a field that merely mentions a tag (a comment quoting one, a job named after
+one with more text around it) is not ours.
 
 Each dialect declares a :class:`TagSpec`: the submit-command arguments carrying the tag, the
 commands listing this user's jobs, and a pure parser of their output. The parsers live here
@@ -14,6 +21,7 @@ this module uses the standard library only.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import socket
@@ -26,6 +34,9 @@ __all__ = [
     "JobTag",
     "TagSpec",
     "TAG_VARIABLE",
+    "name_with_tag",
+    "tag_in_name",
+    "oar_tag_line",
     "new_cluster_id",
     "safe_host",
     "parse_slurm_tags",
@@ -40,17 +51,25 @@ __all__ = [
 
 #: Version prefix of the tag text.
 TAG_PREFIX = "djq1"
-#: Name of the environment / context variable carrying the tag (SGE, PBS, Torque, Moab).
+#: Name of the variable carrying the tag: SGE's job context variable, OAR's shell variable.
 TAG_VARIABLE = "DASK_JOBQUEUE_TAG"
 #: Name of the HTCondor job attribute carrying the tag.
 HTCONDOR_ATTRIBUTE = "DaskJobqueueTag"
 #: HTCondor ``JobStatus`` of jobs on their way out of the queue: removed, completed.
 HTCONDOR_LEAVING = (3, 4)
 
-_TAG_RE = re.compile(
+_TAG_PATTERN = (
     rf"{TAG_PREFIX}\.(?P<cluster_id>[0-9a-f]{{8}})\.(?P<serial>\d+)\.(?P<pid>\d+)\."
     r"(?P<host>[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*)"
 )
+_TAG_RE = re.compile(_TAG_PATTERN)
+
+#: A PBS / Torque / Moab ``job_name``: what all three accept at the start of a job name
+#: (Torque and PBS Pro want a letter first) and that needs no quoting.
+JOB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.+-]*"
+#: The longest job name PBS Pro / OpenPBS accept (``qsub -N``).
+PBS_MAX_JOB_NAME = 236
+_NAME_RE = re.compile(rf"(?P<job_name>{JOB_NAME_PATTERN})-(?P<tag>{_TAG_PATTERN})")
 
 
 def new_cluster_id() -> str:
@@ -102,16 +121,19 @@ class JobTag:
 
     @classmethod
     def parse(cls, text: str | None) -> JobTag | None:
-        """The tag in ``text`` (which may hold more, e.g. a job name ending in the tag), or
-        ``None`` if there is none."""
+        """The tag ``text`` is, or ``None``: ``text`` must be exactly a tag (surrounding
+        white space aside); a text that merely contains one (``"see djq1...."``) is not."""
         if not text:
             return None
-        match = _TAG_RE.search(text)
+        match = _TAG_RE.fullmatch(text.strip())
         if match is None:
             return None
-        return cls(
-            match["cluster_id"], int(match["serial"]), int(match["pid"]), match["host"]
-        )
+        try:
+            return cls(
+                match["cluster_id"], int(match["serial"]), int(match["pid"]), match["host"]
+            )
+        except ValueError:  # a form no tag of ours has (pid 0, a host ending in "-")
+            return None
 
 
 @dataclass(frozen=True)
@@ -149,7 +171,36 @@ class TagSpec:
 
 
 def _only_tagged(pairs: dict[str, str]) -> dict[str, str]:
-    return {job_id: text for job_id, text in pairs.items() if JobTag.parse(text) is not None}
+    """The pairs whose field is exactly a tag (see :meth:`JobTag.parse`)."""
+    return {
+        job_id: text.strip() for job_id, text in pairs.items() if JobTag.parse(text) is not None
+    }
+
+
+def name_with_tag(job_name: str, text: str) -> str:
+    """The job name carrying the tag ``text`` on PBS, Torque and Moab: ``<job_name>-<tag>``.
+
+    A job submitted from inside a worker gets a name of its own (``qsub -V`` copies the
+    environment, never the name), so it never carries the tag.
+    """
+    if not re.fullmatch(JOB_NAME_PATTERN, job_name):
+        raise ValueError(f"job_name {job_name!r} cannot carry a tag")
+    return f"{job_name}-{text}"
+
+
+def tag_in_name(name: str | None, index: str | None = None) -> str | None:
+    """The tag text of a job name written by :func:`name_with_tag`, else ``None``. The name
+    must be exactly of that form; a Torque subjob ``N[index]`` may also be named
+    ``<name>-<index>``."""
+    if not name:
+        return None
+    name = name.strip()
+    if index is not None and name.endswith(f"-{index}"):
+        match = _NAME_RE.fullmatch(name[: -len(index) - 1])
+        if match is not None:
+            return match["tag"]
+    match = _NAME_RE.fullmatch(name)
+    return match["tag"] if match is not None else None
 
 
 def parse_slurm_tags(stdout: str, user: str | None = None) -> dict[str, str]:
@@ -187,20 +238,23 @@ def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return _only_tagged(found)
 
 
-_PBS_JOB_KEY = re.compile(r'"(?P<id>[^"\\]+)"\s*:\s*\{\s*"Job_Name"')
-_PBS_TAG_VALUE = re.compile(rf'"{TAG_VARIABLE}"\s*:\s*"(?P<tag>[^"\\]*)"')
+_PBS_JOB_NAME = re.compile(
+    r'"(?P<id>[^"\\]+)"\s*:\s*\{\s*"Job_Name"\s*:\s*(?:"(?P<name>[^"\\]*)"|(?P<number>\d+))'
+)
+_PBS_SUBJOB = re.compile(r"\d+\[(?P<index>\d+)\].*")
 
 
 def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
-    """``qstat -f -F json`` (OpenPBS, PBS Pro) or ``qstat -f`` text (Torque, Moab): the
-    ``DASK_JOBQUEUE_TAG`` entry of each job's ``Variable_List``.
+    """``qstat -f -F json`` (OpenPBS, PBS Pro) or ``qstat -f`` text (Torque, Moab): the tag
+    of each job whose ``Job_Name`` is exactly ``<job_name>-<tag>`` (:func:`tag_in_name`).
 
-    PBS Pro writes invalid JSON when a variable holds quotes or backslashes: then job keys
-    and tags are read in document order instead. With ``user``, only jobs whose
-    ``Job_Owner`` is ``user@...`` are kept (JSON and text forms). Exiting and ended jobs
-    (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a while) are left out.
-    A job array listed with its subjobs (``qstat -t``) is reported by its subjobs only
-    (``12[0].server``, not ``12[]``).
+    The job's environment (``Variable_List``) is not read: a job submitted with ``qsub -V``
+    from inside a worker copies it. PBS Pro writes invalid JSON when a submit argument holds
+    a backslash: then job keys, names and owners are read in document order instead. With
+    ``user``, only jobs whose ``Job_Owner`` is ``user@...`` are kept (JSON and text forms).
+    Exiting and ended jobs (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a
+    while) are left out. A job array listed with its subjobs (``qstat -t``) is reported by
+    its subjobs only (``12[0].server``, not ``12[]``).
     """
     return _subjobs_over_arrays(_pbs_tags(stdout, user))
 
@@ -225,14 +279,15 @@ def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
             return _pbs_json_by_order(text, user)
         found = {}
         for job_id, attrs in (doc.get("Jobs") or {}).items():
-            variables = attrs.get("Variable_List") if isinstance(attrs, dict) else None
-            if not isinstance(variables, dict) or TAG_VARIABLE not in variables:
+            if not isinstance(attrs, dict):
                 continue
             if user is not None and not _owned_by(str(attrs.get("Job_Owner", "")), user):
                 continue
             if str(attrs.get("job_state", "")) in _PBS_LEAVING:
                 continue
-            found[job_id] = str(variables[TAG_VARIABLE])
+            tag = tag_in_name(str(attrs.get("Job_Name", "")))
+            if tag is not None:
+                found[job_id] = tag
         return _only_tagged(found)
     return _pbs_text(text, user)
 
@@ -247,24 +302,29 @@ def _owned_by(job_owner: str, user: str) -> bool:
 
 
 _PBS_OWNER_VALUE = re.compile(r'"Job_Owner"\s*:\s*"(?P<owner>[^"\\]*)"')
+_PBS_STATE_VALUE = re.compile(r'"job_state"\s*:\s*"(?P<state>[^"\\]*)"')
 
 
 def _pbs_json_by_order(text: str, user: str | None) -> dict[str, str]:
-    keys = [(m.start(), m["id"]) for m in _PBS_JOB_KEY.finditer(text)]
+    # OpenPBS writes "Job_Name" first in each job's object: the key and the name together
+    names = [(m.start(), m["id"], m["name"] or m["number"]) for m in _PBS_JOB_NAME.finditer(text)]
+    starts = [start for start, _, _ in names]
 
     def job_at(position: int) -> str | None:
-        before = [job_id for start, job_id in keys if start < position]
-        return before[-1] if before else None
+        k = bisect.bisect_left(starts, position) - 1
+        return names[k][1] if k >= 0 else None
 
     owners = {job_at(m.start()): m["owner"] for m in _PBS_OWNER_VALUE.finditer(text)}
+    states = {job_at(m.start()): m["state"] for m in _PBS_STATE_VALUE.finditer(text)}
     found = {}
-    for match in _PBS_TAG_VALUE.finditer(text):
-        job_id = job_at(match.start())
-        if job_id is None:
-            continue
+    for _, job_id, name in names:
         if user is not None and not _owned_by(owners.get(job_id, ""), user):
             continue
-        found[job_id] = match["tag"]
+        if states.get(job_id) in _PBS_LEAVING:
+            continue
+        tag = tag_in_name(name)
+        if tag is not None:
+            found[job_id] = tag
     return _only_tagged(found)
 
 
@@ -276,8 +336,9 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
             lines[-1] += line[1:]
         else:
             lines.append(line)
-    found = {}
-    owners = {}
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    torque_subjobs: set[str] = set()
     leaving = set()
     job_id = None
     for line in lines:
@@ -287,18 +348,25 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
         name, sep, value = line.strip().partition(" = ")
         if not sep or job_id is None:
             continue
-        if name == "Job_Owner":
+        if name == "Job_Name":
+            names[job_id] = value
+        elif name == "Job_Owner":
             owners[job_id] = value
         elif name == "job_state" and value.strip() in _PBS_LEAVING:
             leaving.add(job_id)
-        elif name == "Variable_List":
-            for item in value.split(","):
-                key, _, val = item.partition("=")
-                if key.strip() == TAG_VARIABLE:
-                    found[job_id] = val.strip()
-    found = {i: t for i, t in found.items() if i not in leaving}
-    if user is not None:
-        found = {i: t for i, t in found.items() if _owned_by(owners.get(i, ""), user)}
+        elif name == "job_array_id":  # Torque's subjob attribute (OpenPBS: array_index)
+            torque_subjobs.add(job_id)
+    found = {}
+    for job_id, name in names.items():
+        if job_id in leaving:
+            continue
+        if user is not None and not _owned_by(owners.get(job_id, ""), user):
+            continue
+        # Torque names its subjob N[i] "<name>-<i>" (its PBS_JOBNAME)
+        subjob = _PBS_SUBJOB.fullmatch(job_id) if job_id in torque_subjobs else None
+        tag = tag_in_name(name, subjob["index"] if subjob else None)
+        if tag is not None:
+            found[job_id] = tag
     return _only_tagged(found)
 
 
@@ -342,12 +410,21 @@ def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return _only_tagged(found)
 
 
-_OAR_TAG = re.compile(r"DASK_JOBQUEUE_TAG=(\S+)")
+#: The first line of a tagged OAR job's command: a shell variable that is not exported, so
+#: neither the workers nor the jobs they submit see it (``export`` first: as written by
+#: dask_jobqueue before 2026-12, whose jobs are still ours).
+_OAR_TAG_LINE = re.compile(rf"(?:export )?{TAG_VARIABLE}=(?P<tag>{_TAG_PATTERN})")
+
+
+def oar_tag_line(text: str) -> str:
+    """The first line of the command of an OAR job tagged ``text``."""
+    return f"{TAG_VARIABLE}={text}"
 
 
 def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``oarstat -J -u USER`` (JSON keyed by job id): OAR keeps no free field for the tag, so
-    it travels in the job's command (``export DASK_JOBQUEUE_TAG=...`` on its first line)."""
+    it travels in the job's command, whose first line must be exactly
+    :func:`oar_tag_line` (``DASK_JOBQUEUE_TAG=<tag>``)."""
     text = stdout.strip()
     if not text:
         return {}
@@ -361,9 +438,10 @@ def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
         if not isinstance(job, dict):
             continue
         job_id = job.get("Job_Id", job.get("id", key))
-        match = _OAR_TAG.search(str(job.get("command") or ""))
+        first_line = str(job.get("command") or "").split("\n", 1)[0]
+        match = _OAR_TAG_LINE.fullmatch(first_line.strip())
         if job_id is not None and match:
-            found[str(job_id)] = match.group(1).strip("'\"")
+            found[str(job_id)] = match["tag"]
     return _only_tagged(found)
 
 

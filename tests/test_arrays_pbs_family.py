@@ -225,7 +225,8 @@ def test_torque_failed_submit_adopts_the_array_it_created(monkeypatch):
             return "Server srv\n"
         if argv[0] == "qsub":
             state["qsub"] += 1
-            state["tag"] = argv[argv.index("-v") + 1].split("=", 1)[1]
+            # the tag is in the job name, dask-worker-<tag>
+            state["tag"] = argv[argv.index("-N") + 1].removeprefix("dask-worker-")
             return (1, "qsub: End of File: Connection reset by peer\n")
         if argv[:4] == ["qstat", "-f", "-F", "json"]:
             return (2, "qstat: invalid option -- 'F'\n")

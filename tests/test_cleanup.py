@@ -41,10 +41,12 @@ CLI_NAME = {"pbs": "pbs", "torque": "pbs", "moab": "moab", "lsf": "lsf", "htcond
 class Client:
     """The client subprocess (tests/orphan_client.py) and what it reported."""
 
-    def __init__(self, env, module, name, jobs, kwargs, config=None):
+    def __init__(self, env, module, name, jobs, kwargs, config=None, child=None):
         self.env = env
         argv = [sys.executable, "-m", "tests.orphan_client", module, name, str(jobs),
                 json.dumps(kwargs), json.dumps(config or {})]
+        if child is not None:  # a command run in a worker: its result on a second line
+            argv.append(json.dumps(child))
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
                                         cwd=ROOT)
         line = self.process.stdout.readline().split()

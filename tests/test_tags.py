@@ -22,6 +22,7 @@ from dask_jobqueue.tags import (
     PARSERS,
     JobTag,
     TagSpec,
+    name_with_tag,
     new_cluster_id,
     parse_htcondor_tags,
     parse_lsf_tags,
@@ -30,6 +31,7 @@ from dask_jobqueue.tags import (
     parse_sge_tags,
     parse_slurm_tags,
     safe_host,
+    tag_in_name,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -42,15 +44,39 @@ TAG = JobTag("0a1b2c3d", 7, 4242, "login01.example.org")
 def test_tag_text_round_trips():
     assert TAG.text() == "djq1.0a1b2c3d.7.4242.login01.example.org"
     assert JobTag.parse(TAG.text()) == TAG
-    # found inside a longer field (e.g. a job name or a context list)
-    assert JobTag.parse(f"dask-worker-{TAG.text()},OTHER=1") == JobTag(
-        "0a1b2c3d", 7, 4242, "login01.example.org"
-    )
+    assert JobTag.parse(f" {TAG.text()}\n") == TAG
 
 
-@pytest.mark.parametrize("text", ["", None, "dask-worker", "djq1.0a1b2c3d.x.1.h", "djq1.XYZ.1.2.h"])
-def test_text_without_a_tag_is_none(text):
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", None, "dask-worker", "djq1.0a1b2c3d.x.1.h", "djq1.XYZ.1.2.h",
+        # a field that merely mentions a tag is not a tag
+        f"see {TAG.text()}", f"{TAG.text()} (old)", f"dask-worker-{TAG.text()}",
+        f"{TAG.text()},OTHER=1", f"x{TAG.text()}",
+        # the tag's form, but no tag of ours: never an error that would stop a listing
+        "djq1.0a1b2c3d.1.0.h", "djq1.0a1b2c3d.1.2.h-",
+    ],
+)
+def test_text_that_is_not_exactly_a_tag_is_none(text):
     assert JobTag.parse(text) is None
+
+
+def test_pbs_job_names_carry_the_tag_in_one_exact_form():
+    name = name_with_tag("dask-worker", TAG.text())
+    assert name == f"dask-worker-{TAG.text()}"
+    assert tag_in_name(name) == TAG.text()
+    for other in (TAG.text(), f"see {name}", f"{name} x", f"{name},x", f"1a-{TAG.text()}",
+                  f"a b-{TAG.text()}", f"-{TAG.text()}", "dask-worker", None):
+        assert tag_in_name(other) is None, other
+    assert parse_pbs_tags(f"Job Id: 1.s\n    Job_Name = {name}-\n    job_state = R\n") == {}
+    # the host ends the name: more text after it is another host, never this tag
+    assert JobTag.parse(tag_in_name(f"{name}x")).host == "login01.example.orgx"
+    # a Torque subjob N[3] may be named <name>-3 (its PBS_JOBNAME); only with its own index
+    assert tag_in_name(f"{name}-3", "3") == TAG.text()
+    assert tag_in_name(f"{name}-3", "4") == f"{TAG.text()}-3"  # host login01.example.org-3
+    with pytest.raises(ValueError, match="job_name"):
+        name_with_tag("a b", TAG.text())
 
 
 def test_tag_refuses_what_no_field_can_carry():
@@ -70,13 +96,45 @@ def test_host_names_are_made_safe_and_ids_are_fresh():
 
 
 def test_every_dialect_declares_a_parser_the_watchdog_can_find():
-    for cls in (SLURMJob, SGEJob, PBSJob, MoabJob, LSFJob, HTCondorJob):
+    for cls in (SLURMJob, SGEJob, PBSJob, MoabJob, LSFJob, HTCondorJob, OARJob):
         spec = cls.tagging
         assert isinstance(spec, TagSpec), cls
         assert PARSERS[spec.parser_name] is spec.parse
         args = spec.submit_args(TAG.text())
-        assert any(TAG.text() in a for a in args), (cls, args)
+        # PBS, Torque, Moab: in the job name; OAR: in the command (both set by submit_argv)
+        assert any(TAG.text() in a for a in args) == (cls not in (PBSJob, MoabJob, OARJob))
         assert spec.list_argvs("me"), cls
+
+
+@pytest.mark.parametrize("job_cls, command", [(PBSJob, "qsub"), (MoabJob, "msub")])
+def test_pbs_family_names_the_job_after_its_tag_last(job_cls, command):
+    job = job_cls("tcp://a:1", cores=1, memory="1GB", submit_command_extra=["-N", "mine"])
+    assert job.submit_argv("/tmp/job.sh") == [command, "-N", "mine", "/tmp/job.sh"]
+    job.tag = TAG
+    # the last -N wins over submit_command_extra's and over the script's #PBS -N
+    assert job.submit_argv("/tmp/job.sh") == [
+        command, "-N", "mine", "-N", f"dask-worker-{TAG.text()}", "/tmp/job.sh",
+    ]
+    assert "#PBS -N dask-worker" in job.job_script()
+    assert "-v" not in job.submit_argv("/tmp/job.sh")
+    # the batch system names the output files after the job: the tagged name
+    assert Path.cwd() / f"dask-worker-{TAG.text()}.e12" in job.output_files("12.server")
+
+
+@pytest.mark.parametrize("job_name", ["a b", "1st", "w@host", "$USER", "x" * 300])
+def test_pbs_family_refuses_job_names_that_cannot_carry_the_tag(job_name):
+    for cls in (PBSJob, MoabJob):
+        with pytest.raises(ValueError, match="job_name="):
+            cls("tcp://a:1", cores=1, memory="1GB", job_name=job_name)
+
+
+def test_pbs_job_name_room_depends_on_the_host():
+    from dask_jobqueue.pbs import check_job_name_for_tag
+
+    # 236 - 1 - (5 + 8 + 3 + 9 + 7) - len("vm") = 201
+    check_job_name_for_tag("a" * 201, host="vm")
+    with pytest.raises(ValueError, match="at most 201 characters"):
+        check_job_name_for_tag("a" * 202, host="vm")
 
 
 def test_tag_arguments_come_right_after_the_submit_command():
@@ -124,8 +182,7 @@ def test_htcondor_listing_leaves_out_removed_and_completed_jobs():
         (parse_htcondor_tags, "12 0 2 {tag}", "12.0"),
         (
             parse_pbs_tags,
-            "Job Id: 12.s\n    Job_Owner = me@h\n    job_state = R\n"
-            "    Variable_List = DASK_JOBQUEUE_TAG={tag}\n",
+            "Job Id: 12.s\n    Job_Name = w-{tag}\n    Job_Owner = me@h\n    job_state = R\n",
             "12.s",
         ),
     ],
@@ -141,11 +198,9 @@ def test_line_listings_read_through_banner_lines(parse, listing, job_id):
 def test_pbs_text_listing_joins_wrapped_lines_and_filters_by_owner():
     text = TAG.text()
     out = (
-        "Job Id: 5.server\n    Job_Owner = me@host\n"
-        f"    Variable_List = PBS_O_HOME=/home/me,DASK_JOBQUEUE_TAG={text[:10]}\n"
-        f"\t{text[10:]},PBS_O_HOST=host\n\n"
-        "Job Id: 6.server\n    Job_Owner = other@host\n"
-        f"    Variable_List = DASK_JOBQUEUE_TAG={text}\n"
+        f"Job Id: 5.server\n    Job_Name = dask-worker-{text[:10]}\n\t{text[10:]}\n"
+        "    Job_Owner = me@host\n\n"
+        f"Job Id: 6.server\n    Job_Name = dask-worker-{text}\n    Job_Owner = other@host\n"
     )
     assert parse_pbs_tags(out) == {"5.server": text, "6.server": text}
     assert parse_pbs_tags(out, "me") == {"5.server": text}
@@ -156,25 +211,31 @@ def test_pbs_listing_leaves_out_exiting_and_ended_jobs():
     text = TAG.text()
     states = {"1": "Q", "2": "R", "3": "H", "4": "E", "5": "C", "6": "F", "7": "X"}
     plain = "".join(
-        f"Job Id: {n}.s\n    Job_Owner = me@host\n    job_state = {state}\n"
-        f"    Variable_List = DASK_JOBQUEUE_TAG={text}\n\n"
+        f"Job Id: {n}.s\n    Job_Name = w-{text}\n    Job_Owner = me@host\n"
+        f"    job_state = {state}\n\n"
         for n, state in states.items()
     )
-    as_json = json.dumps({"Jobs": {
-        f"{n}.s": {"Job_Owner": "me@host", "job_state": state,
-                   "Variable_List": {"DASK_JOBQUEUE_TAG": text}}
+    jobs = {
+        f"{n}.s": {"Job_Name": f"w-{text}", "Job_Owner": "me@host", "job_state": state}
         for n, state in states.items()
-    }})
-    for out in (plain, as_json):
+    }
+    as_json = json.dumps({"Jobs": jobs})
+    # invalid JSON (a backslash in Submit_arguments): read in document order, same result
+    broken = as_json.replace('"job_state"', '"Submit_arguments": "-v X=a\\c", "job_state"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken)
+    for out in (plain, as_json, broken):
         assert parse_pbs_tags(out, "me") == {"1.s": text, "2.s": text, "3.s": text}
 
 
 def test_pbs_invalid_json_is_read_in_document_order():
     text = TAG.text()
     out = (
-        '{"Jobs":{"5.s":{"Job_Name":"a","Job_Owner":"me@h","Variable_List":'
-        f'{{"X":"bad \\q","DASK_JOBQUEUE_TAG":"{text}"}}}},'
-        '"6.s":{"Job_Name":"b","Job_Owner":"you@h","Variable_List":'
+        f'{{"Jobs":{{"5.s":{{"Job_Name":"a-{text}","Job_Owner":"me@h","Variable_List":'
+        '{"X":"bad \\q"}},'
+        f'"6.s":{{"Job_Name":"b-{text}","Job_Owner":"you@h"}},'
+        f'"7.s":{{"Job_Name":"see {text}","Job_Owner":"me@h"}},'
+        f'"8.s":{{"Job_Name":123,"Job_Owner":"me@h","Variable_List":'
         f'{{"DASK_JOBQUEUE_TAG":"{text}"}}}}}}}}'
     )
     assert parse_pbs_tags(out) == {"5.s": text, "6.s": text}
@@ -207,13 +268,50 @@ def test_real_sge_listing():
     assert parse_sge_tags(out, "nobody-at-all") == {}
 
 
-def test_real_pbs_listing():
-    expected = {"41.vm-pbs": "djq1.0a1b2c3d.0.4242.vm", "42.vm-pbs": "djq1.0a1b2c3d.1.4242.vm"}
+def test_real_pbs_tag_in_the_environment_is_not_ours():
+    # jobs 41, 42 carry a tag in their environment (qsub -v, what a child submitted with
+    # qsub -V from a worker of an older version inherited): not a carrier any more
     for name in ("qstat_f_json_tags", "qstat_f_tags"):  # JSON, and the wrapped text form
         out = _recorded("pbs", f"openpbs-23.06.06/{name}.stdout")
-        assert parse_pbs_tags(out) == expected, name
-        assert parse_pbs_tags(out, "root") == expected, name
-        assert parse_pbs_tags(out, "nobody-at-all") == {}, name
+        assert "DASK_JOBQUEUE_TAG=djq1.0a1b2c3d.0.4242.vm" in out.replace("\n\t", "")
+        assert parse_pbs_tags(out) == {}, name
+
+
+def test_real_slurm_comment_that_mentions_a_tag_is_not_ours():
+    out = _recorded("slurm", "squeue_tags_mentions.txt")
+    assert "8|see djq1.0a1b2c3d.1.4242.vm" in out.splitlines()
+    assert parse_slurm_tags(out) == {"7": "djq1.0a1b2c3d.0.4242.vm"}
+
+
+def test_real_sge_context_mention_and_environment_are_not_ours():
+    # 19: a context value mentioning a tag; 20: a tag in another context variable; 21: a tag
+    # in the environment (-v); 23: submitted with qsub -V from a tagged job (environment only)
+    out = _recorded("sge", "qstat_xml_j_tags_mentions.xml")
+    assert parse_sge_tags(out) == {"18": "djq1.0a1b2c3d.0.4242.vm"}
+    assert parse_sge_tags(out, "root") == {"18": "djq1.0a1b2c3d.0.4242.vm"}
+
+
+def test_lsf_and_htcondor_mentions_are_not_ours():
+    text = TAG.text()
+    # bjobs -o 'jobid jobindex job_description delimiter="|"' (form of tests/data/lsf)
+    out = f"101|0|{text}\n102|0|see {text}\n103|0|{text} old\n104|2|x{text}\n"
+    assert parse_lsf_tags(out) == {"101": text}
+    # condor_q -af prints one word per attribute: a value with spaces has more words
+    out = f"12 0 2 {text}\n13 0 2 see {text}\n14 0 2 x{text}\n"
+    assert parse_htcondor_tags(out) == {"12.0": text}
+
+
+def test_emulated_torque_array_listings():
+    # tests/data/pbs/README.md: emulated Torque, named dask-worker style <name>-<tag>
+    tag = "djq1.0a1b2c3d.0.4242.login01"
+    listed = parse_pbs_tags(_recorded("pbs", "torque_qstat_f_t_array.txt"))
+    assert listed == {"1[0].server": tag, "1[2].server": tag}  # 1[1] completed (C)
+    # a subjob named <name>-<index> (Torque's PBS_JOBNAME form), but not another index
+    out = _recorded("pbs", "torque_qstat_f_t_array.txt").replace(
+        f"Job_Name = djq-rec-{tag}", f"Job_Name = djq-rec-{tag}-2"
+    )
+    listed = parse_pbs_tags(out)
+    assert listed == {"1[0].server": f"{tag}-2", "1[2].server": tag}
 
 
 # ---------------------------------------------------------------------- emulated systems
@@ -284,8 +382,8 @@ def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers(mon
     user = getpass.getuser()
     text = TAG.text()
     plain = (
-        f"Job Id: 5.s\n    Job_Owner = {user}@host\n    job_state = R\n"
-        f"    Variable_List = DASK_JOBQUEUE_TAG={text}\n\n"
+        f"Job Id: 5.s\n    Job_Name = dask-worker-{text}\n    Job_Owner = {user}@host\n"
+        "    job_state = R\n\n"
     )
     # a qstat without -F json (Torque): the plain listing is asked next
     engine, runner = engine_with(
@@ -314,11 +412,30 @@ def test_list_tagged_without_tagging_is_empty():
 
 
 def test_real_oar_listing():
-    # OAR keeps no free field: the tag is the first line of the job's command
+    # OAR keeps no free field: the tag is the first line of the job's command (recorded with
+    # the exported form earlier versions wrote: still ours)
     out = _recorded("oar", "oarstat_J_u_tags.txt")
     assert parse_oar_tags(out) == {"64": "djq1.0123abcd.7.4242.vm"}
     # jobs without a tag (recorded listing of ordinary jobs) are left out
     assert parse_oar_tags(_recorded("oar", "oarstat_J_user.txt")) == {}
+
+
+@pytest.mark.parametrize(
+    "command, ours",
+    [
+        ("DASK_JOBQUEUE_TAG=djq1.0123abcd.7.4242.vm\nsleep 60", True),
+        ("echo see DASK_JOBQUEUE_TAG=djq1.0123abcd.7.4242.vm\nsleep 60", False),
+        ("sleep 60\nexport DASK_JOBQUEUE_TAG=djq1.0123abcd.7.4242.vm", False),
+        ("DASK_JOBQUEUE_TAG=djq1.0123abcd.7.4242.vm; qdel 1\nsleep 60", False),
+        ("export DASK_JOBQUEUE_TAG='djq1.0123abcd.7.4242.vm x'\nsleep 60", False),
+    ],
+)
+def test_oar_command_must_start_with_exactly_the_tag_line(command, ours):
+    # the recorded listing (tests/data/oar) with only its command changed
+    doc = json.loads(_recorded("oar", "oarstat_J_u_tags.txt"))
+    doc["64"]["command"] = command
+    expected = {"64": "djq1.0123abcd.7.4242.vm"} if ours else {}
+    assert parse_oar_tags(json.dumps(doc)) == expected
 
 
 def test_oar_carries_the_tag_in_its_command():
@@ -328,7 +445,8 @@ def test_oar_carries_the_tag_in_its_command():
     )
     job.tag = TAG
     command = job.submit_argv("/unused")[-1]
-    assert command.splitlines()[0] == f"export DASK_JOBQUEUE_TAG={TAG.text()}"
+    # a shell variable, not exported: the workers and what they submit do not see it
+    assert command.splitlines()[0] == f"DASK_JOBQUEUE_TAG={TAG.text()}"
     assert OARJob.tagging.submit_args(TAG.text()) == []
     assert OARJob.tagging.list_argvs("alice") == [["oarstat", "-J", "-u", "alice"]]
     # round trip through the parser, in the recorded JSON layout

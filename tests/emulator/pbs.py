@@ -519,7 +519,8 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         "Account_Name": values.get("A"),
         "project": values.get("P", "_pbs_project_default"),
         "Rerunable": "False" if values.get("r") == "n" else "True",
-        "Variable_List": {**origin, **exported},
+        # qsub -V sends the whole environment, kept in Variable_List as -v variables are
+        "Variable_List": {**(dict(os.environ) if "V" in flags else {}), **origin, **exported},
         "Submit_arguments": " ".join(argv),
         "walltime_message": limit_word + ": walltime {used} exceeded limit {limit}",
         "jobid": jobid,
