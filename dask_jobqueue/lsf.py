@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError
+from ._values import directive_value
 from .cluster import JobQueueCluster
 from .engine import (
     ArraySupport,
@@ -296,8 +297,31 @@ def lsf_cancel_args(job_ids: Sequence[str]) -> list[str]:
 def _task_log_names(script: str) -> str:
     # one output file per element, named by its id (ARRAY_INDEX), as output_files looks
     return re.sub(
-        r"^(#BSUB -[eo] .*)-%J\.(err|out)$", r"\1-%J_%I.\2", script, flags=re.MULTILINE
+        r'^(#BSUB -[eo] .*)-%J\.(err|out)("?)$', r"\1-%J_%I.\2\3", script, flags=re.MULTILINE
     )
+
+
+#: What a ``#BSUB`` output file value cannot carry, and why.
+LSF_PATH_REFUSED = {
+    "\"'\\": "bsub reads a double-quoted #BSUB value as one argument (as in "
+    "'-R \"span[hosts=1]\"'), but how it reads quotes and backslashes inside one is not "
+    "recorded",
+    "%": "LSF replaces %J and %I in output file names and has no escape for a literal '%'",
+}
+
+
+def bsub_value(
+    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#BSUB`` line: in double quotes when it is not
+    plain, as LSF's documentation writes ``-J "name[1-10]"`` and ``-R "..."`` values."""
+    return directive_value(value, keyword, "LSF", refused=refused, shown=shown)
+
+
+def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#BSUB``."""
+    bsub_value(directory, "log_directory", LSF_PATH_REFUSED)  # refuses what it cannot carry
+    return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
 
 
 def _name_the_array(script: str, first: int, last: int) -> str:
@@ -409,11 +433,17 @@ class LSFJob(Job):
                "``bsub script``.", default=True, check=BOOL),
     )
 
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        lsf_log_file(path, "dask-worker", "out")
+
     def header_directives(self) -> list[str]:
         lines = [f"-J {self.job_name}"]
         if self.log_directory is not None:
-            base = f"{self.log_directory}/{self.job_name}-%J"
-            lines += [f"-e {base}.err", f"-o {base}.out"]
+            lines += [
+                f"-e {lsf_log_file(self.log_directory, self.job_name, 'err')}",
+                f"-o {lsf_log_file(self.log_directory, self.job_name, 'out')}",
+            ]
         if self.queue is not None:
             lines.append(f"-q {self.queue}")
         if self.project is not None:

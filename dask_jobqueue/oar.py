@@ -19,7 +19,7 @@ from ._values import MIB
 from .cluster import JobQueueCluster
 from .engine import ArraySupport, StatusStep, simple_parser
 from .job import Job
-from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, WORD, Option
 from .tags import TagSpec, parse_oar_tags
 from .tracking import JobState, JobStatus
 
@@ -194,8 +194,9 @@ class OARJob(Job):
     options = (
         QUEUE,
         PROJECT,
-        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended). "
-                "Default: ``/nodes=1/core=<cores>``.", default_factory=_default_resources),
+        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended), "
+                "quoted as one ``oarsub`` argument. Default: ``/nodes=1/core=<cores>``.",
+                default_factory=_default_resources, check=TEXT),
         WALLTIME,
         Option("memory_per_core_property_name", "str", "OAR resource property holding the "
                "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
@@ -216,6 +217,8 @@ class OARJob(Job):
             )
 
     def header_directives(self) -> list[str]:
+        # The #OAR lines become oarsub arguments through shlex.split (submit_argv): every
+        # free-text value is shlex-quoted, so it stays one argument whatever it holds.
         lines = [f"-n {shlex.quote(self.job_name)}"]
         if self.queue is not None:
             lines.append(f"-q {self.queue}")
@@ -225,7 +228,7 @@ class OARJob(Job):
         resources = self.resource_spec
         if self.walltime is not None:
             resources += f",walltime={self.walltime}"
-        lines.append(f"-l {resources}")
+        lines.append(f"-l {shlex.quote(resources)}")
         if self.log_directory is not None:
             base = f"{self.log_directory}/{self.job_name}.%jobid%"
             lines += [f"-O {shlex.quote(base + '.out')}", f"-E {shlex.quote(base + '.err')}"]
