@@ -7,8 +7,10 @@ bad value is reported when the cluster is built, before anything reaches a batch
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 
 from dask.utils import parse_bytes, parse_timedelta
 
@@ -216,6 +218,23 @@ def check_word(value: object, keyword: str) -> str:
     return text
 
 
+_RESOURCE_LIST_FORBIDDEN = re.compile(r"[\s'\"\\#]")
+
+
+def check_resource_list(value: object, keyword: str) -> str:
+    """A resource list written after a ``-l`` directive (``select=1:ncpus=4``,
+    ``h_vmem=4G,h_rt=1:00:00``): one argument, so no blank, quote, backslash or ``#``."""
+    text = check_text(value, keyword)
+    bad = _RESOURCE_LIST_FORBIDDEN.search(text)
+    if bad:
+        raise ValueError(
+            f"{keyword}={value!r} must be one resource list without blanks, quotes, "
+            f"backslashes or '#' (found {bad.group()!r}), e.g. 'select=1:ncpus=8' or "
+            "'h_vmem=4G,mem_free=4G'; put other options in job_extra_directives"
+        )
+    return text
+
+
 def check_bool(value: object, keyword: str) -> bool:
     """``True`` or ``False`` only: ``"no"`` is a non-empty string, hence true, in Python."""
     if not isinstance(value, bool):
@@ -271,3 +290,99 @@ def check_string_list(values: object, keyword: str) -> list[str]:
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise ValueError(f"{keyword} entries must be strings, got {v!r} in {list(values)!r}")
     return [str(v) for v in values]
+
+
+# ---------------------------------------------------------------------------- header values
+
+#: Characters a directive value may hold without quotes on every scheduler.
+_PLAIN_DIRECTIVE_VALUE = re.compile(r"^[A-Za-z0-9_./=@%+,:-]+$")
+
+
+def directive_value(
+    value: object,
+    keyword: str,
+    scheduler: str,
+    *,
+    escaped: str = "",
+    refused: Mapping[str, str] | None = None,
+    shown: object = None,
+) -> str:
+    """``value`` as ONE argument of a header directive line (``#SBATCH -o <value>``).
+
+    For submit commands that read a double-quoted part of a directive line as one argument
+    (each dialect records what its command does, next to its directive code). A value of
+    plain characters is written as it is; any other is written in double quotes, each
+    character of ``escaped`` preceded by a backslash. ``refused`` maps characters this
+    scheduler cannot carry (a string of them) to the reason: a value holding one, a newline
+    or nothing at all raises ``ValueError`` naming ``keyword`` and the value (``shown``, if
+    given, is the value the user wrote).
+    """
+    shown = value if shown is None else shown
+    text = check_text(value, keyword)
+    found, reasons = [], []
+    for chars, reason in (refused or {}).items():
+        hits = [c for c in chars if c in text]
+        if hits:
+            found += hits
+            reasons.append(reason)
+    if found:
+        listed = " ".join(repr(c) for c in found)
+        raise ValueError(
+            f"{keyword}={shown!r} contains {listed}, which {scheduler} cannot take in a "
+            f"header directive: {'; '.join(reasons)}. Choose a value without it."
+        )
+    if _PLAIN_DIRECTIVE_VALUE.match(text):
+        return text
+    return '"' + "".join("\\" + c if c in escaped else c for c in text) + '"'
+
+
+# ---------------------------------------------------------------------------- directories
+
+
+def world_writable_component(path: str) -> str | None:
+    """The first of ``path`` and its existing parents that every user may write to and that
+    has no sticky bit, or ``None``.
+
+    In such a directory anyone can delete, rename or replace what another user put there
+    (the sticky bit of ``/tmp`` stops exactly that). Components that do not exist yet are
+    skipped: the directory is created later, under its nearest existing parent.
+    """
+    current = os.path.abspath(path)
+    while True:
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            mode = None
+        if (
+            mode is not None
+            and stat.S_ISDIR(mode)
+            and mode & stat.S_IWOTH
+            and not mode & stat.S_ISVTX
+        ):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def check_shared_directory(value: object, keyword: str, what: str) -> str:
+    """Refuse a directory (or a parent of it) that every user may write to without a sticky
+    bit: other users could replace ``what`` there. ``$VARIABLES`` are left to the job's
+    shell, so a value with one is checked only up to its first ``$``. Returns the text."""
+    text = check_text(value, keyword)
+    path = os.path.expanduser(text)
+    if "$" in path:
+        head = path.split("$", 1)[0]
+        if not head:
+            return text  # decided on the compute node: nothing to check here
+        path = head if head.endswith("/") else os.path.dirname(head) or "."
+    open_to_all = world_writable_component(path)
+    if open_to_all is not None:
+        where = "it" if open_to_all == os.path.abspath(path) else f"its parent {open_to_all!r}"
+        raise ValueError(
+            f"{keyword}={value!r}: {where} can be written by every user and has no sticky "
+            f"bit, so anyone could delete or replace {what} there. Use a directory that "
+            "only you (or your group) can write to, or set the sticky bit (chmod +t)."
+        )
+    return text

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import join_command
-from ._values import check_directive_value
+from ._values import check_directive_value, check_text
 from .cluster import JobQueueCluster
 from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     ARRAY_NAMES_VARIABLE,
@@ -55,6 +55,22 @@ __all__ = [
     "parse_condor_limits",
     "HTCONDOR_ARRAYS",
 ]
+
+def submit_value(value: object, keyword: str) -> str:
+    """``value`` as the right side of a ``key = value`` line of a submit description.
+
+    condor_submit takes the rest of the line as the value, trimmed, and expands ``$(...)``
+    macros in it: the macros are protected (:func:`escape_macros`) and blanks at either end,
+    which would be trimmed away, are refused. Blanks and options inside stay in the value.
+    """
+    text = check_text(value, keyword)
+    if text != text.strip():
+        raise ValueError(
+            f"{keyword}={value!r} starts or ends with a blank, which condor_submit would "
+            "trim away from a submit-description value"
+        )
+    return escape_macros(text)
+
 
 def _submit_entries(value: Any, keyword: str, owner: type) -> dict[str, str]:
     """``job_extra_directives`` for HTCondor: submit-description ``key = value`` entries."""
@@ -109,6 +125,10 @@ class HTCondorJob(Job):
                "jobqueue.yaml"),
     )
 
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        submit_value(path, keyword)
+
     def header_items(self) -> dict[str, str]:
         """Submit-description entries, before ``job_directives_skip`` and extras."""
         items = {
@@ -125,7 +145,7 @@ class HTCondorJob(Job):
         if self.log_directory is not None:
             items.update(
                 {
-                    "LogDirectory": self.log_directory,
+                    "LogDirectory": submit_value(self.log_directory, "log_directory"),
                     "Output": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).out",
                     "Error": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).err",
                     "Log": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).log",

@@ -22,7 +22,7 @@ from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from ._shell import join_command
-from ._values import format_memory_limit
+from ._values import check_shared_directory, format_memory_limit
 from .dialect import ArraySupport, Dialect, LimitsProbe, StatusStep, WalltimeDefault
 from .engine import BatchSystem
 from .options import (
@@ -239,10 +239,18 @@ class Job(ParametersDocumented, ProcessInterface):
 
     # ------------------------------------------------------------------ log directory
 
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        """Raise ``ValueError`` if this scheduler's header directives cannot carry ``path``
+        (called when the keyword is resolved). Dialects with output-file directives
+        override it with the same code that writes those directives."""
+
     def prepare_log_directory(self) -> None:
-        """Create ``log_directory`` (called just before submitting, never earlier)."""
+        """Create ``log_directory`` (called just before submitting, never earlier), then
+        check again that nobody else can replace it (it may have been created meanwhile)."""
         if self.log_directory is not None:
             os.makedirs(os.path.expanduser(os.path.expandvars(self.log_directory)), exist_ok=True)
+            check_shared_directory(self.log_directory, "log_directory", "the jobs' output files")
 
     @contextlib.contextmanager
     def job_file(self) -> Iterator[str]:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import check_text
+from ._values import check_shared_directory, check_text
 from .cluster import JobQueueCluster
 from .engine import BatchSystem
 from .job import Job
@@ -142,6 +142,8 @@ def _private_directory(value: Any, keyword: str, owner: type) -> str:
             "job scripts it writes there. Use a directory only you can write to "
             "(chmod go-w), or a new one."
         )
+    # and no parent in which anyone could rename it and put another in its place
+    check_shared_directory(path, keyword, "the job scripts")
     return text
 
 
@@ -175,8 +177,8 @@ class LocalJob(Job):
         self._private_dir: str | None = None
 
     def prepare_log_directory(self) -> None:
-        super().prepare_log_directory()
         if self.log_directory is not None:
+            os.makedirs(os.path.expanduser(os.path.expandvars(self.log_directory)), exist_ok=True)
             _private_directory(self.log_directory, "log_directory", type(self))
 
     def mark_closed(self) -> None:

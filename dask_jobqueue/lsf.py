@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._values import directive_value
 from .cluster import JobQueueCluster
 from .dialect import ArraySupport
 from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
@@ -54,6 +55,29 @@ __all__ = [
     "lsf_cancel_args",
 ]
 
+#: What a ``#BSUB`` output file value cannot carry, and why.
+LSF_PATH_REFUSED = {
+    "\"'\\": "bsub reads a double-quoted #BSUB value as one argument (as in "
+    "'-R \"span[hosts=1]\"'), but how it reads quotes and backslashes inside one is not "
+    "recorded",
+    "%": "LSF replaces %J and %I in output file names and has no escape for a literal '%'",
+}
+
+
+def bsub_value(
+    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#BSUB`` line: in double quotes when it is not
+    plain, as LSF's documentation writes ``-J "name[1-10]"`` and ``-R "..."`` values."""
+    return directive_value(value, keyword, "LSF", refused=refused, shown=shown)
+
+
+def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#BSUB``."""
+    bsub_value(directory, "log_directory", LSF_PATH_REFUSED)  # refuses what it cannot carry
+    return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
+
+
 def _default_ncpus(values: Mapping[str, Any], owner: type) -> int | None:
     logger.info("ncpus specification for LSF not set, using %s", values.get("cores"))
     return values.get("cores")
@@ -89,11 +113,17 @@ class LSFJob(Job):
                "``bsub script``.", default=True, check=BOOL),
     )
 
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        lsf_log_file(path, "dask-worker", "out")
+
     def header_directives(self) -> list[str]:
         lines = [f"-J {self.job_name}"]
         if self.log_directory is not None:
-            base = f"{self.log_directory}/{self.job_name}-%J"
-            lines += [f"-e {base}.err", f"-o {base}.out"]
+            lines += [
+                f"-e {lsf_log_file(self.log_directory, self.job_name, 'err')}",
+                f"-o {lsf_log_file(self.log_directory, self.job_name, 'out')}",
+            ]
         if self.queue is not None:
             lines.append(f"-q {self.queue}")
         if self.project is not None:

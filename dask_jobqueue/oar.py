@@ -28,7 +28,7 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_oarstat_json,
 )
 from .job import Job
-from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, WORD, Option
 from .tags import oar_tag_line
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ class OARJob(Job):
     options = (
         QUEUE,
         PROJECT,
-        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended). "
-                "Default: ``/nodes=1/core=<cores>``.", default_factory=_default_resources),
+        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended), "
+                "quoted as one ``oarsub`` argument. Default: ``/nodes=1/core=<cores>``.",
+                default_factory=_default_resources, check=TEXT),
         WALLTIME,
         Option("memory_per_core_property_name", "str", "OAR resource property holding the "
                "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
@@ -75,6 +76,8 @@ class OARJob(Job):
             )
 
     def header_directives(self) -> list[str]:
+        # The #OAR lines become oarsub arguments through shlex.split (submit_argv): every
+        # free-text value is shlex-quoted, so it stays one argument whatever it holds.
         lines = [f"-n {shlex.quote(self.job_name)}"]
         if self.queue is not None:
             lines.append(f"-q {self.queue}")
@@ -84,7 +87,7 @@ class OARJob(Job):
         resources = self.resource_spec
         if self.walltime is not None:
             resources += f",walltime={self.walltime}"
-        lines.append(f"-l {resources}")
+        lines.append(f"-l {shlex.quote(resources)}")
         if self.log_directory is not None:
             base = f"{self.log_directory}/{self.job_name}.%jobid%"
             lines += [f"-O {shlex.quote(base + '.out')}", f"-E {shlex.quote(base + '.err')}"]

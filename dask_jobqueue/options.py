@@ -29,6 +29,8 @@ from ._values import (
     check_bool,
     check_directive_list,
     check_name,
+    check_resource_list,
+    check_shared_directory,
     check_shebang,
     check_string_list,
     check_text,
@@ -160,7 +162,16 @@ def _memory(value: Any, keyword: str, owner: type) -> int:
 
 
 def _directory(value: Any, keyword: str, owner: type) -> str:
-    return os.path.expanduser(check_text(value, keyword))
+    path = os.path.expanduser(check_shared_directory(value, keyword, "the jobs' output files"))
+    # the dialect refuses a path its header directives cannot carry (before any submission)
+    check = getattr(owner, "check_log_directory", None)
+    if check is not None:
+        check(path, keyword)
+    return path
+
+
+def _scratch_directory(value: Any, keyword: str, owner: type) -> str:
+    return check_shared_directory(value, keyword, "the files the workers spill and load")
 
 
 def _walltime(value: Any, keyword: str, owner: type) -> str:
@@ -283,7 +294,9 @@ JOB_OPTIONS: tuple[Option, ...] = (
     Option("death_timeout", "float or str", "Seconds a worker waits for an unreachable "
            "scheduler before it exits, e.g. ``60`` or ``'2m'``.", check=_duration),
     Option("local_directory", "str", "Scratch directory of the workers on the compute node; "
-           "``$VARIABLES`` are expanded by the job's shell.", check=TEXT),
+           "``$VARIABLES`` are expanded by the job's shell. A directory (or parent) that "
+           "every user may write to without a sticky bit is refused.",
+           check=_scratch_directory),
     Option("worker_command", "str", "Python module run as ``python -m <module>`` in each "
            "job; other modules than the default get no ``--nworkers``/``--nanny``.",
            default="distributed.cli.dask_worker", check=_worker_command),
@@ -303,7 +316,10 @@ JOB_OPTIONS: tuple[Option, ...] = (
            default=(), check=_prologue),
     Option("log_directory", "str", "Directory for the jobs' output and error files. It is "
            "created when the first job is submitted; a leading ``~`` is expanded here, since "
-           "batch systems write it literally.", check=_directory),
+           "batch systems write it literally. It is quoted in the header directives (spaces "
+           "are fine); a character the scheduler cannot carry there, and a directory (or "
+           "parent) that every user may write to without a sticky bit, are refused.",
+           check=_directory),
     Option("shebang", "str", "First line of the job script; must start with ``#!``.",
            default_factory=lambda values, owner: owner.default_shebang,
            check=_plain(check_shebang)),
@@ -346,7 +362,8 @@ WALLTIME = Option("walltime", "str", "Time limit of each job, in a form the sche
                   "``12:00:00`` is read as the integer 43200.", check=_walltime,
                   sexagesimal=True)
 RESOURCE_SPEC = Option("resource_spec", "str", "Resource request written verbatim after "
-                       "the scheduler's ``-l`` (one line, not empty).", check=TEXT)
+                       "the scheduler's ``-l``: one resource list, without blanks or "
+                       "quotes.", check=_plain(check_resource_list))
 #: Keywords of ``JobQueueCluster.__init__`` (job keywords come on top of these).
 CLUSTER_OPTIONS: tuple[Option, ...] = (
     Option("n_workers", "int", "Workers (not jobs) to start right away.", key=None, default=0,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import CommandError
-from ._values import GIB, KIB, MIB, ceil_to_unit
+from ._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from .cluster import JobQueueCluster
 from .engine import ArraySupport, LimitsProbe, StatusStep, group_tasks, index_spans
 from .job import Job
@@ -493,6 +493,32 @@ def check_job_name_for_tag(job_name: str, host: str | None = None) -> None:
         )
 
 
+#: What a ``#PBS`` value cannot carry, and why.
+PBS_REFUSED = {
+    "\"\\": "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
+    "cannot hold a double quote, and the PBS flavours read backslashes differently",
+}
+#: ... and in an ``-e``/``-o`` path, ``[host:]path``.
+PBS_PATH_REFUSED = {**PBS_REFUSED, ":": "qsub reads the part before ':' in -e/-o as a host name"}
+
+
+def pbs_value(
+    value: object, keyword: str, refused: Mapping[str, str] = PBS_REFUSED, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#PBS`` line (OpenPBS, Torque, Moab's msub).
+
+    OpenPBS's qsub splits a directive line at blanks outside quotes and copies a double- or
+    single-quoted part as it is (its ``make_argv``, OpenPBS 23.06), so a value in double
+    quotes stays one argument.
+    """
+    return directive_value(value, keyword, "PBS", refused=refused, shown=shown)
+
+
+def pbs_log_path(directory: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#PBS``."""
+    return pbs_value(f"{directory}/", "log_directory", PBS_PATH_REFUSED, shown=directory)
+
+
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -586,8 +612,13 @@ class PBSJob(Job):
         if self.walltime is not None:
             lines.append(f"-l walltime={self.walltime}")
         if self.log_directory is not None:
-            lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
+            path = pbs_log_path(self.log_directory)
+            lines += [f"-e {path}", f"-o {path}"]
         return lines
+
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        pbs_log_path(path)
 
     def array_support_for(self, facts: dict) -> ArraySupport | None:
         """Arrays once ``qstat --version`` told the flavour: ``-J`` on PBS Pro / OpenPBS,

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ._values import directive_value
 from .cluster import JobQueueCluster
 from .engine import (
     ArraySupport,
@@ -314,6 +315,33 @@ SGE_ARRAYS = ArraySupport(
 )
 
 
+#: What Grid Engine's qsub cannot carry in a ``#$`` value, and why.
+SGE_REFUSED = {
+    "\"'": "qsub drops quote characters inside a '#$' value (or ends the value there)",
+    "#": "qsub cuts a '#$' line at '#', even inside quotes",
+}
+#: ... and in an ``-e``/``-o`` path list, ``[host:]path[,[host:]path...]``.
+SGE_PATH_REFUSED = {**SGE_REFUSED, ":,": "qsub reads ':' and ',' in -e/-o as host and list "
+                    "separators"}
+
+
+def qsub_value(
+    value: object, keyword: str, refused: Mapping[str, str] = SGE_REFUSED, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#$`` line.
+
+    Grid Engine's qsub reads a double- or single-quoted directive value as one argument,
+    without escapes (recorded on SGE 8.1.9: ``#$ -o "/t/a -q other -o /t/"`` set
+    ``stdout_path_list /t/a -q other -o /t/`` and no queue; a backslash stayed literal).
+    """
+    return directive_value(value, keyword, "Grid Engine", refused=refused, shown=shown)
+
+
+def sge_log_path(directory: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#$``."""
+    return qsub_value(f"{directory}/", "log_directory", SGE_PATH_REFUSED, shown=directory)
+
+
 class SGEJob(Job):
     """A Grid Engine batch job running Dask workers."""
 
@@ -373,9 +401,14 @@ class SGEJob(Job):
         if self.walltime is not None:
             lines.append(f"-l h_rt={self.walltime}")
         if self.log_directory is not None:
-            lines += [f"-e {self.log_directory}/", f"-o {self.log_directory}/"]
+            path = sge_log_path(self.log_directory)
+            lines += [f"-e {path}", f"-o {path}"]
         lines += ["-cwd", "-j y"]
         return lines
+
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        sge_log_path(path)
 
     def output_files(self, job_id: str) -> list[Path]:
         directory = (

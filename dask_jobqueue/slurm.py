@@ -8,10 +8,11 @@ What Slurm is — commands, states, parsers, arrays, tags — is in
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._values import check_word
+from ._values import check_word, directive_value
 from .cluster import JobQueueCluster
 from .dialects.slurm import (
     DIALECT,
@@ -57,17 +58,55 @@ JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g
                  "Default: ``memory`` rounded up.", check=_slurm_mem)
 
 
+def sbatch_value(
+    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
+) -> str:
+    """``value`` as one argument of an ``#SBATCH`` line.
+
+    sbatch reads a double-quoted directive value as one argument, a backslash escaping the
+    next character (recorded on Slurm 22.05: ``#SBATCH -o "/t/a -p small -o /t/x.out"`` set
+    ``StdOut=/t/a -p small -o /t/x.out`` and left the partition alone; ``\\"`` gave ``"``).
+    """
+    return directive_value(
+        value, keyword, "Slurm", escaped='\\"', refused=refused, shown=shown
+    )
+
+
+#: What a Slurm output file name cannot carry, and why.
+SLURM_PATH_REFUSED = {
+    "\\": "a backslash in a Slurm output file name turns off the %J replacement, so every "
+    "job would write the same file",
+}
+
+
+def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#SBATCH``.
+    Slurm reads it as a file-name pattern, where a literal ``%`` is written ``%%``."""
+    literal = f"{directory}/{job_name}-".replace("%", "%%")
+    return sbatch_value(
+        f"{literal}%J.{suffix}", "log_directory", SLURM_PATH_REFUSED, shown=directory
+    )
+
+
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
 
     dialect = DIALECT
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
 
+    @classmethod
+    def check_log_directory(cls, path: str, keyword: str) -> None:
+        slurm_log_file(path, "dask-worker", "out")
+
     def header_directives(self) -> list[str]:
+        # queue, account, job_name, walltime and job_mem are checked words without blanks or
+        # quotes; the log paths are the only free text and are quoted
         lines = [f"-J {self.job_name}"]
         if self.log_directory is not None:
-            base = f"{self.log_directory}/{self.job_name}-%J"
-            lines += [f"-e {base}.err", f"-o {base}.out"]
+            lines += [
+                f"-e {slurm_log_file(self.log_directory, self.job_name, 'err')}",
+                f"-o {slurm_log_file(self.log_directory, self.job_name, 'out')}",
+            ]
         if self.queue is not None:
             lines.append(f"-p {self.queue}")
         if self.account is not None:

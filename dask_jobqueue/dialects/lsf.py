@@ -305,7 +305,7 @@ def lsf_cancel_args(job_ids: Sequence[str]) -> list[str]:
 def _task_log_names(script: str) -> str:
     # one output file per element, named by its id (ARRAY_INDEX), as output_files looks
     return re.sub(
-        r"^(#BSUB -[eo] .*)-%J\.(err|out)$", r"\1-%J_%I.\2", script, flags=re.MULTILINE
+        r'^(#BSUB -[eo] .*)-%J\.(err|out)("?)$', r"\1-%J_%I.\2\3", script, flags=re.MULTILINE
     )
 
 

@@ -211,7 +211,9 @@ def parse_slurm_limits(stdout: str) -> dict[str, int]:
 
 def _task_log_names(script: str) -> str:
     # one output file per task, named by the task's id (ARRAYID_INDEX), as explain_death looks
-    return re.sub(r"^(#SBATCH -[eo] .*)-%J\.(err|out)$", r"\1-%A_%a.\2", script, flags=re.MULTILINE)
+    return re.sub(
+        r'^(#SBATCH -[eo] .*)-%J\.(err|out)("?)$', r"\1-%A_%a.\2\3", script, flags=re.MULTILINE
+    )
 
 
 SLURM_ARRAYS = ArraySupport(
