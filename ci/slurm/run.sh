@@ -8,6 +8,7 @@
 #                            stop what is left in their sessions (job steps); nothing else.
 #   ci/slurm/run.sh status   print daemons, sinfo and squeue; exit 0 if ready, 1 otherwise.
 #   ci/slurm/run.sh config   print the slurm.conf that `start` would write (changes nothing).
+#   ci/slurm/run.sh pids     print "DAEMON PID" for each running daemon of this instance.
 #
 # Environment:
 #   SLURM_CI_INSTANCE  name of a second, independent cluster on the same machine ([a-z0-9]{1,16}).
@@ -600,5 +601,6 @@ case ${1:-} in
     stop) cmd_stop ;;
     status) cmd_status ;;
     config) echo "# $CONF"; config_text ;;
-    *) echo "usage: $0 start|stop|status|config|install" >&2; exit 2 ;;
+    pids) for d in ctld slurmd munged; do p=$("${d}_pid") && echo "${d/ctld/slurmctld} $p"; done; true ;;
+    *) echo "usage: $0 start|stop|status|config|pids|install" >&2; exit 2 ;;
 esac
