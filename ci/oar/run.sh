@@ -2,13 +2,16 @@
 # Single-host OAR 2.5 cluster (Debian packages + PostgreSQL) for CI.
 #
 #   ci/oar/run.sh start     install when missing, configure, start, submit a probe job
-#   ci/oar/run.sh stop      delete all jobs, stop Almighty, the oar-node sshd and PostgreSQL
+#   ci/oar/run.sh stop      delete all jobs, stop Almighty, the oar-node sshd and (when `start`
+#                           started it) PostgreSQL
 #   ci/oar/run.sh status    exit 0 when the cluster is ready, 1 otherwise
 #   ci/oar/run.sh selftest  job run by $OAR_TEST_USER that runs the test python and talks
 #                           TCP to a python server on 127.0.0.1 (needs a started cluster)
 #
 # Written for a throwaway CI machine without systemd (Debian 12, run as root).
-# Nothing is stopped by process name: daemons are found through their PID files.
+# Nothing is found or stopped by process name (nor by user): daemons are found through their PID
+# files, their helpers through the sessions `start` recorded in $OAR_CI_STATE. One OAR per machine
+# (one /etc/oar/oar.conf, port 6666): no second instance; anything else keeps running.
 #
 # Environment knobs:
 #   OAR_TEST_USER  unprivileged user that submits jobs (default: oartest; root and oar
@@ -44,6 +47,11 @@ DB_PASS_RO=oar_ci_ro
 PACKAGES=(postgresql oar-server oar-server-pgsql oar-node oar-user oar-user-pgsql
           libjson-perl acl procps)
 
+# What `start` started: "NAME SESSION BOOT_ID" lines (the sessions of Almighty and the node
+# sshd) and the postgres-started marker. Under /run: gone with a reboot, like the processes.
+OAR_CI_STATE=/run/ci-oar
+SESSIONS_FILE=$OAR_CI_STATE/sessions
+PG_STARTED_MARK=$OAR_CI_STATE/postgres-started
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 T0=$(date +%s.%N)
 
@@ -135,6 +143,56 @@ kill_tree() {
     wait_until 5 "$name to die" not any_alive
 }
 not() { ! "$@"; }
+
+# session_of PID: the session id of a live process.
+session_of() {
+    local stat rest
+    pid_alive "$1" || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }                       # "STATE PPID PGRP SESSION ..."
+    read -r _ _ _ rest _ <<<"$rest"
+    echo "$rest"
+}
+
+boot_id() { cat /proc/sys/kernel/random/boot_id; }
+
+# record_session NAME PID: remember the session of a daemon this script started.
+record_session() {
+    local sid
+    sid=$(session_of "$2") || return 0
+    ((sid > 1)) || return 0
+    mkdir -p "$OAR_CI_STATE"
+    { grep -v "^$1 " "$SESSIONS_FILE" 2>/dev/null || true; echo "$1 $sid $(boot_id)"; } >"$SESSIONS_FILE.tmp"
+    mv "$SESSIONS_FILE.tmp" "$SESSIONS_FILE"
+}
+
+# recorded_session NAME: the session recorded for NAME during this boot.
+recorded_session() {
+    local name sid boot
+    [[ -r $SESSIONS_FILE ]] || return 1
+    while read -r name sid boot; do
+        if [[ $name == "$1" && $boot == "$(boot_id)" && $sid =~ ^[0-9]+$ ]] && ((sid > 1)); then
+            echo "$sid"
+            return 0
+        fi
+    done <"$SESSIONS_FILE"
+    return 1
+}
+
+# session_pids SID: live processes in that session.
+session_pids() {
+    local f line pid rest state sid
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        pid=${f#/proc/}
+        pid=${pid%/stat}
+        rest=${line##*) }
+        read -r state _ _ sid _ <<<"$rest"
+        [[ $state == Z || $state == X || $state == x ]] && continue
+        [[ $sid == "$1" ]] && echo "$pid"
+    done
+    return 0
+}
 stale_left() { local p; for p in $1; do pid_alive "$p" && return 0; done; return 1; }
 
 as_user() { runuser -u "$OAR_TEST_USER" -- "$@"; }
@@ -213,6 +271,9 @@ start_postgres() {
     else
         log "starting PostgreSQL $v/main"
         timeout 120 pg_ctlcluster "$v" main start
+        # only a PostgreSQL started here is stopped by `stop`
+        mkdir -p "$OAR_CI_STATE"
+        boot_id >"$PG_STARTED_MARK"
     fi
     wait_until 60 "PostgreSQL to accept connections" pg_ready
 }
@@ -279,22 +340,17 @@ start_node_sshd() {
         # The config has a deprecated option: sshd warns about it on stderr.
         /usr/sbin/sshd -f "$OAR_SSHD_CONF" -o PidFile="$SSHD_PIDFILE" 2> >(grep -v UsePrivilegeSeparation >&2 || true)
         wait_until 20 "oar-node sshd pid file" pidfile_pid "$SSHD_PIDFILE" >/dev/null
+        record_session "oar-node-sshd" "$(pidfile_pid "$SSHD_PIDFILE")"
     fi
     wait_until 20 "port $NODE_PORT" port_open "$NODE_PORT"
 }
 
-# Processes left by an Almighty whose main process died (its children survive it and keep
-# port 6666, so a new Almighty would exit at once): live processes of user oar whose
-# command line is one of Almighty's.
+# Processes left by an Almighty (started by this script) whose main process died: its children
+# survive it in its session and keep port 6666, so a new Almighty would exit at once.
 stale_almighty_pids() {
-    local pid cmd
-    for pid in $(user_processes oar); do
-        cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-        case $cmd in
-            "/usr/bin/perl $ALMIGHTY_SCRIPT"* | "Almighty: "*) echo "$pid" ;;
-        esac
-    done
-    return 0
+    local sid
+    sid=$(recorded_session Almighty) || return 0
+    session_pids "$sid"
 }
 
 start_almighty() {
@@ -314,6 +370,7 @@ start_almighty() {
         # so this script does not use the init script at all).
         /usr/sbin/oar-server
         wait_until 20 "Almighty pid file" pidfile_pid "$ALMIGHTY_PIDFILE" >/dev/null
+        record_session Almighty "$(pidfile_pid "$ALMIGHTY_PIDFILE")"
     fi
     wait_until 30 "Almighty on port $SERVER_PORT" port_open "$SERVER_PORT"
 }
@@ -509,9 +566,15 @@ stop_node_sshd() {
     rm -f "$SSHD_PIDFILE"
 }
 
+pg_started_here() { [[ -r $PG_STARTED_MARK && $(cat "$PG_STARTED_MARK") == "$(boot_id)" ]]; }
+
 stop_postgres() {
     if [[ -z $(pg_cluster 2>/dev/null || true) ]]; then
         log "no PostgreSQL cluster"
+        return 0
+    fi
+    if ! pg_started_here; then
+        log "PostgreSQL $(pg_version)/main was not started by this script: left running"
         return 0
     fi
     if pg_running; then
@@ -534,16 +597,23 @@ user_processes() {
 }
 
 verify_stopped() {
-    local bad=0 left pid
-    # Processes of the oar user (bipbip, oarexec, sarko...) were all started by the daemons.
-    left=$(user_processes oar | paste -sd' ' -)
-    if [[ -n ${left// /} ]]; then
-        warn "processes of user oar left, killing them by PID: $left"
+    local bad=0 left pid name sid
+    # Helpers (bipbip, oarexec, sarko...) left in the sessions of the daemons this script started.
+    for name in Almighty oar-node-sshd; do
+        sid=$(recorded_session "$name") || continue
+        left=$(session_pids "$sid" | paste -sd' ' -)
+        [[ -n ${left// /} ]] || continue
+        warn "processes left in the session of $name ($sid), killing them by PID: $left"
         ps -o pid,user,args -p "${left// /,}" >&2 || true
         for pid in $left; do kill -KILL "$pid" 2>/dev/null || true; done
         sleep 0.5
-        left=$(user_processes oar | paste -sd' ' -)
+        left=$(session_pids "$sid" | paste -sd' ' -)
         [[ -z ${left// /} ]] || { warn "still alive: $left"; bad=1; }
+    done
+    left=$(user_processes oar | paste -sd' ' -)
+    if [[ -n ${left// /} ]]; then
+        warn "other processes of user oar (not started by this script's daemons, not touched): $left"
+        ps -o pid,user,args -p "${left// /,}" >&2 || true
     fi
     if id "$OAR_TEST_USER" >/dev/null 2>&1; then
         left=$(user_processes "$OAR_TEST_USER" | paste -sd' ' -)
@@ -554,8 +624,9 @@ verify_stopped() {
     fi
     pidfile_pid "$ALMIGHTY_PIDFILE" >/dev/null && { warn "Almighty still running"; bad=1; }
     pidfile_pid "$SSHD_PIDFILE" >/dev/null && { warn "oar-node sshd still running"; bad=1; }
-    if [[ -n $(pg_cluster 2>/dev/null || true) ]] && pg_running; then warn "PostgreSQL still running"; bad=1; fi
+    if pg_started_here && pg_running; then warn "PostgreSQL still running"; bad=1; fi
     ((bad == 0)) || die "some OAR processes are still running"
+    rm -f "$SESSIONS_FILE" "$PG_STARTED_MARK"
     log "nothing OAR-related is running"
 }
 

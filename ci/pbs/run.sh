@@ -6,7 +6,12 @@
 #                          /opt/pbs (skipped when /opt/pbs already holds the wanted version)
 #   ci/pbs/run.sh start    install when missing, configure the host, start the daemons, apply
 #                          the server settings, wait for the node, prove that a job runs
-#   ci/pbs/run.sh stop     delete all PBS jobs, stop the PBS daemons by their pid files
+#   ci/pbs/run.sh stop     delete all jobs of this PBS server, stop its daemons by their pid
+#                          (lock) files and its datastore by its own pid file; nothing else, never
+#                          by process name. One OpenPBS per machine: /etc/pbs.conf, /var/spool/pbs
+#                          and the fixed ports 15001-15004/15007/17001 leave no room for a
+#                          second instance beside it (a second one would need its own
+#                          PBS_CONF_FILE, PBS_HOME, ports, datastore and host name).
 #   ci/pbs/run.sh status   print the state; exit 0 when every daemon runs, 1 otherwise
 #
 # PBS's commands live in /opt/pbs/bin. Debian has no `qsub` of its own, but Grid Engine's

@@ -3,31 +3,55 @@
 #
 #   ci/sge/run.sh start    install (when missing), configure and start qmaster + execd,
 #                          then prove that a job really runs
-#   ci/sge/run.sh stop     delete all jobs, stop execd and qmaster by PID
+#   ci/sge/run.sh stop     delete this cell's jobs, stop its execd and qmaster by their PID files
+#                          and the job processes (shepherds) below its execd; nothing else
 #   ci/sge/run.sh status   print the state; exit 0 when ready, 1 otherwise
+#   ci/sge/run.sh env      print the environment that selects this cell (for `eval`)
+#   ci/sge/run.sh pids     print "DAEMON PID" for each running daemon of this cell
 #
-# No systemd is needed: the daemons are started directly and tracked by their PID files.
+# No systemd is needed: the daemons are started directly and tracked by their PID files. Nothing
+# is found or stopped by process name, so another Grid Engine on the machine keeps running.
 # Tunables (environment): SGE_SLOTS (slots of all.q, default 8), SGE_TIMEOUT (seconds for
 # every wait, default 60), SGE_ACCOUNTING_FLUSH (accounting_flush_time, default 00:00:00).
+# SGE_CI_CELL=NAME ([a-z0-9]{1,16}) runs a second, independent cluster beside the default one:
+# its own cell $SGE_ROOT/NAME, spool /var/lib/ci-sge/NAME, ports SGE_CI_PORT and the next one
+# (default derived from the name, 7500-8298). Its commands need SGE_CELL=NAME and the ports
+# (`eval "$(SGE_CI_CELL=NAME ci/sge/run.sh env)"`).
 set -euo pipefail
 # shellcheck disable=SC2154  # rc is assigned inside the trap string
 trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
 
 export SGE_ROOT=/var/lib/gridengine
-export SGE_CELL=default
+CELL_NAME="${SGE_CI_CELL:-}"
+if [[ -z "$CELL_NAME" ]]; then
+    export SGE_CELL=default
+    SPOOL=/var/spool/gridengine
+    WORK=/var/tmp/ci-sge                  # scratch files (qconf input, probe job output)
+    # the ports of /etc/services (sge_qmaster 6444, sge_execd 6445), whatever a caller exported
+    # to reach a named cell
+    unset SGE_QMASTER_PORT SGE_EXECD_PORT
+else
+    [[ "$CELL_NAME" =~ ^[a-z0-9]{1,16}$ && "$CELL_NAME" != default ]] \
+        || { echo "run.sh: SGE_CI_CELL must be 1-16 characters a-z 0-9 (not 'default'), not '$CELL_NAME'" >&2; exit 2; }
+    export SGE_CELL="$CELL_NAME"
+    SPOOL="/var/lib/ci-sge/$CELL_NAME"
+    WORK="/var/tmp/ci-sge-$CELL_NAME"
+    port="${SGE_CI_PORT:-$(( 7500 + 2 * ($(cksum <<<"$CELL_NAME" | cut -d' ' -f1) % 400) ))}"
+    [[ "$port" =~ ^[0-9]+$ ]] && (( port >= 1024 && port < 65535 )) \
+        || { echo "run.sh: SGE_CI_PORT must be a port number 1024-65534" >&2; exit 2; }
+    export SGE_QMASTER_PORT="$port" SGE_EXECD_PORT="$(( port + 1 ))"
+fi
 COMMON="$SGE_ROOT/$SGE_CELL/common"
-SPOOL=/var/spool/gridengine
 QMASTER_PIDFILE="$SPOOL/qmaster/qmaster.pid"
 HOST="$(hostname)"
 SLOTS="${SGE_SLOTS:-8}"
 TIMEOUT="${SGE_TIMEOUT:-60}"
 ACCT_FLUSH="${SGE_ACCOUNTING_FLUSH:-00:00:00}"
 PACKAGES=(gridengine-master gridengine-exec gridengine-client)
-WORK=/var/tmp/ci-sge                      # scratch files (qconf input, probe job output)
 T0="$EPOCHREALTIME"
 
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.2f", b - a}'; }   # seconds since $1
-log() { printf '[sge %6ss] %s\n' "$(since "$T0")" "$*"; }
+log() { printf '[sge%s %6ss] %s\n' "${CELL_NAME:+ $CELL_NAME}" "$(since "$T0")" "$*"; }
 die() { echo "run.sh: ERROR: $*" >&2; exit 1; }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND every 0.2 s until it succeeds.
@@ -73,15 +97,6 @@ execd_pid() { pid_from "$(execd_pidfile)"; }
 qmaster_running() { local p; p="$(qmaster_pid)"; pid_alive "$p" sge_qmaster; }
 execd_running() { local p; p="$(execd_pid)"; pid_alive "$p" sge_execd; }
 
-# all processes whose program name starts with sge_ (qmaster, execd, shepherds)
-sge_pids() {
-    local d c
-    for d in /proc/[0-9]*; do
-        read -r c 2>/dev/null < "$d/comm" || continue
-        [[ "$c" == sge_* ]] && pid_alive "${d#/proc/}" && echo "${d#/proc/}"
-    done
-    return 0
-}
 # children (recursively) of a PID
 descendants() {
     local parent="$1" d stat ppid
@@ -95,6 +110,22 @@ descendants() {
         fi
     done
     return 0
+}
+
+# shepherds: this cell's sge_shepherd processes, also after their execd died: each runs in its
+# job's directory below this cell's execd spool directory (execd_spool_dir), which no other
+# cell uses.
+shepherds() {
+    { find /proc/[0-9]*/cwd -maxdepth 0 -lname "$SPOOL/execd/*/active_jobs/*" 2>/dev/null || true; } \
+        | cut -d/ -f3
+}
+# job_processes: the shepherds and every process below them or below this cell's execd
+job_processes() {
+    local p epid
+    epid="$(execd_pid)"
+    { pid_alive "$epid" sge_execd && descendants "$epid"
+      for p in $(shepherds); do echo "$p"; descendants "$p"; done
+    } | sort -un
 }
 
 # stop_pid NAME PID SECONDS: TERM, wait, KILL fallback
@@ -173,11 +204,47 @@ fix_host_names() {
 
 qmaster_answers() { timeout 10 qconf -sh >/dev/null 2>&1; }
 
+# A named cell (SGE_CI_CELL) is made the way Debian's init_cluster makes the default one, with
+# its own spool directories (classic berkeleydb spooling under $SPOOL) and execd_spool_dir.
+create_cell() {
+    [[ -n "$CELL_NAME" && ! -s "$COMMON/bootstrap" ]] || return 0
+    log "creating cell $SGE_CELL (spool $SPOOL)"
+    local admin
+    admin="$(awk '$1 == "admin_user" {print $2}' "$SGE_ROOT/default/common/bootstrap")"
+    [[ -n "$admin" ]] || die "no admin_user in $SGE_ROOT/default/common/bootstrap"
+    # the qmaster (running as the admin user) rewrites act_qmaster and appends to accounting
+    install -d -o "$admin" -g "$admin" -m 0755 "$SGE_ROOT/$SGE_CELL" "$COMMON"
+    install -o "$admin" -g "$admin" -m 0644 /dev/null "$COMMON/act_qmaster"
+    install -d -o "$admin" -g "$admin" -m 0755 "$SPOOL" "$SPOOL/qmaster" "$SPOOL/execd" "$SPOOL/spooldb"
+    sed -e "s|^spooling_params .*|spooling_params         $SPOOL/spooldb|" \
+        -e "s|^qmaster_spool_dir .*|qmaster_spool_dir       $SPOOL/qmaster|" \
+        "$SGE_ROOT/default/common/bootstrap" > "$COMMON/bootstrap"
+    chown "$admin:$admin" "$COMMON/bootstrap"
+    sed "s|^execd_spool_dir .*|execd_spool_dir        $SPOOL/execd|" \
+        /usr/share/gridengine/default-configuration > "$SPOOL/global.conf"
+    chmod 0644 "$SPOOL/global.conf"
+    local as_admin=(runuser -u "$admin" --) lib=/usr/lib/gridengine
+    # spooldefaults finds the spool through $SGE_ROOT/$SGE_CELL/common/bootstrap
+    ( cd "$SPOOL" \
+      && "${as_admin[@]}" "$lib/spoolinit" berkeleydb libspoolb "$SPOOL/spooldb" init \
+      && "${as_admin[@]}" "$lib/spooldefaults" configuration "$SPOOL/global.conf" \
+      && "${as_admin[@]}" "$lib/spooldefaults" complexes /usr/share/gridengine/util/resources/centry \
+      && "${as_admin[@]}" "$lib/spooldefaults" usersets /usr/share/gridengine/util/resources/usersets \
+      && "${as_admin[@]}" "$lib/spooldefaults" managers "$admin" ) > "$WORK/cell.log" 2>&1 \
+        || { rm -f "$COMMON/bootstrap"; cat "$WORK/cell.log" >&2; die "could not initialise the spool of cell $SGE_CELL"; }
+    log "cell $SGE_CELL created (ports $SGE_QMASTER_PORT/$SGE_EXECD_PORT)"
+}
+
+# port_free PORT: nothing listens on the TCP port (a named cell's ports are checked before its
+# daemons start: a daemon that cannot bind would only say so in its messages file)
+port_free() { [[ -z "${1:-}" || -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+
 start_qmaster() {
     if qmaster_running; then
         log "sge_qmaster already running (pid $(qmaster_pid))"
     else
         fix_host_names
+        port_free "${SGE_QMASTER_PORT:-}" || die "port $SGE_QMASTER_PORT (qmaster) is in use"
         local out
         out="$(/usr/sbin/sge_qmaster 2>&1)" || { echo "$out" >&2; die "sge_qmaster failed to start"; }
         wait_for "sge_qmaster pid file" "$TIMEOUT" qmaster_running
@@ -322,6 +389,7 @@ start_execd() {
     if execd_running; then
         log "sge_execd already running (pid $(execd_pid))"
     else
+        port_free "${SGE_EXECD_PORT:-}" || die "port $SGE_EXECD_PORT (execd) is in use"
         local out
         out="$(/usr/sbin/sge_execd 2>&1)" || { echo "$out" >&2; die "sge_execd failed to start"; }
         wait_for "sge_execd pid file" "$TIMEOUT" execd_running
@@ -354,6 +422,7 @@ EOF
 cmd_start() {
     mkdir -p "$WORK"; chmod 755 "$WORK"
     install_packages
+    create_cell
     [[ -d "$COMMON" ]] || die "$COMMON missing: reconfigure with shared/gridengineconfig true (dpkg-reconfigure gridengine-master)"
     start_qmaster
     configure_global
@@ -382,8 +451,8 @@ cmd_stop() {
             wait_for "all jobs deleted" 20 no_jobs || log "jobs remain; stopping anyway"
         fi
     fi
+    mapfile -t shepherds < <(job_processes)
     if pid_alive "$epid" sge_execd; then
-        mapfile -t shepherds < <(descendants "$epid")
         stop_pid sge_execd "$epid" "$TIMEOUT"
     else
         log "sge_execd not running"
@@ -394,13 +463,20 @@ cmd_stop() {
     else
         log "sge_qmaster not running"
     fi
+    # job processes that outlived their execd (also one that died before this stop)
+    mapfile -t shepherds < <({ printf '%s\n' "${shepherds[@]}"; job_processes; } | sed '/^$/d' | sort -un)
     for p in "${shepherds[@]}"; do
         if pid_alive "$p"; then log "killing leftover job process $p"; kill -KILL "$p" 2>/dev/null || true; fi
     done
-    local left
-    left="$(sge_pids | tr '\n' ' ')"
-    [[ -z "$left" ]] || die "SGE processes remain: $left"
-    log "SGE stopped; no sge_* process left"
+    local left=() i
+    for (( i = 0; i < 25; i++ )); do
+        left=()
+        for p in "$qpid" "$epid" "${shepherds[@]}"; do pid_alive "$p" && left+=("$p"); done
+        (( ${#left[@]} )) || break
+        sleep 0.2
+    done
+    (( ${#left[@]} == 0 )) || die "processes of this cell remain: ${left[*]}"
+    log "SGE cell $SGE_CELL stopped; its daemons and job processes are gone"
 }
 
 cmd_status() {
@@ -416,8 +492,9 @@ cmd_status() {
         if queue_ok all.q; then echo "all.q@$HOST: ok"; else echo "all.q@$HOST: not usable"; ready=1; fi
         echo "jobs (all users): $(qstat -u '*' 2>/dev/null | tail -n +3 | wc -l)"
     fi
-    local left; left="$(sge_pids | tr '\n' ' ')"
-    echo "sge processes: ${left:-none}"
+    local jobs=""
+    execd_running && jobs="$(descendants "$ep" | tr '\n' ' ')"
+    echo "processes below sge_execd: ${jobs:-none}"
     if (( ready == 0 )); then echo "state: READY"; else echo "state: NOT READY"; fi
     STATUS_RC="$ready"
 }
@@ -427,5 +504,10 @@ case "${1:-}" in
     install) mkdir -p "$WORK"; chmod 755 "$WORK"; install_packages ;;
     stop) cmd_stop ;;
     status) STATUS_RC=1; cmd_status; exit "$STATUS_RC" ;;
-    *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+    pids) if qmaster_running; then echo "sge_qmaster $(qmaster_pid)"; fi
+          if execd_running; then echo "sge_execd $(execd_pid)"; fi ;;
+    env) printf 'export SGE_ROOT=%q SGE_CELL=%q' "$SGE_ROOT" "$SGE_CELL"
+         [[ -z "$CELL_NAME" ]] || printf ' SGE_QMASTER_PORT=%q SGE_EXECD_PORT=%q' "$SGE_QMASTER_PORT" "$SGE_EXECD_PORT"
+         echo ;;
+    *) echo "usage: $0 start|stop|status|env|pids|install" >&2; exit 2 ;;
 esac

@@ -4,10 +4,22 @@
 #   ci/slurm/run.sh start    install the packages if missing, write slurm.conf, start munged,
 #                            slurmctld and slurmd, wait until the node is ready and a probe job
 #                            has completed. Safe to run again while the cluster is up.
-#   ci/slurm/run.sh stop     cancel all jobs, stop the daemons, check that nothing is left.
+#   ci/slurm/run.sh stop     cancel this cluster's jobs, stop its daemons by their pid files, then
+#                            stop what is left in their sessions (job steps); nothing else.
 #   ci/slurm/run.sh status   print daemons, sinfo and squeue; exit 0 if ready, 1 otherwise.
+#   ci/slurm/run.sh config   print the slurm.conf that `start` would write (changes nothing).
+#   ci/slurm/run.sh pids     print "DAEMON PID" for each running daemon of this instance.
 #
 # Environment:
+#   SLURM_CI_INSTANCE  name of a second, independent cluster on the same machine ([a-z0-9]{1,16}).
+#                      Empty (default): the cluster of /etc/slurm, ports 6817/6818, /run/munge.
+#                      Set: everything lives under $SLURM_CI_ROOT (default
+#                      /var/lib/ci-slurm/NAME): slurm.conf, state, spool, logs, pid files and
+#                      its own munged (socket and key); cluster name localci-NAME. Commands reach
+#                      it with SLURM_CONF=$SLURM_CI_ROOT/etc/slurm.conf (`config` prints its path
+#                      in the first line).
+#   SLURM_CI_PORT      slurmctld port of a named instance (slurmd uses the next one); default
+#                      derived from the name, between 7100 and 7898.
 #   SLURM_CLEAN_STATE  1 = wipe the controller/slurmd state before starting daemons
 #                      (default: 1 when CI is set, 0 otherwise)
 #   SLURM_PROBE        1 = run a probe job at the end of `start` (default 1)
@@ -15,24 +27,61 @@
 #   SLURM_MIN_JOB_AGE  seconds a finished job stays visible in squeue (default 300)
 #   SLURM_TIMEOUT      seconds for each wait (default 60)
 #
-# Everything is started directly (no systemd) and stopped by PID.
+# Everything is started directly (no systemd) and stopped by PID: the daemons' own pid files and
+# the sessions they run in. Nothing is ever found or stopped by process name, so another Slurm
+# (a site's, or a second instance of this script) keeps running.
 set -Eeuo pipefail
 trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (exit $rc)" >&2' ERR
 
 export LC_ALL=C
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
-CONF_DIR=/etc/slurm
+INSTANCE=${SLURM_CI_INSTANCE:-}
+if [[ -z $INSTANCE ]]; then
+    CONF_DIR=/etc/slurm
+    CTLD_STATE=/var/spool/slurmctld
+    SLURMD_STATE=/var/spool/slurmd
+    LOG_DIR=/var/log/slurm
+    CTLD_PID=/run/slurmctld.pid
+    SLURMD_PID=/run/slurmd.pid
+    MUNGE_RUN=/run/munge
+    MUNGE_KEY=/etc/munge/munge.key
+    MUNGE_SOCKET=$MUNGE_RUN/munge.socket.2
+    MUNGED_ARGS=()
+    CTLD_PORT=6817
+    CLUSTER=localci
+else
+    if [[ ! $INSTANCE =~ ^[a-z0-9]{1,16}$ ]]; then
+        echo "run.sh: SLURM_CI_INSTANCE must be 1-16 characters a-z 0-9, not '$INSTANCE'" >&2
+        exit 2
+    fi
+    ROOT=${SLURM_CI_ROOT:-/var/lib/ci-slurm/$INSTANCE}
+    [[ $ROOT == /* ]] || { echo "run.sh: SLURM_CI_ROOT must be an absolute path" >&2; exit 2; }
+    CONF_DIR=$ROOT/etc
+    CTLD_STATE=$ROOT/ctld
+    SLURMD_STATE=$ROOT/slurmd
+    LOG_DIR=$ROOT/log
+    CTLD_PID=$ROOT/run/slurmctld.pid
+    SLURMD_PID=$ROOT/run/slurmd.pid
+    MUNGE_RUN=$ROOT/munge-run             # socket and pid file: readable by every user
+    MUNGE_PRIVATE=$ROOT/munge             # key, seed and log: munge only
+    MUNGE_KEY=$MUNGE_PRIVATE/munge.key
+    MUNGE_SOCKET=$MUNGE_RUN/munge.socket
+    MUNGED_ARGS=(--socket="$MUNGE_SOCKET" --key-file="$MUNGE_KEY" --pid-file="$MUNGE_RUN/munged.pid"
+                 --log-file="$MUNGE_PRIVATE/munged.log" --seed-file="$MUNGE_PRIVATE/munged.seed")
+    # A port pair per name, so that two named instances rarely collide; SLURM_CI_PORT overrides.
+    CTLD_PORT=${SLURM_CI_PORT:-$(( 7100 + 2 * ($(cksum <<<"$INSTANCE" | cut -d' ' -f1) % 400) ))}
+    [[ $CTLD_PORT =~ ^[0-9]+$ ]] && (( CTLD_PORT >= 1024 && CTLD_PORT < 65535 )) \
+        || { echo "run.sh: SLURM_CI_PORT must be a port number 1024-65534" >&2; exit 2; }
+    CLUSTER=localci-$INSTANCE
+fi
+SLURMD_PORT=$(( CTLD_PORT + 1 ))
 CONF=$CONF_DIR/slurm.conf
-CTLD_STATE=/var/spool/slurmctld
-SLURMD_STATE=/var/spool/slurmd
-LOG_DIR=/var/log/slurm
 JOBCOMP_LOG=$LOG_DIR/jobcomp.log
-CTLD_PID=/run/slurmctld.pid
-SLURMD_PID=/run/slurmd.pid
-MUNGE_RUN=/run/munge
 MUNGE_PID=$MUNGE_RUN/munged.pid
-MUNGE_KEY=/etc/munge/munge.key
+# Every command below (scontrol, squeue, scancel, sbatch) and the daemons use this cluster only,
+# whatever SLURM_CONF the caller had.
+export SLURM_CONF=$CONF MUNGE_SOCKET
 
 PACKAGES=(slurmctld slurmd slurm-client munge)
 NODE=$(hostname -s)
@@ -47,8 +96,9 @@ T_SCRIPT=$(date +%s.%N)
 # ---------------------------------------------------------------- helpers
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2fs", b - a }'; }
-log() { echo "[slurm $(since "$T_SCRIPT")] $*"; }
-die() { echo "[slurm $(since "$T_SCRIPT")] ERROR: $*" >&2; exit 1; }
+TAG=slurm${INSTANCE:+ $INSTANCE}
+log() { echo "[$TAG $(since "$T_SCRIPT")] $*"; }
+die() { echo "[$TAG $(since "$T_SCRIPT")] ERROR: $*" >&2; exit 1; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s until it succeeds.
 wait_for() {
@@ -57,7 +107,7 @@ wait_for() {
     local deadline=$(( $(date +%s) + limit ))
     while ! "$@"; do
         if (( $(date +%s) >= deadline )); then
-            echo "[slurm] timed out after ${limit}s waiting for: $what" >&2
+            echo "[$TAG] timed out after ${limit}s waiting for: $what" >&2
             return 1
         fi
         sleep 0.1
@@ -90,21 +140,79 @@ pid_from_file() {
     echo "$pid"
 }
 
-# pids_by_comm NAME...: live (non-zombie) PIDs whose /proc/PID/comm is one of the names.
-pids_by_comm() {
-    local d pid comm name
-    for d in /proc/[0-9]*; do
-        pid=${d#/proc/}
-        comm=$(cat "$d/comm" 2>/dev/null) || continue
-        for name in "$@"; do
-            if [[ $comm == "$name" ]] && pid_alive "$pid"; then echo "$pid"; fi
-        done
-    done
+# session_of PID: the session id of a live process.
+session_of() {
+    local stat
+    pid_alive "$1" || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }                       # "STATE PPID PGRP SESSION ..."
+    read -r _ _ _ stat _ <<<"$stat"
+    echo "$stat"
 }
 
-ctld_pid() { pid_from_file "$CTLD_PID" slurmctld; }
-slurmd_pid() { pid_from_file "$SLURMD_PID" slurmd; }
-munged_pid() { pid_from_file "$MUNGE_PID" munged; }
+# our_sessions: the sessions of this instance's daemons and job steps. Each daemon detaches into
+# a session of its own; each slurmstepd makes one for itself and its job.
+our_sessions() {
+    local pid sid
+    for pid in $(ctld_pid || true) $(slurmd_pid || true) $(munged_pid || true) $(step_pids); do
+        sid=$(session_of "$pid") || continue
+        (( sid > 1 )) && echo "$sid"
+    done
+    return 0
+}
+
+# step_pids: this instance's slurmstepd processes. Each listens on a socket NODE_JOB.STEP in our
+# SlurmdSpoolDir (a path no other Slurm uses) and runs in a session of its own, with its job.
+step_pids() {
+    local inodes=() ino expr=()
+    mapfile -t inodes < <(awk -v dir="$SLURMD_STATE/" 'index($8, dir) == 1 { print $7 }' /proc/net/unix)
+    (( ${#inodes[@]} )) || return 0
+    for ino in "${inodes[@]}"; do
+        (( ${#expr[@]} )) && expr+=(-o)
+        expr+=(-lname "socket:\\[$ino\\]")
+    done
+    # find complains about processes that end while it reads /proc: not an error here.
+    { find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 \( "${expr[@]}" \) 2>/dev/null || true; } \
+        | cut -d/ -f3 | sort -un
+}
+
+# pids_in_sessions SID...: live processes (not this script) in one of the sessions.
+pids_in_sessions() {
+    local f line pid rest state sid
+    (( $# )) || return 0
+    local want=" $* "
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        pid=${f#/proc/}; pid=${pid%/stat}
+        [[ $pid == "$$" ]] && continue
+        rest=${line##*) }                   # "STATE PPID PGRP SESSION ..."
+        read -r state _ _ sid _ <<<"$rest"
+        [[ $state == Z || $state == X || $state == x ]] && continue
+        [[ $want == *" $sid "* ]] && echo "$pid"
+    done
+    return 0
+}
+
+# ours PID OPTION VALUE: the process was not started for another instance: its command line has
+# OPTION VALUE; for the default instance it may also have no OPTION at all (daemons started by
+# an earlier version of this script, or by hand).
+ours() {
+    local arg next=0 found=""
+    while IFS= read -r -d '' arg; do
+        if (( next )); then found=$arg; break; fi
+        case $arg in
+            "$2") next=1 ;;
+            "$2"=*) found=${arg#*=}; break ;;
+        esac
+    done 2>/dev/null <"/proc/$1/cmdline"
+    [[ $found == "$3" || ( -z $found && -z $INSTANCE ) ]]
+}
+# The daemons' own pid files, checked: a live process with the daemon's name, of this instance.
+ctld_pid() { local p; p=$(pid_from_file "$CTLD_PID" slurmctld) && ours "$p" -f "$CONF" && echo "$p"; }
+slurmd_pid() { local p; p=$(pid_from_file "$SLURMD_PID" slurmd) && ours "$p" -f "$CONF" && echo "$p"; }
+munged_pid() {
+    local p; p=$(pid_from_file "$MUNGE_PID" munged) && ours "$p" --socket "$MUNGE_SOCKET" && echo "$p"
+}
 
 # node_field KEY: value of KEY=... in `scontrol show node`.
 node_field() {
@@ -182,17 +290,20 @@ install_packages() {
 }
 
 # ---------------------------------------------------------------- config
-write_config() {
-    local mem_kb real_mem tmp
+# config_text: the slurm.conf of this instance on stdout.
+config_text() {
+    local mem_kb real_mem
     mem_kb=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
     real_mem=$(( mem_kb / 1024 - 512 ))
     (( real_mem > 0 )) || real_mem=1
-    mkdir -p "$CONF_DIR"
-    tmp=$(mktemp)
     # Quoted heredoc: nothing in the text below is expanded; placeholders are filled by sed.
-    cat >"$tmp" <<'EOF'
+    sed -e "s|@NODE@|$NODE|g" -e "s|@CTLD_STATE@|$CTLD_STATE|g" \
+        -e "s|@SLURMD_STATE@|$SLURMD_STATE|g" -e "s|@CTLD_PID@|$CTLD_PID|g" \
+        -e "s|@SLURMD_PID@|$SLURMD_PID|g" -e "s|@LOG_DIR@|$LOG_DIR|g" \
+        -e "s|@JOBCOMP_LOG@|$JOBCOMP_LOG|g" -e "s|@MIN_JOB_AGE@|$MIN_JOB_AGE|g" \
+        -e "s|@CPUS@|$CPUS|g" -e "s|@REAL_MEM@|$real_mem|g" -e "s|@CLUSTER@|$CLUSTER|g" <<'EOF'
 # Written by ci/slurm/run.sh: a single-node cluster on localhost for tests.
-ClusterName=localci
+ClusterName=@CLUSTER@
 SlurmctldHost=@NODE@(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
@@ -230,11 +341,21 @@ NodeName=@NODE@ NodeAddr=127.0.0.1 CPUs=@CPUS@ RealMemory=@REAL_MEM@ State=UNKNO
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=small Nodes=ALL MaxNodes=1 MaxTime=INFINITE State=UP
 EOF
-    sed -i -e "s|@NODE@|$NODE|g" -e "s|@CTLD_STATE@|$CTLD_STATE|g" \
-        -e "s|@SLURMD_STATE@|$SLURMD_STATE|g" -e "s|@CTLD_PID@|$CTLD_PID|g" \
-        -e "s|@SLURMD_PID@|$SLURMD_PID|g" -e "s|@LOG_DIR@|$LOG_DIR|g" \
-        -e "s|@JOBCOMP_LOG@|$JOBCOMP_LOG|g" -e "s|@MIN_JOB_AGE@|$MIN_JOB_AGE|g" \
-        -e "s|@CPUS@|$CPUS|g" -e "s|@REAL_MEM@|$real_mem|g" "$tmp"
+    if [[ -n $INSTANCE ]]; then
+        # A second cluster on this machine: its own ports and its own munged (the controller,
+        # slurmd, slurmstepd and every client command read AuthInfo from this file).
+        echo "# Instance $INSTANCE (SLURM_CI_INSTANCE): own ports and munge socket."
+        echo "SlurmctldPort=$CTLD_PORT"
+        echo "SlurmdPort=$SLURMD_PORT"
+        echo "AuthInfo=socket=$MUNGE_SOCKET"
+    fi
+}
+
+write_config() {
+    local tmp
+    mkdir -p "$CONF_DIR"
+    tmp=$(mktemp)
+    config_text >"$tmp"
     if [[ -f $CONF ]] && cmp -s "$tmp" "$CONF"; then
         rm -f "$tmp"
         CONF_CHANGED=0
@@ -243,11 +364,12 @@ EOF
         install -m 0644 "$tmp" "$CONF"
         rm -f "$tmp"
         CONF_CHANGED=1
-        log "wrote $CONF (node $NODE, CPUs=$CPUS, RealMemory=${real_mem}MB, MinJobAge=$MIN_JOB_AGE)"
+        log "wrote $CONF (cluster $CLUSTER, node $NODE, ports $CTLD_PORT/$SLURMD_PORT, CPUs=$CPUS, MinJobAge=$MIN_JOB_AGE)"
     fi
 }
 
 prepare_dirs() {
+    [[ -z $INSTANCE ]] || install -d -m 0755 "$ROOT" "$ROOT/run"
     mkdir -p "$CTLD_STATE" "$SLURMD_STATE" "$LOG_DIR"
     chown slurm:slurm "$CTLD_STATE" "$LOG_DIR"
     chmod 0755 "$CTLD_STATE" "$SLURMD_STATE" "$LOG_DIR"
@@ -255,6 +377,9 @@ prepare_dirs() {
     chown slurm:slurm "$JOBCOMP_LOG"
     chmod 0644 "$JOBCOMP_LOG"
     install -d -o munge -g munge -m 0755 "$MUNGE_RUN"
+    if [[ -n $INSTANCE ]]; then
+        install -d -o munge -g munge -m 0700 "$MUNGE_PRIVATE"
+    fi
 }
 
 clean_state() {
@@ -264,6 +389,10 @@ clean_state() {
 }
 
 # ---------------------------------------------------------------- daemons
+# port_free PORT: nothing listens on the TCP port.
+port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+port_user() { ss -Hltnp "sport = :$1" 2>/dev/null | tr -s ' ' | tr '\n' ' '; }
+
 start_munged() {
     local pid t0
     if pid=$(munged_pid); then
@@ -273,16 +402,18 @@ start_munged() {
     t0=$(now)
     if [[ ! -s $MUNGE_KEY ]]; then
         log "creating $MUNGE_KEY"
-        install -d -o munge -g munge -m 0700 /etc/munge
+        install -d -o munge -g munge -m 0700 "$(dirname "$MUNGE_KEY")"
         dd if=/dev/urandom of="$MUNGE_KEY" bs=1024 count=1 status=none
         chown munge:munge "$MUNGE_KEY"
         chmod 0400 "$MUNGE_KEY"
     fi
     # Stale files from a killed munged would make it refuse to start.
-    rm -f "$MUNGE_PID" "$MUNGE_RUN"/munge.socket.2 "$MUNGE_RUN"/munge.socket.2.lock
-    runuser -u munge -- /usr/sbin/munged
-    wait_for "$TIMEOUT" "munged answers" bash -c 'munge -n </dev/null | unmunge >/dev/null 2>&1'
-    log "started munged (pid $(munged_pid || echo '?'), $(since "$t0"))"
+    rm -f "$MUNGE_PID" "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    runuser -u munge -- /usr/sbin/munged "${MUNGED_ARGS[@]}"
+    wait_for "$TIMEOUT" "munged answers on $MUNGE_SOCKET" bash -c \
+        'munge -S "$MUNGE_SOCKET" -n </dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1'
+    pid=$(munged_pid) || die "munged answers but $MUNGE_PID names no live munged"
+    log "started munged (pid $pid, $(since "$t0"))"
 }
 
 start_slurmctld() {
@@ -292,8 +423,9 @@ start_slurmctld() {
         return 0
     fi
     t0=$(now)
+    port_free "$CTLD_PORT" || die "port $CTLD_PORT (SlurmctldPort) is in use: $(port_user "$CTLD_PORT")"
     rm -f "$CTLD_PID"
-    /usr/sbin/slurmctld
+    /usr/sbin/slurmctld -f "$CONF"
     wait_for "$TIMEOUT" "slurmctld pid file" quiet ctld_pid
     wait_for "$TIMEOUT" "slurmctld answers" bash -c 'scontrol ping 2>/dev/null | grep -q UP'
     log "started slurmctld (pid $(ctld_pid || echo '?'), $(since "$t0"))"
@@ -307,8 +439,9 @@ start_slurmd() {
     fi
     t0=$(now)
     SLURMD_STARTED_AT=$(date +%s)
+    port_free "$SLURMD_PORT" || die "port $SLURMD_PORT (SlurmdPort) is in use: $(port_user "$SLURMD_PORT")"
     rm -f "$SLURMD_PID"
-    /usr/sbin/slurmd
+    /usr/sbin/slurmd -f "$CONF"
     wait_for "$TIMEOUT" "slurmd pid file" quiet slurmd_pid
     log "started slurmd (pid $(slurmd_pid || echo '?'), $(since "$t0"))"
 }
@@ -405,22 +538,47 @@ stop_daemons() {
     if pid=$(ctld_pid); then stop_pid slurmctld "$pid"; fi
 }
 
+# stop_pids GRACE PID...: SIGTERM to all, wait up to GRACE seconds, then SIGKILL what is left.
+stop_pids() {
+    local grace=$1 pid alive i t0
+    shift
+    (( $# )) || return 0
+    t0=$(now)
+    for pid in "$@"; do
+        log "  stopping $(cat "/proc/$pid/comm" 2>/dev/null || echo process) pid $pid"
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = 0; i < grace * 10; i++)); do
+        alive=()
+        for pid in "$@"; do pid_alive "$pid" && alive+=("$pid"); done
+        (( ${#alive[@]} )) || { log "  stopped $# process(es) in $(since "$t0")"; return 0; }
+        sleep 0.1
+    done
+    log "  still alive after SIGTERM for ${grace}s, sending SIGKILL: ${alive[*]}"
+    kill -KILL "${alive[@]}" 2>/dev/null || true
+}
+
 cmd_stop() {
-    local pid left t0
+    local pid left sessions i
     log "stop"
     cancel_all_jobs
+    # Sessions before the daemons go: afterwards the pid files name nothing.
+    mapfile -t sessions < <(our_sessions | sort -un)
     stop_daemons
     if pid=$(munged_pid); then stop_pid munged "$pid"; fi
-    # Job steps are not children of slurmd; give them a moment, then stop leftovers.
-    for pid in $(pids_by_comm slurmstepd slurmscriptd slurmctld slurmd munged); do
-        log "  leftover $(cat "/proc/$pid/comm" 2>/dev/null || echo process) pid $pid"
-        stop_pid "$(cat "/proc/$pid/comm" 2>/dev/null || echo process)" "$pid"
+    mapfile -t sessions < <({ printf '%s\n' "${sessions[@]}"; our_sessions; } | sed '/^$/d' | sort -un)
+    # What is left are job steps whose slurmd is gone (an orphaned slurmstepd ignores SIGTERM):
+    # as long a grace as the KillWait of slurm.conf.
+    # shellcheck disable=SC2046  # one argument per pid
+    stop_pids 5 $(pids_in_sessions "${sessions[@]}")
+    for ((i = 0; i < 50; i++)); do
+        left=$(pids_in_sessions "${sessions[@]}" | tr '\n' ' ')
+        [[ -n ${left// /} ]] || break
+        sleep 0.1
     done
-    t0=$(now)
-    left=$(pids_by_comm slurmstepd slurmscriptd slurmctld slurmd munged | tr '\n' ' ')
-    [[ -z ${left// /} ]] || die "processes still running: $left"
+    [[ -z ${left// /} ]] || die "processes still running in sessions ${sessions[*]}: $left"
     rm -f "$CTLD_PID" "$SLURMD_PID"
-    log "stop done in $(since "$T_SCRIPT"); no slurm/munge processes left"
+    log "stop done in $(since "$T_SCRIPT"); nothing left in our sessions (${sessions[*]:-none})"
 }
 
 cmd_status() {
@@ -442,5 +600,7 @@ case ${1:-} in
     install) install_packages ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+    config) echo "# $CONF"; config_text ;;
+    pids) for d in ctld slurmd munged; do p=$("${d}_pid") && echo "${d/ctld/slurmctld} $p"; done; true ;;
+    *) echo "usage: $0 start|stop|status|config|pids|install" >&2; exit 2 ;;
 esac
