@@ -62,6 +62,10 @@ Parser = Callable[[str, Sequence[str], Mapping[str, JobStatus]], Mapping[str, Jo
 #: Bytes of job ids per cancel command (the kernel's limit is far higher; some wrappers aren't).
 _CANCEL_ARGV_BUDGET = 64 * 1024
 _CANCEL_MAX_IDS = 1000
+#: Status output longer than this (characters) is parsed in a thread (about 2,000 lines).
+_PARSE_IN_THREAD = 64 * 1024
+#: Cancels of more ids than this are split into commands in a thread.
+_CHUNK_IN_THREAD = 2000
 #: How many times in all the site probes are run while one of them keeps failing.
 LIMIT_PROBE_ROUNDS = 3
 
@@ -95,10 +99,20 @@ class StatusStep:
     select : callable
         ``select(ids, known)``: which ids of the poll this step asks about.
     each : bool
-        One command per id (``qacct -j ID``), run concurrently.
+        One command per id (``qacct -j ID``), or per group of ids (``group``); at most
+        :attr:`BatchSystem.each_concurrency` of them run at a time.
     pace : float
         With ``each``: seconds between two commands for the same id (a job whose record is
         not written yet is not asked again at every poll).
+    group : callable, optional
+        With ``each``: ``group(ids)``, the ids each command asks about (the tasks of one
+        array in one ``qacct -j ARRAY``); default one id per command.
+    batch_argv : callable, optional
+        With ``each``: ``batch_argv(job, ids, facts)``, one command for all ``ids`` (their
+        statuses read by ``parse``), run instead of more commands than
+        ``each_concurrency``; ``None`` to run those. ``facts`` then also holds
+        ``submitted_since``, the earliest submission (wall-clock seconds) of ``ids``, or
+        ``None`` if one of them was not submitted by this engine.
     required : bool
         If this step fails, the poll fails (states unchanged). An optional step's failure
         only leaves its ids unreported.
@@ -119,6 +133,8 @@ class StatusStep:
     select: Selector = all_ids
     each: bool = False
     pace: float = 0.0
+    group: Callable[[Sequence[str]], list[list[str]]] | None = None
+    batch_argv: ArgvBuilder | None = None
     required: bool = True
     usable_failure: Callable[[CommandError], bool] | None = None
     fallback: Callable[[Exception, dict], bool] | None = None
@@ -384,6 +400,9 @@ class BatchSystem:
         before each retry, jobs carrying the submission's tag are adopted instead).
     submit_retry_delay : float
         Pause before the first retry, doubled for each further one, jittered by +-50%.
+    each_concurrency : int
+        Most commands of a per-job status step (``qacct -j ID``) running at the same time;
+        beyond that many, a step with a batch command runs that one instead.
     """
 
     def __init__(
@@ -399,6 +418,7 @@ class BatchSystem:
         submit_rate_limit: float | None = None,
         submit_attempts: int = 4,
         submit_retry_delay: float = 1.0,
+        each_concurrency: int = 4,
     ):
         self.template = template
         self.dialect = type(template)
@@ -414,6 +434,7 @@ class BatchSystem:
         self.submit_rate_limit = submit_rate_limit
         self.submit_attempts = max(1, submit_attempts)
         self.submit_retry_delay = submit_retry_delay
+        self.each_concurrency = max(1, each_concurrency)
         self._next_submit = 0.0
         self._probe_lock = threading.Lock()
         self._probes_answered: set[int] = set()
@@ -426,6 +447,7 @@ class BatchSystem:
         self.commands: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._submitted_at: dict[str, float] = {}  # live id -> wall-clock submission time
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
@@ -463,7 +485,9 @@ class BatchSystem:
     def release(self, job_ids: Iterable[str]) -> None:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
-            self._live.difference_update(job_ids)
+            for job_id in job_ids:
+                self._live.discard(job_id)
+                self._submitted_at.pop(job_id, None)
         self._live_changed()
 
     def _live_changed(self) -> None:
@@ -528,7 +552,8 @@ class BatchSystem:
         if use_arrays and not self._limits_known:
             await loop.run_in_executor(self._executor, self._discover_limits)
         support = self.template.array_support_for(self.facts) if use_arrays else None
-        groups = self._plan(jobs, support)
+        # renders every job's script: in a thread, not to stall the loop at 10,000s of jobs
+        groups = await loop.run_in_executor(self._executor, self._plan, jobs, support)
         futures = [
             loop.run_in_executor(self._executor, self._submit_planned, group, support)
             for group in groups
@@ -679,6 +704,7 @@ class BatchSystem:
                     f"{', '.join(taken or ids)}, which this cluster already tracks"
                 )
             self._live.update(ids)
+            self._submitted_at.update(dict.fromkeys(ids, time.time()))
             closing = self._closing
         self._live_changed()
         logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
@@ -904,13 +930,20 @@ class BatchSystem:
                         [step.name], 0, reason=f"printed output that could not be read ({exc})"
                     ) from exc
                 raise
-            known.update({i: s for i, s in found.items() if i in selected})
+            asked = set(selected)
+            known.update({i: s for i, s in found.items() if i in asked})
         return known
 
     async def _run_step(
-        self, step: StatusStep, ids: Sequence[str], known: Mapping[str, JobStatus]
+        self,
+        step: StatusStep,
+        ids: Sequence[str],
+        known: Mapping[str, JobStatus],
+        argv: list[str] | None = None,
     ) -> Mapping[str, JobStatus]:
-        argv = step.argv(self.template, ids, self.facts)
+        """Run ``step`` for ``ids`` (its own command line unless ``argv``) and parse it."""
+        if argv is None:
+            argv = step.argv(self.template, ids, self.facts)
         if argv is None:
             return {}
         self.commands["status"] += 1
@@ -920,30 +953,54 @@ class BatchSystem:
             if step.usable_failure is None or not step.usable_failure(exc):
                 raise
             stdout = exc.stdout
+        if len(stdout) > _PARSE_IN_THREAD:
+            # tens of thousands of lines: parsed in a thread, the loop keeps running
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, step.parse, stdout, ids, dict(known))
         return step.parse(stdout, ids, known)
 
     async def _run_each(
         self, step: StatusStep, ids: Sequence[str], known: Mapping[str, JobStatus]
     ) -> dict[str, JobStatus]:
-        async def one(job_id: str) -> Mapping[str, JobStatus]:
-            try:
-                return await self._run_step(step, [job_id], known)
-            except (CommandError, ValueError) as exc:
-                logger.debug("%s for %s failed: %s", step.name, job_id, exc)
-                return {}
-
+        """A per-job step: the ids due (``pace``) in one batch command where the step has
+        one and more than ``each_concurrency`` commands would run, else one command per
+        group, at most ``each_concurrency`` at a time."""
         now = self.clock()
+        asked = set(ids)
+        for key in [k for k in self._asked if k[0] == step.name and k[1] not in asked]:
+            del self._asked[key]  # forget ids no longer asked about
         due = []
         for job_id in ids:
             last = self._asked.get((step.name, job_id))
             if last is None or now - last >= step.pace:
                 self._asked[(step.name, job_id)] = now
                 due.append(job_id)
-        # forget ids no longer asked about
-        for key in [k for k in self._asked if k[0] == step.name and k[1] not in ids]:
-            del self._asked[key]
+        if not due:
+            return {}
+        groups = step.group(due) if step.group is not None else [[i] for i in due]
+        if step.batch_argv is not None and len(groups) > self.each_concurrency:
+            with self._lock:
+                times = [self._submitted_at.get(i) for i in due]
+            since = None if None in times else min(times)
+            argv = step.batch_argv(self.template, due, {**self.facts, "submitted_since": since})
+            if argv is not None:
+                try:
+                    return dict(await self._run_step(step, due, known, argv))
+                except (CommandError, ValueError) as exc:
+                    logger.debug("%s for %d jobs failed: %s", step.name, len(due), exc)
+                    return {}
+        limit = asyncio.Semaphore(self.each_concurrency)
+
+        async def one(group: list[str]) -> Mapping[str, JobStatus]:
+            async with limit:
+                try:
+                    return await self._run_step(step, group, known)
+                except (CommandError, ValueError) as exc:
+                    logger.debug("%s for %s failed: %s", step.name, " ".join(group), exc)
+                    return {}
+
         found: dict[str, JobStatus] = {}
-        for result in await asyncio.gather(*(one(i) for i in due)):
+        for result in await asyncio.gather(*(one(g) for g in groups)):
             found.update(result)
         return found
 
@@ -1025,7 +1082,11 @@ class BatchSystem:
         ids = list(dict.fromkeys(job_ids))
         attempts = self.cancel_attempts if attempts is None else attempts
         left: list[str] = []
-        for chunk in self._chunks(ids):
+        if len(ids) > _CHUNK_IN_THREAD:  # sorting 10,000s of ids: not on the loop
+            chunks = await asyncio.get_running_loop().run_in_executor(None, self._chunks, ids)
+        else:
+            chunks = self._chunks(ids)
+        for chunk in chunks:
             for attempt in range(attempts):
                 self.commands["cancel"] += 1
                 try:
