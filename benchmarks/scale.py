@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import dask
-
 import fake_slurm
 
 
