@@ -192,6 +192,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             name=name,
         )
         if n_workers:
+            self._check_job_cap(math.ceil(n_workers / self.processes), f"n_workers={n_workers}")
             self._scale_to_workers(n_workers)
 
     # ------------------------------------------------------------------ scripts & names
@@ -449,6 +450,16 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._policy.rearm()
         return error
 
+    def _check_job_cap(self, jobs: int, asked: str) -> None:
+        """``ValueError`` if ``jobs`` is more than ``max-jobs`` allows (nothing submitted)."""
+        cap = self._settings.max_jobs
+        if jobs > cap:
+            raise ValueError(
+                f"{asked} asks for {jobs} jobs, more than this cluster's limit of {cap} "
+                f"(jobqueue.{self.config_name}.max-jobs). Every job is tracked in this process; "
+                "raise the limit if the batch system and this machine can take that many."
+            )
+
     def _scale_to_workers(self, n: int) -> None:
         self._scale_to_jobs(math.ceil(n / self.processes))
 
@@ -503,6 +514,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 target,
                 math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores),
             )
+        asked = ", ".join(
+            f"{k}={v!r}"
+            for k, v in (("n", n), ("jobs", jobs), ("memory", memory), ("cores", cores))
+            if v is not None and not (k == "jobs" and v == 0)
+        )
+        self._check_job_cap(target, asked)
         previous_error = self._take_pending_error()
         self._scale_to_jobs(target)
         if previous_error is not None and target > 0:
@@ -539,6 +556,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             kwargs["maximum"] = (
                 parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
             )
+        maximum = kwargs.get("maximum")
+        if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0:
+            asked = f"maximum_jobs={maximum_jobs}" if maximum_jobs is not None else (
+                f"maximum={maximum}"
+            )
+            self._check_job_cap(math.ceil(maximum / self.processes), asked)
         if self._group_suffixes:
             kwargs.setdefault("worker_key", WorkerJobKey(self._group_suffixes))
         kwargs.setdefault("Adaptive", JobAdaptive)

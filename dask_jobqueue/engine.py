@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ArraySupport",
     "BatchSystem",
+    "CommandBudget",
     "DuplicateJobIdError",
     "LimitsProbe",
     "StatusStep",
@@ -369,6 +370,49 @@ def simple_parser(parse: Callable[[str], Mapping[str, JobStatus]]) -> Parser:
     return parser
 
 
+class CommandBudget:
+    """A token bucket for batch-system commands: ``burst`` at once, then ``per_minute``.
+
+    Sites that rate-limit their controller (Slurm's ``rl_*`` settings, say) reject calls
+    beyond such a bucket; here a command that would exceed it waits its turn instead. Waits
+    are reserved in call order, from threads (:meth:`take_sync`) and the event loop
+    (:meth:`take`) alike.
+    """
+
+    def __init__(self, per_minute: float, burst: int = 10, clock: Callable[[], float] = time.monotonic):
+        if not per_minute > 0:
+            raise ValueError(f"command_rate_limit={per_minute!r} must be a positive number")
+        if burst < 1:
+            raise ValueError(f"command_burst={burst!r} must be a positive integer")
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one command's token; the seconds to wait before running it."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def take_sync(self) -> None:
+        """Wait (blocking) until a command may run."""
+        wait = self.reserve()
+        if wait > 0:
+            time.sleep(wait)
+
+    async def take(self) -> None:
+        """Wait (on the event loop) until a command may run."""
+        wait = self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
 class DuplicateJobIdError(RuntimeError):
     """The submit command reported a job id this cluster already tracks: the output was
     misread (a banner line?) or the batch system reuses ids; nothing is tracked twice."""
@@ -403,6 +447,11 @@ class BatchSystem:
     each_concurrency : int
         Most commands of a per-job status step (``qacct -j ID``) running at the same time;
         beyond that many, a step with a batch command runs that one instead.
+    command_rate_limit : float, optional
+        Most commands per minute, every kind together (a :class:`CommandBudget`); commands
+        beyond it wait. ``None``: no limit.
+    command_burst : int
+        Commands that may run back to back before ``command_rate_limit`` applies.
     """
 
     def __init__(
@@ -419,6 +468,8 @@ class BatchSystem:
         submit_attempts: int = 4,
         submit_retry_delay: float = 1.0,
         each_concurrency: int = 4,
+        command_rate_limit: float | None = None,
+        command_burst: int = 10,
     ):
         self.template = template
         self.dialect = type(template)
@@ -435,6 +486,10 @@ class BatchSystem:
         self.submit_attempts = max(1, submit_attempts)
         self.submit_retry_delay = submit_retry_delay
         self.each_concurrency = max(1, each_concurrency)
+        #: Shared by every command of this engine (``None``: no limit).
+        self.budget = (
+            CommandBudget(command_rate_limit, command_burst) if command_rate_limit else None
+        )
         self._next_submit = 0.0
         self._probe_lock = threading.Lock()
         self._probes_answered: set[int] = set()
@@ -472,6 +527,8 @@ class BatchSystem:
             max_array_size=settings.max_array_size,
             submit_rate_limit=settings.submit_rate_limit,
             submit_attempts=settings.submit_attempts,
+            command_rate_limit=settings.command_rate_limit,
+            command_burst=settings.command_burst,
         )
 
     # ------------------------------------------------------------------ bookkeeping
@@ -489,6 +546,11 @@ class BatchSystem:
                 self._live.discard(job_id)
                 self._submitted_at.pop(job_id, None)
         self._live_changed()
+
+    def _spend_sync(self) -> None:
+        """Wait (blocking) for the command budget, if there is one."""
+        if self.budget is not None:
+            self.budget.take_sync()
 
     def _live_changed(self) -> None:
         if self.on_live_change is not None:
@@ -606,6 +668,7 @@ class BatchSystem:
                     continue
                 with self._lock:
                     self.commands["limits"] += 1
+                self._spend_sync()
                 try:
                     stdout = run_command_sync(
                         probe.argv(self.template), timeout=self.status_timeout
@@ -783,6 +846,7 @@ class BatchSystem:
             self._pace()
             with self._lock:
                 self.commands["submit"] += 1
+            self._spend_sync()
             try:
                 return parse(run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout)
             except CommandError as exc:
@@ -846,6 +910,7 @@ class BatchSystem:
         for argv in spec.list_argvs(user):
             with self._lock:
                 self.commands["status"] += 1
+            self._spend_sync()
             try:
                 stdout = run_command_sync(list(argv), timeout=self.status_timeout).stdout
                 return spec.parse(stdout, user)
@@ -947,6 +1012,8 @@ class BatchSystem:
         if argv is None:
             return {}
         self.commands["status"] += 1
+        if self.budget is not None:
+            await self.budget.take()
         try:
             stdout = (await run_command(argv, timeout=self.status_timeout)).stdout
         except CommandError as exc:
@@ -1089,6 +1156,8 @@ class BatchSystem:
         for chunk in chunks:
             for attempt in range(attempts):
                 self.commands["cancel"] += 1
+                if self.budget is not None:
+                    await self.budget.take()
                 try:
                     await run_command(self._cancel_argv(chunk), timeout=self.cancel_timeout)
                 except CommandError as exc:
@@ -1116,6 +1185,7 @@ class BatchSystem:
         for chunk in self._chunks(ids):
             with self._lock:
                 self.commands["cancel"] += 1
+            self._spend_sync()
             try:
                 run_command_sync(self._cancel_argv(chunk), timeout=self.cancel_timeout)
             except CommandError as exc:
