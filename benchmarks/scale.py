@@ -87,7 +87,7 @@ async def measure(
     result: dict = {"jobs": jobs}
     cluster = await SLURMCluster(
         cores=1, memory="1GB", processes=1, asynchronous=True,
-        scheduler_options={"dashboard_address": None},
+        scheduler_options={"dashboard_address": ":0"},
     )
     try:
         idle_cpu, idle_started = time.process_time(), time.perf_counter()
