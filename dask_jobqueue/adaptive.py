@@ -76,5 +76,7 @@ class JobAdaptive(Adaptive):
         return {"status": "down", "workers": [f"{job}{s}" for job in firmly_close for s in suffixes]}
 
     async def scale_up(self, n: int) -> None:
-        self.cluster._scale_to_workers(int(n))
+        # never past max-jobs (an unbounded adapt() facing a million tasks)
+        most = self.cluster._settings.max_jobs * self.cluster.processes
+        self.cluster._scale_to_workers(min(int(n), most))
         await self.cluster._correct_state()

@@ -52,6 +52,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["JobQueueCluster"]
 
+#: Jobs handled between two yields to the event loop when thousands start at once (the
+#: loop also serves the Dask scheduler: no stall beyond a few tens of milliseconds).
+_LOOP_CHUNK = 500
+
 
 
 
@@ -190,6 +194,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             name=name,
         )
         if n_workers:
+            self._check_job_cap(math.ceil(n_workers / self.processes), f"n_workers={n_workers}")
             self._scale_to_workers(n_workers)
 
     # ------------------------------------------------------------------ scripts & names
@@ -349,13 +354,19 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     async def _start_jobs(self, names: list[str]) -> None:
         address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
-        jobs = []
-        for name in names:
-            spec = self.worker_spec[name]
+        built = []
+        for k, name in enumerate(names):
+            if k and k % _LOOP_CHUNK == 0:
+                await asyncio.sleep(0)  # thousands of jobs: other tasks run in between
+            spec = self.worker_spec.get(name)
+            if spec is None:
+                continue  # scaled away meanwhile
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 job = spec["cls"](address, name=name, **spec.get("options", {}))
-            jobs.append(job)
+            built.append((name, job))
+        names = [name for name, _ in built]
+        jobs = [job for _, job in built]
         # One call for all: identical jobs go as job arrays (one task per job and name).
         submission = asyncio.ensure_future(self._engine.submit_many(jobs))
         self._submissions.add(submission)
@@ -367,7 +378,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             results = [results] * len(jobs)
         errors = []
         now = time.time()
-        for name, job, result in zip(names, jobs, results, strict=True):
+        for k, (name, job, result) in enumerate(zip(names, jobs, results, strict=True)):
+            if k and k % _LOOP_CHUNK == 0:
+                await asyncio.sleep(0)
             if isinstance(result, BaseException):
                 job.mark_closed()
                 if not isinstance(result, asyncio.CancelledError):
@@ -400,7 +413,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         jobs = [self.workers.pop(name) for name in names if name in self.workers]
         now = time.time()
         ids = []
-        for job in jobs:
+        for k, job in enumerate(jobs):
+            if k and k % _LOOP_CHUNK == 0:
+                await asyncio.sleep(0)
             if job.job_id is not None:
                 self._tracker.forget(job.job_id, JobState.CANCELLED, reason, now)
                 ids.append(job.job_id)
@@ -421,7 +436,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                     await self.scheduler_comm.retire_workers(workers=addresses)
         if ids:
             await self._engine.cancel(ids)
-        for job in jobs:
+        for k, job in enumerate(jobs):
+            if k and k % _LOOP_CHUNK == 0:
+                await asyncio.sleep(0)
             job.mark_closed()
 
     # ------------------------------------------------------------------ scaling
@@ -436,16 +453,28 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._policy.rearm()
         return error
 
+    def _check_job_cap(self, jobs: int, asked: str) -> None:
+        """``ValueError`` if ``jobs`` is more than ``max-jobs`` allows (nothing submitted)."""
+        cap = self._settings.max_jobs
+        if jobs > cap:
+            raise ValueError(
+                f"{asked} asks for {jobs} jobs, more than this cluster's limit of {cap} "
+                f"(jobqueue.{self.config_name}.max-jobs). Every job is tracked in this process; "
+                "raise the limit if the batch system and this machine can take that many."
+            )
+
     def _scale_to_workers(self, n: int) -> None:
         self._scale_to_jobs(math.ceil(n / self.processes))
 
     def _scale_to_jobs(self, target: int) -> None:
         if len(self.worker_spec) > target:
             # Drop jobs whose workers are not connected first (queued, then newest).
+            position = {name: k for k, name in enumerate(self.worker_spec)}
+
             def keep_priority(name: str) -> tuple[int, int]:
                 record = self._tracker.by_name(name)
                 connected = 1 if record is not None and record.workers_connected else 0
-                return (connected, -list(self.worker_spec).index(name))
+                return (connected, -position[name])
 
             for name in sorted(self.worker_spec, key=keep_priority)[
                 : len(self.worker_spec) - target
@@ -491,6 +520,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 target,
                 math.ceil(parse_positive_int(cores, "cores", allow_zero=True) / self._job_cores),
             )
+        asked = ", ".join(
+            f"{k}={v!r}"
+            for k, v in (("n", n), ("jobs", jobs), ("memory", memory), ("cores", cores))
+            if v is not None and not (k == "jobs" and v == 0)
+        )
+        self._check_job_cap(target, asked)
         previous_error = self._take_pending_error()
         if self.asynchronous or self.status == Status.closed:
             self._scale_to_jobs(target)
@@ -532,6 +567,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             kwargs["maximum"] = (
                 parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
             )
+        maximum = kwargs.get("maximum")
+        if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0:
+            asked = f"maximum_jobs={maximum_jobs}" if maximum_jobs is not None else (
+                f"maximum={maximum}"
+            )
+            self._check_job_cap(math.ceil(maximum / self.processes), asked)
         if self._group_suffixes:
             kwargs.setdefault("worker_key", WorkerJobKey(self._group_suffixes))
         kwargs.setdefault("Adaptive", JobAdaptive)

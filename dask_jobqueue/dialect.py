@@ -78,10 +78,20 @@ class StatusStep:
     select : callable
         ``select(ids, known)``: which ids of the poll this step asks about.
     each : bool
-        One command per id (``qacct -j ID``), run concurrently.
+        One command per id (``qacct -j ID``), or per group of ids (``group``); at most
+        :attr:`~dask_jobqueue.engine.BatchSystem.each_concurrency` of them run at a time.
     pace : float
         With ``each``: seconds between two commands for the same id (a job whose record is
         not written yet is not asked again at every poll).
+    group : callable, optional
+        With ``each``: ``group(ids)``, the ids each command asks about (the tasks of one
+        array in one ``qacct -j ARRAY``); default one id per command.
+    batch_argv : callable, optional
+        With ``each``: ``batch_argv(job, ids, facts)``, one command for all ``ids`` (their
+        statuses read by ``parse``), run instead of more commands than
+        ``each_concurrency``; ``None`` to run those. ``facts`` then also holds
+        ``submitted_since``, the earliest submission (wall-clock seconds) of ``ids``, or
+        ``None`` if one of them was not submitted by this engine.
     required : bool
         If this step fails, the poll fails (states unchanged). An optional step's failure
         only leaves its ids unreported.
@@ -102,6 +112,8 @@ class StatusStep:
     select: Selector = all_ids
     each: bool = False
     pace: float = 0.0
+    group: Callable[[Sequence[str]], list[list[str]]] | None = None
+    batch_argv: ArgvBuilder | None = None
     required: bool = True
     usable_failure: Callable[[CommandError], bool] | None = None
     fallback: Callable[[Exception, dict], bool] | None = None

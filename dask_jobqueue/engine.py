@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     # the engine
     "BatchSystem",
+    "CommandBudget",
     "DuplicateJobIdError",
     "array_script",
     # the dialect vocabulary, defined in dialect.py (imported from here by older code)
@@ -77,6 +78,10 @@ __all__ = [
 #: Bytes of job ids per cancel command (the kernel's limit is far higher; some wrappers aren't).
 _CANCEL_ARGV_BUDGET = 64 * 1024
 _CANCEL_MAX_IDS = 1000
+#: Status output longer than this (characters) is parsed in a thread (about 2,000 lines).
+_PARSE_IN_THREAD = 64 * 1024
+#: Cancels of more ids than this are split into commands in a thread.
+_CHUNK_IN_THREAD = 2000
 #: How many times in all the site probes are run while one of them keeps failing.
 LIMIT_PROBE_ROUNDS = 3
 
@@ -148,6 +153,49 @@ def array_script(job: Job, names: Sequence[str], support: ArraySupport) -> str:
     return script
 
 
+class CommandBudget:
+    """A token bucket for batch-system commands: ``burst`` at once, then ``per_minute``.
+
+    Sites that rate-limit their controller (Slurm's ``rl_*`` settings, say) reject calls
+    beyond such a bucket; here a command that would exceed it waits its turn instead. Waits
+    are reserved in call order, from threads (:meth:`take_sync`) and the event loop
+    (:meth:`take`) alike.
+    """
+
+    def __init__(self, per_minute: float, burst: int = 10, clock: Callable[[], float] = time.monotonic):
+        if not per_minute > 0:
+            raise ValueError(f"command_rate_limit={per_minute!r} must be a positive number")
+        if burst < 1:
+            raise ValueError(f"command_burst={burst!r} must be a positive integer")
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one command's token; the seconds to wait before running it."""
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def take_sync(self) -> None:
+        """Wait (blocking) until a command may run."""
+        wait = self.reserve()
+        if wait > 0:
+            time.sleep(wait)
+
+    async def take(self) -> None:
+        """Wait (on the event loop) until a command may run."""
+        wait = self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
 class DuplicateJobIdError(RuntimeError):
     """The submit command reported a job id this cluster already tracks: the output was
     misread (a banner line?) or the batch system reuses ids; nothing is tracked twice."""
@@ -179,6 +227,14 @@ class BatchSystem:
         before each retry, jobs carrying the submission's tag are adopted instead).
     submit_retry_delay : float
         Pause before the first retry, doubled for each further one, jittered by +-50%.
+    each_concurrency : int
+        Most commands of a per-job status step (``qacct -j ID``) running at the same time;
+        beyond that many, a step with a batch command runs that one instead.
+    command_rate_limit : float, optional
+        Most commands per minute, every kind together (a :class:`CommandBudget`); commands
+        beyond it wait. ``None``: no limit.
+    command_burst : int
+        Commands that may run back to back before ``command_rate_limit`` applies.
     """
 
     def __init__(
@@ -194,6 +250,9 @@ class BatchSystem:
         submit_rate_limit: float | None = None,
         submit_attempts: int = 4,
         submit_retry_delay: float = 1.0,
+        each_concurrency: int = 4,
+        command_rate_limit: float | None = None,
+        command_burst: int = 10,
     ):
         self.template = template
         self.dialect = type(template)
@@ -209,6 +268,11 @@ class BatchSystem:
         self.submit_rate_limit = submit_rate_limit
         self.submit_attempts = max(1, submit_attempts)
         self.submit_retry_delay = submit_retry_delay
+        self.each_concurrency = max(1, each_concurrency)
+        #: Shared by every command of this engine (``None``: no limit).
+        self.budget = (
+            CommandBudget(command_rate_limit, command_burst) if command_rate_limit else None
+        )
         self._next_submit = 0.0
         self._probe_lock = threading.Lock()
         self._probes_answered: set[int] = set()
@@ -221,6 +285,7 @@ class BatchSystem:
         self.commands: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._submitted_at: dict[str, float] = {}  # live id -> wall-clock submission time
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
@@ -245,6 +310,8 @@ class BatchSystem:
             max_array_size=settings.max_array_size,
             submit_rate_limit=settings.submit_rate_limit,
             submit_attempts=settings.submit_attempts,
+            command_rate_limit=settings.command_rate_limit,
+            command_burst=settings.command_burst,
         )
 
     # ------------------------------------------------------------------ bookkeeping
@@ -258,8 +325,15 @@ class BatchSystem:
     def release(self, job_ids: Iterable[str]) -> None:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
-            self._live.difference_update(job_ids)
+            for job_id in job_ids:
+                self._live.discard(job_id)
+                self._submitted_at.pop(job_id, None)
         self._live_changed()
+
+    def _spend_sync(self) -> None:
+        """Wait (blocking) for the command budget, if there is one."""
+        if self.budget is not None:
+            self.budget.take_sync()
 
     def _live_changed(self) -> None:
         if self.on_live_change is not None:
@@ -323,7 +397,8 @@ class BatchSystem:
         if use_arrays and not self._limits_known:
             await loop.run_in_executor(self._executor, self._discover_limits)
         support = self.template.array_support_for(self.facts) if use_arrays else None
-        groups = self._plan(jobs, support)
+        # renders every job's script: in a thread, not to stall the loop at 10,000s of jobs
+        groups = await loop.run_in_executor(self._executor, self._plan, jobs, support)
         futures = [
             loop.run_in_executor(self._executor, self._submit_planned, group, support)
             for group in groups
@@ -376,6 +451,7 @@ class BatchSystem:
                     continue
                 with self._lock:
                     self.commands["limits"] += 1
+                self._spend_sync()
                 try:
                     stdout = run_command_sync(
                         probe.argv(self.template), timeout=self.status_timeout
@@ -474,6 +550,7 @@ class BatchSystem:
                     f"{', '.join(taken or ids)}, which this cluster already tracks"
                 )
             self._live.update(ids)
+            self._submitted_at.update(dict.fromkeys(ids, time.time()))
             closing = self._closing
         self._live_changed()
         logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
@@ -552,6 +629,7 @@ class BatchSystem:
             self._pace()
             with self._lock:
                 self.commands["submit"] += 1
+            self._spend_sync()
             try:
                 return parse(run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout)
             except CommandError as exc:
@@ -615,6 +693,7 @@ class BatchSystem:
         for argv in spec.list_argvs(user):
             with self._lock:
                 self.commands["status"] += 1
+            self._spend_sync()
             try:
                 stdout = run_command_sync(list(argv), timeout=self.status_timeout).stdout
                 return spec.parse(stdout, user)
@@ -699,46 +778,79 @@ class BatchSystem:
                         [step.name], 0, reason=f"printed output that could not be read ({exc})"
                     ) from exc
                 raise
-            known.update({i: s for i, s in found.items() if i in selected})
+            asked = set(selected)
+            known.update({i: s for i, s in found.items() if i in asked})
         return known
 
     async def _run_step(
-        self, step: StatusStep, ids: Sequence[str], known: Mapping[str, JobStatus]
+        self,
+        step: StatusStep,
+        ids: Sequence[str],
+        known: Mapping[str, JobStatus],
+        argv: list[str] | None = None,
     ) -> Mapping[str, JobStatus]:
-        argv = step.argv(self.template, ids, self.facts)
+        """Run ``step`` for ``ids`` (its own command line unless ``argv``) and parse it."""
+        if argv is None:
+            argv = step.argv(self.template, ids, self.facts)
         if argv is None:
             return {}
         self.commands["status"] += 1
+        if self.budget is not None:
+            await self.budget.take()
         try:
             stdout = (await run_command(argv, timeout=self.status_timeout)).stdout
         except CommandError as exc:
             if step.usable_failure is None or not step.usable_failure(exc):
                 raise
             stdout = exc.stdout
+        if len(stdout) > _PARSE_IN_THREAD:
+            # tens of thousands of lines: parsed in a thread, the loop keeps running
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, step.parse, stdout, ids, dict(known))
         return step.parse(stdout, ids, known)
 
     async def _run_each(
         self, step: StatusStep, ids: Sequence[str], known: Mapping[str, JobStatus]
     ) -> dict[str, JobStatus]:
-        async def one(job_id: str) -> Mapping[str, JobStatus]:
-            try:
-                return await self._run_step(step, [job_id], known)
-            except (CommandError, ValueError) as exc:
-                logger.debug("%s for %s failed: %s", step.name, job_id, exc)
-                return {}
-
+        """A per-job step: the ids due (``pace``) in one batch command where the step has
+        one and more than ``each_concurrency`` commands would run, else one command per
+        group, at most ``each_concurrency`` at a time."""
         now = self.clock()
+        asked = set(ids)
+        for key in [k for k in self._asked if k[0] == step.name and k[1] not in asked]:
+            del self._asked[key]  # forget ids no longer asked about
         due = []
         for job_id in ids:
             last = self._asked.get((step.name, job_id))
             if last is None or now - last >= step.pace:
                 self._asked[(step.name, job_id)] = now
                 due.append(job_id)
-        # forget ids no longer asked about
-        for key in [k for k in self._asked if k[0] == step.name and k[1] not in ids]:
-            del self._asked[key]
+        if not due:
+            return {}
+        groups = step.group(due) if step.group is not None else [[i] for i in due]
+        if step.batch_argv is not None and len(groups) > self.each_concurrency:
+            with self._lock:
+                times = [self._submitted_at.get(i) for i in due]
+            since = None if None in times else min(times)
+            argv = step.batch_argv(self.template, due, {**self.facts, "submitted_since": since})
+            if argv is not None:
+                try:
+                    return dict(await self._run_step(step, due, known, argv))
+                except (CommandError, ValueError) as exc:
+                    logger.debug("%s for %d jobs failed: %s", step.name, len(due), exc)
+                    return {}
+        limit = asyncio.Semaphore(self.each_concurrency)
+
+        async def one(group: list[str]) -> Mapping[str, JobStatus]:
+            async with limit:
+                try:
+                    return await self._run_step(step, group, known)
+                except (CommandError, ValueError) as exc:
+                    logger.debug("%s for %s failed: %s", step.name, " ".join(group), exc)
+                    return {}
+
         found: dict[str, JobStatus] = {}
-        for result in await asyncio.gather(*(one(i) for i in due)):
+        for result in await asyncio.gather(*(one(g) for g in groups)):
             found.update(result)
         return found
 
@@ -820,9 +932,15 @@ class BatchSystem:
         ids = list(dict.fromkeys(job_ids))
         attempts = self.cancel_attempts if attempts is None else attempts
         left: list[str] = []
-        for chunk in self._chunks(ids):
+        if len(ids) > _CHUNK_IN_THREAD:  # sorting 10,000s of ids: not on the loop
+            chunks = await asyncio.get_running_loop().run_in_executor(None, self._chunks, ids)
+        else:
+            chunks = self._chunks(ids)
+        for chunk in chunks:
             for attempt in range(attempts):
                 self.commands["cancel"] += 1
+                if self.budget is not None:
+                    await self.budget.take()
                 try:
                     await run_command(self._cancel_argv(chunk), timeout=self.cancel_timeout)
                 except CommandError as exc:
@@ -850,6 +968,7 @@ class BatchSystem:
         for chunk in self._chunks(ids):
             with self._lock:
                 self.commands["cancel"] += 1
+            self._spend_sync()
             try:
                 run_command_sync(self._cancel_argv(chunk), timeout=self.cancel_timeout)
             except CommandError as exc:

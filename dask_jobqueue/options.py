@@ -148,6 +148,9 @@ class EngineSettings:
     max_array_size: int | None = None
     submit_rate_limit: float | None = None
     submit_attempts: int = 4
+    max_jobs: int = 100_000
+    command_rate_limit: float | None = None
+    command_burst: int = 10
 
 
 # ---------------------------------------------------------------------------- checks
@@ -258,6 +261,16 @@ def _job_arrays(value: Any, keyword: str, owner: type) -> str:
     if value not in ("auto", "never"):
         raise ValueError(f"{keyword}={value!r} must be 'auto' or 'never'")
     return value
+
+
+def _rate_per_minute(value: Any, keyword: str, owner: type) -> float:
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = -1.0
+    if isinstance(value, bool) or not rate > 0 or rate == float("inf"):
+        raise ValueError(f"{keyword}={value!r} must be a positive number (commands per minute)")
+    return rate
 
 
 def _rate(value: Any, keyword: str, owner: type) -> float:
@@ -446,6 +459,15 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
            "error (socket timeout, 'try again later', ...); before each retry the jobs "
            "carrying the submission's tag are adopted instead (batch systems with tags only).",
            default=4, check=POSITIVE_INT),
+    Option("max_jobs", "int", "Most jobs one cluster may ask for: ``scale()``, ``adapt()`` "
+           "or ``n_workers`` beyond it raise ``ValueError`` (every job is tracked in this "
+           "process).", default=100_000, check=POSITIVE_INT),
+    Option("command_rate_limit", "float", "Most batch-system commands per minute, submit, "
+           "status and cancel together, for sites that rate-limit their controller; commands "
+           "wait their turn. Default: no limit.", check=_rate_per_minute),
+    Option("command_burst", "int", "Commands that may run back to back before "
+           "``command_rate_limit`` applies (keep it below the site's own burst).", default=10,
+           check=POSITIVE_INT),
 )
 
 

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["JobPoller", "PollInterval"]
 
+#: Jobs whose poll answers are applied between two yields to the event loop.
+_OBSERVE_CHUNK = 5000
+
 
 class PollInterval:
     """The adaptive interval between two status polls.
@@ -171,9 +174,14 @@ class JobPoller:
                     )
                     self.outage_since = None
                     self._outage_polls = 0
-                polled_changed, polled_ended = self.tracker.observe(statuses, ids, time.time())
-                changed |= polled_changed
-                ended += polled_ended
+                for start in range(0, len(ids), _OBSERVE_CHUNK):
+                    if start:
+                        await asyncio.sleep(0)  # 10,000s of jobs: let the loop breathe
+                    polled_changed, polled_ended = self.tracker.observe(
+                        statuses, ids[start : start + _OBSERVE_CHUNK], time.time()
+                    )
+                    changed |= polled_changed
+                    ended += polled_ended
         if ended:
             changed = True
             await self.on_ended(ended)

@@ -18,7 +18,9 @@ one ``qdel``) once the cluster lets go of them.
 
 from __future__ import annotations
 
+import getpass
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -48,6 +50,7 @@ __all__ = [
     "parse_qstat_xml",
     "parse_qstat_xml_j",
     "parse_qacct",
+    "parse_qacct_records",
     "qacct_status",
     "sge_state",
     "expand_sge_tasks",
@@ -262,18 +265,73 @@ def parse_qstat_j_step(
 
 
 def qacct_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``qacct -j ID`` (one id per call) for a job that left qstat; ``qacct -j ID -t TASK``
-    for an array task."""
+    """``qacct -j ID`` for a job that left qstat; ``qacct -j ID -t TASK`` for one array
+    task; ``qacct -j ID`` for several tasks of array ``ID`` (every task's record)."""
     number, _, task = job_ids[0].partition(".")
-    return ["qacct", "-j", number, "-t", task] if task else ["qacct", "-j", number]
+    if task and len(job_ids) == 1:
+        return ["qacct", "-j", number, "-t", task]
+    return ["qacct", "-j", number]
+
+
+def qacct_groups(job_ids: Sequence[str]) -> list[list[str]]:
+    """The ids of each ``qacct`` command: the tasks of one array together."""
+    groups: dict[str, list[str]] = {}
+    for job_id in job_ids:
+        groups.setdefault(job_id.partition(".")[0], []).append(job_id)
+    return list(groups.values())
+
+
+#: Clock difference allowed between this host and the execution hosts for ``qacct -b``.
+QACCT_CLOCK_MARGIN = 3600.0
+
+
+def qacct_listing_argv(job: Job, job_ids: Sequence[str], facts: dict) -> list[str] | None:
+    """One ``qacct -o USER -b TIME -j`` for many jobs: this user's records of jobs started
+    after the earliest submission (less :data:`QACCT_CLOCK_MARGIN`), instead of one
+    ``qacct`` per job (a separate ``-j`` per id is not possible: the last one wins).
+    ``None`` when that time is unknown."""
+    since = facts.get("submitted_since")
+    if since is None:
+        return None
+    begin = time.strftime("%Y%m%d%H%M", time.localtime(since - QACCT_CLOCK_MARGIN))
+    return ["qacct", "-o", getpass.getuser(), "-b", begin, "-j"]
+
+
+def parse_qacct_records(stdout: str) -> dict[str, dict[str, str]]:
+    """Every record of ``qacct -j`` output by id: ``jobnumber``, or ``jobnumber.taskid``
+    for an array task; the last record of an id wins (ids reused after a restart)."""
+    records: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+
+    def keep(fields: dict[str, str] | None) -> None:
+        if fields and fields.get("jobnumber"):
+            task = fields.get("taskid", "")
+            key = fields["jobnumber"] + (f".{task}" if task.isdigit() else "")
+            records[key] = fields
+
+    for line in stdout.splitlines():
+        if line.startswith("====="):
+            keep(current)
+            current = {}
+            continue
+        key, _, value = line.partition(" ")
+        if key and current is not None:
+            current[key] = value.strip()
+    keep(current)
+    return records
 
 
 def parse_qacct_step(
     stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
 ) -> dict[str, JobStatus]:
-    """The final state of a job from its accounting record."""
-    status = qacct_status(parse_qacct(stdout))
-    return {} if status is None else {job_ids[0]: status}
+    """The final states of ``job_ids`` from their accounting records."""
+    records = parse_qacct_records(stdout)
+    statuses = {}
+    for job_id in job_ids:
+        status = qacct_status(records[job_id]) if job_id in records else None
+        if status is not None:
+            statuses[job_id] = status
+    return statuses
 
 
 def sge_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
@@ -362,9 +420,11 @@ class SGEJob(Job):
         StatusStep(
             "qstat -xml -j", qstat_j_argv, parse_qstat_j_step, select=waiting_ids, required=False
         ),
-        # qacct reads the whole accounting file: at most every 5 s per vanished job
+        # qacct reads the whole accounting file: at most every 5 s per vanished job, one
+        # command per array, and one listing for all when more than a few would run
         StatusStep("qacct", qacct_argv, parse_qacct_step, select=missing_ids, each=True,
-                   pace=5.0, required=False),
+                   pace=5.0, group=qacct_groups, batch_argv=qacct_listing_argv,
+                   required=False),
     )
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern = re.compile(r"does not exist")

@@ -125,6 +125,9 @@ class JobRecord:
         }
 
 
+#: Most jobs shown one per row in the notebook (HTML) table; past that, a summary line.
+HTML_ROWS = 50
+
 _COLUMNS = ("job_id", "name", "state", "reason", "exit_code", "workers", "age")
 
 
@@ -134,10 +137,10 @@ class JobTable(list):
     def __init__(self, records: Iterable[JobRecord] = ()):
         super().__init__(records)
 
-    def _rows(self) -> list[dict[str, str]]:
+    def _rows(self, records: Iterable[JobRecord] | None = None) -> list[dict[str, str]]:
         now = time.time()
         rows = []
-        for r in self:
+        for r in self if records is None else records:
             rows.append(
                 {
                     "job_id": r.job_id,
@@ -182,7 +185,9 @@ class JobTable(list):
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        rows = self._rows()
+        """The table as HTML; past :data:`HTML_ROWS` jobs, the summary line and the first
+        rows only (50,000 rows would be megabytes in a notebook)."""
+        rows = self._rows(self[:HTML_ROWS])
         head = "".join(f"<th style='text-align:left'>{c}</th>" for c in _COLUMNS)
         body = "".join(
             "<tr>"
@@ -192,6 +197,16 @@ class JobTable(list):
         )
         if not rows:
             body = f"<tr><td colspan='{len(_COLUMNS)}'>no jobs</td></tr>"
+        if len(self) > HTML_ROWS:
+            more = len(self) - HTML_ROWS
+            body += (
+                f"<tr><td colspan='{len(_COLUMNS)}'>... and {more} more "
+                f"(<code>cluster.jobs</code> lists every job)</td></tr>"
+            )
+            return (
+                f"<p>{html.escape(self.summary())}</p><table class='dask-jobqueue-jobs'>"
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            )
         return f"<table class='dask-jobqueue-jobs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def to_dataframe(self):

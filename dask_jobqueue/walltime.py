@@ -82,6 +82,8 @@ async def job_walltime(engine: BatchSystem) -> float | None:
     value = None
     if argv is not None:
         engine.commands["status"] += 1
+        if getattr(engine, "budget", None) is not None:
+            await engine.budget.take()
         try:
             stdout = (await run_command(argv, timeout=engine.status_timeout)).stdout
             value = step.parse(stdout, job)

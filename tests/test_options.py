@@ -335,6 +335,10 @@ def test_engine_settings_defaults_and_config():
         ("submit-timeout", "soon"),
         ("submit-concurrency", 0),
         ("resubmit-backoff", "0s"),
+        ("max-jobs", 0),
+        ("command-rate-limit", 0),
+        ("command-rate-limit", "fast"),
+        ("command-burst", 0),
     ],
 )
 def test_engine_settings_refuse_non_positive_values(key, value):

@@ -3,16 +3,26 @@ strategy (with fake commands), and -E sge runs against a real Son of Grid Engine
 
 from __future__ import annotations
 
+import asyncio
+import getpass
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from dask_jobqueue import SGECluster
-from dask_jobqueue._shell import CommandError
+from dask_jobqueue import engine as engine_module
+from dask_jobqueue._shell import CommandError, CommandResult
 from dask_jobqueue.policy import FailurePolicy
 from dask_jobqueue.sge import (
     SGEJob,
     parse_qacct,
+    parse_qacct_records,
     parse_qstat_xml,
     parse_qstat_xml_j,
     qacct_status,
@@ -342,6 +352,100 @@ def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
     assert len(tracker) == 0
 
 
+def _qacct_record(job_id: str) -> str:
+    """A recorded qacct record (killed at h_rt) renumbered as ``job_id`` (``N`` or ``N.T``)."""
+    number, _, task = job_id.partition(".")
+    return (
+        _read("qacct_h_rt_killed.txt")
+        .replace("jobnumber    164", f"jobnumber    {number}")
+        .replace("taskid       undefined", f"taskid       {task or 'undefined'}")
+    )
+
+
+def test_qacct_records_by_id():
+    listing = _qacct_record("7") + _qacct_record("8.2") + _qacct_record("8.3")
+    records = parse_qacct_records(listing)
+    assert sorted(records) == ["7", "8.2", "8.3"]
+    assert records["8.3"]["failed"].startswith("37")
+    # no records: qacct prints its summary table instead
+    assert parse_qacct_records(_read("qacct_missing.txt")) == {}
+
+
+def test_many_missing_jobs_are_one_qacct_listing(monkeypatch):
+    """300 jobs left qstat at once: one qacct for all of them (this user's records since the
+    first submission), not 300; their records give their final states."""
+    ids = [str(1000 + k) for k in range(300)]
+    accounted = ["1000", "1150", "1299"]
+
+    def answers(argv):
+        if argv == ["qstat", "-xml"]:
+            return _read("qstat_xml_empty.txt")
+        if argv[0] == "qacct":
+            return "".join(_qacct_record(i) for i in accounted)
+        raise AssertionError(argv)
+
+    submitted = [f'Your job {i} ("w") has been submitted\n' for i in ids]
+    engine, runner = engine_with(_sge_job(), answers, monkeypatch, submitted=submitted)
+    statuses = query(engine, ids)
+    qaccts = [c for c in runner.calls if c[0] == "qacct"]
+    assert len(qaccts) == 1
+    argv = qaccts[0]
+    assert argv[:3] == ["qacct", "-o", getpass.getuser()] and argv[3] == "-b"
+    assert re.fullmatch(r"\d{12}", argv[4]) and argv[5:] == ["-j"]
+    assert sorted(statuses) == accounted
+    assert {s.state for s in statuses.values()} == {JobState.TIMED_OUT}
+    # asked again only after the pace
+    runner.calls.clear()
+    query(engine, ids)
+    assert [c for c in runner.calls if c[0] == "qacct"] == []
+
+
+def test_per_job_qacct_runs_a_few_at_a_time(monkeypatch):
+    """Without a submission time (jobs this engine did not submit) the listing cannot be
+    bounded: one qacct per job, at most ``each_concurrency`` running at once."""
+    ids = [str(2000 + k) for k in range(300)]
+    running = [0]
+    most = [0]
+    calls: list[list[str]] = []
+
+    async def fake_run(argv, timeout=None, **kwargs):
+        calls.append(list(argv))
+        if argv == ["qstat", "-xml"]:
+            return CommandResult(argv, _read("qstat_xml_empty.txt"), "")
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        for _ in range(3):
+            await asyncio.sleep(0)  # let any other command start meanwhile
+        running[0] -= 1
+        if argv[2] == "2042":
+            return CommandResult(argv, _qacct_record("2042"), "")
+        raise CommandError(argv, 1, "", f"error: job id {argv[2]} not found")
+
+    monkeypatch.setattr(engine_module, "run_command", fake_run)
+    engine = engine_module.BatchSystem(_sge_job())
+    statuses = asyncio.run(engine.query(ids))
+    qaccts = [c for c in calls if c[0] == "qacct"]
+    assert sorted(qaccts) == sorted(["qacct", "-j", i] for i in ids)
+    assert 1 < most[0] <= engine.each_concurrency == 4
+    assert list(statuses) == ["2042"]
+
+
+def test_missing_tasks_of_one_array_are_one_qacct(monkeypatch):
+    ids = [f"76.{k}" for k in range(1, 301)]
+
+    def answers(argv):
+        if argv == ["qstat", "-xml"]:
+            return _read("qstat_xml_empty.txt")
+        if argv == ["qacct", "-j", "76"]:
+            return _qacct_record("76.1") + _qacct_record("76.300")
+        raise AssertionError(argv)
+
+    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    statuses = query(engine, ids)
+    assert runner.calls == [["qstat", "-xml"], ["qacct", "-j", "76"]]
+    assert sorted(statuses) == ["76.1", "76.300"]
+
+
 def test_query_qstat_failure_is_a_command_error(monkeypatch):
     engine, runner = engine_with(
         _sge_job(), lambda argv: (1, "error: commlib error: got select error"), monkeypatch
@@ -386,3 +490,73 @@ class TestRealSGE(SchedulerSuite):
     def _job_output_in_tmp(self, tmp_path, monkeypatch):
         # -cwd writes dask-worker.o<id> to the submission directory: keep it out of the repo
         monkeypatch.chdir(tmp_path)
+
+
+def _fake_qacct(bin_dir: Path, log: Path) -> None:
+    """A ``qacct`` in front of the real one that logs when each call starts and ends."""
+    real = shutil.which("qacct")
+    assert real is not None
+    bin_dir.mkdir()
+    script = bin_dir / "qacct"
+    script.write_text(
+        "#!/bin/bash\n"
+        f'echo "start $$" >> {shlex.quote(str(log))}\n'
+        f'{shlex.quote(real)} "$@"\nrc=$?\n'
+        f'echo "end $$" >> {shlex.quote(str(log))}\n'
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+
+
+def _most_at_once(log: Path) -> tuple[int, int]:
+    """(calls, most calls running at the same time) from the fake's log."""
+    running = most = calls = 0
+    for line in log.read_text().splitlines():
+        if line.startswith("start"):
+            calls += 1
+            running += 1
+            most = max(most, running)
+        else:
+            running -= 1
+    return calls, most
+
+
+@pytest.mark.env("sge")
+def test_real_sge_300_missing_jobs_few_qacct_at_a_time(tmp_path, monkeypatch):
+    """300 jobs leave the queue at once (deleted while held): the engine that submitted them
+    asks qacct once for all; an engine that did not (no submission times) asks per job, at
+    most four at a time. Counted with a fake qacct in front of the real one."""
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "qacct.log"
+    _fake_qacct(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    template = SGEJob(cores=1, memory="1GB", job_extra_directives=["-h"], name="acct-0")
+    engine = engine_module.BatchSystem(template, job_arrays="never")
+    jobs = [
+        SGEJob(cores=1, memory="1GB", job_extra_directives=["-h"], name=f"acct-{k}")
+        for k in range(300)
+    ]
+    ids: list[str] = []
+    try:
+        results = asyncio.run(engine.submit_many(jobs, arrays=False))
+        ids = [r for r in results if isinstance(r, str)]
+        assert len(ids) == 300, [r for r in results if not isinstance(r, str)][:3]
+        subprocess.run(["qdel", *ids], capture_output=True, check=False)
+        deadline = time.monotonic() + 60
+        while set(ids) & _queue_ids() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not set(ids) & _queue_ids()
+
+        asyncio.run(engine.query(ids))
+        assert _most_at_once(log) == (1, 1)
+
+        log.write_text("")
+        stranger = engine_module.BatchSystem(template)
+        asyncio.run(stranger.query(ids))
+        calls, most = _most_at_once(log)
+        assert calls == 300
+        assert most <= 4
+    finally:
+        engine.close()
+        if ids:
+            subprocess.run(["qdel", *ids], capture_output=True, check=False)

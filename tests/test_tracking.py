@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dask_jobqueue.tracking import JobRecord, JobState, JobStatus, JobTable
+from dask_jobqueue.tracking import HTML_ROWS, JobRecord, JobState, JobStatus, JobTable
 
 
 def test_final_and_waiting_states():
@@ -51,3 +51,19 @@ def test_html_escapes_scheduler_text():
     record = JobRecord(name="c-0", job_id="1")
     record.apply(JobStatus(JobState.QUEUED, "cannot run <because> & reasons"))
     assert "cannot run &lt;because&gt; &amp; reasons" in JobTable([record])._repr_html_()
+
+
+def test_html_of_many_jobs_is_a_summary_and_the_first_rows():
+    records = [JobRecord(name=f"c-{k}", job_id=str(1000 + k)) for k in range(50_000)]
+    for record in records[:10]:
+        record.apply(JobStatus(JobState.RUNNING))
+    html = JobTable(records)._repr_html_()
+    assert "50000 jobs: 10 running, 49990 queued (submitted)" in html
+    assert html.count("<tr>") == 1 + HTML_ROWS + 1  # head, the first rows, "... and N more"
+    assert ">1000<" in html and f">{1000 + HTML_ROWS - 1}<" in html
+    assert f">{1000 + HTML_ROWS}<" not in html
+    assert f"and {50_000 - HTML_ROWS} more" in html
+    assert len(html) < 20_000
+    # a table that fits is shown whole, without the summary line
+    small = JobTable(records[:HTML_ROWS])._repr_html_()
+    assert small.count("<tr>") == 1 + HTML_ROWS and "more" not in small

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 
+import dask
 import pytest
 
 from dask_jobqueue import LSFCluster, OARCluster, SGECluster, SLURMCluster
@@ -196,3 +197,23 @@ def test_local_log_directory_is_checked_again_when_created(tmp_path):
         job.prepare_log_directory()
     target.chmod(0o700)
     job.prepare_log_directory()
+
+
+def test_more_jobs_than_max_jobs_is_refused_before_anything_is_built(recording_sbatch):
+    """``scale(jobs=10**6)`` would build a million jobs on the event loop: refused with the
+    config key to raise, nothing submitted, nothing added to the cluster's spec."""
+    # BASE: 2 workers per job
+    with pytest.raises(ValueError, match=r"n_workers=12 asks for 6 jobs.*limit of 5.*max-jobs"):
+        with dask.config.set({"jobqueue.slurm.max-jobs": 5}):
+            SLURMCluster(**BASE, n_workers=12, scheduler_options={"dashboard_address": ":0"})
+    with SLURMCluster(**BASE, scheduler_options={"dashboard_address": ":0"}) as cluster:
+        for call, words in [
+            (lambda: cluster.scale(jobs=10**6), "jobs=1000000 asks for 1000000 jobs"),
+            (lambda: cluster.scale(n=200_001), "n=200001 asks for 100001 jobs"),
+            (lambda: cluster.scale(cores=2 * 10**6), "cores=2000000 asks for 1000000 jobs"),
+            (lambda: cluster.adapt(maximum_jobs=10**6), "maximum_jobs=1000000"),
+        ]:
+            with pytest.raises(ValueError, match=f"{words}.*100000.*jobqueue.slurm.max-jobs"):
+                call()
+            assert len(cluster.worker_spec) == 0
+    assert not recording_sbatch.exists()

@@ -7,6 +7,7 @@ public job and cluster classes are in :mod:`dask_jobqueue.slurm`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,9 @@ _HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "BeginTime")
 SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|"
 
 
+# Shared: 50,000 pending jobs are a handful of distinct statuses, not 50,000 objects per poll
+# for the garbage collector to walk (its full passes stall the event loop).
+@functools.lru_cache(maxsize=4096)
 def _status(native: str, reason: str | None, exit_code: int | None = None) -> JobStatus:
     native = native.strip().split()[0].upper() if native.strip() else "UNKNOWN"
     state = _STATES.get(native, JobState.QUEUED if native == "UNKNOWN" else JobState.RUNNING)
