@@ -48,6 +48,7 @@ __all__ = [
     "BatchSystem",
     "DuplicateJobIdError",
     "LimitsProbe",
+    "PollAnswer",
     "StatusStep",
     "adopt_one_array",
     "all_ids",
@@ -123,6 +124,19 @@ class StatusStep:
     usable_failure: Callable[[CommandError], bool] | None = None
     fallback: Callable[[Exception, dict], bool] | None = None
     when: Callable[[dict, bool], bool] | None = None
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    """What one poll of the status steps learned.
+
+    ``statuses``: the ids some step reported; ``denied``: ids no step reported and which a
+    step's command explicitly did not know (it failed for them, see
+    ``StatusStep.usable_failure``). Other missing ids were merely not listed.
+    """
+
+    statuses: dict[str, JobStatus]
+    denied: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -874,9 +888,16 @@ class BatchSystem:
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Run the dialect's status steps for ``job_ids``; raise ``CommandError`` if a required
         step failed. Ids missing from the result were not listed by any step."""
+        return dict((await self.poll(job_ids)).statuses)
+
+    async def poll(self, job_ids: Sequence[str]) -> PollAnswer:
+        """As :meth:`query`, also telling which missing ids the batch system said it does not
+        know (a step's usable failure, such as Slurm's ``Invalid job id``), as opposed to ids
+        a listing merely left out."""
         job_ids = list(job_ids)
         wanted = set(job_ids)
         known: dict[str, JobStatus] = {}
+        denied: set[str] = set()
         fell_back = False
         for step in self.dialect.status_steps:
             if step.when is not None and not step.when(self.facts, fell_back):
@@ -890,7 +911,7 @@ class BatchSystem:
                 if step.each:
                     found = await self._run_each(step, selected, known)
                 else:
-                    found = await self._run_step(step, selected, known)
+                    found = await self._run_step(step, selected, known, denied)
             except (CommandError, ValueError) as exc:
                 if step.fallback is not None and step.fallback(exc, self.facts):
                     logger.info("%s: %s; learned %s", step.name, _first_line(exc), self.facts)
@@ -905,10 +926,14 @@ class BatchSystem:
                     ) from exc
                 raise
             known.update({i: s for i, s in found.items() if i in selected})
-        return known
+        return PollAnswer(known, frozenset(denied - known.keys()))
 
     async def _run_step(
-        self, step: StatusStep, ids: Sequence[str], known: Mapping[str, JobStatus]
+        self,
+        step: StatusStep,
+        ids: Sequence[str],
+        known: Mapping[str, JobStatus],
+        denied: set[str] | None = None,
     ) -> Mapping[str, JobStatus]:
         argv = step.argv(self.template, ids, self.facts)
         if argv is None:
@@ -919,7 +944,11 @@ class BatchSystem:
         except CommandError as exc:
             if step.usable_failure is None or not step.usable_failure(exc):
                 raise
-            stdout = exc.stdout
+            found = step.parse(exc.stdout, ids, known)
+            if denied is not None:
+                # the command failed because it does not know some ids: those it left out
+                denied.update(i for i in ids if i not in found)
+            return found
         return step.parse(stdout, ids, known)
 
     async def _run_each(
