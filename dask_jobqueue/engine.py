@@ -63,6 +63,8 @@ Parser = Callable[[str, Sequence[str], Mapping[str, JobStatus]], Mapping[str, Jo
 #: Bytes of job ids per cancel command (the kernel's limit is far higher; some wrappers aren't).
 _CANCEL_ARGV_BUDGET = 64 * 1024
 _CANCEL_MAX_IDS = 1000
+#: Looks for the jobs of a submission whose output could not be read (listings may lag).
+_UNREADABLE_LOOKS = 3
 #: How many times in all the site probes are run while one of them keeps failing.
 LIMIT_PROBE_ROUNDS = 3
 
@@ -440,6 +442,8 @@ class BatchSystem:
         self.commands: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        #: Tags of submissions whose output named no id and whose jobs were not found.
+        self._unsettled: set[JobTag] = set()
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
@@ -772,7 +776,7 @@ class BatchSystem:
             with self._lock:
                 self.commands["submit"] += 1
             try:
-                return parse(run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout)
+                stdout = run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout
             except CommandError as exc:
                 accepted = self._accepted_despite(exc, parse)
                 if accepted is not None:
@@ -808,7 +812,111 @@ class BatchSystem:
                         tag.text(),
                     )
                     return adopted
+            else:
+                try:
+                    return parse(stdout)
+                except ValueError as error:
+                    return self._settle_unreadable(argv, stdout, error, tag, indices)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle_unreadable(
+        self,
+        argv: list[str],
+        stdout: str,
+        error: ValueError,
+        tag: JobTag | None,
+        indices: Sequence[int],
+    ) -> list[str]:
+        """The ids of a submission that succeeded with output that names no id, or several
+        (blocking): the jobs carrying its tag are adopted if they are what was submitted,
+        else cancelled, and the submission fails. A tag no job carries yet is kept: what
+        appears with it is cancelled by :meth:`cancel_unsettled_sync` at close."""
+        reason = f"succeeded but printed output that could not be read ({_first_line(error)})"
+        if tag is None:
+            raise CommandError(argv, 0, stdout, reason=reason) from error
+        listed: list[str] = []
+        for look in range(_UNREADABLE_LOOKS):
+            if look:
+                time.sleep(self.submit_retry_delay)
+            try:
+                listed = self._find_tagged(tag)
+            except CommandError as failed:
+                self._remember_unsettled(tag)
+                raise CommandError(
+                    argv, 0, stdout,
+                    reason=f"{reason}; its jobs could not be looked up by tag {tag.text()} "
+                    f"({_first_line(failed)}): any is cancelled when the cluster closes",
+                ) from error
+            if listed:
+                break
+        if not listed:
+            self._remember_unsettled(tag)
+            raise CommandError(
+                argv, 0, stdout,
+                reason=f"{reason}; no job carries its tag {tag.text()} (yet): any that "
+                "appears is cancelled when the cluster closes",
+            ) from error
+        try:
+            adopted = self._adopt(listed, indices)
+        except ValueError as mismatch:
+            left = self._cancel_now(listed)
+            if left:
+                self._remember_unsettled(tag)
+            raise CommandError(
+                argv, 0, stdout,
+                reason=f"{reason}; job(s) {' '.join(listed)} carry its tag {tag.text()} but "
+                f"are not what it submitted ({mismatch}): cancelled",
+            ) from error
+        logger.warning(
+            "The submit command %s; adopting job(s) %s, which carry its tag %s",
+            reason,
+            " ".join(adopted),
+            tag.text(),
+        )
+        return adopted
+
+    def _remember_unsettled(self, tag: JobTag) -> None:
+        with self._lock:
+            self._unsettled.add(tag)
+
+    def _cancel_now(self, job_ids: Sequence[str]) -> list[str]:
+        """Cancel jobs this engine does not track (blocking); the ids it could not cancel."""
+        with self._lock:
+            self._live.update(job_ids)  # held until the cancel is confirmed (exit finalizer)
+        self._live_changed()
+        self.cancel_sync(job_ids)
+        return sorted(set(job_ids) & self.live_ids)
+
+    def cancel_unsettled_sync(self) -> None:
+        """Cancel the jobs carrying the tag of a submission whose output could not be read
+        and whose jobs were not found then (blocking; for close and interpreter exit). A tag
+        is forgotten once its jobs are cancelled or the listing shows none."""
+        with self._lock:
+            unsettled = set(self._unsettled)
+        if not unsettled:
+            return
+        try:
+            texts = self._tag_listing()
+        except CommandError as exc:
+            logger.warning(
+                "Could not look for the jobs of %d submission(s) whose output could not be "
+                "read: %s", len(unsettled), _first_line(exc),
+            )
+            return
+        found = [i for i, text in texts.items() if JobTag.parse(text) in unsettled]
+        if found:
+            logger.warning(
+                "Cancelling job(s) %s: created by submissions whose output could not be read",
+                " ".join(found),
+            )
+        if not self._cancel_now(found):
+            with self._lock:
+                self._unsettled -= unsettled
+
+    async def cancel_unsettled(self) -> None:
+        """:meth:`cancel_unsettled_sync` in a thread."""
+        if self._unsettled:
+            await asyncio.get_running_loop().run_in_executor(None, self.cancel_unsettled_sync)
 
     def _find_tagged(self, tag: JobTag) -> list[str]:
         """Ids this user's jobs carrying ``tag`` are listed under (blocking)."""
@@ -1079,7 +1187,10 @@ class BatchSystem:
         return left
 
     def cancel_sync(self, job_ids: Iterable[str] | None = None) -> None:
-        """Blocking cancel, for interpreter exit and threads: ``job_ids`` or every live id."""
+        """Blocking cancel, for interpreter exit and threads: ``job_ids`` or every live id
+        (then also the jobs of submissions whose output could not be read)."""
+        if job_ids is None:
+            self.cancel_unsettled_sync()
         ids = sorted(self.live_ids if job_ids is None else set(job_ids))
         for chunk in self._chunks(ids):
             with self._lock:
