@@ -270,6 +270,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         leftover = self._engine.live_ids
         if leftover:
             await self._engine.cancel(sorted(leftover))
+        # jobs of submissions whose output could not be read, not found by their tag then
+        await self._engine.cancel_unsettled()
         if self._watchdog is not None and not self._engine.live_ids:
             # With jobs left that could not be cancelled, the watchdog stays as a second
             # chance (it cancels them when this process ends; so does the exit finalizer).

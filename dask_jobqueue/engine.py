@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._shell import CommandError, run_command, run_command_sync
@@ -64,6 +65,7 @@ __all__ = [
     # the dialect vocabulary, defined in dialect.py (imported from here by older code)
     "ArraySupport",
     "LimitsProbe",
+    "PollAnswer",
     "StatusStep",
     "TRANSIENT_SUBMIT_ERRORS",
     "adopt_one_array",
@@ -82,8 +84,23 @@ _CANCEL_MAX_IDS = 1000
 _PARSE_IN_THREAD = 64 * 1024
 #: Cancels of more ids than this are split into commands in a thread.
 _CHUNK_IN_THREAD = 2000
+#: Looks for the jobs of a submission whose output could not be read (listings may lag).
+_UNREADABLE_LOOKS = 3
 #: How many times in all the site probes are run while one of them keeps failing.
 LIMIT_PROBE_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class PollAnswer:
+    """What one poll of the status steps learned.
+
+    ``statuses``: the ids some step reported; ``denied``: ids no step reported and which a
+    step's command explicitly did not know (it failed for them, see
+    ``StatusStep.usable_failure``). Other missing ids were merely not listed.
+    """
+
+    statuses: dict[str, JobStatus]
+    denied: frozenset[str] = frozenset()
 
 
 class _Refused(Exception):
@@ -286,6 +303,8 @@ class BatchSystem:
         self._lock = threading.Lock()
         self._live: set[str] = set()
         self._submitted_at: dict[str, float] = {}  # live id -> wall-clock submission time
+        #: Tags of submissions whose output named no id and whose jobs were not found.
+        self._unsettled: set[JobTag] = set()
         self._closing = False
         self._executor: ThreadPoolExecutor | None = None
         self._asked: dict[tuple[str, str], float] = {}  # (each-step, id) -> when last asked
@@ -631,7 +650,7 @@ class BatchSystem:
                 self.commands["submit"] += 1
             self._spend_sync()
             try:
-                return parse(run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout)
+                stdout = run_command_sync(argv, stdin=stdin, timeout=self.submit_timeout).stdout
             except CommandError as exc:
                 accepted = self._accepted_despite(exc, parse)
                 if accepted is not None:
@@ -667,7 +686,111 @@ class BatchSystem:
                         tag.text(),
                     )
                     return adopted
+            else:
+                try:
+                    return parse(stdout)
+                except ValueError as error:
+                    return self._settle_unreadable(argv, stdout, error, tag, indices)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle_unreadable(
+        self,
+        argv: list[str],
+        stdout: str,
+        error: ValueError,
+        tag: JobTag | None,
+        indices: Sequence[int],
+    ) -> list[str]:
+        """The ids of a submission that succeeded with output that names no id, or several
+        (blocking): the jobs carrying its tag are adopted if they are what was submitted,
+        else cancelled, and the submission fails. A tag no job carries yet is kept: what
+        appears with it is cancelled by :meth:`cancel_unsettled_sync` at close."""
+        reason = f"succeeded but printed output that could not be read ({_first_line(error)})"
+        if tag is None:
+            raise CommandError(argv, 0, stdout, reason=reason) from error
+        listed: list[str] = []
+        for look in range(_UNREADABLE_LOOKS):
+            if look:
+                time.sleep(self.submit_retry_delay)
+            try:
+                listed = self._find_tagged(tag)
+            except CommandError as failed:
+                self._remember_unsettled(tag)
+                raise CommandError(
+                    argv, 0, stdout,
+                    reason=f"{reason}; its jobs could not be looked up by tag {tag.text()} "
+                    f"({_first_line(failed)}): any is cancelled when the cluster closes",
+                ) from error
+            if listed:
+                break
+        if not listed:
+            self._remember_unsettled(tag)
+            raise CommandError(
+                argv, 0, stdout,
+                reason=f"{reason}; no job carries its tag {tag.text()} (yet): any that "
+                "appears is cancelled when the cluster closes",
+            ) from error
+        try:
+            adopted = self._adopt(listed, indices)
+        except ValueError as mismatch:
+            left = self._cancel_now(listed)
+            if left:
+                self._remember_unsettled(tag)
+            raise CommandError(
+                argv, 0, stdout,
+                reason=f"{reason}; job(s) {' '.join(listed)} carry its tag {tag.text()} but "
+                f"are not what it submitted ({mismatch}): cancelled",
+            ) from error
+        logger.warning(
+            "The submit command %s; adopting job(s) %s, which carry its tag %s",
+            reason,
+            " ".join(adopted),
+            tag.text(),
+        )
+        return adopted
+
+    def _remember_unsettled(self, tag: JobTag) -> None:
+        with self._lock:
+            self._unsettled.add(tag)
+
+    def _cancel_now(self, job_ids: Sequence[str]) -> list[str]:
+        """Cancel jobs this engine does not track (blocking); the ids it could not cancel."""
+        with self._lock:
+            self._live.update(job_ids)  # held until the cancel is confirmed (exit finalizer)
+        self._live_changed()
+        self.cancel_sync(job_ids)
+        return sorted(set(job_ids) & self.live_ids)
+
+    def cancel_unsettled_sync(self) -> None:
+        """Cancel the jobs carrying the tag of a submission whose output could not be read
+        and whose jobs were not found then (blocking; for close and interpreter exit). A tag
+        is forgotten once its jobs are cancelled or the listing shows none."""
+        with self._lock:
+            unsettled = set(self._unsettled)
+        if not unsettled:
+            return
+        try:
+            texts = self._tag_listing()
+        except CommandError as exc:
+            logger.warning(
+                "Could not look for the jobs of %d submission(s) whose output could not be "
+                "read: %s", len(unsettled), _first_line(exc),
+            )
+            return
+        found = [i for i, text in texts.items() if JobTag.parse(text) in unsettled]
+        if found:
+            logger.warning(
+                "Cancelling job(s) %s: created by submissions whose output could not be read",
+                " ".join(found),
+            )
+        if not self._cancel_now(found):
+            with self._lock:
+                self._unsettled -= unsettled
+
+    async def cancel_unsettled(self) -> None:
+        """:meth:`cancel_unsettled_sync` in a thread."""
+        if self._unsettled:
+            await asyncio.get_running_loop().run_in_executor(None, self.cancel_unsettled_sync)
 
     def _find_tagged(self, tag: JobTag) -> list[str]:
         """Ids this user's jobs carrying ``tag`` are listed under (blocking)."""
@@ -748,9 +871,16 @@ class BatchSystem:
     async def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Run the dialect's status steps for ``job_ids``; raise ``CommandError`` if a required
         step failed. Ids missing from the result were not listed by any step."""
+        return dict((await self.poll(job_ids)).statuses)
+
+    async def poll(self, job_ids: Sequence[str]) -> PollAnswer:
+        """As :meth:`query`, also telling which missing ids the batch system said it does not
+        know (a step's usable failure, such as Slurm's ``Invalid job id``), as opposed to ids
+        a listing merely left out."""
         job_ids = list(job_ids)
         wanted = set(job_ids)
         known: dict[str, JobStatus] = {}
+        denied: set[str] = set()
         fell_back = False
         for step in self.dialect.status_steps:
             if step.when is not None and not step.when(self.facts, fell_back):
@@ -764,7 +894,7 @@ class BatchSystem:
                 if step.each:
                     found = await self._run_each(step, selected, known)
                 else:
-                    found = await self._run_step(step, selected, known)
+                    found = await self._run_step(step, selected, known, denied=denied)
             except (CommandError, ValueError) as exc:
                 if step.fallback is not None and step.fallback(exc, self.facts):
                     logger.info("%s: %s; learned %s", step.name, _first_line(exc), self.facts)
@@ -780,7 +910,7 @@ class BatchSystem:
                 raise
             asked = set(selected)
             known.update({i: s for i, s in found.items() if i in asked})
-        return known
+        return PollAnswer(known, frozenset(denied - known.keys()))
 
     async def _run_step(
         self,
@@ -788,6 +918,7 @@ class BatchSystem:
         ids: Sequence[str],
         known: Mapping[str, JobStatus],
         argv: list[str] | None = None,
+        denied: set[str] | None = None,
     ) -> Mapping[str, JobStatus]:
         """Run ``step`` for ``ids`` (its own command line unless ``argv``) and parse it."""
         if argv is None:
@@ -802,7 +933,17 @@ class BatchSystem:
         except CommandError as exc:
             if step.usable_failure is None or not step.usable_failure(exc):
                 raise
-            stdout = exc.stdout
+            found = await self._parse(step, exc.stdout, ids, known)
+            if denied is not None:
+                # the command failed because it does not know some ids: those it left out
+                denied.update(i for i in ids if i not in found)
+            return found
+        return await self._parse(step, stdout, ids, known)
+
+    @staticmethod
+    async def _parse(
+        step: StatusStep, stdout: str, ids: Sequence[str], known: Mapping[str, JobStatus]
+    ) -> Mapping[str, JobStatus]:
         if len(stdout) > _PARSE_IN_THREAD:
             # tens of thousands of lines: parsed in a thread, the loop keeps running
             loop = asyncio.get_running_loop()
@@ -963,7 +1104,10 @@ class BatchSystem:
         return left
 
     def cancel_sync(self, job_ids: Iterable[str] | None = None) -> None:
-        """Blocking cancel, for interpreter exit and threads: ``job_ids`` or every live id."""
+        """Blocking cancel, for interpreter exit and threads: ``job_ids`` or every live id
+        (then also the jobs of submissions whose output could not be read)."""
+        if job_ids is None:
+            self.cancel_unsettled_sync()
         ids = sorted(self.live_ids if job_ids is None else set(job_ids))
         for chunk in self._chunks(ids):
             with self._lock:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._values import check_shared_directory, check_text
 from .cluster import JobQueueCluster
-from .engine import BatchSystem
+from .engine import BatchSystem, PollAnswer
 from .job import Job
 from .options import JOB_OPTIONS_BY_NAME, PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
@@ -94,6 +94,11 @@ class LocalProcesses(BatchSystem):
             else:
                 statuses[job_id] = JobStatus(JobState.FAILED, "non-zero exit code", code, "exited")
         return statuses
+
+    async def poll(self, job_ids: Sequence[str]) -> PollAnswer:
+        statuses = await self.query(job_ids)
+        # every process this engine started is known: an id it has none for is not ours
+        return PollAnswer(statuses, frozenset(i for i in job_ids if i not in statuses))
 
     async def cancel(self, job_ids: Iterable[str], attempts: int | None = None) -> list[str]:
         pids = []

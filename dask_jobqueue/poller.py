@@ -3,8 +3,12 @@
 It runs the engine's status commands at an adaptive interval (fast while jobs change, doubling
 while nothing happens), folds in which workers are connected, lets the tracker decide what the
 answers mean, and hands the jobs that ended to the cluster. A failed poll changes nothing: the
-job states stay as they were. An outage (polls failing in a row) logs one warning when it
-starts and one INFO line with its duration when a poll succeeds again.
+job states stay as they were. So does a poll whose listing shows none of the jobs while the
+batch system does not say it forgot them (the tracker's listing outage): those jobs are kept
+as unknown, never declared ended or cancelled on that evidence. An outage (polls failing or
+listing none of the jobs, in a row, however long) logs one warning when it starts and one
+INFO line with its duration when a poll sees the jobs again; in between it is asked again at
+every poll, at the usual interval.
 """
 
 from __future__ import annotations
@@ -98,16 +102,20 @@ class JobPoller:
         self._outage_polls = 0
         self._task: asyncio.Task | None = None
         self._wakeup: asyncio.Event | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Start polling on the running event loop (idempotent)."""
         if self._task is None:
+            self._stopping = False
             self._wakeup = asyncio.Event()
             self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         """Stop polling and wait for the loop to end."""
         if self._task is not None:
+            # the flag ends the loop even if a cancellation is swallowed on the way
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -128,9 +136,17 @@ class JobPoller:
     async def _run(self) -> None:
         assert self._wakeup is not None
         wait = self.interval.current
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+        while not self._stopping:
+            # not asyncio.wait_for: on Python < 3.12 it returns normally, swallowing the
+            # cancellation, when the wake-up fires in the same loop iteration as stop()
+            woken = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait({woken}, timeout=wait)
+            finally:
+                woken.cancel()
+            if self._stopping:
+                return
+            if woken.done() and not woken.cancelled():
                 self.interval.reset()
             self._wakeup.clear()
             try:
@@ -153,36 +169,59 @@ class JobPoller:
         if ids and self.engine.can_query:
             self.polls += 1
             try:
-                statuses = await self.engine.query(ids)
+                answer = await self.engine.poll(ids)
             except CommandError as exc:
                 self.failed_polls += 1
-                self._outage_polls += 1
-                if self.outage_since is None:
-                    self.outage_since = time.time()
-                    logger.warning(
-                        "Job status query failed; job states unchanged until it works again: %s",
-                        exc,
-                    )
-                else:
-                    logger.debug("Job status query failed again: %s", exc)
+                self._outage_began(
+                    "Job status query failed; job states unchanged until it works again: %s",
+                    exc,
+                )
             else:
-                if self.outage_since is not None:
-                    logger.info(
-                        "Job status queries work again after %.0fs (%d failed polls)",
-                        time.time() - self.outage_since,
-                        self._outage_polls,
-                    )
-                    self.outage_since = None
-                    self._outage_polls = 0
+                now = time.time()
+                # decided over the whole poll, applied 500 jobs at a time (the loop breathes)
+                outage = self.tracker.listing_outage(answer.statuses, ids, answer.denied)
+                polled_changed, polled_ended = False, []
                 for start in range(0, len(ids), _OBSERVE_CHUNK):
                     if start:
-                        await asyncio.sleep(0)  # 10,000s of jobs: let the loop breathe
-                    polled_changed, polled_ended = self.tracker.observe(
-                        statuses, ids[start : start + _OBSERVE_CHUNK], time.time()
+                        await asyncio.sleep(0)
+                    chunk_changed, chunk_ended = self.tracker.observe(
+                        answer.statuses, ids[start : start + _OBSERVE_CHUNK], now,
+                        answer.denied, outage=outage,
                     )
-                    changed |= polled_changed
-                    ended += polled_ended
+                    polled_changed |= chunk_changed
+                    polled_ended += chunk_ended
+                if self.tracker.unlisted_since is None:
+                    self._outage_over()
+                else:
+                    self._outage_began(
+                        "The batch system lists none of this cluster's %d job(s) and does not "
+                        "say they ended (a status command printing nothing or garbage?); "
+                        "keeping them as unknown, not cancelling or replacing them, until it "
+                        "lists them again or accounting reports their end",
+                        len(ids),
+                    )
+                changed |= polled_changed
+                ended += polled_ended
         if ended:
             changed = True
             await self.on_ended(ended)
         return changed
+
+    def _outage_began(self, message: str, detail: object) -> None:
+        """A poll failed or listed none of the jobs: warn once per outage."""
+        self._outage_polls += 1
+        if self.outage_since is None:
+            self.outage_since = time.time()
+            logger.warning(message, detail)
+        else:
+            logger.debug(message, detail)
+
+    def _outage_over(self) -> None:
+        if self.outage_since is not None:
+            logger.info(
+                "Job status queries work again after %.0fs (%d polls without an answer)",
+                time.time() - self.outage_since,
+                self._outage_polls,
+            )
+            self.outage_since = None
+            self._outage_polls = 0

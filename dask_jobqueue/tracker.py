@@ -10,7 +10,14 @@ asks the batch system; this module decides what the answers mean for each job:
 * a job the batch system stops listing ("vanished") keeps its last state during a grace period
   (accounting records arrive late, controllers restart), then ends as the dialect's
   ``vanished`` state (Slurm: finished, purged after ``MinJobAge``), as cancelled when it was
-  last seen waiting, or as lost.
+  last seen waiting, or as lost;
+* a poll in which *none* of the polled jobs is seen alive and some are missing, without the
+  batch system saying it does not know them, is a listing outage (a status command printing
+  nothing or garbage with exit code 0), not their ending: the missing jobs keep their state,
+  their grace does not advance and nothing is cancelled. A job ends during an outage only on a
+  final state from a second source (accounting); the others are kept, as unknown, for as long
+  as the outage lasts, and asked about at every poll. The outage ends at the first poll that
+  sees one of the polled jobs alive (a new submission does, too), or that misses none.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from dataclasses import dataclass
 from .tracking import JobRecord, JobState, JobStatus
 
 __all__ = ["JobTracker", "Vanish"]
+
+_UNLISTED = "status unknown: the batch system's listing shows none of this cluster's jobs"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class JobTracker:
         self._ended: list[JobRecord] = []
         self._missing: dict[str, tuple[int, float]] = {}  # id -> (polls missed, first missed)
         self._final_held: dict[str, JobStatus] = {}  # final status held back while connected
+        #: When the current listing outage began (the ``now`` of its first poll), else None.
+        self.unlisted_since: float | None = None
 
     # ------------------------------------------------------------------ membership
 
@@ -136,20 +147,49 @@ class JobTracker:
     # ------------------------------------------------------------------ polls
 
     def observe(
-        self, statuses: Mapping[str, JobStatus], polled: Iterable[str], now: float
+        self,
+        statuses: Mapping[str, JobStatus],
+        polled: Iterable[str],
+        now: float,
+        denied: Iterable[str] = (),
+        outage: bool | None = None,
     ) -> tuple[bool, list[tuple[JobRecord, JobStatus]]]:
         """Apply one successful poll: ``statuses`` for the ``polled`` ids it mentions.
+
+        ``denied``: ids the batch system said it does not know (``Invalid job id``), which
+        are missing for sure; any other missing id may only be missing from a listing that
+        failed silently (see :meth:`listing_outage`). ``outage``: that judgement, made by the
+        caller over the whole poll when it applies the poll in parts (default: judged on
+        ``polled``).
 
         Returns whether anything visible changed, and the jobs that ended in this poll, each
         with the status that ended it (``stuck`` tells the engine to cancel it).
         """
+        polled = [i for i in dict.fromkeys(polled) if i in self._live]
+        if outage is None:
+            outage = self.listing_outage(statuses, polled, denied)
+        if outage:
+            if self.unlisted_since is None:
+                self.unlisted_since = now
+        else:
+            self.unlisted_since = None
+        denied = set(denied)
         changed = False
         ended: list[tuple[JobRecord, JobStatus]] = []
         for job_id in polled:
-            record = self._live.get(job_id)
-            if record is None:
-                continue
+            record = self._live[job_id]
             status = statuses.get(job_id)
+            if status is None and outage and job_id not in denied:
+                changed |= record.apply(
+                    JobStatus(
+                        record.state if record.state != JobState.CONNECTED else JobState.RUNNING,
+                        _UNLISTED,
+                        None,
+                        record.native_state,
+                    ),
+                    now,
+                )
+                continue
             if status is None:
                 status = self._vanished(record, now)
                 if status is None:
@@ -177,6 +217,23 @@ class JobTracker:
         for record, _ in ended:
             self._retire(record)
         return changed, ended
+
+    @staticmethod
+    def listing_outage(
+        statuses: Mapping[str, JobStatus], polled: Iterable[str], denied: Iterable[str] = ()
+    ) -> bool:
+        """Whether a poll of ``polled`` is a listing outage: some id is missing (no status,
+        not ``denied``) and no id is seen alive (a non-final status). A final status may
+        come from accounting, so it does not prove that the listing works."""
+        denied = set(denied)
+        missing = False
+        for job_id in polled:
+            status = statuses.get(job_id)
+            if status is None:
+                missing |= job_id not in denied
+            elif not status.state.is_final:
+                return False
+        return missing
 
     def take_disconnected_finals(self, now: float) -> list[tuple[JobRecord, JobStatus]]:
         """Jobs whose final state was held back and whose workers have all left since."""

@@ -17,9 +17,10 @@ from distributed import Client
 
 from dask_jobqueue import CommandError, JobState, PBSCluster, SGECluster, SLURMCluster
 from dask_jobqueue.dialects.slurm import parse_scontrol_partitions
+from dask_jobqueue.engine import PollAnswer
 from dask_jobqueue.lifetime import LifetimePlanner, QueueWaits, default_margin, default_stagger
 from dask_jobqueue.poller import JobPoller, PollInterval
-from dask_jobqueue.tracker import JobTracker
+from dask_jobqueue.tracker import JobTracker, Vanish
 from dask_jobqueue.tracking import JobStatus
 from dask_jobqueue.walltime import (
     keyword_walltime,
@@ -218,6 +219,9 @@ class _FlakyEngine:
             raise CommandError(["squeue"], 1, stderr="squeue: error: Socket timed out")
         return {i: JobStatus(JobState.RUNNING) for i in ids}
 
+    async def poll(self, ids):
+        return PollAnswer(await self.query(ids))
+
 
 def test_an_outage_logs_one_warning_and_one_recovery_line(caplog):
     engine = _FlakyEngine()
@@ -239,13 +243,83 @@ def test_an_outage_logs_one_warning_and_one_recovery_line(caplog):
     assert len(warnings) == 2, [r.getMessage() for r in warnings]
     assert "job states unchanged" in warnings[0].getMessage()
     recovered = [r.getMessage() for r in caplog.records if "work again" in r.getMessage()]
-    assert len(recovered) == 1 and "150 failed polls" in recovered[0]
+    assert len(recovered) == 1 and "150 polls without an answer" in recovered[0]
     assert poller.failed_polls == 151
     assert [r.state for r in tracker.live] == [JobState.CONNECTED]
 
 
 async def _no_end(ended):
     raise AssertionError(f"no job may end during an outage: {ended}")
+
+
+class _SilentEngine:
+    """A status command that lists nothing, exit code 0, while ``silent``."""
+
+    can_query = True
+
+    def __init__(self):
+        self.silent = False
+        self.polls = 0
+
+    async def poll(self, ids):
+        self.polls += 1
+        if self.silent:
+            return PollAnswer({})
+        return PollAnswer({i: JobStatus(JobState.QUEUED, "Resources") for i in ids})
+
+
+def test_a_silent_listing_logs_one_warning_and_ends_nothing(caplog):
+    """Six queued jobs, 150 polls listing none of them: one warning, none ended (``_no_end``
+    would raise), and one recovery line once they are listed again."""
+    engine = _SilentEngine()
+    tracker = JobTracker(Vanish(polls=3, seconds=0.0))  # no grace at all: only the rule holds
+    for k in range(6):
+        tracker.add(f"job-{k}", str(k), 1, time.time())
+    poller = JobPoller(engine, tracker, PollInterval(), dict, lambda: None, _no_end)
+    caplog.set_level(logging.DEBUG, logger="dask_jobqueue.poller")
+    asyncio.run(poller.poll_once())
+    engine.silent = True
+    for _ in range(150):
+        asyncio.run(poller.poll_once())
+    assert len(tracker) == 6 and poller.outage_since is not None
+    assert {r.state for r in tracker.live} == {JobState.QUEUED}
+    engine.silent = False
+    asyncio.run(poller.poll_once())
+    assert engine.polls == 152 and poller.outage_since is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "lists none of this cluster's 6 job(s)" in warnings[0]
+    recovered = [r.getMessage() for r in caplog.records if "work again" in r.getMessage()]
+    assert len(recovered) == 1 and "150 polls without an answer" in recovered[0]
+    assert [r.reason for r in tracker.live] == ["Resources"] * 6
+
+
+def test_stop_right_after_a_wakeup_returns():
+    """``wake()`` then ``stop()`` in one loop iteration: on Python 3.10/3.11
+    ``asyncio.wait_for`` returned the wake-up and swallowed the cancellation, and ``stop()``
+    waited forever. The guard turns a hang into a failure."""
+
+    async def scenario():
+        engine = _SilentEngine()
+        tracker = JobTracker()
+        tracker.add("job-0", "1", 1, time.time())
+        poller = JobPoller(engine, tracker, PollInterval(3600, 3600), dict, lambda: None, _no_end)
+        poller.start()
+        for _ in range(3):  # let the loop reach its wait
+            await asyncio.sleep(0)
+        for _ in range(20):
+            poller.wake()
+            stopping = asyncio.ensure_future(poller.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=10)
+            assert stopping in done, "stop() did not return"
+            # the polling loop ended: nothing but this test runs on the loop
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+            poller.start()
+            for _ in range(3):
+                await asyncio.sleep(0)
+        await asyncio.wait_for(poller.stop(), timeout=10)
+
+    asyncio.run(scenario())
 
 
 # ---------------------------------------------------------------------------- emulated PBS

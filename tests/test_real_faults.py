@@ -186,24 +186,39 @@ def test_forgotten_connected_jobs_are_not_replaced(system, fake_commands):  # no
 
 def test_forgotten_queued_jobs_are_cancelled_before_replacement(system, fake_commands):  # noqa: F811
     """Held jobs the controller forgets: once declared ended they are cancelled for real
-    before replacements go in, and the breaker bounds the resubmissions."""
+    before replacements go in, and the breaker bounds the resubmissions.
+
+    Where the status command says so only by listing nothing with exit code 0 (Grid
+    Engine's ``qstat -xml``, OAR's ``oarstat``), that is indistinguishable from a listing
+    outage: the jobs are kept as unknown, neither ended nor cancelled nor replaced."""
     fake_commands.wrap(system.submit)
+    fake_commands.wrap(system.cancel)
     with make_cluster(system, **system.backend.hold_kwargs) as cluster:
         cluster.scale(2)
         assert wait_until(lambda: len(cluster.jobs) == 2 and all(r.state == JobState.HELD for r in cluster.jobs), 60)
         originals = {r.job_id for r in cluster.jobs}
         stdout, stderr, rc = system.forgot_jobs
         fake_commands.unknown_job(system.status, 1000, stderr=stderr, rc=rc, stdout=stdout)
-        # the originals are cancelled in the real queue, not merely forgotten
-        assert_gone(system, originals, timeout=60)
-        # the replacements are forgotten too; the breaker stops the resubmissions
-        with pytest.raises(JobFailedError):
-            cluster.wait_for_workers(2, timeout=120)
-        submits = fake_commands.calls(system.submit)
-        assert 2 < submits <= 2 + 3, submits
-        seen = {r.job_id for r in cluster.jobs}
-        time.sleep(3)  # a late resubmission would show up here
-        assert fake_commands.calls(system.submit) == submits
+        if rc == 0:
+            # far beyond the 4 s vanish grace
+            assert wait_until(lambda: fake_commands.calls(system.status) >= 30, 60)
+            assert fake_commands.calls(system.cancel) == 0
+            assert fake_commands.calls(system.submit) == 2
+            assert {r.job_id for r in cluster.jobs} == originals
+            assert all(r.state == JobState.HELD for r in cluster.jobs), repr(cluster.jobs)
+            assert in_queue(system, originals) == originals
+            seen = originals
+        else:
+            # the originals are cancelled in the real queue, not merely forgotten
+            assert_gone(system, originals, timeout=60)
+            # the replacements are forgotten too; the breaker stops the resubmissions
+            with pytest.raises(JobFailedError):
+                cluster.wait_for_workers(2, timeout=120)
+            submits = fake_commands.calls(system.submit)
+            assert 2 < submits <= 2 + 3, submits
+            seen = {r.job_id for r in cluster.jobs}
+            time.sleep(3)  # a late resubmission would show up here
+            assert fake_commands.calls(system.submit) == submits
     assert_gone(system, seen)
 
 

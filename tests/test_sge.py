@@ -297,9 +297,13 @@ def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled(monkeypatch):
 def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
     accounted = {"164": _read("qacct_h_rt_killed.txt")}
 
+    listing = ["qstat_xml_empty.txt"]
+
     def answers(argv):
         if argv == ["qstat", "-xml"]:
-            return _read("qstat_xml_empty.txt")
+            return _read(listing[0])
+        if argv[:1] == ["qstat"] and "-j" in argv:  # details of waiting jobs (optional)
+            return (1, "error: not recorded for this test")
         if argv[0] == "qacct":
             return accounted.get(argv[2]) or (1, f"error: job id {argv[2]} not found")
         raise AssertionError(argv)
@@ -342,14 +346,26 @@ def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
         assert ended == []
         assert tracker.get("170").state == JobState.RUNNING
         assert tracker.get("171").state == JobState.QUEUED
-        assert "not listed" in tracker.get("170").reason
-    # after the grace: the pending one was deleted before it ran, the running one is lost
-    _, ended = tracker.observe(query(engine, ["170", "171"]), ["170", "171"], now=2.0 + rule.seconds)
+        # qstat lists none of the cluster's jobs: an outage until proven otherwise
+        assert "status unknown" in tracker.get("170").reason
+    # far beyond the grace, while qstat still lists none of them: kept, not ended
+    _, ended = tracker.observe(query(engine, ["170", "171"]), ["170", "171"], now=600.0)
+    assert ended == [] and len(tracker) == 2
+    # qstat lists a job of the cluster again (172): it works, and 170 and 171, still missing
+    # from it and from accounting, vanish by the usual grace
+    tracker.add("w-172", "172", workers_expected=1, now=601.0)
+    listing[0] = "qstat_xml_two_pending.txt"
+    ended = []
+    for now in (602.0, 620.0, 640.0):
+        clock[0] += step_pace
+        _, ended = tracker.observe(
+            query(engine, ["170", "171", "172"]), ["170", "171", "172"], now=now
+        )
     assert sorted((r.job_id, r.state) for r, _ in ended) == [
         ("170", JobState.LOST),
         ("171", JobState.CANCELLED),
     ]
-    assert len(tracker) == 0
+    assert tracker.live_ids() == ["172"]
 
 
 def _qacct_record(job_id: str) -> str:
