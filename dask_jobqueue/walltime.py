@@ -26,19 +26,9 @@ __all__ = [
     "WalltimeDefault",
     "job_walltime",
     "parse_pbs_queue_walltime",
-    "parse_sge_queue_h_rt",
 ]
 
 _FACT = "default_walltime"
-
-
-def parse_sge_queue_h_rt(stdout: str) -> float | None:
-    """``qconf -sq QUEUE``: the queue's ``h_rt`` (``INFINITY``: no limit)."""
-    for line in stdout.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key == "h_rt":
-            return hms_seconds(value)
-    return None
 
 
 def parse_pbs_queue_walltime(stdout: str) -> float | None:
