@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ._shell import CommandError, run_command, run_command_sync
+from ._shell import CommandError, only_complaints_matching, run_command, run_command_sync
 from .dialect import (
     TRANSIENT_SUBMIT_ERRORS,
     ArraySupport,
@@ -230,8 +230,9 @@ class BatchSystem:
         self.cluster_id = new_cluster_id()
         self._serials = itertools.count()
         self._host = safe_host(socket.gethostname())
-        #: Called (without arguments, from any thread) after the set of live ids changed.
-        self.on_live_change: Callable[[], None] | None = None
+        #: Called from any thread after the set of live ids changed, with the ids added and
+        #: the ids removed (each call carries only the change: keep it O(change)).
+        self.on_live_change: Callable[[Sequence[str], Sequence[str]], None] | None = None
 
     @classmethod
     def from_settings(cls, template: Job, settings: EngineSettings) -> BatchSystem:
@@ -258,12 +259,14 @@ class BatchSystem:
     def release(self, job_ids: Iterable[str]) -> None:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
-            self._live.difference_update(job_ids)
-        self._live_changed()
+            removed = [i for i in dict.fromkeys(job_ids) if i in self._live]
+            self._live.difference_update(removed)
+        if removed:
+            self._live_changed(removed=removed)
 
-    def _live_changed(self) -> None:
+    def _live_changed(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> None:
         if self.on_live_change is not None:
-            self.on_live_change()
+            self.on_live_change(added, removed)
 
     def new_tag(self) -> JobTag:
         """The tag of the next submission: this cluster, a fresh serial, this process."""
@@ -475,7 +478,7 @@ class BatchSystem:
                 )
             self._live.update(ids)
             closing = self._closing
-        self._live_changed()
+        self._live_changed(added=ids)
         logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
         if closing:
             logger.info("Cancelling job(s) %s: submitted while the cluster closed", ids)
@@ -791,6 +794,11 @@ class BatchSystem:
         does, tasks of one array joined into ranges where the batch system takes them."""
         return [self._cancel_args(chunk) for chunk in self._chunks(list(job_ids))]
 
+    def cancel_plan(self, job_ids: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+        """Each cancel command for ``job_ids`` as (its arguments, the ids they cancel), as
+        :meth:`cancel_arguments` chunks them."""
+        return [(self._cancel_args(chunk), chunk) for chunk in self._chunks(list(job_ids))]
+
     def _cancel_args(self, chunk: Sequence[str]) -> list[str]:
         support = self.template.array_support_for(self.facts)
         return support.cancel_args(chunk) if support is not None else list(chunk)
@@ -801,14 +809,7 @@ class BatchSystem:
 
     def _cancel_failed(self, exc: CommandError) -> bool:
         """True unless every complaint of the cancel command only says a job is gone."""
-        pattern = self.dialect.cancel_gone_pattern
-        if exc.returncode is None or pattern is None:
-            return True
-        if exc.stderr.strip():
-            complaints = [line for line in exc.stderr.splitlines() if line.strip()]
-        else:  # some tools (oardel) report on stdout, between progress lines
-            complaints = [line for line in exc.stdout.splitlines() if _looks_like_error(line)]
-        return not complaints or not all(pattern.search(line) for line in complaints)
+        return not only_complaints_matching(exc, self.dialect.cancel_gone_pattern)
 
     async def cancel(self, job_ids: Iterable[str], attempts: int | None = None) -> list[str]:
         """Cancel ``job_ids`` with as few commands as the argument limit allows.
@@ -866,14 +867,6 @@ class BatchSystem:
             self._closing = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-_ERROR_WORDS = ("error", "invalid", "unknown", "not ", "cannot", "fail", "denied", "no such")
-
-
-def _looks_like_error(line: str) -> bool:
-    lower = line.lower()
-    return any(word in lower for word in _ERROR_WORDS)
 
 
 def _first_line(exc: BaseException) -> str:
