@@ -6,8 +6,8 @@ the owner (``kill -9``, the OOM killer, a closed terminal). The cluster keeps a 
 directory (mode 0700) with the state: ``state.json`` (replaced atomically: the cancel command,
 the command listing tagged jobs, the live job ids and how the engine would cancel them, the
 owner's files to remove) and a journal of the ids added and removed since, one line per
-change, folded into a new ``state.json`` about every N changes for N live jobs; so each change
-costs O(1) and an id is on disk before the submission returns. About every second the
+change, folded into a new ``state.json`` (by a thread) about every N/2 changes for N live
+jobs; so each change costs O(1) and an id is on disk before its submission returns. About every second the
 watchdog checks its owner; once the owner is gone it removes the owner's files (the TLS
 credentials written for the workers), cancels the ids of the state plus every job tagged with
 its cluster id, finds out per job whether it was cancelled, already gone, or could not be
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -72,8 +73,8 @@ CLEANUP_PASSES = 3
 #: whole is tried twice, then in halves.
 CANCEL_ATTEMPTS = 4
 COMMAND_TIMEOUT = 60.0
-#: The journal is folded into the state once it has more lines than live jobs (at least
-#: this many): amortised O(1) per change.
+#: The journal is folded into the state once it has more lines than half the live jobs (and
+#: at least this many): amortised O(log N) per change, in a thread.
 COMPACT_MIN_LINES = 256
 
 
@@ -173,17 +174,7 @@ class WatchdogState:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Replace the file at ``path`` atomically with this state (mode 0600)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private(path, self.to_json())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> WatchdogState:
@@ -203,6 +194,21 @@ class WatchdogState:
                 text = ""  # the owner died between creating the state and its journal
             state.job_ids = apply_journal(state.job_ids, text)
         return state
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> None:
+    """Replace the file at ``path`` atomically with ``text`` (mode 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def apply_journal(job_ids: Iterable[str], text: str) -> list[str]:
@@ -623,6 +629,12 @@ CancelPlanner = Callable[[Sequence[str]], Sequence[tuple[Sequence[str], Sequence
 class Watchdog:
     """The cluster's side: a private state directory, the state and its journal, the process.
 
+    Each change of the live ids is one journal line, written before :meth:`record` returns.
+    Once the journal holds more lines than half the live jobs, a thread folds it into a new
+    state (every live id and how the engine would cancel them) while the changes go on being
+    written to the old journal and to the new one: whenever the owner dies, the state file
+    and the journal it names hold every id.
+
     Parameters
     ----------
     state : WatchdogState
@@ -647,10 +659,11 @@ class Watchdog:
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._live: dict[str, None] = dict.fromkeys(state.job_ids)  # an ordered set
-        self._journal_fd: int | None = None
-        self._journal_name: str | None = None
+        #: journals written to: the one the state file names, and during a fold the next one
+        self._journals: list[tuple[int, str]] = []
         self._journal_lines = 0
         self._generation = 0
+        self._fold_thread: threading.Thread | None = None
 
     @property
     def state_path(self) -> str | None:
@@ -661,7 +674,7 @@ class Watchdog:
         self.directory = tempfile.mkdtemp(prefix=f"dask-jobqueue-watchdog-{self.state.cluster_id}-")
         os.chmod(self.directory, 0o700)
         with self._lock:
-            self._fold()
+            self._fold_now()
         log_file = open(os.path.join(self.directory, "watchdog.log"), "ab")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -687,82 +700,136 @@ class Watchdog:
 
     def record(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
         """Record live job ids ``added`` and ids ``removed`` (ended or cancelled); from any
-        thread. One journal line per id, written before this returns: an id is on disk
-        before a submission returns, whatever kills this process next."""
+        thread, in O(change). One journal line per id, written before this returns: an id is
+        on disk before its submission returns, whatever kills this process next."""
         added, removed = list(added), list(removed)
         with self._lock:
             for job_id in added:
                 self._live[job_id] = None
             for job_id in removed:
                 self._live.pop(job_id, None)
-            if self._journal_fd is None:
-                return  # not started: start() writes everything
-            lines = len(added) + len(removed)
-            if self._journal_lines + lines > max(COMPACT_MIN_LINES, len(self._live)):
-                self._fold()
-                return
-            text = "".join(f"+ {i}\n" for i in added) + "".join(f"- {i}\n" for i in removed)
-            try:
-                os.write(self._journal_fd, text.encode())
-            except OSError as exc:
-                log(f"cannot append to the watchdog's journal: {exc}")
-                return
-            self._journal_lines += lines
+            if not self._journals:
+                return  # not started (or stopped): start() writes everything
+            data = ("".join(f"+ {i}\n" for i in added)
+                    + "".join(f"- {i}\n" for i in removed)).encode()
+            for fd, _ in self._journals:
+                try:
+                    os.write(fd, data)
+                except OSError as exc:
+                    log(f"cannot append to the watchdog's journal: {exc}")
+            self._journal_lines += len(added) + len(removed)
+            if (
+                self._journal_lines > max(COMPACT_MIN_LINES, len(self._live) // 2)
+                and self._fold_thread is None
+            ):
+                self._fold_later()
 
     def update(self, job_ids: Iterable[str]) -> None:
-        """Replace the live job ids by ``job_ids`` and write the whole state; from any
+        """Replace the live job ids by ``job_ids`` and write the whole state now; from any
         thread (O(jobs): :meth:`record` is the per-change call)."""
+        self._wait_for_fold()
         with self._lock:
             self._live = dict.fromkeys(job_ids)
-            if self._journal_fd is not None:
-                self._fold()
+            if self._journals:
+                self._fold_now()
 
-    def _fold(self) -> None:
-        """Write a new state with every live id and a new, empty journal (lock held)."""
-        if self.state_path is None:
-            return
-        ids = sorted(self._live)
-        self.state.job_ids = ids
-        if self.planner is not None:
-            self.state.cancel_plan = [[list(a), list(i)] for a, i in self.planner(ids)]
+    def _new_journal(self) -> tuple[int, str] | None:
         self._generation += 1
         name = f"journal-{self._generation}"
-        path = os.path.join(self.directory, name)
+        assert self.directory is not None
         try:
-            # the new journal exists before the state names it; the old one stays valid
-            # (with the old state) until the new state replaces it
             fd = os.open(
-                path,
+                os.path.join(self.directory, name),
                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
                 0o600,
             )
         except OSError as exc:
             log(f"cannot create the watchdog's journal: {exc}")
+            return None
+        return fd, name
+
+    def _state_text(self, ids: list[str], journal: str) -> str:
+        ids.sort()
+        plan = []
+        if self.planner is not None:
+            plan = [[list(args), list(covered)] for args, covered in self.planner(ids)]
+        state = dataclasses.replace(self.state, job_ids=ids, cancel_plan=plan, journal=journal)
+        return state.to_json()
+
+    def _fold_now(self) -> None:
+        """Write a state with every live id and a new, empty journal (lock held)."""
+        if self.directory is None:
             return
-        self.state.journal = name
+        journal = self._new_journal()
+        if journal is None:
+            return
+        self._journals.append(journal)
+        self._install(self._state_text(list(self._live), journal[1]), journal)
+
+    def _fold_later(self) -> None:
+        """Start folding the journal in a thread (lock held): a new journal starts now and
+        gets every change from now on, as the old one does until the new state replaces the
+        old."""
+        journal = self._new_journal()
+        if journal is None:
+            return
+        self._journals.append(journal)
+        self._journal_lines = 0
+        ids = list(self._live)
+        self._fold_thread = threading.Thread(
+            target=self._fold_in_thread, args=(ids, journal),
+            name="dask-jobqueue-watchdog-state", daemon=True,
+        )
+        self._fold_thread.start()
+
+    def _fold_in_thread(self, ids: list[str], journal: tuple[int, str]) -> None:
         try:
-            self.state.write(self.state_path)
+            text = self._state_text(ids, journal[1])
+        except Exception as exc:  # the engine's planner: log it, keep the old state
+            log(f"cannot fold the watchdog's journal: {exc!r}")
+            text = None
+        with self._lock:
+            self._fold_thread = None
+            if journal not in self._journals:
+                return  # stopped meanwhile
+            if text is None:
+                self._drop_journal(journal)
+                return
+            self._install(text, journal)
+
+    def _install(self, text: str, journal: tuple[int, str]) -> None:
+        """Make ``text`` the state (atomically) and ``journal`` the only journal (lock
+        held); on failure the old state and journal stay in use."""
+        assert self.state_path is not None
+        try:
+            write_private(self.state_path, text)
         except OSError as exc:
             log(f"cannot update {self.state_path}: {exc}")
-            self.state.journal = self._journal_name
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            self._drop_journal(journal)
             return
-        old_fd, old_name = self._journal_fd, self._journal_name
-        self._journal_fd, self._journal_name, self._journal_lines = fd, name, 0
-        if old_fd is not None:
-            os.close(old_fd)
-        if old_name is not None:
+        self.state.journal = journal[1]
+        for old in [j for j in self._journals if j != journal]:
+            self._drop_journal(old)
+
+    def _drop_journal(self, journal: tuple[int, str]) -> None:
+        self._journals.remove(journal)
+        os.close(journal[0])
+        if self.directory is not None:
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.directory, old_name))
+                os.unlink(os.path.join(self.directory, journal[1]))
+
+    def _wait_for_fold(self) -> None:
+        thread = self._fold_thread
+        if thread is not None:
+            thread.join()
 
     def stop(self) -> None:
         """Stop the watchdog without it cancelling anything, and remove the state."""
+        self._wait_for_fold()
         with self._lock:
             process, self.process = self.process, None
-            fd, self._journal_fd = self._journal_fd, None
-        if fd is not None:
+            journals, self._journals = self._journals, []
+        for fd, _ in journals:
             os.close(fd)
         if process is not None and process.poll() is None:
             process.terminate()
