@@ -9,6 +9,11 @@ spent in the engine's ``on_live_change`` hook (where the wiring writes the state
 every change. Usage::
 
     python benchmarks/watchdog_state.py --jobs 500 1000 2000 4000
+    python benchmarks/watchdog_state.py --jobs --latency 50000
+
+``--latency N``: wall time of each of the cluster's calls to the watchdog for N jobs added
+then N removed one by one (the journal is folded meanwhile, in a thread): median, 99th
+percentile and worst, i.e. what one change can cost the event loop.
 """
 
 from __future__ import annotations
@@ -64,10 +69,37 @@ def run_jobs(jobs: int, watchdog: bool) -> tuple[float, float]:
             dog.stop()
 
 
+def latency(jobs: int) -> None:
+    template = SLURMJob("tcp://127.0.0.1:9", cores=1, memory="1GB")
+    engine = engine_module.BatchSystem(template)
+    dog = _watchdog_for(engine)
+    assert dog is not None
+    dog.start()
+    durations = []
+    try:
+        for op in ("added", "removed"):
+            for i in range(jobs):
+                before = time.perf_counter()
+                dog.record(**{op: [str(100000 + i)]})
+                durations.append(time.perf_counter() - before)
+    finally:
+        dog.stop()
+    durations.sort()
+    print(f"{jobs} jobs, {len(durations)} changes: median "
+          f"{durations[len(durations) // 2] * 1e6:.1f} µs, 99th percentile "
+          f"{durations[int(len(durations) * 0.99)] * 1e6:.1f} µs, worst "
+          f"{durations[-1] * 1e3:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, nargs="+", default=[500, 1000, 2000])
+    parser.add_argument("--jobs", type=int, nargs="*", default=[500, 1000, 2000])
+    parser.add_argument("--latency", type=int, metavar="N")
     args = parser.parse_args()
+    if args.latency:
+        latency(args.latency)
+    if not args.jobs:
+        return
     print("| jobs | client CPU without watchdog | with watchdog | of which state | per change |")
     print("|---:|---:|---:|---:|---:|")
     for jobs in args.jobs:

@@ -753,8 +753,16 @@ class Watchdog:
         plan = []
         if self.planner is not None:
             plan = [[list(args), list(covered)] for args, covered in self.planner(ids)]
-        state = dataclasses.replace(self.state, job_ids=ids, cancel_plan=plan, journal=journal)
-        return state.to_json()
+        state = dataclasses.replace(self.state, job_ids=[], cancel_plan=[], journal=journal)
+        text = state.to_json()
+        # The long lists are encoded a slice at a time: one json.dumps of 50,000 ids would
+        # hold the GIL (and stall the event loop) for tens of milliseconds.
+        for key, items in (("job_ids", ids), ("cancel_plan", plan)):
+            parts = [json.dumps(items[i : i + 1000])[1:-1] for i in range(0, len(items), 1000)]
+            empty = f'"{key}":[]'
+            assert text.count(empty) == 1
+            text = text.replace(empty, f'"{key}":[{",".join(parts)}]')
+        return text
 
     def _fold_now(self) -> None:
         """Write a state with every live id and a new, empty journal (lock held)."""
