@@ -1,4 +1,9 @@
-"""Shell quoting and asynchronous execution of batch-system commands."""
+"""Shell quoting and execution of batch-system commands: the one command runner.
+
+Standard library only: the watchdog (``watchdog.py``), which must not import dask, loads this
+file by its path and runs its commands through :func:`run_command_sync`, as the engine runs
+its own through :func:`run_command`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import contextlib
 import logging
 import os
 import re
+import select
+import selectors
 import shlex
 import signal
 import subprocess
@@ -322,8 +329,9 @@ def run_command_sync(
     """Blocking :func:`run_command`, for interpreter exit (no event loop).
 
     Same semantics: own session, the whole group killed on timeout (SIGTERM, SIGKILL after
-    :data:`KILL_GRACE`), every wait bounded, so this returns or raises within about
-    ``timeout + KILL_GRACE + 2 * FINAL_WAIT`` seconds.
+    :data:`KILL_GRACE`), the rest of the group ended when the command exited but its pipes
+    stay open longer than :data:`EOF_GRACE`, every wait bounded, so this returns or raises
+    within about ``timeout + KILL_GRACE + 2 * FINAL_WAIT`` seconds.
 
     Raises
     ------
@@ -345,31 +353,109 @@ def run_command_sync(
         raise CommandError(argv, None, reason="could not be run: program not found") from None
     except (PermissionError, NotADirectoryError) as exc:
         raise CommandError(argv, None, reason=f"could not be run: {exc}") from None
-    data = stdin.encode() if stdin is not None else None
+    pipes = _SyncPipes(proc, stdin.encode() if stdin is not None else None)
+    deadline = time.monotonic() + timeout
     timed_out = False
     try:
-        stdout_b, stderr_b = proc.communicate(data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = proc.poll() is None
-        _end_group_sync(proc)
-        try:
+        exited = pipes.read_until(deadline, exit_grace=EOF_GRACE)
+        if pipes.open:
+            timed_out = not exited
+            if exited:
+                logger.debug("Command %s exited but its output pipes stay open", argv[0])
+            _end_group_sync(proc)
             # Bounded: a descendant that left the group may hold the pipes forever.
-            stdout_b, stderr_b = proc.communicate(timeout=FINAL_WAIT)
-        except subprocess.TimeoutExpired:
-            stdout_b, stderr_b = b"", b""
+            pipes.read_until(time.monotonic() + FINAL_WAIT)
+        else:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True  # closed its output but runs on
+                _end_group_sync(proc)
     finally:
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-    stdout = stdout_b.decode(errors="replace")
-    stderr = stderr_b.decode(errors="replace")
+        pipes.close()
+    stdout = pipes.stdout.decode(errors="replace")
+    stderr = pipes.stderr.decode(errors="replace")
     if timed_out or proc.returncode is None:
         # What it printed before hanging is kept: a submit command may have named its job.
         raise CommandError(argv, None, stdout, stderr, reason=f"timed out after {timeout:g}s")
     if proc.returncode != 0:
         raise CommandError(argv, proc.returncode, stdout, stderr)
     return CommandResult(argv, stdout, stderr)
+
+
+class _SyncPipes:
+    """The pipes of a running command: feeds its input, reads both outputs, with deadlines."""
+
+    def __init__(self, proc: subprocess.Popen, data: bytes | None):
+        self.proc = proc
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self._data = memoryview(data or b"")
+        self._selector = selectors.DefaultSelector()
+        self._buffers: dict[int, bytearray] = {}
+        for pipe, buffer in ((proc.stdout, self.stdout), (proc.stderr, self.stderr)):
+            assert pipe is not None
+            self._selector.register(pipe.fileno(), selectors.EVENT_READ)
+            self._buffers[pipe.fileno()] = buffer
+        self._stdin_fd: int | None = None
+        if proc.stdin is not None:
+            if self._data:
+                self._stdin_fd = proc.stdin.fileno()
+                self._selector.register(self._stdin_fd, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+
+    @property
+    def open(self) -> bool:
+        """Whether an output pipe is still open."""
+        return any(fd in self._buffers for fd in self._selector.get_map())
+
+    def read_until(self, deadline: float, exit_grace: float | None = None) -> bool:
+        """Feed and read until both outputs close or ``deadline`` passes, or ``exit_grace``
+        seconds after the command exited; returns whether the command has exited."""
+        exited_at: float | None = None
+        while self.open:
+            now = time.monotonic()
+            if exited_at is None and self.proc.poll() is not None:
+                exited_at = now
+            limit = deadline
+            if exit_grace is not None and exited_at is not None:
+                limit = min(deadline, exited_at + exit_grace)
+            if now >= limit:
+                break
+            # short waits while the command runs: its exit is noticed even while a
+            # descendant that inherited the pipes keeps them open
+            wait = limit - now if exited_at is not None else min(limit - now, 0.1)
+            for key, _ in self._selector.select(wait):
+                if key.fd == self._stdin_fd:
+                    self._feed()
+                    continue
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    self._buffers[key.fd] += chunk
+                else:
+                    self._selector.unregister(key.fd)
+        return self.proc.poll() is not None
+
+    def _feed(self) -> None:
+        assert self._stdin_fd is not None and self.proc.stdin is not None
+        try:
+            written = os.write(self._stdin_fd, self._data[: select.PIPE_BUF])
+        except (BrokenPipeError, ConnectionResetError):
+            written = len(self._data)  # it does not read its input: drop the rest
+        self._data = self._data[written:]
+        if not self._data:
+            self._selector.unregister(self._stdin_fd)
+            self._stdin_fd = None
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def close(self) -> None:
+        self._selector.close()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def _end_group_sync(proc: subprocess.Popen) -> None:
@@ -387,3 +473,33 @@ def _end_group_sync(proc: subprocess.Popen) -> None:
     _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(FINAL_WAIT)
+
+
+_ERROR_WORDS = ("error", "invalid", "unknown", "not ", "cannot", "fail", "denied", "no such")
+
+
+def complaint_lines(error: CommandError) -> list[str]:
+    """The lines in which a failed command complains: its non-empty stderr lines or, when
+    stderr is empty, the stdout lines that read like errors (``oardel`` reports on stdout,
+    between progress lines)."""
+    if error.stderr.strip():
+        return [line for line in error.stderr.splitlines() if line.strip()]
+    return [line for line in error.stdout.splitlines() if _looks_like_error(line)]
+
+
+def only_complaints_matching(error: CommandError, pattern: re.Pattern[str] | None) -> bool:
+    """Whether ``error`` is a command that ran, exited non-zero and only complained in lines
+    matching ``pattern`` (for a cancel command: "this job is already gone").
+
+    A time-out, a missing program, a failure without any complaint, or no ``pattern`` is
+    never "only" that.
+    """
+    if error.returncode is None or pattern is None:
+        return False
+    complaints = complaint_lines(error)
+    return bool(complaints) and all(pattern.search(line) for line in complaints)
+
+
+def _looks_like_error(line: str) -> bool:
+    lower = line.lower()
+    return any(word in lower for word in _ERROR_WORDS)

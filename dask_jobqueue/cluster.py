@@ -178,7 +178,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
         # A process that cancels the jobs if this one dies without closing the cluster.
-        self._watchdog = _watchdog_for(self._engine) if settings.owner_watchdog else None
+        self._watchdog = (
+            _watchdog_for(self._engine, self._tls_files) if settings.owner_watchdog else None
+        )
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
         self._exit_finalizer = weakref.finalize(
             self, _cancel_at_exit, self._engine, self._watchdog
@@ -812,19 +814,16 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
 
 
-def _watchdog_for(engine: Any) -> Watchdog | None:
-    """The watchdog of ``engine``'s jobs (not started), kept informed of its live jobs and of
-    the cancel commands cancelling them; ``None`` if the batch system cancels nothing."""
-    state = state_for(engine)
+def _watchdog_for(engine: Any, owned_files: list[str] | None = None) -> Watchdog | None:
+    """The watchdog of ``engine``'s jobs (not started), told of each change of its live jobs
+    (O(change): a journal line per id) and of how the engine would cancel them; it also
+    removes ``owned_files`` (the workers' TLS credentials) if this process dies.
+    ``None`` if the batch system cancels nothing."""
+    state = state_for(engine, owned_files=owned_files or ())
     if state is None:
         return None
-    watchdog = Watchdog(state)
-
-    def record_live_jobs() -> None:
-        live = engine.live_ids
-        watchdog.update(live, engine.cancel_arguments(sorted(live)))
-
-    engine.on_live_change = record_live_jobs
+    watchdog = Watchdog(state, planner=engine.cancel_plan)
+    engine.on_live_change = watchdog.record
     return watchdog
 
 

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._shell import CommandError, run_command, run_command_sync
+from ._shell import CommandError, only_complaints_matching, run_command, run_command_sync
 from .dialect import (
     TRANSIENT_SUBMIT_ERRORS,
     ArraySupport,
@@ -314,8 +314,9 @@ class BatchSystem:
         self.cluster_id = new_cluster_id()
         self._serials = itertools.count()
         self._host = safe_host(socket.gethostname())
-        #: Called (without arguments, from any thread) after the set of live ids changed.
-        self.on_live_change: Callable[[], None] | None = None
+        #: Called from any thread after the set of live ids changed, with the ids added and
+        #: the ids removed (each call carries only the change: keep it O(change)).
+        self.on_live_change: Callable[[Sequence[str], Sequence[str]], None] | None = None
 
     @classmethod
     def from_settings(cls, template: Job, settings: EngineSettings) -> BatchSystem:
@@ -344,19 +345,21 @@ class BatchSystem:
     def release(self, job_ids: Iterable[str]) -> None:
         """These jobs ended by themselves: nothing left to cancel for them."""
         with self._lock:
-            for job_id in job_ids:
-                self._live.discard(job_id)
+            removed = [i for i in dict.fromkeys(job_ids) if i in self._live]
+            self._live.difference_update(removed)
+            for job_id in removed:
                 self._submitted_at.pop(job_id, None)
-        self._live_changed()
+        if removed:
+            self._live_changed(removed=removed)
 
     def _spend_sync(self) -> None:
         """Wait (blocking) for the command budget, if there is one."""
         if self.budget is not None:
             self.budget.take_sync()
 
-    def _live_changed(self) -> None:
+    def _live_changed(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> None:
         if self.on_live_change is not None:
-            self.on_live_change()
+            self.on_live_change(added, removed)
 
     def new_tag(self) -> JobTag:
         """The tag of the next submission: this cluster, a fresh serial, this process."""
@@ -571,7 +574,7 @@ class BatchSystem:
             self._live.update(ids)
             self._submitted_at.update(dict.fromkeys(ids, time.time()))
             closing = self._closing
-        self._live_changed()
+        self._live_changed(added=ids)
         logger.debug("Submitted job(s) %s for %s", " ".join(ids), [j.name for j in group])
         if closing:
             logger.info("Cancelling job(s) %s: submitted while the cluster closed", ids)
@@ -756,8 +759,10 @@ class BatchSystem:
     def _cancel_now(self, job_ids: Sequence[str]) -> list[str]:
         """Cancel jobs this engine does not track (blocking); the ids it could not cancel."""
         with self._lock:
-            self._live.update(job_ids)  # held until the cancel is confirmed (exit finalizer)
-        self._live_changed()
+            added = [i for i in dict.fromkeys(job_ids) if i not in self._live]
+            self._live.update(added)  # held until the cancel is confirmed (exit finalizer)
+        if added:
+            self._live_changed(added=added)
         self.cancel_sync(job_ids)
         return sorted(set(job_ids) & self.live_ids)
 
@@ -1044,6 +1049,11 @@ class BatchSystem:
         does, tasks of one array joined into ranges where the batch system takes them."""
         return [self._cancel_args(chunk) for chunk in self._chunks(list(job_ids))]
 
+    def cancel_plan(self, job_ids: Sequence[str]) -> list[tuple[list[str], list[str]]]:
+        """Each cancel command for ``job_ids`` as (its arguments, the ids they cancel), as
+        :meth:`cancel_arguments` chunks them."""
+        return [(self._cancel_args(chunk), chunk) for chunk in self._chunks(list(job_ids))]
+
     def _cancel_args(self, chunk: Sequence[str]) -> list[str]:
         support = self.template.array_support_for(self.facts)
         return support.cancel_args(chunk) if support is not None else list(chunk)
@@ -1054,14 +1064,7 @@ class BatchSystem:
 
     def _cancel_failed(self, exc: CommandError) -> bool:
         """True unless every complaint of the cancel command only says a job is gone."""
-        pattern = self.dialect.cancel_gone_pattern
-        if exc.returncode is None or pattern is None:
-            return True
-        if exc.stderr.strip():
-            complaints = [line for line in exc.stderr.splitlines() if line.strip()]
-        else:  # some tools (oardel) report on stdout, between progress lines
-            complaints = [line for line in exc.stdout.splitlines() if _looks_like_error(line)]
-        return not complaints or not all(pattern.search(line) for line in complaints)
+        return not only_complaints_matching(exc, self.dialect.cancel_gone_pattern)
 
     async def cancel(self, job_ids: Iterable[str], attempts: int | None = None) -> list[str]:
         """Cancel ``job_ids`` with as few commands as the argument limit allows.
@@ -1129,14 +1132,6 @@ class BatchSystem:
             self._closing = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-_ERROR_WORDS = ("error", "invalid", "unknown", "not ", "cannot", "fail", "denied", "no such")
-
-
-def _looks_like_error(line: str) -> bool:
-    lower = line.lower()
-    return any(word in lower for word in _ERROR_WORDS)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,29 +2,38 @@
 
 A cluster starts one watchdog (``python .../dask_jobqueue/watchdog.py --owner PID
 --cluster-id ID --state FILE``) in its own session, so it outlives its owner whatever kills
-the owner (``kill -9``, the OOM killer, a closed terminal). The cluster keeps the state file
-(private directory, mode 0600, replaced atomically) up to date with its live job ids, the
-cancel command and the command listing tagged jobs. About every second the watchdog checks
-its owner; once the owner is gone it cancels the ids of the state file plus every job tagged
-with its cluster id (also those submitted just before the owner died), retries a failing
-cancel a few times, lists again a few seconds later for submissions still in flight, and
-exits. On a normal ``close()`` the cluster stops the watchdog (SIGTERM) and it cancels
-nothing.
+the owner (``kill -9``, the OOM killer, a closed terminal). The cluster keeps a private
+directory (mode 0700) with the state: ``state.json`` (replaced atomically: the cancel command,
+the command listing tagged jobs, the live job ids and how the engine would cancel them, the
+owner's files to remove) and a journal of the ids added and removed since, one line per
+change, folded into a new ``state.json`` (by a thread) about every N/2 changes for N live
+jobs; so each change costs O(1) and an id is on disk before its submission returns. About every second the
+watchdog checks its owner; once the owner is gone it removes the owner's files (the TLS
+credentials written for the workers), cancels the ids of the state plus every job tagged with
+its cluster id, finds out per job whether it was cancelled, already gone, or could not be
+cancelled (and why), lists the tagged jobs again a few seconds later for submissions still in
+flight, retries what failed in up to :data:`CLEANUP_PASSES` passes, logs what happened, and
+exits. On a normal ``close()`` the cluster stops the watchdog (SIGTERM) and it cancels nothing.
 
-The watchdog is run by path and imports the standard library only (and ``tags.py`` by path):
-it starts in a few tens of milliseconds and never imports dask.
+The watchdog is run by path and imports the standard library only: ``_shell.py`` (the command
+runner the engine uses too) and ``tags.py`` are loaded by their paths, so it starts in a few
+tens of milliseconds and never imports dask. Imported as ``dask_jobqueue.watchdog`` (the
+cluster's side), the same modules are imported normally.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib
 import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,9 +42,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "CancelReport",
+    "CommandError",
+    "CommandResult",
     "WatchdogState",
     "Watchdog",
     "state_for",
@@ -43,21 +56,62 @@ __all__ = [
     "pid_alive",
     "cancel_with_retries",
     "clean_up",
+    "remove_owned_files",
     "main",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: Seconds between two checks of the owner.
 CHECK_INTERVAL = 1.0
-#: Seconds before listing tagged jobs a second time (submissions in flight at the kill).
+#: Seconds before listing tagged jobs a second time (submissions in flight at the kill); the
+#: pass after that waits twice as long.
 RELIST_DELAY = 5.0
+#: Passes over the jobs: the first cancels everything, the second lists again and retries
+#: what failed, later ones only run while something failed.
+CLEANUP_PASSES = 3
+#: Commands per cancel batch and pass: a lone id is tried this often; a batch that fails as a
+#: whole is tried twice, then in halves.
 CANCEL_ATTEMPTS = 4
 COMMAND_TIMEOUT = 60.0
+#: The journal is folded into the state once it has more lines than half the live jobs (and
+#: at least this many): amortised O(log N) per change, in a thread.
+COMPACT_MIN_LINES = 256
+
+
+def _sibling(name: str) -> ModuleType:
+    """``dask_jobqueue/<name>.py``: imported normally inside the package; loaded by its path
+    when this file runs as the watchdog (the package, and dask, stay unimported)."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    module_name = f"_dask_jobqueue_watchdog_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses needs the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from ._shell import CommandError, CommandResult, complaint_lines, run_command_sync
+else:
+    _shell = _sibling("_shell")
+    CommandError = _shell.CommandError
+    CommandResult = _shell.CommandResult
+    complaint_lines = _shell.complaint_lines
+    run_command_sync = _shell.run_command_sync
+
+#: How a command is run: returns its result, raises ``CommandError`` if it failed.
+Runner = Callable[[Sequence[str]], "CommandResult"]
 
 
 @dataclass
 class WatchdogState:
-    """What the watchdog needs to clean up after its owner (the state file's content).
+    """What the watchdog needs to clean up after its owner (``state.json``'s content).
 
     Parameters
     ----------
@@ -74,13 +128,18 @@ class WatchdogState:
     parser : str or None
         Name of the parser of their output in ``dask_jobqueue.tags``.
     job_ids : list of str
-        Live job ids of the cluster.
+        Live job ids of the cluster (after :meth:`load`: with the journal applied).
     cancel_max_ids : int
         Most ids one cancel command may name (PBS: 1).
-    cancel_groups : list of list of str
-        The arguments of each cancel command cancelling ``job_ids``, as the cluster's
-        engine would run them: tasks of one array joined into ranges where the batch system
-        takes them (``65[0-199].server``). Empty: ``job_ids``, ``cancel_max_ids`` per command.
+    cancel_plan : list of [arguments, ids]
+        The cancel commands for ``job_ids`` as the cluster's engine would run them: the
+        arguments of each (tasks of one array joined into ranges where the batch system takes
+        them, ``65[0-199].server``) and the ids they cancel. Empty: ``job_ids``,
+        ``cancel_max_ids`` per command.
+    owned_files : list of str
+        Files of the owner to remove once it is gone (the workers' TLS credentials).
+    journal : str or None
+        Name, in the state's directory, of the journal of changes since this state.
     """
 
     owner_pid: int
@@ -91,11 +150,13 @@ class WatchdogState:
     parser: str | None = None
     job_ids: list[str] = field(default_factory=list)
     cancel_max_ids: int = 500
-    cancel_groups: list[list[str]] = field(default_factory=list)
+    cancel_plan: list[list[list[str]]] = field(default_factory=list)
+    owned_files: list[str] = field(default_factory=list)
+    journal: str | None = None
 
     def to_json(self) -> str:
         """The state file's text."""
-        return json.dumps({"version": STATE_VERSION, **self.__dict__}, indent=1)
+        return json.dumps({"version": STATE_VERSION, **self.__dict__}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> WatchdogState:
@@ -113,22 +174,55 @@ class WatchdogState:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Replace the file at ``path`` atomically with this state (mode 0600)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_private(path, self.to_json())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> WatchdogState:
-        """The state at ``path`` (``OSError``/``ValueError`` if missing or unreadable)."""
+        """The state at ``path`` as written (``OSError``/``ValueError`` if missing or
+        unreadable); its journal is not applied."""
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> WatchdogState:
+        """The state at ``path`` with its journal applied: ``job_ids`` are the live ids."""
+        state = cls.read(path)
+        if state.journal:
+            journal = Path(path).with_name(state.journal)
+            try:
+                text = journal.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""  # the owner died between creating the state and its journal
+            state.job_ids = apply_journal(state.job_ids, text)
+        return state
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> None:
+    """Replace the file at ``path`` atomically with ``text`` (mode 0600)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def apply_journal(job_ids: Iterable[str], text: str) -> list[str]:
+    """``job_ids`` changed by the journal ``text`` (``+ ID``/``- ID`` lines); a last line
+    without its newline (its writer was killed mid-write) is ignored."""
+    live = dict.fromkeys(job_ids)
+    lines = text.split("\n")
+    for line in lines[:-1]:
+        op, _, job_id = line.partition(" ")
+        if op == "+" and job_id:
+            live[job_id] = None
+        elif op == "-":
+            live.pop(job_id, None)
+    return list(live)
 
 
 def owner_alive(owner_pid: int, parent_pid: int | None = None) -> bool:
@@ -154,96 +248,183 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-@dataclass
-class CommandResult:
-    """Exit status and output of a command (``returncode`` ``None``: did not run / hung)."""
-
-    returncode: int | None
-    stdout: str = ""
-    stderr: str = ""
-
-
 def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-    """Run ``argv`` in its own process group, killed as a whole after ``timeout``."""
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return CommandResult(None, "", str(exc))
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        return CommandResult(None, out, f"timed out after {timeout:g}s\n{err}")
-    return CommandResult(proc.returncode, out, err)
+    """Run ``argv`` with the engine's runner (own process group, killed as a whole after
+    ``timeout``, every wait bounded); ``CommandError`` if it fails."""
+    return run_command_sync(argv, timeout)
 
 
-def cancel_failed(result: CommandResult, gone: str | None) -> bool:
-    """True unless the cancel succeeded or every complaint only says a job is gone."""
-    if result.returncode == 0:
-        return False
-    if result.returncode is None or gone is None:
-        return True
-    pattern = re.compile(gone)
-    complaints = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-    return not complaints or not all(pattern.search(line) for line in complaints)
+# ---------------------------------------------------------------------- cancelling
+
+
+@dataclass
+class CancelReport:
+    """What became of each cancel argument (a job id, or a range of array tasks)."""
+
+    cancelled: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    #: argument -> why it could not be cancelled
+    failed: dict[str, str] = field(default_factory=dict)
+    commands: int = 0
+
+    def merge(self, other: CancelReport) -> None:
+        self.cancelled += other.cancelled
+        self.gone += other.gone
+        self.failed.update(other.failed)
+        self.commands += other.commands
+
+
+_TOKEN = re.compile(r"[\w.\[\]\-]+")
+
+
+def _reason(exc: CommandError) -> str:
+    lines = complaint_lines(exc)
+    if exc.returncode is None or not lines:
+        text = exc.reason or (lines[0] if lines else f"exit code {exc.returncode}")
+    else:
+        text = lines[0]
+    return " ".join(text.split())[:200]
+
+
+def _attribute(
+    exc: CommandError, args: Sequence[str], gone: re.Pattern[str] | None
+) -> tuple[list[str], list[str], dict[str, str]] | None:
+    """(cancelled, gone, failing with reasons) from a failed cancel of ``args`` whose every
+    complaint names the arguments it is about; ``None`` if the failure is not per argument
+    (a time-out, or a complaint naming none of them: a failure of the whole command)."""
+    if exc.returncode is None:
+        return None
+    lines = complaint_lines(exc)
+    if not lines:
+        return None
+    named: dict[str, list[str]] = {}
+    if len(args) == 1:
+        named[args[0]] = lines
+    else:
+        wanted = set(args)
+        for line in lines:
+            hits = {t.rstrip(".") for t in _TOKEN.findall(line)} & wanted
+            if not hits:
+                return None
+            for arg in hits:
+                named.setdefault(arg, []).append(line)
+    # Batch cancel commands (scancel, qdel, bkill, condor_rm, oardel) go on after an id they
+    # cannot cancel and name each one: the ids they do not name were cancelled.
+    cancelled = [a for a in args if a not in named]
+    gone_args: list[str] = []
+    failing: dict[str, str] = {}
+    for arg in args:
+        complaints = named.get(arg)
+        if complaints is None:
+            continue
+        bad = [line for line in complaints if gone is None or not gone.search(line)]
+        if bad:
+            failing[arg] = " ".join(bad[0].split())[:200]
+        else:
+            gone_args.append(arg)
+    return cancelled, gone_args, failing
+
+
+def _short(args: Sequence[str], limit: int = 10) -> str:
+    if len(args) <= limit:
+        return " ".join(args)
+    return f"{' '.join(args[:limit])} ... ({len(args)} arguments)"
+
+
+def _cancel_batch(
+    cancel_argv: Sequence[str],
+    batch: Sequence[str],
+    gone: re.Pattern[str] | None,
+    runner: Runner,
+    attempts: int,
+    sleep: Callable[[float], None],
+) -> CancelReport:
+    """Cancel ``batch`` (the arguments of one command) and find out what became of each.
+
+    A failure naming its arguments is read per argument (those failing are retried alone,
+    ``attempts`` times in all, pausing 1 s, 2 s, 4 s...). A time-out (the batch system does
+    not answer) is retried whole, as often. Any other failure of the whole command (a
+    complaint naming no argument) is retried once after 1 s, then the batch is tried in
+    halves, and halves of those, without pauses: a single bad id is found in about
+    2·log2(n) commands. At most ``attempts + 4·log2(n)`` commands in all: past that (the
+    batch system refuses everything) the rest is reported failed with the last reason.
+    """
+    report = CancelReport()
+    budget = attempts + 4 * len(batch).bit_length()
+    # (arguments, retries so far, came from splitting a batch)
+    work: list[tuple[list[str], int, bool]] = [(list(batch), 0, False)]
+    last_reason = "not tried"
+    while work:
+        args, retry, split = work.pop()
+        if report.commands >= budget:
+            for arg in args:
+                report.failed[arg] = f"{last_reason} (gave up after {budget} cancel commands)"
+            continue
+        if retry and not split:
+            sleep(2.0 ** (retry - 1))
+        report.commands += 1
+        try:
+            runner([*cancel_argv, *args])
+        except CommandError as exc:
+            error = exc
+        else:
+            report.cancelled += args
+            continue
+        last_reason = _reason(error)
+        attributed = _attribute(error, args, gone)
+        if attributed is not None:
+            cancelled, gone_args, failing = attributed
+            report.cancelled += cancelled
+            report.gone += gone_args
+            for arg, why in failing.items():
+                if retry + 1 < attempts and not split:
+                    log(f"could not cancel {arg} (attempt {retry + 1}): {why}")
+                    work.append(([arg], retry + 1, False))
+                else:
+                    report.failed[arg] = why
+        elif len(args) > 1 and error.returncode is not None and (retry >= 1 or attempts <= 1):
+            log(f"cancel of {_short(args)} failed again ({last_reason}); trying it in halves")
+            half = len(args) // 2
+            work.append((args[half:], retry, True))
+            work.append((args[:half], retry, True))
+        elif not split and retry + 1 < attempts:
+            log(f"cancel of {_short(args)} failed (attempt {retry + 1}): {last_reason}")
+            work.append((args, retry + 1, False))
+        else:
+            for arg in args:
+                report.failed[arg] = last_reason
+    return report
 
 
 def cancel_with_retries(
     cancel_argv: Sequence[str],
     job_ids: Iterable[str],
     gone: str | None,
-    runner: Callable[[Sequence[str]], CommandResult] = run,
+    runner: Runner = run,
     attempts: int = CANCEL_ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
     chunk: int = 500,
     groups: Sequence[Sequence[str]] = (),
-) -> list[str]:
+) -> CancelReport:
     """Cancel ``job_ids`` (``chunk`` per command), then run one cancel command per argument
-    list of ``groups`` (ids or ranges); a failing command is retried ``attempts`` times in
-    all (pausing 1 s, 2 s, 4 s...). Returns the arguments that could not be cancelled."""
+    list of ``groups`` (ids or ranges), and report what became of each argument: cancelled,
+    already gone (the command's complaint matches the regular expression ``gone``), or
+    failed, with the reason. See :func:`_cancel_batch` for the retries, all bounded."""
+    pattern = re.compile(gone) if gone else None
     ids = sorted(set(job_ids))
-    parts = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
-    left: list[str] = []
-    for part in [*parts, *(list(g) for g in groups if g)]:
-        for attempt in range(attempts):
-            result = runner([*cancel_argv, *part])
-            if not cancel_failed(result, gone):
-                break
-            log(f"cancel of {' '.join(part)} failed (attempt {attempt + 1}): "
-                f"{(result.stderr or result.stdout).strip()[:300]}")
-            if attempt + 1 < attempts:
-                sleep(2.0**attempt)
-        else:
-            left += part
-    return left
+    batches = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
+    report = CancelReport()
+    for batch in [*batches, *(list(g) for g in groups if g)]:
+        report.merge(_cancel_batch(cancel_argv, batch, pattern, runner, attempts, sleep))
+    return report
 
 
 def load_tags_module() -> Any:
-    """``dask_jobqueue/tags.py`` loaded by path (the package, and dask, stay unimported)."""
-    path = Path(__file__).with_name("tags.py")
-    spec = importlib.util.spec_from_file_location("_dask_jobqueue_watchdog_tags", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses needs the module registered
-    spec.loader.exec_module(module)
-    return module
+    """``dask_jobqueue/tags.py`` (by its path when this file runs as the watchdog)."""
+    return _sibling("tags")
 
 
-def tagged_ids(
-    state: WatchdogState,
-    runner: Callable[[Sequence[str]], CommandResult] = run,
-    tags: Any = None,
-) -> set[str] | None:
+def tagged_ids(state: WatchdogState, runner: Runner = run, tags: Any = None) -> set[str] | None:
     """Ids of the jobs tagged with the state's cluster id, or ``None`` if no listing
     command worked."""
     if not state.list_argvs or state.parser is None:
@@ -251,9 +432,10 @@ def tagged_ids(
     tags = tags or load_tags_module()
     parse = tags.PARSERS[state.parser]
     for argv in state.list_argvs:
-        result = runner(argv)
-        if result.returncode != 0:
-            log(f"{' '.join(argv)} failed: {result.stderr.strip()[:300]}")
+        try:
+            result = runner(argv)
+        except CommandError as exc:
+            log(f"{' '.join(argv)} failed: {_reason(exc)}")
             continue
         try:
             texts = parse(result.stdout)
@@ -269,41 +451,113 @@ def tagged_ids(
     return None
 
 
+def _count(args: Iterable[str], covers: dict[str, list[str]]) -> int:
+    return sum(len(covers.get(a, (a,))) for a in args)
+
+
+def _log_report(report: CancelReport, covers: dict[str, list[str]]) -> None:
+    if report.cancelled:
+        log(f"cancelled {_count(report.cancelled, covers)} job(s): "
+            f"{' '.join(sorted(report.cancelled))}")
+    if report.gone:
+        log(f"{_count(report.gone, covers)} job(s) already gone: {' '.join(sorted(report.gone))}")
+    by_reason: dict[str, list[str]] = {}
+    for arg, why in report.failed.items():
+        by_reason.setdefault(why, []).append(arg)
+    for why, args in sorted(by_reason.items()):
+        log(f"could not cancel {_count(args, covers)} job(s): {' '.join(sorted(args))}: {why}")
+
+
 def clean_up(
     state: WatchdogState,
-    runner: Callable[[Sequence[str]], CommandResult] = run,
+    runner: Runner = run,
     sleep: Callable[[float], None] = time.sleep,
     relist_delay: float = RELIST_DELAY,
     tags: Any = None,
+    passes: int = CLEANUP_PASSES,
+    attempts: int = CANCEL_ATTEMPTS,
 ) -> list[str]:
-    """Cancel every job of the cluster: the state's ids and the tagged ones, then, after
-    ``relist_delay``, tagged jobs that appeared meanwhile. Returns the ids left behind."""
-    done: set[str] = set()
-    left: list[str] = []
-    for round_ in range(2):
-        wanted = set(state.job_ids) if round_ == 0 else set()
+    """Cancel every job of the cluster and return the cancel arguments left behind.
+
+    The first pass cancels the state's ids (as the engine would: array ranges) and the tagged
+    ones; after ``relist_delay`` the second lists tagged jobs again (submissions in flight at
+    the owner's death) and retries what failed; further passes (each waiting longer) run
+    while something failed, ``passes`` in all. Each pass logs what became of its jobs.
+    """
+    chunk = max(1, state.cancel_max_ids)
+    live = set(state.job_ids)
+    covers: dict[str, list[str]] = {}  # cancel argument -> the ids it cancels
+    resolved: set[str] = set()  # ids cancelled or gone
+    failed: dict[str, str] = {}
+    listing_failed = False
+    for pass_ in range(passes):
+        if pass_ > 1 and not failed:
+            break
+        if pass_ > 0:
+            sleep(relist_delay * pass_)
         found = tagged_ids(state, runner, tags)
-        if found is None:
-            left_listing = True
-        else:
-            left_listing = False
-            wanted |= found
-        wanted -= done
-        if wanted:
-            # the state's ids as the engine would cancel them (array ranges), the rest by id
-            grouped = round_ == 0 and bool(state.cancel_groups)
-            singly = wanted - set(state.job_ids) if grouped else wanted
-            left = [i for i in left if i not in wanted]
-            left += cancel_with_retries(state.cancel_argv, singly, state.cancel_gone, runner,
-                                        sleep=sleep, chunk=max(1, state.cancel_max_ids),
-                                        groups=state.cancel_groups if grouped else ())
-            done |= wanted
-            log(f"cancelled {len(wanted)} job(s): {' '.join(sorted(wanted))}")
-        if round_ == 0:
-            sleep(relist_delay)
-        elif left_listing:
-            log("could not list tagged jobs; jobs submitted at the owner's death may remain")
-    return left
+        listing_failed = found is None
+        pending = {i for a in failed for i in covers.get(a, (a,))}
+        groups: list[list[str]] = []
+        singles = (found or set()) - resolved - pending
+        if pass_ == 0:
+            singles |= live
+            for args, ids in state.cancel_plan:
+                if ids and live.issuperset(ids):
+                    groups.append(list(args))
+                    covers.update(_covers(args, ids))
+                    singles -= set(ids)
+        retry = sorted(failed)
+        failed = {}
+        report = cancel_with_retries(
+            state.cancel_argv, sorted(singles), state.cancel_gone, runner, attempts=attempts,
+            sleep=sleep, chunk=chunk, groups=[*groups, *_chunked(retry, chunk)],
+        )
+        _log_report(report, covers)
+        for arg in [*report.cancelled, *report.gone]:
+            resolved.update(covers.get(arg, (arg,)))
+        failed = report.failed
+    if listing_failed:
+        log("could not list tagged jobs; jobs submitted at the owner's death may remain")
+    return sorted(failed)
+
+
+def _covers(args: Sequence[str], ids: Sequence[str]) -> dict[str, list[str]]:
+    """Which of ``ids`` each argument of one cancel command cancels: an id itself, or (an
+    array range) the ids sharing its longest prefix."""
+    covers: dict[str, list[str]] = {a: [] for a in args}
+    known = set(ids)
+    ranges = [a for a in args if a not in known]
+    for job_id in ids:
+        if job_id in covers:
+            covers[job_id].append(job_id)
+        elif ranges:
+            covers[max(ranges, key=lambda r: len(os.path.commonprefix([r, job_id])))].append(job_id)
+    return covers
+
+
+def _chunked(args: Sequence[str], size: int) -> list[list[str]]:
+    return [list(args[start : start + size]) for start in range(0, len(args), size)]
+
+
+def remove_owned_files(paths: Iterable[str]) -> list[str]:
+    """Remove the owner's files ``paths`` that are still regular files of this user (a path
+    now holding something else, say a symbolic link, is left alone); returns those removed."""
+    removed = []
+    for path in paths:
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                log(f"left {path} alone: not a regular file of this user")
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log(f"could not remove {path}: {exc}")
+            continue
+        removed.append(path)
+    return removed
 
 
 def log(message: str) -> None:
@@ -326,21 +580,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(args.interval)
     log(f"owner {args.owner} of cluster {args.cluster_id} is gone; cancelling its jobs")
     try:
-        state = WatchdogState.read(args.state)
+        state = WatchdogState.load(args.state)
     except (OSError, ValueError) as exc:
         log(f"cannot read {args.state}: {exc}")
         return 1
+    removed = remove_owned_files(state.owned_files)
+    if removed:
+        log(f"removed {len(removed)} file(s) of the owner: {' '.join(removed)}")
     left = clean_up(state)
     if left:
-        log(f"could not cancel {' '.join(left)}; keeping {args.state}")
+        log(f"gave up on {' '.join(left)} after {CLEANUP_PASSES} passes; keeping {args.state}")
         return 1
     shutil.rmtree(os.path.dirname(args.state), ignore_errors=True)
     return 0
 
 
-def state_for(engine: Any, owner_pid: int | None = None) -> WatchdogState | None:
+def state_for(
+    engine: Any, owner_pid: int | None = None, owned_files: Iterable[str] = ()
+) -> WatchdogState | None:
     """The initial state for a cluster's engine (``BatchSystem``), or ``None`` if its
-    dialect has no cancel command."""
+    dialect has no cancel command. ``owned_files`` are removed when the owner dies."""
     template = engine.template
     if not getattr(template, "cancel_command", None):
         return None
@@ -359,26 +618,52 @@ def state_for(engine: Any, owner_pid: int | None = None) -> WatchdogState | None
         cancel_max_ids=min(500, engine.dialect.cancel_max_ids),
         list_argvs=[list(a) for a in spec.list_argvs(getpass.getuser())] if spec else [],
         parser=spec.parser_name if spec else None,
+        owned_files=[os.path.abspath(f) for f in owned_files],
     )
 
 
+#: How the cluster's engine would cancel some ids: (arguments, ids) per command.
+CancelPlanner = Callable[[Sequence[str]], Sequence[tuple[Sequence[str], Sequence[str]]]]
+
+
 class Watchdog:
-    """The cluster's side: a private state directory, the state file, the process.
+    """The cluster's side: a private state directory, the state and its journal, the process.
+
+    Each change of the live ids is one journal line, written before :meth:`record` returns.
+    Once the journal holds more lines than half the live jobs, a thread folds it into a new
+    state (every live id and how the engine would cancel them) while the changes go on being
+    written to the old journal and to the new one: whenever the owner dies, the state file
+    and the journal it names hold every id.
 
     Parameters
     ----------
     state : WatchdogState
-        Initial state (no job ids yet).
+        Initial state.
     python : str
         The Python running the watchdog.
+    planner : callable, optional
+        ``planner(ids)``: how the engine would cancel ``ids`` (see :class:`WatchdogState`'s
+        ``cancel_plan``), asked when the journal is folded into the state.
     """
 
-    def __init__(self, state: WatchdogState, python: str = sys.executable):
+    def __init__(
+        self,
+        state: WatchdogState,
+        python: str = sys.executable,
+        planner: CancelPlanner | None = None,
+    ):
         self.state = state
         self.python = python
+        self.planner = planner
         self.directory: str | None = None
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._live: dict[str, None] = dict.fromkeys(state.job_ids)  # an ordered set
+        #: journals written to: the one the state file names, and during a fold the next one
+        self._journals: list[tuple[int, str]] = []
+        self._journal_lines = 0
+        self._generation = 0
+        self._fold_thread: threading.Thread | None = None
 
     @property
     def state_path(self) -> str | None:
@@ -388,7 +673,8 @@ class Watchdog:
         """Write the state and start the watchdog (in its own session)."""
         self.directory = tempfile.mkdtemp(prefix=f"dask-jobqueue-watchdog-{self.state.cluster_id}-")
         os.chmod(self.directory, 0o700)
-        self.state.write(self.state_path)
+        with self._lock:
+            self._fold_now()
         log_file = open(os.path.join(self.directory, "watchdog.log"), "ab")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -412,24 +698,147 @@ class Watchdog:
         finally:
             log_file.close()
 
-    def update(
-        self, job_ids: Iterable[str], cancel_groups: Sequence[Sequence[str]] = ()
-    ) -> None:
-        """Record the cluster's live job ids, and the arguments of the cancel commands
-        cancelling them (see :class:`WatchdogState`), atomically; from any thread."""
+    def record(self, added: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
+        """Record live job ids ``added`` and ids ``removed`` (ended or cancelled); from any
+        thread, in O(change). One journal line per id, written before this returns: an id is
+        on disk before its submission returns, whatever kills this process next."""
+        added, removed = list(added), list(removed)
         with self._lock:
-            self.state.job_ids = sorted(job_ids)
-            self.state.cancel_groups = [list(g) for g in cancel_groups]
-            if self.state_path is not None and self.process is not None:
+            for job_id in added:
+                self._live[job_id] = None
+            for job_id in removed:
+                self._live.pop(job_id, None)
+            if not self._journals:
+                return  # not started (or stopped): start() writes everything
+            data = ("".join(f"+ {i}\n" for i in added)
+                    + "".join(f"- {i}\n" for i in removed)).encode()
+            for fd, _ in self._journals:
                 try:
-                    self.state.write(self.state_path)
+                    os.write(fd, data)
                 except OSError as exc:
-                    log(f"cannot update {self.state_path}: {exc}")
+                    log(f"cannot append to the watchdog's journal: {exc}")
+            self._journal_lines += len(added) + len(removed)
+            if (
+                self._journal_lines > max(COMPACT_MIN_LINES, len(self._live) // 2)
+                and self._fold_thread is None
+            ):
+                self._fold_later()
+
+    def update(self, job_ids: Iterable[str]) -> None:
+        """Replace the live job ids by ``job_ids`` and write the whole state now; from any
+        thread (O(jobs): :meth:`record` is the per-change call)."""
+        self._wait_for_fold()
+        with self._lock:
+            self._live = dict.fromkeys(job_ids)
+            if self._journals:
+                self._fold_now()
+
+    def _new_journal(self) -> tuple[int, str] | None:
+        self._generation += 1
+        name = f"journal-{self._generation}"
+        assert self.directory is not None
+        try:
+            fd = os.open(
+                os.path.join(self.directory, name),
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+        except OSError as exc:
+            log(f"cannot create the watchdog's journal: {exc}")
+            return None
+        return fd, name
+
+    def _state_text(self, ids: list[str], journal: str) -> str:
+        ids.sort()
+        plan = []
+        if self.planner is not None:
+            plan = [[list(args), list(covered)] for args, covered in self.planner(ids)]
+        state = dataclasses.replace(self.state, job_ids=[], cancel_plan=[], journal=journal)
+        text = state.to_json()
+        # The long lists are encoded a slice at a time: one json.dumps of 50,000 ids would
+        # hold the GIL (and stall the event loop) for tens of milliseconds.
+        for key, items in (("job_ids", ids), ("cancel_plan", plan)):
+            parts = [json.dumps(items[i : i + 1000])[1:-1] for i in range(0, len(items), 1000)]
+            empty = f'"{key}":[]'
+            assert text.count(empty) == 1
+            text = text.replace(empty, f'"{key}":[{",".join(parts)}]')
+        return text
+
+    def _fold_now(self) -> None:
+        """Write a state with every live id and a new, empty journal (lock held)."""
+        if self.directory is None:
+            return
+        journal = self._new_journal()
+        if journal is None:
+            return
+        self._journals.append(journal)
+        self._install(self._state_text(list(self._live), journal[1]), journal)
+
+    def _fold_later(self) -> None:
+        """Start folding the journal in a thread (lock held): a new journal starts now and
+        gets every change from now on, as the old one does until the new state replaces the
+        old."""
+        journal = self._new_journal()
+        if journal is None:
+            return
+        self._journals.append(journal)
+        self._journal_lines = 0
+        ids = list(self._live)
+        self._fold_thread = threading.Thread(
+            target=self._fold_in_thread, args=(ids, journal),
+            name="dask-jobqueue-watchdog-state", daemon=True,
+        )
+        self._fold_thread.start()
+
+    def _fold_in_thread(self, ids: list[str], journal: tuple[int, str]) -> None:
+        try:
+            text = self._state_text(ids, journal[1])
+        except Exception as exc:  # the engine's planner: log it, keep the old state
+            log(f"cannot fold the watchdog's journal: {exc!r}")
+            text = None
+        with self._lock:
+            self._fold_thread = None
+            if journal not in self._journals:
+                return  # stopped meanwhile
+            if text is None:
+                self._drop_journal(journal)
+                return
+            self._install(text, journal)
+
+    def _install(self, text: str, journal: tuple[int, str]) -> None:
+        """Make ``text`` the state (atomically) and ``journal`` the only journal (lock
+        held); on failure the old state and journal stay in use."""
+        assert self.state_path is not None
+        try:
+            write_private(self.state_path, text)
+        except OSError as exc:
+            log(f"cannot update {self.state_path}: {exc}")
+            self._drop_journal(journal)
+            return
+        self.state.journal = journal[1]
+        for old in [j for j in self._journals if j != journal]:
+            self._drop_journal(old)
+
+    def _drop_journal(self, journal: tuple[int, str]) -> None:
+        self._journals.remove(journal)
+        os.close(journal[0])
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.directory, journal[1]))
+
+    def _wait_for_fold(self) -> None:
+        thread = self._fold_thread
+        if thread is not None:
+            thread.join()
 
     def stop(self) -> None:
         """Stop the watchdog without it cancelling anything, and remove the state."""
+        self._wait_for_fold()
         with self._lock:
             process, self.process = self.process, None
+            journals, self._journals = self._journals, []
+        for fd, _ in journals:
+            os.close(fd)
         if process is not None and process.poll() is None:
             process.terminate()
             try:

@@ -32,9 +32,11 @@ when the behaviour is installed):
     the next ``n`` calls; the caller supplies the scheduler's exact text and exit code.
 ``banner(name, text, where="before", stream="stdout")``
     an extra line (e.g. a site's message of the day) ``before`` or ``after`` the real output.
-``hang(name, seconds=3600, grandchild=False)``
+``hang(name, seconds=3600, grandchild=False, escape=False)``
     hang without running the real program; with ``grandchild=True`` the script starts a
-    hanging child that inherits the pipes and waits for it (a client whose helper hangs).
+    hanging child that inherits the pipes and waits for it (a client whose helper hangs);
+    with ``escape=True`` too, that child runs in a session of its own (``setsid``): killing
+    the command's process group leaves it running, holding the pipes.
 ``run_then_hang(name, seconds=3600, grandchild=False)``
     run the real program (e.g. really submit), print its output, then hang holding stdout.
 ``run_then_fail(name, stderr, rc=1, keep_output=False)``
@@ -156,9 +158,13 @@ class FakeCommands:
             body = f'"$REAL" "$@"\nrc=$?\n{line}exit $rc\n'
         return self._install(name, f"banner({where})", body)
 
-    def hang(self, name: str, seconds: float = 3600, grandchild: bool = False) -> Path:
-        """Hang for ``seconds`` without running the real program."""
-        return self._install(name, "hang", _hang(seconds, grandchild), need_real=False)
+    def hang(
+        self, name: str, seconds: float = 3600, grandchild: bool = False, escape: bool = False
+    ) -> Path:
+        """Hang for ``seconds`` without running the real program (``escape``: through a
+        grandchild in a session of its own)."""
+        body = _hang(seconds, grandchild or escape, "$SETSID " if escape else "")
+        return self._install(name, "hang", body, need_real=False)
 
     def run_then_hang(self, name: str, seconds: float = 3600, grandchild: bool = False) -> Path:
         """Run the real program, print its output, then hang holding stdout open."""
@@ -222,9 +228,9 @@ class FakeCommands:
     def _helpers(self) -> str:
         # The scripts call their helpers by absolute path: any of them may be faked too.
         lines = []
-        for var, tool in (
-            ("CAT", "cat"), ("SLEEP", "sleep"), ("WC", "wc"), ("FLOCK", "flock"), ("MV", "mv")
-        ):
+        tools = (("CAT", "cat"), ("SLEEP", "sleep"), ("WC", "wc"), ("FLOCK", "flock"),
+                 ("MV", "mv"), ("SETSID", "setsid"))
+        for var, tool in tools:
             found = shutil.which(tool, path=self.real_path)
             if found is None:
                 raise FileNotFoundError(f"fake commands need {tool!r} on PATH")
@@ -264,10 +270,11 @@ def _print(text: str, err: bool = False) -> str:
     return f"printf '%s' {shlex.quote(text)}{' >&2' if err else ''}\n"
 
 
-def _hang(seconds: float, grandchild: bool) -> str:
+def _hang(seconds: float, grandchild: bool, prefix: str = "") -> str:
     if grandchild:
+        # (setsid execs the sleep: not a group leader, it needs no fork; $! is the sleep)
         return (
-            f'"$SLEEP" {float(seconds):g} &\necho $! >> "$STATE/hung.pids"\n'
+            f'{prefix}"$SLEEP" {float(seconds):g} &\necho $! >> "$STATE/hung.pids"\n'
             'echo $$ >> "$STATE/hung.pids"\nwait\nexit 0\n'
         )
     return f'echo $$ >> "$STATE/hung.pids"\nexec "$SLEEP" {float(seconds):g}\n'

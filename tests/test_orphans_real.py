@@ -24,6 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from dask_jobqueue.watchdog import pid_alive
+
+from .fakecmd import fake_commands  # noqa: F401  (the fixture)
 from .test_cleanup import Client, cli
 
 ROOT = Path(__file__).parents[1]
@@ -278,6 +281,48 @@ def test_cleanup_after_client_and_watchdog_were_killed(real):
         print(f"\n[{real.name}] cleanup --yes to empty queue: {time.monotonic() - started:.1f}s")
     finally:
         scenario.close()
+
+
+@pytest.mark.env("slurm")
+def test_watchdog_recovers_from_a_failed_cancel_and_removes_the_tls_files(
+    fake_commands, tmp_path  # noqa: F811
+):
+    """The real Slurm, with a fake ``scancel`` in front of the real one that fails once as
+    a whole: after the client's SIGKILL its watchdog still cancels every job (by retrying),
+    and the workers' TLS credentials (``security=True``) are removed."""
+    fake_commands.fail_times("scancel", 1, rc=1, stderr="scancel: error: Unable to contact "
+                             "slurm controller (connect failure)")
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    tag = f"djq-wdfail-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # PATH: the fake scancel first
+    kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": tag,
+              "walltime": "00:10:00", "log_directory": f"/tmp/{tag}",
+              "job_extra_directives": ["--hold"], "security": True,
+              "shared_temp_directory": str(tls_dir),
+              "scheduler_options": {"dashboard_address": ":0"}}
+    client = Client(env, SLURM.module, SLURM.cluster, 3, kwargs,
+                    {"jobqueue.slurm.job-arrays": "never"})
+    try:
+        credentials = sorted(p.name for p in tls_dir.iterdir())
+        assert len(credentials) >= 2 and all(".dask-jobqueue.worker." in n for n in credentials)
+        assert set(SLURM.states(client.job_ids)) == set(client.job_ids)
+        assert fake_commands.calls("scancel") == 0
+        killed = client.kill()
+        assert wait_for(lambda: not SLURM.states(client.job_ids), 30)
+        print(f"\n[slurm] kill to empty queue with one failed scancel: "
+              f"{time.monotonic() - killed:.1f}s")
+        assert sorted(tls_dir.iterdir()) == []
+        calls = fake_commands.argv("scancel")
+        # the failed command and its retry, each naming every job
+        assert len(calls) >= 2 and all(sorted(c) == sorted(client.job_ids) for c in calls[:2])
+        assert wait_for(lambda: not pid_alive(client.watchdog_pid), 30)
+    finally:
+        if client.process.poll() is None:
+            client.kill()
+        if client.watchdog_pid and pid_alive(client.watchdog_pid):
+            os.kill(client.watchdog_pid, signal.SIGKILL)
+        SLURM.cancel(client.job_ids)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual measurement helper

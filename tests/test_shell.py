@@ -245,3 +245,46 @@ def test_sync_results_and_errors():
         run_command_sync(["/nonexistent/qdel", "1"], 10)
     big = run_command_sync([sys.executable, "-c", "print('x' * 5_000_000)"], 30)
     assert len(big.stdout) == 5_000_001
+
+
+def test_sync_timeout_is_bounded_when_a_descendant_left_the_group(tmp_path):
+    """The watchdog's case: a hung command whose grandchild (own session) holds the pipes."""
+    pidfile = tmp_path / "pid"
+    start = time.monotonic()
+    try:
+        with pytest.raises(CommandError, match="timed out after 1s") as info:
+            run_command_sync(hang_with_grandchild(pidfile, escape=True), timeout=1)
+        elapsed = time.monotonic() - start
+        assert elapsed < 1 + _shell.KILL_GRACE + 2 * _shell.FINAL_WAIT, elapsed
+        assert info.value.stdout == "started\n"  # what it printed before hanging is kept
+    finally:
+        os.kill(read_pid(pidfile), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["in-group", "left-group"])
+def test_sync_command_that_exits_while_a_descendant_holds_its_output(tmp_path, escape):
+    """Its own exit status and output count, within the EOF grace (not the time-out)."""
+    pidfile = tmp_path / "pid"
+    sleeper = "setsid sleep 60" if escape else "sleep 60"
+    argv = ["bash", "-c", f"{sleeper} & echo $! > {pidfile}; echo 'Submitted 42'; exit 0"]
+    start = time.monotonic()
+    try:
+        result = run_command_sync(argv, timeout=30)
+        assert result.stdout == "Submitted 42\n"
+        bound = _shell.EOF_GRACE + _shell.KILL_GRACE + _shell.FINAL_WAIT + 1
+        assert time.monotonic() - start < bound
+        if not escape:
+            assert pid_dead(read_pid(pidfile))
+    finally:
+        if escape:
+            os.kill(read_pid(pidfile), signal.SIGKILL)
+
+
+def test_sync_command_that_closes_its_output_and_runs_on():
+    with pytest.raises(CommandError, match="timed out after 1s"):
+        run_command_sync(["bash", "-c", "echo hi; exec >&- 2>&-; sleep 30"], timeout=1)
+
+
+def test_sync_input_larger_than_a_pipe_to_a_command_that_stops_reading():
+    result = run_command_sync(["head", "-c", "10"], 10, stdin="x" * 1_000_000)
+    assert result.stdout == "x" * 10
