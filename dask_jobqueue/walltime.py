@@ -25,22 +25,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "WalltimeDefault",
     "job_walltime",
-    "parse_pbs_queue_walltime",
 ]
 
 _FACT = "default_walltime"
-
-
-def parse_pbs_queue_walltime(stdout: str) -> float | None:
-    """``qstat -Qf QUEUE`` / ``qstat -Bf``: ``resources_default.walltime``, else
-    ``resources_max.walltime``."""
-    found = {}
-    for line in stdout.splitlines():
-        key, sep, value = line.strip().partition(" = ")
-        if sep and key in ("resources_default.walltime", "resources_max.walltime"):
-            found[key] = hms_seconds(value)
-    default = found.get("resources_default.walltime")
-    return default if default is not None else found.get("resources_max.walltime")
 
 
 def keyword_walltime(job: Job) -> float | None:

@@ -16,6 +16,7 @@ import pytest
 from distributed import Client
 
 from dask_jobqueue import CommandError, JobState, PBSCluster, SGECluster, SLURMCluster
+from dask_jobqueue.dialects.pbs import parse_pbs_queue_walltime
 from dask_jobqueue.dialects.sge import parse_sge_queue_h_rt
 from dask_jobqueue.dialects.slurm import parse_scontrol_partitions
 from dask_jobqueue.engine import PollAnswer
@@ -23,7 +24,7 @@ from dask_jobqueue.lifetime import LifetimePlanner, QueueWaits, default_margin, 
 from dask_jobqueue.poller import JobPoller, PollInterval
 from dask_jobqueue.tracker import JobTracker, Vanish
 from dask_jobqueue.tracking import JobStatus
-from dask_jobqueue.walltime import keyword_walltime, parse_pbs_queue_walltime
+from dask_jobqueue.walltime import keyword_walltime
 
 from .lifetime_stream import scheduler_worker_count
 from .scheduler_suite import NO_DASHBOARD, emulator  # noqa: F401

@@ -1,0 +1,546 @@
+"""PBS Pro / OpenPBS / Torque: ``qsub`` / ``qstat`` / ``qdel`` and ``#PBS`` directives.
+
+Job states come from ONE ``qstat`` call per poll for all live jobs:
+
+* PBS Pro / OpenPBS: ``qstat -f -F json -x <ids...>`` (``-x`` keeps finished jobs, state ``F``
+  with ``Exit_status``). Unknown ids make qstat exit 153 with ``qstat: Unknown Job Id X`` on
+  stderr, but the other jobs are still printed: that partial output is used.
+* Torque has no JSON output (its ``qstat`` rejects ``-F``, or ignores it): the job then
+  switches, for good, to ``qstat -f <ids...>`` text, where finished jobs show state ``C`` with
+  ``exit_status`` for ``keep_completed`` seconds.
+
+Exit status conventions: ``-29`` (PBS Pro) / ``-11`` (Torque) is a walltime kill, ``256 + S``
+a kill by signal ``S`` (``qdel`` gives 271, SIGTERM). The public job and cluster classes are
+in :mod:`dask_jobqueue.pbs`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._shell import CommandError
+from .._values import GIB, KIB, MIB, ceil_to_unit
+from ..dialect import (
+    ArraySupport,
+    Dialect,
+    LimitsProbe,
+    StatusStep,
+    WalltimeDefault,
+    group_tasks,
+    hms_seconds,
+    index_spans,
+)
+from ..tags import (
+    TagSpec,
+    parse_pbs_tags,
+)
+from ..tracking import JobState, JobStatus
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ARRAYS_BY_FLAVOUR",
+    "DIALECT",
+    "PBS_PRO_ARRAYS",
+    "TORQUE_ARRAYS",
+    "learn_flavour",
+    "match_job_ids",
+    "parse_pbs_limits",
+    "parse_pbs_queue_walltime",
+    "parse_pbs_version",
+    "parse_qstat_json",
+    "parse_qstat_json_step",
+    "parse_qstat_text",
+    "parse_qstat_text_step",
+    "pbs_adopt",
+    "pbs_array_task_ids",
+    "pbs_cancel_args",
+    "pbs_format_bytes_ceil",
+    "pbs_job_status",
+    "qstat_error_is_harmless",
+    "qstat_failure_is_usable",
+    "qstat_json_argv",
+    "qstat_text_argv",
+]
+
+def pbs_format_bytes_ceil(nbytes: int) -> str:
+    """Memory for ``-l mem=``, rounded up: ``GB`` from 10 GiB, ``MB`` from 10 MiB, ``kB``
+    from 10 KiB, else ``B`` (PBS reads these units as powers of 1024).
+
+    >>> pbs_format_bytes_ceil(28_000_000_000)
+    '27GB'
+    """
+    return ceil_to_unit(
+        int(nbytes), [("GB", GIB, 10 * GIB), ("MB", MIB, 10 * MIB), ("kB", KIB, 10 * KIB)], "B"
+    )
+
+
+# ---------------------------------------------------------------------------- job states
+
+# PBS job_state letters (PBS Pro and Torque) that are not final.
+_STATES: dict[str, JobState] = {
+    "Q": JobState.QUEUED,  # queued
+    "W": JobState.QUEUED,  # waiting for its start time (qsub -a) or a stage-in
+    "T": JobState.QUEUED,  # being moved between servers/queues
+    "H": JobState.HELD,  # held
+    "S": JobState.HELD,  # suspended (like Slurm's SUSPENDED: not running, not gone)
+    "U": JobState.HELD,  # PBS Pro: suspended because the workstation is busy
+    "R": JobState.RUNNING,
+    "E": JobState.RUNNING,  # exiting: processes being cleaned up
+    "B": JobState.RUNNING,  # PBS Pro: job array begun
+}
+# Final letters: PBS Pro history F (finished) / X (subjob finished), Torque C (completed).
+_FINAL_LETTERS = frozenset("FXC")
+_HOLD_TYPES = {"u": "user", "o": "operator", "s": "system", "p": "bad password"}
+_WALLTIME_EXIT = {"pro": -29, "torque": -11}  # JOB_EXEC_KILL_WALLTIME on each flavour
+_CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGKILL)  # what qdel (-W force) sends
+
+
+# OpenPBS ends the comment of a job removed by ``qdel`` with "and terminated" (queued) or
+# "and terminated by user@host" (running); the Exit_status of the latter may well be 0.
+_DELETED_COMMENT = re.compile(r"\band terminated(?: by \S+)?\s*$")
+
+
+def _final_status(
+    native: str, exit_status: int | None, comment: str | None, flavour: str
+) -> JobStatus:
+    status = _final_status_from_exit(native, exit_status, comment, flavour)
+    if (
+        status.state in (JobState.FINISHED, JobState.FAILED)
+        and comment is not None
+        and _DELETED_COMMENT.search(comment)
+    ):
+        return JobStatus(JobState.CANCELLED, comment, status.exit_code, native)
+    return status
+
+
+def _final_status_from_exit(
+    native: str, exit_status: int | None, comment: str | None, flavour: str
+) -> JobStatus:
+    if exit_status is None:
+        # Never ran (qdel of a queued/held job), or a server that did not record it.
+        return JobStatus(JobState.CANCELLED, comment or "deleted before it ran", None, native)
+    if exit_status == 0:
+        return JobStatus(JobState.FINISHED, None, 0, native)
+    if exit_status == _WALLTIME_EXIT[flavour]:
+        return JobStatus(JobState.TIMED_OUT, "walltime limit exceeded", exit_status, native)
+    if exit_status > 256:
+        signum = exit_status - 256
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        state = JobState.CANCELLED if signum in _CANCEL_SIGNALS else JobState.FAILED
+        return JobStatus(state, f"killed by {name}", 128 + signum, native)
+    if exit_status < 0:
+        return JobStatus(
+            JobState.FAILED,
+            f"the batch system could not run it (Exit_status {exit_status})",
+            exit_status,
+            native,
+        )
+    return JobStatus(JobState.FAILED, None, exit_status, native)
+
+
+def pbs_job_status(
+    job_state: str,
+    exit_status: int | str | None = None,
+    comment: str | None = None,
+    hold_types: str | None = None,
+    flavour: str = "pro",
+) -> JobStatus:
+    """One job's status from its ``qstat -f`` attributes.
+
+    ``flavour`` (``"pro"`` or ``"torque"``) decides which negative ``Exit_status`` means a
+    walltime kill. The reason of a waiting job is the scheduler's ``comment`` (``Not Running:
+    Insufficient amount of resource: ncpus ...``), for held jobs else who holds it.
+    """
+    native = (job_state or "").strip()[:1].upper()
+    comment = comment.strip() if isinstance(comment, str) and comment.strip() else None
+    if isinstance(exit_status, str):
+        try:
+            exit_status = int(exit_status.strip())
+        except ValueError:
+            exit_status = None
+    if native in _FINAL_LETTERS:
+        return _final_status(native, exit_status, comment, flavour)
+    if native == "M":  # PBS Pro history: moved to another server, no longer ours to watch
+        return JobStatus(JobState.LOST, comment or "moved to another server", None, native)
+    state = _STATES.get(native, JobState.QUEUED if not native else JobState.RUNNING)
+    reason = None
+    if state.is_waiting:
+        reason = comment
+        if reason is None and state == JobState.HELD:
+            holders = [_HOLD_TYPES[c] for c in (hold_types or "") if c in _HOLD_TYPES]
+            reason = f"Job held by {' and '.join(holders)}" if holders else "Job held"
+            if native == "S":
+                reason = "Job suspended"
+        elif reason is None and native == "W":
+            reason = "waiting for its start time"
+    return JobStatus(state, reason, None, native)
+
+
+def parse_qstat_json(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``qstat -f -F json [-x]`` (PBS Pro / OpenPBS): a status per job id it lists.
+
+    Some PBS Pro versions write invalid JSON when an exported variable holds quotes or
+    backslashes; the ``Variable_List`` blocks are dropped and bad escapes repaired before
+    giving up with ``ValueError``.
+    """
+    document = _load_lenient_json(stdout)
+    jobs = document.get("Jobs") or {}
+    statuses = {}
+    for job_id, attrs in jobs.items():
+        if not isinstance(attrs, dict):
+            continue
+        statuses[str(job_id)] = pbs_job_status(
+            str(attrs.get("job_state", "")),
+            attrs.get("Exit_status", attrs.get("exit_status")),
+            attrs.get("comment"),
+            attrs.get("Hold_Types"),
+            "pro",
+        )
+    return statuses
+
+
+def _load_lenient_json(text: str) -> dict[str, Any]:
+    attempts = [
+        text,
+        re.sub(r'"Variable_List"\s*:\s*\{.*?\n\s*\},?', "", text, flags=re.S),
+    ]
+    attempts.append(re.sub(r'\\(?!["\\/bfnrtu])', r"\\\\", attempts[1]))
+    for attempt in attempts:
+        try:
+            document = json.loads(attempt, strict=False)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            return document
+    raise ValueError(f"qstat printed invalid JSON:\n{text[:500]}")
+
+
+def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
+    """Parse ``qstat -f`` text (Torque, or PBS Pro without ``-F``): ``Job Id: 12.server``
+    blocks of ``    attribute = value`` lines; qstat wraps long values by inserting a newline
+    and a tab, which are removed again.
+
+    Torque is recognised by its lower-case ``exit_status`` (or state ``C``).
+    """
+    blocks: dict[str, dict[str, str]] = {}
+    attrs: dict[str, str] | None = None
+    last: str | None = None
+    for line in stdout.splitlines():
+        if line.startswith("Job Id:"):
+            attrs = blocks.setdefault(line.split(":", 1)[1].strip(), {})
+            last = None
+        elif attrs is None or not line.strip():
+            continue
+        elif line.startswith("\t") or " = " not in line:
+            # qstat wraps long values by inserting "\n\t": drop exactly that, keep the rest
+            if last is not None:
+                attrs[last] += line[1:] if line.startswith("\t") else line.strip()
+        else:
+            key, value = line.lstrip(" ").split(" = ", 1)
+            last = key.strip()
+            attrs[last] = value
+    blocks = {
+        job_id: {key: value.strip() for key, value in attrs.items()}
+        for job_id, attrs in blocks.items()
+    }
+    statuses = {}
+    for job_id, attrs in blocks.items():
+        torque = "exit_status" in attrs or attrs.get("job_state", "")[:1] == "C"
+        statuses[job_id] = pbs_job_status(
+            attrs.get("job_state", ""),
+            attrs.get("Exit_status", attrs.get("exit_status")),
+            attrs.get("comment"),
+            attrs.get("Hold_Types"),
+            "torque" if torque else "pro",
+        )
+    return statuses
+
+
+def match_job_ids(
+    job_ids: Sequence[str], statuses: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses keyed by our ``job_ids``; qstat may print the server name shorter or longer
+    than qsub did (``12.pbs01`` for ``12.pbs01.example.org``): ids then match by sequence
+    number when the server names agree as far as both go."""
+    result = {}
+    by_seq: dict[str, list[str]] = {}
+    for key in statuses:
+        by_seq.setdefault(key.split(".", 1)[0], []).append(key)
+    for job_id in job_ids:
+        if job_id in statuses:
+            result[job_id] = statuses[job_id]
+            continue
+        seq, _, server = job_id.partition(".")
+        candidates = [
+            key for key in by_seq.get(seq, []) if _same_server(server, key.partition(".")[2])
+        ]
+        if len(candidates) == 1:
+            result[job_id] = statuses[candidates[0]]
+    return result
+
+
+def _same_server(a: str, b: str) -> bool:
+    if not a or not b:
+        return True
+    short, long = sorted((a.split("."), b.split(".")), key=len)
+    return long[: len(short)] == short
+
+
+# What qstat prints on stderr for an id it does not list (or no longer lists without -x):
+# "Unknown Job Id X" (rc 153), "X Job has finished, use -x or -H ..." (rc 35), Torque's
+# "Unknown Job Id Error X" and "Invalid state for job - COMPLETE X".
+_NOT_A_FAILURE = re.compile(
+    r"Unknown Job Id|Job has finished|use -x or -H|Invalid state for job", re.IGNORECASE
+)
+_REJECTS_OPTION = re.compile(r"invalid option|illegal option|unknown option|usage:", re.IGNORECASE)
+
+
+def qstat_error_is_harmless(returncode: int | None, stderr: str) -> bool:
+    """Whether a failed ``qstat`` only complained about ids it does not (or no longer) list.
+
+    qstat still prints every other job it was asked about, so such an exit status is not a
+    failure of the query. A command that did not exit (``returncode`` None: killed on timeout)
+    or printed any other complaint (``cannot connect to server``...) is a failure.
+
+    >>> qstat_error_is_harmless(153, "qstat: Unknown Job Id 7.pbs01\\n")
+    True
+    >>> qstat_error_is_harmless(1, "qstat: cannot connect to server pbs01 (errno=111)\\n")
+    False
+    """
+    if returncode is None or returncode == 0:
+        return False
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return bool(lines) and all(_NOT_A_FAILURE.search(line) for line in lines)
+
+
+def qstat_failure_is_usable(exc: CommandError) -> bool:
+    """qstat exits non-zero when some ids are unknown or finished, yet prints the others."""
+    return qstat_error_is_harmless(exc.returncode, exc.stderr)
+
+
+def qstat_json_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -f -F json -x ids`` (PBS Pro / OpenPBS; -x includes finished jobs; -t for
+    subjobs of arrays, ``12[3].server``)."""
+    subjobs = ["-t"] if any("[" in i for i in job_ids) else []
+    return ["qstat", "-f", "-F", "json", "-x", *subjobs, *job_ids]
+
+
+def parse_qstat_json_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses from the JSON form; ``ValueError`` if the output is not JSON at all (Torque
+    ignores ``-F`` and reads ``-x`` as "XML") or is invalid JSON."""
+    text = stdout.lstrip()
+    if not text:
+        return {}
+    if not text.startswith("{"):
+        raise _NotJSON("qstat -F json did not print JSON")
+    return match_job_ids(job_ids, parse_qstat_json(text))
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def learn_flavour(exc: Exception, facts: dict) -> bool:
+    """After a failed JSON query: Torque if it refused the options or printed something else
+    than JSON (then for good); invalid JSON from PBS Pro: read the text form this poll."""
+    if isinstance(exc, _NotJSON):
+        facts["pbs_flavour"] = "torque"
+        return True
+    if isinstance(exc, CommandError):
+        refused = exc.returncode is not None and not exc.stdout.strip()
+        if refused and _REJECTS_OPTION.search(exc.stderr):
+            facts["pbs_flavour"] = "torque"
+            return True
+        return False
+    if isinstance(exc, ValueError):
+        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text this time")
+        return True
+    return False
+
+
+def qstat_text_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -f ids`` text (Torque), with ``-x`` on PBS Pro; ``-t`` when some ids are
+    array subjobs (``12[3].server``: Torque lists them only with ``-t``)."""
+    subjobs = ["-t"] if any("[" in i for i in job_ids) else []
+    if facts.get("pbs_flavour") == "torque":
+        return ["qstat", "-f", *subjobs, *job_ids]
+    return ["qstat", "-f", "-x", *subjobs, *job_ids]
+
+
+def parse_qstat_text_step(
+    stdout: str, job_ids: Sequence[str], known: Mapping[str, JobStatus]
+) -> dict[str, JobStatus]:
+    """Statuses from the ``qstat -f`` text form."""
+    return match_job_ids(job_ids, parse_qstat_text(stdout))
+
+
+def parse_pbs_version(stdout: str) -> dict[str, Any]:
+    """``qstat --version``: ``pbs_version = 23.06.06`` is PBS Pro / OpenPBS (arrays with
+    ``-J``), ``Version: 6.1.3`` is Torque (arrays with ``-t``)."""
+    if re.search(r"^pbs_version\s*=", stdout, re.MULTILINE):
+        return {"pbs_flavour": "pro"}
+    if re.search(r"^Version:", stdout, re.MULTILINE | re.IGNORECASE):
+        return {"pbs_flavour": "torque"}
+    return {}
+
+
+def parse_pbs_limits(stdout: str) -> dict[str, int]:
+    """``qmgr -c 'list server'`` -> ``max_array_size`` (subjobs of one array): PBS Pro's
+    ``max_array_size``, Torque's ``max_job_array_size`` (also in ``print server`` form,
+    ``set server max_job_array_size = 1000``). Unset on Torque: no limit."""
+    match = re.search(
+        r"^\s*(?:set server\s+)?max_(?:job_)?array_size\s*=\s*(\d+)\s*$", stdout, re.MULTILINE
+    )
+    return {"max_array_size": int(match.group(1))} if match and int(match.group(1)) else {}
+
+
+def pbs_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
+    """``65[].server`` -> ``["65[0].server", "65[1].server", ...]``."""
+    found = re.findall(r"^(\d+)\[\](\.[\w.-]+)?\s*$", stdout, re.MULTILINE)
+    if len(found) != 1:
+        raise ValueError(f"Could not read one array job id from qsub's output:\n{stdout}")
+    sequence, server = found[0]
+    return [f"{sequence}[{i}]{server}" for i in indices]
+
+
+def _pbs_task(job_id: str) -> tuple[str, int] | None:
+    match = re.fullmatch(r"(\d+)\[(\d+)\](.*)", job_id)
+    # the array key keeps the server suffix: 65[...].server
+    return (f"{match.group(1)}\0{match.group(3)}", int(match.group(2))) if match else None
+
+
+def pbs_cancel_args(job_ids: Sequence[str]) -> list[str]:
+    """``qdel`` arguments: plain ids, then consecutive subjobs of one array as
+    ``65[3-5].server``."""
+    groups = group_tasks(job_ids, _pbs_task)
+    ranges = [
+        f"{sequence}[{span}]{server}"
+        for arg, indices in groups
+        if indices is not None
+        for sequence, server in [arg.split("\0")]
+        for span in index_spans(indices)
+    ]
+    return [arg for arg, indices in groups if indices is None] + ranges
+
+
+def pbs_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
+    """Subjob ids of the one array (``65[].server``) a failed submission created."""
+    arrays = {m.groups() for m in (re.fullmatch(r"(\d+)\[\d*\](.*)", i) for i in listed) if m}
+    if len(arrays) != 1:
+        raise ValueError(f"expected one array, found {', '.join(listed)}")
+    sequence, server = arrays.pop()
+    return [f"{sequence}[{i}]{server}" for i in indices]
+
+
+# over max_array_size (recorded on OpenPBS 23.06.06, rc 3)
+_ARRAY_TOO_LARGE = re.compile(r"Array job exceeds server or queue size limit")
+
+PBS_PRO_ARRAYS = ArraySupport(
+    index_var="PBS_ARRAY_INDEX",
+    submit_args=lambda first, last: ["-J", f"{first}-{last}"],
+    task_ids=pbs_array_task_ids,
+    first_index=0,
+    min_size=2,  # "qsub: illegal -J value" for -J 1-1
+    cancel_args=pbs_cancel_args,
+    adopt=pbs_adopt,
+    too_large=_ARRAY_TOO_LARGE,
+)
+
+
+# Torque: ``qsub -t 0-3`` prints ``12[].server``, its subjobs are ``12[3].server`` with the index
+# in $PBS_ARRAYID; ``qdel 12[3].server`` deletes one (one id per qdel, as for PBS Pro).
+TORQUE_ARRAYS = ArraySupport(
+    index_var="PBS_ARRAYID",
+    submit_args=lambda first, last: ["-t", f"{first}-{last}"],
+    task_ids=pbs_array_task_ids,
+    first_index=0,
+    min_size=2,
+    cancel_args=list,
+    adopt=pbs_adopt,
+    # the emulator's guess at Torque's wording (no real Torque recorded), or PBS Pro's
+    too_large=re.compile(
+        r"Requested array size too large|" + _ARRAY_TOO_LARGE.pattern
+    ),
+)
+
+ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}
+
+def parse_pbs_queue_walltime(stdout: str) -> float | None:
+    """``qstat -Qf QUEUE`` / ``qstat -Bf``: ``resources_default.walltime``, else
+    ``resources_max.walltime``."""
+    found = {}
+    for line in stdout.splitlines():
+        key, sep, value = line.strip().partition(" = ")
+        if sep and key in ("resources_default.walltime", "resources_max.walltime"):
+            found[key] = hms_seconds(value)
+    default = found.get("resources_default.walltime")
+    return default if default is not None else found.get("resources_max.walltime")
+
+
+
+
+DIALECT = Dialect(
+    name="pbs",
+    submit_command="qsub",
+    cancel_command="qdel",
+    directive_prefix="#PBS",
+    # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
+    # "12.server" alone on its line; job arrays print "12[].server"
+    job_id_regexp=r"^(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)\s*$",
+    walltime_forms=("hh:mm:ss", "mm:ss", "seconds"),
+    # the queue's (else the server's) resources_default.walltime, else resources_max.walltime
+    walltime_default=WalltimeDefault(
+        lambda job: ["qstat", "-Qf", job.queue] if job.queue else ["qstat", "-Bf"],
+        lambda stdout, job: parse_pbs_queue_walltime(stdout),
+    ),
+    status_steps=(
+        StatusStep(
+            "qstat -F json",
+            qstat_json_argv,
+            parse_qstat_json_step,
+            usable_failure=qstat_failure_is_usable,
+            fallback=learn_flavour,
+            when=lambda facts, fell_back: facts.get("pbs_flavour") != "torque",
+        ),
+        StatusStep(
+            "qstat -f",
+            qstat_text_argv,
+            parse_qstat_text_step,
+            usable_failure=qstat_failure_is_usable,
+            when=lambda facts, fell_back: fell_back or facts.get("pbs_flavour") == "torque",
+        ),
+    ),
+    # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"; of a subjob
+    # that ended while its array still runs (OpenPBS): "Request invalid for finished array
+    # subjob 65[1].vm-pbs"
+    cancel_gone_pattern=re.compile(
+        _NOT_A_FAILURE.pattern + "|Request invalid for finished array subjob", re.IGNORECASE
+    ),
+    # One id per qdel: OpenPBS 23.06.06's server crashes on a qdel naming a live job and an
+    # id it no longer knows (seen here: `qdel 2004.vm-pbs 99999.vm-pbs` killed pbs_server),
+    # and a job we cancel may have ended meanwhile.
+    cancel_max_ids=1,
+    site_probes=(
+        LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
+        LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
+    ),
+    # the tag is in the job's name, <job_name>-<tag>, given by submit_argv (qsub -V copies
+    # the environment, never the name: a job a worker submits does not carry the tag);
+    # Torque's qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
+    tagging=TagSpec(
+        submit_args=lambda text: [],
+        list_argvs=lambda user: [["qstat", "-f", "-F", "json", "-t"], ["qstat", "-f", "-t"]],
+        parse=parse_pbs_tags,
+    ),
+)
