@@ -21,6 +21,8 @@ from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names o
     ARRAY_NAMES_VARIABLE,
     DIALECT,
     HTCONDOR_ARRAYS,
+    HTCONDOR_ATTRIBUTE,
+    HTCONDOR_LEAVING,
     STATUS_ATTRIBUTES,
     TIME_LIMIT_HOLD_CODES,
     condor_array_description,
@@ -33,6 +35,7 @@ from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names o
     parse_condor_json,
     parse_condor_limits,
     parse_condor_step,
+    parse_htcondor_tags,
     quote_arguments,
     quote_environment,
 )

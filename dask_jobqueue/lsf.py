@@ -37,6 +37,7 @@ from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_bjobs_json,
     parse_bjobs_step,
     parse_lsf_limits,
+    parse_lsf_tags,
 )
 from .job import Job
 from .options import BOOL, POSITIVE_INT, PROJECT, QUEUE, SIZE, WALLTIME, Option

@@ -11,6 +11,7 @@ from .dialects.moab import (  # noqa: F401  (re-exported: the public names of 0.
     DIALECT,
     match_moab_ids,
     moab_job_status,
+    parse_moab_tags,
     parse_showq_step,
     parse_showq_xml,
     showq_argv,

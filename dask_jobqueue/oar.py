@@ -24,12 +24,13 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
     oar_adopt,
     oar_array_task_ids,
     oar_job_status,
+    oar_tag_line,
     oarstat_argv,
+    parse_oar_tags,
     parse_oarstat_json,
 )
 from .job import Job
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, WORD, Option
-from .tags import oar_tag_line
 
 logger = logging.getLogger(__name__)
 

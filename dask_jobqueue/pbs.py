@@ -22,12 +22,16 @@ from .dialect import ArraySupport
 from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     ARRAYS_BY_FLAVOUR,
     DIALECT,
+    JOB_NAME_PATTERN,
+    PBS_MAX_JOB_NAME,
     PBS_PRO_ARRAYS,
     TORQUE_ARRAYS,
     learn_flavour,
     match_job_ids,
+    name_with_tag,
     parse_pbs_limits,
     parse_pbs_queue_walltime,
+    parse_pbs_tags,
     parse_pbs_version,
     parse_qstat_json,
     parse_qstat_json_step,
@@ -42,15 +46,11 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     qstat_failure_is_usable,
     qstat_json_argv,
     qstat_text_argv,
+    tag_in_name,
 )
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
-from .tags import (
-    JOB_NAME_PATTERN,
-    PBS_MAX_JOB_NAME,
-    name_with_tag,
-    safe_host,
-)
+from .tags import safe_host
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_qstat_xml_j,
     parse_sge_limits,
     parse_sge_queue_h_rt,
+    parse_sge_tags,
     qacct_argv,
     qacct_groups,
     qacct_listing_argv,

@@ -14,12 +14,14 @@ from typing import Any
 
 from ._values import check_word, directive_value
 from .cluster import JobQueueCluster
-from .dialects.slurm import (
+from .dialects.slurm import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
     SLURM_ARRAYS,
     decode_wait_status,
     parse_sacct,
+    parse_scontrol_partitions,
     parse_slurm_limits,
+    parse_slurm_tags,
     parse_squeue,
     slurm_array_task_ids,
     slurm_cancel_args,

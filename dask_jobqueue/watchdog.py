@@ -1,6 +1,6 @@
 """The watchdog: cancels a cluster's jobs when the process owning the cluster dies.
 
-A cluster starts one watchdog (``python .../dask_jobqueue/watchdog.py --owner PID
+A cluster starts one watchdog (``python -I -c <run dask_jobqueue.watchdog.main> --owner PID
 --cluster-id ID --state FILE``) in its own session, so it outlives its owner whatever kills
 the owner (``kill -9``, the OOM killer, a closed terminal). The cluster keeps a private
 directory (mode 0700) with the state: ``state.json`` (replaced atomically: the cancel command,
@@ -15,10 +15,11 @@ cancelled (and why), lists the tagged jobs again a few seconds later for submiss
 flight, retries what failed in up to :data:`CLEANUP_PASSES` passes, logs what happened, and
 exits. On a normal ``close()`` the cluster stops the watchdog (SIGTERM) and it cancels nothing.
 
-The watchdog is run by path and imports the standard library only: ``_shell.py`` (the command
-runner the engine uses too) and ``tags.py`` are loaded by their paths, so it starts in a few
-tens of milliseconds and never imports dask. Imported as ``dask_jobqueue.watchdog`` (the
-cluster's side), the same modules are imported normally.
+The watchdog process imports this package normally (the command runner the engine uses, the
+tags, the dialect's tag parser): importing the package registers its configuration defaults
+and nothing else, so it starts without distributed, the engine or the cluster (in about a
+tenth of a second). It is started with the package's own directory first on ``sys.path``, in
+isolated mode, so it runs the very code of the cluster that started it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -42,8 +41,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from ._shell import CommandError, CommandResult, complaint_lines, run_command_sync
+from .tags import JobTag, tag_parser
 
 __all__ = [
     "CancelReport",
@@ -78,33 +79,6 @@ COMMAND_TIMEOUT = 60.0
 COMPACT_MIN_LINES = 256
 
 
-def _sibling(name: str) -> ModuleType:
-    """``dask_jobqueue/<name>.py``: imported normally inside the package; loaded by its path
-    when this file runs as the watchdog (the package, and dask, stay unimported)."""
-    if __package__:
-        return importlib.import_module(f"{__package__}.{name}")
-    module_name = f"_dask_jobqueue_watchdog_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses needs the module registered
-    spec.loader.exec_module(module)
-    return module
-
-
-if TYPE_CHECKING:
-    from ._shell import CommandError, CommandResult, complaint_lines, run_command_sync
-else:
-    _shell = _sibling("_shell")
-    CommandError = _shell.CommandError
-    CommandResult = _shell.CommandResult
-    complaint_lines = _shell.complaint_lines
-    run_command_sync = _shell.run_command_sync
-
 #: How a command is run: returns its result, raises ``CommandError`` if it failed.
 Runner = Callable[[Sequence[str]], "CommandResult"]
 
@@ -126,7 +100,7 @@ class WatchdogState:
     list_argvs : list of list of str
         Commands listing this user's tagged jobs, tried in order.
     parser : str or None
-        Name of the parser of their output in ``dask_jobqueue.tags``.
+        The parser of their output, ``module:function`` (the dialect's tag parser).
     job_ids : list of str
         Live job ids of the cluster (after :meth:`load`: with the journal applied).
     cancel_max_ids : int
@@ -419,18 +393,12 @@ def cancel_with_retries(
     return report
 
 
-def load_tags_module() -> Any:
-    """``dask_jobqueue/tags.py`` (by its path when this file runs as the watchdog)."""
-    return _sibling("tags")
-
-
-def tagged_ids(state: WatchdogState, runner: Runner = run, tags: Any = None) -> set[str] | None:
+def tagged_ids(state: WatchdogState, runner: Runner = run) -> set[str] | None:
     """Ids of the jobs tagged with the state's cluster id, or ``None`` if no listing
     command worked."""
     if not state.list_argvs or state.parser is None:
         return set()
-    tags = tags or load_tags_module()
-    parse = tags.PARSERS[state.parser]
+    parse = tag_parser(state.parser)
     for argv in state.list_argvs:
         try:
             result = runner(argv)
@@ -444,7 +412,7 @@ def tagged_ids(state: WatchdogState, runner: Runner = run, tags: Any = None) -> 
             continue
         found = set()
         for job_id, text in texts.items():
-            tag = tags.JobTag.parse(text)
+            tag = JobTag.parse(text)
             if tag is not None and tag.cluster_id == state.cluster_id:
                 found.add(job_id)
         return found
@@ -473,7 +441,6 @@ def clean_up(
     runner: Runner = run,
     sleep: Callable[[float], None] = time.sleep,
     relist_delay: float = RELIST_DELAY,
-    tags: Any = None,
     passes: int = CLEANUP_PASSES,
     attempts: int = CANCEL_ATTEMPTS,
 ) -> list[str]:
@@ -495,7 +462,7 @@ def clean_up(
             break
         if pass_ > 0:
             sleep(relist_delay * pass_)
-        found = tagged_ids(state, runner, tags)
+        found = tagged_ids(state, runner)
         listing_failed = found is None
         pending = {i for a in failed for i in covers.get(a, (a,))}
         groups: list[list[str]] = []
@@ -626,6 +593,13 @@ def state_for(
 CancelPlanner = Callable[[Sequence[str]], Sequence[tuple[Sequence[str], Sequence[str]]]]
 
 
+#: The watchdog's program: this package (from the directory given first) runs :func:`main`.
+_LAUNCH = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from dask_jobqueue.watchdog import main; sys.exit(main())"
+)
+
+
 class Watchdog:
     """The cluster's side: a private state directory, the state and its journal, the process.
 
@@ -680,8 +654,10 @@ class Watchdog:
             self.process = subprocess.Popen(
                 [
                     self.python,
-                    *(["-I"] if sys.version_info >= (3, 11) else []),
-                    str(Path(__file__).resolve()),
+                    "-I",
+                    "-c",
+                    _LAUNCH,
+                    str(Path(__file__).resolve().parent.parent),
                     "--owner",
                     str(self.state.owner_pid),
                     "--cluster-id",

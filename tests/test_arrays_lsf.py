@@ -20,6 +20,7 @@ import pytest
 
 from dask_jobqueue import CommandError, JobState, LSFCluster
 from dask_jobqueue import engine as engine_module
+from dask_jobqueue.dialects.lsf import parse_lsf_tags
 from dask_jobqueue.engine import array_script
 from dask_jobqueue.lsf import (
     BJOBS_ARRAY_FIELDS,
@@ -31,7 +32,6 @@ from dask_jobqueue.lsf import (
     parse_bjobs_json,
     parse_lsf_limits,
 )
-from dask_jobqueue.tags import parse_lsf_tags
 
 from . import array_scenarios
 from .array_scenarios import ArraySystem

@@ -22,6 +22,7 @@ import pytest
 from distributed import Client
 
 from dask_jobqueue import MoabCluster, PBSCluster
+from dask_jobqueue.dialects.pbs import parse_pbs_tags
 from dask_jobqueue.engine import array_script
 from dask_jobqueue.moab import MoabJob
 from dask_jobqueue.pbs import (
@@ -33,7 +34,6 @@ from dask_jobqueue.pbs import (
     pbs_array_task_ids,
     qstat_text_argv,
 )
-from dask_jobqueue.tags import parse_pbs_tags
 from dask_jobqueue.tracking import JobState
 
 from . import array_scenarios

@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from dask_jobqueue.dialects.htcondor import parse_htcondor_tags
+from dask_jobqueue.dialects.lsf import parse_lsf_tags
+from dask_jobqueue.dialects.oar import parse_oar_tags
+from dask_jobqueue.dialects.pbs import name_with_tag, parse_pbs_tags, tag_in_name
+from dask_jobqueue.dialects.sge import parse_sge_tags
+from dask_jobqueue.dialects.slurm import parse_slurm_tags
 from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.htcondor import HTCondorJob
 from dask_jobqueue.lsf import LSFJob
@@ -18,21 +24,7 @@ from dask_jobqueue.oar import OARJob
 from dask_jobqueue.pbs import PBSJob
 from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
-from dask_jobqueue.tags import (
-    PARSERS,
-    JobTag,
-    TagSpec,
-    name_with_tag,
-    new_cluster_id,
-    parse_htcondor_tags,
-    parse_lsf_tags,
-    parse_oar_tags,
-    parse_pbs_tags,
-    parse_sge_tags,
-    parse_slurm_tags,
-    safe_host,
-    tag_in_name,
-)
+from dask_jobqueue.tags import JobTag, TagSpec, new_cluster_id, safe_host, tag_parser
 
 DATA = Path(__file__).parent / "data"
 TAG = JobTag("0a1b2c3d", 7, 4242, "login01.example.org")
@@ -99,7 +91,8 @@ def test_every_dialect_declares_a_parser_the_watchdog_can_find():
     for cls in (SLURMJob, SGEJob, PBSJob, MoabJob, LSFJob, HTCondorJob, OARJob):
         spec = cls.tagging
         assert isinstance(spec, TagSpec), cls
-        assert PARSERS[spec.parser_name] is spec.parse
+        assert spec.parser_name.startswith("dask_jobqueue.dialects.")
+        assert tag_parser(spec.parser_name) is spec.parse
         args = spec.submit_args(TAG.text())
         # PBS, Torque, Moab: in the job name; OAR: in the command (both set by submit_argv)
         assert any(TAG.text() in a for a in args) == (cls not in (PBSJob, MoabJob, OARJob))

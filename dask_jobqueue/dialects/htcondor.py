@@ -23,13 +23,15 @@ from ..dialect import (
     missing_ids,
     single_array_id,
 )
-from ..tags import HTCONDOR_ATTRIBUTE, TagSpec, parse_htcondor_tags
+from ..tags import TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
     "ARRAY_NAMES_VARIABLE",
     "DIALECT",
     "HTCONDOR_ARRAYS",
+    "HTCONDOR_ATTRIBUTE",
+    "HTCONDOR_LEAVING",
     "STATUS_ATTRIBUTES",
     "TIME_LIMIT_HOLD_CODES",
     "condor_array_description",
@@ -42,6 +44,7 @@ __all__ = [
     "parse_condor_json",
     "parse_condor_limits",
     "parse_condor_step",
+    "parse_htcondor_tags",
     "quote_arguments",
     "quote_environment",
 ]
@@ -291,6 +294,27 @@ HTCONDOR_ARRAYS = ArraySupport(
     too_large=re.compile(r"would exceed MAX_JOBS_PER_SUBMISSION"),
 )
 
+
+# ---------------------------------------------------------------- tags
+
+#: Name of the HTCondor job attribute carrying the tag.
+HTCONDOR_ATTRIBUTE = "DaskJobqueueTag"
+#: HTCondor ``JobStatus`` of jobs on their way out of the queue: removed, completed.
+HTCONDOR_LEAVING = (3, 4)
+
+
+def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``condor_q USER -af ClusterId ProcId JobStatus DaskJobqueueTag``: ``12 0 2 djq1....``
+    per job (``undefined`` for jobs without the attribute). Removed (3) and completed (4)
+    jobs are left out: ``condor_q`` lists a removed job until its shadow exits, and it needs
+    no cancel."""
+    found = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and all(part.isdigit() for part in parts[:3]):
+            if int(parts[2]) not in HTCONDOR_LEAVING:
+                found[f"{parts[0]}.{parts[1]}"] = parts[3]
+    return only_tagged(found)
 
 
 DIALECT = Dialect(

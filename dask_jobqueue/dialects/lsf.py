@@ -26,7 +26,7 @@ from ..dialect import (
     simple_parser,
     single_array_id,
 )
-from ..tags import TagSpec, parse_lsf_tags
+from ..tags import TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "parse_bjobs_json",
     "parse_bjobs_step",
     "parse_lsf_limits",
+    "parse_lsf_tags",
 ]
 
 _UNIT_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6, "z": 7}
@@ -338,6 +339,27 @@ LSF_ARRAYS = ArraySupport(
     too_large=re.compile(r"Job array index too large"),
 )
 
+
+# ---------------------------------------------------------------- tags
+
+def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``bjobs -u USER -o 'jobid jobindex job_description delimiter="|"' -noheader``: array
+    elements (``jobindex`` > 0) as ``12[3]``; also the form without ``jobindex``, and ids
+    printed as ``12[3]`` already (``LSB_BJOBS_DISPLAY_ENH=Y``)."""
+    found = {}
+    for line in stdout.splitlines():
+        parts = [part.strip() for part in line.strip().split("|", 2)]
+        if len(parts) == 3 and parts[1].isdigit():
+            job_id, index, description = parts
+        elif len(parts) >= 2:
+            job_id, index, description = parts[0], "0", "|".join(parts[1:])
+        else:
+            continue
+        if re.fullmatch(r"\d+", job_id) and int(index) > 0:
+            job_id = f"{job_id}[{int(index)}]"
+        if re.fullmatch(r"\d+(?:\[\d+\])?", job_id):
+            found[job_id] = description
+    return only_tagged(found)
 
 
 DIALECT = Dialect(

@@ -22,15 +22,16 @@ from dataclasses import replace
 from typing import Any
 
 from ..dialect import StatusStep, missing_ids
-from ..tags import TagSpec, parse_moab_tags
+from ..tags import TagSpec
 from ..tracking import JobState, JobStatus
 from .pbs import DIALECT as PBS_DIALECT
-from .pbs import pbs_job_status
+from .pbs import parse_pbs_tags, pbs_job_status
 
 __all__ = [
     "DIALECT",
     "match_moab_ids",
     "moab_job_status",
+    "parse_moab_tags",
     "parse_showq_step",
     "parse_showq_xml",
     "showq_argv",
@@ -148,6 +149,16 @@ def parse_showq_step(
 
 
 # PBS directives and walltime forms, Moab's commands: a flavour of the PBS dialect.
+
+
+# ---------------------------------------------------------------- tags
+
+def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """Torque's ``qstat -f`` under Moab: as :func:`parse_pbs_tags`, with Moab's job ids
+    (``12``, where Torque says ``12.server``)."""
+    return {job_id.split(".", 1)[0]: text for job_id, text in parse_pbs_tags(stdout, user).items()}
+
+
 DIALECT = replace(
     PBS_DIALECT,
     name="moab",

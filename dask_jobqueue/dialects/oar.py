@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..dialect import ArraySupport, Dialect, StatusStep, decode_wait_status, simple_parser
-from ..tags import TagSpec, parse_oar_tags
+from ..tags import TAG_PATTERN, TAG_VARIABLE, TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "oar_adopt",
     "oar_array_task_ids",
     "oar_job_status",
+    "oar_tag_line",
     "oarstat_argv",
+    "parse_oar_tags",
     "parse_oarstat_json",
 ]
 
@@ -146,6 +148,43 @@ def oar_adopt(listed: Sequence[str], indices: Sequence[int]) -> list[str]:
     if len(listed) != len(indices):
         raise ValueError(f"{len(listed)} job(s) for an array of {len(indices)}")
     return sorted(listed, key=int)
+
+
+# ---------------------------------------------------------------- tags
+
+#: The first line of a tagged OAR job's command: a shell variable that is not exported, so
+#: neither the workers nor the jobs they submit see it (``export`` first: as written by
+#: dask_jobqueue before 2026-12, whose jobs are still ours).
+_OAR_TAG_LINE = re.compile(rf"(?:export )?{TAG_VARIABLE}=(?P<tag>{TAG_PATTERN})")
+
+
+def oar_tag_line(text: str) -> str:
+    """The first line of the command of an OAR job tagged ``text``."""
+    return f"{TAG_VARIABLE}={text}"
+
+
+def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``oarstat -J -u USER`` (JSON keyed by job id): OAR keeps no free field for the tag, so
+    it travels in the job's command, whose first line must be exactly
+    :func:`oar_tag_line` (``DASK_JOBQUEUE_TAG=<tag>``)."""
+    text = stdout.strip()
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"oarstat -J printed invalid JSON: {exc}") from None
+    items = doc.items() if isinstance(doc, dict) else ((None, job) for job in doc)
+    found = {}
+    for key, job in items:
+        if not isinstance(job, dict):
+            continue
+        job_id = job.get("Job_Id", job.get("id", key))
+        first_line = str(job.get("command") or "").split("\n", 1)[0]
+        match = _OAR_TAG_LINE.fullmatch(first_line.strip())
+        if job_id is not None and match:
+            found[str(job_id)] = match["tag"]
+    return only_tagged(found)
 
 
 DIALECT = Dialect(

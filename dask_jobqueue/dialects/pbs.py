@@ -16,6 +16,7 @@ in :mod:`dask_jobqueue.pbs`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import re
@@ -35,10 +36,7 @@ from ..dialect import (
     hms_seconds,
     index_spans,
 )
-from ..tags import (
-    TagSpec,
-    parse_pbs_tags,
-)
+from ..tags import TAG_PATTERN, TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -46,12 +44,16 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ARRAYS_BY_FLAVOUR",
     "DIALECT",
+    "JOB_NAME_PATTERN",
+    "PBS_MAX_JOB_NAME",
     "PBS_PRO_ARRAYS",
     "TORQUE_ARRAYS",
     "learn_flavour",
     "match_job_ids",
+    "name_with_tag",
     "parse_pbs_limits",
     "parse_pbs_queue_walltime",
+    "parse_pbs_tags",
     "parse_pbs_version",
     "parse_qstat_json",
     "parse_qstat_json_step",
@@ -66,6 +68,7 @@ __all__ = [
     "qstat_failure_is_usable",
     "qstat_json_argv",
     "qstat_text_argv",
+    "tag_in_name",
 ]
 
 def pbs_format_bytes_ceil(nbytes: int) -> str:
@@ -488,6 +491,173 @@ def parse_pbs_queue_walltime(stdout: str) -> float | None:
     return default if default is not None else found.get("resources_max.walltime")
 
 
+# ---------------------------------------------------------------- tags
+
+#: A PBS / Torque / Moab ``job_name``: what all three accept at the start of a job name
+#: (Torque and PBS Pro want a letter first) and that needs no quoting.
+JOB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.+-]*"
+#: The longest job name PBS Pro / OpenPBS accept (``qsub -N``).
+PBS_MAX_JOB_NAME = 236
+_NAME_RE = re.compile(rf"(?P<job_name>{JOB_NAME_PATTERN})-(?P<tag>{TAG_PATTERN})")
+
+
+
+def name_with_tag(job_name: str, text: str) -> str:
+    """The job name carrying the tag ``text`` on PBS, Torque and Moab: ``<job_name>-<tag>``.
+
+    A job submitted from inside a worker gets a name of its own (``qsub -V`` copies the
+    environment, never the name), so it never carries the tag.
+    """
+    if not re.fullmatch(JOB_NAME_PATTERN, job_name):
+        raise ValueError(f"job_name {job_name!r} cannot carry a tag")
+    return f"{job_name}-{text}"
+
+
+def tag_in_name(name: str | None, index: str | None = None) -> str | None:
+    """The tag text of a job name written by :func:`name_with_tag`, else ``None``. The name
+    must be exactly of that form; a Torque subjob ``N[index]`` may also be named
+    ``<name>-<index>``."""
+    if not name:
+        return None
+    name = name.strip()
+    if index is not None and name.endswith(f"-{index}"):
+        match = _NAME_RE.fullmatch(name[: -len(index) - 1])
+        if match is not None:
+            return match["tag"]
+    match = _NAME_RE.fullmatch(name)
+    return match["tag"] if match is not None else None
+
+
+_PBS_JOB_NAME = re.compile(
+    r'"(?P<id>[^"\\]+)"\s*:\s*\{\s*"Job_Name"\s*:\s*(?:"(?P<name>[^"\\]*)"|(?P<number>\d+))'
+)
+_PBS_SUBJOB = re.compile(r"\d+\[(?P<index>\d+)\].*")
+
+
+def parse_pbs_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``qstat -f -F json`` (OpenPBS, PBS Pro) or ``qstat -f`` text (Torque, Moab): the tag
+    of each job whose ``Job_Name`` is exactly ``<job_name>-<tag>`` (:func:`tag_in_name`).
+
+    The job's environment (``Variable_List``) is not read: a job submitted with ``qsub -V``
+    from inside a worker copies it. PBS Pro writes invalid JSON when a submit argument holds
+    a backslash: then job keys, names and owners are read in document order instead. With
+    ``user``, only jobs whose ``Job_Owner`` is ``user@...`` are kept (JSON and text forms).
+    Exiting and ended jobs (state ``E``, ``C``, ``F``, ``X``: Torque lists ended ones for a
+    while) are left out. A job array listed with its subjobs (``qstat -t``) is reported by
+    its subjobs only (``12[0].server``, not ``12[]``).
+    """
+    return _subjobs_over_arrays(_pbs_tags(stdout, user))
+
+
+def _subjobs_over_arrays(found: dict[str, str]) -> dict[str, str]:
+    listed = {job_id.split("[", 1)[0] for job_id in found if re.search(r"\[\d+\]", job_id)}
+    return {
+        job_id: text
+        for job_id, text in found.items()
+        if not ("[]" in job_id and job_id.split("[", 1)[0] in listed)
+    }
+
+
+def _pbs_tags(stdout: str, user: str | None) -> dict[str, str]:
+    text = stdout.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError:
+            return _pbs_json_by_order(text, user)
+        found = {}
+        for job_id, attrs in (doc.get("Jobs") or {}).items():
+            if not isinstance(attrs, dict):
+                continue
+            if user is not None and not _owned_by(str(attrs.get("Job_Owner", "")), user):
+                continue
+            if str(attrs.get("job_state", "")) in _PBS_LEAVING:
+                continue
+            tag = tag_in_name(str(attrs.get("Job_Name", "")))
+            if tag is not None:
+                found[job_id] = tag
+        return only_tagged(found)
+    return _pbs_text(text, user)
+
+
+#: Job states of jobs on their way out: exiting (``E``, also after a ``qdel``), and ended
+#: (Torque keeps ``C`` jobs listed for ``keep_completed``; PBS Pro ``F`` and ``X``).
+_PBS_LEAVING = {"E", "C", "F", "X"}
+
+
+def _owned_by(job_owner: str, user: str) -> bool:
+    return job_owner.strip().split("@", 1)[0] == user
+
+
+_PBS_OWNER_VALUE = re.compile(r'"Job_Owner"\s*:\s*"(?P<owner>[^"\\]*)"')
+_PBS_STATE_VALUE = re.compile(r'"job_state"\s*:\s*"(?P<state>[^"\\]*)"')
+
+
+def _pbs_json_by_order(text: str, user: str | None) -> dict[str, str]:
+    # OpenPBS writes "Job_Name" first in each job's object: the key and the name together
+    names = [(m.start(), m["id"], m["name"] or m["number"]) for m in _PBS_JOB_NAME.finditer(text)]
+    starts = [start for start, _, _ in names]
+
+    def job_at(position: int) -> str | None:
+        k = bisect.bisect_left(starts, position) - 1
+        return names[k][1] if k >= 0 else None
+
+    owners = {job_at(m.start()): m["owner"] for m in _PBS_OWNER_VALUE.finditer(text)}
+    states = {job_at(m.start()): m["state"] for m in _PBS_STATE_VALUE.finditer(text)}
+    found = {}
+    for _, job_id, name in names:
+        if user is not None and not _owned_by(owners.get(job_id, ""), user):
+            continue
+        if states.get(job_id) in _PBS_LEAVING:
+            continue
+        tag = tag_in_name(name)
+        if tag is not None:
+            found[job_id] = tag
+    return only_tagged(found)
+
+
+def _pbs_text(text: str, user: str | None) -> dict[str, str]:
+    # qstat -f wraps long values onto lines starting with a tab: join them first
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("\t") and lines:
+            lines[-1] += line[1:]
+        else:
+            lines.append(line)
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    torque_subjobs: set[str] = set()
+    leaving = set()
+    job_id = None
+    for line in lines:
+        if line.startswith("Job Id:"):
+            job_id = line.split(":", 1)[1].strip()
+            continue
+        name, sep, value = line.strip().partition(" = ")
+        if not sep or job_id is None:
+            continue
+        if name == "Job_Name":
+            names[job_id] = value
+        elif name == "Job_Owner":
+            owners[job_id] = value
+        elif name == "job_state" and value.strip() in _PBS_LEAVING:
+            leaving.add(job_id)
+        elif name == "job_array_id":  # Torque's subjob attribute (OpenPBS: array_index)
+            torque_subjobs.add(job_id)
+    found = {}
+    for job_id, name in names.items():
+        if job_id in leaving:
+            continue
+        if user is not None and not _owned_by(owners.get(job_id, ""), user):
+            continue
+        # Torque names its subjob N[i] "<name>-<i>" (its PBS_JOBNAME)
+        subjob = _PBS_SUBJOB.fullmatch(job_id) if job_id in torque_subjobs else None
+        tag = tag_in_name(name, subjob["index"] if subjob else None)
+        if tag is not None:
+            found[job_id] = tag
+    return only_tagged(found)
 
 
 DIALECT = Dialect(

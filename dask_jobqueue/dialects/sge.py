@@ -40,7 +40,7 @@ from ..dialect import (
     missing_ids,
     single_array_id,
 )
-from ..tags import TAG_VARIABLE, TagSpec, parse_sge_tags
+from ..tags import TAG_VARIABLE, TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "parse_qstat_xml_j",
     "parse_sge_limits",
     "parse_sge_queue_h_rt",
+    "parse_sge_tags",
     "qacct_argv",
     "qacct_groups",
     "qacct_listing_argv",
@@ -391,6 +392,31 @@ def parse_sge_queue_h_rt(stdout: str) -> float | None:
     return None
 
 
+# ---------------------------------------------------------------- tags
+
+def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``qstat -xml -j '*'``: ``JB_job_number`` and the ``DASK_JOBQUEUE_TAG`` entry of
+    ``JB_context`` of every job (of ``user``'s jobs only, if given: ``JB_owner``)."""
+    text = stdout.strip()
+    if not text:
+        return {}
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ValueError(f"qstat -xml printed invalid XML: {exc}") from None
+    found = {}
+    for job in root.iter():
+        number = job.find("JB_job_number")
+        if number is None or not (number.text or "").strip():
+            continue
+        if user is not None and (job.findtext("JB_owner") or "").strip() not in ("", user):
+            continue
+        # the job context (qsub -ac), not the job's environment (same element names)
+        for context in job.iter("JB_context"):
+            for entry in context:
+                if (entry.findtext("VA_variable") or "").strip() == TAG_VARIABLE:
+                    found[number.text.strip()] = (entry.findtext("VA_value") or "").strip()
+    return only_tagged(found)
 
 
 DIALECT = Dialect(

@@ -28,7 +28,7 @@ from ..dialect import (
     simple_parser,
     single_array_id,
 )
-from ..tags import TagSpec, parse_slurm_tags
+from ..tags import TagSpec, only_tagged
 from ..tracker import Vanish
 from ..tracking import JobState, JobStatus
 
@@ -39,6 +39,7 @@ __all__ = [
     "parse_sacct",
     "parse_scontrol_partitions",
     "parse_slurm_limits",
+    "parse_slurm_tags",
     "parse_squeue",
     "slurm_array_task_ids",
     "slurm_cancel_args",
@@ -247,6 +248,18 @@ def parse_scontrol_partitions(stdout: str, partition: str | None) -> float | Non
             default = hms_seconds(fields.get("DefaultTime", ""))
             return default if default is not None else hms_seconds(fields.get("MaxTime", ""))
     return None
+
+
+# ---------------------------------------------------------------- tags
+
+def parse_slurm_tags(stdout: str, user: str | None = None) -> dict[str, str]:
+    """``squeue -h -u USER -o '%i|%k'``: job id and comment per line."""
+    found = {}
+    for line in stdout.splitlines():
+        job_id, sep, comment = line.strip().partition("|")
+        if sep and job_id:
+            found[job_id] = comment.strip()
+    return only_tagged(found)
 
 
 DIALECT = Dialect(
