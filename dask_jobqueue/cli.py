@@ -479,8 +479,11 @@ def _batch_system(scheduler: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            template = job_cls(cores=1, memory="1GB", disk="1GB") if scheduler == "htcondor" \
-                else job_cls(cores=1, memory="1GB")
+            # the least a job of any scheduler needs (HTCondor's also asks for disk space)
+            sizes = {"cores": 1, "memory": "1GB"}
+            if "disk" in job_cls.accepted_keywords():
+                sizes["disk"] = "1GB"
+            template = job_cls(**sizes)
         except (ValueError, TypeError) as error:
             raise UsageError(_one_line(error)) from None
     return template.batch_system()

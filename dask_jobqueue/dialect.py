@@ -263,7 +263,7 @@ def natural_key(job_id: str) -> list[str | int]:
 #: controller, not a bad option.
 TRANSIENT_SUBMIT_ERRORS = re.compile(
     r"Socket timed out|Resource temporarily unavailable|try again later|"
-    r"temporarily unable|Connection refused|Connection reset|Unable to contact slurm controller",
+    r"temporarily unable|Connection refused|Connection reset",
     re.IGNORECASE,
 )
 
