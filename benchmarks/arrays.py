@@ -85,16 +85,19 @@ def workers_through_slurm(mode: str, n: int = 8) -> tuple[float, float]:
     name = f"bench-w-{mode}-{os.getpid()}"
     stamps = Path(tempfile.mkdtemp(prefix="bench-starts-"))
     with dask.config.set({"jobqueue.slurm.job-arrays": mode}):
-        with SLURMCluster(
-            cores=1,
-            memory="1GB",
-            processes=1,
-            job_name=name,
-            walltime="00:10:00",
-            scheduler_options=NO_DASHBOARD,
-            # one `date` per job: when its script began (wall clock, as time.time())
-            job_script_prologue=[f"date +%s.%N > {stamps}/$$"],
-        ) as cluster, Client(cluster) as client:
+        with (
+            SLURMCluster(
+                cores=1,
+                memory="1GB",
+                processes=1,
+                job_name=name,
+                walltime="00:10:00",
+                scheduler_options=NO_DASHBOARD,
+                # one `date` per job: when its script began (wall clock, as time.time())
+                job_script_prologue=[f"date +%s.%N > {stamps}/$$"],
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             wall_start = time.time()
             started = time.perf_counter()
             cluster.scale(n)
@@ -114,8 +117,17 @@ def physical_limit(n: int = 8) -> float:
             started = time.perf_counter()
             procs = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "distributed.cli.dask_worker", scheduler.address,
-                     "--nthreads", "1", "--memory-limit", "1GB", "--nanny"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        scheduler.address,
+                        "--nthreads",
+                        "1",
+                        "--memory-limit",
+                        "1GB",
+                        "--nanny",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -147,23 +159,33 @@ def connect_benchmark(repeats: int) -> None:
         for mode in ("auto", "never"):
             elapsed, last_start = workers_through_slurm(mode)
             rows[mode].append((elapsed, last_start))
-            print(f"| {round_} | Slurm, job-arrays {mode} | {elapsed:.2f} s | {last_start:.2f} s "
-                  f"| {elapsed - last_start:.2f} s |", flush=True)
+            print(
+                f"| {round_} | Slurm, job-arrays {mode} | {elapsed:.2f} s | {last_start:.2f} s "
+                f"| {elapsed - last_start:.2f} s |",
+                flush=True,
+            )
     limit = statistics.median(r[0] for r in rows["limit"])
     print(f"\nmedians: limit {limit:.2f} s")
     for mode in ("auto", "never"):
         total = statistics.median(r[0] for r in rows[mode])
         start = statistics.median(r[1] for r in rows[mode])
         after = statistics.median(r[0] - r[1] for r in rows[mode])
-        print(f"job-arrays {mode}: {total:.2f} s ({total / limit:.2f}x the limit); last script "
-              f"started at {start:.2f} s; connected {after:.2f} s after it "
-              f"({after / limit:.2f}x the limit)")
+        print(
+            f"job-arrays {mode}: {total:.2f} s ({total / limit:.2f}x the limit); last script "
+            f"started at {start:.2f} s; connected {after:.2f} s after it "
+            f"({after / limit:.2f}x the limit)"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, nargs="*", default=[200, 1000],
-                        help="held-job sizes (none: only the 8-worker runs)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        nargs="*",
+        default=[200, 1000],
+        help="held-job sizes (none: only the 8-worker runs)",
+    )
     parser.add_argument("--label", default="")
     parser.add_argument("--no-workers", action="store_true", help="skip the 8-worker runs")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the 8-worker runs")
@@ -172,16 +194,21 @@ def main() -> None:
     limit = next((line for line in config.splitlines() if line.startswith("MaxArraySize")), "")
     print(f"# {args.label} {' '.join(limit.split())}")
     if args.jobs:
-        print("| jobs | job-arrays | until all in squeue | sbatch calls | close() until queue "
-              "empty | scancel calls |")
+        print(
+            "| jobs | job-arrays | until all in squeue | sbatch calls | close() until queue "
+            "empty | scancel calls |"
+        )
         print("|---:|---|---:|---:|---:|---:|")
     for jobs in args.jobs:
         results = {}
         for mode in ("auto", "never"):
             r = held_jobs(mode, jobs)
             results[mode] = r
-            print(f"| {jobs} | {mode} | {r['submit_s']:.3f} s | {r['sbatch']} | "
-                  f"{r['close_s']:.3f} s | {r['scancel']} |", flush=True)
+            print(
+                f"| {jobs} | {mode} | {r['submit_s']:.3f} s | {r['sbatch']} | "
+                f"{r['close_s']:.3f} s | {r['scancel']} |",
+                flush=True,
+            )
         ratio = results["never"]["submit_s"] / results["auto"]["submit_s"]
         print(f"|  | speed-up of arrays | {ratio:.1f}x |  |  |  |", flush=True)
     if not args.no_workers:

@@ -108,7 +108,9 @@ def scancel(args: list[str], queue: _Queue) -> int:
         if match:
             for span in match.group(2).split(","):
                 first, _, last = span.partition("-")
-                gone.update(f"{match.group(1)}|{i}" for i in range(int(first), int(last or first) + 1))
+                gone.update(
+                    f"{match.group(1)}|{i}" for i in range(int(first), int(last or first) + 1)
+                )
         elif "_" in arg:
             gone.add(arg.replace("_", "|"))
         else:

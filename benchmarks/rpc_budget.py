@@ -29,7 +29,7 @@ import dask
 LIMITED = ("sbatch", "squeue", "scancel", "scontrol")
 COUNTED = ("sacct",)
 
-SHIM = '''#!{python}
+SHIM = """#!{python}
 import fcntl, json, os, sys, time
 NAME, REAL, STATE = {name!r}, {real!r}, {state!r}
 BUCKET, PER_SECOND, LIMITED = {bucket!r}, {per_second!r}, {limited!r}
@@ -53,7 +53,7 @@ if not allowed:
     sys.stderr.write(NAME + ": error: RPC rate limit exceeded for this user (shim)\\n")
     sys.exit(1)
 os.execv(REAL, [REAL] + sys.argv[1:])
-'''
+"""
 
 
 def install_shim(directory: Path, bucket: int, per_minute: float) -> Path:
@@ -65,10 +65,17 @@ def install_shim(directory: Path, bucket: int, per_minute: float) -> Path:
         if real is None:
             raise SystemExit(f"no real {name} on PATH: is Slurm running?")
         path = bin_dir / name
-        path.write_text(SHIM.format(
-            python=sys.executable, name=name, real=real, state=str(state), bucket=bucket,
-            per_second=per_minute / 60.0, limited=name in LIMITED,
-        ))
+        path.write_text(
+            SHIM.format(
+                python=sys.executable,
+                name=name,
+                real=real,
+                state=str(state),
+                bucket=bucket,
+                per_second=per_minute / 60.0,
+                limited=name in LIMITED,
+            )
+        )
         path.chmod(0o755)
     return state
 
@@ -92,7 +99,9 @@ def run(jobs: int, bucket: int, refill: float, client_limit: float | None, burst
             with dask.config.set(settings):
                 started = time.monotonic()
                 with SLURMCluster(
-                    cores=1, memory="500MB", processes=1,
+                    cores=1,
+                    memory="500MB",
+                    processes=1,
                     scheduler_options={"dashboard_address": ":0"},
                 ) as cluster:
                     try:
@@ -112,8 +121,13 @@ def run(jobs: int, bucket: int, refill: float, client_limit: float | None, burst
         _, name, verdict = line.split()
         calls[name] = calls.get(name, 0) + 1
         rejected += verdict == "REJECTED"
-    return {"sized_s": sized, "close_s": closed, "calls": calls, "rejected": rejected,
-            "error": error}
+    return {
+        "sized_s": sized,
+        "close_s": closed,
+        "calls": calls,
+        "rejected": rejected,
+        "error": error,
+    }
 
 
 def main() -> None:
@@ -123,17 +137,29 @@ def main() -> None:
     parser.add_argument("--refill", type=float, default=4, help="site's refill (calls/minute)")
     parser.add_argument("--client-burst", type=int, default=30)
     args = parser.parse_args()
-    print(f"site bucket {args.bucket} calls, +{args.refill:g}/minute; {args.jobs} jobs, one "
-          "sbatch each", flush=True)
+    print(
+        f"site bucket {args.bucket} calls, +{args.refill:g}/minute; {args.jobs} jobs, one "
+        "sbatch each",
+        flush=True,
+    )
     for client_limit in (None, args.refill):
         result = run(args.jobs, args.bucket, args.refill, client_limit, args.client_burst)
-        how = ("no client limit" if client_limit is None
-               else f"command-rate-limit {client_limit:g}/min, burst {args.client_burst}")
+        how = (
+            "no client limit"
+            if client_limit is None
+            else f"command-rate-limit {client_limit:g}/min, burst {args.client_burst}"
+        )
         calls = ", ".join(f"{k} {v}" for k, v in sorted(result["calls"].items()))
-        outcome = (f"{args.jobs} workers after {result['sized_s']:.1f} s"
-                   if result["error"] is None else f"FAILED ({result['error']})")
-        print(f"{how}: {outcome}, close {result['close_s']:.1f} s; calls: {calls}; "
-              f"rejected: {result['rejected']}", flush=True)
+        outcome = (
+            f"{args.jobs} workers after {result['sized_s']:.1f} s"
+            if result["error"] is None
+            else f"FAILED ({result['error']})"
+        )
+        print(
+            f"{how}: {outcome}, close {result['close_s']:.1f} s; calls: {calls}; "
+            f"rejected: {result['rejected']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

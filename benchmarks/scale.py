@@ -77,16 +77,17 @@ async def until_queue(directory: Path, most: int, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def measure(
-    jobs: int, polls: int, directory: Path, profile: str | None, phase: str
-) -> dict:
+async def measure(jobs: int, polls: int, directory: Path, profile: str | None, phase: str) -> dict:
     from dask_jobqueue import SLURMCluster
 
     lag = LoopLag()
     lag.start()
     result: dict = {"jobs": jobs}
     cluster = await SLURMCluster(
-        cores=1, memory="1GB", processes=1, asynchronous=True,
+        cores=1,
+        memory="1GB",
+        processes=1,
+        asynchronous=True,
         scheduler_options={"dashboard_address": ":0"},
     )
     try:
@@ -154,9 +155,20 @@ def main() -> None:
     parser.add_argument("--profile", help="write a cProfile of one phase here")
     parser.add_argument("--profile-phase", choices=["scale", "poll", "down"], default="poll")
     args = parser.parse_args()
-    columns = ("jobs", "idle_cpu_ms_per_s", "scale_up_s", "scale_up_stall_ms", "cpu_per_poll_ms", "cpu_per_job_us",
-               "poll_stall_ms", "scale_down_s", "scale_down_stall_ms", "close_s",
-               "close_stall_ms", "left_in_queue")
+    columns = (
+        "jobs",
+        "idle_cpu_ms_per_s",
+        "scale_up_s",
+        "scale_up_stall_ms",
+        "cpu_per_poll_ms",
+        "cpu_per_job_us",
+        "poll_stall_ms",
+        "scale_down_s",
+        "scale_down_stall_ms",
+        "close_s",
+        "close_stall_ms",
+        "left_in_queue",
+    )
     print(" ".join(f"{c:>18}" for c in columns), flush=True)
     for jobs in args.jobs:
         with tempfile.TemporaryDirectory(prefix="fake-slurm-") as tmp:
@@ -176,8 +188,10 @@ def main() -> None:
                     measure(jobs, args.polls, directory, args.profile, args.profile_phase)
                 )
             os.environ["PATH"] = os.environ["PATH"].split(os.pathsep, 1)[1]
-        cells = [f"{result[c]:>18.3f}" if isinstance(result[c], float) else f"{result[c]:>18}"
-                 for c in columns]
+        cells = [
+            f"{result[c]:>18.3f}" if isinstance(result[c], float) else f"{result[c]:>18}"
+            for c in columns
+        ]
         print(" ".join(cells), flush=True)
 
 

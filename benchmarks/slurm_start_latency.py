@@ -18,15 +18,20 @@ def until_running(array: bool, name: str, n: int = 8) -> tuple[float, float]:
     started = time.perf_counter()
     common = ["sbatch", "--parsable", "-J", name, "-n1", "--wrap", "sleep 30"]
     if array:
-        subprocess.run([*common[:-2], f"--array=0-{n - 1}", *common[-2:]], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*common[:-2], f"--array=0-{n - 1}", *common[-2:]], check=True, capture_output=True
+        )
     else:
         for _ in range(n):
             subprocess.run(common, check=True, capture_output=True)
     submitted = time.perf_counter() - started
     while True:
-        out = subprocess.run(["squeue", "-h", "-r", "-n", name, "-t", "R", "-o", "%i"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-n", name, "-t", "R", "-o", "%i"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         if len(out.split()) >= n:
             return submitted, time.perf_counter() - started
         time.sleep(0.01)
@@ -48,8 +53,9 @@ def main() -> None:
             how = "one array of 8" if array else "8 sbatch"
             print(f"| {round_} | {how} | {submitted:.3f} s | {running:.3f} s |", flush=True)
             # let the cancelled jobs finish completing: they hold the CPUs until then
-            while subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True,
-                                 text=True, check=True).stdout.strip():
+            while subprocess.run(
+                ["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True, check=True
+            ).stdout.strip():
                 time.sleep(0.1)
 
 

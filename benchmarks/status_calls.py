@@ -35,7 +35,9 @@ def cluster_class(backend: str) -> type:
 
 def measure(backend: str, jobs: int, seconds: float) -> tuple[int, int, float, str]:
     cls = cluster_class(backend)
-    with cls(cores=1, memory="500MB", processes=1, scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with cls(
+        cores=1, memory="500MB", processes=1, scheduler_options={"dashboard_address": ":0"}
+    ) as cluster:
         cluster.scale(jobs=jobs)
         start_commands, start_polls = cluster.status_calls, cluster.polls
         started = time.monotonic()
@@ -53,8 +55,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
-    print(f"{'jobs':>5} {'status commands':>16} {'polls':>6} {'commands/min':>13}  job states at the end")
-    with dask.config.set({f"jobqueue.{args.backend}.poll-interval": "2s", f"jobqueue.{args.backend}.poll-interval-max": "30s"}):
+    print(
+        f"{'jobs':>5} {'status commands':>16} {'polls':>6} {'commands/min':>13}  job states at the end"
+    )
+    with dask.config.set(
+        {
+            f"jobqueue.{args.backend}.poll-interval": "2s",
+            f"jobqueue.{args.backend}.poll-interval-max": "30s",
+        }
+    ):
         for jobs in args.jobs:
             commands, polls, per_minute, summary = measure(args.backend, jobs, args.seconds)
             print(f"{jobs:>5} {commands:>16} {polls:>6} {per_minute:>13.1f}  {summary}")

@@ -25,7 +25,10 @@ def measure(backend: str, jobs: int, concurrency: int) -> tuple[float, float]:
         from dask_jobqueue import LSFCluster as Cluster
     with dask.config.set({f"jobqueue.{backend}.submit-concurrency": concurrency}):
         cluster = Cluster(
-            cores=1, memory="100MB", processes=1, job_script_prologue=["sleep 600"],
+            cores=1,
+            memory="100MB",
+            processes=1,
+            job_script_prologue=["sleep 600"],
             scheduler_options={"dashboard_address": ":0"},
         )
         started = time.perf_counter()
@@ -63,7 +66,9 @@ def main() -> None:
         for jobs in args.jobs:
             for concurrency in args.concurrency:
                 submitted, closed = measure(args.backend, jobs, concurrency)
-                print(f"{jobs:>5} {concurrency:>12} {submitted:>9.2f} {jobs / submitted:>7.1f} {closed:>8.2f}")
+                print(
+                    f"{jobs:>5} {concurrency:>12} {submitted:>9.2f} {jobs / submitted:>7.1f} {closed:>8.2f}"
+                )
     finally:
         if context is not None:
             context.__exit__(None, None, None)

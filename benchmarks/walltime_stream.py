@@ -23,7 +23,9 @@ import time
 from distributed import Client
 
 # loaded by path: the library measured is whichever one PYTHONPATH selects, not this tree's
-_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lifetime_stream.py")
+_HELPER = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lifetime_stream.py"
+)
 _spec = importlib.util.spec_from_file_location("lifetime_stream", _HELPER)
 lifetime_stream = importlib.util.module_from_spec(_spec)
 sys.modules["lifetime_stream"] = lifetime_stream
@@ -44,10 +46,17 @@ def main() -> None:
         from dask_jobqueue import SGECluster as Cluster
     os.chdir(tempfile.mkdtemp(prefix="walltime-stream-"))  # job output files land here
     started = time.monotonic()
-    with Cluster(
-        cores=1, memory="1GB", processes=1, walltime=args.walltime,
-        job_name="wt-stream", scheduler_options={"dashboard_address": ":0"},
-    ) as cluster, Client(cluster) as client:
+    with (
+        Cluster(
+            cores=1,
+            memory="1GB",
+            processes=1,
+            walltime=args.walltime,
+            job_name="wt-stream",
+            scheduler_options={"dashboard_address": ":0"},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         if args.adapt:
             cluster.adapt(minimum=2, maximum=4, interval="1s")
         else:

@@ -85,10 +85,12 @@ def latency(jobs: int) -> None:
     finally:
         dog.stop()
     durations.sort()
-    print(f"{jobs} jobs, {len(durations)} changes: median "
-          f"{durations[len(durations) // 2] * 1e6:.1f} µs, 99th percentile "
-          f"{durations[int(len(durations) * 0.99)] * 1e6:.1f} µs, worst "
-          f"{durations[-1] * 1e3:.1f} ms")
+    print(
+        f"{jobs} jobs, {len(durations)} changes: median "
+        f"{durations[len(durations) // 2] * 1e6:.1f} µs, 99th percentile "
+        f"{durations[int(len(durations) * 0.99)] * 1e6:.1f} µs, worst "
+        f"{durations[-1] * 1e3:.1f} ms"
+    )
 
 
 def main() -> None:
@@ -106,8 +108,11 @@ def main() -> None:
         without, _ = run_jobs(jobs, watchdog=False)
         with_dog, state = run_jobs(jobs, watchdog=True)
         per_change = state / (2 * jobs) * 1e6
-        print(f"| {jobs} | {without:.2f} s | {with_dog:.2f} s | {state:.3f} s | "
-              f"{per_change:.1f} µs |", flush=True)
+        print(
+            f"| {jobs} | {without:.2f} s | {with_dog:.2f} s | {state:.3f} s | "
+            f"{per_change:.1f} µs |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -264,9 +264,7 @@ def check_shebang(value: object, keyword: str = "shebang") -> str:
     """The first line of a job script: must start with ``#!``."""
     text = check_text(value, keyword)
     if not text.startswith("#!"):
-        raise ValueError(
-            f"{keyword}={value!r} must start with '#!', e.g. '#!/usr/bin/env bash'"
-        )
+        raise ValueError(f"{keyword}={value!r} must start with '#!', e.g. '#!/usr/bin/env bash'")
     return text
 
 

@@ -73,7 +73,10 @@ class JobAdaptive(Adaptive):
         if not firmly_close:
             return {"status": "same"}
         suffixes = cluster._group_suffixes or [""]
-        return {"status": "down", "workers": [f"{job}{s}" for job in firmly_close for s in suffixes]}
+        return {
+            "status": "down",
+            "workers": [f"{job}{s}" for job in firmly_close for s in suffixes],
+        }
 
     async def scale_up(self, n: int) -> None:
         # never past max-jobs (an unbounded adapt() facing a million tasks)

@@ -450,6 +450,7 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
 
 # ---------------------------------------------------------------------- status / cleanup
 
+
 def detect_scheduler(which: Any = None) -> str:
     """The batch system whose commands are on ``PATH``; :class:`UsageError` if none or
     several are (then the user names one)."""
@@ -527,7 +528,9 @@ def tagged_jobs(scheduler: str) -> tuple[Any, list[dict[str, Any]]]:
     here = safe_host(socket.gethostname())
     watchdogs = _running_watchdogs()
     rows = []
-    for job_id, tag in sorted(tagged.items(), key=lambda item: (item[1].cluster_id, item[1].serial)):
+    for job_id, tag in sorted(
+        tagged.items(), key=lambda item: (item[1].cluster_id, item[1].serial)
+    ):
         local = tag.host == here
         rows.append(
             {
@@ -583,18 +586,17 @@ def orphans(rows: Sequence[Mapping[str, Any]], include_other_hosts: bool) -> lis
     ]
 
 
-def cleanup(
-    scheduler: str | None, dry_run: bool, yes: bool, include_other_hosts: bool
-) -> int:
+def cleanup(scheduler: str | None, dry_run: bool, yes: bool, include_other_hosts: bool) -> int:
     """Cancel this user's tagged jobs whose owner (and its watchdog) is gone."""
     scheduler = scheduler or detect_scheduler()
     engine, rows = tagged_jobs(scheduler)
     chosen = orphans(rows, include_other_hosts)
     skipped = len(rows) - len(chosen)
     if not chosen:
-        print(f"No orphaned dask-jobqueue jobs of yours on {scheduler}"
-              + (f" ({skipped} job(s) with a live or unknown owner left alone)." if skipped
-                 else "."))
+        print(
+            f"No orphaned dask-jobqueue jobs of yours on {scheduler}"
+            + (f" ({skipped} job(s) with a live or unknown owner left alone)." if skipped else ".")
+        )
         return 0
     _print_rows(chosen)
     if skipped:
@@ -722,10 +724,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="list your jobs started by dask-jobqueue, with their owner",
         description="List your jobs that carry a dask-jobqueue tag on the batch system, with "
         "the cluster, the owner process and host, and whether the owner and its watchdog are "
-        "alive (\"unknown\" for an owner on another host).",
+        'alive ("unknown" for an owner on another host).',
     )
-    p.add_argument("scheduler", metavar="SCHEDULER", nargs="?", choices=sorted(SCHEDULERS),
-                   help="batch system (default: the one whose commands are on PATH)")
+    p.add_argument(
+        "scheduler",
+        metavar="SCHEDULER",
+        nargs="?",
+        choices=sorted(SCHEDULERS),
+        help="batch system (default: the one whose commands are on PATH)",
+    )
 
     p = sub.add_parser(
         "cleanup",
@@ -733,12 +740,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cancel your tagged jobs whose owner process and its watchdog are gone "
         "(owners on another host are left alone unless --include-other-hosts).",
     )
-    p.add_argument("scheduler", metavar="SCHEDULER", nargs="?", choices=sorted(SCHEDULERS),
-                   help="batch system (default: the one whose commands are on PATH)")
+    p.add_argument(
+        "scheduler",
+        metavar="SCHEDULER",
+        nargs="?",
+        choices=sorted(SCHEDULERS),
+        help="batch system (default: the one whose commands are on PATH)",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be cancelled")
     p.add_argument("--yes", action="store_true", help="do not ask before cancelling")
-    p.add_argument("--include-other-hosts", action="store_true",
-                   help="also cancel jobs whose owner runs on another host (cannot be checked)")
+    p.add_argument(
+        "--include-other-hosts",
+        action="store_true",
+        help="also cancel jobs whose owner runs on another host (cannot be checked)",
+    )
     return parser
 
 

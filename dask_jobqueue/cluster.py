@@ -57,9 +57,6 @@ __all__ = ["JobQueueCluster"]
 _LOOP_CHUNK = 500
 
 
-
-
-
 class JobQueueCluster(ParametersDocumented, SpecCluster):
     """A Dask cluster whose workers run in batch jobs.
 
@@ -102,8 +99,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         **job_kwargs: Any,
     ):
         job_cls, config_name = check_cluster_arguments(
-            type(self).__name__, job_cls or type(self).job_cls, config_name, job_kwargs,
-            dashboard_address=dashboard_address, host=host,
+            type(self).__name__,
+            job_cls or type(self).job_cls,
+            config_name,
+            job_kwargs,
+            dashboard_address=dashboard_address,
+            host=host,
         )
         self.job_cls = job_cls
         self.config_name = config_name
@@ -182,9 +183,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             _watchdog_for(self._engine, self._tls_files) if settings.owner_watchdog else None
         )
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
-        self._exit_finalizer = weakref.finalize(
-            self, _cancel_at_exit, self._engine, self._watchdog
-        )
+        self._exit_finalizer = weakref.finalize(self, _cancel_at_exit, self._engine, self._watchdog)
 
         super().__init__(
             scheduler=scheduler,
@@ -243,8 +242,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             try:
                 self._watchdog.start()
             except OSError as exc:
-                logger.warning("Could not start the watchdog (jobs may outlive a killed "
-                               "client): %s", exc)
+                logger.warning(
+                    "Could not start the watchdog (jobs may outlive a killed client): %s", exc
+                )
         await super()._start()
         self._poller.start()
         if self._settings.replace_before_walltime and self._lifetime_task is None:
@@ -573,8 +573,10 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             )
         maximum = kwargs.get("maximum")
         if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0:
-            asked = f"maximum_jobs={maximum_jobs}" if maximum_jobs is not None else (
-                f"maximum={maximum}"
+            asked = (
+                f"maximum_jobs={maximum_jobs}"
+                if maximum_jobs is not None
+                else (f"maximum={maximum}")
             )
             self._check_job_cap(math.ceil(maximum / self.processes), asked)
         if self._group_suffixes:

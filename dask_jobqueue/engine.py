@@ -179,7 +179,9 @@ class CommandBudget:
     (:meth:`take`) alike.
     """
 
-    def __init__(self, per_minute: float, burst: int = 10, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, per_minute: float, burst: int = 10, clock: Callable[[], float] = time.monotonic
+    ):
         if not per_minute > 0:
             raise ValueError(f"command_rate_limit={per_minute!r} must be a positive number")
         if burst < 1:
@@ -479,8 +481,12 @@ class BatchSystem:
                         probe.argv(self.template), timeout=self.status_timeout
                     ).stdout
                 except CommandError as exc:
-                    logger.info("Could not read the site's limits (attempt %d of %d): %s",
-                                self._probe_rounds, LIMIT_PROBE_ROUNDS, _first_line(exc))
+                    logger.info(
+                        "Could not read the site's limits (attempt %d of %d): %s",
+                        self._probe_rounds,
+                        LIMIT_PROBE_ROUNDS,
+                        _first_line(exc),
+                    )
                     continue
                 self._probes_answered.add(k)  # unreadable output would not change by asking
                 try:
@@ -618,7 +624,9 @@ class BatchSystem:
         logger.warning(
             "The batch system refused an array of %d jobs as too large (%s); submitting "
             "%s from now on (set max-array-size to the site's limit to avoid this)",
-            refused_size, _too_large(error, support), then,
+            refused_size,
+            _too_large(error, support),
+            then,
         )
 
     def _pace(self) -> None:
@@ -679,7 +687,10 @@ class BatchSystem:
                         adopted = self._adopt(listed, indices)
                     except ValueError as error:
                         raise CommandError(
-                            argv, exc.returncode, exc.stdout, exc.stderr,
+                            argv,
+                            exc.returncode,
+                            exc.stdout,
+                            exc.stderr,
                             reason=f"failed, yet job(s) {' '.join(listed)} carry its tag "
                             f"{tag.text()}: {error}",
                         ) from exc
@@ -720,7 +731,9 @@ class BatchSystem:
             except CommandError as failed:
                 self._remember_unsettled(tag)
                 raise CommandError(
-                    argv, 0, stdout,
+                    argv,
+                    0,
+                    stdout,
                     reason=f"{reason}; its jobs could not be looked up by tag {tag.text()} "
                     f"({_first_line(failed)}): any is cancelled when the cluster closes",
                 ) from error
@@ -729,7 +742,9 @@ class BatchSystem:
         if not listed:
             self._remember_unsettled(tag)
             raise CommandError(
-                argv, 0, stdout,
+                argv,
+                0,
+                stdout,
                 reason=f"{reason}; no job carries its tag {tag.text()} (yet): any that "
                 "appears is cancelled when the cluster closes",
             ) from error
@@ -740,7 +755,9 @@ class BatchSystem:
             if left:
                 self._remember_unsettled(tag)
             raise CommandError(
-                argv, 0, stdout,
+                argv,
+                0,
+                stdout,
                 reason=f"{reason}; job(s) {' '.join(listed)} carry its tag {tag.text()} but "
                 f"are not what it submitted ({mismatch}): cancelled",
             ) from error
@@ -779,7 +796,9 @@ class BatchSystem:
         except CommandError as exc:
             logger.warning(
                 "Could not look for the jobs of %d submission(s) whose output could not be "
-                "read: %s", len(unsettled), _first_line(exc),
+                "read: %s",
+                len(unsettled),
+                _first_line(exc),
             )
             return
         found = [i for i, text in texts.items() if JobTag.parse(text) in unsettled]
@@ -804,7 +823,10 @@ class BatchSystem:
         except CommandError as error:
             # Not knowing means a retry could duplicate: give up on this submission.
             raise CommandError(
-                error.argv, error.returncode, error.stdout, error.stderr,
+                error.argv,
+                error.returncode,
+                error.stdout,
+                error.stderr,
                 reason="failed while looking for the jobs of a failed submission "
                 f"(tag {tag.text()}); not retrying to avoid duplicates",
             ) from error

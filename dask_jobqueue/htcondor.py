@@ -59,6 +59,7 @@ __all__ = [
     "HTCONDOR_ARRAYS",
 ]
 
+
 def submit_value(value: object, keyword: str) -> str:
     """``value`` as the right side of a ``key = value`` line of a submit description.
 
@@ -118,14 +119,23 @@ class HTCondorJob(Job):
     executable = "/bin/sh"
 
     options = (
-        replace(JOB_OPTIONS_BY_NAME["job_extra_directives"], type="dict or list of str",
-                doc="Extra submit-description entries, as a dict ``{'+Extra': 'True'}`` or "
-                "a list of ``'key = value'`` strings.", check=_submit_entries),
-        Option("disk", "str", "Disk space requested per job, e.g. ``'1GB'``. Required "
-               "(keyword or config).", check=SIZE, attr="worker_disk",
-               required="You must specify how much disk to use per job like "
-               "HTCondorCluster(..., disk='1 GB') or set jobqueue.htcondor.disk in "
-               "jobqueue.yaml"),
+        replace(
+            JOB_OPTIONS_BY_NAME["job_extra_directives"],
+            type="dict or list of str",
+            doc="Extra submit-description entries, as a dict ``{'+Extra': 'True'}`` or "
+            "a list of ``'key = value'`` strings.",
+            check=_submit_entries,
+        ),
+        Option(
+            "disk",
+            "str",
+            "Disk space requested per job, e.g. ``'1GB'``. Required (keyword or config).",
+            check=SIZE,
+            attr="worker_disk",
+            required="You must specify how much disk to use per job like "
+            "HTCondorCluster(..., disk='1 GB') or set jobqueue.htcondor.disk in "
+            "jobqueue.yaml",
+        ),
     )
 
     @classmethod

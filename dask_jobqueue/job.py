@@ -54,7 +54,7 @@ SCHEDULER_CHECK_SECONDS = 5
 # argument, on one line (HTCondor's Arguments are one line): exit 0 when a TCP connection
 # succeeds (or the protocol is not tcp/tls), exit 3 with one line on stderr when none did
 # within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786.
-_SCHEDULER_CHECK_SOURCE = f'''\
+_SCHEDULER_CHECK_SOURCE = f"""\
 import socket, sys, time
 a = sys.argv[1]
 s, _, r = a.partition("://")
@@ -72,7 +72,7 @@ while True:
     time.sleep(0.5)
 print("dask-jobqueue: scheduler " + a + " unreachable (" + str(err) + "): its cluster is gone, exiting without starting workers", file=sys.stderr)
 sys.exit(3)
-'''
+"""
 _SCHEDULER_CHECK = 'exec("{}")'.format(
     _SCHEDULER_CHECK_SOURCE.strip().replace('"', '\\"').replace("\n", "\\n")
 )
@@ -486,8 +486,6 @@ class Job(ParametersDocumented, ProcessInterface):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: name={self.name} job_id={self.job_id} status={self.status.name}>"
-
-
 
 
 Job.__doc__ = with_parameters(Job.__doc__, Job.documented_options())

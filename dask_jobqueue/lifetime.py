@@ -152,9 +152,7 @@ class LifetimePlanner:
             self._connected.add(name)
             self.waits.record(now - submitted_at)
 
-    def due(
-        self, running: Iterable[tuple[str, float]], now: float
-    ) -> tuple[list[str], list[str]]:
+    def due(self, running: Iterable[tuple[str, float]], now: float) -> tuple[list[str], list[str]]:
         """The jobs, among ``(name, started_at)`` of running jobs, to replace now and to
         retire now. Each name is returned once for each action."""
         presubmit, retire = [], []

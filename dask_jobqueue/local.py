@@ -130,6 +130,8 @@ class LocalProcesses(BatchSystem):
             with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
                 os.killpg(int(job_id), signal.SIGKILL)
         self.release(ids)
+
+
 def _writable_by_others(path: str) -> bool:
     try:
         mode = os.stat(path).st_mode

@@ -101,17 +101,37 @@ class LSFJob(Job):
     options = (
         QUEUE,
         PROJECT,
-        Option("ncpus", "int", "Slots requested per job (``-n``). Default: ``cores``.",
-               default_factory=_default_ncpus, check=POSITIVE_INT),
-        Option("mem", "int or str", "Memory limit per job (``-M``), in bytes or a size such "
-               "as ``'24GB'``. Default: ``memory``.", default_factory=_default_mem,
-               check=SIZE),
+        Option(
+            "ncpus",
+            "int",
+            "Slots requested per job (``-n``). Default: ``cores``.",
+            default_factory=_default_ncpus,
+            check=POSITIVE_INT,
+        ),
+        Option(
+            "mem",
+            "int or str",
+            "Memory limit per job (``-M``), in bytes or a size such "
+            "as ``'24GB'``. Default: ``memory``.",
+            default_factory=_default_mem,
+            check=SIZE,
+        ),
         replace(WALLTIME, doc="Time limit of each job, ``'HH:MM'`` or minutes (``-W``)."),
-        Option("lsf_units", "str", "Unit of LSF memory limits (``LSF_UNIT_FOR_LIMITS``: KB, "
-               "MB, GB...). Default: read from ``lsf.conf``.",
-               default_factory=lambda values, owner: lsf_detect_units(), check=_units),
-        Option("use_stdin", "bool", "Submit as ``bsub < script`` (the default) instead of "
-               "``bsub script``.", default=True, check=BOOL),
+        Option(
+            "lsf_units",
+            "str",
+            "Unit of LSF memory limits (``LSF_UNIT_FOR_LIMITS``: KB, "
+            "MB, GB...). Default: read from ``lsf.conf``.",
+            default_factory=lambda values, owner: lsf_detect_units(),
+            check=_units,
+        ),
+        Option(
+            "use_stdin",
+            "bool",
+            "Submit as ``bsub < script`` (the default) instead of ``bsub script``.",
+            default=True,
+            check=BOOL,
+        ),
     )
 
     @classmethod

@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["OARJob", "OARCluster", "parse_oarstat_json", "oar_job_status", "decode_wait_status"]
 
+
 def _default_resources(values: Mapping[str, Any], owner: type) -> str:
     return f"/nodes=1/core={values.get('cores')}"
-
 
 
 class OARJob(Job):
@@ -54,14 +54,22 @@ class OARJob(Job):
     options = (
         QUEUE,
         PROJECT,
-        replace(RESOURCE_SPEC, doc="Resources of the ``-l`` line (walltime is appended), "
-                "quoted as one ``oarsub`` argument. Default: ``/nodes=1/core=<cores>``.",
-                default_factory=_default_resources, check=TEXT),
+        replace(
+            RESOURCE_SPEC,
+            doc="Resources of the ``-l`` line (walltime is appended), "
+            "quoted as one ``oarsub`` argument. Default: ``/nodes=1/core=<cores>``.",
+            default_factory=_default_resources,
+            check=TEXT,
+        ),
         WALLTIME,
-        Option("memory_per_core_property_name", "str", "OAR resource property holding the "
-               "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
-               "``'not_applicable'`` turns the memory request (and its warning) off.",
-               check=WORD),
+        Option(
+            "memory_per_core_property_name",
+            "str",
+            "OAR resource property holding the "
+            "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
+            "``'not_applicable'`` turns the memory request (and its warning) off.",
+            check=WORD,
+        ),
     )
 
     def __init__(self, *args: Any, **kwargs: Any):

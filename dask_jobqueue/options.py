@@ -220,7 +220,9 @@ def _cluster_security(value: Any, keyword: str, owner: type) -> Security | bool:
 
 def _mapping(value: Any, keyword: str, owner: type) -> dict:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{keyword}={value!r} must be a dict, e.g. {{'dashboard_address': ':8787'}}")
+        raise ValueError(
+            f"{keyword}={value!r} must be a dict, e.g. {{'dashboard_address': ':8787'}}"
+        )
     return dict(value)
 
 
@@ -282,192 +284,499 @@ def _rate(value: Any, keyword: str, owner: type) -> float:
         raise ValueError(f"{keyword}={value!r} must be a positive number (submissions per second)")
     return rate
 
+
 BOOL: Check = _plain(check_bool)
 SIZE: Check = _plain(parse_memory)
 
 #: Keywords every job accepts (``Job.__init__``), in resolution order.
 JOB_OPTIONS: tuple[Option, ...] = (
-    Option("cores", "int", "Total number of CPU cores per job, shared by its worker processes. "
-           "Required (keyword or config).", check=POSITIVE_INT, attr="worker_cores"),
-    Option("memory", "str", "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
-           "(binary). Required (keyword or config); at least 32 MiB.",
-           check=_memory, attr="worker_memory"),
-    Option("processes", "int", "Number of Dask worker processes per job; the cores are split "
-           "evenly between them. Default: about the square root of ``cores``.",
-           check=POSITIVE_INT, attr="worker_processes"),
-    Option("nanny", "bool", "Start the workers under a nanny process (``--nanny``).",
-           key=None, default=True, check=BOOL),
-    Option("protocol", "str", "Protocol of the workers' addresses, e.g. ``'tcp://'`` or "
-           "``'tls://'``.", key=None, check=_protocol),
-    Option("security", "distributed.Security", "TLS settings; the workers get the "
-           "``--tls-*`` options.", key=None, check=_job_security),
-    Option("interface", "str", "Network interface the workers (and, unless "
-           "``scheduler_options`` says otherwise, the scheduler) listen on, e.g. ``'ib0'``.",
-           check=_interface),
-    Option("death_timeout", "float or str", "Seconds a worker waits for an unreachable "
-           "scheduler before it exits, e.g. ``60`` or ``'2m'``.", check=_duration),
-    Option("local_directory", "str", "Scratch directory of the workers on the compute node; "
-           "``$VARIABLES`` are expanded by the job's shell. A directory (or parent) that "
-           "every user may write to without a sticky bit is refused.",
-           check=_scratch_directory),
-    Option("worker_command", "str", "Python module run as ``python -m <module>`` in each "
-           "job; other modules than the default get no ``--nworkers``/``--nanny``.",
-           default="distributed.cli.dask_worker", check=_worker_command),
-    Option("worker_extra_args", "list of str", "Extra arguments of the worker command, e.g. "
-           "``['--lifetime', '55m']``.", default=(), check=STRINGS, renamed_from="extra"),
-    Option("job_extra_directives", "list of str", "Extra header directives, written after "
-           "the generated ones with the scheduler's prefix (never dropped by "
-           "``job_directives_skip``).", default=(), check=DIRECTIVES,
-           renamed_from="job_extra"),
-    Option("job_directives_skip", "list of str", "Generated header lines containing any of "
-           "these strings are left out.", default=(), check=STRINGS,
-           renamed_from="header_skip"),
-    Option("job_script_prologue", "list of str", "Shell lines run before the workers start, "
-           "e.g. ``['module load python']``.", default=(), check=_prologue,
-           renamed_from="env_extra"),
-    Option("job_script_epilogue", "list of str", "Shell lines run after the workers stop.",
-           default=(), check=_prologue),
-    Option("log_directory", "str", "Directory for the jobs' output and error files. It is "
-           "created when the first job is submitted; a leading ``~`` is expanded here, since "
-           "batch systems write it literally. It is quoted in the header directives (spaces "
-           "are fine); a character the scheduler cannot carry there, and a directory (or "
-           "parent) that every user may write to without a sticky bit, are refused.",
-           check=_directory),
-    Option("shebang", "str", "First line of the job script; must start with ``#!``.",
-           default_factory=lambda values, owner: owner.default_shebang,
-           check=_plain(check_shebang)),
-    Option("python", "str", "Python executable on the compute nodes. Default: the Python "
-           "running this process.", default_factory=lambda values, owner: sys.executable,
-           check=TEXT),
-    Option("scheduler_check", "bool", "Check, at the top of the job script, that the "
-           "scheduler accepts TCP connections (for up to 5 seconds) before starting the "
-           "workers; a job whose scheduler is gone prints one line to stderr and exits "
-           "with status 0 at once instead of waiting ``death_timeout``.", default=True,
-           check=BOOL),
-    Option("job_name", "str", "Name of the batch jobs.", key="name",
-           default="dask-worker", check=_plain(check_name)),
-    Option("submit_command_extra", "list of str", "Extra arguments of the submit command.",
-           default=(), check=STRINGS),
-    Option("cancel_command_extra", "list of str", "Extra arguments of the cancel command.",
-           default=(), check=STRINGS),
+    Option(
+        "cores",
+        "int",
+        "Total number of CPU cores per job, shared by its worker processes. "
+        "Required (keyword or config).",
+        check=POSITIVE_INT,
+        attr="worker_cores",
+    ),
+    Option(
+        "memory",
+        "str",
+        "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
+        "(binary). Required (keyword or config); at least 32 MiB.",
+        check=_memory,
+        attr="worker_memory",
+    ),
+    Option(
+        "processes",
+        "int",
+        "Number of Dask worker processes per job; the cores are split "
+        "evenly between them. Default: about the square root of ``cores``.",
+        check=POSITIVE_INT,
+        attr="worker_processes",
+    ),
+    Option(
+        "nanny",
+        "bool",
+        "Start the workers under a nanny process (``--nanny``).",
+        key=None,
+        default=True,
+        check=BOOL,
+    ),
+    Option(
+        "protocol",
+        "str",
+        "Protocol of the workers' addresses, e.g. ``'tcp://'`` or ``'tls://'``.",
+        key=None,
+        check=_protocol,
+    ),
+    Option(
+        "security",
+        "distributed.Security",
+        "TLS settings; the workers get the ``--tls-*`` options.",
+        key=None,
+        check=_job_security,
+    ),
+    Option(
+        "interface",
+        "str",
+        "Network interface the workers (and, unless "
+        "``scheduler_options`` says otherwise, the scheduler) listen on, e.g. ``'ib0'``.",
+        check=_interface,
+    ),
+    Option(
+        "death_timeout",
+        "float or str",
+        "Seconds a worker waits for an unreachable "
+        "scheduler before it exits, e.g. ``60`` or ``'2m'``.",
+        check=_duration,
+    ),
+    Option(
+        "local_directory",
+        "str",
+        "Scratch directory of the workers on the compute node; "
+        "``$VARIABLES`` are expanded by the job's shell. A directory (or parent) that "
+        "every user may write to without a sticky bit is refused.",
+        check=_scratch_directory,
+    ),
+    Option(
+        "worker_command",
+        "str",
+        "Python module run as ``python -m <module>`` in each "
+        "job; other modules than the default get no ``--nworkers``/``--nanny``.",
+        default="distributed.cli.dask_worker",
+        check=_worker_command,
+    ),
+    Option(
+        "worker_extra_args",
+        "list of str",
+        "Extra arguments of the worker command, e.g. ``['--lifetime', '55m']``.",
+        default=(),
+        check=STRINGS,
+        renamed_from="extra",
+    ),
+    Option(
+        "job_extra_directives",
+        "list of str",
+        "Extra header directives, written after "
+        "the generated ones with the scheduler's prefix (never dropped by "
+        "``job_directives_skip``).",
+        default=(),
+        check=DIRECTIVES,
+        renamed_from="job_extra",
+    ),
+    Option(
+        "job_directives_skip",
+        "list of str",
+        "Generated header lines containing any of these strings are left out.",
+        default=(),
+        check=STRINGS,
+        renamed_from="header_skip",
+    ),
+    Option(
+        "job_script_prologue",
+        "list of str",
+        "Shell lines run before the workers start, e.g. ``['module load python']``.",
+        default=(),
+        check=_prologue,
+        renamed_from="env_extra",
+    ),
+    Option(
+        "job_script_epilogue",
+        "list of str",
+        "Shell lines run after the workers stop.",
+        default=(),
+        check=_prologue,
+    ),
+    Option(
+        "log_directory",
+        "str",
+        "Directory for the jobs' output and error files. It is "
+        "created when the first job is submitted; a leading ``~`` is expanded here, since "
+        "batch systems write it literally. It is quoted in the header directives (spaces "
+        "are fine); a character the scheduler cannot carry there, and a directory (or "
+        "parent) that every user may write to without a sticky bit, are refused.",
+        check=_directory,
+    ),
+    Option(
+        "shebang",
+        "str",
+        "First line of the job script; must start with ``#!``.",
+        default_factory=lambda values, owner: owner.default_shebang,
+        check=_plain(check_shebang),
+    ),
+    Option(
+        "python",
+        "str",
+        "Python executable on the compute nodes. Default: the Python running this process.",
+        default_factory=lambda values, owner: sys.executable,
+        check=TEXT,
+    ),
+    Option(
+        "scheduler_check",
+        "bool",
+        "Check, at the top of the job script, that the "
+        "scheduler accepts TCP connections (for up to 5 seconds) before starting the "
+        "workers; a job whose scheduler is gone prints one line to stderr and exits "
+        "with status 0 at once instead of waiting ``death_timeout``.",
+        default=True,
+        check=BOOL,
+    ),
+    Option(
+        "job_name",
+        "str",
+        "Name of the batch jobs.",
+        key="name",
+        default="dask-worker",
+        check=_plain(check_name),
+    ),
+    Option(
+        "submit_command_extra",
+        "list of str",
+        "Extra arguments of the submit command.",
+        default=(),
+        check=STRINGS,
+    ),
+    Option(
+        "cancel_command_extra",
+        "list of str",
+        "Extra arguments of the cancel command.",
+        default=(),
+        check=STRINGS,
+    ),
 )
 
 #: Keywords of a job that are not options: set by the cluster for each job.
 JOB_IDENTITY: tuple[Option, ...] = (
     Option("scheduler", "str", "Address of the Dask scheduler the workers connect to.", key=None),
-    Option("name", "str", "Name of the job's worker (``--name``); with several processes "
-           "the workers are named ``<name>-<i>``.", key=None),
-    Option("config_name", "str", "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``). "
-           "Default: the class's ``config_name``.", key=None),
+    Option(
+        "name",
+        "str",
+        "Name of the job's worker (``--name``); with several processes "
+        "the workers are named ``<name>-<i>``.",
+        key=None,
+    ),
+    Option(
+        "config_name",
+        "str",
+        "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``). "
+        "Default: the class's ``config_name``.",
+        key=None,
+    ),
 )
 
 JOB_OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in JOB_OPTIONS}
 
 # Scheduler options shared by several dialects (each dialect lists the ones it accepts).
-QUEUE = Option("queue", "str", "Queue (Slurm: partition) the jobs are submitted to. One word: "
-               "whitespace, quotes and shell metacharacters are refused.", check=WORD)
-ACCOUNT = Option("account", "str", "Account charged for the jobs. One word, like ``queue``.",
-                 check=WORD, renamed_from="project")
-PROJECT = Option("project", "str", "Project the jobs belong to. One word, like ``queue``.",
-                 check=WORD)
-WALLTIME = Option("walltime", "str", "Time limit of each job, in a form the scheduler "
-                  "accepts (``'01:30:00'``; LSF ``'01:30'``). Quote it in YAML: an unquoted "
-                  "``12:00:00`` is read as the integer 43200.", check=_walltime,
-                  sexagesimal=True)
-RESOURCE_SPEC = Option("resource_spec", "str", "Resource request written verbatim after "
-                       "the scheduler's ``-l``: one resource list, without blanks or "
-                       "quotes.", check=_plain(check_resource_list))
+QUEUE = Option(
+    "queue",
+    "str",
+    "Queue (Slurm: partition) the jobs are submitted to. One word: "
+    "whitespace, quotes and shell metacharacters are refused.",
+    check=WORD,
+)
+ACCOUNT = Option(
+    "account",
+    "str",
+    "Account charged for the jobs. One word, like ``queue``.",
+    check=WORD,
+    renamed_from="project",
+)
+PROJECT = Option(
+    "project", "str", "Project the jobs belong to. One word, like ``queue``.", check=WORD
+)
+WALLTIME = Option(
+    "walltime",
+    "str",
+    "Time limit of each job, in a form the scheduler "
+    "accepts (``'01:30:00'``; LSF ``'01:30'``). Quote it in YAML: an unquoted "
+    "``12:00:00`` is read as the integer 43200.",
+    check=_walltime,
+    sexagesimal=True,
+)
+RESOURCE_SPEC = Option(
+    "resource_spec",
+    "str",
+    "Resource request written verbatim after "
+    "the scheduler's ``-l``: one resource list, without blanks or "
+    "quotes.",
+    check=_plain(check_resource_list),
+)
 #: Keywords of ``JobQueueCluster.__init__`` (job keywords come on top of these).
 CLUSTER_OPTIONS: tuple[Option, ...] = (
-    Option("n_workers", "int", "Workers (not jobs) to start right away.", key=None, default=0,
-           check=_int_at_least_zero),
-    Option("job_cls", "type", "The :class:`~dask_jobqueue.job.Job` subclass to run; needed only "
-           "when using ``JobQueueCluster`` directly.", key=None, check=_type),
-    Option("loop", "tornado.ioloop.IOLoop", "Event loop to run on (see "
-           ":class:`distributed.deploy.spec.SpecCluster`).", key=None),
-    Option("security", "distributed.Security or bool", "TLS settings of scheduler and "
-           "workers; ``True`` creates temporary credentials (needs ``cryptography``).",
-           key=None, check=_cluster_security),
-    Option("shared_temp_directory", "str", "Directory seen by the scheduler's host and the "
-           "workers, where temporary TLS credentials are written. Default: the current "
-           "directory (with a warning).", check=TEXT),
-    Option("silence_logs", "str or bool", "Log level of the scheduler's logs shown here, or "
-           "``False``.", key=None, default="error"),
-    Option("name", "str", "Name of the cluster, also the prefix of the worker names.",
-           key=None, check=_plain(check_name)),
-    Option("asynchronous", "bool", "Use the cluster with ``await`` in a running event loop.",
-           key=None, default=False, check=BOOL),
-    Option("dashboard_address", "str", "Not accepted here: pass it in ``scheduler_options``.",
-           key=None),
+    Option(
+        "n_workers",
+        "int",
+        "Workers (not jobs) to start right away.",
+        key=None,
+        default=0,
+        check=_int_at_least_zero,
+    ),
+    Option(
+        "job_cls",
+        "type",
+        "The :class:`~dask_jobqueue.job.Job` subclass to run; needed only "
+        "when using ``JobQueueCluster`` directly.",
+        key=None,
+        check=_type,
+    ),
+    Option(
+        "loop",
+        "tornado.ioloop.IOLoop",
+        "Event loop to run on (see :class:`distributed.deploy.spec.SpecCluster`).",
+        key=None,
+    ),
+    Option(
+        "security",
+        "distributed.Security or bool",
+        "TLS settings of scheduler and "
+        "workers; ``True`` creates temporary credentials (needs ``cryptography``).",
+        key=None,
+        check=_cluster_security,
+    ),
+    Option(
+        "shared_temp_directory",
+        "str",
+        "Directory seen by the scheduler's host and the "
+        "workers, where temporary TLS credentials are written. Default: the current "
+        "directory (with a warning).",
+        check=TEXT,
+    ),
+    Option(
+        "silence_logs",
+        "str or bool",
+        "Log level of the scheduler's logs shown here, or ``False``.",
+        key=None,
+        default="error",
+    ),
+    Option(
+        "name",
+        "str",
+        "Name of the cluster, also the prefix of the worker names.",
+        key=None,
+        check=_plain(check_name),
+    ),
+    Option(
+        "asynchronous",
+        "bool",
+        "Use the cluster with ``await`` in a running event loop.",
+        key=None,
+        default=False,
+        check=BOOL,
+    ),
+    Option(
+        "dashboard_address", "str", "Not accepted here: pass it in ``scheduler_options``.", key=None
+    ),
     Option("host", "str", "Not accepted here: pass it in ``scheduler_options``.", key=None),
-    Option("scheduler_options", "dict", "Keyword arguments of the scheduler, e.g. "
-           "``{'dashboard_address': ':8787', 'host': ...}``.", default=None, check=_mapping),
-    Option("scheduler_cls", "type", "Scheduler class. Default: ``distributed.Scheduler``.",
-           key=None, check=_type),
-    Option("interface", "str", "Network interface of the workers and, unless "
-           "``scheduler_options`` has ``host`` or ``interface``, of the scheduler.",
-           check=_interface),
-    Option("protocol", "str", "Protocol, e.g. ``'tcp://'``; ``'tls://'`` when ``security`` "
-           "is given.", key=None, check=_protocol),
-    Option("config_name", "str", "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``); "
-           "lets you keep named profiles. Default: the job class's section.", key=None),
+    Option(
+        "scheduler_options",
+        "dict",
+        "Keyword arguments of the scheduler, e.g. ``{'dashboard_address': ':8787', 'host': ...}``.",
+        default=None,
+        check=_mapping,
+    ),
+    Option(
+        "scheduler_cls",
+        "type",
+        "Scheduler class. Default: ``distributed.Scheduler``.",
+        key=None,
+        check=_type,
+    ),
+    Option(
+        "interface",
+        "str",
+        "Network interface of the workers and, unless "
+        "``scheduler_options`` has ``host`` or ``interface``, of the scheduler.",
+        check=_interface,
+    ),
+    Option(
+        "protocol",
+        "str",
+        "Protocol, e.g. ``'tcp://'``; ``'tls://'`` when ``security`` is given.",
+        key=None,
+        check=_protocol,
+    ),
+    Option(
+        "config_name",
+        "str",
+        "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``); "
+        "lets you keep named profiles. Default: the job class's section.",
+        key=None,
+    ),
 )
 
 #: Config-only keys of the cluster's poller and submitter (``jobqueue.<name>.<key>``).
 ENGINE_OPTIONS: tuple[Option, ...] = (
-    Option("poll_interval", "duration", "Fastest interval between two status queries.",
-           default="2s", check=_duration),
-    Option("poll_interval_max", "duration", "Slowest interval, reached while no job changes "
-           "state.", default="30s", check=_duration),
-    Option("status_timeout", "duration", "Time limit of one status or cancel command.",
-           default="30s", check=_duration),
-    Option("submit_timeout", "duration", "Time limit of one submit command.", default="120s",
-           check=_duration),
-    Option("submit_concurrency", "int", "Submit commands that may run at the same time.",
-           default=8, check=POSITIVE_INT),
-    Option("max_consecutive_failures", "int", "Jobs in a row that may die before their "
-           "workers connect before the cluster stops resubmitting.", default=3,
-           check=POSITIVE_INT),
-    Option("resubmit_backoff", "duration", "Delay before replacing a dead job; doubles with "
-           "each consecutive failure.", default="2s", check=_duration),
-    Option("vanish_grace", "duration", "How long a job may be missing from every status "
-           "command (a restarted controller, late accounting) before it counts as ended; "
-           "connected workers always keep it alive.", default="30s", check=_duration),
-    Option("owner_watchdog", "bool", "Start a small process with the cluster that cancels "
-           "its jobs "
-           "if this process dies without closing the cluster (``kill -9``, out of memory).",
-           default=True, check=BOOL),
-    Option("replace_before_walltime", "bool", "Submit a replacement for each job ahead of its "
-           "walltime and retire its workers before the batch system kills them (when the "
-           "walltime is known: keyword, config, or the scheduler's default).", default=True,
-           check=BOOL),
-    Option("walltime_margin", "duration", "How long before the walltime workers retire. "
-           "Default (empty): max(60s, 5% of the walltime), at most a quarter of it and 15 "
-           "minutes.", default=None, check=_duration),
-    Option("walltime_stagger", "duration", "Window over which jobs that started together "
-           "retire, so they do not all leave at once. Default (empty): 10% of the walltime, "
-           "at most 5 minutes.", default=None, check=_duration),
-    Option("job_arrays", "str", "``auto``: jobs submitted together go as job arrays (one "
-           "submit command, one task per job, split to the site's array size limit) where the "
-           "batch system has them; ``never``: one submit command per job.", default="auto",
-           check=_job_arrays),
-    Option("max_array_size", "int", "Most tasks of one job array; default: what the batch "
-           "system says (Slurm ``MaxArraySize``, ...), else no limit.", check=POSITIVE_INT),
-    Option("submit_rate_limit", "float", "Most submit commands per second (an array "
-           "submission is one command); default: no limit.", check=_rate),
-    Option("submit_attempts", "int", "Tries of a submission that fails with a transient "
-           "error (socket timeout, 'try again later', ...); before each retry the jobs "
-           "carrying the submission's tag are adopted instead (batch systems with tags only).",
-           default=4, check=POSITIVE_INT),
-    Option("max_jobs", "int", "Most jobs one cluster may ask for: ``scale()``, ``adapt()`` "
-           "or ``n_workers`` beyond it raise ``ValueError`` (every job is tracked in this "
-           "process).", default=100_000, check=POSITIVE_INT),
-    Option("command_rate_limit", "float", "Most batch-system commands per minute, submit, "
-           "status and cancel together, for sites that rate-limit their controller; commands "
-           "wait their turn. Default: no limit.", check=_rate_per_minute),
-    Option("command_burst", "int", "Commands that may run back to back before "
-           "``command_rate_limit`` applies (keep it below the site's own burst).", default=10,
-           check=POSITIVE_INT),
+    Option(
+        "poll_interval",
+        "duration",
+        "Fastest interval between two status queries.",
+        default="2s",
+        check=_duration,
+    ),
+    Option(
+        "poll_interval_max",
+        "duration",
+        "Slowest interval, reached while no job changes state.",
+        default="30s",
+        check=_duration,
+    ),
+    Option(
+        "status_timeout",
+        "duration",
+        "Time limit of one status or cancel command.",
+        default="30s",
+        check=_duration,
+    ),
+    Option(
+        "submit_timeout",
+        "duration",
+        "Time limit of one submit command.",
+        default="120s",
+        check=_duration,
+    ),
+    Option(
+        "submit_concurrency",
+        "int",
+        "Submit commands that may run at the same time.",
+        default=8,
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "max_consecutive_failures",
+        "int",
+        "Jobs in a row that may die before their "
+        "workers connect before the cluster stops resubmitting.",
+        default=3,
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "resubmit_backoff",
+        "duration",
+        "Delay before replacing a dead job; doubles with each consecutive failure.",
+        default="2s",
+        check=_duration,
+    ),
+    Option(
+        "vanish_grace",
+        "duration",
+        "How long a job may be missing from every status "
+        "command (a restarted controller, late accounting) before it counts as ended; "
+        "connected workers always keep it alive.",
+        default="30s",
+        check=_duration,
+    ),
+    Option(
+        "owner_watchdog",
+        "bool",
+        "Start a small process with the cluster that cancels "
+        "its jobs "
+        "if this process dies without closing the cluster (``kill -9``, out of memory).",
+        default=True,
+        check=BOOL,
+    ),
+    Option(
+        "replace_before_walltime",
+        "bool",
+        "Submit a replacement for each job ahead of its "
+        "walltime and retire its workers before the batch system kills them (when the "
+        "walltime is known: keyword, config, or the scheduler's default).",
+        default=True,
+        check=BOOL,
+    ),
+    Option(
+        "walltime_margin",
+        "duration",
+        "How long before the walltime workers retire. "
+        "Default (empty): max(60s, 5% of the walltime), at most a quarter of it and 15 "
+        "minutes.",
+        default=None,
+        check=_duration,
+    ),
+    Option(
+        "walltime_stagger",
+        "duration",
+        "Window over which jobs that started together "
+        "retire, so they do not all leave at once. Default (empty): 10% of the walltime, "
+        "at most 5 minutes.",
+        default=None,
+        check=_duration,
+    ),
+    Option(
+        "job_arrays",
+        "str",
+        "``auto``: jobs submitted together go as job arrays (one "
+        "submit command, one task per job, split to the site's array size limit) where the "
+        "batch system has them; ``never``: one submit command per job.",
+        default="auto",
+        check=_job_arrays,
+    ),
+    Option(
+        "max_array_size",
+        "int",
+        "Most tasks of one job array; default: what the batch "
+        "system says (Slurm ``MaxArraySize``, ...), else no limit.",
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "submit_rate_limit",
+        "float",
+        "Most submit commands per second (an array submission is one command); default: no limit.",
+        check=_rate,
+    ),
+    Option(
+        "submit_attempts",
+        "int",
+        "Tries of a submission that fails with a transient "
+        "error (socket timeout, 'try again later', ...); before each retry the jobs "
+        "carrying the submission's tag are adopted instead (batch systems with tags only).",
+        default=4,
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "max_jobs",
+        "int",
+        "Most jobs one cluster may ask for: ``scale()``, ``adapt()`` "
+        "or ``n_workers`` beyond it raise ``ValueError`` (every job is tracked in this "
+        "process).",
+        default=100_000,
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "command_rate_limit",
+        "float",
+        "Most batch-system commands per minute, submit, "
+        "status and cancel together, for sites that rate-limit their controller; commands "
+        "wait their turn. Default: no limit.",
+        check=_rate_per_minute,
+    ),
+    Option(
+        "command_burst",
+        "int",
+        "Commands that may run back to back before "
+        "``command_rate_limit`` applies (keep it below the site's own burst).",
+        default=10,
+        check=POSITIVE_INT,
+    ),
 )
 
 
@@ -524,7 +833,12 @@ def resolve_options(
                 )
                 if not value:
                     value, from_config = old, False
-        if from_config and opt.sexagesimal and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            from_config
+            and opt.sexagesimal
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             h, rest = divmod(value, 3600)
             raise ValueError(
                 f"jobqueue.{config_name}.{opt.config_key} is the integer {value}, not a "
@@ -584,7 +898,9 @@ def accepted_keywords(job_cls: type) -> set[str]:
     return names - {"scheduler", "name"}
 
 
-def unknown_keyword_error(owner: str, unknown: Iterable[str], accepted: Iterable[str]) -> UnknownKeywordError:
+def unknown_keyword_error(
+    owner: str, unknown: Iterable[str], accepted: Iterable[str]
+) -> UnknownKeywordError:
     """0.9's ``unexpected keyword argument`` wording, then the keywords that are accepted."""
     unknown = sorted(unknown)
     listed = ", ".join(repr(k) for k in unknown)
@@ -689,7 +1005,9 @@ def resolve_engine_settings(
     given = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
     unknown = set(given) - {o.name for o in ENGINE_OPTIONS}
     if unknown:
-        raise unknown_keyword_error("resolve_engine_settings", unknown, [o.name for o in ENGINE_OPTIONS])
+        raise unknown_keyword_error(
+            "resolve_engine_settings", unknown, [o.name for o in ENGINE_OPTIONS]
+        )
     try:
         values = resolve_options(ENGINE_OPTIONS, config_name, given, EngineSettings)
     except ValueError as exc:

@@ -83,7 +83,9 @@ _TAG_ROOM_WITHOUT_HOST = 5 + 8 + 3 + 9 + 7
 def check_job_name_for_tag(job_name: str, host: str | None = None) -> None:
     """Refuse a ``job_name`` that cannot carry the tag in a PBS, Torque or Moab job name
     (``<job_name>-<tag>``, the tag ending in ``host``, default: this machine's)."""
-    room = PBS_MAX_JOB_NAME - 1 - _TAG_ROOM_WITHOUT_HOST - len(safe_host(host or socket.gethostname()))
+    room = (
+        PBS_MAX_JOB_NAME - 1 - _TAG_ROOM_WITHOUT_HOST - len(safe_host(host or socket.gethostname()))
+    )
     if not re.fullmatch(JOB_NAME_PATTERN, str(job_name)) or len(job_name) > room:
         raise ValueError(
             f"job_name={job_name!r} cannot be used on PBS/Torque/Moab: jobs are named "
@@ -95,7 +97,7 @@ def check_job_name_for_tag(job_name: str, host: str | None = None) -> None:
 
 #: What a ``#PBS`` value cannot carry, and why.
 PBS_REFUSED = {
-    "\"\\": "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
+    '"\\': "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
     "cannot hold a double quote, and the PBS flavours read backslashes differently",
 }
 #: ... and in an ``-e``/``-o`` path, ``[host:]path``.
@@ -126,11 +128,18 @@ class PBSJob(Job):
 
     options = (
         QUEUE,
-        replace(ACCOUNT, doc=ACCOUNT.doc + " Default: ``$PBS_ACCOUNT``.",
-                default_factory=lambda values, owner: os.environ.get("PBS_ACCOUNT")),
-        replace(RESOURCE_SPEC, doc=RESOURCE_SPEC.doc + " Default: "
-                "``select=1:ncpus=<cores>:mem=<memory>``; Torque sites use e.g. "
-                "``nodes=1:ppn=8,mem=24gb``.", default_factory=_default_resource_spec),
+        replace(
+            ACCOUNT,
+            doc=ACCOUNT.doc + " Default: ``$PBS_ACCOUNT``.",
+            default_factory=lambda values, owner: os.environ.get("PBS_ACCOUNT"),
+        ),
+        replace(
+            RESOURCE_SPEC,
+            doc=RESOURCE_SPEC.doc + " Default: "
+            "``select=1:ncpus=<cores>:mem=<memory>``; Torque sites use e.g. "
+            "``nodes=1:ppn=8,mem=24gb``.",
+            default_factory=_default_resource_spec,
+        ),
         WALLTIME,
     )
 

@@ -185,8 +185,11 @@ class JobPoller:
                     if start:
                         await asyncio.sleep(0)
                     chunk_changed, chunk_ended = self.tracker.observe(
-                        answer.statuses, ids[start : start + _OBSERVE_CHUNK], now,
-                        answer.denied, outage=outage,
+                        answer.statuses,
+                        ids[start : start + _OBSERVE_CHUNK],
+                        now,
+                        answer.denied,
+                        outage=outage,
                     )
                     polled_changed |= chunk_changed
                     polled_ended += chunk_ended

@@ -62,7 +62,10 @@ SCHEDULERS: tuple[Scheduler, ...] = (
     Scheduler("lsf", "dask_jobqueue.lsf", "LSFCluster", "LSFJob", probe="bsub"),
     Scheduler("oar", "dask_jobqueue.oar", "OARCluster", "OARJob", probe="oarsub"),
     Scheduler(
-        "htcondor", "dask_jobqueue.htcondor", "HTCondorCluster", "HTCondorJob",
+        "htcondor",
+        "dask_jobqueue.htcondor",
+        "HTCondorCluster",
+        "HTCondorJob",
         probe="condor_submit",
     ),
     Scheduler("local", "dask_jobqueue.local", "LocalCluster", "LocalJob", probe=None),

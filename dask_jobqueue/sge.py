@@ -63,8 +63,10 @@ SGE_REFUSED = {
     "#": "qsub cuts a '#$' line at '#', even inside quotes",
 }
 #: ... and in an ``-e``/``-o`` path list, ``[host:]path[,[host:]path...]``.
-SGE_PATH_REFUSED = {**SGE_REFUSED, ":,": "qsub reads ':' and ',' in -e/-o as host and list "
-                    "separators"}
+SGE_PATH_REFUSED = {
+    **SGE_REFUSED,
+    ":,": "qsub reads ':' and ',' in -e/-o as host and list separators",
+}
 
 
 def qsub_value(
@@ -92,15 +94,17 @@ class SGEJob(Job):
     options = (
         QUEUE,
         PROJECT,
-        replace(RESOURCE_SPEC, doc=RESOURCE_SPEC.doc + " Grid Engine gets no memory request "
-                "unless you give one here, e.g. ``'h_vmem=4G,mem_req=4G'``."),
+        replace(
+            RESOURCE_SPEC,
+            doc=RESOURCE_SPEC.doc + " Grid Engine gets no memory request "
+            "unless you give one here, e.g. ``'h_vmem=4G,mem_req=4G'``.",
+        ),
         WALLTIME,
     )
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._submit_cwd = Path.cwd()
-
 
     def header_directives(self) -> list[str]:
         lines = [f"-N {self.job_name}"]

@@ -54,10 +54,18 @@ def _slurm_mem(value: Any, keyword: str, owner: type) -> str:
     return text
 
 
-JOB_CPU = Option("job_cpu", "int", "CPUs requested from Slurm (``--cpus-per-task``). "
-                 "Default: ``cores``.", check=POSITIVE_INT)
-JOB_MEM = Option("job_mem", "str", "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. "
-                 "Default: ``memory`` rounded up.", check=_slurm_mem)
+JOB_CPU = Option(
+    "job_cpu",
+    "int",
+    "CPUs requested from Slurm (``--cpus-per-task``). Default: ``cores``.",
+    check=POSITIVE_INT,
+)
+JOB_MEM = Option(
+    "job_mem",
+    "str",
+    "Memory requested from Slurm (``--mem``), e.g. ``'24G'``. Default: ``memory`` rounded up.",
+    check=_slurm_mem,
+)
 
 
 def sbatch_value(
@@ -69,9 +77,7 @@ def sbatch_value(
     next character (recorded on Slurm 22.05: ``#SBATCH -o "/t/a -p small -o /t/x.out"`` set
     ``StdOut=/t/a -p small -o /t/x.out`` and left the partition alone; ``\\"`` gave ``"``).
     """
-    return directive_value(
-        value, keyword, "Slurm", escaped='\\"', refused=refused, shown=shown
-    )
+    return directive_value(value, keyword, "Slurm", escaped='\\"', refused=refused, shown=shown)
 
 
 #: What a Slurm output file name cannot carry, and why.

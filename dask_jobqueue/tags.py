@@ -53,7 +53,6 @@ TAG_PATTERN = (
 _TAG_RE = re.compile(TAG_PATTERN)
 
 
-
 def new_cluster_id() -> str:
     """A fresh cluster id: 8 random hex digits."""
     return uuid.uuid4().hex[:8]
@@ -111,9 +110,7 @@ class JobTag:
         if match is None:
             return None
         try:
-            return cls(
-                match["cluster_id"], int(match["serial"]), int(match["pid"]), match["host"]
-            )
+            return cls(match["cluster_id"], int(match["serial"]), int(match["pid"]), match["host"])
         except ValueError:  # a form no tag of ours has (pid 0, a host ending in "-")
             return None
 
@@ -145,9 +142,11 @@ class TagSpec:
         """Where the parser lives, ``module:name`` (stored in the watchdog's state file,
         which imports it from there)."""
         module, name = self.parse.__module__, self.parse.__qualname__
-        if "<" in name or sys.modules.get(module) is None or getattr(
-            sys.modules[module], name, None
-        ) is not self.parse:
+        if (
+            "<" in name
+            or sys.modules.get(module) is None
+            or getattr(sys.modules[module], name, None) is not self.parse
+        ):
             raise ValueError(
                 f"tag parser {module}.{name} is not a module-level function: the watchdog "
                 "could not import it"

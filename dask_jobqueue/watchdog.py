@@ -425,8 +425,10 @@ def _count(args: Iterable[str], covers: dict[str, list[str]]) -> int:
 
 def _log_report(report: CancelReport, covers: dict[str, list[str]]) -> None:
     if report.cancelled:
-        log(f"cancelled {_count(report.cancelled, covers)} job(s): "
-            f"{' '.join(sorted(report.cancelled))}")
+        log(
+            f"cancelled {_count(report.cancelled, covers)} job(s): "
+            f"{' '.join(sorted(report.cancelled))}"
+        )
     if report.gone:
         log(f"{_count(report.gone, covers)} job(s) already gone: {' '.join(sorted(report.gone))}")
     by_reason: dict[str, list[str]] = {}
@@ -477,8 +479,14 @@ def clean_up(
         retry = sorted(failed)
         failed = {}
         report = cancel_with_retries(
-            state.cancel_argv, sorted(singles), state.cancel_gone, runner, attempts=attempts,
-            sleep=sleep, chunk=chunk, groups=[*groups, *_chunked(retry, chunk)],
+            state.cancel_argv,
+            sorted(singles),
+            state.cancel_gone,
+            runner,
+            attempts=attempts,
+            sleep=sleep,
+            chunk=chunk,
+            groups=[*groups, *_chunked(retry, chunk)],
         )
         _log_report(report, covers)
         for arg in [*report.cancelled, *report.gone]:
@@ -528,8 +536,11 @@ def remove_owned_files(paths: Iterable[str]) -> list[str]:
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} dask-jobqueue watchdog[{os.getpid()}]: "
-          f"{message}", file=sys.stderr, flush=True)
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} dask-jobqueue watchdog[{os.getpid()}]: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -686,8 +697,9 @@ class Watchdog:
                 self._live.pop(job_id, None)
             if not self._journals:
                 return  # not started (or stopped): start() writes everything
-            data = ("".join(f"+ {i}\n" for i in added)
-                    + "".join(f"- {i}\n" for i in removed)).encode()
+            data = (
+                "".join(f"+ {i}\n" for i in added) + "".join(f"- {i}\n" for i in removed)
+            ).encode()
             for fd, _ in self._journals:
                 try:
                     os.write(fd, data)
@@ -761,8 +773,10 @@ class Watchdog:
         self._journal_lines = 0
         ids = list(self._live)
         self._fold_thread = threading.Thread(
-            target=self._fold_in_thread, args=(ids, journal),
-            name="dask-jobqueue-watchdog-state", daemon=True,
+            target=self._fold_in_thread,
+            args=(ids, journal),
+            name="dask-jobqueue-watchdog-state",
+            daemon=True,
         )
         self._fold_thread.start()
 

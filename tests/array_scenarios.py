@@ -71,8 +71,10 @@ def end_to_end(
         victim = sorted(kept)[0]
         subprocess.run([*system.cancel, victim], capture_output=True, check=False)
         assert wait_until(
-            lambda: victim not in {j.job_id for j in cluster.workers.values()}
-            and len(cluster.workers) == jobs - 1,
+            lambda: (
+                victim not in {j.job_id for j in cluster.workers.values()}
+                and len(cluster.workers) == jobs - 1
+            ),
             system.timeout,
         ), repr(cluster.jobs)
         client.wait_for_workers(jobs - 1, timeout=system.timeout)
@@ -81,9 +83,7 @@ def end_to_end(
         assert record.state.is_final
         assert kept - {victim} <= system.listed()  # the other tasks kept running
         live = {j.job_id for j in cluster.workers.values()}
-    assert wait_until(lambda: not (live | ids) & system.listed(), system.timeout), (
-        system.listed()
-    )
+    assert wait_until(lambda: not (live | ids) & system.listed(), system.timeout), system.listed()
 
 
 def task_dying_before_connect(system: ArraySystem, log_directory: Path) -> JobRecord:
@@ -124,9 +124,7 @@ def split(system: ArraySystem, cancel_commands: int) -> dict[str, int]:
         ids = {j.job_id for j in cluster.workers.values()}
         assert wait_until(lambda: ids <= system.listed(), 60), ids - system.listed()
         cluster.scale(0)
-        assert wait_until(lambda: not ids & system.listed(), system.timeout), (
-            ids & system.listed()
-        )
+        assert wait_until(lambda: not ids & system.listed(), system.timeout), ids & system.listed()
         assert cluster.command_counts["cancel"] == cancel_commands
         return dict(cluster.command_counts)
 
@@ -190,7 +188,8 @@ def halved_after_refusal(system: ArraySystem) -> None:
         with system.make_cluster(job_name="djqhalf", job_extra_directives=system.hold) as cluster:
             cluster.scale(5)
             assert wait_until(lambda: len(cluster.workers) == 5, system.timeout), (
-                repr(cluster.jobs), warnings,
+                repr(cluster.jobs),
+                warnings,
             )
             ids = {j.job_id for j in cluster.workers.values()}
             assert wait_until(lambda: ids <= system.listed(), 60), ids - system.listed()

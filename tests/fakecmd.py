@@ -134,7 +134,7 @@ class FakeCommands:
         body = (
             f"RE={shlex.quote(pattern)}\n"
             'for a in "$@"; do\n'
-            'if [[ $a =~ $RE ]]; then\n'
+            "if [[ $a =~ $RE ]]; then\n"
             f"{_print(stdout)}{_print(stderr, err=True)}"
             f"exit {int(rc)}\nfi\ndone\n"
             'exec "$REAL" "$@"\n'
@@ -228,8 +228,14 @@ class FakeCommands:
     def _helpers(self) -> str:
         # The scripts call their helpers by absolute path: any of them may be faked too.
         lines = []
-        tools = (("CAT", "cat"), ("SLEEP", "sleep"), ("WC", "wc"), ("FLOCK", "flock"),
-                 ("MV", "mv"), ("SETSID", "setsid"))
+        tools = (
+            ("CAT", "cat"),
+            ("SLEEP", "sleep"),
+            ("WC", "wc"),
+            ("FLOCK", "flock"),
+            ("MV", "mv"),
+            ("SETSID", "setsid"),
+        )
         for var, tool in tools:
             found = shutil.which(tool, path=self.real_path)
             if found is None:
@@ -245,15 +251,18 @@ class FakeCommands:
             raise FileNotFoundError(f"no real {name!r} on PATH={self.real_path!r} to wrap")
         calls = self.state_dir / f"{name}.calls"
         base = len(calls.read_text().splitlines()) if calls.exists() else 0
-        script = _PROLOGUE.format(
-            behaviour=behaviour,
-            real=real,
-            real_q=shlex.quote(real or f"/nonexistent/{name}"),
-            state_q=shlex.quote(str(self.state_dir)),
-            name_q=shlex.quote(name),
-            base=base,
-            helpers=self._helpers(),
-        ) + body
+        script = (
+            _PROLOGUE.format(
+                behaviour=behaviour,
+                real=real,
+                real_q=shlex.quote(real or f"/nonexistent/{name}"),
+                state_q=shlex.quote(str(self.state_dir)),
+                name_q=shlex.quote(name),
+                base=base,
+                helpers=self._helpers(),
+            )
+            + body
+        )
         path = self.bin_dir / name
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(script)

@@ -70,7 +70,9 @@ def longest_zero_run(samples: list[tuple[float, int]]) -> float:
     return longest
 
 
-def run_stream(client: Client, seconds: float, in_flight: int = 4, timeout: float = 180) -> StreamResult:
+def run_stream(
+    client: Client, seconds: float, in_flight: int = 4, timeout: float = 180
+) -> StreamResult:
     """Keep ``in_flight`` one-second tasks queued for ``seconds``; wait for every one of them
     (at most ``timeout`` after the stream ends)."""
     result = StreamResult(seconds=seconds)

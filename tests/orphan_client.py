@@ -52,8 +52,13 @@ def run_in_a_worker(cluster, child: dict) -> tuple[int, str]:
     with Client(cluster) as client:
         client.wait_for_workers(1, timeout=120)
         done = client.submit(
-            subprocess.run, child["argv"], input=child.get("input"), capture_output=True,
-            text=True, timeout=60, pure=False,
+            subprocess.run,
+            child["argv"],
+            input=child.get("input"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pure=False,
         ).result(timeout=90)
     return done.returncode, (done.stdout.strip() or done.stderr.strip()).replace("\n", " ")
 

@@ -51,9 +51,11 @@ def run(argv: list[str]) -> str:
 def scheduler_worker_names(client: Client) -> set:
     """Names of the workers connected now, asked of the scheduler itself (see
     ``lifetime_stream.scheduler_worker_count`` for why not ``client.scheduler_info()``)."""
-    return set(client.run_on_scheduler(
-        lambda dask_scheduler: [ws.name for ws in dask_scheduler.workers.values()]
-    ))
+    return set(
+        client.run_on_scheduler(
+            lambda dask_scheduler: [ws.name for ws in dask_scheduler.workers.values()]
+        )
+    )
 
 
 def scheduler_workers(client: Client) -> list[dict]:
@@ -95,9 +97,7 @@ class SchedulerSuite:
         # Batch systems write job output files to the submit directory: keep them out of cwd.
         monkeypatch.chdir(tmp_path)
         name = self.backend.name
-        with dask.config.set(
-            {**quick_polling(name, "500ms", "2s"), **self.backend.extra_config}
-        ):
+        with dask.config.set({**quick_polling(name, "500ms", "2s"), **self.backend.extra_config}):
             yield
 
     def cluster(self, **kwargs):
@@ -110,7 +110,10 @@ class SchedulerSuite:
         )
 
     def test_basic(self):
-        with self.cluster(cores=2, processes=2, memory="2GiB") as cluster, Client(cluster) as client:
+        with (
+            self.cluster(cores=2, processes=2, memory="2GiB") as cluster,
+            Client(cluster) as client,
+        ):
             cluster.scale(2)
             client.wait_for_workers(2, timeout=self.backend.timeout)
             workers = scheduler_workers(client)
@@ -141,7 +144,9 @@ class SchedulerSuite:
 
     def test_adapt_to_zero_and_back(self):
         with self.cluster() as cluster, Client(cluster) as client:
-            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=2, target_duration="1s")
+            cluster.adapt(
+                minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=2, target_duration="1s"
+            )
             assert client.submit(lambda: 1 + 1).result(timeout=self.backend.timeout) == 2
             seen = {r.job_id for r in cluster.jobs}
             assert seen
@@ -166,10 +171,13 @@ class SchedulerSuite:
             (first,) = [job.job_id for job in cluster.workers.values()]
             subprocess.run(self.backend.cancel_argv(first), capture_output=True, check=False)
             assert wait_until(
-                lambda: any(j.job_id != first for j in cluster.workers.values()), self.backend.timeout
+                lambda: any(j.job_id != first for j in cluster.workers.values()),
+                self.backend.timeout,
             ), repr(cluster.jobs)
             ended = {r.job_id: r.state for r in cluster.jobs}
-            assert ended[first] in (JobState.CANCELLED, JobState.FAILED, JobState.LOST), repr(cluster.jobs)
+            assert ended[first] in (JobState.CANCELLED, JobState.FAILED, JobState.LOST), repr(
+                cluster.jobs
+            )
             client.wait_for_workers(1, timeout=self.backend.timeout)
             ids = {r.job_id for r in cluster.jobs}
         self.assert_gone_from_queue(ids)
@@ -197,7 +205,9 @@ class SchedulerSuite:
     def test_held_job_shows_its_reason(self):
         with self.cluster(**self.backend.hold_kwargs) as cluster:
             cluster.scale(1)
-            assert wait_until(lambda: [r.state for r in cluster.jobs] == [JobState.HELD], 60), repr(cluster.jobs)
+            assert wait_until(lambda: [r.state for r in cluster.jobs] == [JobState.HELD], 60), repr(
+                cluster.jobs
+            )
             (record,) = cluster.jobs
             if self.backend.hold_reason:
                 assert self.backend.hold_reason in (record.reason or ""), repr(cluster.jobs)
@@ -210,7 +220,11 @@ class SchedulerSuite:
         # The batch system's own walltime kill (replacement ahead of it is off here; it has
         # its own tests): reported as timed out, and not counted as a failure.
         no_early = {f"jobqueue.{self.backend.name}.replace-before-walltime": False}
-        with dask.config.set(no_early), self.cluster(**self.backend.short_walltime) as cluster, Client(cluster) as client:
+        with (
+            dask.config.set(no_early),
+            self.cluster(**self.backend.short_walltime) as cluster,
+            Client(cluster) as client,
+        ):
             cluster.scale(1)
             client.wait_for_workers(1, timeout=self.backend.timeout)
             (first,) = [job.job_id for job in cluster.workers.values()]

@@ -95,9 +95,9 @@ def test_array_ids_from_sbatch_output():
         "2_1",
         "2_2",
     ]
-    assert slurm_array_task_ids(recorded("slurm/03_sbatch_array_0-9_throttle3_parsable.txt"), [5]) == [
-        "3_5"
-    ]
+    assert slurm_array_task_ids(
+        recorded("slurm/03_sbatch_array_0-9_throttle3_parsable.txt"), [5]
+    ) == ["3_5"]
     with pytest.raises(ValueError):
         slurm_array_task_ids("sbatch: error: Batch job submission failed\n", [0])
 
@@ -290,7 +290,9 @@ def test_array_refused_as_too_large_is_submitted_again_halved(monkeypatch, caplo
     assert ids == ["20_0", "20_1", "20_2", "21_0", "21_1", "21_2", "22"]  # 3 + 3 + 1
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
     assert [a for c in sbatch for a in c if a.startswith("--array")] == [
-        "--array=0-6", "--array=0-2", "--array=0-2",
+        "--array=0-6",
+        "--array=0-2",
+        "--array=0-2",
     ]
     assert len(sbatch) == 4 and engine.commands["submit"] == 4
     assert "refused an array of 7 jobs as too large" in caplog.text
@@ -368,9 +370,7 @@ def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch, faul
 
 
 def test_too_large_refusal_of_a_single_job_is_an_error(monkeypatch):
-    engine, runner = engine_with(
-        slurm_jobs(1)[0], lambda argv: (1, SBATCH_TOO_LARGE), monkeypatch
-    )
+    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: (1, SBATCH_TOO_LARGE), monkeypatch)
     (outcome,) = submit_many(engine, slurm_jobs(1))
     assert isinstance(outcome, CommandError) and "Invalid job array" in str(outcome)
     assert len(runner.calls) == 1
@@ -389,12 +389,16 @@ def test_recorded_refusals_read_as_too_large(dialect, refusal):
     from dask_jobqueue.sge import SGE_ARRAYS
     from dask_jobqueue.slurm import SLURM_ARRAYS
 
-    supports = {"slurm": [SLURM_ARRAYS], "sge": [SGE_ARRAYS],
-                "pbs": [PBS_PRO_ARRAYS, TORQUE_ARRAYS]}[dialect]
+    supports = {
+        "slurm": [SLURM_ARRAYS],
+        "sge": [SGE_ARRAYS],
+        "pbs": [PBS_PRO_ARRAYS, TORQUE_ARRAYS],
+    }[dialect]
     assert all(support.too_large.search(refusal) for support in supports)
     # and not the transient errors retried with adoption
-    assert not any(support.too_large.search("Socket timed out on send/recv operation")
-                   for support in supports)
+    assert not any(
+        support.too_large.search("Socket timed out on send/recv operation") for support in supports
+    )
 
 
 BANNER = "*** Maintenance on Friday 12: nodes n1-n4 down ***\n"
@@ -492,13 +496,21 @@ def test_sge_engine_submits_one_array(monkeypatch):
 def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
     from dask_jobqueue.oar import OARJob, oar_array_task_ids
 
-    out = "[ADMISSION RULE] Set default walltime\nOAR_JOB_ID=101\nOAR_JOB_ID=102\nOAR_ARRAY_ID=101\n"
+    out = (
+        "[ADMISSION RULE] Set default walltime\nOAR_JOB_ID=101\nOAR_JOB_ID=102\nOAR_ARRAY_ID=101\n"
+    )
     assert oar_array_task_ids(out, [1, 2]) == ["101", "102"]
     with pytest.raises(ValueError):
         oar_array_task_ids(out, [1, 2, 3])
     jobs = [
-        OARJob("tcp://a:1", name=f"o-{i}", cores=1, memory="1GB", python="echo",
-               memory_per_core_property_name="not_applicable")
+        OARJob(
+            "tcp://a:1",
+            name=f"o-{i}",
+            cores=1,
+            memory="1GB",
+            python="echo",
+            memory_per_core_property_name="not_applicable",
+        )
         for i in range(2)
     ]
     engine, runner = engine_with(jobs[0], lambda argv: out, monkeypatch)
@@ -575,7 +587,9 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
     unknown = [PBSJob("tcp://a:1", name=f"u-{i}", cores=1, memory="1GB") for i in range(2)]
     engine, runner = engine_with(
         unknown[0],
-        lambda argv: (2, "qstat: invalid option") if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n",
+        lambda argv: (
+            (2, "qstat: invalid option") if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n"
+        ),
         monkeypatch,
     )
     assert len(submit_many(engine, unknown)) == 2
@@ -635,29 +649,45 @@ def _real_systems():
     from dask_jobqueue import OARCluster, PBSCluster, SGECluster
 
     def system(name, cluster_cls, listed, cancel, hold, **kwargs):
-        options = {"cores": 1, "memory": "1GB", "processes": 1,
-                   "scheduler_options": NO_DASHBOARD, **kwargs}
-        return ArraySystem(name, partial(cluster_cls, **options), listed, [cancel], hold,
-                           timeout=180)
+        options = {
+            "cores": 1,
+            "memory": "1GB",
+            "processes": 1,
+            "scheduler_options": NO_DASHBOARD,
+            **kwargs,
+        }
+        return ArraySystem(
+            name, partial(cluster_cls, **options), listed, [cancel], hold, timeout=180
+        )
 
     return [
         pytest.param(
-            system("slurm", SLURMCluster, _slurm_tasks, "scancel", ["--hold"],
-                   walltime="00:10:00"),
-            marks=pytest.mark.env("slurm"), id="slurm",
+            system("slurm", SLURMCluster, _slurm_tasks, "scancel", ["--hold"], walltime="00:10:00"),
+            marks=pytest.mark.env("slurm"),
+            id="slurm",
         ),
         pytest.param(
             system("sge", SGECluster, _sge_tasks, "qdel", ["-h"]),
-            marks=pytest.mark.env("sge"), id="sge",
+            marks=pytest.mark.env("sge"),
+            id="sge",
         ),
         pytest.param(
-            system("oar", OARCluster, _oar_tasks, "oardel", ["--hold"], walltime="00:10:00",
-                   memory_per_core_property_name="not_applicable"),
-            marks=pytest.mark.env("oar"), id="oar",
+            system(
+                "oar",
+                OARCluster,
+                _oar_tasks,
+                "oardel",
+                ["--hold"],
+                walltime="00:10:00",
+                memory_per_core_property_name="not_applicable",
+            ),
+            marks=pytest.mark.env("oar"),
+            id="oar",
         ),
         pytest.param(
             system("pbs", PBSCluster, _pbs_tasks, "qdel", ["-h"], walltime="00:10:00"),
-            marks=pytest.mark.env("pbs"), id="pbs",
+            marks=pytest.mark.env("pbs"),
+            id="pbs",
         ),
     ]
 
@@ -720,16 +750,16 @@ def _site_refusing_arrays_over_2(name: str, fakes):
             saved = re.sub(r"(?m)^#global:\n", "", must("-sconf", "global"))
             Path("saved").mkdir()
             Path("saved", "global").write_text(saved)
-            Path("global").write_text(
-                re.sub(r"(?m)^max_aj_tasks\s.*$", "max_aj_tasks 2", saved)
-            )
+            Path("global").write_text(re.sub(r"(?m)^max_aj_tasks\s.*$", "max_aj_tasks 2", saved))
             must("-Mconf", "global")
             restore = ["-Mconf", str(Path("saved", "global"))]
         else:
             saved = parse_pbs_limits(must("-c", "list server")).get("max_array_size")
             must("-c", "set server max_array_size = 2")
-            restore = ["-c", f"set server max_array_size = {saved}" if saved
-                       else "unset server max_array_size"]
+            restore = [
+                "-c",
+                f"set server max_array_size = {saved}" if saved else "unset server max_array_size",
+            ]
         fakes.fail_always(probe, stderr=f"{probe}: cannot connect to the controller")
         yield probe
     finally:

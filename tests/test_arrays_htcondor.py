@@ -137,21 +137,35 @@ def test_description_expands_per_proc_as_htcondor_does():
         for key, value in expected.items():
             raw = macros[key.lower().replace("_", "")]
             assert _expand(raw, macros, 12, proc) == value, (proc, key)
-        assert f"--name {['HTCondorCluster-0', 'HTCondorCluster-1', 'w@h:3'][proc]} " in (
-            expected["Arguments"]
+        assert (
+            f"--name {['HTCondorCluster-0', 'HTCondorCluster-1', 'w@h:3'][proc]} "
+            in (expected["Arguments"])
         )
 
 
 def test_generated_description_matches_the_expanded_one():
     """Our description's per-proc lines are those the real library expanded."""
-    job = HTCondorJob("tcp://10.0.0.1:8786", name="x", cores=1, memory="1GB", disk="1GB",
-                      log_directory="/logs", python="/usr/bin/python3")
-    script = array_script(job, ["HTCondorCluster-0", "HTCondorCluster-1", "w@h:3"],
-                          HTCONDOR_ARRAYS)
+    job = HTCondorJob(
+        "tcp://10.0.0.1:8786",
+        name="x",
+        cores=1,
+        memory="1GB",
+        disk="1GB",
+        log_directory="/logs",
+        python="/usr/bin/python3",
+    )
+    script = array_script(job, ["HTCondorCluster-0", "HTCondorCluster-1", "w@h:3"], HTCONDOR_ARRAYS)
     recorded = data("array_description.sub").splitlines()
     ours = script.splitlines()
-    for prefix in ("DaskWorkerNames", "MY.DaskWorkerName", "batch_name", "Output", "Error",
-                   "Log", "Queue"):
+    for prefix in (
+        "DaskWorkerNames",
+        "MY.DaskWorkerName",
+        "batch_name",
+        "Output",
+        "Error",
+        "Log",
+        "Queue",
+    ):
         assert [x for x in ours if x.startswith(prefix)] == [
             x for x in recorded if x.startswith(prefix)
         ], prefix
@@ -190,7 +204,9 @@ def _answer(limit: str = "20000\n", clusters=None):
         if argv[0] == "condor_submit":
             count = re.search(r"^Queue ?(\d*)$", submitted_description(argv), re.M).group(1)
             n = int(count or 1)
-            return f"Submitting job(s){'.' * n}\n{n} job(s) submitted to cluster {next(clusters)}.\n"
+            return (
+                f"Submitting job(s){'.' * n}\n{n} job(s) submitted to cluster {next(clusters)}.\n"
+            )
         return ""
 
     return answer
@@ -279,8 +295,9 @@ def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkey
         if argv[0] == "condor_submit":
             tags.append(argv[2].split(" = ", 1)[1].strip('"'))
             # the schedd committed the cluster; the reply was lost
-            raise CommandError(argv, 1, "Submitting job(s)...\n",
-                               "ERROR: ... Connection reset by peer\n")
+            raise CommandError(
+                argv, 1, "Submitting job(s)...\n", "ERROR: ... Connection reset by peer\n"
+            )
         if argv[0] == "condor_q":  # the tag listing: procs 0 and 2 (1 already left)
             return f"31 0 1 {tags[-1]}\n31 2 1 {tags[-1]}\n30 0 2 undefined\n"
         return ""
@@ -301,8 +318,9 @@ def test_emulated_clusters_of_procs(tmp_path):
     from .emulator import emulated_scheduler, wait_for_job
 
     home = tmp_path / "condor"
-    with emulated_scheduler("htcondor", home, slots=8, kill_delay=0.5,
-                            max_jobs_per_submission=4) as env:
+    with emulated_scheduler(
+        "htcondor", home, slots=8, kill_delay=0.5, max_jobs_per_submission=4
+    ) as env:
 
         def tool(*argv: str) -> subprocess.CompletedProcess:
             return subprocess.run(argv, env=env, capture_output=True, text=True, cwd=tmp_path)
@@ -310,7 +328,7 @@ def test_emulated_clusters_of_procs(tmp_path):
         sub = tmp_path / "procs.sub"
         sub.write_text(
             "Names = a-0, b-1, c-2\n"
-            "MY.Who = \"$CHOICE(Process, Names)\"\n"
+            'MY.Who = "$CHOICE(Process, Names)"\n'
             "executable = /bin/sh\n"
             "arguments = \"-c 'echo $CHOICE(Process, Names) $(Process) >out.$(ProcId); "
             "sleep 60'\"\n"
@@ -323,7 +341,9 @@ def test_emulated_clusters_of_procs(tmp_path):
             wait_for_job(home, f"1.{proc}", states=("running",))
         assert wait_until(lambda: all((tmp_path / f"out.{p}").exists() for p in range(3)), 10)
         assert [(tmp_path / f"out.{p}").read_text() for p in range(3)] == [
-            "a-0 0\n", "b-1 1\n", "c-2 2\n"
+            "a-0 0\n",
+            "b-1 1\n",
+            "c-2 2\n",
         ]
         listed = tool("condor_q", "1", "-af", "ClusterId", "ProcId", "Who", "JobStatus").stdout
         assert sorted(listed.splitlines()) == ["1 0 a-0 2", "1 1 b-1 2", "1 2 c-2 2"]
@@ -333,12 +353,16 @@ def test_emulated_clusters_of_procs(tmp_path):
         assert tool("condor_q", "-af:j", "JobStatus").stdout.split()[::2] == ["1.0", "1.2"]
         done = tool("condor_rm", "1.0", "1.1", "1.2")
         assert done.returncode == 1 and "ProcId == 1" in done.stderr
-        assert done.stdout.splitlines() == ["Job 1.0 marked for removal",
-                                            "Job 1.2 marked for removal"]
+        assert done.stdout.splitlines() == [
+            "Job 1.0 marked for removal",
+            "Job 1.2 marked for removal",
+        ]
 
         sub.write_text("executable = /bin/sleep\narguments = 60\nqueue 2\n")
         assert "submitted to cluster 2." in tool("condor_submit", str(sub)).stdout
-        assert tool("condor_rm", "2").stdout == "All jobs in cluster 2 have been marked for removal\n"
+        assert (
+            tool("condor_rm", "2").stdout == "All jobs in cluster 2 have been marked for removal\n"
+        )
         wait_for_job(home, "2.0")
         wait_for_job(home, "2.1")
 
@@ -365,9 +389,17 @@ def _clusters(ids: set[str]) -> set[str]:
 
 HTCONDOR_ARRAYS_E2E = ArraySystem(
     "htcondor",
-    partial(HTCondorCluster, cores=1, memory="1GB", disk="1GB", processes=1,
-            scheduler_options=NO_DASHBOARD),
-    _queue_ids, ["condor_rm"], {"hold": "True"},
+    partial(
+        HTCondorCluster,
+        cores=1,
+        memory="1GB",
+        disk="1GB",
+        processes=1,
+        scheduler_options=NO_DASHBOARD,
+    ),
+    _queue_ids,
+    ["condor_rm"],
+    {"hold": "True"},
 )
 
 
@@ -431,8 +463,13 @@ class TestEmulatedHTCondorArrays:
         "fault, settings",
         [
             # condor_submit exits 1 with a transient message after the schedd committed
-            ({"stderr": "\nERROR: Failed to commit job submission into the queue.\n"
-                        "ERROR: Connection reset by peer"}, {}),
+            (
+                {
+                    "stderr": "\nERROR: Failed to commit job submission into the queue.\n"
+                    "ERROR: Connection reset by peer"
+                },
+                {},
+            ),
             # condor_submit hangs after the commit and is killed at submit-timeout
             ({"seconds": 30}, {"jobqueue.htcondor.submit-timeout": "4s"}),
         ],

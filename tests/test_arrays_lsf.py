@@ -193,8 +193,11 @@ def test_array_script_names_the_array_in_its_only_j_line(tmp_path):
 
 def test_no_arrays_for_names_lsf_refuses_in_one(monkeypatch):
     assert lsf_jobs(1)[0].array_support_for({}) is LSFJob.array_support
-    for kwargs in ({"job_name": "my+job"}, {"job_name": "x" * 240},
-                   {"submit_command_extra": ["-J", "other"]}):
+    for kwargs in (
+        {"job_name": "my+job"},
+        {"job_name": "x" * 240},
+        {"submit_command_extra": ["-J", "other"]},
+    ):
         template = lsf_jobs(1, **kwargs)[0]
         assert template.array_support_for({}) is None, kwargs
         engine, runner = engine_with(template, _answer(arrays=iter(range(50, 60))), monkeypatch)
@@ -240,7 +243,9 @@ def test_jobs_submitted_together_go_as_one_bsub(monkeypatch):
 
 def test_split_to_max_job_array_size(monkeypatch):
     engine, runner = engine_with(
-        lsf_jobs(1)[0], _answer(limit=2, arrays=iter(range(20, 30))), monkeypatch,
+        lsf_jobs(1)[0],
+        _answer(limit=2, arrays=iter(range(20, 30))),
+        monkeypatch,
         submit_concurrency=1,
     )
     scripts = record_stdin(monkeypatch, runner)
@@ -253,8 +258,11 @@ def test_split_to_max_job_array_size(monkeypatch):
 
 def test_yaml_override_wins_over_bparams(monkeypatch):
     engine, runner = engine_with(
-        lsf_jobs(1)[0], _answer(limit=1000, arrays=iter(range(5, 15))), monkeypatch,
-        max_array_size=3, submit_concurrency=1,
+        lsf_jobs(1)[0],
+        _answer(limit=1000, arrays=iter(range(5, 15))),
+        monkeypatch,
+        max_array_size=3,
+        submit_concurrency=1,
     )
     ids = submit_many(engine, lsf_jobs(7))
     assert ids == ["5[1]", "5[2]", "5[3]", "6[1]", "6[2]", "6[3]", "7"]
@@ -303,7 +311,12 @@ def test_status_of_elements_without_json(monkeypatch):
     engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch)
     statuses = query(engine, ["1[1]", "1[2]", "1[6]", "2"])
     assert runner.calls[-1] == [
-        "bjobs", "-noheader", "-o", f"{BJOBS_ARRAY_FIELDS} delimiter='|'", "1", "2"
+        "bjobs",
+        "-noheader",
+        "-o",
+        f"{BJOBS_ARRAY_FIELDS} delimiter='|'",
+        "1",
+        "2",
     ]
     assert statuses["1[6]"].state == JobState.CANCELLED and statuses["2"].state == JobState.HELD
 
@@ -317,7 +330,10 @@ def test_cancel_elements_in_one_bkill(monkeypatch):
 def test_cancel_of_elements_already_finished_is_no_failure(monkeypatch):
     def answer(argv):  # emulated wording, as bkill 1[4-5] prints when 1[5] had ended
         raise CommandError(
-            argv, 255, "Job <12[4]> is being terminated\n", "Job <12[5]>: Job has already finished\n"
+            argv,
+            255,
+            "Job <12[4]> is being terminated\n",
+            "Job <12[5]>: Job has already finished\n",
         )
 
     jobs = lsf_jobs(2)
@@ -341,9 +357,7 @@ def test_bsub_that_created_the_array_then_failed_is_adopted(monkeypatch):
             return "".join(f"31|{i}|{tags[-1]}\n" for i in (1, 2, 3)) + "30|0|\n"
         raise AssertionError(argv)
 
-    engine, runner = engine_with(
-        lsf_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.01
-    )
+    engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.01)
     ids = submit_many(engine, lsf_jobs(3))
     assert ids == ["31[1]", "31[2]", "31[3]"]
     assert engine.live_ids == set(ids)
@@ -369,33 +383,44 @@ def test_emulator_arrays_are_real_processes(tmp_path):
     """The emulated bsub/bjobs/bkill/bparams on arrays (plain suite: no Dask involved)."""
     from .emulator import emulated_scheduler, kill_all, wait_for_job
 
-    env = emulated_scheduler("lsf", tmp_path / "home", slots=8, kill_delay=0.5,
-                             max_job_array_size=4)
+    env = emulated_scheduler(
+        "lsf", tmp_path / "home", slots=8, kill_delay=0.5, max_job_array_size=4
+    )
 
     def sh(*argv, stdin=None):
-        return subprocess.run(argv, env=env, capture_output=True, text=True, input=stdin,
-                              cwd=tmp_path)
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, input=stdin, cwd=tmp_path
+        )
 
     try:
         assert "    MAX_JOB_ARRAY_SIZE = 4\n" in sh("bparams", "-a").stdout
         too_big = sh("bsub", "-J", "big[1-5]", "true")
         assert too_big.returncode == 255 and "Job not submitted" in too_big.stderr
-        script = '#!/bin/bash\n#BSUB -J "arr[1-4]"\n#BSUB -o o-%J_%I.txt\n' \
-                 'echo "index=$LSB_JOBINDEX"\nsleep 30\n'
+        script = (
+            '#!/bin/bash\n#BSUB -J "arr[1-4]"\n#BSUB -o o-%J_%I.txt\n'
+            'echo "index=$LSB_JOBINDEX"\nsleep 30\n'
+        )
         out = sh("bsub", stdin=script).stdout
         assert out.startswith("Job <") and out.count("is submitted") == 1
         array = out.split("<")[1].split(">")[0]
         for index in range(1, 5):
             wait_for_job(tmp_path / "home", f"{array}[{index}]", states=("running",))
-        assert wait_until(lambda: (tmp_path / f"o-{array}_4.txt").exists()
-                          and "index=4" in (tmp_path / f"o-{array}_4.txt").read_text(), 10)
-        rows = sh("bjobs", "-noheader", "-o", "jobid jobindex stat job_name delimiter='|'",
-                  array).stdout.split()
+        assert wait_until(
+            lambda: (
+                (tmp_path / f"o-{array}_4.txt").exists()
+                and "index=4" in (tmp_path / f"o-{array}_4.txt").read_text()
+            ),
+            10,
+        )
+        rows = sh(
+            "bjobs", "-noheader", "-o", "jobid jobindex stat job_name delimiter='|'", array
+        ).stdout.split()
         assert rows == [f"{array}|{i}|RUN|arr[{i}]" for i in range(1, 5)]
         assert sh("bkill", f"{array}[2]").stdout == f"Job <{array}[2]> is being terminated\n"
         assert sh("bkill", f"{array}[3-4]").returncode == 0
-        states = sh("bjobs", "-noheader", "-o", "jobindex stat exit_code delimiter='|'",
-                    array).stdout.split()
+        states = sh(
+            "bjobs", "-noheader", "-o", "jobindex stat exit_code delimiter='|'", array
+        ).stdout.split()
         assert states == ["1|RUN|-", "2|EXIT|130", "3|EXIT|130", "4|EXIT|130"]
         assert sh("bkill", array).stdout == f"Job <{array}> is being terminated\n"
         assert sh("bkill", array).stderr == f"Job <{array}>: Job has already finished\n"
@@ -422,9 +447,17 @@ emulator_only = pytest.mark.skipif(
 
 LSF_ARRAYS = ArraySystem(
     "lsf",
-    partial(LSFCluster, cores=1, memory="1GB", processes=1, walltime="10:00",
-            scheduler_options=NO_DASHBOARD),
-    _queue_ids, ["bkill"], ["-H"],
+    partial(
+        LSFCluster,
+        cores=1,
+        memory="1GB",
+        processes=1,
+        walltime="10:00",
+        scheduler_options=NO_DASHBOARD,
+    ),
+    _queue_ids,
+    ["bkill"],
+    ["-H"],
 )
 
 
@@ -480,7 +513,10 @@ class TestEmulatedLSFArrays:
     @emulator_only
     def test_bsub_that_created_the_array_then_failed_is_adopted(self, emulator):  # noqa: F811
         inject_fault(
-            emulator.home, "submit_accept_then_fail", count=1, exit_code=1,
+            emulator.home,
+            "submit_accept_then_fail",
+            count=1,
+            exit_code=1,
             stderr="LSF is processing your request. Please wait ...",
         )
         array_scenarios.adopted_after_failed_submit(LSF_ARRAYS)

@@ -128,7 +128,11 @@ def test_text_status_asks_for_subjobs_with_t():
     job = pbs_jobs(1)[0]
     facts = {"pbs_flavour": "torque"}
     assert qstat_text_argv(job, ["3[0].srv", "4.srv"], facts) == [
-        "qstat", "-f", "-t", "3[0].srv", "4.srv",
+        "qstat",
+        "-f",
+        "-t",
+        "3[0].srv",
+        "4.srv",
     ]
     assert qstat_text_argv(job, ["4.srv"], facts) == ["qstat", "-f", "4.srv"]
 
@@ -267,9 +271,17 @@ def _subjob_ids() -> set[str]:
 
 PBS_ARRAYS = ArraySystem(
     "pbs",
-    partial(PBSCluster, cores=1, memory="1GB", processes=1, walltime="00:10:00",
-            scheduler_options=NO_DASHBOARD),
-    _subjob_ids, ["qdel"], ["-h"],
+    partial(
+        PBSCluster,
+        cores=1,
+        memory="1GB",
+        processes=1,
+        walltime="00:10:00",
+        scheduler_options=NO_DASHBOARD,
+    ),
+    _subjob_ids,
+    ["qdel"],
+    ["-h"],
 )
 
 
@@ -318,7 +330,10 @@ class ArraySuite:
 
     def test_submit_failing_after_creating_the_array(self, emulator):  # noqa: F811
         inject_fault(
-            emulator.home, "submit_accept_then_fail", count=1, exit_code=1,
+            emulator.home,
+            "submit_accept_then_fail",
+            count=1,
+            exit_code=1,
             stderr="qsub: cannot connect to server server (errno=104) Connection reset by peer",
         )
         array_scenarios.adopted_after_failed_submit(PBS_ARRAYS)
@@ -353,9 +368,12 @@ class TestNoArraysOnEmulatedMoab:
     def test_one_msub_per_job(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         with dask.config.set({"jobqueue.moab.poll-interval": "300ms"}):
-            with MoabCluster(
-                cores=1, memory="1GB", processes=1, scheduler_options=NO_DASHBOARD
-            ) as cluster, Client(cluster) as client:
+            with (
+                MoabCluster(
+                    cores=1, memory="1GB", processes=1, scheduler_options=NO_DASHBOARD
+                ) as cluster,
+                Client(cluster) as client,
+            ):
                 cluster.scale(3)
                 client.wait_for_workers(3, timeout=90)
                 assert cluster.command_counts["submit"] == 3

@@ -23,17 +23,46 @@ ROOT = Path(__file__).parents[1]
 # Held jobs: queued jobs never end by themselves (a running worker whose scheduler is gone
 # exits on its own).
 EMULATED = [
-    pytest.param("pbs", "dask_jobqueue.pbs", "PBSCluster", {"job_extra_directives": ["-h"]},
-                 marks=pytest.mark.env("pbs"), id="pbs"),
-    pytest.param("torque", "dask_jobqueue.pbs", "PBSCluster", {"job_extra_directives": ["-h"]},
-                 marks=pytest.mark.env("torque"), id="torque"),
-    pytest.param("moab", "dask_jobqueue.moab", "MoabCluster", {"job_extra_directives": ["-h"]},
-                 marks=pytest.mark.env("moab"), id="moab"),
-    pytest.param("lsf", "dask_jobqueue.lsf", "LSFCluster", {"job_extra_directives": ["-H"]},
-                 marks=pytest.mark.env("lsf"), id="lsf"),
-    pytest.param("htcondor", "dask_jobqueue.htcondor", "HTCondorCluster",
-                 {"disk": "1GB", "job_extra_directives": {"hold": "True"}},
-                 marks=pytest.mark.env("htcondor"), id="htcondor"),
+    pytest.param(
+        "pbs",
+        "dask_jobqueue.pbs",
+        "PBSCluster",
+        {"job_extra_directives": ["-h"]},
+        marks=pytest.mark.env("pbs"),
+        id="pbs",
+    ),
+    pytest.param(
+        "torque",
+        "dask_jobqueue.pbs",
+        "PBSCluster",
+        {"job_extra_directives": ["-h"]},
+        marks=pytest.mark.env("torque"),
+        id="torque",
+    ),
+    pytest.param(
+        "moab",
+        "dask_jobqueue.moab",
+        "MoabCluster",
+        {"job_extra_directives": ["-h"]},
+        marks=pytest.mark.env("moab"),
+        id="moab",
+    ),
+    pytest.param(
+        "lsf",
+        "dask_jobqueue.lsf",
+        "LSFCluster",
+        {"job_extra_directives": ["-H"]},
+        marks=pytest.mark.env("lsf"),
+        id="lsf",
+    ),
+    pytest.param(
+        "htcondor",
+        "dask_jobqueue.htcondor",
+        "HTCondorCluster",
+        {"disk": "1GB", "job_extra_directives": {"hold": "True"}},
+        marks=pytest.mark.env("htcondor"),
+        id="htcondor",
+    ),
 ]
 CLI_NAME = {"pbs": "pbs", "torque": "pbs", "moab": "moab", "lsf": "lsf", "htcondor": "htcondor"}
 
@@ -43,12 +72,19 @@ class Client:
 
     def __init__(self, env, module, name, jobs, kwargs, config=None, child=None):
         self.env = env
-        argv = [sys.executable, "-m", "tests.orphan_client", module, name, str(jobs),
-                json.dumps(kwargs), json.dumps(config or {})]
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.orphan_client",
+            module,
+            name,
+            str(jobs),
+            json.dumps(kwargs),
+            json.dumps(config or {}),
+        ]
         if child is not None:  # a command run in a worker: its result on a second line
             argv.append(json.dumps(child))
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env,
-                                        cwd=ROOT)
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         line = self.process.stdout.readline().split()
         assert line and line[0] == "READY", line
         self.cluster_id, self.watchdog_pid, self.job_ids = line[1], int(line[2]), line[3:]
@@ -60,8 +96,14 @@ class Client:
 
 
 def cli(env, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "dask_jobqueue", *args], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dask_jobqueue", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check:
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     return result
@@ -99,13 +141,16 @@ def emulated_env(tmp_path):
         kill_all(home)
 
 
-KWARGS = {"cores": 1, "memory": "1GB", "job_name": "djq-orphan-test",
-          "scheduler_options": {"dashboard_address": ":0"}}
+KWARGS = {
+    "cores": 1,
+    "memory": "1GB",
+    "job_name": "djq-orphan-test",
+    "scheduler_options": {"dashboard_address": ":0"},
+}
 
 
 @pytest.mark.parametrize("flavour, module, name, extra", EMULATED)
-def test_watchdog_cancels_the_jobs_of_a_killed_client(flavour, module, name, extra,
-                                                      emulated_env):
+def test_watchdog_cancels_the_jobs_of_a_killed_client(flavour, module, name, extra, emulated_env):
     env = emulated_env(flavour)
     client = Client(env, module, name, 3, {**KWARGS, **extra})
     scheduler = CLI_NAME[flavour]
@@ -116,8 +161,9 @@ def test_watchdog_cancels_the_jobs_of_a_killed_client(flavour, module, name, ext
 
 
 @pytest.mark.parametrize("flavour, module, name, extra", EMULATED)
-def test_cleanup_cancels_jobs_whose_owner_and_watchdog_are_gone(flavour, module, name, extra,
-                                                                emulated_env):
+def test_cleanup_cancels_jobs_whose_owner_and_watchdog_are_gone(
+    flavour, module, name, extra, emulated_env
+):
     env = emulated_env(flavour)
     client = Client(env, module, name, 2, {**KWARGS, **extra})
     scheduler = CLI_NAME[flavour]
@@ -150,13 +196,22 @@ def test_cleanup_cancels_jobs_whose_owner_and_watchdog_are_gone(flavour, module,
 
 
 def _row(owner, watchdog, local=True):
-    return {"job_id": "1", "tag": JobTag("0a1b2c3d", 1, 2, "h"), "local": local,
-            "owner": owner, "watchdog": watchdog}
+    return {
+        "job_id": "1",
+        "tag": JobTag("0a1b2c3d", 1, 2, "h"),
+        "local": local,
+        "owner": owner,
+        "watchdog": watchdog,
+    }
 
 
 def test_orphans_are_jobs_whose_owner_and_watchdog_are_gone():
-    rows = [_row("gone", "gone"), _row("alive", "alive"), _row("gone", "alive"),
-            _row("unknown", "unknown", local=False)]
+    rows = [
+        _row("gone", "gone"),
+        _row("alive", "alive"),
+        _row("gone", "alive"),
+        _row("unknown", "unknown", local=False),
+    ]
     assert orphans(rows, include_other_hosts=False) == [rows[0]]
     assert orphans(rows, include_other_hosts=True) == [rows[0], rows[3]]
 

@@ -101,7 +101,9 @@ def test_missing_cores_or_memory(cls):
         f"cluster = {cluster}(cores=4, memory='24GB')"
     )
     with pytest.raises(ValueError) as info:
-        cls("tcp://a:1", cores=4) if cls is not HTCondorJob else cls("tcp://a:1", cores=4, disk="1GB")
+        cls("tcp://a:1", cores=4) if cls is not HTCondorJob else cls(
+            "tcp://a:1", cores=4, disk="1GB"
+        )
     assert str(info.value).startswith(expected)
 
 
@@ -160,7 +162,8 @@ def test_walltime_forms_the_scheduler_accepts(cls, walltime):
 
 
 @pytest.mark.parametrize(
-    "cls, walltime", [(SLURMJob, "1:75:00"), (LSFJob, "01:00:00"), (PBSJob, "1-00:00"), (SGEJob, "2h")]
+    "cls, walltime",
+    [(SLURMJob, "1:75:00"), (LSFJob, "01:00:00"), (PBSJob, "1-00:00"), (SGEJob, "2h")],
 )
 def test_walltime_forms_the_scheduler_rejects(cls, walltime):
     with pytest.raises(ValueError, match="is not a walltime this scheduler accepts: use"):
@@ -202,7 +205,9 @@ def test_job_without_config_name():
         NoConfigJob(cores=1, memory="1GB")
     with pytest.raises(ValueError, match=phrase):
         JobQueueCluster(job_cls=NoConfigJob, cores=1, memory="1GB")
-    with pytest.raises(ValueError, match="NoConfigJob is required to have a 'config_name' class variable"):
+    with pytest.raises(
+        ValueError, match="NoConfigJob is required to have a 'config_name' class variable"
+    ):
         NoConfigJob.default_config_name()
     assert SLURMJob.default_config_name() == "slurm"
     # config_name= makes such a class usable
@@ -222,7 +227,9 @@ def test_default_processes():
 
 
 def test_uneven_cores_keep_whole_threads_and_say_so():
-    with pytest.warns(UserWarning, match="cores=5 is not a multiple of processes=2: each worker gets 2 thread"):
+    with pytest.warns(
+        UserWarning, match="cores=5 is not a multiple of processes=2: each worker gets 2 thread"
+    ):
         job = make_job(SLURMJob, cores=5, processes=2)
     assert job.worker_process_threads == 2
     with warnings.catch_warnings():
@@ -232,7 +239,11 @@ def test_uneven_cores_keep_whole_threads_and_say_so():
 
 def test_config_precedence_kwarg_over_yaml_over_default():
     with dask.config.set(
-        {"jobqueue.slurm.cores": 4, "jobqueue.slurm.memory": "8GB", "jobqueue.slurm.queue": "fromyaml"}
+        {
+            "jobqueue.slurm.cores": 4,
+            "jobqueue.slurm.memory": "8GB",
+            "jobqueue.slurm.queue": "fromyaml",
+        }
     ):
         job = SLURMJob("tcp://a:1")
         assert (job.worker_cores, job.queue, job.walltime) == (4, "fromyaml", "00:30:00")
@@ -375,20 +386,26 @@ def test_scheduler_options_and_interface_precedence():
         cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0", "host": "127.0.0.1"}
     ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-    with dask.config.set({"jobqueue.local.scheduler-options": {"host": "127.0.0.1", "dashboard_address": ":0"}}):
+    with dask.config.set(
+        {"jobqueue.local.scheduler-options": {"host": "127.0.0.1", "dashboard_address": ":0"}}
+    ):
         with LocalCluster(cores=1, memory="1GB") as cluster:
             assert "127.0.0.1" in cluster.scheduler_address
 
 
 def test_interface_from_config_reaches_workers_and_scheduler():
     with dask.config.set({"jobqueue.local.interface": "lo"}):
-        with LocalCluster(cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+        with LocalCluster(
+            cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}
+        ) as cluster:
             assert "--interface lo" in cluster.job_script()
             assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
 
 
 def test_job_script_has_the_scheduler_address():
-    with LocalCluster(cores=2, memory="2GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with LocalCluster(
+        cores=2, memory="2GB", scheduler_options={"dashboard_address": ":0"}
+    ) as cluster:
         assert cluster.scheduler_address in cluster.job_script()
         assert cluster.job_name == "dask-worker"
 

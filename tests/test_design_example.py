@@ -59,8 +59,11 @@ def _load_example():
 def acme(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("acme-submit", ACME_SUBMIT), ("acme-stat", ACME_STAT),
-                       ("acme-cancel", ACME_CANCEL)):
+    for name, body in (
+        ("acme-submit", ACME_SUBMIT),
+        ("acme-stat", ACME_STAT),
+        ("acme-cancel", ACME_CANCEL),
+    ):
         path = bin_dir / name
         path.write_text(body)
         path.chmod(path.stat().st_mode | stat.S_IXUSR)

@@ -37,9 +37,18 @@ class Emu:
         self.cwd = cwd
         self.home = env.home
 
-    def run(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(list(args), env=self.env, cwd=self.cwd, input=input,
-                              capture_output=True, text=True, timeout=30)
+    def run(
+        self, *args: str, input: str | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            list(args),
+            env=self.env,
+            cwd=self.cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if check:
             assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         return proc
@@ -55,7 +64,9 @@ def emulator(tmp_path: Path) -> Iterator[Callable[..., Emu]]:
     homes: list[Path] = []
 
     def make(flavour: str, **kwargs: Any) -> Emu:
-        kwargs.setdefault("kill_delay", 3.0)  # a job ends on TERM well within this, also on a loaded machine
+        kwargs.setdefault(
+            "kill_delay", 3.0
+        )  # a job ends on TERM well within this, also on a loaded machine
         kwargs.setdefault("poll_interval", 0.05)
         home = tmp_path / f"home-{flavour}-{len(homes)}"
         env = emulated_scheduler(flavour, home, **kwargs)
@@ -117,24 +128,37 @@ queue
 """
 
 
-def submit(emu: Emu, body: str = "sleep 30", cores: int = 1, walltime: str | None = None,
-           name: str = "job", extra: str = "", args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def submit(
+    emu: Emu,
+    body: str = "sleep 30",
+    cores: int = 1,
+    walltime: str | None = None,
+    name: str = "job",
+    extra: str = "",
+    args: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
     flavour = emu.env.flavour
     if flavour == "htcondor":
-        path = emu.write(f"{name}.sub", CONDOR_SUBMIT.format(body=body, cores=cores, name=name, extra=extra))
+        path = emu.write(
+            f"{name}.sub", CONDOR_SUBMIT.format(body=body, cores=cores, name=name, extra=extra)
+        )
         return emu.run("condor_submit", *args, path)
     if flavour == "lsf":
         text = LSF_SCRIPT.format(name=name, cores=cores, walltime=walltime or "01:00", body=body)
         return emu.run("bsub", *args, input=text)
     template = PBS_SCRIPT if flavour == "pbs" else TORQUE_SCRIPT
-    path = emu.write(f"{name}.sh", template.format(name=name, cores=cores, walltime=walltime or "01:00:00", body=body))
+    path = emu.write(
+        f"{name}.sh",
+        template.format(name=name, cores=cores, walltime=walltime or "01:00:00", body=body),
+    )
     return emu.run("msub" if flavour == "moab" else "qsub", *args, path)
 
 
 def job_key(emu: Emu, proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, proc.stderr
     return re.findall(r"\d+", proc.stdout)[-1 if emu.env.flavour != "lsf" else 0] + (
-        ".0" if emu.env.flavour == "htcondor" else "")
+        ".0" if emu.env.flavour == "htcondor" else ""
+    )
 
 
 # --------------------------------------------------------------------------- submission
@@ -148,7 +172,9 @@ def job_key(emu: Emu, proc: subprocess.CompletedProcess[str]) -> str:
         ("htcondor", r"Submitting job\(s\)\.\n1 job\(s\) submitted to cluster \d+\.\n"),
     ],
 )
-def test_submit_prints_real_format(emulator: Callable[..., Emu], flavour: str, pattern: str) -> None:
+def test_submit_prints_real_format(
+    emulator: Callable[..., Emu], flavour: str, pattern: str
+) -> None:
     emu = emulator(flavour)
     start = time.time()
     proc = submit(emu)
@@ -177,7 +203,9 @@ def test_lsf_bsub_script_argument(emulator: Callable[..., Emu]) -> None:
         ("lsf", "bsub", 255, "nope: No such queue. Job not submitted."),
     ],
 )
-def test_bad_queue_rejected(emulator: Callable[..., Emu], flavour: str, tool: str, code: int, message: str) -> None:
+def test_bad_queue_rejected(
+    emulator: Callable[..., Emu], flavour: str, tool: str, code: int, message: str
+) -> None:
     emu = emulator(flavour)
     proc = submit(emu, args=("-q", "nope"))
     assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (code, message, "")
@@ -188,11 +216,17 @@ def test_bad_queue_rejected(emulator: Callable[..., Emu], flavour: str, tool: st
     "flavour, code, message",
     [
         ("pbs", 166, "qsub: Illegal attribute or resource value Resource_List.walltime"),
-        ("torque", 166, "qsub: submit error (Illegal attribute or resource value Resource_List.walltime)"),
+        (
+            "torque",
+            166,
+            "qsub: submit error (Illegal attribute or resource value Resource_List.walltime)",
+        ),
         ("lsf", 255, "1:xx: Bad RUNLIMIT specification. Job not submitted."),
     ],
 )
-def test_bad_walltime_rejected(emulator: Callable[..., Emu], flavour: str, code: int, message: str) -> None:
+def test_bad_walltime_rejected(
+    emulator: Callable[..., Emu], flavour: str, code: int, message: str
+) -> None:
     emu = emulator(flavour)
     proc = submit(emu, walltime="1:xx")
     assert (proc.returncode, proc.stderr.strip()) == (code, message)
@@ -202,13 +236,18 @@ def test_pbs_other_validation(emulator: Callable[..., Emu]) -> None:
     emu = emulator("pbs")
     path = emu.write("j.sh", "#PBS -l foo=1\necho\n")
     proc = emu.run("qsub", path)
-    assert proc.returncode == 187 and proc.stderr.strip() == "qsub: Unknown resource Resource_List.foo"
+    assert (
+        proc.returncode == 187 and proc.stderr.strip() == "qsub: Unknown resource Resource_List.foo"
+    )
     proc = emu.run("qsub", "-l", "select=1:ncpus=x", path.replace("j.sh", "missing.sh"))
     assert proc.returncode == 2
     proc = emu.run("qsub", "-l", "select=1:ncpus=x", "-", input="echo\n")
     assert proc.returncode == 2  # '-' is not a script file
     proc = emu.run("qsub", "-l", "select=1:ncpus=x", input="echo\n")
-    assert (proc.returncode, proc.stderr.strip()) == (166, "qsub: Illegal attribute or resource value select.ncpus")
+    assert (proc.returncode, proc.stderr.strip()) == (
+        166,
+        "qsub: Illegal attribute or resource value select.ncpus",
+    )
     proc = emu.run("qsub", "-Z", input="echo\n")
     assert proc.returncode == 2 and "invalid option -- 'Z'" in proc.stderr
     proc = emu.run("qsub", "-j", "xx", input="echo\n")
@@ -219,7 +258,10 @@ def test_lsf_other_validation(emulator: Callable[..., Emu]) -> None:
     emu = emulator("lsf")
     assert emu.run("bsub", "-n", "0", input="echo\n").returncode == 255
     proc = emu.run("bsub", "-R", "spam[hosts=1]", input="echo\n")
-    assert (proc.returncode, proc.stderr.strip()) == (255, "Bad resource requirement syntax. Job not submitted.")
+    assert (proc.returncode, proc.stderr.strip()) == (
+        255,
+        "Bad resource requirement syntax. Job not submitted.",
+    )
     proc = emu.run("bsub", "-M", "lots", input="echo\n")
     assert proc.returncode == 255 and "Job not submitted." in proc.stderr
 
@@ -228,7 +270,9 @@ def test_htcondor_validation(emulator: Callable[..., Emu]) -> None:
     emu = emulator("htcondor")
     path = emu.write("a.sub", "executable = /no/such/exe\nqueue\n")
     proc = emu.run("condor_submit", path)
-    assert proc.returncode == 1 and "ERROR: Executable file /no/such/exe does not exist" in proc.stderr
+    assert (
+        proc.returncode == 1 and "ERROR: Executable file /no/such/exe does not exist" in proc.stderr
+    )
     path = emu.write("b.sub", "arguments = x\nqueue\n")
     proc = emu.run("condor_submit", path)
     assert proc.returncode == 1 and "No 'executable' parameter was provided" in proc.stderr
@@ -238,8 +282,8 @@ def test_htcondor_validation(emulator: Callable[..., Emu]) -> None:
 
 def test_htcondor_quoting() -> None:
     assert parse_arguments('"-c \'echo ""hi"" it\'\'s\' two"') == ["-c", 'echo "hi" it\'s', "two"]
-    assert parse_arguments("a b\\\"c") == ["a", 'b"c']
-    assert parse_environment('"A=1 B=\'x y\'"') == {"A": "1", "B": "x y"}
+    assert parse_arguments('a b\\"c') == ["a", 'b"c']
+    assert parse_environment("\"A=1 B='x y'\"") == {"A": "1", "B": "x y"}
     assert parse_environment("A=1;B=2") == {"A": "1", "B": "2"}
 
 
@@ -250,7 +294,9 @@ def test_pbs_job_environment(emulator: Callable[..., Emu]) -> None:
     body = 'env > "$PBS_O_WORKDIR/env.txt"; pwd > "$PBS_O_WORKDIR/pwd.txt"; cat "$PBS_NODEFILE" > "$PBS_O_WORKDIR/nodes.txt"'
     key = job_key(emu, submit(emu, body=body, cores=2, name="envjob"))
     job = wait_for_job(emu.home, key)
-    env = dict(line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line)
+    env = dict(
+        line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line
+    )
     assert env["PBS_JOBID"] == f"{key}.server"
     assert env["PBS_JOBNAME"] == "envjob"
     assert env["PBS_QUEUE"] == "workq"
@@ -268,7 +314,9 @@ def test_pbs_export_all_and_join(emulator: Callable[..., Emu]) -> None:
     emu = emulator("pbs")
     env_marker = "DJQ_TEST_MARKER"
     emu.env[env_marker] = "yes"
-    path = emu.write("j.sh", f"#PBS -V\n#PBS -j oe\n#PBS -o out.txt\necho ${env_marker}; echo err >&2\n")
+    path = emu.write(
+        "j.sh", f"#PBS -V\n#PBS -j oe\n#PBS -o out.txt\necho ${env_marker}; echo err >&2\n"
+    )
     key = job_key(emu, emu.run("qsub", path))
     wait_for_job(emu.home, key)
     assert (emu.cwd / "out.txt").read_text().split() == ["yes", "err"]
@@ -279,7 +327,9 @@ def test_lsf_job_environment(emulator: Callable[..., Emu]) -> None:
     body = "env > env.txt; pwd > pwd.txt"
     key = job_key(emu, submit(emu, body=body, cores=2, name="lenv"))
     wait_for_job(emu.home, key)
-    env = dict(line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line)
+    env = dict(
+        line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line
+    )
     assert env["LSB_JOBID"] == key and env["LSB_JOBNAME"] == "lenv" and env["LSB_QUEUE"] == "normal"
     assert env["LSB_DJOB_NUMPROC"] == "2" and len(env["LSB_HOSTS"].split()) == 2
     assert (emu.cwd / "pwd.txt").read_text().strip() == str(emu.cwd)
@@ -292,14 +342,18 @@ def test_htcondor_job_environment(emulator: Callable[..., Emu]) -> None:
     body = "env > env.txt; pwd > pwd.txt; cat $_CONDOR_JOB_AD > ad.txt"
     key = job_key(emu, submit(emu, body=body, cores=2, name="cenv"))
     wait_for_job(emu.home, key)
-    env = dict(line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line)
+    env = dict(
+        line.split("=", 1) for line in (emu.cwd / "env.txt").read_text().splitlines() if "=" in line
+    )
     assert env["FOO"] == "bar" and env["_CONDOR_SCRATCH_DIR"] and env["OMP_NUM_THREADS"] == "2"
     assert "HOME" not in env  # getenv defaults to false
     assert (emu.cwd / "pwd.txt").read_text().strip() == str(emu.cwd)
     ad = (emu.cwd / "ad.txt").read_text()
     assert "ClusterId = " in ad and "RequestMemory = floor(MY.DaskWorkerMemory / 1048576)" in ad
     log = (emu.cwd / "cenv.log").read_text()
-    assert log.startswith("000 (") and "001 (" in log and "Normal termination (return value 0)" in log
+    assert (
+        log.startswith("000 (") and "001 (" in log and "Normal termination (return value 0)" in log
+    )
     assert not Path(env["_CONDOR_SCRATCH_DIR"]).exists()
 
 
@@ -313,7 +367,9 @@ def test_exit_code_recorded(emulator: Callable[..., Emu], flavour: str) -> None:
         assert doc["Jobs"][f"{key}.server"]["Exit_status"] == 3
         assert doc["Jobs"][f"{key}.server"]["job_state"] == "F"
     elif flavour == "lsf":
-        out = emu.run("bjobs", "-noheader", "-o", "jobid stat exit_code delimiter='|'", key, check=True).stdout
+        out = emu.run(
+            "bjobs", "-noheader", "-o", "jobid stat exit_code delimiter='|'", key, check=True
+        ).stdout
         assert out.strip() == f"{key}|EXIT|3"
     else:
         out = emu.run("condor_history", key, "-af", "JobStatus", "ExitCode", check=True).stdout
@@ -357,11 +413,18 @@ def test_lsf_slots_full_pend_reason(emulator: Callable[..., Emu]) -> None:
     second = job_key(emu, submit(emu))
     wait_for_job(emu.home, first, ("running",))
     until(lambda: (job_record(emu.home, second) or {}).get("pend_reason"))
-    doc = json.loads(emu.run("bjobs", "-json", "-o", "jobid stat exit_code pend_reason", first, second).stdout)
+    doc = json.loads(
+        emu.run("bjobs", "-json", "-o", "jobid stat exit_code pend_reason", first, second).stdout
+    )
     assert doc["COMMAND"] == "bjobs" and doc["JOBS"] == 2
     assert doc["RECORDS"] == [
         {"JOBID": first, "STAT": "RUN", "EXIT_CODE": "", "PEND_REASON": ""},
-        {"JOBID": second, "STAT": "PEND", "EXIT_CODE": "", "PEND_REASON": "Not enough job slot(s): 1 host;"},
+        {
+            "JOBID": second,
+            "STAT": "PEND",
+            "EXIT_CODE": "",
+            "PEND_REASON": "Not enough job slot(s): 1 host;",
+        },
     ]
     out = emu.run("bjobs", "-o", "jobid stat pend_reason", check=True).stdout.splitlines()
     assert out[0].split() == ["JOBID", "STAT", "PEND_REASON"]
@@ -375,7 +438,10 @@ def test_moab_slots_full_showq_and_checkjob(emulator: Callable[..., Emu]) -> Non
     wait_for_job(emu.home, first, ("running",))
     until(lambda: (job_record(emu.home, second) or {}).get("pend_reason"))
     out = emu.run("checkjob", "-v", second, check=True).stdout
-    assert "State: Idle" in out and "NOTE:  job cannot run  (insufficient available procs:  0 available)" in out
+    assert (
+        "State: Idle" in out
+        and "NOTE:  job cannot run  (insufficient available procs:  0 available)" in out
+    )
     showq = emu.run("showq", check=True).stdout
     assert re.search(rf"^{first}\s+\S+\s+Running\s+1\s", showq, re.M)
     assert re.search(rf"^{second}\s+\S+\s+Idle\s+1\s", showq, re.M)
@@ -390,8 +456,20 @@ def test_htcondor_slots_full_idle(emulator: Callable[..., Emu]) -> None:
     first = job_key(emu, submit(emu, cores=1))
     second = job_key(emu, submit(emu, cores=1))
     wait_for_job(emu.home, first, ("running",))
-    out = emu.run("condor_q", first.split(".")[0], second, "-af", "ClusterId", "ProcId", "JobStatus", check=True)
-    assert out.stdout.splitlines() == [f"{first.replace('.', ' ')} 2", f"{second.replace('.', ' ')} 1"]
+    out = emu.run(
+        "condor_q",
+        first.split(".")[0],
+        second,
+        "-af",
+        "ClusterId",
+        "ProcId",
+        "JobStatus",
+        check=True,
+    )
+    assert out.stdout.splitlines() == [
+        f"{first.replace('.', ' ')} 2",
+        f"{second.replace('.', ' ')} 1",
+    ]
     docs = json.loads(emu.run("condor_q", "-json", check=True).stdout)
     assert [d["JobStatus"] for d in docs] == [2, 1]
     assert docs[0]["RequestCpus"] == "/Expr(MY.DaskWorkerCores)/"
@@ -402,9 +480,13 @@ def test_pbs_walltime_kill(emulator: Callable[..., Emu]) -> None:
     emu = emulator("pbs")
     key = job_key(emu, submit(emu, walltime="00:00:01", name="wt"))
     wait_for_job(emu.home, key, timeout=10)
-    attrs = json.loads(emu.run("qstat", "-fxF", "json", key, check=True).stdout)["Jobs"][f"{key}.server"]
+    attrs = json.loads(emu.run("qstat", "-fxF", "json", key, check=True).stdout)["Jobs"][
+        f"{key}.server"
+    ]
     assert attrs["job_state"] == "F" and attrs["Exit_status"] == -29
-    assert "=>> PBS: job killed: walltime 2 exceeded limit 1" in (emu.cwd / f"wt.e{key}").read_text()
+    assert (
+        "=>> PBS: job killed: walltime 2 exceeded limit 1" in (emu.cwd / f"wt.e{key}").read_text()
+    )
 
 
 def test_torque_walltime_kill_and_completed_state(emulator: Callable[..., Emu]) -> None:
@@ -432,7 +514,9 @@ def test_lsf_walltime_kill(emulator: Callable[..., Emu]) -> None:
     key = job_key(emu, submit(emu, walltime="1"))
     assert job_record(emu.home, key)["walltime"] == 60
     wait_for_job(emu.home, key, timeout=10)
-    out = emu.run("bjobs", "-noheader", "-o", "stat exit_code exit_reason delimiter='|'", key, check=True).stdout
+    out = emu.run(
+        "bjobs", "-noheader", "-o", "stat exit_code exit_reason delimiter='|'", key, check=True
+    ).stdout
     assert out.strip() == "EXIT|140|TERM_RUNLIMIT: job killed after reaching LSF run time limit"
     assert "TERM_RUNLIMIT" in (emu.cwd / f"job.{key}.out").read_text()
 
@@ -441,7 +525,9 @@ def test_htcondor_allowed_job_duration_holds(emulator: Callable[..., Emu]) -> No
     emu = emulator("htcondor")
     key = job_key(emu, submit(emu, extra="allowed_job_duration = 1"))
     wait_for_job(emu.home, key, ("held",), timeout=10)
-    out = emu.run("condor_q", key, "-af", "JobStatus", "HoldReasonCode", "HoldReason", check=True).stdout
+    out = emu.run(
+        "condor_q", key, "-af", "JobStatus", "HoldReasonCode", "HoldReason", check=True
+    ).stdout
     assert out.strip() == "5 46 The job exceeded allowed job duration of 1"
     assert "Job was held." in (emu.cwd / "job.log").read_text()
     assert emu.run("condor_rm", key, check=True).stdout.strip() == f"Job {key} marked for removal"
@@ -462,7 +548,9 @@ def test_pbs_cancel(emulator: Callable[..., Emu]) -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     wait_for_job(emu.home, key)
     assert not pid_alive(pid)
-    attrs = json.loads(emu.run("qstat", "-f", "-F", "json", "-x", key).stdout)["Jobs"][f"{key}.server"]
+    attrs = json.loads(emu.run("qstat", "-f", "-F", "json", "-x", key).stdout)["Jobs"][
+        f"{key}.server"
+    ]
     assert attrs["job_state"] == "F" and attrs["Exit_status"] == 271
     proc = emu.run("qstat", key)
     assert proc.returncode == 35 and "Job has finished, use -x or -H" in proc.stderr
@@ -492,7 +580,9 @@ def test_lsf_cancel(emulator: Callable[..., Emu]) -> None:
     assert (proc.returncode, proc.stdout.strip()) == (0, f"Job <{key}> is being terminated")
     wait_for_job(emu.home, key)
     assert not pid_alive(pid)
-    out = emu.run("bjobs", "-noheader", "-o", "stat exit_code delimiter='|'", key, check=True).stdout
+    out = emu.run(
+        "bjobs", "-noheader", "-o", "stat exit_code delimiter='|'", key, check=True
+    ).stdout
     assert out.strip() == "EXIT|130"
     proc = emu.run("bkill", key)
     assert (proc.returncode, proc.stderr.strip()) == (255, f"Job <{key}>: Job has already finished")
@@ -508,14 +598,23 @@ def test_htcondor_cancel(emulator: Callable[..., Emu]) -> None:
     pid = _running_pid(emu, key)
     cluster = key.split(".")[0]
     proc = emu.run("condor_rm", cluster)
-    assert (proc.returncode, proc.stdout.strip()) == (0, f"All jobs in cluster {cluster} have been marked for removal")
+    assert (proc.returncode, proc.stdout.strip()) == (
+        0,
+        f"All jobs in cluster {cluster} have been marked for removal",
+    )
     wait_for_job(emu.home, key)
     assert not pid_alive(pid)
     assert emu.run("condor_q", key, "-af", "JobStatus").stdout == ""
-    assert emu.run("condor_history", key, "-af", "JobStatus", "ExitCode").stdout.strip() == "3 undefined"
+    assert (
+        emu.run("condor_history", key, "-af", "JobStatus", "ExitCode").stdout.strip()
+        == "3 undefined"
+    )
     proc = emu.run("condor_rm", "99.0")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == "Couldn't find/remove all jobs matching constraint (ClusterId == 99 && ProcId == 0)"
+    assert (
+        proc.stderr.strip()
+        == "Couldn't find/remove all jobs matching constraint (ClusterId == 99 && ProcId == 0)"
+    )
     assert "aborted" in (emu.cwd / "job.log").read_text()
 
 
@@ -549,7 +648,11 @@ def test_fault_submit_fail(emulator: Callable[..., Emu], flavour: str) -> None:
     inject_fault(emu.home, "submit_fail", count=2, stderr="qsub: Error: server busy", exit_code=15)
     for _ in range(2):
         proc = submit(emu)
-        assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (15, "qsub: Error: server busy", "")
+        assert (proc.returncode, proc.stderr.strip(), proc.stdout) == (
+            15,
+            "qsub: Error: server busy",
+            "",
+        )
     assert submit(emu).returncode == 0
     assert len(list_jobs(emu.home)) == 1
 
@@ -568,14 +671,25 @@ def test_fault_submit_hang(emulator: Callable[..., Emu]) -> None:
 @pytest.mark.parametrize(
     "flavour, command, code, stderr",
     [
-        ("pbs", ("qstat", "-f", "-F", "json", "-x", "1"), 1, "qstat: cannot connect to server server (errno=111)"),
+        (
+            "pbs",
+            ("qstat", "-f", "-F", "json", "-x", "1"),
+            1,
+            "qstat: cannot connect to server server (errno=111)",
+        ),
         ("lsf", ("bjobs", "1"), 255, "LSF is down. Please wait ..."),
-        ("htcondor", ("condor_q", "1", "-af", "JobStatus"), 1, "SECMAN:2007:Failed to end classad message."),
+        (
+            "htcondor",
+            ("condor_q", "1", "-af", "JobStatus"),
+            1,
+            "SECMAN:2007:Failed to end classad message.",
+        ),
         ("moab", ("showq",), 1, "ERROR:    lost connection to server 'server'"),
     ],
 )
-def test_fault_status_fail(emulator: Callable[..., Emu], flavour: str, command: tuple[str, ...],
-                           code: int, stderr: str) -> None:
+def test_fault_status_fail(
+    emulator: Callable[..., Emu], flavour: str, command: tuple[str, ...], code: int, stderr: str
+) -> None:
     emu = emulator(flavour)
     submit(emu)
     inject_fault(emu.home, "status_fail")
@@ -614,7 +728,10 @@ def test_fault_job_dies_at_start(emulator: Callable[..., Emu], flavour: str) -> 
         assert attrs["Exit_status"] == 42
     elif flavour == "lsf":
         assert "segfault in prologue" in (emu.cwd / f"dies.{key}.out").read_text()
-        assert emu.run("bjobs", "-noheader", "-o", "stat exit_code", key).stdout.split() == ["EXIT", "42"]
+        assert emu.run("bjobs", "-noheader", "-o", "stat exit_code", key).stdout.split() == [
+            "EXIT",
+            "42",
+        ]
     else:
         assert "segfault in prologue" in (emu.cwd / f"dies.{key.split('.')[0]}.err").read_text()
         assert emu.run("condor_history", key, "-af", "ExitCode").stdout.strip() == "42"
@@ -630,7 +747,9 @@ def test_fault_hold_next(emulator: Callable[..., Emu], flavour: str) -> None:
     time.sleep(0.3)
     assert job_record(emu.home, key)["state"] == "held"
     if flavour == "pbs":
-        attrs = json.loads(emu.run("qstat", "-f", "-F", "json", key).stdout)["Jobs"][f"{key}.server"]
+        attrs = json.loads(emu.run("qstat", "-f", "-F", "json", key).stdout)["Jobs"][
+            f"{key}.server"
+        ]
         assert attrs["job_state"] == "H" and attrs["comment"] == "Job held: no licence"
         emu.run("qrls", key, check=True)
     elif flavour == "lsf":
@@ -674,7 +793,9 @@ def test_kill_all_leaves_no_process(emulator: Callable[..., Emu]) -> None:
 
 def test_context_manager_kills_jobs(tmp_path: Path) -> None:
     with emulated_scheduler("lsf", tmp_path / "h", kill_delay=0.2) as env:
-        proc = subprocess.run(["bsub"], input="sleep 60\n", env=env, capture_output=True, text=True, cwd=tmp_path)
+        proc = subprocess.run(
+            ["bsub"], input="sleep 60\n", env=env, capture_output=True, text=True, cwd=tmp_path
+        )
         key = re.findall(r"\d+", proc.stdout)[0]
         wait_for_job(env.home, key, ("running",))
     assert surviving_processes(env.home) == []

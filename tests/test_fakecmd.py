@@ -62,12 +62,16 @@ def test_fail_matching_fails_only_calls_with_a_matching_argument(fake_commands):
     small = run("echo", "--array=0-1", "x y")
     unrelated = run("echo", "--array=0-12x")
     assert (refused.returncode, refused.stdout, refused.stderr) == (
-        1, "", "sbatch: error: too large\n",
+        1,
+        "",
+        "sbatch: error: too large\n",
     )
     assert (small.returncode, small.stdout) == (0, "--array=0-1 x y\n")
     assert (unrelated.returncode, unrelated.stdout) == (0, "--array=0-12x\n")
     assert [a[0] for a in fake_commands.argv("echo")] == [
-        "--array=0-12", "--array=0-1", "--array=0-12x",
+        "--array=0-12",
+        "--array=0-1",
+        "--array=0-12x",
     ]
 
 

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(
     reason="fault injection needs the emulator, not a real batch system",
 )
 
+
 class FaultSuite:
     """The fault checks, run against one emulated batch system per subclass."""
 
@@ -59,8 +60,12 @@ class FaultSuite:
 
     def cluster(self, **kwargs):
         return self.cluster_cls(
-            cores=1, memory="1GB", processes=1, scheduler_options=NO_DASHBOARD,
-            **self.cluster_kwargs, **kwargs,
+            cores=1,
+            memory="1GB",
+            processes=1,
+            scheduler_options=NO_DASHBOARD,
+            **self.cluster_kwargs,
+            **kwargs,
         )
 
     def test_failing_status_command_causes_no_false_deaths(self, emulator):  # noqa: F811
@@ -90,10 +95,12 @@ class FaultSuite:
         # a timeout is transient: retried (after looking for the submission's tag) up to
         # submit-attempts times, then the error is raised
         inject_fault(emulator.home, "submit_hang", count=-1, seconds=30)
-        with dask.config.set({
-            f"jobqueue.{self.config_name}.submit-timeout": "2s",
-            f"jobqueue.{self.config_name}.submit-attempts": 2,
-        }):
+        with dask.config.set(
+            {
+                f"jobqueue.{self.config_name}.submit-timeout": "2s",
+                f"jobqueue.{self.config_name}.submit-attempts": 2,
+            }
+        ):
             with self.cluster() as cluster:
                 cluster.scale(1)
                 with pytest.raises(CommandError, match="timed out after 2s"):
@@ -111,7 +118,10 @@ class FaultSuite:
 
     def test_job_dies_at_start_is_explained_and_replaced(self, emulator, tmp_path):  # noqa: F811
         inject_fault(
-            emulator.home, "job_dies_at_start", count=1, exit_code=42,
+            emulator.home,
+            "job_dies_at_start",
+            count=1,
+            exit_code=42,
             stderr="module: command not found: python/3.11",
         )
         with self.cluster(log_directory=str(tmp_path)) as cluster, Client(cluster) as client:
@@ -128,8 +138,11 @@ class FaultSuite:
         with dask.config.set({f"jobqueue.{self.config_name}.max-consecutive-failures": 3}):
             with self.cluster(log_directory=str(tmp_path)) as cluster:
                 cluster.scale(2)
-                with pytest.raises(JobFailedError, match="jobs in a row ended before their workers connected"):
+                with pytest.raises(
+                    JobFailedError, match="jobs in a row ended before their workers connected"
+                ):
                     cluster.wait_for_workers(1, timeout=60)
+
                 # A replacement whose submission began before the breaker opened may still land:
                 # let it (bounded), then nothing more may be submitted.
                 def counts():

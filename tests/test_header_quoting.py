@@ -70,7 +70,7 @@ def directive_options(header: str, prefix: str, split) -> list[tuple[str, str]]:
     for line in header.splitlines():
         if not line.startswith(prefix + " "):
             continue
-        words = split(line[len(prefix) + 1:])
+        words = split(line[len(prefix) + 1 :])
         while words:
             option = words.pop(0)
             assert option.startswith("-"), f"stray argument {option!r} in {line!r}"
@@ -132,8 +132,13 @@ def test_lsf_log_directory_cannot_change_the_queue():
 
 
 def test_oar_log_directory_and_resources_stay_one_argument():
-    job = OARJob(**BASE, queue="default", memory_per_core_property_name="not_applicable",
-                 log_directory=INJECTION, resource_spec="{gpu > 0}/nodes=1 -q besteffort")
+    job = OARJob(
+        **BASE,
+        queue="default",
+        memory_per_core_property_name="not_applicable",
+        log_directory=INJECTION,
+        resource_spec="{gpu > 0}/nodes=1 -q besteffort",
+    )
     argv = job.submit_argv("unused")
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-q"] == ["default"]
     assert argv[argv.index("-O") + 1] == f"{INJECTION}/dask-worker.%jobid%.out"
@@ -197,7 +202,9 @@ def test_refusals_come_from_the_cluster_constructor(cluster_cls, kwargs, bad):
 
 @pytest.mark.parametrize("cls", [PBSJob, SGEJob])
 def test_resource_spec_is_one_resource_list(cls):
-    with pytest.raises(ValueError, match=r"resource_spec=.*one resource list.*job_extra_directives"):
+    with pytest.raises(
+        ValueError, match=r"resource_spec=.*one resource list.*job_extra_directives"
+    ):
         cls(**BASE, resource_spec="select=1 -q debug")
 
 
@@ -205,10 +212,17 @@ def test_resource_spec_is_one_resource_list(cls):
 
 
 @pytest.mark.parametrize("keyword", ["log_directory", "local_directory"])
-@pytest.mark.parametrize("cls, kwargs", [(SLURMJob, {}), (SGEJob, {}), (PBSJob, {}),
-                                         (LSFJob, {"lsf_units": "kb"}),
-                                         (HTCondorJob, {"disk": "1GB"}),
-                                         (LocalJob, {})])
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (SLURMJob, {}),
+        (SGEJob, {}),
+        (PBSJob, {}),
+        (LSFJob, {"lsf_units": "kb"}),
+        (HTCondorJob, {"disk": "1GB"}),
+        (LocalJob, {}),
+    ],
+)
 def test_world_writable_directory_without_sticky_bit_is_refused(tmp_path, keyword, cls, kwargs):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -261,8 +275,13 @@ def test_log_directory_made_world_writable_before_submission_is_refused(tmp_path
 
 def test_local_cluster_runs_with_a_log_directory_holding_spaces_and_options(tmp_path):
     logs = tmp_path / "logs with space -q debug -o x"
-    with LocalCluster(cores=1, memory="1GB", processes=1, log_directory=str(logs),
-                      scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with LocalCluster(
+        cores=1,
+        memory="1GB",
+        processes=1,
+        log_directory=str(logs),
+        scheduler_options={"dashboard_address": ":0"},
+    ) as cluster:
         from distributed import Client
 
         cluster.scale(1)
@@ -298,8 +317,14 @@ def _run(argv: list[str]) -> str:
 @pytest.mark.env("slurm")
 def test_real_slurm_partition_unchanged_and_output_in_the_quoted_directory(tmp_path):
     logs = tmp_path / "out dir 5% -p debug -o x"
-    job = SLURMJob(UNREACHABLE, cores=1, memory="100MB", queue="small", walltime="00:05:00",
-                   log_directory=str(logs))
+    job = SLURMJob(
+        UNREACHABLE,
+        cores=1,
+        memory="100MB",
+        queue="small",
+        walltime="00:05:00",
+        log_directory=str(logs),
+    )
     job_id = _submit(job)
     try:
         info = _run(["scontrol", "show", "job", job_id])
@@ -317,13 +342,21 @@ def test_real_sge_queue_unchanged_and_output_in_the_quoted_directory(tmp_path):
     assert len(queues) >= 2, f"needs two queues, has {queues}"
     wanted, other = queues[0], queues[1]
     logs = tmp_path / f"out dir -q {other} -o x"
-    job = SGEJob(UNREACHABLE, cores=1, memory="100MB", queue=wanted, walltime="00:05:00",
-                 log_directory=str(logs))
+    job = SGEJob(
+        UNREACHABLE,
+        cores=1,
+        memory="100MB",
+        queue=wanted,
+        walltime="00:05:00",
+        log_directory=str(logs),
+    )
     job_id = _submit(job)
     try:
         info = _run(["qstat", "-j", job_id])
         assert re.search(rf"^hard_queue_list:\s+{re.escape(wanted)}\s*$", info, re.M), info
-        assert re.search(rf"^stdout_path_list:\s+\S*:?{re.escape(str(logs))}/\s*$", info, re.M), info
+        assert re.search(rf"^stdout_path_list:\s+\S*:?{re.escape(str(logs))}/\s*$", info, re.M), (
+            info
+        )
         found = _wait_for_file([logs / f"dask-worker.o{job_id}"])
         assert found.parent == logs
     finally:
@@ -336,8 +369,14 @@ def test_real_pbs_queue_unchanged_and_output_in_the_quoted_directory(tmp_path):
     assert queues, "no PBS queue"
     wanted = queues[0]
     logs = tmp_path / "out dir -q nosuchqueue -o x"
-    job = PBSJob(UNREACHABLE, cores=1, memory="100MB", queue=wanted, walltime="00:05:00",
-                 log_directory=str(logs))
+    job = PBSJob(
+        UNREACHABLE,
+        cores=1,
+        memory="100MB",
+        queue=wanted,
+        walltime="00:05:00",
+        log_directory=str(logs),
+    )
     job_id = _submit(job)
     try:
         info = _run(["qstat", "-f", "-x", job_id])
@@ -348,4 +387,3 @@ def test_real_pbs_queue_unchanged_and_output_in_the_quoted_directory(tmp_path):
         assert found.parent == logs
     finally:
         subprocess.run(["qdel", job_id], capture_output=True, check=False)
-

@@ -103,7 +103,9 @@ def test_directives_skip_absent_key_does_not_raise():
 
 
 def test_prologue_and_epilogue_joined_with_semicolons():
-    job = make_job(job_script_prologue=["source env.sh", "export A=1"], job_script_epilogue=["echo done"])
+    job = make_job(
+        job_script_prologue=["source env.sh", "export A=1"], job_script_epilogue=["echo done"]
+    )
     command = job.shell_command()
     parts = command.split("; ")
     assert parts[:2] == ["source env.sh", "export A=1"] and parts[-1] == "echo done"
@@ -117,8 +119,8 @@ def test_prologue_and_epilogue_joined_with_semicolons():
     "args",
     [
         ["-c", "echo 'hi there'"],
-        ["-c", 'echo "double" and \'single\''],
-        ["a\"b", "it's", "", "two  spaces", "tab\there"],
+        ["-c", "echo \"double\" and 'single'"],
+        ['a"b', "it's", "", "two  spaces", "tab\there"],
         ["''", '""', "x'y z\"w"],
     ],
 )
@@ -134,7 +136,7 @@ def test_quote_arguments_example():
 
 
 def test_quote_environment_round_trip():
-    env = {"A": "1", "B": "with space", "C": "it's \"q\"", "D": ""}
+    env = {"A": "1", "B": "with space", "C": 'it\'s "q"', "D": ""}
     assert parse_environment(quote_environment(env)) == env
 
 
@@ -148,14 +150,21 @@ def test_macros_are_escaped_in_arguments():
 
 def test_command_lines(monkeypatch):
     job = make_job(submit_command_extra=["-name", "sched@host"], cancel_command_extra=["-forcex"])
-    assert job.submit_argv("/tmp/job.sub") == ["condor_submit", "-name", "sched@host", "/tmp/job.sub"]
+    assert job.submit_argv("/tmp/job.sub") == [
+        "condor_submit",
+        "-name",
+        "sched@host",
+        "/tmp/job.sub",
+    ]
     assert job.cancel_argv(["7.0", "8.0"]) == ["condor_rm", "-forcex", "7.0", "8.0"]
     out = "Submitting job(s).\n1 job(s) submitted to cluster 7.\n"
     assert job.job_id_from_submit_output(out) == "7.0"
 
     def answer(argv):
-        name = "condor_q_json_mixed_states.json" if argv[0] == "condor_q" else (
-            "condor_history_json_finished.json"
+        name = (
+            "condor_q_json_mixed_states.json"
+            if argv[0] == "condor_q"
+            else ("condor_history_json_finished.json")
         )
         return (DATA / name).read_text()
 

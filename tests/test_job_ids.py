@@ -65,9 +65,7 @@ def test_output_without_the_id_line_is_refused(cls):
 
 def test_two_id_lines_are_refused_not_guessed():
     with pytest.raises(ValueError, match="several job ids"):
-        _job(SLURMJob).job_id_from_submit_output(
-            "Submitted batch job 11\nSubmitted batch job 12\n"
-        )
+        _job(SLURMJob).job_id_from_submit_output("Submitted batch job 11\nSubmitted batch job 12\n")
 
 
 # ---------------------------------------------------------------------------- unreadable output
@@ -126,8 +124,9 @@ def _unreadable_engine(monkeypatch, dialect, output, listed):
     def answer(argv):
         if argv[0] == job.submit_command.split()[0]:
             # the tag as the submit command carries it (comment, -Jd, -N name-tag, -a ...)
-            carried = re.search(rf"{TAG_PREFIX}\.[0-9a-f]{{8}}\.\d+\.\d+\.[A-Za-z0-9.-]*[A-Za-z0-9]",
-                                " ".join(argv))
+            carried = re.search(
+                rf"{TAG_PREFIX}\.[0-9a-f]{{8}}\.\d+\.\d+\.[A-Za-z0-9.-]*[A-Za-z0-9]", " ".join(argv)
+            )
             tags.append(carried.group() if carried is not None else "")
             return output
         if argv[:2] == ["qstat", "-f"] and "json" in argv:

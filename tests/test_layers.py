@@ -145,10 +145,11 @@ def test_no_other_module_names_a_schedulers_commands(scheduler):
     # its own place, and that of a scheduler with a command of the same name (PBS and
     # Grid Engine both submit with qsub) or of which it is a flavour (Moab of PBS)
     sharing = [
-        other for other in registry.BATCH_SCHEDULERS
+        other
+        for other in registry.BATCH_SCHEDULERS
         if other is scheduler
-        or commands & {other.job_class().dialect.submit_command,
-                       other.job_class().dialect.cancel_command}
+        or commands
+        & {other.job_class().dialect.submit_command, other.job_class().dialect.cancel_command}
         or (scheduler.name, other.name) == ("moab", "pbs")
     ]
     own = {PACKAGE / "registry.py"}

@@ -189,9 +189,7 @@ def test_pbs_queue_walltime():
 
 
 def _template(cluster_cls, **kwargs):
-    return cluster_cls.job_cls(
-        "tcp://127.0.0.1:8786", name="x", cores=1, memory="1GB", **kwargs
-    )
+    return cluster_cls.job_cls("tcp://127.0.0.1:8786", name="x", cores=1, memory="1GB", **kwargs)
 
 
 def test_keyword_walltime_in_each_dialects_forms():
@@ -225,9 +223,7 @@ def test_an_outage_logs_one_warning_and_one_recovery_line(caplog):
     engine = _FlakyEngine()
     tracker = JobTracker()
     tracker.add("job-0", "1", 1, time.time())
-    poller = JobPoller(
-        engine, tracker, PollInterval(), lambda: {"job-0": 1}, lambda: None, _no_end
-    )
+    poller = JobPoller(engine, tracker, PollInterval(), lambda: {"job-0": 1}, lambda: None, _no_end)
     caplog.set_level(logging.DEBUG, logger="dask_jobqueue.poller")
     asyncio.run(poller.poll_once())
     engine.failing = True
@@ -332,12 +328,19 @@ class TestEmulatedWalltime:
 
     def test_scale_keeps_workers_through_walltimes(self, emulator, caplog):  # noqa: F811
         caplog.set_level(logging.INFO, logger="dask_jobqueue")
-        with dask.config.set(
-            {"jobqueue.pbs.poll-interval": "300ms", "jobqueue.pbs.poll-interval-max": "1s"}
-        ), PBSCluster(
-            cores=1, memory="1GB", processes=1, walltime="00:00:40",
-            scheduler_options=NO_DASHBOARD,
-        ) as cluster, Client(cluster) as client:
+        with (
+            dask.config.set(
+                {"jobqueue.pbs.poll-interval": "300ms", "jobqueue.pbs.poll-interval-max": "1s"}
+            ),
+            PBSCluster(
+                cores=1,
+                memory="1GB",
+                processes=1,
+                walltime="00:00:40",
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             cluster.scale(2)
             client.wait_for_workers(2, timeout=60)
             samples = _sample_workers(client, seconds=75)

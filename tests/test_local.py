@@ -37,17 +37,26 @@ def wait_until(predicate, timeout: float = 30) -> bool:
 
 
 def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):
-    with LocalCluster(
-        cores=2, memory="2GiB", processes=2, log_directory=str(tmp_path),
-        scheduler_options=NO_DASHBOARD,
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            cores=2,
+            memory="2GiB",
+            processes=2,
+            log_directory=str(tmp_path),
+            scheduler_options=NO_DASHBOARD,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         cluster.scale(4)  # workers: 2 jobs of 2 processes
         client.wait_for_workers(4, timeout=60)
         workers = scheduler_workers(client)
         assert {w["nthreads"] for w in workers} == {1}
         assert {w["memory_limit"] for w in workers} == {2**30}
         assert sorted(w["name"] for w in workers) == [
-            "LocalCluster-0-0", "LocalCluster-0-1", "LocalCluster-1-0", "LocalCluster-1-1",
+            "LocalCluster-0-0",
+            "LocalCluster-0-1",
+            "LocalCluster-1-0",
+            "LocalCluster-1-1",
         ]
         x = da.ones((2000, 2000), chunks=(250, 250))
         assert client.compute(x.sum()).result() == 4_000_000
@@ -55,16 +64,23 @@ def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):
         assert "2 connected" in cluster.jobs_summary()
 
         cluster.scale(jobs=1)
-        assert wait_until(lambda: len(client.scheduler_info()["workers"]) == 2 and len(cluster.workers) == 1)
+        assert wait_until(
+            lambda: len(client.scheduler_info()["workers"]) == 2 and len(cluster.workers) == 1
+        )
         names = scheduler_worker_names(client)
-        assert names in ({"LocalCluster-0-0", "LocalCluster-0-1"}, {"LocalCluster-1-0", "LocalCluster-1-1"})
+        assert names in (
+            {"LocalCluster-0-0", "LocalCluster-0-1"},
+            {"LocalCluster-1-0", "LocalCluster-1-1"},
+        )
         # retired gracefully: the job either finished on its own or was cancelled after
         ended = [r for r in cluster.jobs if r.state in (JobState.CANCELLED, JobState.FINISHED)]
         assert len(ended) == 1, repr(cluster.jobs)
 
 
 def test_scale_by_cores_and_memory_from_yaml():
-    with dask.config.set({"jobqueue.local.cores": 2, "jobqueue.local.memory": "2GB", "jobqueue.local.processes": 2}):
+    with dask.config.set(
+        {"jobqueue.local.cores": 2, "jobqueue.local.memory": "2GB", "jobqueue.local.processes": 2}
+    ):
         with LocalCluster(scheduler_options=NO_DASHBOARD) as cluster:
             assert cluster.processes == 2
             assert cluster.worker_spec == {}
@@ -83,13 +99,20 @@ def test_scale_by_cores_and_memory_from_yaml():
 
 
 def test_adapt_to_zero_and_back(no_stray_processes):
-    with LocalCluster(cores=2, memory="2GB", processes=2, scheduler_options=NO_DASHBOARD) as cluster, Client(cluster) as client:
-        adaptive = cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="200ms", wait_count=2, target_duration="1s")
+    with (
+        LocalCluster(cores=2, memory="2GB", processes=2, scheduler_options=NO_DASHBOARD) as cluster,
+        Client(cluster) as client,
+    ):
+        adaptive = cluster.adapt(
+            minimum_jobs=0, maximum_jobs=2, interval="200ms", wait_count=2, target_duration="1s"
+        )
         assert (adaptive.minimum, adaptive.maximum) == (0, 4)
         futures = client.map(lambda i: time.sleep(0.5) or i, range(20))
         assert sum(client.gather(futures)) == sum(range(20))
         del futures
-        assert wait_until(lambda: not cluster.workers and not client.scheduler_info()["workers"], timeout=60)
+        assert wait_until(
+            lambda: not cluster.workers and not client.scheduler_info()["workers"], timeout=60
+        )
         # back up again
         assert client.submit(lambda: 42).result(timeout=60) == 42
         cluster.adapt(minimum_jobs=1, maximum_jobs=1, interval="200ms")
@@ -99,12 +122,18 @@ def test_adapt_to_zero_and_back(no_stray_processes):
 
 def test_adaptive_scale_down_retires_whole_jobs():
     """Upstream #498: retiring one process of a 2-process job must not loop."""
-    with LocalCluster(cores=2, memory="2GB", processes=2, scheduler_options=NO_DASHBOARD) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(cores=2, memory="2GB", processes=2, scheduler_options=NO_DASHBOARD) as cluster,
+        Client(cluster) as client,
+    ):
         cluster.scale(jobs=2)
         client.wait_for_workers(4, timeout=60)
         cluster.adapt(minimum=1, maximum=4, interval="200ms", wait_count=1)
         # minimum=1 worker still needs one whole job; the other job is retired as a unit
-        assert wait_until(lambda: len(cluster.workers) == 1 and len(client.scheduler_info()["workers"]) == 2, timeout=60)
+        assert wait_until(
+            lambda: len(cluster.workers) == 1 and len(client.scheduler_info()["workers"]) == 2,
+            timeout=60,
+        )
         submitted = len(cluster.jobs)
         time.sleep(2)
         assert len(cluster.jobs) == submitted  # no start/cancel loop
@@ -114,7 +143,10 @@ def test_adaptive_scale_down_retires_whole_jobs():
 def test_death_before_connect_is_explained_and_bounded(tmp_path):
     with dask.config.set({"jobqueue.local.max-consecutive-failures": 2}):
         with LocalCluster(
-            cores=1, memory="1GB", python="/nonexistent/python", log_directory=str(tmp_path),
+            cores=1,
+            memory="1GB",
+            python="/nonexistent/python",
+            log_directory=str(tmp_path),
             scheduler_options=NO_DASHBOARD,
         ) as cluster:
             cluster.scale(1)
@@ -137,7 +169,10 @@ def test_death_before_connect_is_explained_and_bounded(tmp_path):
 
 
 def test_job_killed_from_outside_is_replaced():
-    with LocalCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster,
+        Client(cluster) as client,
+    ):
         cluster.scale(1)
         client.wait_for_workers(1, timeout=60)
         first = cluster.workers["LocalCluster-0"].job_id
@@ -171,12 +206,16 @@ def _fake_sbatch(tmp_path, body):
 
 
 def test_submit_failure_reaches_the_user_and_close_is_clean(tmp_path, no_stray_processes):
-    fake = _fake_sbatch(tmp_path, "echo 'sbatch: error: invalid partition specified: nosuch' >&2\nexit 1\n")
+    fake = _fake_sbatch(
+        tmp_path, "echo 'sbatch: error: invalid partition specified: nosuch' >&2\nexit 1\n"
+    )
 
     class BadSubmitJob(FailingSubmitJob):
         submit_command = fake
 
-    with JobQueueCluster(job_cls=BadSubmitJob, cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster:
+    with JobQueueCluster(
+        job_cls=BadSubmitJob, cores=1, memory="1GB", scheduler_options=NO_DASHBOARD
+    ) as cluster:
         cluster.scale(2)
         with pytest.raises(CommandError) as info:
             cluster.wait_for_workers(1, timeout=30)
@@ -195,7 +234,9 @@ def test_missing_submit_binary_is_reported():
     class MissingBinaryJob(FailingSubmitJob):
         submit_command = "/nonexistent/bin/sbatch"
 
-    with JobQueueCluster(job_cls=MissingBinaryJob, cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster:
+    with JobQueueCluster(
+        job_cls=MissingBinaryJob, cores=1, memory="1GB", scheduler_options=NO_DASHBOARD
+    ) as cluster:
         cluster.scale(1)
         with pytest.raises(CommandError, match="program not found"):
             cluster.wait_for_workers(1, timeout=30)
@@ -208,7 +249,11 @@ async def test_async_submit_failure_raised_from_await_and_scale(tmp_path):
         submit_command = fake
 
     async with JobQueueCluster(
-        job_cls=BadSubmitJob, cores=1, memory="1GB", asynchronous=True, scheduler_options=NO_DASHBOARD
+        job_cls=BadSubmitJob,
+        cores=1,
+        memory="1GB",
+        asynchronous=True,
+        scheduler_options=NO_DASHBOARD,
     ) as cluster:
         with pytest.raises(CommandError, match="exit code 170"):
             await cluster.scale(1)
@@ -219,7 +264,9 @@ async def test_async_submit_failure_raised_from_await_and_scale(tmp_path):
 
 
 async def test_async_cluster_computes(no_stray_processes):
-    async with LocalCluster(cores=1, memory="1GB", asynchronous=True, scheduler_options=NO_DASHBOARD) as cluster:
+    async with LocalCluster(
+        cores=1, memory="1GB", asynchronous=True, scheduler_options=NO_DASHBOARD
+    ) as cluster:
         await cluster.scale(2)
         async with Client(cluster, asynchronous=True) as client:
             await client.wait_for_workers(2, timeout=60)
@@ -256,7 +303,7 @@ cluster = LocalCluster(cores=1, memory="1GB", job_script_prologue=["sleep 600"],
                        scheduler_options={{"dashboard_address": ":0"}})
 cluster.scale(2)
 cluster.sync(cluster._correct_state)
-open({str(tmp_path / 'pids')!r}, "w").write(" ".join(j.job_id for j in cluster.workers.values()))
+open({str(tmp_path / "pids")!r}, "w").write(" ".join(j.job_id for j in cluster.workers.values()))
 sys.exit(0)  # no close(): atexit must cancel the jobs
 """
     import subprocess

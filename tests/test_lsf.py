@@ -89,7 +89,9 @@ def test_single_core_has_no_span_and_ncpus_mem_override(no_lsf_conf):
 
 
 def test_directives_skip_and_project_quotes():
-    job = LSFJob("tcp://a:1", cores=2, memory="2GB", lsf_units="mb", job_directives_skip=["-R", "nope"])
+    job = LSFJob(
+        "tcp://a:1", cores=2, memory="2GB", lsf_units="mb", job_directives_skip=["-R", "nope"]
+    )
     assert "span" not in job.job_header and "#BSUB -n 2" in job.job_header
     with pytest.raises(ValueError, match="whitespace, quotes"):
         LSFJob("tcp://a:1", cores=1, memory="1GB", project='a"b')
@@ -128,7 +130,7 @@ def test_lsf_format_bytes_ceil_rejects_unknown_units():
     "conf, expected",
     [
         ("LSF_UNIT_FOR_LIMITS=MB\n", "mb"),
-        ("# comment\nLSF_LOGDIR=/var/log\n  LSF_UNIT_FOR_LIMITS = \"GB\"\n", "gb"),
+        ('# comment\nLSF_LOGDIR=/var/log\n  LSF_UNIT_FOR_LIMITS = "GB"\n', "gb"),
         ("LSF_UNIT_FOR_LIMITS=KB\nLSF_UNIT_FOR_LIMITS=TB\n", "tb"),
         ("#LSF_UNIT_FOR_LIMITS=MB\n", "kb"),
         ("LSF_LOGDIR=/var/log\n", "kb"),
@@ -210,7 +212,10 @@ def test_bjobs_without_json_switches_to_delimited_for_good(monkeypatch):
     ids = [str(i) for i in range(1, 8)] + ["99"]
     _check_mixed(query(engine, ids))
     delimited_argv = [
-        "bjobs", "-noheader", "-o", "jobid stat exit_code exit_reason pend_reason delimiter='|'"
+        "bjobs",
+        "-noheader",
+        "-o",
+        "jobid stat exit_code exit_reason pend_reason delimiter='|'",
     ]
     assert runner.calls == [
         ["bjobs", "-json", "-o", "jobid stat exit_code exit_reason pend_reason", *ids],
@@ -262,10 +267,16 @@ def test_parse_bjobs_all_unknown():
     [
         (("EXIT", "140", "-", "-"), JobState.TIMED_OUT, 140),  # LSF without exit_reason
         (("EXIT", "130", "", ""), JobState.CANCELLED, 130),
-        (("EXIT", "137", "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit", ""),
-         JobState.FAILED, 137),
-        (("EXIT", "143", "TERM_ADMIN: job killed by root or LSF administrator", ""),
-         JobState.CANCELLED, 143),
+        (
+            ("EXIT", "137", "TERM_MEMLIMIT: job killed after reaching LSF memory usage limit", ""),
+            JobState.FAILED,
+            137,
+        ),
+        (
+            ("EXIT", "143", "TERM_ADMIN: job killed by root or LSF administrator", ""),
+            JobState.CANCELLED,
+            143,
+        ),
         (("EXIT", "-", "-", "-"), JobState.FAILED, None),
         (("USUSP", "-", "-", "-"), JobState.HELD, None),
         (("SSUSP", "-", "-", "-"), JobState.HELD, None),

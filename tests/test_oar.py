@@ -113,8 +113,15 @@ def test_submit_argv_options_then_inline_body():
     )
     argv = job.submit_argv("/tmp/ignored/job.sh")
     assert argv[:9] == [
-        "oarsub", "-n", "dask-worker", "-q", "q1", "-l", "/nodes=1/core=8,walltime=00:10:00",
-        "--hold", argv[8],
+        "oarsub",
+        "-n",
+        "dask-worker",
+        "-q",
+        "q1",
+        "-l",
+        "/nodes=1/core=8,walltime=00:10:00",
+        "--hold",
+        argv[8],
     ]
     body = argv[-1]
     assert "/tmp/ignored/job.sh" not in argv
@@ -255,11 +262,19 @@ def test_parse_bad_json_raises_value_error():
 
 @pytest.mark.parametrize(
     "native, state",
-    [("Waiting", JobState.QUEUED), ("toLaunch", JobState.QUEUED),
-     ("Launching", JobState.QUEUED), ("toAckReservation", JobState.QUEUED),
-     ("Hold", JobState.HELD), ("Suspended", JobState.HELD), ("Resuming", JobState.RUNNING),
-     ("Running", JobState.RUNNING), ("Finishing", JobState.RUNNING),
-     ("toError", JobState.RUNNING), ("SomethingNew", JobState.RUNNING)],
+    [
+        ("Waiting", JobState.QUEUED),
+        ("toLaunch", JobState.QUEUED),
+        ("Launching", JobState.QUEUED),
+        ("toAckReservation", JobState.QUEUED),
+        ("Hold", JobState.HELD),
+        ("Suspended", JobState.HELD),
+        ("Resuming", JobState.RUNNING),
+        ("Running", JobState.RUNNING),
+        ("Finishing", JobState.RUNNING),
+        ("toError", JobState.RUNNING),
+        ("SomethingNew", JobState.RUNNING),
+    ],
 )
 def test_non_final_states(native, state):
     status = oar_job_status({"state": native, "scheduledStart": None})

@@ -139,7 +139,9 @@ def test_deprecated_alias_is_used_only_when_new_is_empty():
                 "new_name": ["x"]
             }
         with pytest.warns(FutureWarning):
-            values = resolve_options([opt], "test-opts", {"old_name": ["x"], "new_name": ["y"]}, object)
+            values = resolve_options(
+                [opt], "test-opts", {"old_name": ["x"], "new_name": ["y"]}, object
+            )
         assert values == {"new_name": ["y"]}
 
 
@@ -157,7 +159,9 @@ def test_deprecation_warnings_use_upstream_wording(old, new, kwargs):
     # warning filters written against 0.9 match on "<old> has been renamed to <new>"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warnings.filterwarnings("ignore", message=f"{old} has been renamed to {new}", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=f"{old} has been renamed to {new}", category=FutureWarning
+        )
         SLURMJob(cores=1, memory="1GB", **kwargs)
 
 
@@ -174,11 +178,17 @@ def test_oar_memory_warning_uses_upstream_wording():
 
 def test_upstream_style_construction():
     # keyword style of 0.9's dialect constructors
-    job = SLURMJob(scheduler=None, name=None, queue="debug", config_name=None, cores=2, memory="2GB")
+    job = SLURMJob(
+        scheduler=None, name=None, queue="debug", config_name=None, cores=2, memory="2GB"
+    )
     assert (job.queue, job.config_name, job.name) == ("debug", "slurm", "dummy-name")
     # positional scheduler and name
     job = PBSJob("tcp://10.0.0.1:8786", "worker-3", cores=4, memory="8GB", walltime="01:00:00")
-    assert (job.scheduler, job.name, job.walltime) == ("tcp://10.0.0.1:8786", "worker-3", "01:00:00")
+    assert (job.scheduler, job.name, job.walltime) == (
+        "tcp://10.0.0.1:8786",
+        "worker-3",
+        "01:00:00",
+    )
     assert "--name worker-3" in job.job_script()
     # the attributes users read
     job = SLURMJob(cores=8, memory="28GB", processes=4, job_extra_directives=["--exclusive"])
@@ -201,7 +211,10 @@ def test_user_subclass_with_its_own_keywords():
     class GPUJob(SLURMJob):
         def __init__(self, *args, gpus=1, gpu_type="a100", **kwargs):
             super().__init__(*args, **kwargs)
-            self.job_extra_directives = [*self.job_extra_directives, f"--gres=gpu:{gpu_type}:{gpus}"]
+            self.job_extra_directives = [
+                *self.job_extra_directives,
+                f"--gres=gpu:{gpu_type}:{gpus}",
+            ]
 
     class GPUCluster(SLURMCluster):
         job_cls = GPUJob
@@ -223,15 +236,28 @@ def test_upstream_style_subclass_of_job():
         cancel_command = "scancel"
         config_name = "slurm"
 
-        def __init__(self, scheduler=None, name=None, my_partition=None, config_name=None, **base_class_kwargs):
-            super().__init__(scheduler=scheduler, name=name, config_name=config_name, **base_class_kwargs)
+        def __init__(
+            self,
+            scheduler=None,
+            name=None,
+            my_partition=None,
+            config_name=None,
+            **base_class_kwargs,
+        ):
+            super().__init__(
+                scheduler=scheduler, name=name, config_name=config_name, **base_class_kwargs
+            )
             self.job_header = f"#SBATCH -p {my_partition}"
 
     job = MyJob(cores=1, memory="1GB", my_partition="short")
     assert "#SBATCH -p short\n" in job.job_script()
     assert "my_partition" in accepted_keywords(MyJob)
     with JobQueueCluster(
-        job_cls=MyJob, cores=1, memory="1GB", my_partition="long", scheduler_options={"dashboard_address": ":0"}
+        job_cls=MyJob,
+        cores=1,
+        memory="1GB",
+        my_partition="long",
+        scheduler_options={"dashboard_address": ":0"},
     ) as cluster:
         assert "#SBATCH -p long\n" in cluster.job_script()
 
@@ -246,7 +272,11 @@ def test_job_file_writes_the_script_to_a_temporary_file():
 
 
 def test_default_config_name_and_executable():
-    assert [cls.default_config_name() for cls in (SLURMJob, MoabJob, LocalJob)] == ["slurm", "moab", "local"]
+    assert [cls.default_config_name() for cls in (SLURMJob, MoabJob, LocalJob)] == [
+        "slurm",
+        "moab",
+        "local",
+    ]
     assert HTCondorJob.executable == "/bin/sh"
     job = HTCondorJob(cores=1, memory="1GB", disk="1GB")
     job.executable = "/usr/bin/env"
@@ -255,13 +285,20 @@ def test_default_config_name_and_executable():
 
 def test_shared_temp_directory_attribute(tmp_path):
     with LocalCluster(
-        cores=1, memory="1GB", shared_temp_directory=str(tmp_path), scheduler_options={"dashboard_address": ":0"}
+        cores=1,
+        memory="1GB",
+        shared_temp_directory=str(tmp_path),
+        scheduler_options={"dashboard_address": ":0"},
     ) as cluster:
         assert cluster.shared_temp_directory == str(tmp_path)
     with dask.config.set({"jobqueue.local.shared-temp-directory": "/from/config"}):
-        with LocalCluster(cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+        with LocalCluster(
+            cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}
+        ) as cluster:
             assert cluster.shared_temp_directory == "/from/config"
-    with LocalCluster(cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with LocalCluster(
+        cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}
+    ) as cluster:
         assert cluster.shared_temp_directory is None
 
 
@@ -279,12 +316,21 @@ def test_packaged_yaml_has_only_known_keys(section, job_cls):
 
 
 def test_unknown_yaml_key_warns_with_the_closest_key():
-    with dask.config.set({"jobqueue.slurm.wallclock": "01:00:00", "jobqueue.slurm.job-extra-directive": []}):
+    with dask.config.set(
+        {"jobqueue.slurm.wallclock": "01:00:00", "jobqueue.slurm.job-extra-directive": []}
+    ):
         with pytest.warns(UserWarning) as record:
-            with LocalCluster(cores=1, memory="1GB", config_name="slurm", scheduler_options={"dashboard_address": ":0"}):
+            with LocalCluster(
+                cores=1,
+                memory="1GB",
+                config_name="slurm",
+                scheduler_options={"dashboard_address": ":0"},
+            ):
                 pass
     messages = [str(w.message) for w in record if "not a known setting" in str(w.message)]
-    assert any("jobqueue.slurm.wallclock" in m and "Did you mean 'walltime'?" in m for m in messages)
+    assert any(
+        "jobqueue.slurm.wallclock" in m and "Did you mean 'walltime'?" in m for m in messages
+    )
     assert any("job-extra-directive " in m and "'job-extra-directives'" in m for m in messages)
 
 
@@ -314,10 +360,14 @@ def test_unquoted_sexagesimal_walltime_from_yaml_is_refused(tmp_path):
 
 def test_engine_settings_defaults_and_config():
     assert resolve_engine_settings("slurm") == EngineSettings()
-    with dask.config.set({"jobqueue.slurm.poll-interval": "500ms", "jobqueue.slurm.submit-concurrency": 2}):
+    with dask.config.set(
+        {"jobqueue.slurm.poll-interval": "500ms", "jobqueue.slurm.submit-concurrency": 2}
+    ):
         settings = resolve_engine_settings("slurm")
     assert (settings.poll_interval, settings.submit_concurrency) == (0.5, 2)
-    settings = resolve_engine_settings("slurm", {"status-timeout": "1m", "max_consecutive_failures": 5})
+    settings = resolve_engine_settings(
+        "slurm", {"status-timeout": "1m", "max_consecutive_failures": 5}
+    )
     assert (settings.status_timeout, settings.max_consecutive_failures) == (60.0, 5)
     # a poll-interval above the maximum raises the maximum
     assert resolve_engine_settings("slurm", {"poll_interval": "1m"}).poll_interval_max == 60.0

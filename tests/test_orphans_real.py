@@ -57,8 +57,21 @@ def _slurm_free() -> int:
 
 
 def _slurm_blocker(name: str) -> str:
-    out = sh(["sbatch", "--parsable", "-J", name, "-c", "1", "--mem=50M", "-t", "00:10:00",
-              "--wrap", "sleep 600"])
+    out = sh(
+        [
+            "sbatch",
+            "--parsable",
+            "-J",
+            name,
+            "-c",
+            "1",
+            "--mem=50M",
+            "-t",
+            "00:10:00",
+            "--wrap",
+            "sleep 600",
+        ]
+    )
     return out.strip().split(";")[0]
 
 
@@ -88,8 +101,24 @@ def _sge_free() -> int:
 
 
 def _sge_blocker(name: str) -> str:
-    out = sh(["qsub", "-terse", "-q", SGE_QUEUE, "-b", "y", "-N", name, "-o", "/dev/null",
-              "-e", "/dev/null", "sleep", "600"])
+    out = sh(
+        [
+            "qsub",
+            "-terse",
+            "-q",
+            SGE_QUEUE,
+            "-b",
+            "y",
+            "-N",
+            name,
+            "-o",
+            "/dev/null",
+            "-e",
+            "/dev/null",
+            "sleep",
+            "600",
+        ]
+    )
     return out.strip()
 
 
@@ -111,8 +140,11 @@ def _oar_jobs() -> dict:
 def _oar_free() -> int:
     out = sh(["oarnodes", "-J"]).strip()
     alive = sum(1 for r in json.loads(out).values() if r.get("state") == "Alive")
-    busy = sum(len(j.get("assigned_resources") or []) for j in _oar_jobs().values()
-               if j.get("state") in ("Running", "Launching", "toLaunch", "Finishing"))
+    busy = sum(
+        len(j.get("assigned_resources") or [])
+        for j in _oar_jobs().values()
+        if j.get("state") in ("Running", "Launching", "toLaunch", "Finishing")
+    )
     return alive - busy
 
 
@@ -130,14 +162,37 @@ def _oar_states(ids: list[str]) -> dict[str, str]:
     return states
 
 
-SLURM = Real("slurm", "dask_jobqueue.slurm", "SLURMCluster", _slurm_free, _slurm_blocker,
-             _slurm_states, lambda ids: sh(["scancel", *ids], check=False) and None)
-SGE = Real("sge", "dask_jobqueue.sge", "SGECluster", _sge_free, _sge_blocker, _sge_states,
-           lambda ids: sh(["qdel", *ids], check=False) and None)
-OAR = Real("oar", "dask_jobqueue.oar", "OARCluster", _oar_free, _oar_blocker, _oar_states,
-           lambda ids: sh(["oardel", *ids], check=False) and None)
-REAL = [pytest.param(SLURM, marks=pytest.mark.env("slurm"), id="slurm"),
-        pytest.param(SGE, marks=pytest.mark.env("sge"), id="sge")]
+SLURM = Real(
+    "slurm",
+    "dask_jobqueue.slurm",
+    "SLURMCluster",
+    _slurm_free,
+    _slurm_blocker,
+    _slurm_states,
+    lambda ids: sh(["scancel", *ids], check=False) and None,
+)
+SGE = Real(
+    "sge",
+    "dask_jobqueue.sge",
+    "SGECluster",
+    _sge_free,
+    _sge_blocker,
+    _sge_states,
+    lambda ids: sh(["qdel", *ids], check=False) and None,
+)
+OAR = Real(
+    "oar",
+    "dask_jobqueue.oar",
+    "OARCluster",
+    _oar_free,
+    _oar_blocker,
+    _oar_states,
+    lambda ids: sh(["oardel", *ids], check=False) and None,
+)
+REAL = [
+    pytest.param(SLURM, marks=pytest.mark.env("slurm"), id="slurm"),
+    pytest.param(SGE, marks=pytest.mark.env("sge"), id="sge"),
+]
 # OAR (its tag travels in the job's command): the watchdog and cleanup checks
 WITH_OAR = [*REAL, pytest.param(OAR, marks=pytest.mark.env("oar"), id="oar")]
 
@@ -172,19 +227,32 @@ class Scenario:
         assert free >= 1, "no free slot on the node"
         for _ in range(free - 1):
             self.blockers.append(real.submit_blocker(self.tag + "-blk"))
-        assert wait_for(lambda: len([s for s in real.states(self.blockers).values()
-                                     if s == "R"]) == len(self.blockers), 60)
+        assert wait_for(
+            lambda: (
+                len([s for s in real.states(self.blockers).values() if s == "R"])
+                == len(self.blockers)
+            ),
+            60,
+        )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": self.tag,
-                  "scheduler_check": check, "log_directory": f"/tmp/{self.tag}",
-                  "scheduler_options": {"dashboard_address": ":0"}}
+        kwargs = {
+            "cores": 1,
+            "memory": "1GB",
+            "processes": 1,
+            "job_name": self.tag,
+            "scheduler_check": check,
+            "log_directory": f"/tmp/{self.tag}",
+            "scheduler_options": {"dashboard_address": ":0"},
+        }
         if real.name == "slurm":
             kwargs["walltime"] = "00:10:00"
         if real.name == "oar":
             kwargs.update(walltime="00:10:00", memory_per_core_property_name="not_applicable")
         # one job id per job (no array tasks collapsed in the listings read below)
-        config = {f"jobqueue.{real.name}.owner-watchdog": watchdog,
-                  f"jobqueue.{real.name}.job-arrays": "never"}
+        config = {
+            f"jobqueue.{real.name}.owner-watchdog": watchdog,
+            f"jobqueue.{real.name}.job-arrays": "never",
+        }
         self.client = Client(env, real.module, real.cluster, jobs, kwargs, config)
         self.ids = self.client.job_ids
         return self
@@ -231,8 +299,10 @@ def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, floa
         late = [left_at[i] - started[i] for i in queued_at_kill if i in started and i in left_at]
         if late:
             result["queued_job_running_after_start"] = max(late)
-        print(f"\n[{real.name}] watchdog={watchdog} scheduler_check={check}: "
-              f"{json.dumps({k: round(v, 1) for k, v in result.items()})}")
+        print(
+            f"\n[{real.name}] watchdog={watchdog} scheduler_check={check}: "
+            f"{json.dumps({k: round(v, 1) for k, v in result.items()})}"
+        )
         return result
     finally:
         scenario.close()
@@ -285,24 +355,37 @@ def test_cleanup_after_client_and_watchdog_were_killed(real):
 
 @pytest.mark.env("slurm")
 def test_watchdog_recovers_from_a_failed_cancel_and_removes_the_tls_files(
-    fake_commands, tmp_path  # noqa: F811
+    fake_commands,  # noqa: F811
+    tmp_path,
 ):
     """The real Slurm, with a fake ``scancel`` in front of the real one that fails once as
     a whole: after the client's SIGKILL its watchdog still cancels every job (by retrying),
     and the workers' TLS credentials (``security=True``) are removed."""
-    fake_commands.fail_times("scancel", 1, rc=1, stderr="scancel: error: Unable to contact "
-                             "slurm controller (connect failure)")
+    fake_commands.fail_times(
+        "scancel",
+        1,
+        rc=1,
+        stderr="scancel: error: Unable to contact slurm controller (connect failure)",
+    )
     tls_dir = tmp_path / "tls"
     tls_dir.mkdir()
     tag = f"djq-wdfail-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # PATH: the fake scancel first
-    kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": tag,
-              "walltime": "00:10:00", "log_directory": f"/tmp/{tag}",
-              "job_extra_directives": ["--hold"], "security": True,
-              "shared_temp_directory": str(tls_dir),
-              "scheduler_options": {"dashboard_address": ":0"}}
-    client = Client(env, SLURM.module, SLURM.cluster, 3, kwargs,
-                    {"jobqueue.slurm.job-arrays": "never"})
+    kwargs = {
+        "cores": 1,
+        "memory": "1GB",
+        "processes": 1,
+        "job_name": tag,
+        "walltime": "00:10:00",
+        "log_directory": f"/tmp/{tag}",
+        "job_extra_directives": ["--hold"],
+        "security": True,
+        "shared_temp_directory": str(tls_dir),
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    client = Client(
+        env, SLURM.module, SLURM.cluster, 3, kwargs, {"jobqueue.slurm.job-arrays": "never"}
+    )
     try:
         credentials = sorted(p.name for p in tls_dir.iterdir())
         assert len(credentials) >= 2 and all(".dask-jobqueue.worker." in n for n in credentials)
@@ -310,8 +393,10 @@ def test_watchdog_recovers_from_a_failed_cancel_and_removes_the_tls_files(
         assert fake_commands.calls("scancel") == 0
         killed = client.kill()
         assert wait_for(lambda: not SLURM.states(client.job_ids), 30)
-        print(f"\n[slurm] kill to empty queue with one failed scancel: "
-              f"{time.monotonic() - killed:.1f}s")
+        print(
+            f"\n[slurm] kill to empty queue with one failed scancel: "
+            f"{time.monotonic() - killed:.1f}s"
+        )
         assert sorted(tls_dir.iterdir()) == []
         calls = fake_commands.argv("scancel")
         # the failed command and its retry, each naming every job

@@ -148,7 +148,9 @@ def test_output_files_match_pbs_naming(tmp_path):
 def test_scale_to_zero_by_memory_or_cores_is_not_an_error():
     from dask_jobqueue._values import parse_memory
 
-    with PBSCluster(cores=2, memory="4GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with PBSCluster(
+        cores=2, memory="4GB", scheduler_options={"dashboard_address": ":0"}
+    ) as cluster:
         for how in ({"memory": "0GB"}, {"memory": 0}, {"cores": 0}):
             cluster.scale(**how)
             assert not cluster.worker_spec
@@ -182,7 +184,12 @@ def _one(name: str, parse=parse_qstat_json):
 
 def test_recordings_are_what_their_names_say():
     assert "23.06.06" in _out("version")
-    assert (REAL / "qstat_f_json_running.cmd").read_text().split()[:4] == ["qstat", "-f", "-F", "json"]
+    assert (REAL / "qstat_f_json_running.cmd").read_text().split()[:4] == [
+        "qstat",
+        "-f",
+        "-F",
+        "json",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -196,7 +203,11 @@ def test_recordings_are_what_their_names_say():
             "Can Never Run: Insufficient amount of resource: ncpus (R: 999 A: 2 T: 2)",
         ),
         ("qstat_f_json_held_at_submit", JobState.HELD, "Job held by user"),  # from Hold_Types
-        ("qstat_f_json_numeric_name", JobState.QUEUED, "Not Running: Not enough free nodes available"),
+        (
+            "qstat_f_json_numeric_name",
+            JobState.QUEUED,
+            "Not Running: Not enough free nodes available",
+        ),
         ("qstat_f_json_env_space", JobState.QUEUED, "Not Running: Not enough free nodes available"),
     ],
 )
@@ -213,7 +224,11 @@ def test_parse_qstat_json_recorded_qhold_comment_is_the_reason():
 
 def test_parse_qstat_json_recorded_final_states():
     finished = _one("qstat_x_f_json_finished")
-    assert (finished.state, finished.exit_code, finished.native_state) == (JobState.FINISHED, 0, "F")
+    assert (finished.state, finished.exit_code, finished.native_state) == (
+        JobState.FINISHED,
+        0,
+        "F",
+    )
     # qdel of a queued job: state F, no Exit_status, comment "... and terminated"
     deleted = _one("qstat_x_f_json_deleted_queued")
     assert (deleted.state, deleted.exit_code) == (JobState.CANCELLED, None)
@@ -267,8 +282,15 @@ def test_parse_qstat_json_without_jobs():
 
 def test_parse_qstat_text_recorded():
     statuses = parse_qstat_text(_out("qstat_f_all"))
-    assert set(statuses) == {"15.vm-pbs", "16.vm-pbs", "19.vm-pbs", "22[].vm-pbs", "23.vm-pbs",
-                             "24.vm-pbs", "25.vm-pbs"}
+    assert set(statuses) == {
+        "15.vm-pbs",
+        "16.vm-pbs",
+        "19.vm-pbs",
+        "22[].vm-pbs",
+        "23.vm-pbs",
+        "24.vm-pbs",
+        "25.vm-pbs",
+    }
     assert statuses["15.vm-pbs"].state == JobState.RUNNING
     # qstat -f wrapped this comment ("A: \n\t2 T: 2)"); the text and JSON forms agree
     assert statuses["19.vm-pbs"].reason == _one("qstat_f_json_ncpus999").reason
@@ -306,12 +328,26 @@ def test_parse_qstat_text_torque_emulated():
         (("F", 265), JobState.CANCELLED, 137),
         (("F", 267), JobState.FAILED, 139),  # SIGSEGV
         (("F", -1), JobState.FAILED, -1),
-        (("F", 0, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and finished"), JobState.FINISHED, 0),
-        (("F", 0, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated by u@h"),
-         JobState.CANCELLED, 0),
-        (("F", 271, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated by u@h"),
-         JobState.CANCELLED, 143),
-        (("F", -29, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated"), JobState.TIMED_OUT, -29),
+        (
+            ("F", 0, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and finished"),
+            JobState.FINISHED,
+            0,
+        ),
+        (
+            ("F", 0, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated by u@h"),
+            JobState.CANCELLED,
+            0,
+        ),
+        (
+            ("F", 271, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated by u@h"),
+            JobState.CANCELLED,
+            143,
+        ),
+        (
+            ("F", -29, "Job run at Mon Nov 30 at 13:17 on (h:ncpus=1) and terminated"),
+            JobState.TIMED_OUT,
+            -29,
+        ),
         (("X", "0"), JobState.FINISHED, 0),
         (("C", -11, None, None, "torque"), JobState.TIMED_OUT, -11),
         (("C", -29, None, None, "torque"), JobState.FAILED, -29),
@@ -335,7 +371,10 @@ def test_held_reason_from_hold_types():
 
 
 def test_match_job_ids_by_sequence_server_and_array_index():
-    statuses = {**parse_qstat_json(_out("qstat_f_json_array_t")), **parse_qstat_json(_out("qstat_f_json_running"))}
+    statuses = {
+        **parse_qstat_json(_out("qstat_f_json_array_t")),
+        **parse_qstat_json(_out("qstat_f_json_running")),
+    }
     ids = ["14.vm-pbs.example.org", "22[]", "22[3].vm-pbs", "22[9].vm-pbs", "14.other", "15.vm-pbs"]
     matched = match_job_ids(ids, statuses)
     assert set(matched) == {"14.vm-pbs.example.org", "22[]", "22[3].vm-pbs"}
@@ -373,10 +412,16 @@ def test_qstat_error_is_harmless_rejects_real_failures():
 
 
 def test_recorded_submit_errors():
-    assert (_rc("qsub_unknown_queue"), _err("qsub_unknown_queue").strip()) == (170, "qsub: Unknown queue")
+    assert (_rc("qsub_unknown_queue"), _err("qsub_unknown_queue").strip()) == (
+        170,
+        "qsub: Unknown queue",
+    )
     assert _rc("qsub_bad_walltime") == 166
     assert "Illegal attribute or resource value Resource_List.walltime" in _err("qsub_bad_walltime")
-    assert (_rc("qdel_finished"), _err("qdel_finished").strip()) == (35, "qdel: Job has finished 14.vm-pbs")
+    assert (_rc("qdel_finished"), _err("qdel_finished").strip()) == (
+        35,
+        "qdel: Job has finished 14.vm-pbs",
+    )
     assert (_rc("qdel_finished_again"), _err("qdel_finished_again").strip()) == (
         35,
         "qdel: Job has finished 55.vm-pbs",
@@ -510,7 +555,11 @@ def _qstat_queue_ids() -> set[str]:
     # -t lists the subjobs of job arrays (65[0].server) too; the emulated Torque has no -t
     for line in (run(["qstat", "-t"]) or run(["qstat"])).splitlines():
         fields = line.split()
-        if len(fields) >= 6 and re.match(r"^\d+(\[\d*\])?\.", fields[0]) and fields[-2] not in ("C", "F", "X"):
+        if (
+            len(fields) >= 6
+            and re.match(r"^\d+(\[\d*\])?\.", fields[0])
+            and fields[-2] not in ("C", "F", "X")
+        ):
             ids.add(fields[0])
     return ids
 
@@ -536,8 +585,12 @@ def _backend(bad_queue_message: str, hold_reason: str, **options) -> Backend:
 
 
 # The real OpenPBS of ci/pbs/run.sh: the mom enforces walltime every $check_poll_time seconds.
-OPENPBS = _backend("qsub: Unknown queue", "Job held by user", short_walltime={"walltime": "00:00:10"},
-                   walltime_wait=90)
+OPENPBS = _backend(
+    "qsub: Unknown queue",
+    "Job held by user",
+    short_walltime={"walltime": "00:00:10"},
+    walltime_wait=90,
+)
 TORQUE = _backend(
     "qsub: submit error (Unknown queue MSG=requested queue not found)", "held by user"
 )
@@ -571,9 +624,10 @@ class TestRealPBS(SchedulerSuite):
         self.assert_gone_from_queue(ids)
 
     def test_tls_workers_connect_and_compute(self, tmp_path):
-        with self.cluster(security=True, shared_temp_directory=str(tmp_path)) as cluster, Client(
-            cluster, security=cluster.security
-        ) as client:
+        with (
+            self.cluster(security=True, shared_temp_directory=str(tmp_path)) as cluster,
+            Client(cluster, security=cluster.security) as client,
+        ):
             assert cluster.scheduler_address.startswith("tls://")
             cluster.scale(1)
             client.wait_for_workers(1, timeout=self.backend.timeout)
@@ -667,11 +721,17 @@ def test_subjobs_of_one_array_go_as_one_range_per_qdel(monkeypatch):
     """A range of one array is one qdel argument: recorded on the real OpenPBS, it cancels the
     running subjobs and skips a finished one (rc 0); once the whole array finished, it says
     "Job has finished" (rc 35), which only means gone."""
-    assert (_rc("qdel_range_with_finished_subjob"), _err("qdel_range_with_finished_subjob")) == (0, "")
+    assert (_rc("qdel_range_with_finished_subjob"), _err("qdel_range_with_finished_subjob")) == (
+        0,
+        "",
+    )
     assert " X " in _out("qstat_t_range_before") and " R " in _out("qstat_t_range_before")
     after = [line.split() for line in _out("qstat_x_t_range_after").splitlines()[2:]]
     assert {fields[-2] for fields in after} == {"F"}
-    finished_rc, finished_err = _rc("qdel_range_of_finished_array"), _err("qdel_range_of_finished_array")
+    finished_rc, finished_err = (
+        _rc("qdel_range_of_finished_array"),
+        _err("qdel_range_of_finished_array"),
+    )
 
     def answer(argv):
         if argv[0] == "qdel" and argv[1].startswith("4086["):

@@ -195,7 +195,10 @@ def test_forgotten_queued_jobs_are_cancelled_before_replacement(system, fake_com
     fake_commands.wrap(system.cancel)
     with make_cluster(system, **system.backend.hold_kwargs) as cluster:
         cluster.scale(2)
-        assert wait_until(lambda: len(cluster.jobs) == 2 and all(r.state == JobState.HELD for r in cluster.jobs), 60)
+        assert wait_until(
+            lambda: len(cluster.jobs) == 2 and all(r.state == JobState.HELD for r in cluster.jobs),
+            60,
+        )
         originals = {r.job_id for r in cluster.jobs}
         stdout, stderr, rc = system.forgot_jobs
         fake_commands.unknown_job(system.status, 1000, stderr=stderr, rc=rc, stdout=stdout)

@@ -126,9 +126,12 @@ def test_adapt_through_a_walltime(system):
 
 def test_status_outage_changes_nothing(system, fake_commands):  # noqa: F811
     name = system.backend.name
-    with dask.config.set(
-        {f"jobqueue.{name}.poll-interval": "1s", f"jobqueue.{name}.poll-interval-max": "2s"}
-    ), LogCapture(("dask_jobqueue",)) as logs:
+    with (
+        dask.config.set(
+            {f"jobqueue.{name}.poll-interval": "1s", f"jobqueue.{name}.poll-interval-max": "2s"}
+        ),
+        LogCapture(("dask_jobqueue",)) as logs,
+    ):
         fake_commands.wrap(system.submit)
         with make_cluster(system) as cluster, Client(cluster) as client:
             cluster.scale(2)

@@ -79,8 +79,9 @@ def test_a_blank_listing_for_60s_ends_and_cancels_nothing(slurm, fake_commands, 
         caplog.set_level(logging.INFO, logger="dask_jobqueue")
         cluster.scale(jobs=JOBS)
         assert wait_until(
-            lambda: len(cluster.jobs) == JOBS
-            and all(r.state == JobState.HELD for r in cluster.jobs),
+            lambda: (
+                len(cluster.jobs) == JOBS and all(r.state == JobState.HELD for r in cluster.jobs)
+            ),
             60,
         ), repr(cluster.jobs)
         ids = {r.job_id for r in cluster.jobs}
@@ -109,12 +110,15 @@ def test_a_blank_listing_for_60s_ends_and_cancels_nothing(slurm, fake_commands, 
         # squeue answers again: the jobs are listed as before, the outage is over
         fake_commands.wrap("squeue")
         assert wait_until(
-            lambda: all(r.state == JobState.HELD and r.reason == slurm.backend.hold_reason
-                        for r in cluster.jobs),
+            lambda: all(
+                r.state == JobState.HELD and r.reason == slurm.backend.hold_reason
+                for r in cluster.jobs
+            ),
             30,
         ), repr(cluster.jobs)
-        assert wait_until(lambda: any("work again" in m for m in
-                                      _library_records(caplog, logging.INFO)), 30)
+        assert wait_until(
+            lambda: any("work again" in m for m in _library_records(caplog, logging.INFO)), 30
+        )
         squeue_after = fake_commands.calls("squeue")
         assert wait_until(lambda: fake_commands.calls("squeue") >= squeue_after + 5, 30)
         # a late ending or resubmission would show up in these counters
@@ -136,8 +140,7 @@ def test_unreadable_submit_output_leaves_no_job_behind(slurm, fake_commands, cap
         caplog.set_level(logging.WARNING, logger="dask_jobqueue")
         cluster.scale(jobs=2)
         assert wait_until(
-            lambda: len(cluster.jobs) == 2
-            and all(r.state == JobState.HELD for r in cluster.jobs),
+            lambda: len(cluster.jobs) == 2 and all(r.state == JobState.HELD for r in cluster.jobs),
             60,
         ), repr(cluster.jobs)
         tracked = {r.job_id for r in cluster.jobs}

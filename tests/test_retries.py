@@ -18,7 +18,9 @@ from .fakecmd import fake_commands  # noqa: F401  (fixture)
 from .fakes import engine_with
 from .test_arrays import slurm_jobs
 
-SOCKET_TIMEOUT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+SOCKET_TIMEOUT = (
+    "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"
+)
 
 
 class Site:
@@ -65,9 +67,7 @@ class Site:
 
 
 def make_engine(site, monkeypatch, **kwargs):
-    return engine_with(
-        slurm_jobs(1)[0], site.answer, monkeypatch, submit_retry_delay=0.0, **kwargs
-    )
+    return engine_with(slurm_jobs(1)[0], site.answer, monkeypatch, submit_retry_delay=0.0, **kwargs)
 
 
 def submit(engine, jobs):

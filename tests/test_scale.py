@@ -109,9 +109,7 @@ def test_big_status_output_is_parsed_off_the_loop(monkeypatch):
     also serves the Dask scheduler); the answer is the same."""
     ids = [f"7_{k}" for k in range(20_000)]
     listing = "".join(f"7_{k}|7|{k}|PENDING|Resources|0|\n" for k in range(20_000))
-    engine, runner = engine_with(
-        SLURMJob(cores=1, memory="1GB"), lambda argv: listing, monkeypatch
-    )
+    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), lambda argv: listing, monkeypatch)
     threads = []
     step = SLURMJob.status_steps[0]
     parse = step.parse

@@ -38,8 +38,12 @@ def closed_port():
 
 @pytest.mark.parametrize("one_line", [False, True], ids=["here-document", "one line"])
 def test_reachable_scheduler_lets_the_workers_start(listening, one_line):
-    result = subprocess.run(["bash", "-c", check_script(listening, one_line)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", check_script(listening, one_line)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == MARK
     assert result.stderr == ""
@@ -47,8 +51,12 @@ def test_reachable_scheduler_lets_the_workers_start(listening, one_line):
 
 def test_gone_scheduler_ends_the_job_with_one_line(closed_port):
     procs = [
-        subprocess.Popen(["bash", "-c", check_script(closed_port, one_line)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            ["bash", "-c", check_script(closed_port, one_line)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for one_line in (False, True)
     ]
     for proc in procs:
@@ -58,4 +66,3 @@ def test_gone_scheduler_ends_the_job_with_one_line(closed_port):
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
         assert lines[0].startswith(f"dask-jobqueue: scheduler {closed_port} unreachable (")
-

@@ -78,7 +78,12 @@ def test_minimal_header_and_output_files_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     job = SGEJob(cores=1, memory="1GB", job_name="myjob")
     # walltime comes from the packaged jobqueue.yaml default
-    assert job.job_header.splitlines() == ["#$ -N myjob", "#$ -l h_rt=00:30:00", "#$ -cwd", "#$ -j y"]
+    assert job.job_header.splitlines() == [
+        "#$ -N myjob",
+        "#$ -l h_rt=00:30:00",
+        "#$ -cwd",
+        "#$ -j y",
+    ]
     assert job.output_files("42")[0] == tmp_path / "myjob.o42"
 
 
@@ -118,7 +123,9 @@ def test_cancel_command_override():
 
 
 def test_cluster_job_script():
-    with SGECluster(cores=1, memory="1GB", queue="short.q", scheduler_options={"dashboard_address": ":0"}) as c:
+    with SGECluster(
+        cores=1, memory="1GB", queue="short.q", scheduler_options={"dashboard_address": ":0"}
+    ) as c:
         assert "#$ -q short.q" in c.job_script()
 
 
@@ -191,7 +198,7 @@ def test_parse_qstat_xml_j_several_ids_and_unknown():
 def test_parse_qstat_xml_j_error_reason():
     reasons, errors = parse_qstat_xml_j(_read("qstat_xml_j_error.txt"))
     assert errors == {
-        "160": "can't open output file \"/nonexistent/dir/out\": No such file or directory"
+        "160": 'can\'t open output file "/nonexistent/dir/out": No such file or directory'
     }
     assert "Job is in error state" not in reasons["160"]
 
@@ -287,7 +294,7 @@ def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled(monkeypatch):
     def answers(argv):
         raise CommandError(argv, 1, several, "")
 
-    submitted = [f"Your job {i} (\"w-0\") has been submitted\n" for i in (148, 153, 139, 99999)]
+    submitted = [f'Your job {i} ("w-0") has been submitted\n' for i in (148, 153, 139, 99999)]
     engine, runner = engine_with(_sge_job(), answers, monkeypatch, submitted=submitted)
     assert cancel(engine, ["148", "153", "139", "99999"]) == []
     assert runner.calls == [["qdel", "148", "153", "139", "99999"]]
@@ -340,7 +347,9 @@ def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
         clock[0] = engine_time
         statuses = query(engine, ["170", "171"])
         # qacct reads the whole accounting file: asked again only every `pace` seconds
-        expected = [["qacct", "-j", "170"], ["qacct", "-j", "171"]] if engine_time % step_pace == 0 else []
+        expected = (
+            [["qacct", "-j", "170"], ["qacct", "-j", "171"]] if engine_time % step_pace == 0 else []
+        )
         assert sorted(c for c in runner.calls if c[0] == "qacct") == expected
         _, ended = tracker.observe(statuses, ["170", "171"], now=now)
         assert ended == []

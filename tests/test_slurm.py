@@ -56,8 +56,18 @@ def test_job_cpu_and_job_mem_override_the_request():
 
 @pytest.mark.parametrize(
     "nbytes, expected",
-    [(28_000_000_000, "27G"), (8_000_000_000, "8G"), (2**30, "1G"), (2**30 + 1, "2G"),
-     (500_000_000, "477M"), (2**20, "1M"), (5000, "5K"), (1024, "1K"), (100, "1K"), (1, "1K")],
+    [
+        (28_000_000_000, "27G"),
+        (8_000_000_000, "8G"),
+        (2**30, "1G"),
+        (2**30 + 1, "2G"),
+        (500_000_000, "477M"),
+        (2**20, "1M"),
+        (5000, "5K"),
+        (1024, "1K"),
+        (100, "1K"),
+        (1, "1K"),
+    ],
 )
 def test_slurm_format_bytes_ceil(nbytes, expected):
     assert slurm_format_bytes_ceil(nbytes) == expected
@@ -139,7 +149,10 @@ def test_job_waiting_for_a_full_node_shows_slurms_reason(tmp_path, monkeypatch):
         ) as cluster:
             cluster.scale(jobs=2)
             assert wait_until(
-                lambda: any(r.state == JobState.QUEUED and r.reason in ("Resources", "Priority") for r in cluster.jobs),
+                lambda: any(
+                    r.state == JobState.QUEUED and r.reason in ("Resources", "Priority")
+                    for r in cluster.jobs
+                ),
                 60,
             ), repr(cluster.jobs)
             assert "queued (" in cluster.jobs_summary()
@@ -163,7 +176,14 @@ def test_purged_jobs_are_finished(monkeypatch):
     statuses = query(engine, ["3", "21"])
     assert runner.calls == [
         [
-            "squeue", "-h", "-t", "all", "-r", "-j", "3,21", "-O",
+            "squeue",
+            "-h",
+            "-t",
+            "all",
+            "-r",
+            "-j",
+            "3,21",
+            "-O",
             "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|",
         ],
         ["sacct", "-X", "-P", "-n", "-j", "3", "-o", "JobID,State,ExitCode"],

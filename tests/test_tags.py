@@ -42,12 +42,20 @@ def test_tag_text_round_trips():
 @pytest.mark.parametrize(
     "text",
     [
-        "", None, "dask-worker", "djq1.0a1b2c3d.x.1.h", "djq1.XYZ.1.2.h",
+        "",
+        None,
+        "dask-worker",
+        "djq1.0a1b2c3d.x.1.h",
+        "djq1.XYZ.1.2.h",
         # a field that merely mentions a tag is not a tag
-        f"see {TAG.text()}", f"{TAG.text()} (old)", f"dask-worker-{TAG.text()}",
-        f"{TAG.text()},OTHER=1", f"x{TAG.text()}",
+        f"see {TAG.text()}",
+        f"{TAG.text()} (old)",
+        f"dask-worker-{TAG.text()}",
+        f"{TAG.text()},OTHER=1",
+        f"x{TAG.text()}",
         # the tag's form, but no tag of ours: never an error that would stop a listing
-        "djq1.0a1b2c3d.1.0.h", "djq1.0a1b2c3d.1.2.h-",
+        "djq1.0a1b2c3d.1.0.h",
+        "djq1.0a1b2c3d.1.2.h-",
     ],
 )
 def test_text_that_is_not_exactly_a_tag_is_none(text):
@@ -58,8 +66,17 @@ def test_pbs_job_names_carry_the_tag_in_one_exact_form():
     name = name_with_tag("dask-worker", TAG.text())
     assert name == f"dask-worker-{TAG.text()}"
     assert tag_in_name(name) == TAG.text()
-    for other in (TAG.text(), f"see {name}", f"{name} x", f"{name},x", f"1a-{TAG.text()}",
-                  f"a b-{TAG.text()}", f"-{TAG.text()}", "dask-worker", None):
+    for other in (
+        TAG.text(),
+        f"see {name}",
+        f"{name} x",
+        f"{name},x",
+        f"1a-{TAG.text()}",
+        f"a b-{TAG.text()}",
+        f"-{TAG.text()}",
+        "dask-worker",
+        None,
+    ):
         assert tag_in_name(other) is None, other
     assert parse_pbs_tags(f"Job Id: 1.s\n    Job_Name = {name}-\n    job_state = R\n") == {}
     # the host ends the name: more text after it is another host, never this tag
@@ -106,7 +123,12 @@ def test_pbs_family_names_the_job_after_its_tag_last(job_cls, command):
     job.tag = TAG
     # the last -N wins over submit_command_extra's and over the script's #PBS -N
     assert job.submit_argv("/tmp/job.sh") == [
-        command, "-N", "mine", "-N", f"dask-worker-{TAG.text()}", "/tmp/job.sh",
+        command,
+        "-N",
+        "mine",
+        "-N",
+        f"dask-worker-{TAG.text()}",
+        "/tmp/job.sh",
     ]
     assert "#PBS -N dask-worker" in job.job_script()
     assert "-v" not in job.submit_argv("/tmp/job.sh")
@@ -250,7 +272,10 @@ def _recorded(scheduler: str, name: str) -> str:
 def test_real_slurm_listing():
     out = _recorded("slurm", "squeue_tags.txt")
     tags = {i: JobTag.parse(t) for i, t in parse_slurm_tags(out).items()}
-    assert tags == {"110": JobTag("0a1b2c3d", 0, 4242, "vm"), "111": JobTag("0a1b2c3d", 1, 4242, "vm")}
+    assert tags == {
+        "110": JobTag("0a1b2c3d", 0, 4242, "vm"),
+        "111": JobTag("0a1b2c3d", 1, 4242, "vm"),
+    }
 
 
 def test_real_sge_listing():
@@ -314,8 +339,9 @@ EMULATED = [
     pytest.param("torque", PBSJob, {}, marks=pytest.mark.env("torque"), id="torque"),
     pytest.param("moab", MoabJob, {}, marks=pytest.mark.env("moab"), id="moab"),
     pytest.param("lsf", LSFJob, {}, marks=pytest.mark.env("lsf"), id="lsf"),
-    pytest.param("htcondor", HTCondorJob, {"disk": "1GB"}, marks=pytest.mark.env("htcondor"),
-                 id="htcondor"),
+    pytest.param(
+        "htcondor", HTCondorJob, {"disk": "1GB"}, marks=pytest.mark.env("htcondor"), id="htcondor"
+    ),
 ]
 
 
@@ -433,7 +459,10 @@ def test_oar_command_must_start_with_exactly_the_tag_line(command, ours):
 
 def test_oar_carries_the_tag_in_its_command():
     job = OARJob(
-        "tcp://127.0.0.1:8786", name="w-0", cores=1, memory="1GB",
+        "tcp://127.0.0.1:8786",
+        name="w-0",
+        cores=1,
+        memory="1GB",
         memory_per_core_property_name="not_applicable",
     )
     job.tag = TAG

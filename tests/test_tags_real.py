@@ -78,11 +78,23 @@ def _slurm_live(ids: list[str]) -> dict[str, str]:
 @pytest.mark.env("slurm")
 def test_slurm_cleanup_spares_a_job_whose_comment_mentions_a_tag():
     name = f"djq-mention-{uuid.uuid4().hex[:6]}"
-    kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": name,
-              "walltime": "00:10:00", "job_extra_directives": ["-H"],
-              "scheduler_options": {"dashboard_address": ":0"}}
-    client = Client(ENV, "dask_jobqueue.slurm", "SLURMCluster", 2, kwargs,
-                    {"jobqueue.slurm.job-arrays": "never"})
+    kwargs = {
+        "cores": 1,
+        "memory": "1GB",
+        "processes": 1,
+        "job_name": name,
+        "walltime": "00:10:00",
+        "job_extra_directives": ["-H"],
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    client = Client(
+        ENV,
+        "dask_jobqueue.slurm",
+        "SLURMCluster",
+        2,
+        kwargs,
+        {"jobqueue.slurm.job-arrays": "never"},
+    )
     user_job = None
     try:
         ours = client.job_ids
@@ -93,8 +105,21 @@ def test_slurm_cleanup_spares_a_job_whose_comment_mentions_a_tag():
         tag = comments[ours[0]]
         assert JobTag.parse(tag).cluster_id == client.cluster_id, comments
         # a user's own job, not Dask's, whose comment mentions that real tag
-        user_job = sh(["sbatch", "--parsable", "-J", f"{name}-user", "--comment", f"see {tag}",
-                       "--mem=50M", "-t", "00:10:00", "--wrap", "sleep 300"]).strip()
+        user_job = sh(
+            [
+                "sbatch",
+                "--parsable",
+                "-J",
+                f"{name}-user",
+                "--comment",
+                f"see {tag}",
+                "--mem=50M",
+                "-t",
+                "00:10:00",
+                "--wrap",
+                "sleep 300",
+            ]
+        ).strip()
         user_job = user_job.split(";")[0]
         assert sh(["squeue", "-h", "-j", user_job, "-o", "%k"]).strip() == f"see {tag}"
 
@@ -123,8 +148,9 @@ def _pbs_states(env: dict, ids: list[str]) -> dict[str, str]:
     ``C``); ``qstat -f`` text, which OpenPBS (with ``-x`` for finished jobs) and Torque
     share."""
     history = ["-x"] if env.get("DJQ_PBS_FLAVOUR") == "pbs" else []
-    out = subprocess.run(["qstat", *history, "-f", *ids], capture_output=True, text=True,
-                         timeout=60, env=env).stdout
+    out = subprocess.run(
+        ["qstat", *history, "-f", *ids], capture_output=True, text=True, timeout=60, env=env
+    ).stdout
     states, job_id = {}, None
     for line in out.splitlines():
         if line.startswith("Job Id:"):
@@ -143,8 +169,9 @@ def pbs_env(request, tmp_path):
     """The real OpenPBS (``/opt/pbs/bin`` first on ``PATH``) or the emulated Torque."""
     if request.param == "pbs":
         if "pbs_version" not in sh(["qstat", "--version"], check=False):
-            pytest.fail("qstat on PATH is not PBS's: put /opt/pbs/bin first on PATH "
-                        "(ci/pbs/README.md)")
+            pytest.fail(
+                "qstat on PATH is not PBS's: put /opt/pbs/bin first on PATH (ci/pbs/README.md)"
+            )
         yield {**ENV, "DJQ_PBS_FLAVOUR": "pbs"}
         return
     from .emulator import emulated_scheduler, kill_all
@@ -157,22 +184,38 @@ def pbs_env(request, tmp_path):
 
 @pytest.mark.parametrize(
     "pbs_env",
-    [pytest.param("pbs", marks=pytest.mark.env("pbs"), id="openpbs"),
-     pytest.param("torque", marks=pytest.mark.env("torque"), id="torque-emulated")],
+    [
+        pytest.param("pbs", marks=pytest.mark.env("pbs"), id="openpbs"),
+        pytest.param("torque", marks=pytest.mark.env("torque"), id="torque-emulated"),
+    ],
     indirect=True,
 )
 def test_pbs_job_submitted_with_qsub_V_from_a_worker_survives_watchdog_and_cleanup(pbs_env):
     env = pbs_env
     name = f"djq-vchild-{uuid.uuid4().hex[:6]}"
-    kwargs = {"cores": 1, "memory": "1GB", "processes": 1, "job_name": name,
-              "walltime": "00:10:00", "log_directory": f"/tmp/{name}",
-              "scheduler_options": {"dashboard_address": ":0"}}
-    qsub = subprocess.run(["sh", "-c", "command -v qsub"], capture_output=True, text=True,
-                          env=env, check=True).stdout.strip()
+    kwargs = {
+        "cores": 1,
+        "memory": "1GB",
+        "processes": 1,
+        "job_name": name,
+        "walltime": "00:10:00",
+        "log_directory": f"/tmp/{name}",
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    qsub = subprocess.run(
+        ["sh", "-c", "command -v qsub"], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     # -V: the child gets the worker's whole environment; a name of its own (STDIN)
     child = {"argv": [qsub, "-V", "-l", "walltime=00:10:00"], "input": "sleep 300\n"}
-    client = Client(env, "dask_jobqueue.pbs", "PBSCluster", 1, kwargs,
-                    {"jobqueue.pbs.job-arrays": "never"}, child=child)
+    client = Client(
+        env,
+        "dask_jobqueue.pbs",
+        "PBSCluster",
+        1,
+        kwargs,
+        {"jobqueue.pbs.job-arrays": "never"},
+        child=child,
+    )
     child_id = None
     try:
         ours = client.job_ids
@@ -184,9 +227,7 @@ def test_pbs_job_submitted_with_qsub_V_from_a_worker_survives_watchdog_and_clean
         assert set(ours) <= listed_ids(status) and child_id not in listed_ids(status), status
 
         client.kill()  # the watchdog cancels the cluster's job, and only that
-        assert wait_for(lambda: not any(_alive(env, i) for i in ours), 30), (
-            _pbs_states(env, ours)
-        )
+        assert wait_for(lambda: not any(_alive(env, i) for i in ours), 30), _pbs_states(env, ours)
         assert _alive(env, child_id), _pbs_states(env, [child_id])
 
         done = cli(env, "cleanup", "pbs", "--yes").stdout
@@ -194,5 +235,9 @@ def test_pbs_job_submitted_with_qsub_V_from_a_worker_survives_watchdog_and_clean
         assert _alive(env, child_id), _pbs_states(env, [child_id])
     finally:
         kill_client(client, watchdog_too=True)
-        subprocess.run(["qdel", *client.job_ids, *([child_id] if child_id else [])],
-                       capture_output=True, timeout=60, env=env)
+        subprocess.run(
+            ["qdel", *client.job_ids, *([child_id] if child_id else [])],
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )

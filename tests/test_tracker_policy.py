@@ -294,4 +294,6 @@ def test_cap_window_slides():
     policy = FailurePolicy(window=60)
     for _ in range(3):
         policy.job_ended(record(True, JobState.TIMED_OUT), TIMEOUT, True, now=0, cap=3)
-    assert policy.job_ended(record(True, JobState.TIMED_OUT), TIMEOUT, True, now=61, cap=3).delay == 0
+    assert (
+        policy.job_ended(record(True, JobState.TIMED_OUT), TIMEOUT, True, now=61, cap=3).delay == 0
+    )

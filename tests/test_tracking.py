@@ -7,7 +7,11 @@ from dask_jobqueue.tracking import HTML_ROWS, JobRecord, JobState, JobStatus, Jo
 
 def test_final_and_waiting_states():
     assert {s for s in JobState if s.is_final} == {
-        JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST,
+        JobState.FINISHED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMED_OUT,
+        JobState.LOST,
     }
     assert {s for s in JobState if s.is_waiting} == {JobState.QUEUED, JobState.HELD}
 
@@ -37,7 +41,15 @@ def test_table_text_summary_html_and_dataframe():
     failed.apply(JobStatus(JobState.FAILED, "NonZeroExitCode", 127))
     table = JobTable([failed, queued])
     text = repr(table)
-    assert text.splitlines()[0].split() == ["JOB_ID", "NAME", "STATE", "REASON", "EXIT_CODE", "WORKERS", "AGE"]
+    assert text.splitlines()[0].split() == [
+        "JOB_ID",
+        "NAME",
+        "STATE",
+        "REASON",
+        "EXIT_CODE",
+        "WORKERS",
+        "AGE",
+    ]
     assert "QOSMaxJobsPerUserLimit" in text and "127" in text
     assert table.summary() == "2 jobs: 1 failed, 1 queued (QOSMaxJobsPerUserLimit)"
     html = table._repr_html_()

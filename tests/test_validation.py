@@ -58,7 +58,9 @@ BAD_JOB_INPUT = [
 
 
 def keyword_in_message(keyword: str, message: str) -> bool:
-    return f"{keyword}=" in message or f" {keyword} " in message or message.startswith(f"{keyword} ")
+    return (
+        f"{keyword}=" in message or f" {keyword} " in message or message.startswith(f"{keyword} ")
+    )
 
 
 @pytest.mark.parametrize("cls, keyword, value, words", BAD_JOB_INPUT)

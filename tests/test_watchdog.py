@@ -107,8 +107,9 @@ def whole_command_failure(bad, message=DOWN):
 def logged(capsys) -> list[str]:
     """The watchdog's log lines since the last call, without time stamp and pid."""
     err = capsys.readouterr().err
-    return [re.sub(r"^\S+ \S+ dask-jobqueue watchdog\[\d+\]: ", "", line)
-            for line in err.splitlines()]
+    return [
+        re.sub(r"^\S+ \S+ dask-jobqueue watchdog\[\d+\]: ", "", line) for line in err.splitlines()
+    ]
 
 
 def test_state_file_is_private_atomic_and_round_trips(tmp_path):
@@ -155,17 +156,22 @@ def test_the_watchdog_runs_its_commands_with_the_engines_runner():
 def test_cancel_retries_then_reports_what_is_left():
     sleeps = []
     fake = FakeCommands(cancel=lambda ids: ([], ["slurm down"]))
-    report = cancel_with_retries(["scancel"], ["1"], "Invalid job id", fake, attempts=3,
-                                 sleep=sleeps.append)
+    report = cancel_with_retries(
+        ["scancel"], ["1"], "Invalid job id", fake, attempts=3, sleep=sleeps.append
+    )
     assert report.failed == {"1": "slurm down"} and report.cancelled == []
     assert len(fake.cancels) == 3 and sleeps == [1.0, 2.0]
 
 
 def test_cancel_of_gone_jobs_is_told_apart_from_cancelled_ones():
-    fake = FakeCommands(cancel=per_id_failure({"1"}, "scancel: error: Kill job error on job id "
-                                              "{}: Invalid job id specified"))
-    report = cancel_with_retries(["scancel"], ["1", "2"], "Invalid job id", fake,
-                                 sleep=lambda s: None)
+    fake = FakeCommands(
+        cancel=per_id_failure(
+            {"1"}, "scancel: error: Kill job error on job id {}: Invalid job id specified"
+        )
+    )
+    report = cancel_with_retries(
+        ["scancel"], ["1", "2"], "Invalid job id", fake, sleep=lambda s: None
+    )
     assert (report.cancelled, report.gone, report.failed) == (["2"], ["1"], {})
     assert len(fake.cancels) == 1
 
@@ -187,6 +193,7 @@ def test_a_hung_cancel_is_retried_whole():
 
 def test_time_outs_are_retried_whole_never_split():
     """A batch system that does not answer: a bounded number of commands, all whole."""
+
     def cancel(ids):
         raise CommandError(["scancel", *ids], None, reason="timed out after 60s")
 
@@ -203,11 +210,16 @@ def test_one_failing_id_does_not_fail_its_batch(capsys):
     fake = FakeCommands(cancel=per_id_failure({"4"}))
     state = make_state(job_ids=[str(i) for i in range(1, 7)], list_argvs=[])
     sleeps = []
-    assert clean_up(state, fake, sleep=sleeps.append, relist_delay=5.0, attempts=2,
-                    passes=2) == ["4"]
+    assert clean_up(state, fake, sleep=sleeps.append, relist_delay=5.0, attempts=2, passes=2) == [
+        "4"
+    ]
     assert sorted(fake.cancelled) == ["1", "2", "3", "5", "6"]
-    assert fake.cancels == [["scancel", "1", "2", "3", "4", "5", "6"], ["scancel", "4"],
-                            ["scancel", "4"], ["scancel", "4"]]
+    assert fake.cancels == [
+        ["scancel", "1", "2", "3", "4", "5", "6"],
+        ["scancel", "4"],
+        ["scancel", "4"],
+        ["scancel", "4"],
+    ]
     assert sleeps == [1.0, 5.0, 1.0]
     reason = DENIED.format(4)
     assert logged(capsys) == [
@@ -228,7 +240,16 @@ def test_a_batch_failing_as_a_whole_is_tried_in_halves(capsys):
     assert sorted(fake.cancelled) == ["1", "2", "3", "4", "6", "7", "8"]
     everything = "1 2 3 4 5 6 7 8"
     assert [" ".join(c[1:]) for c in fake.cancels] == [
-        everything, everything, "1 2 3 4", "5 6 7 8", "5 6", "5", "6", "7 8", "5", "5",
+        everything,
+        everything,
+        "1 2 3 4",
+        "5 6 7 8",
+        "5 6",
+        "5",
+        "6",
+        "7 8",
+        "5",
+        "5",
     ]
     assert logged(capsys) == [
         f"cancel of {everything} failed (attempt 1): {DOWN}",
@@ -254,8 +275,11 @@ def test_a_cancel_failing_always_is_bounded_and_logged_as_failed(capsys):
     assert sum(sleeps) <= 3 * 1.0 + 5.0 + 10.0
     lines = logged(capsys)
     assert not any(line.startswith("cancelled") or "already gone" in line for line in lines)
-    summaries = [m for m in map(re.compile(r"could not cancel (\d+) job\(s\): [^:]*: (.*)").match,
-                                lines) if m]
+    summaries = [
+        m
+        for m in map(re.compile(r"could not cancel (\d+) job\(s\): [^:]*: (.*)").match, lines)
+        if m
+    ]
     assert sum(int(m.group(1)) for m in summaries) == 3 * 500  # every id, in every pass
     assert {m.group(2) for m in summaries} <= {DOWN, f"{DOWN} (gave up after 40 cancel commands)"}
 
@@ -274,14 +298,16 @@ def test_a_failed_id_is_cancelled_in_the_next_pass(capsys):
 
 
 def test_a_hung_cancel_whose_grandchild_left_its_group_does_not_hold_the_watchdog(
-    fake_commands, capsys  # noqa: F811
+    fake_commands,  # noqa: F811
+    capsys,
 ):
     """The old runner waited for the pipes without limit; this one returns in bounded time."""
     fake_commands.hang("scancel", seconds=120, escape=True)
     state = make_state(list_argvs=[])
     started = time.monotonic()
-    left = clean_up(state, lambda argv: run(argv, timeout=1), sleep=lambda s: None,
-                    attempts=1, passes=1)
+    left = clean_up(
+        state, lambda argv: run(argv, timeout=1), sleep=lambda s: None, attempts=1, passes=1
+    )
     elapsed = time.monotonic() - started
     assert left == ["1", "2"]
     assert elapsed < 1 + _shell.KILL_GRACE + 2 * _shell.FINAL_WAIT, elapsed
@@ -332,15 +358,21 @@ def test_clean_up_cancels_the_known_ids_as_the_engine_would():
     assert clean_up(state, fake, sleep=lambda s: None) == []
     # the second listing still shows them all: cancelled already, not cancelled again
     assert [c for c in fake.calls if c[0] == "qdel"] == [
-        ["qdel", "66[0].server"], ["qdel", "70.server"], ["qdel", "65[0-199].server"],
+        ["qdel", "66[0].server"],
+        ["qdel", "70.server"],
+        ["qdel", "65[0-199].server"],
     ]
 
 
 def test_a_range_whose_tasks_changed_since_the_plan_is_cancelled_by_id():
     tasks = [f"65[{i}].s" for i in range(3)]
-    state = make_state(cancel_argv=["qdel"], cancel_max_ids=1, list_argvs=[],
-                       job_ids=apply_journal(tasks, "- 65[1].s\n"),
-                       cancel_plan=[[["65[0-2].s"], tasks]])
+    state = make_state(
+        cancel_argv=["qdel"],
+        cancel_max_ids=1,
+        list_argvs=[],
+        job_ids=apply_journal(tasks, "- 65[1].s\n"),
+        cancel_plan=[[["65[0-2].s"], tasks]],
+    )
     fake = FakeCommands()
     assert clean_up(state, fake, sleep=lambda s: None) == []
     assert [c for c in fake.calls if c[0] == "qdel"] == [["qdel", "65[0].s"], ["qdel", "65[2].s"]]
@@ -349,9 +381,13 @@ def test_a_range_whose_tasks_changed_since_the_plan_is_cancelled_by_id():
 def test_a_range_that_could_not_be_cancelled_is_reported():
     fake = FakeCommands(cancel=lambda ids: (ids, []) if ids == ["70.s"] else ([], ["down"]))
     tasks = ["65[0].s", "65[1].s"]
-    state = make_state(cancel_argv=["qdel"], job_ids=[*tasks, "70.s"], cancel_max_ids=1,
-                       cancel_plan=[[["70.s"], ["70.s"]], [["65[0-1].s"], tasks]],
-                       list_argvs=[])
+    state = make_state(
+        cancel_argv=["qdel"],
+        job_ids=[*tasks, "70.s"],
+        cancel_max_ids=1,
+        cancel_plan=[[["70.s"], ["70.s"]], [["65[0-1].s"], tasks]],
+        list_argvs=[],
+    )
     assert clean_up(state, fake, sleep=lambda s: None) == ["65[0-1].s"]
 
 
@@ -430,8 +466,9 @@ def test_changes_during_a_fold_are_on_disk_whenever_the_owner_dies(tmp_path):
         dog.record(removed=["a"])
         expected.remove("a")
         assert sorted(WatchdogState.load(path).job_ids) == expected
-        assert sorted(name for name in os.listdir(dog.directory) if name.startswith("journal"))\
-            == [WatchdogState.read(path).journal]  # the old journal is gone
+        assert sorted(name for name in os.listdir(dog.directory) if name.startswith("journal")) == [
+            WatchdogState.read(path).journal
+        ]  # the old journal is gone
     finally:
         release.set()
         dog.stop()
@@ -447,7 +484,7 @@ def _fake_batch_system(tmp_path: Path) -> tuple[Path, Path]:
     log = tmp_path / "cancelled.log"
     listing = tmp_path / "listing.txt"
     listing.write_text(f"5|{TAG.text()}\n6|{OTHER.text()}\n")
-    (bin_dir / "scancel").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    (bin_dir / "scancel").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
     (bin_dir / "squeue").write_text(f"#!/bin/sh\ncat {listing}\n")
     for tool in ("scancel", "squeue"):
         (bin_dir / tool).chmod(0o755)
@@ -480,9 +517,18 @@ def _start_owner(
     bin_dir, _ = _fake_batch_system(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(bin_dir / "scancel"), str(bin_dir / "squeue"), mode,
-         *map(str, owned)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-c",
+            OWNER,
+            str(bin_dir / "scancel"),
+            str(bin_dir / "squeue"),
+            mode,
+            *map(str, owned),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     pid, directory = owner.stdout.readline().split()
     return owner, int(pid), directory
@@ -557,7 +603,10 @@ def test_watchdog_program_imports_neither_distributed_nor_the_cluster(tmp_path):
     package_parent = str(Path(watchdog.__file__).resolve().parent.parent)
     out = subprocess.run(
         [sys.executable, "-I", "-c", probe, package_parent],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     ).stdout
     assert out.strip().splitlines()[-1] == "[]"
 

@@ -326,7 +326,10 @@ DIALECT = Dialect(
     status_steps=(
         StatusStep("condor_q", condor_q_argv, parse_condor_step),
         StatusStep(
-            "condor_history", condor_history_argv, parse_condor_step, select=missing_ids,
+            "condor_history",
+            condor_history_argv,
+            parse_condor_step,
+            select=missing_ids,
             required=False,
         ),
     ),

@@ -118,8 +118,15 @@ _SUSPENDED_REASONS = {
     "SSUSP": "suspended by LSF while running",
 }
 # ``exit_reason`` prefixes of jobs killed on purpose (``bkill``, preemption...).
-_CANCEL_REASONS = ("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN",
-                   "TERM_PREEMPT", "TERM_REQUEUE_OWNER", "TERM_REQUEUE_ADMIN")
+_CANCEL_REASONS = (
+    "TERM_OWNER",
+    "TERM_ADMIN",
+    "TERM_FORCE_OWNER",
+    "TERM_FORCE_ADMIN",
+    "TERM_PREEMPT",
+    "TERM_REQUEUE_OWNER",
+    "TERM_REQUEUE_ADMIN",
+)
 _TIMEOUT_REASONS = ("TERM_RUNLIMIT", "TERM_DEADLINE")
 #: bjobs ``exit_code`` of a job killed at its run limit, and of a job killed by ``bkill``
 #: (SIGINT) when the LSF version has no ``exit_reason`` field.
@@ -342,6 +349,7 @@ LSF_ARRAYS = ArraySupport(
 
 # ---------------------------------------------------------------- tags
 
+
 def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``bjobs -u USER -o 'jobid jobindex job_description delimiter="|"' -noheader``: array
     elements (``jobindex`` > 0) as ``12[3]``; also the form without ``jobindex``, and ids
@@ -403,8 +411,7 @@ DIALECT = Dialect(
     tagging=TagSpec(
         submit_args=lambda text: ["-Jd", text],
         list_argvs=lambda user: [
-            ["bjobs", "-u", user, "-o", "jobid jobindex job_description delimiter='|'",
-             "-noheader"]
+            ["bjobs", "-u", user, "-o", "jobid jobindex job_description delimiter='|'", "-noheader"]
         ],
         parse=parse_lsf_tags,
     ),

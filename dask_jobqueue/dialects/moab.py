@@ -153,6 +153,7 @@ def parse_showq_step(
 
 # ---------------------------------------------------------------- tags
 
+
 def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """Torque's ``qstat -f`` under Moab: as :func:`parse_pbs_tags`, with Moab's job ids
     (``12``, where Torque says ``12.server``)."""
@@ -169,7 +170,10 @@ DIALECT = replace(
     status_steps=(
         StatusStep("showq --xml", showq_argv, parse_showq_step),
         StatusStep(
-            "showq -c --xml", showq_completed_argv, parse_showq_step, select=missing_ids,
+            "showq -c --xml",
+            showq_completed_argv,
+            parse_showq_step,
+            select=missing_ids,
             required=False,
         ),
     ),

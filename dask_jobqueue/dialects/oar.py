@@ -132,6 +132,8 @@ def oarstat_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
     for job_id in job_ids:
         argv += ["-j", str(job_id)]
     return argv
+
+
 def oar_array_task_ids(stdout: str, indices: Sequence[int]) -> list[str]:
     """Every task of an OAR array is a job of its own: one ``OAR_JOB_ID=`` line each, in
     index order (the ``OAR_ARRAY_ID=`` line names the array)."""

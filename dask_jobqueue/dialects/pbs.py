@@ -71,6 +71,7 @@ __all__ = [
     "tag_in_name",
 ]
 
+
 def pbs_format_bytes_ceil(nbytes: int) -> str:
     """Memory for ``-l mem=``, rounded up: ``GB`` from 10 GiB, ``MB`` from 10 MiB, ``kB``
     from 10 KiB, else ``B`` (PBS reads these units as powers of 1024).
@@ -472,12 +473,11 @@ TORQUE_ARRAYS = ArraySupport(
     cancel_args=list,
     adopt=pbs_adopt,
     # the emulator's guess at Torque's wording (no real Torque recorded), or PBS Pro's
-    too_large=re.compile(
-        r"Requested array size too large|" + _ARRAY_TOO_LARGE.pattern
-    ),
+    too_large=re.compile(r"Requested array size too large|" + _ARRAY_TOO_LARGE.pattern),
 )
 
 ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}
+
 
 def parse_pbs_queue_walltime(stdout: str) -> float | None:
     """``qstat -Qf QUEUE`` / ``qstat -Bf``: ``resources_default.walltime``, else
@@ -499,7 +499,6 @@ JOB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.+-]*"
 #: The longest job name PBS Pro / OpenPBS accept (``qsub -N``).
 PBS_MAX_JOB_NAME = 236
 _NAME_RE = re.compile(rf"(?P<job_name>{JOB_NAME_PATTERN})-(?P<tag>{TAG_PATTERN})")
-
 
 
 def name_with_tag(job_name: str, text: str) -> str:

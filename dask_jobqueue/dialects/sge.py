@@ -383,6 +383,7 @@ SGE_ARRAYS = ArraySupport(
     too_large=re.compile(r"you tried to submit a job with more than \d+ tasks"),
 )
 
+
 def parse_sge_queue_h_rt(stdout: str) -> float | None:
     """``qconf -sq QUEUE``: the queue's ``h_rt`` (``INFINITY``: no limit)."""
     for line in stdout.splitlines():
@@ -393,6 +394,7 @@ def parse_sge_queue_h_rt(stdout: str) -> float | None:
 
 
 # ---------------------------------------------------------------- tags
+
 
 def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``qstat -xml -j '*'``: ``JB_job_number`` and the ``DASK_JOBQUEUE_TAG`` entry of
@@ -439,9 +441,17 @@ DIALECT = Dialect(
         ),
         # qacct reads the whole accounting file: at most every 5 s per vanished job, one
         # command per array, and one listing for all when more than a few would run
-        StatusStep("qacct", qacct_argv, parse_qacct_step, select=missing_ids, each=True,
-                   pace=5.0, group=qacct_groups, batch_argv=qacct_listing_argv,
-                   required=False),
+        StatusStep(
+            "qacct",
+            qacct_argv,
+            parse_qacct_step,
+            select=missing_ids,
+            each=True,
+            pace=5.0,
+            group=qacct_groups,
+            batch_argv=qacct_listing_argv,
+            required=False,
+        ),
     ),
     # qdel of a job that ended meanwhile: 'denied: job "12" does not exist'
     cancel_gone_pattern=re.compile(r"does not exist"),

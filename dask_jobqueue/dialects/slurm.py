@@ -196,8 +196,10 @@ def _slurm_task(job_id: str) -> tuple[str, int] | None:
 def slurm_cancel_args(job_ids: Sequence[str]) -> list[str]:
     """``scancel`` arguments: tasks of one array as one range (``12_[3-5,7]``), others as is."""
     return [
-        arg if indices is None
-        else f"{arg}_{indices[0]}" if len(indices) == 1
+        arg
+        if indices is None
+        else f"{arg}_{indices[0]}"
+        if len(indices) == 1
         else f"{arg}_[{','.join(index_spans(indices))}]"
         for arg, indices in group_tasks(job_ids, _slurm_task)
     ]
@@ -252,6 +254,7 @@ def parse_scontrol_partitions(stdout: str, partition: str | None) -> float | Non
 
 # ---------------------------------------------------------------- tags
 
+
 def parse_slurm_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     """``squeue -h -u USER -o '%i|%k'``: job id and comment per line."""
     found = {}
@@ -278,7 +281,10 @@ DIALECT = Dialect(
             usable_failure=lambda exc: "Invalid job id" in exc.stderr,
         ),
         StatusStep(
-            "sacct", sacct_argv, simple_parser(parse_sacct_final), select=missing_ids,
+            "sacct",
+            sacct_argv,
+            simple_parser(parse_sacct_final),
+            select=missing_ids,
             required=False,
         ),
     ),

@@ -34,8 +34,9 @@ DIALECT = Dialect(
     directive_prefix="#ACME",
     job_id_regexp=r"^job (?P<job_id>\d+)$",
     status_steps=(
-        StatusStep("acme-stat", lambda job, ids, facts: ["acme-stat", *ids],
-                   simple_parser(parse_acme_stat)),
+        StatusStep(
+            "acme-stat", lambda job, ids, facts: ["acme-stat", *ids], simple_parser(parse_acme_stat)
+        ),
     ),
 )
 
@@ -53,4 +54,3 @@ class AcmeCluster(JobQueueCluster):
     """Launch Dask workers on an Acme cluster."""
 
     job_cls = AcmeJob
-

@@ -54,11 +54,25 @@ TOOLS: dict[str, list[str]] = {
     "torque": _PBS_TOOLS,
     "moab": ["msub", "showq", "checkjob", "canceljob", "releasehold", *_PBS_TOOLS],
     "lsf": ["bsub", "bjobs", "bkill", "bresume", "bparams"],
-    "htcondor": ["condor_submit", "condor_q", "condor_history", "condor_rm",
-                 "condor_release", "condor_hold", "condor_config_val"],
+    "htcondor": [
+        "condor_submit",
+        "condor_q",
+        "condor_history",
+        "condor_rm",
+        "condor_release",
+        "condor_hold",
+        "condor_config_val",
+    ],
 }
-FAULT_KINDS = ("submit_fail", "submit_hang", "status_fail", "cancel_fail",
-               "job_dies_at_start", "hold_next", "submit_accept_then_fail")
+FAULT_KINDS = (
+    "submit_fail",
+    "submit_hang",
+    "status_fail",
+    "cancel_fail",
+    "job_dies_at_start",
+    "hold_next",
+    "submit_accept_then_fail",
+)
 
 
 class EmulatorEnv(dict[str, str]):
@@ -89,8 +103,13 @@ def write_bin(home: str | os.PathLike[str], flavour: str) -> Path:
     return store.bin_dir
 
 
-def emulated_scheduler(flavour: str, home_dir: str | os.PathLike[str], slots: int = 4,
-                       queues: list[str] | None = None, **config: Any) -> EmulatorEnv:
+def emulated_scheduler(
+    flavour: str,
+    home_dir: str | os.PathLike[str],
+    slots: int = 4,
+    queues: list[str] | None = None,
+    **config: Any,
+) -> EmulatorEnv:
     """Set up an emulated batch system of ``flavour`` in ``home_dir``.
 
     Writes ``config.json`` (``slots`` cores in total; ``queues``, first one is
@@ -211,8 +230,12 @@ def kill_all(home: str | os.PathLike[str], timeout: float = 5.0) -> int:
     with store.lock():
         for job in store.all_jobs():
             if job["state"] in (RUNNING, EXITING):
-                job.update(state=DONE, pid=None, end_time=time.time(),
-                           term_reason=job.get("term_reason") or "killed")
+                job.update(
+                    state=DONE,
+                    pid=None,
+                    end_time=time.time(),
+                    term_reason=job.get("term_reason") or "killed",
+                )
                 store.save_job(job)
     return active
 
@@ -227,8 +250,12 @@ def job_record(home: str | os.PathLike[str], key: str | int) -> dict[str, Any] |
     return Store(home).load_job(str(key))
 
 
-def wait_for_job(home: str | os.PathLike[str], key: str | int, states: tuple[str, ...] = (DONE,),
-                 timeout: float = 10.0) -> dict[str, Any]:
+def wait_for_job(
+    home: str | os.PathLike[str],
+    key: str | int,
+    states: tuple[str, ...] = (DONE,),
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """Poll until job ``key`` is in one of ``states``; returns its record.
 
     Raises ``TimeoutError`` otherwise. States: ``queued``, ``held``,

@@ -17,12 +17,15 @@ class _Undefined:
 
 UNDEFINED: Any = _Undefined()
 
-_TOKEN = re.compile(r"""\s*(?:
+_TOKEN = re.compile(
+    r"""\s*(?:
     (?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\.\d+|\d+(?:[eE][-+]?\d+)?)
   | (?P<str>"(?:[^"\\]|\\.)*")
   | (?P<id>[A-Za-z_][A-Za-z0-9_.]*)
   | (?P<op>=\?=|=!=|==|!=|<=|>=|&&|\|\||[-+*/%<>!()?:,])
-)""", re.VERBOSE)
+)""",
+    re.VERBOSE,
+)
 
 
 class ClassAdError(ValueError):
@@ -46,7 +49,11 @@ def tokenize(text: str) -> list[tuple[str, str]]:
 
 
 def _num(v: Any) -> Any:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else (int(v) if isinstance(v, bool) else UNDEFINED)
+    return (
+        v
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+        else (int(v) if isinstance(v, bool) else UNDEFINED)
+    )
 
 
 _FUNCS: dict[str, Callable[..., Any]] = {
@@ -54,7 +61,9 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "ceiling": lambda x: UNDEFINED if _num(x) is UNDEFINED else int(math.ceil(x)),
     "ceil": lambda x: UNDEFINED if _num(x) is UNDEFINED else int(math.ceil(x)),
     "round": lambda x: UNDEFINED if _num(x) is UNDEFINED else int(round(x)),
-    "int": lambda x: UNDEFINED if _num(x) is UNDEFINED and not isinstance(x, str) else int(float(x)),
+    "int": lambda x: (
+        UNDEFINED if _num(x) is UNDEFINED and not isinstance(x, str) else int(float(x))
+    ),
     "real": lambda x: UNDEFINED if _num(x) is UNDEFINED and not isinstance(x, str) else float(x),
     "string": lambda x: x if isinstance(x, str) else str(x),
     "ifthenelse": lambda c, a, b: a if c is True or (c not in (False, UNDEFINED) and c) else b,
@@ -97,7 +106,14 @@ class _Parser:
             return a if cond is True else b
         return cond
 
-    LEVELS = (("||",), ("&&",), ("==", "!=", "=?=", "=!="), ("<", ">", "<=", ">="), ("+", "-"), ("*", "/", "%"))
+    LEVELS = (
+        ("||",),
+        ("&&",),
+        ("==", "!=", "=?=", "=!="),
+        ("<", ">", "<=", ">="),
+        ("+", "-"),
+        ("*", "/", "%"),
+    )
 
     def binary(self, level: int) -> Any:
         if level == len(self.LEVELS):
@@ -163,9 +179,15 @@ def _apply(op: str, a: Any, b: Any) -> Any:
     if op == "=!=":
         return not (type(a) is type(b) and a == b)
     if op == "||":
-        return True if a is True or b is True else (UNDEFINED if UNDEFINED in (a, b) else bool(a or b))
+        return (
+            True if a is True or b is True else (UNDEFINED if UNDEFINED in (a, b) else bool(a or b))
+        )
     if op == "&&":
-        return False if a is False or b is False else (UNDEFINED if UNDEFINED in (a, b) else bool(a and b))
+        return (
+            False
+            if a is False or b is False
+            else (UNDEFINED if UNDEFINED in (a, b) else bool(a and b))
+        )
     if a is UNDEFINED or b is UNDEFINED:
         return UNDEFINED
     if isinstance(a, str) and isinstance(b, str) and op in ("==", "!="):
@@ -237,7 +259,11 @@ def literal(text: str) -> Any:
         toks = tokenize(text)
     except ClassAdError:
         return Expr(text)
-    if len(toks) == 1 and toks[0][0] in ("num", "str") or (len(toks) == 2 and toks[0][1] == "-" and toks[1][0] == "num"):
+    if (
+        len(toks) == 1
+        and toks[0][0] in ("num", "str")
+        or (len(toks) == 2 and toks[0][1] == "-" and toks[1][0] == "num")
+    ):
         return evaluate(text, {})
     if len(toks) == 1 and toks[0][1].lower() in ("true", "false"):
         return toks[0][1].lower() == "true"

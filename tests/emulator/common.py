@@ -70,7 +70,7 @@ def directive_lines(text: str, prefix: str) -> list[list[str]]:
         if stripped.startswith(prefix) and (
             len(stripped) == len(prefix) or stripped[len(prefix)].isspace()
         ):
-            rest = stripped[len(prefix):]
+            rest = stripped[len(prefix) :]
             try:
                 result.append(shlex.split(rest, comments=True))
             except ValueError as exc:
@@ -117,9 +117,21 @@ def format_time(ts: float | None, fmt: str = "%a %b %d %H:%M:%S %Y") -> str:
     return time.strftime(fmt, time.localtime(ts)) if ts else "--"
 
 
-def base_job(store: Store, *, key: str, seq: int, name: str, queue: str | None,
-             command: list[str], cwd: str, env: dict[str, str], cores: int,
-             walltime: int | None, stdout: str | None, stderr: str | None) -> Job:
+def base_job(
+    store: Store,
+    *,
+    key: str,
+    seq: int,
+    name: str,
+    queue: str | None,
+    command: list[str],
+    cwd: str,
+    env: dict[str, str],
+    cores: int,
+    walltime: int | None,
+    stdout: str | None,
+    stderr: str | None,
+) -> Job:
     """Build a job record with the fields the runner understands."""
     return {
         "key": key,
@@ -177,14 +189,18 @@ def apply_status_faults(store: Store, default_stderr: str, default_code: int) ->
     """Apply a ``status_fail`` fault (raises UsageError when one is armed)."""
     fail = store.take_fault("status_fail")
     if fail is not None:
-        raise UsageError(fail.get("stderr", default_stderr), int(fail.get("exit_code", default_code)))
+        raise UsageError(
+            fail.get("stderr", default_stderr), int(fail.get("exit_code", default_code))
+        )
 
 
 def apply_cancel_faults(store: Store, default_stderr: str, default_code: int) -> None:
     """Apply a ``cancel_fail`` fault (raises UsageError when one is armed)."""
     fail = store.take_fault("cancel_fail")
     if fail is not None:
-        raise UsageError(fail.get("stderr", default_stderr), int(fail.get("exit_code", default_code)))
+        raise UsageError(
+            fail.get("stderr", default_stderr), int(fail.get("exit_code", default_code))
+        )
 
 
 def enqueue(store: Store, jobs: list[Job]) -> None:
@@ -252,8 +268,9 @@ def is_visible(store: Store, job: Job, keep: float | None = None) -> bool:
     return (time.time() - (job.get("end_time") or 0)) <= keep
 
 
-def request_cancel(store: Store, key: str, reason: str = "cancelled",
-                   sig: int = signal.SIGTERM) -> str:
+def request_cancel(
+    store: Store, key: str, reason: str = "cancelled", sig: int = signal.SIGTERM
+) -> str:
     """Cancel job ``key``; returns its state before the cancel (``None`` if unknown).
 
     Queued/held jobs are finished at once; running jobs get SIGTERM on their

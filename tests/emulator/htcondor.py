@@ -103,9 +103,11 @@ def parse_environment(value: str) -> dict[str, str]:
 
 def quote_arguments(args: list[str]) -> str:
     """Arguments list back to the new syntax (as stored in the job ad)."""
+
     def q(a: str) -> str:
         a = a.replace('"', '""')
         return "'" + a.replace("'", "''") + "'" if (not a or re.search(r"[\s']", a)) else a
+
     return " ".join(q(a) for a in args)
 
 
@@ -149,8 +151,9 @@ def _choice(args: str, macros: dict[str, str], cluster: int, proc: int, depth: i
         index = int(value)
     items = [i.strip() for i in rest.split(",")]
     if len(items) == 1:  # the name of a list variable
-        items = _list_items(_expand(macros.get(_norm(items[0]), ""), macros, cluster, proc,
-                                    depth + 1))
+        items = _list_items(
+            _expand(macros.get(_norm(items[0]), ""), macros, cluster, proc, depth + 1)
+        )
     if not 0 <= index < len(items):
         raise UsageError(f"ERROR: $CHOICE() index {index} is out of range", 1)
     return items[index]
@@ -164,9 +167,12 @@ def _list_items(text: str) -> list[str]:
 
 def _expand(value: str, macros: dict[str, str], cluster: int, proc: int, depth: int = 0) -> str:
     if "$CHOICE(" in value.upper():
-        value = re.sub(r"\$CHOICE\(([^()]*)\)",
-                       lambda m: _choice(m.group(1), macros, cluster, proc, depth),
-                       value, flags=re.I)
+        value = re.sub(
+            r"\$CHOICE\(([^()]*)\)",
+            lambda m: _choice(m.group(1), macros, cluster, proc, depth),
+            value,
+            flags=re.I,
+        )
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
@@ -182,10 +188,13 @@ def _expand(value: str, macros: dict[str, str], cluster: int, proc: int, depth: 
             return os.environ.get(env.group(1), "")
         raw = macros.get(low, "")
         return _expand(raw, macros, cluster, proc, depth + 1) if depth < 10 else raw
+
     return re.sub(r"\$\(([^()]*(?:\([^()]*\))?)\)", sub, value)
 
 
-def _resource(value: str, ad: dict[str, Any], default_unit: str, what: str) -> tuple[Any, float | None]:
+def _resource(
+    value: str, ad: dict[str, Any], default_unit: str, what: str
+) -> tuple[Any, float | None]:
     """Returns (ad value, evaluated number in the default unit)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kmgt]i?b?)?\s*", value)
     if m:
@@ -225,7 +234,9 @@ def condor_submit(store: Store, argv: list[str]) -> int:
         elif a in ("-verbose", "-v", "-disable", "-d", "-unused", "-allow-crlf-script"):
             pass
         elif a.startswith("-") and a != "-":
-            raise UsageError(f"ERROR: Unknown option {a}\nUsage: condor_submit [options] [cmdfile]", 1)
+            raise UsageError(
+                f"ERROR: Unknown option {a}\nUsage: condor_submit [options] [cmdfile]", 1
+            )
         elif "=" in a and not os.path.exists(a):
             appends.append(a)
         else:
@@ -242,7 +253,9 @@ def condor_submit(store: Store, argv: list[str]) -> int:
     apply_submit_faults(store)
     lines = _read_description(text)
     # ``-a`` lines go just before the first queue statement, as the real tool does.
-    qpos = next((k for k, (_, ln) in enumerate(lines) if re.match(r"queue\b", ln, re.I)), len(lines))
+    qpos = next(
+        (k for k, (_, ln) in enumerate(lines) if re.match(r"queue\b", ln, re.I)), len(lines)
+    )
     lines[qpos:qpos] = [(0, a) for a in appends]
     macros: dict[str, str] = {}
     custom: dict[str, str] = {}
@@ -252,15 +265,21 @@ def condor_submit(store: Store, argv: list[str]) -> int:
         if m:
             count_text = m.group(1).strip()
             if count_text and not count_text.isdigit():
-                raise UsageError(f"ERROR: on Line {lineno} of submit file: \n"
-                                 f"ERROR: queue statement '{line}' is not supported by the emulator", 1)
+                raise UsageError(
+                    f"ERROR: on Line {lineno} of submit file: \n"
+                    f"ERROR: queue statement '{line}' is not supported by the emulator",
+                    1,
+                )
             for _ in range(int(count_text or 1)):
                 queued.append((dict(macros), dict(custom)))
             continue
         m = re.match(r"(\+|MY\.)?([A-Za-z_][\w.]*)\s*=\s*(.*)$", line, re.I)
         if not m:
-            raise UsageError(f"\nERROR: on Line {lineno} of submit file: \n"
-                             f"submit: Missing \"=\" in expression: {line}", 1)
+            raise UsageError(
+                f"\nERROR: on Line {lineno} of submit file: \n"
+                f'submit: Missing "=" in expression: {line}',
+                1,
+            )
         if m.group(1):
             custom[m.group(2)] = m.group(3)
         else:
@@ -271,10 +290,15 @@ def condor_submit(store: Store, argv: list[str]) -> int:
     limit = int(store.config.get("max_jobs_per_submission", MAX_JOBS_PER_SUBMISSION))
     if len(queued) > limit:
         # the schedd refuses the proc after the limit; the whole transaction is dropped
-        raise UsageError("\nERROR: Failed to create proc\n"
-                         "Number of submitted jobs would exceed MAX_JOBS_PER_SUBMISSION", 1,
-                         stdout="" if terse else "Submitting job(s)" + "." * limit)
-    jobs = [_build(store, cluster, proc, mac, cus, batch_name) for proc, (mac, cus) in enumerate(queued)]
+        raise UsageError(
+            "\nERROR: Failed to create proc\n"
+            "Number of submitted jobs would exceed MAX_JOBS_PER_SUBMISSION",
+            1,
+            stdout="" if terse else "Submitting job(s)" + "." * limit,
+        )
+    jobs = [
+        _build(store, cluster, proc, mac, cus, batch_name) for proc, (mac, cus) in enumerate(queued)
+    ]
     enqueue(store, jobs)
     late = store.take_fault("submit_accept_then_fail")
     if late is not None:
@@ -282,8 +306,10 @@ def condor_submit(store: Store, argv: list[str]) -> int:
         sys.stdout.write("" if terse else "Submitting job(s)" + "." * len(jobs) + "\n")
         sys.stdout.flush()
         time.sleep(float(late.get("seconds", 0)))
-        raise UsageError(late.get("stderr", "\nERROR: Failed to commit job submission into the "
-                                            "queue."), int(late.get("exit_code", 1)))
+        raise UsageError(
+            late.get("stderr", "\nERROR: Failed to commit job submission into the queue."),
+            int(late.get("exit_code", 1)),
+        )
     if terse:
         print(f"{cluster}.0 - {cluster}.{len(jobs) - 1}")
     else:
@@ -292,8 +318,14 @@ def condor_submit(store: Store, argv: list[str]) -> int:
     return 0
 
 
-def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom: dict[str, str],
-           batch_name: str | None) -> Job:
+def _build(
+    store: Store,
+    cluster: int,
+    proc: int,
+    macros: dict[str, str],
+    custom: dict[str, str],
+    batch_name: str | None,
+) -> Job:
     def get(name: str, default: str | None = None) -> str | None:
         raw = macros.get(_norm(name))
         return default if raw is None else _expand(raw, macros, cluster, proc)
@@ -304,7 +336,9 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
     executable = get("executable")
     if not executable:
         raise UsageError("\nERROR: No 'executable' parameter was provided", 1)
-    iwd = os.path.abspath(os.path.expanduser(get("initialdir", get("iwd", os.getcwd())) or os.getcwd()))
+    iwd = os.path.abspath(
+        os.path.expanduser(get("initialdir", get("iwd", os.getcwd())) or os.getcwd())
+    )
     exe = executable if os.path.isabs(executable) else os.path.join(iwd, executable)
     if (get("transferexecutable", "true") or "true").lower() != "false" and not os.path.exists(exe):
         raise UsageError(f"\nERROR: Executable file {exe} does not exist", 1)
@@ -324,10 +358,16 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
     for name, raw in custom.items():
         ad[name] = literal(_expand(raw, macros, cluster, proc))
     cpus_ad, cpus = _resource(get("requestcpus", "1") or "1", ad, "", "request_cpus")
-    mem_ad, mem_mb = _resource(get("requestmemory", "") or "0", ad, "MB", "request_memory") \
-        if get("requestmemory") else (UNDEFINED, None)
-    disk_ad, _disk = _resource(get("requestdisk", "") or "0", ad, "KB", "request_disk") \
-        if get("requestdisk") else (UNDEFINED, None)
+    mem_ad, mem_mb = (
+        _resource(get("requestmemory", "") or "0", ad, "MB", "request_memory")
+        if get("requestmemory")
+        else (UNDEFINED, None)
+    )
+    disk_ad, _disk = (
+        _resource(get("requestdisk", "") or "0", ad, "KB", "request_disk")
+        if get("requestdisk")
+        else (UNDEFINED, None)
+    )
     cores = int(cpus) if cpus else 1
     duration = get("allowedjobduration")
     walltime = None
@@ -335,7 +375,9 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
         try:
             walltime = int(evaluate(duration, ad))
         except (ClassAdError, TypeError, ValueError):
-            raise UsageError(f"ERROR: Parse error in expression: allowed_job_duration = {duration}", 1) from None
+            raise UsageError(
+                f"ERROR: Parse error in expression: allowed_job_duration = {duration}", 1
+            ) from None
     key = f"{cluster}.{proc}"
     scratch = str(store.spool / "execute" / f"dir_{cluster}_{proc}")
     getenv = (get("getenv", "false") or "false").strip()
@@ -345,29 +387,45 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
         env = {}
     else:
         wanted = [w.strip() for w in getenv.split(",") if w.strip()]
-        env = {k: v for k, v in os.environ.items()
-               if any(re.fullmatch(w.replace("*", ".*"), k) for w in wanted)}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if any(re.fullmatch(w.replace("*", ".*"), k) for w in wanted)
+        }
     env.update(env_extra)
-    env.update({
-        "_CONDOR_SCRATCH_DIR": scratch,
-        "_CONDOR_SLOT": "slot1_1",
-        "_CONDOR_JOB_AD": os.path.join(scratch, ".job.ad"),
-        "_CONDOR_MACHINE_AD": os.path.join(scratch, ".machine.ad"),
-        "_CONDOR_JOB_IWD": iwd,
-        "_CONDOR_JOB_PIDS": "",
-        "_CONDOR_AssignedCpus": ",".join(str(c) for c in range(cores)),
-        "BATCH_SYSTEM": "HTCondor",
-        "OMP_NUM_THREADS": str(cores),
-        "TMPDIR": scratch,
-        "TMP": scratch,
-        "TEMP": scratch,
-    })
+    env.update(
+        {
+            "_CONDOR_SCRATCH_DIR": scratch,
+            "_CONDOR_SLOT": "slot1_1",
+            "_CONDOR_JOB_AD": os.path.join(scratch, ".job.ad"),
+            "_CONDOR_MACHINE_AD": os.path.join(scratch, ".machine.ad"),
+            "_CONDOR_JOB_IWD": iwd,
+            "_CONDOR_JOB_PIDS": "",
+            "_CONDOR_AssignedCpus": ",".join(str(c) for c in range(cores)),
+            "BATCH_SYSTEM": "HTCondor",
+            "OMP_NUM_THREADS": str(cores),
+            "TMPDIR": scratch,
+            "TMP": scratch,
+            "TEMP": scratch,
+        }
+    )
     if "DJQ_EMULATOR_HOME" in os.environ:
         env.setdefault("DJQ_EMULATOR_HOME", os.environ["DJQ_EMULATOR_HOME"])
     transfer = (get("shouldtransferfiles", "IF_NEEDED") or "").upper() == "YES"
-    job = base_job(store, key=key, seq=cluster, name=os.path.basename(exe), queue=None,
-                   command=[exe, *args], cwd=scratch if transfer else iwd, env=env, cores=cores,
-                   walltime=walltime, stdout=out, stderr=err)
+    job = base_job(
+        store,
+        key=key,
+        seq=cluster,
+        name=os.path.basename(exe),
+        queue=None,
+        command=[exe, *args],
+        cwd=scratch if transfer else iwd,
+        env=env,
+        cores=cores,
+        walltime=walltime,
+        stdout=out,
+        stderr=err,
+    )
     job["proc"] = proc
     if (get("hold", "false") or "false").strip().lower() == "true":
         # `hold = True`: the job waits in the queue, held by its owner, until condor_release.
@@ -397,8 +455,12 @@ def _build(store: Store, cluster: int, proc: int, macros: dict[str, str], custom
         "host": host,
     }
     job["setup_files"] = {
-        os.path.join(scratch, ".job.ad"): "".join(f"{k} = {unparse(v)}\n" for k, v in job_ad(job).items()),
-        os.path.join(scratch, ".machine.ad"): f'Machine = "{host}"\nCpus = {cores}\nName = "slot1_1@{host}"\n',
+        os.path.join(scratch, ".job.ad"): "".join(
+            f"{k} = {unparse(v)}\n" for k, v in job_ad(job).items()
+        ),
+        os.path.join(
+            scratch, ".machine.ad"
+        ): f'Machine = "{host}"\nCpus = {cores}\nName = "slot1_1@{host}"\n',
     }
     write_user_log(job, "submit")
     return job
@@ -463,8 +525,11 @@ def job_ad(job: Job) -> dict[str, Any]:
         ad["RemoteHost"] = f"slot1_1@{host}"
     if status == 5:
         ad["HoldReason"] = job.get("hold_reason") or "via condor_hold (by user)"
-        ad["HoldReasonCode"] = 46 if job.get("term_reason") == "walltime" else job.get(
-            "hold_code", 1 if job.get("hold_by") == "user" else 6)
+        ad["HoldReasonCode"] = (
+            46
+            if job.get("term_reason") == "walltime"
+            else job.get("hold_code", 1 if job.get("hold_by") == "user" else 6)
+        )
         ad["HoldReasonSubCode"] = 0
     if status == 3:
         ad["RemoveReason"] = "via condor_rm (by user " + job["owner"] + ")"
@@ -504,8 +569,11 @@ def write_user_log(job: Job, event: str, **kw: Any) -> None:
         body = f"001 {jid} {stamp} Job executing on host: {addr}\n"
     elif event == "terminated":
         rc = kw.get("returncode", 0)
-        how = (f"\t(1) Normal termination (return value {rc})\n" if rc >= 0
-               else f"\t(0) Abnormal termination (signal {-rc})\n")
+        how = (
+            f"\t(1) Normal termination (return value {rc})\n"
+            if rc >= 0
+            else f"\t(0) Abnormal termination (signal {-rc})\n"
+        )
         body = f"005 {jid} {stamp} Job terminated.\n{how}"
     elif event == "aborted":
         body = f"009 {jid} {stamp} Job was aborted.\n\tvia condor_rm (by user {job['owner']})\n"
@@ -521,10 +589,14 @@ def write_user_log(job: Job, event: str, **kw: Any) -> None:
 
 
 # --------------------------------------------------------------------------- queries
-def _select(store: Store, ids: list[str], history: bool, constraint: str | None) -> tuple[list[Job], list[str]]:
-    jobs = [j for j in store.all_jobs() if j.get("flavour") == "htcondor" and in_queue(j) != history]
+def _select(
+    store: Store, ids: list[str], history: bool, constraint: str | None
+) -> tuple[list[Job], list[str]]:
+    jobs = [
+        j for j in store.all_jobs() if j.get("flavour") == "htcondor" and in_queue(j) != history
+    ]
     if history:
-        jobs.sort(key=lambda j: (j.get("end_time") or 0), reverse=True)
+        jobs.sort(key=lambda j: j.get("end_time") or 0, reverse=True)
     missing = []
     if ids:
         chosen = []
@@ -591,19 +663,41 @@ def condor_q(store: Store, argv: list[str], history: bool) -> int:
             mode = "json"
         elif low in ("-long", "-l"):
             mode = "long"
-        elif low in ("-nobatch", "-allusers", "-totals", "-global", "-wide", "-w", "-hold", "-run",
-                     "-idle", "-batch", "-forwards", "-backwards"):
+        elif low in (
+            "-nobatch",
+            "-allusers",
+            "-totals",
+            "-global",
+            "-wide",
+            "-w",
+            "-hold",
+            "-run",
+            "-idle",
+            "-batch",
+            "-forwards",
+            "-backwards",
+        ):
             if low in ("-hold", "-run", "-idle"):
-                extra = {"-hold": "JobStatus == 5", "-run": "JobStatus == 2", "-idle": "JobStatus == 1"}[low]
+                extra = {
+                    "-hold": "JobStatus == 5",
+                    "-run": "JobStatus == 2",
+                    "-idle": "JobStatus == 1",
+                }[low]
                 constraint = f"({constraint}) && {extra}" if constraint else extra
         elif a.startswith("-"):
-            raise UsageError(f"Error: unrecognized argument {a}\nUsage: {tool} [options] [restrictions]", 1)
+            raise UsageError(
+                f"Error: unrecognized argument {a}\nUsage: {tool} [options] [restrictions]", 1
+            )
         else:
             ids.append(a)
         i += 1
     host = store.config.get("hostname", "localhost")
-    apply_status_faults(store, f"\n-- Failed to fetch ads from: <127.0.0.1:9618?addrs=127.0.0.1-9618> : {host}\n"
-                        "SECMAN:2007:Failed to end classad message.", 1)
+    apply_status_faults(
+        store,
+        f"\n-- Failed to fetch ads from: <127.0.0.1:9618?addrs=127.0.0.1-9618> : {host}\n"
+        "SECMAN:2007:Failed to end classad message.",
+        1,
+    )
     jobs, _missing = _select(store, ids, history, constraint)
     if limit is not None:
         jobs = jobs[:limit]
@@ -614,8 +708,11 @@ def condor_q(store: Store, argv: list[str], history: bool) -> int:
         if "h" in af_mods and ads:
             out.append(sep.join(af or []))
         for ad in ads:
-            cells = [(f"{a} = " if "l" in af_mods else "") +
-                     (unparse(_value(ad, a)) if "V" in af_mods else autoformat(_value(ad, a))) for a in af or []]
+            cells = [
+                (f"{a} = " if "l" in af_mods else "")
+                + (unparse(_value(ad, a)) if "V" in af_mods else autoformat(_value(ad, a)))
+                for a in af or []
+            ]
             prefix = f"{ad['ClusterId']}.{ad['ProcId']} " if "j" in af_mods else ""
             out.append(prefix + sep.join(cells))
         if out:
@@ -632,12 +729,20 @@ def condor_q(store: Store, argv: list[str], history: bool) -> int:
         sys.stdout.write(text)
     elif mode == "json":
         if ads:
-            docs = [{k: to_json(v) for k, v in ad.items() if attributes is None or k in attributes} for ad in ads]
+            docs = [
+                {k: to_json(v) for k, v in ad.items() if attributes is None or k in attributes}
+                for ad in ads
+            ]
             print(json.dumps(docs, indent=2))
     elif mode == "long":
         for ad in ads:
-            print("\n".join(f"{k} = {unparse(v)}" for k, v in sorted(ad.items())
-                            if attributes is None or k in attributes))
+            print(
+                "\n".join(
+                    f"{k} = {unparse(v)}"
+                    for k, v in sorted(ad.items())
+                    if attributes is None or k in attributes
+                )
+            )
             print()
     else:
         _table(store, jobs, ads, history)
@@ -649,16 +754,23 @@ def _table(store: Store, jobs: list[Job], ads: list[dict[str, Any]], history: bo
     now = time.time()
 
     def runtime(job: Job) -> str:
-        secs = int(((job.get("end_time") if job["state"] == DONE else None) or now) - job["start_time"]) \
-            if job.get("start_time") else 0
+        secs = (
+            int(
+                ((job.get("end_time") if job["state"] == DONE else None) or now) - job["start_time"]
+            )
+            if job.get("start_time")
+            else 0
+        )
         return f"{secs // 86400}+{secs % 86400 // 3600:02d}:{secs % 3600 // 60:02d}:{secs % 60:02d}"
 
     if history:
         print(" ID     OWNER          SUBMITTED   RUN_TIME     ST COMPLETED   CMD")
         for job, ad in zip(jobs, ads, strict=False):
-            print(f"{job['key']:>7} {job['owner']:<14} {format_time(job['submit_time'], '%m/%d %H:%M')} "
-                  f"{runtime(job):>12} {STATUS_LETTER[ad['JobStatus']]}  "
-                  f"{format_time(job.get('end_time'), '%m/%d %H:%M')} {ad['Cmd']} {ad['Arguments']}")
+            print(
+                f"{job['key']:>7} {job['owner']:<14} {format_time(job['submit_time'], '%m/%d %H:%M')} "
+                f"{runtime(job):>12} {STATUS_LETTER[ad['JobStatus']]}  "
+                f"{format_time(job.get('end_time'), '%m/%d %H:%M')} {ad['Cmd']} {ad['Arguments']}"
+            )
         return
     stamp = time.strftime("%m/%d/%y %H:%M:%S")
     print(f"\n\n-- Schedd: {host} : <127.0.0.1:9618?... @ {stamp}")
@@ -667,13 +779,21 @@ def _table(store: Store, jobs: list[Job], ads: list[dict[str, Any]], history: bo
     for job, ad in zip(jobs, ads, strict=False):
         letter = STATUS_LETTER[ad["JobStatus"]]
         counts[letter] += 1
-        print(f"{job['key']:>6}   {job['owner']:<14} {format_time(job['submit_time'], '%m/%d %H:%M')} "
-              f"{runtime(job):>12} {letter}  0    0.0 {os.path.basename(ad['Cmd'])} {ad['Arguments']}"[:200])
-    print(f"\nTotal for query: {len(jobs)} jobs; {counts['C']} completed, {counts['X']} removed, "
-          f"{counts['I']} idle, {counts['R']} running, {counts['H']} held, 0 suspended")
+        print(
+            f"{job['key']:>6}   {job['owner']:<14} {format_time(job['submit_time'], '%m/%d %H:%M')} "
+            f"{runtime(job):>12} {letter}  0    0.0 {os.path.basename(ad['Cmd'])} {ad['Arguments']}"[
+                :200
+            ]
+        )
+    print(
+        f"\nTotal for query: {len(jobs)} jobs; {counts['C']} completed, {counts['X']} removed, "
+        f"{counts['I']} idle, {counts['R']} running, {counts['H']} held, 0 suspended"
+    )
 
 
-def _targets(store: Store, tool: str, argv: list[str]) -> tuple[list[tuple[str, list[Job]]], bool, str | None]:
+def _targets(
+    store: Store, tool: str, argv: list[str]
+) -> tuple[list[tuple[str, list[Job]]], bool, str | None]:
     forcex = False
     constraint = None
     ids = []
@@ -695,7 +815,9 @@ def _targets(store: Store, tool: str, argv: list[str]) -> tuple[list[tuple[str, 
             ids.append(a)
         i += 1
     if not ids and constraint is None:
-        raise UsageError(f"Usage: {tool} [options] [constraints]\n {tool}: you must specify a job", 1)
+        raise UsageError(
+            f"Usage: {tool} [options] [constraints]\n {tool}: you must specify a job", 1
+        )
     active = [j for j in store.all_jobs() if j.get("flavour") == "htcondor" and in_queue(j)]
     groups: list[tuple[str, list[Job]]] = []
     for text in ids:
@@ -718,7 +840,9 @@ def _not_found(tool: str, verb: str, text: str, constraint: str | None) -> str:
         return f"Couldn't find/{verb} all jobs matching constraint {constraint}"
     if "." in text:
         c, p = text.split(".")
-        return f"Couldn't find/{verb} all jobs matching constraint (ClusterId == {c} && ProcId == {p})"
+        return (
+            f"Couldn't find/{verb} all jobs matching constraint (ClusterId == {c} && ProcId == {p})"
+        )
     if text.isdigit():
         return f"Couldn't find/{verb} all jobs in cluster {text}"
     return f"Couldn't find/{verb} all of user {text}'s job(s)"
@@ -727,8 +851,12 @@ def _not_found(tool: str, verb: str, text: str, constraint: str | None) -> str:
 def condor_rm(store: Store, argv: list[str]) -> int:
     """``condor_rm <cluster>|<cluster.proc>|<owner>|-all|-constraint e [-forcex]``."""
     groups, forcex, constraint = _targets(store, "condor_rm", argv)
-    apply_cancel_faults(store, "\nERROR: Failed to connect to local queue manager\n"
-                        "AUTHENTICATE:1003:Failed to authenticate with any method", 1)
+    apply_cancel_faults(
+        store,
+        "\nERROR: Failed to connect to local queue manager\n"
+        "AUTHENTICATE:1003:Failed to authenticate with any method",
+        1,
+    )
     rc = 0
     for text, jobs in groups:
         if not jobs:
@@ -749,7 +877,7 @@ def condor_rm(store: Store, argv: list[str]) -> int:
         elif text.isdigit():
             print(f"All jobs in cluster {text} have been marked for removal")
         else:
-            print(f"All jobs of user \"{text}\" have been marked for removal")
+            print(f'All jobs of user "{text}" have been marked for removal')
     return rc
 
 
@@ -760,10 +888,16 @@ def condor_hold_release(store: Store, argv: list[str], release_jobs: bool) -> in
     groups, _forcex, constraint = _targets(store, tool, argv)
     rc = 0
     for text, jobs in groups:
-        done = [j for j in jobs
-                if (release(store, j["key"]) if release_jobs else hold(store, j["key"], "via condor_hold (by user "
-                                                                      + j["owner"] + ")"))
-                == (HELD if release_jobs else QUEUED)]
+        done = [
+            j
+            for j in jobs
+            if (
+                release(store, j["key"])
+                if release_jobs
+                else hold(store, j["key"], "via condor_hold (by user " + j["owner"] + ")")
+            )
+            == (HELD if release_jobs else QUEUED)
+        ]
         if not done:
             print(_not_found(tool, verb, text, constraint), file=sys.stderr)
             rc = 1
@@ -781,8 +915,9 @@ def condor_hold_release(store: Store, argv: list[str], release_jobs: bool) -> in
 def condor_config_val(store: Store, argv: list[str]) -> int:
     """``condor_config_val NAME...``: the value of each (only the settings emulated here)."""
     known = {
-        "MAX_JOBS_PER_SUBMISSION": str(store.config.get("max_jobs_per_submission",
-                                                        MAX_JOBS_PER_SUBMISSION)),
+        "MAX_JOBS_PER_SUBMISSION": str(
+            store.config.get("max_jobs_per_submission", MAX_JOBS_PER_SUBMISSION)
+        ),
         "SCHEDD_HOST": store.config.get("hostname", "localhost"),
     }
     names = [a for a in argv if not a.startswith("-")]
@@ -798,5 +933,14 @@ def condor_config_val(store: Store, argv: list[str]) -> int:
     return rc
 
 
-__all__ = ["condor_submit", "condor_config_val", "condor_q", "condor_rm", "condor_hold_release", "job_ad", "job_status",
-           "write_user_log", "RUNNING"]
+__all__ = [
+    "condor_submit",
+    "condor_config_val",
+    "condor_q",
+    "condor_rm",
+    "condor_hold_release",
+    "job_ad",
+    "job_status",
+    "write_user_log",
+    "RUNNING",
+]

@@ -30,9 +30,53 @@ from .common import (
 from .store import DONE, EXITING, HELD, QUEUED, RUNNING, Job, Store
 
 EXIT = 255
-ARG_OPTS = {"J", "q", "P", "n", "R", "M", "W", "e", "o", "eo", "oo", "cwd", "u", "m", "G", "g",
-            "app", "env", "w", "E", "Ep", "sla", "U", "i", "c", "D", "S", "v", "We", "Lp", "L",
-            "C", "F", "k", "hl", "jsdl", "s", "p", "b", "t", "ti", "a", "gpu", "Jd", "ptl"}
+ARG_OPTS = {
+    "J",
+    "q",
+    "P",
+    "n",
+    "R",
+    "M",
+    "W",
+    "e",
+    "o",
+    "eo",
+    "oo",
+    "cwd",
+    "u",
+    "m",
+    "G",
+    "g",
+    "app",
+    "env",
+    "w",
+    "E",
+    "Ep",
+    "sla",
+    "U",
+    "i",
+    "c",
+    "D",
+    "S",
+    "v",
+    "We",
+    "Lp",
+    "L",
+    "C",
+    "F",
+    "k",
+    "hl",
+    "jsdl",
+    "s",
+    "p",
+    "b",
+    "t",
+    "ti",
+    "a",
+    "gpu",
+    "Jd",
+    "ptl",
+}
 FLAGS = {"B", "N", "x", "H", "r", "rn", "K", "Ne", "hl", "I", "Ip", "Is", "IS", "ISp", "ISs", "IX"}
 RES_SECTIONS = {"select", "order", "rusage", "span", "same", "cu", "affinity"}
 CLEAN_PERIOD = 3600.0
@@ -44,7 +88,7 @@ def _parse(tool: str, tokens: list[str]) -> tuple[list[tuple[str, str]], list[st
     while i < len(tokens):
         tok = tokens[i]
         if tok == "--":
-            return opts, tokens[i + 1:]
+            return opts, tokens[i + 1 :]
         if not tok.startswith("-") or tok == "-":
             return opts, tokens[i:]
         name = tok[1:]
@@ -53,12 +97,17 @@ def _parse(tool: str, tokens: list[str]) -> tuple[list[tuple[str, str]], list[st
         elif name in ARG_OPTS:
             i += 1
             if i >= len(tokens):
-                raise UsageError(f"{tool}: option requires an argument -- {name}\n"
-                                 f"Usage: {tool} [options] command [arguments]", EXIT)
+                raise UsageError(
+                    f"{tool}: option requires an argument -- {name}\n"
+                    f"Usage: {tool} [options] command [arguments]",
+                    EXIT,
+                )
             opts.append((name, tokens[i]))
         else:
-            raise UsageError(f"{tool}: illegal option -- {name}\n"
-                             f"Usage: {tool} [options] command [arguments]", EXIT)
+            raise UsageError(
+                f"{tool}: illegal option -- {name}\nUsage: {tool} [options] command [arguments]",
+                EXIT,
+            )
         i += 1
     return opts, []
 
@@ -71,8 +120,11 @@ def _check_resreq(value: str) -> None:
             break
     sections = re.findall(r"(\w+)\s*\[", value)
     rest = re.sub(r"\w+\s*\[[^\[\]]*\]", "", value).strip()
-    if depth != 0 or any(s not in RES_SECTIONS for s in sections) or (rest and not sections and
-                                                                       not re.fullmatch(r"[\w\s=<>!.&|()-]+", rest)):
+    if (
+        depth != 0
+        or any(s not in RES_SECTIONS for s in sections)
+        or (rest and not sections and not re.fullmatch(r"[\w\s=<>!.&|()-]+", rest))
+    ):
         raise UsageError("Bad resource requirement syntax. Job not submitted.", EXIT)
 
 
@@ -132,10 +184,19 @@ def bsub(store: Store, argv: list[str]) -> int:
         script_text, default_name, command_line = "", shlex.join(operands), operands
     else:
         if sys.stdin.isatty():
-            raise UsageError("bsub: interactive job description is not supported by the emulator", EXIT)
+            raise UsageError(
+                "bsub: interactive job description is not supported by the emulator", EXIT
+            )
         script_text = sys.stdin.read()
         default_name, command_line = None, None
-        first = next((ln for ln in script_text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")), "")
+        first = next(
+            (
+                ln
+                for ln in script_text.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")
+            ),
+            "",
+        )
         default_name = first.strip() or "sh"
     directive_opts: list[tuple[str, str]] = []
     for tokens in directive_lines(script_text, "#BSUB"):
@@ -220,8 +281,11 @@ def bsub(store: Store, argv: list[str]) -> int:
     err_raw = values.get("e", values.get("eo"))
     env_mode = values.get("env", "all")
     if env_mode.strip().lower() == "none":
-        base_env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "DJQ_EMULATOR_HOME")
-                    if k in os.environ}
+        base_env = {
+            k: os.environ[k]
+            for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "DJQ_EMULATOR_HOME")
+            if k in os.environ
+        }
     else:
         base_env = dict(os.environ)
     jobs = []
@@ -234,50 +298,76 @@ def bsub(store: Store, argv: list[str]) -> int:
             stderr = "join"
         hostfile = str(store.spool / "aux" / f"{seq}_{index}.hostfile")
         env = dict(base_env)
-        env.update({
-            "LSB_JOBID": str(seq),
-            "LSB_JOBNAME": job_name,
-            "LSB_QUEUE": queue,
-            "LSB_JOBINDEX": str(index),
-            "LSB_DJOB_NUMPROC": str(cores),
-            "LSB_MAX_NUM_PROCESSORS": str(cores),
-            "LSB_HOSTS": " ".join([host] * cores),
-            "LSB_MCPU_HOSTS": f"{host} {cores}",
-            "LSB_DJOB_HOSTFILE": hostfile,
-            "LSB_SUB_HOST": host,
-            "LSB_EXEC_CLUSTER": "cluster1",
-            "LSB_JOBFILENAME": script_path,
-            "LS_SUBCWD": cwd,
-            "LS_EXECCWD": workdir,
-            "LSFUSER": os.environ.get("USER", ""),
-            "LSB_JOBEXIT_STAT": "0",
-        })
+        env.update(
+            {
+                "LSB_JOBID": str(seq),
+                "LSB_JOBNAME": job_name,
+                "LSB_QUEUE": queue,
+                "LSB_JOBINDEX": str(index),
+                "LSB_DJOB_NUMPROC": str(cores),
+                "LSB_MAX_NUM_PROCESSORS": str(cores),
+                "LSB_HOSTS": " ".join([host] * cores),
+                "LSB_MCPU_HOSTS": f"{host} {cores}",
+                "LSB_DJOB_HOSTFILE": hostfile,
+                "LSB_SUB_HOST": host,
+                "LSB_EXEC_CLUSTER": "cluster1",
+                "LSB_JOBFILENAME": script_path,
+                "LS_SUBCWD": cwd,
+                "LS_EXECCWD": workdir,
+                "LSFUSER": os.environ.get("USER", ""),
+                "LSB_JOBEXIT_STAT": "0",
+            }
+        )
         if stdout:
             env["LSB_OUTPUTFILE"] = stdout
         if stderr and stderr != "join":
             env["LSB_ERRORFILE"] = stderr
-        job = base_job(store, key=key, seq=seq, name=job_name, queue=queue, command=command,
-                       cwd=workdir, env=env, cores=cores, walltime=walltime, stdout=stdout,
-                       stderr=stderr)
+        job = base_job(
+            store,
+            key=key,
+            seq=seq,
+            name=job_name,
+            queue=queue,
+            command=command,
+            cwd=workdir,
+            env=env,
+            cores=cores,
+            walltime=walltime,
+            stdout=stdout,
+            stderr=stderr,
+        )
         job["proc"] = index
         job["stdout_mode"] = "w" if "oo" in values else "a"
         job["stderr_mode"] = "w" if "eo" in values else "a"
         job["mem_bytes"] = mem
         job["setup_files"] = {hostfile: f"{host}\n" * cores}
         if "H" in flags:
-            job.update(state=HELD, hold_by="user", hold_reason="The job was suspended by the user while pending;")
-        job["extra"] = {"project": values.get("P", "default"), "description": values.get("Jd", ""),
-                        "resreq": " ".join(resreqs), "memlimit": mem, "command_text": default_name or "",
-                        "sub_cwd": cwd, "output_file": values.get("o") or values.get("oo"),
-                        "error_file": values.get("e") or values.get("eo"),
-                        "array_index": index, "array_name": name if indices else None}
+            job.update(
+                state=HELD,
+                hold_by="user",
+                hold_reason="The job was suspended by the user while pending;",
+            )
+        job["extra"] = {
+            "project": values.get("P", "default"),
+            "description": values.get("Jd", ""),
+            "resreq": " ".join(resreqs),
+            "memlimit": mem,
+            "command_text": default_name or "",
+            "sub_cwd": cwd,
+            "output_file": values.get("o") or values.get("oo"),
+            "error_file": values.get("e") or values.get("eo"),
+            "array_index": index,
+            "array_name": name if indices else None,
+        }
         jobs.append(job)
     enqueue(store, jobs)
     accepted_then_fail = store.take_fault("submit_accept_then_fail")
     if accepted_then_fail is not None:
         # the batch system took the job(s), but bsub reports a failure and no id
-        raise UsageError(accepted_then_fail.get("stderr", "LSF is processing your request. Please wait ..."),
-                         int(accepted_then_fail.get("exit_code", 1)))
+        raise UsageError(
+            accepted_then_fail.get("stderr", "LSF is processing your request. Please wait ..."),
+            int(accepted_then_fail.get("exit_code", 1)),
+        )
     print(f"Job <{seq}> is submitted to queue <{queue}>.")
     return 0
 
@@ -395,9 +485,28 @@ def field_values(store: Store, job: Job) -> dict[str, str]:
     }
 
 
-DEFAULT_FIELDS = ["jobid", "user", "stat", "queue", "from_host", "exec_host", "job_name", "submit_time"]
-WIDTHS = {"jobid": 7, "user": 7, "stat": 5, "queue": 10, "from_host": 11, "exec_host": 11,
-          "job_name": 10, "submit_time": 12, "exit_code": 9, "pend_reason": 11}
+DEFAULT_FIELDS = [
+    "jobid",
+    "user",
+    "stat",
+    "queue",
+    "from_host",
+    "exec_host",
+    "job_name",
+    "submit_time",
+]
+WIDTHS = {
+    "jobid": 7,
+    "user": 7,
+    "stat": 5,
+    "queue": 10,
+    "from_host": 11,
+    "exec_host": 11,
+    "job_name": 10,
+    "submit_time": 12,
+    "exit_code": 9,
+    "pend_reason": 11,
+}
 
 
 def _parse_format(spec: str) -> tuple[list[tuple[str, int | None]], str | None]:
@@ -405,13 +514,15 @@ def _parse_format(spec: str) -> tuple[list[tuple[str, int | None]], str | None]:
     m = re.search(r"delimiter\s*=\s*'([^']*)'|delimiter\s*=\s*\"([^\"]*)\"", spec)
     if m:
         delimiter = m.group(1) if m.group(1) is not None else m.group(2)
-        spec = spec[:m.start()] + spec[m.end():]
+        spec = spec[: m.start()] + spec[m.end() :]
     fields: list[tuple[str, int | None]] = []
     for item in spec.replace(",", " ").split():
         name, _, width = item.partition(":")
         name = name.lower()
         if name not in field_values_keys():
-            raise UsageError(f"{name}: Illegal field name in output format. Specify a valid field name.", EXIT)
+            raise UsageError(
+                f"{name}: Illegal field name in output format. Specify a valid field name.", EXIT
+            )
         w = re.match(r"-?(\d+)", width)
         fields.append((name, int(w.group(1)) if w else None))
     if not fields:
@@ -421,8 +532,19 @@ def _parse_format(spec: str) -> tuple[list[tuple[str, int | None]], str | None]:
 
 def field_values_keys() -> set[str]:
     """Names accepted in ``bjobs -o``."""
-    dummy = {"seq": 0, "owner": "", "queue": "", "name": "", "extra": {}, "state": DONE,
-             "submit_time": 0.0, "cores": 1, "cwd": "", "walltime": None, "mem_bytes": None}
+    dummy = {
+        "seq": 0,
+        "owner": "",
+        "queue": "",
+        "name": "",
+        "extra": {},
+        "state": DONE,
+        "submit_time": 0.0,
+        "cores": 1,
+        "cwd": "",
+        "walltime": None,
+        "mem_bytes": None,
+    }
     return set(field_values(Store("/nonexistent"), dummy))
 
 
@@ -437,7 +559,11 @@ def named_jobs(store: Store, text: str) -> list[tuple[str, Job | None]]:
         job = store.load_job(seq)
         if job is not None:
             return [(text, job)]
-        elements = [j for j in store.all_jobs() if j["seq"] == int(seq) and j["extra"].get("array_name") is not None]
+        elements = [
+            j
+            for j in store.all_jobs()
+            if j["seq"] == int(seq) and j["extra"].get("array_name") is not None
+        ]
         return [(j["key"], j) for j in elements] or [(text, None)]
     try:
         indices = array_indices(spec)
@@ -459,22 +585,45 @@ def bjobs(store: Store, argv: list[str]) -> int:
             opts[tok] = argv[i + 1]
             i += 2
             continue
-        if tok in ("-noheader", "-json", "-a", "-d", "-p", "-r", "-s", "-w", "-W", "-l", "-X", "-hms", "-UF", "-A", "-x"):
+        if tok in (
+            "-noheader",
+            "-json",
+            "-a",
+            "-d",
+            "-p",
+            "-r",
+            "-s",
+            "-w",
+            "-W",
+            "-l",
+            "-X",
+            "-hms",
+            "-UF",
+            "-A",
+            "-x",
+        ):
             opts[tok] = ""
         elif tok.startswith("-"):
-            raise UsageError(f"bjobs: illegal option -- {tok[1:]}\nUsage: bjobs [options] [jobId ...]", EXIT)
+            raise UsageError(
+                f"bjobs: illegal option -- {tok[1:]}\nUsage: bjobs [options] [jobId ...]", EXIT
+            )
         else:
             ids.append(tok)
         i += 1
     apply_status_faults(store, "LSF is down. Please wait ...", EXIT)
-    fields, delimiter = _parse_format(opts["-o"]) if "-o" in opts else ([(f, None) for f in DEFAULT_FIELDS], None)
+    fields, delimiter = (
+        _parse_format(opts["-o"]) if "-o" in opts else ([(f, None) for f in DEFAULT_FIELDS], None)
+    )
     records: list[dict[str, Any]] = []
     errors: list[str] = []
     rc = 0
     if ids:
         for text in ids:
-            named = [(label, job) for label, job in named_jobs(store, text)
-                     if job is not None and is_visible(store, job, CLEAN_PERIOD)]
+            named = [
+                (label, job)
+                for label, job in named_jobs(store, text)
+                if job is not None and is_visible(store, job, CLEAN_PERIOD)
+            ]
             if not named:
                 errors.append(f"Job <{text}> is not found")
                 records.append({"__error__": f"Job <{text}> is not found", "jobid": text})
@@ -485,7 +634,9 @@ def bjobs(store: Store, argv: list[str]) -> int:
             if not is_visible(store, job, CLEAN_PERIOD):
                 continue
             done = job["state"] == DONE
-            if ("-d" in opts and not done) or (not done and "-p" in opts and job["state"] not in (QUEUED, HELD)):
+            if ("-d" in opts and not done) or (
+                not done and "-p" in opts and job["state"] not in (QUEUED, HELD)
+            ):
                 continue
             if "-r" in opts and job["state"] not in (RUNNING, EXITING):
                 continue
@@ -508,9 +659,11 @@ def bjobs(store: Store, argv: list[str]) -> int:
         print(json.dumps(doc, indent=2))
     elif "-l" in opts:
         for r in good:
-            print(f"\nJob <{r['jobid']}>, Job Name <{r['job_name']}>, User <{r['user']}>, "
-                  f"Project <{r['proj_name']}>, Status <{r['stat']}>, Queue <{r['queue']}>, "
-                  f"Command <{r['command']}>")
+            print(
+                f"\nJob <{r['jobid']}>, Job Name <{r['job_name']}>, User <{r['user']}>, "
+                f"Project <{r['proj_name']}>, Status <{r['stat']}>, Queue <{r['queue']}>, "
+                f"Command <{r['command']}>"
+            )
             if r["pend_reason"]:
                 print(f" PENDING REASONS:\n {r['pend_reason']}")
             if r["exit_code"]:
@@ -533,7 +686,10 @@ def bjobs(store: Store, argv: list[str]) -> int:
     for err in errors:
         print(err, file=sys.stderr)
     if not records:
-        print("No job found" if ("-a" in opts or "-d" in opts) else "No unfinished job found", file=sys.stderr)
+        print(
+            "No job found" if ("-a" in opts or "-d" in opts) else "No unfinished job found",
+            file=sys.stderr,
+        )
     return rc
 
 
@@ -563,7 +719,9 @@ def bkill(store: Store, argv: list[str]) -> int:
         named = named_jobs(store, text)
         whole_array = len(named) > 1 and "[" not in text
         if whole_array:  # bkill 12: the elements still active, reported as the array
-            active = [(label, job) for label, job in named if job is not None and job["state"] != DONE]
+            active = [
+                (label, job) for label, job in named if job is not None and job["state"] != DONE
+            ]
             if not active:
                 print(f"Job <{text}>: Job has already finished", file=sys.stderr)
                 rc = EXIT
@@ -622,16 +780,26 @@ def bparams(store: Store, argv: list[str]) -> int:
     emulator knows a handful); ``-l`` the same under a description each; bare, a summary."""
     for tok in argv:
         if tok not in ("-a", "-l"):
-            raise UsageError(f"bparams: illegal option -- {tok.lstrip('-')}\nUsage: bparams [-h] [-V] [-a] [-l]", EXIT)
+            raise UsageError(
+                f"bparams: illegal option -- {tok.lstrip('-')}\nUsage: bparams [-h] [-V] [-a] [-l]",
+                EXIT,
+            )
     queue = store.config.get("default_queue") or "normal"
     params = [
         ("Default Queues", "DEFAULT_QUEUE", queue),
         ("The interval for dispatching jobs by master batch daemon", "MBD_SLEEP_TIME", "10"),
         ("The interval for checking jobs by slave batch daemon", "SBD_SLEEP_TIME", "7"),
         ("The interval for a host to accept two batch jobs", "JOB_ACCEPT_INTERVAL", "0"),
-        ("The amount of time during which finished jobs are kept in core", "CLEAN_PERIOD",
-         str(int(CLEAN_PERIOD))),
-        ("The maximum number of jobs in a job array", "MAX_JOB_ARRAY_SIZE", str(max_job_array_size(store))),
+        (
+            "The amount of time during which finished jobs are kept in core",
+            "CLEAN_PERIOD",
+            str(int(CLEAN_PERIOD)),
+        ),
+        (
+            "The maximum number of jobs in a job array",
+            "MAX_JOB_ARRAY_SIZE",
+            str(max_job_array_size(store)),
+        ),
         ("The maximum number of finished jobs that are logged", "MAX_JOB_NUM", "1000"),
     ]
     if "-a" in argv:

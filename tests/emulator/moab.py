@@ -82,8 +82,12 @@ def moab_state(job: Job) -> str:
 
 def _status_fault(store: Store) -> None:
     server = store.config.get("server_name", "server")
-    apply_status_faults(store, f"ERROR:    cannot request service (status)\n"
-                        f"ERROR:    lost connection to server '{server}'", 1)
+    apply_status_faults(
+        store,
+        f"ERROR:    cannot request service (status)\n"
+        f"ERROR:    lost connection to server '{server}'",
+        1,
+    )
 
 
 def showq(store: Store, argv: list[str]) -> int:
@@ -101,18 +105,35 @@ def showq(store: Store, argv: list[str]) -> int:
     if "--xml" in opts:
         root = ET.Element("Data")
         ET.SubElement(root, "Object").text = "queue"
-        ET.SubElement(root, "cluster", LocalAllocProcs=str(used), LocalUpProcs=str(slots),
-                      LocalIdleProcs=str(slots - used), LocalActiveNodes="1" if active else "0",
-                      LocalUpNodes="1", time=str(int(now)))
-        for option, group in (("active", active), ("eligible", eligible), ("blocked", blocked),
-                              ("completed", completed if "-c" in opts else [])):
+        ET.SubElement(
+            root,
+            "cluster",
+            LocalAllocProcs=str(used),
+            LocalUpProcs=str(slots),
+            LocalIdleProcs=str(slots - used),
+            LocalActiveNodes="1" if active else "0",
+            LocalUpNodes="1",
+            time=str(int(now)),
+        )
+        for option, group in (
+            ("active", active),
+            ("eligible", eligible),
+            ("blocked", blocked),
+            ("completed", completed if "-c" in opts else []),
+        ):
             q = ET.SubElement(root, "queue", count=str(len(group)), option=option)
             for j in group:
-                attrs = {"JobID": moab_id(j), "JobName": j["name"], "Class": j["queue"],
-                         "User": j["owner"], "State": moab_state(j), "ReqProcs": str(j["cores"]),
-                         "SubmissionTime": str(int(j["submit_time"])),
-                         "ReqAWDuration": str(j.get("walltime") or 0),
-                         "DRMJID": pbs.job_display_id(store, j)}
+                attrs = {
+                    "JobID": moab_id(j),
+                    "JobName": j["name"],
+                    "Class": j["queue"],
+                    "User": j["owner"],
+                    "State": moab_state(j),
+                    "ReqProcs": str(j["cores"]),
+                    "SubmissionTime": str(int(j["submit_time"])),
+                    "ReqAWDuration": str(j.get("walltime") or 0),
+                    "DRMJID": pbs.job_display_id(store, j),
+                }
                 if j.get("start_time"):
                     attrs["StartTime"] = str(int(j["start_time"]))
                     attrs["AWDuration"] = str(int((j.get("end_time") or now) - j["start_time"]))
@@ -124,35 +145,51 @@ def showq(store: Store, argv: list[str]) -> int:
     out = []
     if "-c" in opts:
         out.append("\ncompleted jobs------------------------")
-        out.append(f"{'JOBID':<18} {'S':>1} {'CCODE':>5} {'CLASS':>10} {'WALLTIME':>10} {'USERNAME':>10} {'STARTTIME':>21}\n")
+        out.append(
+            f"{'JOBID':<18} {'S':>1} {'CCODE':>5} {'CLASS':>10} {'WALLTIME':>10} {'USERNAME':>10} {'STARTTIME':>21}\n"
+        )
         for j in completed:
-            out.append(f"{moab_id(j):<18} {moab_state(j)[0]:>1} {pbs.exit_status(j, 'moab') or 0:>5} "
-                       f"{j['queue']:>10} {hms((j.get('end_time') or now) - (j.get('start_time') or now)):>10} "
-                       f"{j['owner']:>10} {format_time(j.get('start_time'), DATE):>21}")
+            out.append(
+                f"{moab_id(j):<18} {moab_state(j)[0]:>1} {pbs.exit_status(j, 'moab') or 0:>5} "
+                f"{j['queue']:>10} {hms((j.get('end_time') or now) - (j.get('start_time') or now)):>10} "
+                f"{j['owner']:>10} {format_time(j.get('start_time'), DATE):>21}"
+            )
         out.append(f"\n{len(completed)} completed job{'s' if len(completed) != 1 else ''}\n")
         print("\n".join(out))
         return 0
     show_all = not (opts & {"-r", "-i", "-b"})
     if show_all or "-r" in opts:
         out.append("\nactive jobs------------------------")
-        out.append(f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'REMAINING':>11}  {'STARTTIME':>20}\n")
+        out.append(
+            f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'REMAINING':>11}  {'STARTTIME':>20}\n"
+        )
         for j in active:
             remaining = (j["walltime"] - (now - j["start_time"])) if j.get("walltime") else None
-            out.append(f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
-                       f"{hms(remaining) if remaining is not None else 'INFINITY':>11}  "
-                       f"{format_time(j['start_time'], DATE):>20}")
-        out.append(f"\n{len(active)} active job{'s' if len(active) != 1 else ''}"
-                   f"{used:>14} of {slots} processors in use by local jobs ({100.0 * used / max(slots, 1):.2f}%)\n")
-    for title, group, show in (("eligible", eligible, show_all or "-i" in opts),
-                               ("blocked", blocked, show_all or "-b" in opts)):
+            out.append(
+                f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
+                f"{hms(remaining) if remaining is not None else 'INFINITY':>11}  "
+                f"{format_time(j['start_time'], DATE):>20}"
+            )
+        out.append(
+            f"\n{len(active)} active job{'s' if len(active) != 1 else ''}"
+            f"{used:>14} of {slots} processors in use by local jobs ({100.0 * used / max(slots, 1):.2f}%)\n"
+        )
+    for title, group, show in (
+        ("eligible", eligible, show_all or "-i" in opts),
+        ("blocked", blocked, show_all or "-b" in opts),
+    ):
         if not show:
             continue
         out.append(f"{title} jobs----------------------")
-        out.append(f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'WCLIMIT':>11}  {'QUEUETIME':>20}\n")
+        out.append(
+            f"{'JOBID':<18} {'USERNAME':>10} {'STATE':>10} {'PROCS':>5} {'WCLIMIT':>11}  {'QUEUETIME':>20}\n"
+        )
         for j in group:
-            out.append(f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
-                       f"{hms(j.get('walltime')) if j.get('walltime') else 'INFINITY':>11}  "
-                       f"{format_time(j['submit_time'], DATE):>20}")
+            out.append(
+                f"{moab_id(j):<18} {j['owner']:>10} {moab_state(j):>10} {j['cores']:>5} "
+                f"{hms(j.get('walltime')) if j.get('walltime') else 'INFINITY':>11}  "
+                f"{format_time(j['submit_time'], DATE):>20}"
+            )
         out.append(f"\n{len(group)} {title} job{'s' if len(group) != 1 else ''}\n")
     if show_all:
         out.append(f"Total jobs:  {len(active) + len(eligible) + len(blocked)}\n")
@@ -179,9 +216,17 @@ def checkjob(store: Store, argv: list[str]) -> int:
     state = moab_state(job)
     code = pbs.exit_status(job, "moab")
     if "--xml" in argv:
-        attrs = {"JobID": moab_id(job), "JobName": job["name"], "State": state, "EState": state,
-                 "Class": job["queue"], "User": job["owner"], "ReqProcs": str(job["cores"]),
-                 "SubmissionTime": str(int(job["submit_time"])), "DRMJID": pbs.job_display_id(store, job)}
+        attrs = {
+            "JobID": moab_id(job),
+            "JobName": job["name"],
+            "State": state,
+            "EState": state,
+            "Class": job["queue"],
+            "User": job["owner"],
+            "ReqProcs": str(job["cores"]),
+            "SubmissionTime": str(int(job["submit_time"])),
+            "DRMJID": pbs.job_display_id(store, job),
+        }
         if code is not None:
             attrs["CompletionCode"] = str(code)
         if job.get("start_time"):
@@ -223,10 +268,14 @@ def checkjob(store: Store, argv: list[str]) -> int:
     if job["state"] == QUEUED and job.get("pend_reason"):
         reason = job["pend_reason"]
         if reason["kind"] == "never":
-            lines.append(f"BLOCK MSG: job {job['seq']} violates active HARD MAXPROC limit of "
-                         f"{reason['total']} (R: {reason['requested']})")
+            lines.append(
+                f"BLOCK MSG: job {job['seq']} violates active HARD MAXPROC limit of "
+                f"{reason['total']} (R: {reason['requested']})"
+            )
         else:
-            lines.append(f"NOTE:  job cannot run  (insufficient available procs:  {reason['available']} available)")
+            lines.append(
+                f"NOTE:  job cannot run  (insufficient available procs:  {reason['available']} available)"
+            )
     if job["state"] == HELD:
         lines.append(f"Holds:    {'User' if job.get('hold_by') == 'user' else 'System'}")
         lines.append(f"Message[0] {job.get('hold_reason')}")

@@ -48,27 +48,62 @@ QSUB_ARG_OPTS = set("NqAleojmMvWSrPakpdwCcuJt")  # -J: PBS Pro arrays only, -t: 
 QSUB_FLAGS = set("VhzIXnf")
 
 KNOWN_RESOURCES = {
-    "select", "ncpus", "mem", "vmem", "walltime", "nodes", "place", "host", "cput", "pcput",
-    "pmem", "pvmem", "mpiprocs", "ompthreads", "ngpus", "naccelerators", "software", "file",
-    "arch", "nodect", "procs", "feature", "gres", "qos", "tpn", "advres", "signal", "preempt_targets",
+    "select",
+    "ncpus",
+    "mem",
+    "vmem",
+    "walltime",
+    "nodes",
+    "place",
+    "host",
+    "cput",
+    "pcput",
+    "pmem",
+    "pvmem",
+    "mpiprocs",
+    "ompthreads",
+    "ngpus",
+    "naccelerators",
+    "software",
+    "file",
+    "arch",
+    "nodect",
+    "procs",
+    "feature",
+    "gres",
+    "qos",
+    "tpn",
+    "advres",
+    "signal",
+    "preempt_targets",
 }
 CHUNK_RESOURCES = {
-    "ncpus", "mem", "vmem", "mpiprocs", "ompthreads", "ngpus", "naccelerators", "host",
-    "vnode", "arch", "accelerator", "accelerator_model", "aoe",
+    "ncpus",
+    "mem",
+    "vmem",
+    "mpiprocs",
+    "ompthreads",
+    "ngpus",
+    "naccelerators",
+    "host",
+    "vnode",
+    "arch",
+    "accelerator",
+    "accelerator_model",
+    "aoe",
 }
 
 
-
-
-def parse_options(tool: str, tokens: list[str], arg_opts: set[str],
-                  flags: set[str]) -> tuple[list[tuple[str, str]], list[str], bool]:
+def parse_options(
+    tool: str, tokens: list[str], arg_opts: set[str], flags: set[str]
+) -> tuple[list[tuple[str, str]], list[str], bool]:
     """Parse single-letter PBS style options; returns (options, operands, saw ``--``)."""
     opts: list[tuple[str, str]] = []
     i = 0
     while i < len(tokens):
         tok = tokens[i]
         if tok == "--":
-            return opts, tokens[i + 1:], True
+            return opts, tokens[i + 1 :], True
         if not tok.startswith("-") or tok == "-":
             return opts, tokens[i:], False
         j = 1
@@ -76,12 +111,15 @@ def parse_options(tool: str, tokens: list[str], arg_opts: set[str],
             c = tok[j]
             if c in arg_opts:
                 if j + 1 < len(tok):
-                    value = tok[j + 1:]
+                    value = tok[j + 1 :]
                 else:
                     i += 1
                     if i >= len(tokens):
-                        raise UsageError(f"{tool}: option requires an argument -- '{c}'\n"
-                                         f"usage: {tool} [options] [script]", 2)
+                        raise UsageError(
+                            f"{tool}: option requires an argument -- '{c}'\n"
+                            f"usage: {tool} [options] [script]",
+                            2,
+                        )
                     value = tokens[i]
                 opts.append((c, value))
                 break
@@ -89,7 +127,9 @@ def parse_options(tool: str, tokens: list[str], arg_opts: set[str],
                 opts.append((c, ""))
                 j += 1
                 continue
-            raise UsageError(f"{tool}: invalid option -- '{c}'\nusage: {tool} [options] [script]", 2)
+            raise UsageError(
+                f"{tool}: invalid option -- '{c}'\nusage: {tool} [options] [script]", 2
+            )
         i += 1
     return opts, [], False
 
@@ -104,7 +144,9 @@ def _parse_resources(spec: str, resources: dict[str, str], tool: str) -> None:
         name, value = item.split("=", 1)
         name = name.strip()
         if name not in KNOWN_RESOURCES:
-            raise UsageError(f"{tool}: Unknown resource Resource_List.{name}", EXIT_UNKNOWN_RESOURCE)
+            raise UsageError(
+                f"{tool}: Unknown resource Resource_List.{name}", EXIT_UNKNOWN_RESOURCE
+            )
         resources[name] = value.strip()
 
 
@@ -119,7 +161,9 @@ def _normalise_size(value: str, tool: str, attr: str) -> tuple[str, int]:
     return value.lower(), size
 
 
-def resolve_resources(resources: dict[str, str], tool: str) -> tuple[dict[str, Any], int, int | None]:
+def resolve_resources(
+    resources: dict[str, str], tool: str
+) -> tuple[dict[str, Any], int, int | None]:
     """Validate a ``-l`` resource set; returns (Resource_List, cores, memory bytes)."""
     out: dict[str, Any] = {}
     cores = 1
@@ -305,6 +349,7 @@ def expand_array(store: Store, job: Job, indices: list[int]) -> list[Job]:
         task["setup_files"] = {nodefile: f"{host}\n" * task["cores"]}
         task["setup_dirs"] = task["cleanup_dirs"] = [tmpdir]
         paths = extra_base["array_paths"]
+
         # OpenPBS: NAME.o12.3 (recorded), dir/12[3].server.OU; Torque: NAME.o12-3 (a guess)
         def fill(path: str, index: int = index, jobid: str = jobid) -> str:
             return path.replace("{index}", str(index)).replace("{jobid}", jobid)
@@ -368,7 +413,9 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         raise UsageError(f"{tool}: interactive jobs are not supported by the emulator", 2)
     for opt in ("t", "J"):  # each flavour knows only its own array option
         if opt in values and (opt == "J") != (flavour == "pbs"):
-            raise UsageError(f"{tool}: invalid option -- '{opt}'\nusage: {tool} [options] [script]", 2)
+            raise UsageError(
+                f"{tool}: invalid option -- '{opt}'\nusage: {tool} [options] [script]", 2
+            )
     array_value = values.get("J") or values.get("t")
     if array_value is not None and tool == "msub":
         raise UsageError("ERROR:  cannot submit job - job arrays through msub are not emulated", 1)
@@ -389,8 +436,10 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
     if queue not in store.config.get("queues", []):
         if flavour == "pbs":
             raise UsageError(f"{tool}: Unknown queue", EXIT_UNKNOWN_QUEUE)
-        raise UsageError(f"{tool}: submit error (Unknown queue MSG=requested queue not found)",
-                         EXIT_UNKNOWN_QUEUE)
+        raise UsageError(
+            f"{tool}: submit error (Unknown queue MSG=requested queue not found)",
+            EXIT_UNKNOWN_QUEUE,
+        )
     try:
         resource_list, cores, walltime = resolve_resources(resources, tool)
     except UsageError as exc:
@@ -402,8 +451,11 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
         if flavour == "pbs":  # as recorded on OpenPBS 23.06.06 (max_array_size = 10)
             raise UsageError(f"{tool}: Array job exceeds server or queue size limit", 3)
         # Torque rejects with PBSE_BAD_ARRAY_REQ; the MSG text and exit status are guesses
-        raise UsageError(f"{tool}: submit error (Bad Job Array Request MSG=Requested array "
-                         f"size too large, limit is {limit})", 1)
+        raise UsageError(
+            f"{tool}: submit error (Bad Job Array Request MSG=Requested array "
+            f"size too large, limit is {limit})",
+            1,
+        )
 
     seq = store.next_seq()
     key = str(seq)
@@ -426,17 +478,25 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
     stderr = _path_option(values["e"], submit_dir) if "e" in values else None
     # "-o dir/": OpenPBS writes dir/<job id>.OU and .ER, Torque dir/NAME.o<seq> and .e<seq>
     if stdout and os.path.isdir(stdout):
-        stdout = os.path.join(stdout, f"{seq}.{server}.OU" if flavour == "pbs" else f"{name}.o{seq}")
+        stdout = os.path.join(
+            stdout, f"{seq}.{server}.OU" if flavour == "pbs" else f"{name}.o{seq}"
+        )
     if stderr and os.path.isdir(stderr):
-        stderr = os.path.join(stderr, f"{seq}.{server}.ER" if flavour == "pbs" else f"{name}.e{seq}")
+        stderr = os.path.join(
+            stderr, f"{seq}.{server}.ER" if flavour == "pbs" else f"{name}.e{seq}"
+        )
     # the same paths for the subjobs of an array ({index}, {jobid} filled in per subjob)
     sub = "{index}" if flavour == "pbs" else "-{index}"
     array_out = _path_option(values["o"], submit_dir) if "o" in values else None
     array_err = _path_option(values["e"], submit_dir) if "e" in values else None
     if array_out and os.path.isdir(array_out):
-        array_out = os.path.join(array_out, "{jobid}.OU" if flavour == "pbs" else f"{name}.o{seq}{sub}")
+        array_out = os.path.join(
+            array_out, "{jobid}.OU" if flavour == "pbs" else f"{name}.o{seq}{sub}"
+        )
     if array_err and os.path.isdir(array_err):
-        array_err = os.path.join(array_err, "{jobid}.ER" if flavour == "pbs" else f"{name}.e{seq}{sub}")
+        array_err = os.path.join(
+            array_err, "{jobid}.ER" if flavour == "pbs" else f"{name}.e{seq}{sub}"
+        )
     if flavour == "pbs":
         sub = "." + sub
     array_out = array_out or os.path.join(submit_dir, f"{name}.o{seq}{sub}")
@@ -467,8 +527,11 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
     if "V" in flags or store.config.get("inherit_env"):
         env = dict(os.environ)
     else:
-        env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG",
-                                          "DJQ_EMULATOR_HOME") if k in os.environ}
+        env = {
+            k: os.environ[k]
+            for k in ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "DJQ_EMULATOR_HOME")
+            if k in os.environ
+        }
     exported: dict[str, str] = {}  # -v variables: in the job's Variable_List too, as PBS keeps them
     for var in variables:
         if "=" in var:
@@ -480,28 +543,48 @@ def build_job(store: Store, tool: str, argv: list[str], stdin_text: str | None) 
     nodefile = str(store.spool / "aux" / jobid)
     tmpdir = str(store.spool / "tmp" / f"pbs.{jobid}")
     env.update(origin)
-    env.update({
-        "PBS_JOBID": jobid,
-        "PBS_JOBNAME": name,
-        "PBS_QUEUE": queue,
-        "PBS_NODEFILE": nodefile,
-        "PBS_ENVIRONMENT": "PBS_BATCH",
-        "PBS_JOBDIR": home,
-        "PBS_TASKNUM": "1",
-        "PBS_NODENUM": "0",
-        "PBS_MOMPORT": "15003",
-        "NCPUS": str(cores),
-        "OMP_NUM_THREADS": str(cores),
-        "TMPDIR": tmpdir,
-    })
+    env.update(
+        {
+            "PBS_JOBID": jobid,
+            "PBS_JOBNAME": name,
+            "PBS_QUEUE": queue,
+            "PBS_NODEFILE": nodefile,
+            "PBS_ENVIRONMENT": "PBS_BATCH",
+            "PBS_JOBDIR": home,
+            "PBS_TASKNUM": "1",
+            "PBS_NODENUM": "0",
+            "PBS_MOMPORT": "15003",
+            "NCPUS": str(cores),
+            "OMP_NUM_THREADS": str(cores),
+            "TMPDIR": tmpdir,
+        }
+    )
     if flavour != "pbs":
-        env.update({"PBS_NUM_NODES": str(resource_list["nodect"]), "PBS_NP": str(cores),
-                    "PBS_NUM_PPN": str(cores // max(1, resource_list["nodect"])),
-                    "PBS_SERVER": server, "ENVIRONMENT": "BATCH", "PBS_VNODENUM": "0"})
+        env.update(
+            {
+                "PBS_NUM_NODES": str(resource_list["nodect"]),
+                "PBS_NP": str(cores),
+                "PBS_NUM_PPN": str(cores // max(1, resource_list["nodect"])),
+                "PBS_SERVER": server,
+                "ENVIRONMENT": "BATCH",
+                "PBS_VNODENUM": "0",
+            }
+        )
     workdir = values.get("d") or values.get("w") or home
-    job = base_job(store, key=key, seq=seq, name=name, queue=queue, command=command,
-                   cwd=_path_option(workdir, submit_dir), env=env, cores=cores,
-                   walltime=walltime, stdout=run_stdout, stderr=run_stderr)
+    job = base_job(
+        store,
+        key=key,
+        seq=seq,
+        name=name,
+        queue=queue,
+        command=command,
+        cwd=_path_option(workdir, submit_dir),
+        env=env,
+        cores=cores,
+        walltime=walltime,
+        stdout=run_stdout,
+        stderr=run_stderr,
+    )
     job["mem_bytes"] = parse_size(resource_list["mem"]) if "mem" in resource_list else None
     job["setup_files"] = {nodefile: f"{host}\n" * cores}
     job["setup_dirs"] = [tmpdir]
@@ -570,9 +653,15 @@ def array_summary(store: Store, subs: list[Job]) -> Job:
     summary["summary_letter"] = letter
     summary["returncode"] = None
     summary["extra"]["jobid"] = f"{subs[0]['seq']}[].{store.config.get('server_name', 'server')}"
-    counts = {name: sum(1 for st in states if st in group) for name, group in
-              (("Queued", (QUEUED, HELD)), ("Running", (RUNNING,)), ("Exiting", (EXITING,)),
-               ("Expired", (DONE,)))}
+    counts = {
+        name: sum(1 for st in states if st in group)
+        for name, group in (
+            ("Queued", (QUEUED, HELD)),
+            ("Running", (RUNNING,)),
+            ("Exiting", (EXITING,)),
+            ("Expired", (DONE,)),
+        )
+    }
     summary["extra"]["array_state_count"] = " ".join(f"{k}:{v}" for k, v in counts.items())
     remaining = [j["array_index"] for j in subs if j["state"] in (QUEUED, HELD)]
     summary["extra"]["array_indices_remaining"] = _array_spans(remaining) or "-"
@@ -607,8 +696,10 @@ def _queued_comment(job: Job) -> str | None:
     if not reason:
         return None
     prefix = "Can Never Run" if reason["kind"] == "never" else "Not Running"
-    return (f"{prefix}: Insufficient amount of resource: ncpus "
-            f"(R: {reason['requested']} A: {reason['available']} T: {reason['total']})")
+    return (
+        f"{prefix}: Insufficient amount of resource: ncpus "
+        f"(R: {reason['requested']} A: {reason['available']} T: {reason['total']})"
+    )
 
 
 def attributes(store: Store, job: Job) -> dict[str, Any]:
@@ -622,8 +713,14 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
         used = (job.get("end_time") or now) - job["start_time"]
         if job["state"] in (QUEUED, HELD) and job.get("end_time"):
             used = 0
-        attrs["resources_used"] = {"cput": hms(0), "ncpus": job["cores"], "walltime": hms(used),
-                                   "mem": "0kb", "vmem": "0kb", "cpupercent": 0}
+        attrs["resources_used"] = {
+            "cput": hms(0),
+            "ncpus": job["cores"],
+            "walltime": hms(used),
+            "mem": "0kb",
+            "vmem": "0kb",
+            "cpupercent": 0,
+        }
     attrs["job_state"] = state_letter(job, flavour)
     attrs["queue"] = job["queue"]
     attrs["server"] = store.config.get("server_name", "server")
@@ -631,9 +728,13 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
     attrs["ctime"] = format_time(job["submit_time"])
     attrs["Error_Path"] = extra["Error_Path"]
     if job["state"] in (RUNNING, EXITING) or (job["state"] == DONE and job.get("start_time")):
-        attrs["exec_host"] = f"{host}/0*{job['cores']}" if flavour == "pbs" else f"{host}/0-{job['cores'] - 1}"
+        attrs["exec_host"] = (
+            f"{host}/0*{job['cores']}" if flavour == "pbs" else f"{host}/0-{job['cores'] - 1}"
+        )
         attrs["exec_vnode"] = f"({host}:ncpus={job['cores']})"
-    attrs["Hold_Types"] = "u" if job.get("hold_by") == "user" else ("s" if job["state"] == HELD else "n")
+    attrs["Hold_Types"] = (
+        "u" if job.get("hold_by") == "user" else ("s" if job["state"] == HELD else "n")
+    )
     attrs["Join_Path"] = extra["Join_Path"]
     attrs["Keep_Files"] = "n"
     attrs["Mail_Points"] = extra["Mail_Points"]
@@ -666,7 +767,9 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
                 comment += " and finished"
     if comment is None and job["state"] == DONE:
         # qdel of a job that never ran: its last scheduler comment + " and terminated"
-        comment = (_queued_comment(job) or "Not Running: Not enough free nodes available") + " and terminated"
+        comment = (
+            _queued_comment(job) or "Not Running: Not enough free nodes available"
+        ) + " and terminated"
     if comment and flavour == "pbs":
         attrs["comment"] = comment
     attrs["etime"] = format_time(job["submit_time"])
@@ -678,9 +781,12 @@ def attributes(store: Store, job: Job) -> dict[str, Any]:
     attrs["Submit_arguments" if flavour == "pbs" else "submit_args"] = extra["Submit_arguments"]
     if job.get("summary"):
         if flavour == "pbs":
-            attrs.update(array="True", array_state_count=extra["array_state_count"],
-                         array_indices_submitted=extra["array_request"],
-                         array_indices_remaining=extra["array_indices_remaining"])
+            attrs.update(
+                array="True",
+                array_state_count=extra["array_state_count"],
+                array_indices_submitted=extra["array_request"],
+                array_indices_remaining=extra["array_indices_remaining"],
+            )
         else:
             attrs["job_array_request"] = extra["array_request"]
     elif job.get("array_index") is not None:
@@ -725,7 +831,11 @@ def full_text(jobid: str, attrs: dict[str, Any]) -> str:
 def json_document(store: Store, jobs: list[Job], server: str) -> str:
     """``qstat -f -F json`` as OpenPBS 23.06.06 prints it, with its two bugs: a numeric job name
     is a JSON number, and backslashes in ``Submit_arguments`` are not escaped (invalid JSON)."""
-    doc: dict[str, Any] = {"timestamp": int(time.time()), "pbs_version": "23.06.06", "pbs_server": server}
+    doc: dict[str, Any] = {
+        "timestamp": int(time.time()),
+        "pbs_version": "23.06.06",
+        "pbs_server": server,
+    }
     if jobs:
         doc["Jobs"] = {}
         for job in jobs:
@@ -734,26 +844,39 @@ def json_document(store: Store, jobs: list[Job], server: str) -> str:
                 attrs["Job_Name"] = int(attrs["Job_Name"])
             doc["Jobs"][job_display_id(store, job)] = attrs
     text = json.dumps(doc, indent=4, separators=(",", ":"))
-    text = re.sub(r'^(\s*"Submit_arguments":".*)$', lambda m: m.group(1).replace("\\\\", "\\"),
-                  text, flags=re.M)
+    text = re.sub(
+        r'^(\s*"Submit_arguments":".*)$',
+        lambda m: m.group(1).replace("\\\\", "\\"),
+        text,
+        flags=re.M,
+    )
     return text + "\n"
 
 
 def _table(store: Store, jobs: list[Job], flavour: str) -> str:
     if flavour == "pbs":
-        head = ("Job id            Name             User              Time Use S Queue\n"
-                "----------------  ---------------- ----------------  -------- - -----\n")
+        head = (
+            "Job id            Name             User              Time Use S Queue\n"
+            "----------------  ---------------- ----------------  -------- - -----\n"
+        )
         row = "{id:<17} {name:<16} {user:<17} {time:>8} {s} {queue:<16}\n"
     else:
-        head = ("Job ID                    Name             User            Time Use S Queue\n"
-                "------------------------- ---------------- --------------- -------- - -----\n")
+        head = (
+            "Job ID                    Name             User            Time Use S Queue\n"
+            "------------------------- ---------------- --------------- -------- - -----\n"
+        )
         row = "{id:<25} {name:<16} {user:<15} {time:>8} {s} {queue:<15}\n"
     body = ""
     for job in jobs:
         used = "0" if not job.get("start_time") else hms(0)
-        body += row.format(id=job_display_id(store, job)[:25], name=job["name"][:16],
-                           user=job["owner"][:16], time=used, s=state_letter(job, flavour),
-                           queue=job["queue"])
+        body += row.format(
+            id=job_display_id(store, job)[:25],
+            name=job["name"][:16],
+            user=job["owner"][:16],
+            time=used,
+            s=state_letter(job, flavour),
+            queue=job["queue"],
+        )
     return head + body if body else ""
 
 
@@ -802,10 +925,16 @@ def qstat(store: Store, argv: list[str]) -> int:
                     job["array_live"] = any(j["state"] != DONE for j in subjobs(store, job["seq"]))
                 view = [job] if job is not None else []
             if not view or (not pro and not is_visible(store, view[0])):
-                errors.append(f"qstat: Unknown Job Id {shown}" if pro else f"qstat: Unknown Job Id Error {shown}")
+                errors.append(
+                    f"qstat: Unknown Job Id {shown}"
+                    if pro
+                    else f"qstat: Unknown Job Id Error {shown}"
+                )
                 rc = EXIT_UNKNOWN_JOB
             elif pro and not shown_now(view[0]):
-                errors.append(f"qstat: {shown} Job has finished, use -x or -H to obtain historical job information")
+                errors.append(
+                    f"qstat: {shown} Job has finished, use -x or -H to obtain historical job information"
+                )
                 rc = EXIT_HISTORY_JOB
             else:
                 selected += [j for j in view if j is view[0] or shown_now(j)]
@@ -879,8 +1008,9 @@ def _each_job(store: Store, tool: str, ids: list[str]) -> list[tuple[str, str, J
     return result
 
 
-def _qdel_array(store: Store, shown: str, key: str, only: list[int] | None,
-                waits: list[str]) -> int:
+def _qdel_array(
+    store: Store, shown: str, key: str, only: list[int] | None, waits: list[str]
+) -> int:
     """``qdel 12[].server`` (every subjob; Torque ``-t 3-5``: only those) or ``12[3-5]``
     (PBS Pro: the subjobs of that range that exist); returns the exit status."""
     pro = store.config["flavour"] == "pbs"
@@ -889,8 +1019,10 @@ def _qdel_array(store: Store, shown: str, key: str, only: list[int] | None,
     if spec.rstrip("]"):
         only = parse_array_request("torque", "qdel", spec.rstrip("]"))
     if not subs or (not pro and not any(is_visible(store, j) for j in subs)):
-        print(f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}",
-              file=sys.stderr)
+        print(
+            f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}",
+            file=sys.stderr,
+        )
         return EXIT_UNKNOWN_JOB
     if all(j["state"] == DONE for j in subs):
         if pro:
@@ -913,7 +1045,9 @@ def qdel(store: Store, argv: list[str]) -> int:
     """
     pro = store.config["flavour"] == "pbs"
     opts, ids, _ = parse_options("qdel", argv, set("Wm" if pro else "Wmt"), set("xpa"))
-    apply_cancel_faults(store, f"qdel: cannot connect to server {store.config.get('server_name')} (errno=111)", 1)
+    apply_cancel_faults(
+        store, f"qdel: cannot connect to server {store.config.get('server_name')} (errno=111)", 1
+    )
     only = next((parse_array_request("torque", "qdel", v) for o, v in opts if o == "t"), None)
     rc = 0
     waits: list[str] = []
@@ -927,13 +1061,17 @@ def qdel(store: Store, argv: list[str]) -> int:
                 rc = EXIT_BAD_REQUEST
                 continue
         if job is None:
-            print(f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}", file=sys.stderr)
+            print(
+                f"qdel: Unknown Job Id {shown}" if pro else f"qdel: Unknown Job Id Error {shown}",
+                file=sys.stderr,
+            )
             rc = EXIT_UNKNOWN_JOB
             continue
         before = request_cancel(store, key)
         if before == DONE:
             live = job.get("array_index") is not None and any(
-                j["state"] != DONE for j in subjobs(store, job["seq"]))
+                j["state"] != DONE for j in subjobs(store, job["seq"])
+            )
             if pro and live:  # as recorded on OpenPBS 23.06.06
                 print(f"qdel: Request invalid for finished array subjob {shown}", file=sys.stderr)
                 rc = EXIT_FINISHED_SUBJOB
@@ -1005,8 +1143,11 @@ def qmgr(store: Store, argv: list[str]) -> int:
     words = argv[1].replace("=", " = ").split()
     if words[:2] in (["list", "server"], ["l", "s"], ["print", "server"], ["p", "s"]):
         limit = array_limit(store)
-        values = {"server_state": "Active", "scheduling": "True",
-                  "default_queue": store.config.get("default_queue") or ""}
+        values = {
+            "server_state": "Active",
+            "scheduling": "True",
+            "default_queue": store.config.get("default_queue") or "",
+        }
         if limit is not None:
             values[attr] = str(limit)
         if words[0] in ("print", "p"):
@@ -1020,7 +1161,9 @@ def qmgr(store: Store, argv: list[str]) -> int:
             config = dict(store.config)
             if words[0] == "set":
                 if len(words) != 5 or not words[4].isdigit():
-                    raise UsageError(f"qmgr obj={server} svr={server}: Illegal attribute or resource value", 1)
+                    raise UsageError(
+                        f"qmgr obj={server} svr={server}: Illegal attribute or resource value", 1
+                    )
                 config["max_array_size"] = int(words[4])
             else:
                 config["max_array_size"] = 0

@@ -48,9 +48,16 @@ def _wait_until_started(store: Store, key: str, poll: float) -> Job | None:
             if job["state"] == QUEUED:
                 ok, reason = _pending_reason(store, job)
                 if ok:
-                    job.update(state=RUNNING, pend_reason=None, start_time=time.time(),
-                               state_time=time.time(), returncode=None, term_reason=None,
-                               cancel_requested=False, pid=None)
+                    job.update(
+                        state=RUNNING,
+                        pend_reason=None,
+                        start_time=time.time(),
+                        state_time=time.time(),
+                        returncode=None,
+                        term_reason=None,
+                        cancel_requested=False,
+                        pid=None,
+                    )
                     job["num_starts"] += 1
                     store.save_job(job)
                     return job
@@ -116,10 +123,16 @@ def _execute(store: Store, job: Job, poll: float) -> None:
             cwd = job["cwd"] if os.path.isdir(job["cwd"]) else os.path.expanduser("~")
             try:
                 env = {**job["env"], JOB_MARKER: f"{store.home}:{key}"}
-                proc = subprocess.Popen(job["command"], cwd=cwd, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True,
-                                        preexec_fn=_default_signals)
+                proc = subprocess.Popen(
+                    job["command"],
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    preexec_fn=_default_signals,
+                )
             except OSError as exc:
                 err.write(f"{job['command'][0]}: {exc.strerror}\n".encode())
                 rc = 127
@@ -141,8 +154,11 @@ def _execute(store: Store, job: Job, poll: float) -> None:
                         # the cancelling command already signalled the process group
                         term_sent = now
                     limit = rec.get("walltime")
-                    if (term_sent is None and limit is not None
-                            and now - job["start_time"] > limit * scale):
+                    if (
+                        term_sent is None
+                        and limit is not None
+                        and now - job["start_time"] > limit * scale
+                    ):
                         used = math.ceil((now - job["start_time"]) / scale)
                         with store.update_job(key) as rec2:
                             if rec2 is not None:

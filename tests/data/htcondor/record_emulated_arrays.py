@@ -34,7 +34,7 @@ def main() -> None:
             "Names = p-0, p-1, p-2, p-3\n"
             "executable = /bin/sh\n"
             "arguments = \"-c 'case $(Process) in 1) exit 3;; *) sleep 60;; esac'\"\n"
-            "MY.DaskWorkerName = \"$CHOICE(Process, Names)\"\n"
+            'MY.DaskWorkerName = "$CHOICE(Process, Names)"\n'
             "queue 4\n"
         )
         run("condor_submit", str(sub), name="condor_submit_queue_4")
@@ -44,10 +44,26 @@ def main() -> None:
         run("condor_hold", "1.3")
         run("condor_rm", "1.2", name="condor_rm_one_proc")
         time.sleep(1.5)
-        run("condor_q", "1.0", "1.1", "1.2", "1.3", "-json", "-attributes", ATTRS,
-            name="condor_q_json_array_procs")
-        run("condor_history", "1.1", "1.2", "-json", "-attributes", ATTRS,
-            name="condor_history_json_array_procs")
+        run(
+            "condor_q",
+            "1.0",
+            "1.1",
+            "1.2",
+            "1.3",
+            "-json",
+            "-attributes",
+            ATTRS,
+            name="condor_q_json_array_procs",
+        )
+        run(
+            "condor_history",
+            "1.1",
+            "1.2",
+            "-json",
+            "-attributes",
+            ATTRS,
+            name="condor_history_json_array_procs",
+        )
         run("condor_rm", "1.0", "1.3", "1.2", name="condor_rm_several_procs")
         big = home / "big.sub"
         big.write_text("executable = /bin/true\nqueue 5\n")

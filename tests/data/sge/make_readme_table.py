@@ -1,4 +1,5 @@
 """Rewrite the generated part of README.md from manifest.tsv and mixed_jobs.tsv."""
+
 import pathlib
 
 here = pathlib.Path(__file__).resolve().parent
