@@ -369,16 +369,6 @@ class BatchSystem:
             serial = next(self._serials)
         return JobTag(self.cluster_id, serial, os.getpid(), self._host)
 
-    def tagged_submit_argv(self, job: Job, script_path: str, tag: JobTag) -> list[str]:
-        """The job's submit command with the dialect's tag arguments right after the
-        command's own words (so ``submit_command_extra`` can still override them)."""
-        argv = job.submit_argv(script_path)
-        spec = self.dialect.tagging
-        if spec is None or not job.submit_command:
-            return argv
-        head = len(shlex.split(job.submit_command))
-        return [*argv[:head], *spec.submit_args(tag.text()), *argv[head:]]
-
     # ------------------------------------------------------------------ submit
 
     async def submit(self, job: Job) -> str:

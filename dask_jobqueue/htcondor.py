@@ -37,7 +37,6 @@ from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names o
     parse_condor_step,
     parse_htcondor_tags,
     quote_arguments,
-    quote_environment,
 )
 from .job import Job
 from .options import JOB_OPTIONS_BY_NAME, SIZE, Option
@@ -48,7 +47,6 @@ __all__ = [
     "HTCondorJob",
     "HTCondorCluster",
     "quote_arguments",
-    "quote_environment",
     "escape_macros",
     "parse_condor_json",
     "condor_status",

@@ -14,7 +14,7 @@ import re
 import shlex
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -461,10 +461,6 @@ class Job(ParametersDocumented, ProcessInterface):
         if timeout is not None:
             engine.cancel_timeout = timeout
         await engine.cancel(job_ids)
-
-    def cancel_jobs_sync(self, job_ids: Iterable[str]) -> None:
-        """Blocking variant of :meth:`cancel_jobs`, used at interpreter exit."""
-        self.batch_system().cancel_sync(list(job_ids))
 
     # ------------------------------------------------------------------ ProcessInterface
 

@@ -115,8 +115,3 @@ class FailurePolicy:
         if len(times) < cap:
             return at
         return max(at, times[-cap] + self.window)
-
-    def replacements_in_window(self, now: float) -> int:
-        """Replacements due in the window that ends at ``now``."""
-        times = self._resubmissions
-        return bisect.bisect_right(times, now) - bisect.bisect_right(times, now - self.window)

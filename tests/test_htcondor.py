@@ -17,13 +17,12 @@ from dask_jobqueue.htcondor import (
     escape_macros,
     parse_condor_json,
     quote_arguments,
-    quote_environment,
 )
 from dask_jobqueue.policy import FailurePolicy
 from dask_jobqueue.tracker import JobTracker
 from dask_jobqueue.tracking import JobState
 
-from .emulator.htcondor import parse_arguments, parse_environment
+from .emulator.htcondor import parse_arguments
 from .fakes import engine_with, query
 from .scheduler_suite import Backend, SchedulerSuite, emulator, run  # noqa: F401
 
@@ -133,11 +132,6 @@ def test_quote_arguments_round_trip(args):
 def test_quote_arguments_example():
     assert quote_arguments(["-c", "echo 'hi there'"]) == "\"-c 'echo ''hi there'''\""
     assert quote_arguments(['a"b']) == '"a""b"'
-
-
-def test_quote_environment_round_trip():
-    env = {"A": "1", "B": "with space", "C": 'it\'s "q"', "D": ""}
-    assert parse_environment(quote_environment(env)) == env
 
 
 def test_macros_are_escaped_in_arguments():

@@ -26,6 +26,8 @@ from dask_jobqueue.sge import SGEJob
 from dask_jobqueue.slurm import SLURMJob
 from dask_jobqueue.tags import JobTag, TagSpec, new_cluster_id, safe_host, tag_parser
 
+from .fakes import engine_with
+
 DATA = Path(__file__).parent / "data"
 TAG = JobTag("0a1b2c3d", 7, 4242, "login01.example.org")
 
@@ -152,14 +154,15 @@ def test_pbs_job_name_room_depends_on_the_host():
         check_job_name_for_tag("a" * 202, host="vm")
 
 
-def test_tag_arguments_come_right_after_the_submit_command():
+def test_tag_arguments_come_right_after_the_submit_command(monkeypatch):
     job = SLURMJob("tcp://a:1", cores=1, memory="1GB", submit_command_extra=["--x"])
-    engine = BatchSystem(job)
-    tag = engine.new_tag()
+    engine, runner = engine_with(job, lambda argv: "Submitted batch job 12\n", monkeypatch)
+    assert asyncio.run(engine.submit(job)) == "12"
+    tag = job.tag
     assert tag.cluster_id == engine.cluster_id and tag.pid == os.getpid()
     assert engine.new_tag().serial == tag.serial + 1
-    argv = engine.tagged_submit_argv(job, "/tmp/job.sh", tag)
-    assert argv == ["sbatch", f"--comment={tag.text()}", "--x", "/tmp/job.sh"]
+    (argv,) = [c for c in runner.calls if c[0] == "sbatch"]
+    assert argv[:3] == ["sbatch", f"--comment={tag.text()}", "--x"]
 
 
 # ---------------------------------------------------------------------- parsers

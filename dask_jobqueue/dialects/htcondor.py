@@ -46,7 +46,6 @@ __all__ = [
     "parse_condor_step",
     "parse_htcondor_tags",
     "quote_arguments",
-    "quote_environment",
 ]
 
 #: Job ClassAd attributes read by the status query (``-json -attributes``).
@@ -174,17 +173,6 @@ def quote_arguments(args: list[str]) -> str:
             arg = f"'{arg}'"
         quoted.append(arg)
     return '"' + " ".join(quoted) + '"'
-
-
-def quote_environment(env: Mapping[str, str]) -> str:
-    """Quote a mapping for an ``Environment =`` line (new syntax)."""
-    items = []
-    for key, value in env.items():
-        value = _double_up_quotes(str(value))
-        if not value or re.search(r"[\s']", value):
-            value = f"'{value}'"
-        items.append(f"{key}={value}")
-    return '"' + " ".join(items) + '"'
 
 
 def condor_q_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
