@@ -1,8 +1,7 @@
 """Shell quoting and execution of batch-system commands: the one command runner.
 
-Standard library only: the watchdog (``watchdog.py``), which must not import dask, loads this
-file by its path and runs its commands through :func:`run_command_sync`, as the engine runs
-its own through :func:`run_command`.
+Standard library only: the watchdog runs its commands through :func:`run_command_sync`, as
+the engine runs its own through :func:`run_command`.
 """
 
 from __future__ import annotations

@@ -492,6 +492,8 @@ def _batch_system(scheduler: str) -> Any:
 
 def _running_watchdogs() -> set[str]:
     """Cluster ids of the watchdogs running on this host (any user we can see)."""
+    from .watchdog import is_watchdog_command
+
     found = set()
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
@@ -503,7 +505,7 @@ def _running_watchdogs() -> set[str]:
                 argv = f.read().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if any(a.endswith("watchdog.py") for a in argv) and "--cluster-id" in argv:
+        if is_watchdog_command(argv) and "--cluster-id" in argv:
             i = argv.index("--cluster-id")
             if i + 1 < len(argv):
                 found.add(argv[i + 1])

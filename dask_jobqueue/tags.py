@@ -14,9 +14,9 @@ the OAR line): a field that merely mentions a tag (a comment quoting one, a job 
 one with more text around it) is not ours.
 
 Each dialect declares a :class:`TagSpec`: the submit-command arguments carrying the tag, the
-commands listing this user's jobs, and a pure parser of their output. The parsers live here
-because the watchdog (``watchdog.py``) loads this module by its path, without importing dask:
-this module uses the standard library only.
+commands listing this user's jobs, and a pure parser of their output, in the dialect's own
+module (``dialects/<name>.py``); the watchdog imports it by its ``module:name``. This module
+uses the standard library only.
 """
 
 from __future__ import annotations

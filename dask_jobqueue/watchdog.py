@@ -604,11 +604,16 @@ def state_for(
 CancelPlanner = Callable[[Sequence[str]], Sequence[tuple[Sequence[str], Sequence[str]]]]
 
 
+#: What tells a watchdog process by its command line (``dask-jobqueue status`` looks for it).
+PROGRAM_MARK = "from dask_jobqueue.watchdog import main"
 #: The watchdog's program: this package (from the directory given first) runs :func:`main`.
-_LAUNCH = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from dask_jobqueue.watchdog import main; sys.exit(main())"
-)
+_LAUNCH = f"import sys; sys.path.insert(0, sys.argv.pop(1)); {PROGRAM_MARK}; sys.exit(main())"
+
+
+def is_watchdog_command(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` (a process's command line) is a watchdog's: as started now, or by
+    path as versions before 2026-12 started it."""
+    return any(PROGRAM_MARK in a or a.endswith("watchdog.py") for a in argv)
 
 
 class Watchdog:
