@@ -28,6 +28,7 @@ setup(
             "numpy>=1.24",
             "pandas>=2",
             "ruff>=0.5",
+            "mypy>=1.10",
             "docutils>=0.20",
         ],
         # Builds the manual: sphinx-build -W -b html docs <outdir> (alabaster comes with Sphinx).
