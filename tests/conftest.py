@@ -13,6 +13,8 @@ import pytest
 
 from dask_jobqueue.config import reconfigure
 
+from .waiting import wait_until
+
 ENVIRONMENTS = ("slurm", "sge", "oar", "pbs", "torque", "moab", "lsf", "htcondor")
 
 
@@ -57,7 +59,8 @@ def no_stray_processes(monkeypatch):
     token = f"{os.getpid()}-{uuid.uuid4().hex}"
     monkeypatch.setenv("DASK_JOBQUEUE_TEST_TOKEN", token)
     yield
-    leftover = _wait_for(lambda: _worker_pids(token), timeout=15)
+    wait_until(lambda: not _worker_pids(token), timeout=15, interval=0.2)
+    leftover = _worker_pids(token)
     assert not leftover, f"worker processes left running: {sorted(leftover)}"
 
 
@@ -84,14 +87,3 @@ def _worker_pids(token: str) -> set[int]:
         if f"DASK_JOBQUEUE_TEST_TOKEN={token}".encode() in environ:
             pids.add(int(entry))
     return pids
-
-
-def _wait_for(check, timeout: float):
-    import time
-
-    deadline = time.monotonic() + timeout
-    result = check()
-    while result and time.monotonic() < deadline:
-        time.sleep(0.2)
-        result = check()
-    return result

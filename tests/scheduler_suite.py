@@ -20,6 +20,8 @@ from distributed import Client
 
 from dask_jobqueue import CommandError, JobFailedError, JobState
 
+from .waiting import quick_polling, wait_until  # noqa: F401  (imported from here too)
+
 NO_DASHBOARD = {"dashboard_address": ":0"}
 
 
@@ -67,26 +69,6 @@ def scheduler_workers(client: Client) -> list[dict]:
             for ws in dask_scheduler.workers.values()
         ]
     )
-
-
-def quick_polling(name: str, interval: str = "300ms", most: str = "1s", **settings: str) -> dict:
-    """Settings making the engine of section ``jobqueue.<name>`` poll and resubmit quickly;
-    ``settings`` sets other keys of the section (``vanish_grace="4s"``)."""
-    return {
-        f"jobqueue.{name}.poll-interval": interval,
-        f"jobqueue.{name}.poll-interval-max": most,
-        f"jobqueue.{name}.resubmit-backoff": interval,
-        **{f"jobqueue.{name}.{key.replace('_', '-')}": value for key, value in settings.items()},
-    }
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 class SchedulerSuite:

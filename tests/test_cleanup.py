@@ -18,6 +18,8 @@ import pytest
 from dask_jobqueue.cli import detect_scheduler, orphans
 from dask_jobqueue.tags import JobTag
 
+from .waiting import wait_until
+
 ROOT = Path(__file__).parents[1]
 
 # Held jobs: queued jobs never end by themselves (a running worker whose scheduler is gone
@@ -112,15 +114,6 @@ def cli(env, *args, check=True) -> subprocess.CompletedProcess:
 def tagged_ids(env, scheduler, cluster_id) -> set[str]:
     out = cli(env, "status", scheduler).stdout
     return {line.split()[0] for line in out.splitlines() if f" {cluster_id} " in line}
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.25)
-    return predicate()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from distributed import Client
 
 from dask_jobqueue.dialect import Dialect
 
-from .conftest import _wait_for
+from .waiting import wait_until
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "acme.py"
 
@@ -103,12 +103,9 @@ def test_a_scheduler_in_one_file_runs_a_cluster(acme, no_stray_processes):
             with Client(cluster) as client:
                 client.wait_for_workers(2, timeout=60)
                 assert client.submit(lambda x: x + 1, 41).result(timeout=30) == 42
-            not_connected = _wait_for(
-                lambda: [r for r in cluster.jobs if r.state.name != "CONNECTED"], 10
-            )
-            assert not_connected == []
+            assert wait_until(lambda: all(r.state.name == "CONNECTED" for r in cluster.jobs), 10)
             ids = sorted(r.job_id for r in cluster.jobs)
             assert ids == ["1", "2"]
     pids = [int((acme / f"{i}.pid").read_text()) for i in ids]
-    assert _wait_for(lambda: [p for p in pids if _alive(p)], 15) == []
+    assert wait_until(lambda: not any(_alive(p) for p in pids), 15)
     assert sorted((acme / "cancelled").read_text().split()) == ids

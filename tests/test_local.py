@@ -16,24 +16,16 @@ from dask_jobqueue import CommandError, JobFailedError, JobQueueCluster, JobStat
 from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.local import LocalCluster, LocalJob
 
-from . import scheduler_suite
 from .scheduler_suite import NO_DASHBOARD, scheduler_worker_names, scheduler_workers
+from .waiting import quick_polling, wait_until
 
-FAST = {
-    "jobqueue.local.poll-interval": "200ms",
-    "jobqueue.local.poll-interval-max": "1s",
-    "jobqueue.local.resubmit-backoff": "200ms",
-}
+FAST = quick_polling("local", "200ms", "1s")
 
 
 @pytest.fixture(autouse=True)
 def fast_polling():
     with dask.config.set(FAST):
         yield
-
-
-def wait_until(predicate, timeout: float = 30) -> bool:
-    return scheduler_suite.wait_until(predicate, timeout, interval=0.1)
 
 
 def test_scale_compute_scale_down_close(no_stray_processes, tmp_path):

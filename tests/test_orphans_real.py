@@ -28,6 +28,7 @@ from dask_jobqueue.watchdog import pid_alive
 
 from .fakecmd import fake_commands  # noqa: F401  (the fixture)
 from .test_cleanup import Client, cli
+from .waiting import wait_until
 
 ROOT = Path(__file__).parents[1]
 
@@ -197,16 +198,6 @@ REAL = [
 WITH_OAR = [*REAL, pytest.param(OAR, marks=pytest.mark.env("oar"), id="oar")]
 
 
-def wait_for(predicate, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
-
-
 class Scenario:
     """Blockers leaving one free slot, then a client with three jobs (one runs)."""
 
@@ -222,12 +213,14 @@ class Scenario:
         if real.name == "oar":
             # OAR may need ~30 s to really stop a cancelled job (an earlier test's): wait
             # until no job holds cores, so the blockers leave exactly one free
-            wait_for(lambda: not any(s == "R" for s in _oar_states(list(_oar_jobs())).values()), 90)
+            wait_until(
+                lambda: not any(s == "R" for s in _oar_states(list(_oar_jobs())).values()), 90
+            )
         free = real.free_slots()
         assert free >= 1, "no free slot on the node"
         for _ in range(free - 1):
             self.blockers.append(real.submit_blocker(self.tag + "-blk"))
-        assert wait_for(
+        assert wait_until(
             lambda: (
                 len([s for s in real.states(self.blockers).values() if s == "R"])
                 == len(self.blockers)
@@ -277,7 +270,7 @@ def _kill_and_measure(real: Real, watchdog: bool, check: bool) -> dict[str, floa
     scenario = Scenario(real)
     try:
         scenario.start(watchdog, check)
-        assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90), (
+        assert wait_until(lambda: scenario.running_and_queued() == (1, 2), 90), (
             scenario.running_and_queued()
         )
         queued_at_kill = [i for i, st in real.states(scenario.ids).items() if st == "Q"]
@@ -334,7 +327,7 @@ def test_cleanup_after_client_and_watchdog_were_killed(real):
     scenario = Scenario(real)
     try:
         scenario.start(watchdog=True, check=True)
-        assert wait_for(lambda: scenario.running_and_queued() == (1, 2), 90)
+        assert wait_until(lambda: scenario.running_and_queued() == (1, 2), 90)
         os.kill(scenario.client.watchdog_pid, signal.SIGKILL)
         scenario.client.kill()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -347,7 +340,7 @@ def test_cleanup_after_client_and_watchdog_were_killed(real):
         started = time.monotonic()
         done = cli(env, "cleanup", real.name, "--yes").stdout
         assert "Cancelled" in done
-        assert wait_for(lambda: not real.states(scenario.ids), 30)
+        assert wait_until(lambda: not real.states(scenario.ids), 30)
         print(f"\n[{real.name}] cleanup --yes to empty queue: {time.monotonic() - started:.1f}s")
     finally:
         scenario.close()
@@ -392,7 +385,7 @@ def test_watchdog_recovers_from_a_failed_cancel_and_removes_the_tls_files(
         assert set(SLURM.states(client.job_ids)) == set(client.job_ids)
         assert fake_commands.calls("scancel") == 0
         killed = client.kill()
-        assert wait_for(lambda: not SLURM.states(client.job_ids), 30)
+        assert wait_until(lambda: not SLURM.states(client.job_ids), 30)
         print(
             f"\n[slurm] kill to empty queue with one failed scancel: "
             f"{time.monotonic() - killed:.1f}s"
@@ -401,7 +394,7 @@ def test_watchdog_recovers_from_a_failed_cancel_and_removes_the_tls_files(
         calls = fake_commands.argv("scancel")
         # the failed command and its retry, each naming every job
         assert len(calls) >= 2 and all(sorted(c) == sorted(client.job_ids) for c in calls[:2])
-        assert wait_for(lambda: not pid_alive(client.watchdog_pid), 30)
+        assert wait_until(lambda: not pid_alive(client.watchdog_pid), 30)
     finally:
         if client.process.poll() is None:
             client.kill()

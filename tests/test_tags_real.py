@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 from dask_jobqueue.tags import JobTag
 
 from .test_cleanup import Client, cli
+from .waiting import wait_until
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -36,16 +36,6 @@ def sh(argv: list[str], check: bool = True, stdin: str | None = None) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"{argv}: {result.returncode} {result.stderr}")
     return result.stdout
-
-
-def wait_for(predicate, timeout: float, step: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def listed_ids(output: str) -> set[str]:
@@ -130,7 +120,7 @@ def test_slurm_cleanup_spares_a_job_whose_comment_mentions_a_tag():
         done = cli(ENV, "cleanup", "slurm", "--yes").stdout
         assert re.search(r"Cancelled [1-9]\d* job\(s\)", done), done
         assert set(ours) <= listed_ids(done) and user_job not in listed_ids(done), done
-        assert wait_for(lambda: not _slurm_live(ours), 30), _slurm_live(ours)
+        assert wait_until(lambda: not _slurm_live(ours), 30), _slurm_live(ours)
         # cleanup has returned: its cancels are done; the user's job is still there
         assert user_job in _slurm_live([user_job])
         assert "CANCELLED" not in sh(["squeue", "-h", "-t", "all", "-j", user_job, "-o", "%T"])
@@ -227,7 +217,7 @@ def test_pbs_job_submitted_with_qsub_V_from_a_worker_survives_watchdog_and_clean
         assert set(ours) <= listed_ids(status) and child_id not in listed_ids(status), status
 
         client.kill()  # the watchdog cancels the cluster's job, and only that
-        assert wait_for(lambda: not any(_alive(env, i) for i in ours), 30), _pbs_states(env, ours)
+        assert wait_until(lambda: not any(_alive(env, i) for i in ours), 30), _pbs_states(env, ours)
         assert _alive(env, child_id), _pbs_states(env, [child_id])
 
         done = cli(env, "cleanup", "pbs", "--yes").stdout
