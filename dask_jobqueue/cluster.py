@@ -675,14 +675,22 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             # Failed, lost and stuck jobs are cancelled before anything replaces them.
             await self._engine.cancel(to_cancel)
         for name, delay in replace:
-            spec = self.worker_spec.pop(name, None)
-            if spec is None:
+            new_name = self._respec(name)
+            if new_name is None:
                 continue
-            # A fresh name: workers of the old job may still be around under the old one.
-            new_name = next(iter(self.new_worker_spec()))
-            self.worker_spec[new_name] = spec
             self._resubmit_not_before[new_name] = now + delay
             self.loop.call_later(delay + 0.01, self._correct_state)
+
+    def _respec(self, name: str) -> str | None:
+        """The job ``name`` is to be replaced: its spec moves to a fresh name (the replacement
+        job's), as workers of the old job may still be around under the old one. Returns the
+        new name, or ``None`` if the cluster no longer wants ``name``."""
+        spec = self.worker_spec.pop(name, None)
+        if spec is None:
+            return None
+        new_name = next(iter(self.new_worker_spec()))
+        self.worker_spec[new_name] = spec
+        return new_name
 
     # ------------------------------------------------------------------ walltime
 
@@ -737,9 +745,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             # not while the breaker holds submissions back.
             if name not in self.worker_spec or self._policy.breaker_open:
                 continue
-            spec = self.worker_spec.pop(name)
-            new_name = next(iter(self.new_worker_spec()))
-            self.worker_spec[new_name] = spec
+            new_name = self._respec(name)
             self._expiring.add(name)
             replaced = True
             logger.info(
@@ -749,10 +755,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             await self._correct_state()
         to_retire = [name for name in retire if name in self.workers]
         for name in to_retire:
-            if name in self.worker_spec:
-                # not replaced (breaker open, or the lead was too short): replace it now
-                spec = self.worker_spec.pop(name)
-                self.worker_spec[next(iter(self.new_worker_spec()))] = spec
+            # not replaced yet (breaker open, or the lead was too short): replace it now
+            self._respec(name)
             self._expiring.discard(name)
             planner.forget(name)
         if to_retire:
