@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 import weakref
-from typing import Any, ClassVar
+from typing import Any
 
 from dask.utils import parse_timedelta
 from distributed.core import Status

@@ -424,7 +424,9 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "shebang",
         "str",
         "First line of the job script; must start with ``#!``.",
-        default_factory=lambda values, owner: getattr(owner, "default_shebang", "#!/usr/bin/env bash"),
+        default_factory=lambda values, owner: getattr(
+            owner, "default_shebang", "#!/usr/bin/env bash"
+        ),
         check=_plain(check_shebang),
     ),
     Option(
