@@ -192,7 +192,8 @@ async def run_command(
     try:
         await asyncio.wait([exited], timeout=_left(loop, deadline))
         if exited.done():
-            grace = EOF_GRACE if deadline is None else min(EOF_GRACE, _left(loop, deadline))
+            left = _left(loop, deadline)
+            grace = EOF_GRACE if left is None else min(EOF_GRACE, left)
             await asyncio.wait(pipes, timeout=grace)
             if not all(p.done() for p in pipes):
                 logger.debug("Command %s exited but its output pipes stay open", argv[0])
@@ -293,7 +294,7 @@ async def _end_group(proc: asyncio.subprocess.Process, exited: asyncio.Future) -
 
 
 async def _release(
-    proc: asyncio.subprocess.Process, pipes: list[asyncio.Future], exited: asyncio.Future
+    proc: asyncio.subprocess.Process, pipes: Sequence[asyncio.Future], exited: asyncio.Future
 ) -> None:
     """Stop reading and close the pipes, so nothing is left to the event loop."""
     pending = [p for p in pipes if not p.done()]

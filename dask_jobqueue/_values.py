@@ -249,7 +249,9 @@ def parse_duration(value: object, keyword: str) -> float:
     if isinstance(value, (int, float)) and not value > 0:
         raise ValueError(f"{keyword}={value!r} must be a positive duration")
     try:
-        seconds = parse_timedelta(value, "seconds")
+        # dask types it str | float | timedelta; it also reads any numbers.Number, and what
+        # it cannot read raises one of the errors caught here
+        seconds = parse_timedelta(value, "seconds")  # type: ignore[call-overload]
     except (KeyError, ValueError, TypeError, OverflowError):
         raise ValueError(
             f"{keyword}={value!r} is not a duration: use seconds or a string such as "

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed.deploy.adaptive import Adaptive
+
+if TYPE_CHECKING:
+    from .cluster import JobQueueCluster
 
 __all__ = ["JobAdaptive", "WorkerJobKey"]
 
@@ -41,6 +45,10 @@ class JobAdaptive(Adaptive):
     worker of a job, which cancels the whole job, which it then starts again (upstream #498).
     Here targets are rounded up to whole jobs and only whole jobs are retired.
     """
+
+    cluster: JobQueueCluster
+    # distributed types the keys as WorkerState; with a worker_key they are what it returns
+    close_counts: defaultdict[str, int]  # type: ignore[assignment]
 
     async def recommendations(self, target: int) -> dict:
         cluster = self.cluster
@@ -78,7 +86,8 @@ class JobAdaptive(Adaptive):
             "workers": [f"{job}{s}" for job in firmly_close for s in suffixes],
         }
 
-    async def scale_up(self, n: int) -> None:
+    # AdaptiveCore declares scale_up(workers: Iterable), but Adaptive calls it with n=<count>
+    async def scale_up(self, n: int) -> None:  # type: ignore[override]
         # never past max-jobs (an unbounded adapt() facing a million tasks)
         most = self.cluster._settings.max_jobs * self.cluster.processes
         self.cluster._scale_to_workers(min(int(n), most))

@@ -13,9 +13,13 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import registry
+
+if TYPE_CHECKING:
+    from .cluster import JobQueueCluster
+    from .job import Job
 
 PROG = "dask-jobqueue"
 
@@ -77,13 +81,21 @@ def _positive_seconds(text: str) -> float:
     return float(value)
 
 
-def cluster_class(scheduler: str) -> type:
-    """The cluster class for a scheduler name such as ``"slurm"``."""
+def _scheduler(scheduler: str) -> registry.Scheduler:
     try:
-        entry = registry.get(scheduler)
+        return registry.get(scheduler)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return entry.cluster_class()
+
+
+def cluster_class(scheduler: str) -> type[JobQueueCluster]:
+    """The cluster class for a scheduler name such as ``"slurm"``."""
+    return _scheduler(scheduler).cluster_class()
+
+
+def job_class(scheduler: str) -> type[Job]:
+    """The job class for a scheduler name such as ``"slurm"`` (its cluster's ``job_cls``)."""
+    return _scheduler(scheduler).job_class()
 
 
 def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -335,7 +347,7 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
     from ._shell import CommandError
     from .job import JobFailedError
 
-    config_name = kwargs.get("config_name") or cluster_class(scheduler).job_cls.config_name
+    config_name = kwargs.get("config_name") or job_class(scheduler).config_name
     if dask.config.get(f"jobqueue.{config_name}", default=None) is None:
         # Checked here: setting the keys below would otherwise create the section.
         raise UsageError(f"there is no section 'jobqueue.{config_name}' in the configuration")
@@ -473,15 +485,14 @@ def _batch_system(scheduler: str) -> Any:
     """An engine for ``scheduler`` (its listing and cancel commands come from the config)."""
     import warnings
 
-    cls = cluster_class(scheduler)
-    job_cls = cls.job_cls
+    job_cls = job_class(scheduler)
     if job_cls.tagging is None:
         raise UsageError(f"{scheduler} jobs carry no dask-jobqueue tag: nothing to list")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             # the least a job of any scheduler needs (HTCondor's also asks for disk space)
-            sizes = {"cores": 1, "memory": "1GB"}
+            sizes: dict[str, Any] = {"cores": 1, "memory": "1GB"}
             if "disk" in job_cls.accepted_keywords():
                 sizes["disk"] = "1GB"
             template = job_cls(**sizes)

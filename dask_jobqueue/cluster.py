@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 import weakref
-from typing import Any, ClassVar
+from typing import Any
 
 from dask.utils import parse_timedelta
 from distributed.core import Status
@@ -65,7 +65,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
     job class.
     """
 
-    job_cls: ClassVar[type[Job] | None] = None
+    #: The job class (on an instance: the one it runs, never ``None``).
+    job_cls: type[Job] | None = None
 
     @classmethod
     def documented_options(cls) -> list[Option]:
@@ -208,7 +209,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.job_cls(address, name="dummy-name", **self._job_kwargs)
+            job_cls = self.job_cls
+            assert job_cls is not None  # set by __init__
+            return job_cls(address, name="dummy-name", **self._job_kwargs)
 
     def job_script(self) -> str:
         """The batch script a job of this cluster would be submitted with."""
@@ -424,7 +427,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 self._tracker.forget(job.job_id, JobState.CANCELLED, reason, now)
                 ids.append(job.job_id)
         if self.scheduler.status == Status.running:
-            worker_names = set()
+            worker_names: set[str] = set()
             for name in names:
                 if self._group_suffixes:
                     worker_names.update(f"{name}{s}" for s in self._group_suffixes)
@@ -490,12 +493,14 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         if self.status not in (Status.closing, Status.closed):
             while len(self.worker_spec) < target:
                 self.worker_spec.update(self.new_worker_spec())
-        self.loop.add_callback(self._correct_state)
+        # distributed types Cluster.loop as IOLoop | None, but it raises rather than return None
+        self.loop.add_callback(self._correct_state)  # type: ignore[union-attr]
 
     async def _scale_to_jobs_on_loop(self, target: int) -> None:
         self._scale_to_jobs(target)
 
-    def scale(
+    # dask-jobqueue 0.9's signature (jobs second), not SpecCluster.scale(n, memory, cores)
+    def scale(  # type: ignore[override]
         self,
         n: int | None = None,
         jobs: int = 0,
@@ -632,7 +637,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         """Jobs reached a final state on their own: explain, cancel leftovers, replace."""
         now = time.monotonic()
         cap = max(10, 2 * len(self.worker_spec))
-        to_cancel, finished = [], []
+        to_cancel: list[str] = []
+        finished: list[str] = []
         replace: list[tuple[str, float]] = []
         for record, status in ended:
             job = self.workers.get(record.name)
@@ -679,7 +685,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             if new_name is None:
                 continue
             self._resubmit_not_before[new_name] = now + delay
-            self.loop.call_later(delay + 0.01, self._correct_state)
+            # Cluster.loop is typed IOLoop | None but never returns None (see _scale_to_jobs)
+            self.loop.call_later(delay + 0.01, self._correct_state)  # type: ignore[union-attr]
 
     def _respec(self, name: str) -> str | None:
         """The job ``name`` is to be replaced: its spec moves to a fresh name (the replacement

@@ -247,7 +247,7 @@ def adopt_one_array(
     listed: Sequence[str], indices: Sequence[int], task_id: Callable[[str, int], str]
 ) -> list[str]:
     """Task ids of the one array whose tasks (or collapsed pending tasks) are ``listed``."""
-    bases = {re.match(r"\d+", i).group() for i in listed if re.match(r"\d+", i)}
+    bases = {m.group() for i in listed if (m := re.match(r"\d+", i))}
     if len(bases) != 1:
         raise ValueError(f"expected the tasks of one array, found {', '.join(listed)}")
     base = bases.pop()

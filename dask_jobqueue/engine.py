@@ -417,9 +417,9 @@ class BatchSystem:
             loop.run_in_executor(self._executor, self._submit_planned, group, support)
             for group in groups
         ]
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        group_outcomes = await asyncio.gather(*futures, return_exceptions=True)
         results: dict[int, str | BaseException] = {}
-        for group, outcome in zip(groups, outcomes, strict=True):
+        for group, outcome in zip(groups, group_outcomes, strict=True):
             for k, job in enumerate(group):
                 if isinstance(outcome, BaseException):
                     results[id(job)] = outcome
@@ -524,11 +524,13 @@ class BatchSystem:
         for an array the site refuses as too large."""
         first = group[0]
         first.prepare_log_directory()
-        array = len(group) > 1
-        assert support is not None or not array
+        # the array support when the group goes as one array (the plan makes groups of
+        # several jobs only with one), else None
+        array = support if len(group) > 1 else None
+        assert array is not None or len(group) == 1
         if array:
-            script = array_script(first, [job.name for job in group], support)
-            indices = [support.first_index + k for k in range(len(group))]
+            script = array_script(first, [job.name for job in group], array)
+            indices = [array.first_index + k for k in range(len(group))]
         else:
             script = first.job_script()
             indices = []
@@ -544,12 +546,12 @@ class BatchSystem:
             head = len(shlex.split(first.submit_command or "")) or 1
             extra = list(tagging.submit_args(tag.text())) if tagging is not None else []
             if array:
-                extra += support.submit_args(indices[0], indices[-1])
+                extra += array.submit_args(indices[0], indices[-1])
             argv = [*argv[:head], *extra, *argv[head:]]
 
             def parse(stdout: str) -> list[str]:
                 if array:
-                    return support.task_ids(stdout, indices)
+                    return array.task_ids(stdout, indices)
                 return [first.job_id_from_submit_output(stdout)]
 
             try:
@@ -557,7 +559,7 @@ class BatchSystem:
                     argv, first.submit_stdin(script), parse, tag if tagging else None, indices
                 )
             except CommandError as exc:
-                if array and _too_large(exc, support) is not None:
+                if array and _too_large(exc, array) is not None:
                     raise _Refused(exc) from exc
                 raise
         with self._lock:
@@ -907,6 +909,7 @@ class BatchSystem:
             selected = [i for i in step.select(job_ids, known) if i in wanted]
             if not selected:
                 continue
+            found: Mapping[str, JobStatus]
             try:
                 if step.each:
                     found = await self._run_each(step, selected, known)
@@ -989,7 +992,8 @@ class BatchSystem:
         if step.batch_argv is not None and len(groups) > self.each_concurrency:
             with self._lock:
                 times = [self._submitted_at.get(i) for i in due]
-            since = None if None in times else min(times)
+            known_times = [t for t in times if t is not None]
+            since = min(known_times) if len(known_times) == len(times) else None
             argv = step.batch_argv(self.template, due, {**self.facts, "submitted_since": since})
             if argv is not None:
                 try:

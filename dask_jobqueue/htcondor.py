@@ -135,6 +135,8 @@ class HTCondorJob(Job):
             "jobqueue.yaml",
         ),
     )
+    job_extra_directives: dict[str, str]
+    worker_disk: int
 
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:
@@ -166,8 +168,7 @@ class HTCondorJob(Job):
             )
         return items
 
-    @property
-    def job_header(self) -> str:
+    def generated_job_header(self) -> str:
         # Like the other schedulers: a generated line is dropped when it contains any of the
         # job_directives_skip strings (a key that is not in the header is simply not found).
         items = {

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
+from distributed.security import Security
 
 from ._shell import join_command
 from ._values import check_shared_directory, format_memory_limit
@@ -108,8 +109,9 @@ class Job(ParametersDocumented, ProcessInterface):
     #: the class attributes below, unless the class sets them itself. A job class may also
     #: set the attributes directly, without a dialect (as dask-jobqueue 0.9 subclasses do).
     dialect: ClassVar[Dialect | None] = None
-    #: Section of ``jobqueue.yaml`` holding this scheduler's defaults.
-    config_name: ClassVar[str | None] = None
+    #: Section of ``jobqueue.yaml`` holding this scheduler's defaults (on an instance: the
+    #: section it read, never ``None``).
+    config_name: str | None = None
     #: Program (and fixed arguments) that submits a job script.
     submit_command: str | None = None
     #: Program (and fixed arguments) that cancels jobs; job ids are appended.
@@ -145,6 +147,31 @@ class Job(ParametersDocumented, ProcessInterface):
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
     options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
+
+    # The checked values of JOB_OPTIONS, set by __init__ (attribute: Option.attribute); a
+    # dialect declares the attributes of its own options the same way.
+    worker_cores: int
+    worker_memory: int
+    worker_processes: int
+    nanny: bool
+    protocol: str | None
+    security: Security | None
+    interface: str | None
+    death_timeout: float | None
+    local_directory: str | None
+    worker_command: str
+    worker_extra_args: list[str]
+    job_extra_directives: list[str] | dict[str, str]  # HTCondorJob: submit-description entries
+    job_directives_skip: list[str]
+    job_script_prologue: list[str]
+    job_script_epilogue: list[str]
+    log_directory: str | None
+    shebang: str
+    python: str
+    scheduler_check: bool
+    job_name: str
+    submit_command_extra: list[str]
+    cancel_command_extra: list[str]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         dialect = cls.__dict__.get("dialect")
@@ -269,12 +296,19 @@ class Job(ParametersDocumented, ProcessInterface):
 
     @property
     def job_header(self) -> str:
-        """Header lines: generated directives minus ``job_directives_skip``, then extras.
-
-        A subclass written for dask-jobqueue 0.9 may assign its own header string instead.
-        """
+        """Header lines: :meth:`generated_job_header`, unless a subclass written for
+        dask-jobqueue 0.9 assigned its own header string."""
         if self._job_header_override is not None:
             return self._job_header_override
+        return self.generated_job_header()
+
+    @job_header.setter
+    def job_header(self, value: str) -> None:
+        self._job_header_override = value
+
+    def generated_job_header(self) -> str:
+        """Generated directives minus ``job_directives_skip``, then the extras. Dialects
+        whose header is not a list of directive lines override this."""
         prefix = self.directive_prefix
         generated = [f"{prefix} {d}" for d in self.header_directives()]
         kept = [
@@ -282,10 +316,6 @@ class Job(ParametersDocumented, ProcessInterface):
         ]
         extras = [f"{prefix} {d}" for d in self.job_extra_directives]
         return "\n".join(kept + extras)
-
-    @job_header.setter
-    def job_header(self, value: str) -> None:
-        self._job_header_override = value
 
     def worker_command_tokens(self) -> list[str]:
         """The worker command as a list of arguments (not yet quoted)."""

@@ -43,6 +43,8 @@ class LocalProcesses(BatchSystem):
         self._cancelled: set[str] = set()
 
     async def submit(self, job: Job) -> str:
+        if not isinstance(job, LocalJob):
+            raise TypeError(f"LocalProcesses runs LocalJob instances, not {type(job).__name__}")
         if self._closing:
             raise RuntimeError("the cluster is closing: no more submissions")
         directory = job.log_directory
@@ -177,6 +179,10 @@ class LocalJob(Job):
             check=_private_directory,
         ),
     )
+    queue: str | None
+    project: str | None
+    resource_spec: str | None
+    walltime: str | None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

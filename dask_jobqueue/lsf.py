@@ -133,6 +133,13 @@ class LSFJob(Job):
             check=BOOL,
         ),
     )
+    queue: str | None
+    project: str | None
+    ncpus: int
+    mem: int
+    walltime: str | None
+    lsf_units: str
+    use_stdin: bool
 
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:

@@ -71,6 +71,11 @@ class OARJob(Job):
             check=WORD,
         ),
     )
+    queue: str | None
+    project: str | None
+    resource_spec: str
+    walltime: str | None
+    memory_per_core_property_name: str | None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -102,9 +107,8 @@ class OARJob(Job):
             lines += [f"-O {shlex.quote(base + '.out')}", f"-E {shlex.quote(base + '.err')}"]
         return lines
 
-    @property
-    def job_header(self) -> str:
-        header = super().job_header
+    def generated_job_header(self) -> str:
+        header = super().generated_job_header()
         prop = self.memory_per_core_property_name
         if prop is None or prop == "not_applicable":
             return header

@@ -19,7 +19,7 @@ import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 from distributed.security import Security
@@ -40,6 +40,9 @@ from ._values import (
     parse_positive_int,
     parse_walltime,
 )
+
+if TYPE_CHECKING:
+    from .job import Job
 
 __all__ = [
     "Option",
@@ -421,7 +424,9 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "shebang",
         "str",
         "First line of the job script; must start with ``#!``.",
-        default_factory=lambda values, owner: owner.default_shebang,
+        default_factory=lambda values, owner: getattr(
+            owner, "default_shebang", "#!/usr/bin/env bash"
+        ),
         check=_plain(check_shebang),
     ),
     Option(
@@ -940,7 +945,7 @@ def check_cluster_arguments(
     job_kwargs: Mapping[str, Any],
     dashboard_address: str | None = None,
     host: str | None = None,
-) -> tuple[type, str]:
+) -> tuple[type[Job], str]:
     """The checks of a cluster's constructor before anything is resolved: a job class, no
     keyword moved to ``scheduler_options``, a known config section without misspelt keys (a
     warning), no unknown keyword. Returns the job class and the config section's name."""

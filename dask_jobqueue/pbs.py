@@ -142,6 +142,10 @@ class PBSJob(Job):
         ),
         WALLTIME,
     )
+    queue: str | None
+    account: str | None
+    resource_spec: str | None
+    walltime: str | None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cluster import JobQueueCluster
+    from .job import Job
 
 __all__ = ["Scheduler", "SCHEDULERS", "BATCH_SCHEDULERS", "get", "names"]
 
@@ -44,11 +49,11 @@ class Scheduler:
         """Whether jobs go to a batch system (every scheduler but the local backend)."""
         return self.probe is not None
 
-    def cluster_class(self) -> type:
+    def cluster_class(self) -> type[JobQueueCluster]:
         """The cluster class (imports its module)."""
         return getattr(importlib.import_module(self.module), self.cluster)
 
-    def job_class(self) -> type:
+    def job_class(self) -> type[Job]:
         """The job class (imports its module)."""
         return getattr(importlib.import_module(self.module), self.job)
 

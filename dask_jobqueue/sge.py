@@ -101,6 +101,10 @@ class SGEJob(Job):
         ),
         WALLTIME,
     )
+    queue: str | None
+    project: str | None
+    resource_spec: str | None
+    walltime: str | None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -101,6 +101,11 @@ class SLURMJob(Job):
 
     dialect = DIALECT
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
+    queue: str | None
+    account: str | None
+    walltime: str | None
+    job_cpu: int | None
+    job_mem: str | None
 
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:

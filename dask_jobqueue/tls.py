@@ -77,9 +77,7 @@ def prepare_security(
             raise ImportError(
                 "security=True needs the 'cryptography' package: pip install cryptography"
             ) from None
-    elif security is False:
-        security = None
-    if security is None:
+    if not isinstance(security, Security):  # None or False
         return None, None, protocol
     if protocol is None:
         protocol = "tls://"

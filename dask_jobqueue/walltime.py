@@ -57,10 +57,11 @@ async def job_walltime(engine: BatchSystem) -> float | None:
     step: WalltimeDefault | None = getattr(type(job), "walltime_default", None)
     argv = step.argv(job) if step is not None else None
     value = None
-    if argv is not None:
+    if step is not None and argv is not None:
         engine.commands["status"] += 1
-        if getattr(engine, "budget", None) is not None:
-            await engine.budget.take()
+        budget = getattr(engine, "budget", None)
+        if budget is not None:
+            await budget.take()
         try:
             stdout = (await run_command(argv, timeout=engine.status_timeout)).stdout
             value = step.parse(stdout, job)

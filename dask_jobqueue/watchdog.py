@@ -665,6 +665,8 @@ class Watchdog:
         os.chmod(self.directory, 0o700)
         with self._lock:
             self._fold_now()
+        state_path = self.state_path
+        assert state_path is not None  # the directory was made above
         log_file = open(os.path.join(self.directory, "watchdog.log"), "ab")  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
@@ -679,7 +681,7 @@ class Watchdog:
                     "--cluster-id",
                     self.state.cluster_id,
                     "--state",
-                    self.state_path,
+                    state_path,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

@@ -34,6 +34,7 @@ from dask_jobqueue.options import (
     Option,
     accepted_keywords,
     check_config_section,
+    declared_options,
     known_config_keys,
     resolve_engine_settings,
     resolve_options,
@@ -93,6 +94,53 @@ def test_dialect_specific_keywords_are_documented_only_where_accepted():
     assert "disk" in documented_parameters(HTCondorCluster)
     assert "queue" not in documented_parameters(HTCondorCluster)
     assert "use_stdin" in documented_parameters(LSFJob)
+
+
+def undeclared_option_attributes(job_cls: type) -> list[str]:
+    """Attributes of ``job_cls``'s options with no instance annotation along its MRO."""
+    annotated = {
+        name
+        for klass in job_cls.__mro__
+        for name, annotation in inspect.get_annotations(klass).items()
+        if not str(annotation).startswith("ClassVar")
+    }
+    options = declared_options(job_cls).values()
+    return sorted(o.attribute for o in options if o.attribute not in annotated)
+
+
+def stale_attribute_declarations(job_cls: type) -> list[str]:
+    """Annotations without a value in the job classes of ``job_cls``'s MRO that no option
+    of ``job_cls`` sets."""
+    attributes = {o.attribute for o in declared_options(job_cls).values()}
+    return sorted(
+        name
+        for klass in job_cls.__mro__
+        if issubclass(klass, Job)
+        for name in inspect.get_annotations(klass)
+        if name not in klass.__dict__ and name not in attributes
+    )
+
+
+@pytest.mark.parametrize("cls", [Job, *JOB_CLASSES])
+def test_option_attributes_are_declared_for_the_type_checker(cls):
+    # the options are set with setattr: these annotations are all mypy knows of them
+    assert undeclared_option_attributes(cls) == []
+    assert stale_attribute_declarations(cls) == []
+
+
+def test_an_undeclared_or_stale_option_attribute_is_found():
+    class WithGpus(SLURMJob):
+        options = (Option("gpus", "int", "GPUs per job.", attr="job_gpus"),)
+
+    class Declared(WithGpus):
+        job_gpus: int | None
+
+    class Stale(SLURMJob):
+        job_gpus: int | None
+
+    assert undeclared_option_attributes(WithGpus) == ["job_gpus"]
+    assert undeclared_option_attributes(Declared) == []
+    assert stale_attribute_declarations(Stale) == ["job_gpus"]
 
 
 @pytest.mark.parametrize("cls", [Job, JobQueueCluster, *JOB_CLASSES, *CLUSTER_CLASSES])

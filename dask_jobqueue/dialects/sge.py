@@ -164,8 +164,8 @@ def parse_qstat_xml_j(stdout: str) -> tuple[dict[str, list[str]], dict[str, str]
     errors: dict[str, str] = {}
     for element in root.findall("./djob_info/element"):
         job_id = _text(element, "JB_job_number")
-        for message in element.iter("QIM_message"):
-            text = (message.text or "").strip()
+        for qim_message in element.iter("QIM_message"):
+            text = (qim_message.text or "").strip()
             if text:
                 # "11/26/2026 14:54:19 [0:18215]: error: can't open output file ..."
                 errors[job_id] = re.sub(r"^.*?\]:\s*(error:\s*)?", "", text)
@@ -408,8 +408,8 @@ def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
         raise ValueError(f"qstat -xml printed invalid XML: {exc}") from None
     found = {}
     for job in root.iter():
-        number = job.find("JB_job_number")
-        if number is None or not (number.text or "").strip():
+        number = (job.findtext("JB_job_number") or "").strip()
+        if not number:
             continue
         if user is not None and (job.findtext("JB_owner") or "").strip() not in ("", user):
             continue
@@ -417,7 +417,7 @@ def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
         for context in job.iter("JB_context"):
             for entry in context:
                 if (entry.findtext("VA_variable") or "").strip() == TAG_VARIABLE:
-                    found[number.text.strip()] = (entry.findtext("VA_value") or "").strip()
+                    found[number] = (entry.findtext("VA_value") or "").strip()
     return only_tagged(found)
 
 
