@@ -157,17 +157,25 @@ class WatchdogState:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> WatchdogState:
-        """The state at ``path`` with its journal applied: ``job_ids`` are the live ids."""
-        state = cls.read(path)
-        if state.journal:
-            journal = Path(path).with_name(state.journal)
+    def load(cls, path: str | os.PathLike[str], attempts: int = 5) -> WatchdogState:
+        """The state at ``path`` with its journal applied: ``job_ids`` are the live ids.
+
+        A live owner replaces the state and then removes the journal the old state named:
+        a journal found missing while the state names another one by now is read again
+        from the new state (up to ``attempts`` times), never taken as empty."""
+        for _ in range(attempts):
+            state = cls.read(path)
+            if not state.journal:
+                return state
             try:
-                text = journal.read_text(encoding="utf-8")
+                text = Path(path).with_name(state.journal).read_text(encoding="utf-8")
             except FileNotFoundError:
+                if cls.read(path).journal != state.journal:
+                    continue  # folded meanwhile: the new state holds these ids
                 text = ""  # the owner died between creating the state and its journal
             state.job_ids = apply_journal(state.job_ids, text)
-        return state
+            return state
+        raise OSError(f"{path}: the state kept changing while it was read")
 
 
 def write_private(path: str | os.PathLike[str], text: str) -> None:

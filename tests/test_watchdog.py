@@ -438,6 +438,33 @@ def test_every_change_is_on_disk_at_once_and_the_journal_is_folded(tmp_path):
     assert not os.path.exists(path)
 
 
+def test_a_state_replaced_while_it_is_read_is_read_again(tmp_path, monkeypatch):
+    """The owner folds while someone loads: the old state names a journal that is already
+    removed; the load reads the new state and its journal, it does not drop their ids."""
+    path = tmp_path / "state.json"
+    make_state(job_ids=["1"], journal="journal-1").write(path)  # journal-1 never written
+    reads = []
+    real_read = WatchdogState.read.__func__
+
+    def read(cls, at):
+        reads.append(at)
+        if len(reads) == 2:  # the fold lands between the load's first two reads
+            make_state(job_ids=["1", "2"], journal="journal-2").write(path)
+            (tmp_path / "journal-2").write_text("+ 3\n")
+        return real_read(cls, at)
+
+    monkeypatch.setattr(WatchdogState, "read", classmethod(read))
+    assert sorted(WatchdogState.load(path).job_ids) == ["1", "2", "3"]
+    assert len(reads) == 3
+
+
+def test_a_journal_missing_for_good_is_empty(tmp_path):
+    """The owner died between writing the state and creating its journal."""
+    path = tmp_path / "state.json"
+    make_state(job_ids=["1"], journal="journal-1").write(path)
+    assert WatchdogState.load(path).job_ids == ["1"]
+
+
 def test_changes_during_a_fold_are_on_disk_whenever_the_owner_dies(tmp_path):
     """The fold runs in a thread; held there, every change is still in what a watchdog
     would read, before and after the fold ends."""
