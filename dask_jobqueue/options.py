@@ -26,6 +26,7 @@ from distributed.security import Security
 
 from ._values import (
     MIN_JOB_MEMORY,
+    USUAL_JOB_MEMORY,
     check_bool,
     check_directive_list,
     check_name,
@@ -35,6 +36,7 @@ from ._values import (
     check_string_list,
     check_text,
     check_word,
+    format_size,
     parse_duration,
     parse_memory,
     parse_positive_int,
@@ -161,7 +163,16 @@ def _plain(fn: Callable[[Any, str], Any]) -> Check:
 
 
 def _memory(value: Any, keyword: str, owner: type) -> int:
-    return parse_memory(value, keyword, MIN_JOB_MEMORY)
+    nbytes = parse_memory(value, keyword, MIN_JOB_MEMORY)
+    if nbytes < USUAL_JOB_MEMORY:
+        warnings.warn(
+            f"{keyword}={value!r} is less than {format_size(USUAL_JOB_MEMORY)} per job: a Dask "
+            "worker process alone uses more, so it may be paused or restarted as soon as it "
+            "starts. Used as given.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return nbytes
 
 
 def _directory(value: Any, keyword: str, owner: type) -> str:
@@ -302,7 +313,8 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "memory",
         "str",
         "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
-        "(binary). Required (keyword or config); at least 32 MiB.",
+        "(binary). Required (keyword or config); less than 1 MiB is refused (a forgotten "
+        "unit), less than 32 MiB warns.",
         check=_memory,
         attr="worker_memory",
     ),
@@ -411,7 +423,7 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "log_directory",
         "str",
         "Directory for the jobs' output and error files. It is "
-        "created when the first job is submitted; a leading ``~`` is expanded here, since "
+        "created when the cluster (or job) is built, as in 0.9; a leading ``~`` is expanded here, since "
         "batch systems write it literally. It is quoted in the header directives (spaces "
         "are fine); a character the scheduler cannot carry there, and a directory (or "
         "parent) that every user may write to without a sticky bit, are refused.",
@@ -899,14 +911,19 @@ def accepted_keywords(job_cls: type) -> set[str]:
 
 
 def unknown_keyword_error(
-    owner: str, unknown: Iterable[str], accepted: Iterable[str]
+    owner: str,
+    unknown: Iterable[str],
+    accepted: Iterable[str],
+    given: Mapping[str, Any] | None = None,
 ) -> UnknownKeywordError:
-    """0.9's ``unexpected keyword argument`` wording, then the keywords that are accepted."""
+    """0.9's wording (the unknown keywords, the class, the ``job_kwargs`` it was given), then
+    the keywords that are accepted."""
     unknown = sorted(unknown)
     listed = ", ".join(repr(k) for k in unknown)
     plural = "s" if len(unknown) > 1 else ""
+    shown = "" if given is None else f" with job_kwargs={dict(given)!r}"
     return UnknownKeywordError(
-        f"{owner} got an unexpected keyword argument{plural} {listed}. "
+        f"Got an unexpected keyword argument{plural} {listed}: {owner} was called{shown}. "
         f"Accepted keywords: {', '.join(sorted(accepted))}"
     )
 
@@ -970,7 +987,7 @@ def check_cluster_arguments(
     accepted = accepted_keywords(job_cls)
     unknown = set(job_kwargs) - accepted
     if unknown:
-        raise unknown_keyword_error(cluster_name, unknown, accepted)
+        raise unknown_keyword_error(cluster_name, unknown, accepted, job_kwargs)
     return job_cls, config_name
 
 
