@@ -273,6 +273,11 @@ def check_shebang(value: object, keyword: str = "shebang") -> str:
 
 def check_directive_list(values: Iterable[object], keyword: str) -> list[str]:
     """Validate each entry of a list of directives (``job_extra_directives`` & co)."""
+    if isinstance(values, Mapping):
+        raise ValueError(
+            f"{keyword} must be a list of directive strings, e.g. ['--exclusive'], not a dict "
+            f"({values!r}): a dict of submit-file commands is HTCondor's form only"
+        )
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise ValueError(f"{keyword} must be a list of strings, not {values!r}")
     for v in values:

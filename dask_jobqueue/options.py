@@ -189,8 +189,21 @@ def _scratch_directory(value: Any, keyword: str, owner: type) -> str:
 
 
 def _walltime(value: Any, keyword: str, owner: type) -> str:
-    text = check_text(value, keyword)
     forms = getattr(owner, "walltime_forms", ("hh:mm:ss", "seconds"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        # refused like an integer from the YAML file: its unit depends on the scheduler
+        hours, rest = divmod(value, 3600)
+        if "hh:mm:ss" in forms:
+            example = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        else:
+            example = f"{hours:02d}:{-(-rest // 60):02d}"
+        raise ValueError(
+            f"{keyword}={value} is an integer, which batch systems read differently (Slurm "
+            "and LSF as minutes, PBS and Grid Engine as seconds): give a string, e.g. "
+            f"{keyword}={example!r} for {value} seconds, or {keyword}='{value}' for this "
+            "scheduler's own reading of a bare number"
+        )
+    text = check_text(value, keyword)
     if parse_walltime(text, forms, keyword) == 0:
         raise ValueError(f"{keyword}={value!r} is zero: a job needs some time to run")
     return text
@@ -266,7 +279,35 @@ def _int_at_least_zero(value: Any, keyword: str, owner: type) -> int:
 WORD: Check = _plain(check_word)
 TEXT: Check = _plain(check_text)
 STRINGS: Check = _plain(check_string_list)
-DIRECTIVES: Check = _plain(check_directive_list)
+
+
+def _directives(value: Any, keyword: str, owner: type) -> list[str]:
+    """Directive lines without the prefix (the job writes it): a line that repeats the
+    scheduler's prefix (``'#SBATCH --gres=gpu:1'``) loses it, with a warning, instead of
+    becoming ``#SBATCH #SBATCH --gres=gpu:1``, which the batch system ignores."""
+    lines = check_directive_list(value, keyword)
+    prefix = getattr(owner, "directive_prefix", "")
+    if not prefix:
+        return lines
+    kept = []
+    for line in lines:
+        rest = line.lstrip()
+        if rest.startswith(prefix) and (rest == prefix or rest[len(prefix)].isspace()):
+            rest = rest[len(prefix) :].strip()
+            warnings.warn(
+                f"{keyword}: {line!r} starts with {prefix!r}, which is added to every line: "
+                f"written as {prefix} {rest} (remove {prefix!r} from the value)",
+                UserWarning,
+                stacklevel=5,
+            )
+            if not rest:
+                continue
+            line = rest
+        kept.append(line)
+    return kept
+
+
+DIRECTIVES: Check = _directives
 POSITIVE_INT: Check = _plain(parse_positive_int)
 
 
@@ -831,7 +872,7 @@ def resolve_options(
     values: dict[str, Any] = {}
     for opt in options:
         value = kwargs.get(opt.name)
-        from_config = False
+        from_config = from_alias = False
         if value is None and opt.config_key is not None:
             value = dask.config.get(f"jobqueue.{config_name}.{opt.config_key}", default=None)
             from_config = value is not None
@@ -840,11 +881,13 @@ def resolve_options(
             if old is None and opt.alias_key is not None and opt.key is not None:
                 old = dask.config.get(f"jobqueue.{config_name}.{opt.alias_key}", default=None)
             if old is not None:
+                # the deprecation first, whatever the value: then it is checked as the new
+                # keyword's, and an error names the keyword the user wrote
                 warnings.warn(
                     _renamed_warning(opt.renamed_from, opt.name), FutureWarning, stacklevel=4
                 )
                 if not value:
-                    value, from_config = old, False
+                    value, from_config, from_alias = old, False, True
         if (
             from_config
             and opt.sexagesimal
@@ -866,7 +909,14 @@ def resolve_options(
         if value is None and opt.required:
             raise ValueError(opt.required)
         if value is not None and opt.check is not None:
-            value = opt.check(value, opt.name, owner)
+            try:
+                value = opt.check(value, opt.name, owner)
+            except ValueError as exc:
+                if not from_alias:
+                    raise
+                raise ValueError(
+                    f"{opt.renamed_from}={value!r} (renamed to {opt.name}): {exc}"
+                ) from None
         values[opt.name] = value
     return values
 

@@ -6,11 +6,25 @@ from __future__ import annotations
 import re
 import warnings
 
+import dask
 import pytest
 
-from dask_jobqueue import JobQueueCluster, OARCluster, registry
+from dask_jobqueue import (
+    JobQueueCluster,
+    OARCluster,
+    PBSCluster,
+    SGECluster,
+    SLURMCluster,
+    registry,
+)
 from dask_jobqueue.core import Job
 from dask_jobqueue.htcondor import HTCondorCluster
+from dask_jobqueue.local import LocalCluster
+from dask_jobqueue.lsf import LSFJob
+from dask_jobqueue.pbs import PBSJob
+from dask_jobqueue.sge import SGEJob
+from dask_jobqueue.slurm import SLURMJob
+from dask_jobqueue.walltime import keyword_walltime
 
 CLUSTER_CLASSES = [s.cluster_class() for s in registry.SCHEDULERS]
 
@@ -91,3 +105,129 @@ def test_small_memory_is_accepted_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 32 MiB and more: no warning
         OARCluster(cores=1, memory="32MiB", memory_per_core_property_name="not_applicable").close()
+
+
+def test_lsf_project_with_blanks_is_quoted():
+    job = LSFJob("tcp://a:1", cores=1, memory="1GB", project="Dask On LSF", lsf_units="mb")
+    assert '#BSUB -P "Dask On LSF"' in job.job_header.splitlines()
+    with pytest.raises(ValueError, match=r"project='a\"b' contains"):
+        LSFJob("tcp://a:1", cores=1, memory="1GB", project='a"b', lsf_units="mb")
+
+
+def test_sge_walltime_with_two_fields_is_converted_with_a_warning():
+    with pytest.warns(UserWarning, match=r"walltime='00:02' is read as MM:SS \(2 seconds\)"):
+        cluster = SGECluster(cores=1, memory="1GB", walltime="00:02")
+    with cluster:
+        # what qsub takes for h_rt (recorded on SGE 8.1.9: h_rt=00:02 is "not a time value")
+        assert "#$ -l h_rt=00:00:02" in cluster.job_script().splitlines()
+    with pytest.warns(UserWarning, match="h_rt=00:30:00"):
+        job = SGEJob(cores=1, memory="1GB", walltime="30:00")
+    assert keyword_walltime(job) == 1800
+    assert "#$ -l h_rt=01:00:00" in SGEJob(cores=1, memory="1GB", walltime="01:00:00").job_header
+    for bad in ["1:75", "2h", "00:00"]:
+        with pytest.raises(ValueError, match=f"walltime='{bad}'"):
+            SGEJob(cores=1, memory="1GB", walltime=bad)
+
+
+@pytest.mark.parametrize(
+    "cls, old, value, new",
+    [
+        (SLURMCluster, "job_extra", {"old_param": "1"}, "job_extra_directives"),
+        (PBSCluster, "job_extra", {"old_param": "1"}, "job_extra_directives"),
+        (SLURMCluster, "project", ["project is used"], "account"),
+        (PBSCluster, "project", ["project is used"], "account"),
+        (SLURMCluster, "extra", {"--a": "1"}, "worker_extra_args"),
+        (SLURMCluster, "env_extra", "export A=1", "job_script_prologue"),
+        (SLURMCluster, "header_skip", {"-n": 1}, "job_directives_skip"),
+    ],
+)
+def test_deprecated_keyword_with_a_wrong_type_warns_once_then_names_it(cls, old, value, new):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError) as info:
+            cls(cores=1, memory="1GB", **{old: value})
+    renamed = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(renamed) == 1 and f"{old} has been renamed to {new}" in str(renamed[0].message)
+    # the error names the keyword the user wrote, then what the new keyword takes
+    assert str(info.value).startswith(f"{old}={value!r} (renamed to {new}): {new}")
+
+
+def test_deprecated_keyword_dict_is_fine_where_dicts_are_the_form():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with HTCondorCluster(
+            cores=1, memory="1GB", disk="1GB", job_extra={"old_param": "1"}
+        ) as cluster:
+            assert "old_param = 1" in cluster.job_script()
+    renamed = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(renamed) == 1 and "job_extra has been renamed" in str(renamed[0].message)
+    # the old keyword beside the new one: warned once, ignored
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with SLURMCluster(
+            cores=1, memory="1GB", job_extra={"old_param": "1"}, job_extra_directives=["-x"]
+        ) as cluster:
+            script = cluster.job_script()
+    assert "#SBATCH -x" in script and "old_param" not in script
+    assert sum(issubclass(w.category, FutureWarning) for w in caught) == 1
+
+
+# ---------------------------------------------------------------------------- item 7
+
+
+@pytest.mark.parametrize("cls", [SLURMJob, PBSJob, SGEJob, LSFJob], ids=lambda c: c.__name__)
+def test_integer_walltime_keyword_is_refused_like_the_yaml_integer(cls):
+    with pytest.raises(ValueError, match=r"walltime=3600 is an integer.+give a string"):
+        cls(cores=1, memory="1GB", walltime=3600)
+    with dask.config.set({f"jobqueue.{cls.config_name}.walltime": 3600}):
+        with pytest.raises(ValueError, match=r"walltime is the integer 3600.+Quote it"):
+            cls(cores=1, memory="1GB")
+    # as strings, each scheduler's own reading
+    assert cls(cores=1, memory="1GB", walltime="90").walltime == "90"
+
+
+def test_directive_prefix_repeated_in_extra_directives_is_dropped_with_a_warning():
+    with pytest.warns(UserWarning, match=r"'#SBATCH --gres=gpu:1' starts with '#SBATCH'"):
+        job = SLURMJob(cores=1, memory="1GB", job_extra_directives=["#SBATCH --gres=gpu:1"])
+    lines = job.job_header.splitlines()
+    assert "#SBATCH --gres=gpu:1" in lines
+    assert not any(line.count("#SBATCH") > 1 for line in lines)
+    with pytest.warns(UserWarning, match="starts with '#PBS'"):
+        job = PBSJob(cores=1, memory="1GB", job_extra_directives=["  #PBS -l gpus=1", "-V"])
+    assert job.job_extra_directives == ["-l gpus=1", "-V"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value that merely contains the prefix is kept
+        job = SLURMJob(cores=1, memory="1GB", job_extra_directives=["--comment=#SBATCH"])
+    assert job.job_extra_directives == ["--comment=#SBATCH"]
+
+
+@pytest.fixture
+def local_cluster():
+    with LocalCluster(
+        cores=2, memory="1GB", processes=2, scheduler_options={"dashboard_address": ":0"}
+    ) as cluster:
+        yield cluster
+
+
+def test_adapt_minimum_above_maximum_is_refused(local_cluster):
+    with pytest.raises(ValueError, match=r"adapt\(minimum=5, maximum=2\): the minimum"):
+        local_cluster.adapt(minimum=5, maximum=2)
+    with pytest.raises(ValueError, match=r"minimum_jobs=3, maximum_jobs=1\): the minimum"):
+        local_cluster.adapt(minimum_jobs=3, maximum_jobs=1)
+    assert not local_cluster.worker_spec and getattr(local_cluster, "_adaptive", None) is None
+
+
+def test_limits_in_workers_and_in_jobs_together_are_refused(local_cluster):
+    with pytest.raises(ValueError, match=r"maximum=10, maximum_jobs=2\): give the maximum"):
+        local_cluster.adapt(maximum_jobs=2, maximum=10)
+    with pytest.raises(ValueError, match=r"minimum=1, minimum_jobs=1\): give the minimum"):
+        local_cluster.adapt(minimum=1, minimum_jobs=1)
+    with pytest.raises(ValueError, match=r"scale\(n=1, jobs=2\): give either jobs or n=1"):
+        local_cluster.scale(1, jobs=2)
+    with pytest.raises(ValueError, match=r"give either jobs or cores=4, memory='2GB'"):
+        local_cluster.scale(jobs=1, cores=4, memory="2GB")
+    assert not local_cluster.worker_spec and getattr(local_cluster, "_adaptive", None) is None
+    # n, cores and memory together: the largest wins (distributed's rule)
+    local_cluster.scale(n=2, cores=6, memory="1GB")
+    assert len(local_cluster.worker_spec) == 3
+    local_cluster.scale(0)

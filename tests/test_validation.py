@@ -77,7 +77,7 @@ def test_bad_job_input_names_the_keyword(cls, keyword, value, words):
     [
         (SGECluster, "project", "a b"),
         (OARCluster, "project", "a'b"),
-        (LSFCluster, "project", 'a"b'),
+        (LSFCluster, "queue", "a b"),  # an LSF project is quoted: tests/test_drop_in.py
         (SGECluster, "queue", "all.q;rm"),
         (OARCluster, "queue", "default -t besteffort"),
     ],
