@@ -4,11 +4,17 @@ its tests' messages match. Each test names the item of the issue it covers."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import dask
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
+import dask_jobqueue
 from dask_jobqueue import (
     JobQueueCluster,
     OARCluster,
@@ -231,3 +237,32 @@ def test_limits_in_workers_and_in_jobs_together_are_refused(local_cluster):
     local_cluster.scale(n=2, cores=6, memory="1GB")
     assert len(local_cluster.worker_spec) == 3
     local_cluster.scale(0)
+
+
+# ---------------------------------------------------------------------------- item 5: version
+
+
+def test_one_version_above_every_0x_release_everywhere():
+    root = Path(__file__).resolve().parent.parent
+    version = Version(dask_jobqueue.__version__)
+    # what pins and `pip install -U dask-jobqueue` compare against 0.9
+    assert not version.is_prerelease and version > Version("0.9.999")
+    assert version in SpecifierSet(">=0.8")
+    cli = subprocess.run(
+        [sys.executable, "-m", "dask_jobqueue", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+    )
+    assert cli.returncode == 0 and cli.stdout.strip() == f"dask-jobqueue {version}"
+    built = subprocess.run(
+        [sys.executable, "setup.py", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+    )
+    assert built.stdout.strip().splitlines()[-1] == str(version)
+    assert f"version **{version}**" in (root / "README.rst").read_text(encoding="utf-8")
+    assert f"{version} (unreleased)" in (root / "docs/changelog.rst").read_text(encoding="utf-8")
