@@ -226,7 +226,12 @@ class Job(ParametersDocumented, ProcessInterface):
             )
         for opt in options.values():
             setattr(self, opt.attribute, values[opt.name])
-        self.prepare_log_directory()
+        # created here, as in 0.9 (an existing one was checked when the option was resolved:
+        # no second walk up its parents for each of thousands of jobs)
+        if self.log_directory is not None and not os.path.isdir(
+            os.path.expanduser(os.path.expandvars(self.log_directory))
+        ):
+            self.prepare_log_directory()
 
         if self.worker_processes is None:
             self.worker_processes = default_processes(self.worker_cores)
