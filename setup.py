@@ -1,12 +1,18 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+# the one version is dask_jobqueue.__version__ (read, not imported: the dependencies may be
+# missing when this runs)
+version = re.search(
+    r'^__version__ = "([^"]+)"$', (here / "dask_jobqueue" / "__init__.py").read_text(), re.M
+).group(1)
 
 setup(
     name="dask_jobqueue",
-    version="0.1.0",
+    version=version,
     description="Deploy Dask on job-queuing systems: PBS, Slurm, SGE, LSF, Moab, OAR, HTCondor",
     long_description=(here / "README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",

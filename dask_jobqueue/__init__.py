@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from .slurm import SLURMCluster
     from .tracking import JobState
 
-__version__ = "0.1.0"
+#: The one version of the package (setup.py reads it from here). Above every 0.x release of
+#: the original dask-jobqueue, so a ``dask-jobqueue>=0.8`` pin or ``pip install -U`` keeps
+#: this implementation instead of replacing it with 0.9 (README: "Version").
+__version__ = "1.0.0"
 
 #: Where each public name lives (the batch systems' cluster classes come from the registry).
 _PUBLIC = {

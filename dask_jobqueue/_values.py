@@ -21,8 +21,11 @@ GIB = 2**30
 _BYTES_FORMS = "a number of bytes or a string such as '4GB', '4GiB', '512MB', '1.5TB'"
 
 
-#: Smallest ``memory`` per job accepted: a Dask worker process alone uses more than this.
-MIN_JOB_MEMORY = 32 * MIB
+#: Smallest ``memory`` per job accepted: less is a forgotten unit (``memory=24``), not a size.
+MIN_JOB_MEMORY = MIB
+#: Below this ``memory`` per job a warning is given: a Dask worker process alone uses more, so
+#: its nanny may restart it again and again (0.9 accepts such sizes, e.g. ``'28MiB'``).
+USUAL_JOB_MEMORY = 32 * MIB
 
 
 def parse_memory(
@@ -272,6 +275,11 @@ def check_shebang(value: object, keyword: str = "shebang") -> str:
 
 def check_directive_list(values: Iterable[object], keyword: str) -> list[str]:
     """Validate each entry of a list of directives (``job_extra_directives`` & co)."""
+    if isinstance(values, Mapping):
+        raise ValueError(
+            f"{keyword} must be a list of directive strings, e.g. ['--exclusive'], not a dict "
+            f"({values!r}): a dict of submit-file commands is HTCondor's form only"
+        )
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise ValueError(f"{keyword} must be a list of strings, not {values!r}")
     for v in values:

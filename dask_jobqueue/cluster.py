@@ -507,14 +507,23 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         memory: str | None = None,
         cores: int | None = None,
     ):
-        """Scale the cluster to ``n`` workers, or ``jobs`` jobs, or enough jobs for
-        ``cores``/``memory`` in total (the largest of these wins).
+        """Scale the cluster to ``jobs`` jobs, or to enough jobs for ``n`` workers and
+        ``cores``/``memory`` in total (of these three, the largest wins, as in
+        ``distributed``).
 
         Jobs always hold ``processes`` workers, so worker counts are rounded up to whole jobs.
-        An error left by a previous submission (e.g. a rejected ``sbatch``) is raised here, and
-        the next call tries again.
+        ``jobs`` together with ``n``, ``cores`` or ``memory`` is a ``ValueError``: they are
+        two answers to one question. An error left by a previous submission (e.g. a
+        rejected ``sbatch``) is raised here, and the next call tries again.
         """
         target = parse_positive_int(jobs, "jobs", allow_zero=True)
+        others = {"n": n, "cores": cores, "memory": memory}
+        if jobs and any(v is not None for v in others.values()):
+            given = ", ".join(f"{k}={v!r}" for k, v in others.items() if v is not None)
+            raise ValueError(
+                f"scale({given}, jobs={jobs!r}): give either jobs or {given}, not both "
+                f"(a job holds {self.processes} worker(s))"
+            )
         if n is not None:
             target = max(
                 target, math.ceil(parse_positive_int(n, "n", allow_zero=True) / self.processes)
@@ -567,7 +576,17 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         **kwargs: Any,
     ) -> Adaptive:
         """Scale adaptively between limits given in workers (``minimum``/``maximum``) or
-        jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired."""
+        jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired.
+
+        A limit given both in workers and in jobs, and a minimum above the maximum, are
+        ``ValueError`` s."""
+        for limit, in_jobs in (("minimum", minimum_jobs), ("maximum", maximum_jobs)):
+            if in_jobs is not None and kwargs.get(limit) is not None:
+                raise ValueError(
+                    f"adapt({limit}={kwargs[limit]!r}, {limit}_jobs={in_jobs!r}): give the "
+                    f"{limit} in workers or in jobs, not both (a job holds {self.processes} "
+                    "worker(s))"
+                )
         if minimum_jobs is not None:
             kwargs["minimum"] = (
                 parse_positive_int(minimum_jobs, "minimum_jobs", allow_zero=True) * self.processes
@@ -577,6 +596,26 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 parse_positive_int(maximum_jobs, "maximum_jobs", allow_zero=True) * self.processes
             )
         maximum = kwargs.get("maximum")
+        minimum = kwargs.get("minimum")
+        if (
+            isinstance(minimum, (int, float))
+            and isinstance(maximum, (int, float))
+            and minimum > maximum
+        ):
+            shown = ", ".join(
+                f"{k}={v!r}"
+                for k, v in (
+                    ("minimum", None if minimum_jobs is not None else minimum),
+                    ("maximum", None if maximum_jobs is not None else maximum),
+                    ("minimum_jobs", minimum_jobs),
+                    ("maximum_jobs", maximum_jobs),
+                )
+                if v is not None
+            )
+            raise ValueError(
+                f"adapt({shown}): the minimum ({minimum} workers) is above the maximum "
+                f"({maximum} workers)"
+            )
         if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0:
             asked = (
                 f"maximum_jobs={maximum_jobs}"

@@ -87,6 +87,17 @@ class JobFailedError(RuntimeError):
         self.records = list(records)
 
 
+def make_log_directory(path: str) -> None:
+    """Create ``path`` and its parents; ``ValueError`` naming ``log_directory`` if it cannot be."""
+    try:
+        os.makedirs(os.path.expanduser(os.path.expandvars(path)), exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"log_directory={path!r} cannot be created: {exc.strerror or exc}. Choose a "
+            "directory you can write to, on a filesystem the compute nodes share."
+        ) from None
+
+
 def default_processes(cores: int) -> int:
     """Worker processes for ``cores`` when the user gave none: all of them up to 4, else the
     smallest divisor of ``cores`` that is at least its square root (24 -> 6, 32 -> 8)."""
@@ -194,12 +205,13 @@ class Job(ParametersDocumented, ProcessInterface):
         """The ``jobqueue.yaml`` section of this class (its ``config_name`` attribute)."""
         config_name = getattr(cls, "config_name", None)
         if config_name is None:
+            # one line naming config_name, then the class (0.9's tests match that order)
             raise ValueError(
-                "Looks like you are trying to create a class that inherits from "
-                f"dask_jobqueue.core.Job: the class {cls.__name__} is required to have a "
-                "'config_name' class variable. Set it to the name of a section of "
-                "jobqueue.yaml (and create that section), or pass config_name= to the "
-                "constructor."
+                f"config_name is not set for {cls.__name__}: looks like you are trying to "
+                "create a class that inherits from dask_jobqueue.core.Job, and such a class "
+                "is required to have a 'config_name' class variable. Set it to the name of a "
+                "section of jobqueue.yaml (and create that section), or pass config_name= to "
+                "the constructor."
             )
         return config_name
 
@@ -230,7 +242,7 @@ class Job(ParametersDocumented, ProcessInterface):
         allowed = set(options) | {o.renamed_from for o in options.values() if o.renamed_from}
         unknown = set(kwargs) - allowed
         if unknown:
-            raise unknown_keyword_error(cls.__name__, unknown, allowed)
+            raise unknown_keyword_error(cls.__name__, unknown, allowed, kwargs)
         values = resolve_options(options.values(), self.config_name, kwargs, cls)
         if values["cores"] is None or values["memory"] is None:
             raise ValueError(
@@ -241,6 +253,12 @@ class Job(ParametersDocumented, ProcessInterface):
             )
         for opt in options.values():
             setattr(self, opt.attribute, values[opt.name])
+        # created here, as in 0.9 (an existing one was checked when the option was resolved:
+        # no second walk up its parents for each of thousands of jobs)
+        if self.log_directory is not None and not os.path.isdir(
+            os.path.expanduser(os.path.expandvars(self.log_directory))
+        ):
+            self.prepare_log_directory()
 
         if self.worker_processes is None:
             self.worker_processes = default_processes(self.worker_cores)
@@ -273,10 +291,11 @@ class Job(ParametersDocumented, ProcessInterface):
         override it with the same code that writes those directives."""
 
     def prepare_log_directory(self) -> None:
-        """Create ``log_directory`` (called just before submitting, never earlier), then
-        check again that nobody else can replace it (it may have been created meanwhile)."""
+        """Create ``log_directory`` (when the job is built, as in 0.9, and again just before
+        submitting, in case it was removed), then check again that nobody else can replace
+        it (it may have been created meanwhile)."""
         if self.log_directory is not None:
-            os.makedirs(os.path.expanduser(os.path.expandvars(self.log_directory)), exist_ok=True)
+            make_log_directory(self.log_directory)
             check_shared_directory(self.log_directory, "log_directory", "the jobs' output files")
 
     @contextlib.contextmanager

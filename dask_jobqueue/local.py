@@ -24,7 +24,7 @@ from typing import Any
 from ._values import check_shared_directory, check_text
 from .cluster import JobQueueCluster
 from .engine import BatchSystem, PollAnswer
-from .job import Job
+from .job import Job, make_log_directory
 from .options import JOB_OPTIONS_BY_NAME, PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tracking import JobState, JobStatus
 
@@ -191,7 +191,7 @@ class LocalJob(Job):
 
     def prepare_log_directory(self) -> None:
         if self.log_directory is not None:
-            os.makedirs(os.path.expanduser(os.path.expandvars(self.log_directory)), exist_ok=True)
+            make_log_directory(self.log_directory)
             _private_directory(self.log_directory, "log_directory", type(self))
 
     def mark_closed(self) -> None:

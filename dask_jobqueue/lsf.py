@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import directive_value
+from ._values import check_text, directive_value
 from .cluster import JobQueueCluster
 from .dialect import ArraySupport
 from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
@@ -73,6 +73,17 @@ def bsub_value(
     return directive_value(value, keyword, "LSF", refused=refused, shown=shown)
 
 
+#: What a ``#BSUB -P "..."`` project name cannot carry, and why.
+LSF_PROJECT_REFUSED = {"\"'\\": LSF_PATH_REFUSED["\"'\\"]}
+
+
+def _lsf_project(value: Any, keyword: str, owner: type) -> str:
+    """A project name, written in double quotes (``-P "Dask On LSF"``): blanks are fine,
+    what a quoted ``#BSUB`` value cannot carry is refused."""
+    bsub_value(value, keyword, LSF_PROJECT_REFUSED)
+    return check_text(value, keyword)
+
+
 def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
     """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#BSUB``."""
     bsub_value(directory, "log_directory", LSF_PATH_REFUSED)  # refuses what it cannot carry
@@ -100,7 +111,12 @@ class LSFJob(Job):
 
     options = (
         QUEUE,
-        PROJECT,
+        replace(
+            PROJECT,
+            doc="Project the jobs are charged to (``-P``), written in double quotes: blanks "
+            "are fine, quotes and backslashes are refused.",
+            check=_lsf_project,
+        ),
         Option(
             "ncpus",
             "int",

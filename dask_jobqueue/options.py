@@ -26,6 +26,7 @@ from distributed.security import Security
 
 from ._values import (
     MIN_JOB_MEMORY,
+    USUAL_JOB_MEMORY,
     check_bool,
     check_directive_list,
     check_name,
@@ -35,6 +36,7 @@ from ._values import (
     check_string_list,
     check_text,
     check_word,
+    format_size,
     parse_duration,
     parse_memory,
     parse_positive_int,
@@ -164,7 +166,16 @@ def _plain(fn: Callable[[Any, str], Any]) -> Check:
 
 
 def _memory(value: Any, keyword: str, owner: type) -> int:
-    return parse_memory(value, keyword, MIN_JOB_MEMORY)
+    nbytes = parse_memory(value, keyword, MIN_JOB_MEMORY)
+    if nbytes < USUAL_JOB_MEMORY:
+        warnings.warn(
+            f"{keyword}={value!r} is less than {format_size(USUAL_JOB_MEMORY)} per job: a Dask "
+            "worker process alone uses more, so it may be paused or restarted as soon as it "
+            "starts. Used as given.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return nbytes
 
 
 def _directory(value: Any, keyword: str, owner: type) -> str:
@@ -181,8 +192,21 @@ def _scratch_directory(value: Any, keyword: str, owner: type) -> str:
 
 
 def _walltime(value: Any, keyword: str, owner: type) -> str:
-    text = check_text(value, keyword)
     forms = getattr(owner, "walltime_forms", ("hh:mm:ss", "seconds"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        # refused like an integer from the YAML file: its unit depends on the scheduler
+        hours, rest = divmod(value, 3600)
+        if "hh:mm:ss" in forms:
+            example = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+        else:
+            example = f"{hours:02d}:{-(-rest // 60):02d}"
+        raise ValueError(
+            f"{keyword}={value} is an integer, which batch systems read differently (Slurm "
+            "and LSF as minutes, PBS and Grid Engine as seconds): give a string, e.g. "
+            f"{keyword}={example!r} for {value} seconds, or {keyword}='{value}' for this "
+            "scheduler's own reading of a bare number"
+        )
+    text = check_text(value, keyword)
     if parse_walltime(text, forms, keyword) == 0:
         raise ValueError(f"{keyword}={value!r} is zero: a job needs some time to run")
     return text
@@ -258,7 +282,35 @@ def _int_at_least_zero(value: Any, keyword: str, owner: type) -> int:
 WORD: Check = _plain(check_word)
 TEXT: Check = _plain(check_text)
 STRINGS: Check = _plain(check_string_list)
-DIRECTIVES: Check = _plain(check_directive_list)
+
+
+def _directives(value: Any, keyword: str, owner: type) -> list[str]:
+    """Directive lines without the prefix (the job writes it): a line that repeats the
+    scheduler's prefix (``'#SBATCH --gres=gpu:1'``) loses it, with a warning, instead of
+    becoming ``#SBATCH #SBATCH --gres=gpu:1``, which the batch system ignores."""
+    lines = check_directive_list(value, keyword)
+    prefix = getattr(owner, "directive_prefix", "")
+    if not prefix:
+        return lines
+    kept = []
+    for line in lines:
+        rest = line.lstrip()
+        if rest.startswith(prefix) and (rest == prefix or rest[len(prefix)].isspace()):
+            rest = rest[len(prefix) :].strip()
+            warnings.warn(
+                f"{keyword}: {line!r} starts with {prefix!r}, which is added to every line: "
+                f"written as {prefix} {rest} (remove {prefix!r} from the value)",
+                UserWarning,
+                stacklevel=5,
+            )
+            if not rest:
+                continue
+            line = rest
+        kept.append(line)
+    return kept
+
+
+DIRECTIVES: Check = _directives
 POSITIVE_INT: Check = _plain(parse_positive_int)
 
 
@@ -305,7 +357,8 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "memory",
         "str",
         "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
-        "(binary). Required (keyword or config); at least 32 MiB.",
+        "(binary). Required (keyword or config); less than 1 MiB is refused (a forgotten "
+        "unit), less than 32 MiB warns.",
         check=_memory,
         attr="worker_memory",
     ),
@@ -414,7 +467,7 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "log_directory",
         "str",
         "Directory for the jobs' output and error files. It is "
-        "created when the first job is submitted; a leading ``~`` is expanded here, since "
+        "created when the cluster (or job) is built, as in 0.9; a leading ``~`` is expanded here, since "
         "batch systems write it literally. It is quoted in the header directives (spaces "
         "are fine); a character the scheduler cannot carry there, and a directory (or "
         "parent) that every user may write to without a sticky bit, are refused.",
@@ -824,7 +877,7 @@ def resolve_options(
     values: dict[str, Any] = {}
     for opt in options:
         value = kwargs.get(opt.name)
-        from_config = False
+        from_config = from_alias = False
         if value is None and opt.config_key is not None:
             value = dask.config.get(f"jobqueue.{config_name}.{opt.config_key}", default=None)
             from_config = value is not None
@@ -833,11 +886,13 @@ def resolve_options(
             if old is None and opt.alias_key is not None and opt.key is not None:
                 old = dask.config.get(f"jobqueue.{config_name}.{opt.alias_key}", default=None)
             if old is not None:
+                # the deprecation first, whatever the value: then it is checked as the new
+                # keyword's, and an error names the keyword the user wrote
                 warnings.warn(
                     _renamed_warning(opt.renamed_from, opt.name), FutureWarning, stacklevel=4
                 )
                 if not value:
-                    value, from_config = old, False
+                    value, from_config, from_alias = old, False, True
         if (
             from_config
             and opt.sexagesimal
@@ -859,7 +914,14 @@ def resolve_options(
         if value is None and opt.required:
             raise ValueError(opt.required)
         if value is not None and opt.check is not None:
-            value = opt.check(value, opt.name, owner)
+            try:
+                value = opt.check(value, opt.name, owner)
+            except ValueError as exc:
+                if not from_alias:
+                    raise
+                raise ValueError(
+                    f"{opt.renamed_from}={value!r} (renamed to {opt.name}): {exc}"
+                ) from None
         values[opt.name] = value
     return values
 
@@ -904,14 +966,19 @@ def accepted_keywords(job_cls: type) -> set[str]:
 
 
 def unknown_keyword_error(
-    owner: str, unknown: Iterable[str], accepted: Iterable[str]
+    owner: str,
+    unknown: Iterable[str],
+    accepted: Iterable[str],
+    given: Mapping[str, Any] | None = None,
 ) -> UnknownKeywordError:
-    """0.9's ``unexpected keyword argument`` wording, then the keywords that are accepted."""
+    """0.9's wording (the unknown keywords, the class, the ``job_kwargs`` it was given), then
+    the keywords that are accepted."""
     unknown = sorted(unknown)
     listed = ", ".join(repr(k) for k in unknown)
     plural = "s" if len(unknown) > 1 else ""
+    shown = "" if given is None else f" with job_kwargs={dict(given)!r}"
     return UnknownKeywordError(
-        f"{owner} got an unexpected keyword argument{plural} {listed}. "
+        f"Got an unexpected keyword argument{plural} {listed}: {owner} was called{shown}. "
         f"Accepted keywords: {', '.join(sorted(accepted))}"
     )
 
@@ -975,7 +1042,7 @@ def check_cluster_arguments(
     accepted = accepted_keywords(job_cls)
     unknown = set(job_kwargs) - accepted
     if unknown:
-        raise unknown_keyword_error(cluster_name, unknown, accepted)
+        raise unknown_keyword_error(cluster_name, unknown, accepted, job_kwargs)
     return job_cls, config_name
 
 

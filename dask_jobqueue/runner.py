@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 from distributed.core import Status, rpc
 from distributed.utils import import_term
 
-__all__ = ["Role", "BaseRunner", "WorldTooSmallException", "SLURMRunner"]
+__all__ = [
+    "Role",
+    "BaseRunner",
+    "WorldTooSmallException",
+    "SLURMRunner",
+    "AsyncCommWorld",
+    "AsyncRunner",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -366,3 +373,101 @@ class SLURMRunner(BaseRunner):
 
     async def get_worker_name(self) -> int:
         return self.proc_id
+
+
+class AsyncCommWorld:
+    """The "processes" of a runner launch played by coroutines of one event loop.
+
+    What ``srun`` and a shared scheduler file give :class:`SLURMRunner`, in memory: each
+    :class:`AsyncRunner` sharing this world claims a rank and a role (the scheduler first,
+    then the client, then workers, in the order they start), and the scheduler's address is
+    handed from the scheduler to the others. For tests of runners and for running a whole
+    runner cluster in one process; create it inside the event loop that runs the runners.
+
+    Attributes
+    ----------
+    roles : dict
+        ``{"scheduler": runner or None, "client": runner or None}``: who took each role.
+    role_lock : asyncio.Lock
+        Held while a runner claims its role.
+    scheduler_address : str or None
+        The scheduler's address, once it is running.
+    scheduler_address_event : asyncio.Event
+        Set when ``scheduler_address`` is.
+    ranks : int
+        Ranks handed out so far.
+    """
+
+    def __init__(self) -> None:
+        self.roles: dict[str, BaseRunner | None] = {"scheduler": None, "client": None}
+        self.role_lock = asyncio.Lock()
+        self.scheduler_address: str | None = None
+        self.scheduler_address_event = asyncio.Event()
+        self.ranks = 0
+
+    async def claim(self, runner: BaseRunner) -> tuple[int, Role]:
+        """The next rank, and the first role still free that ``runner`` may take."""
+        async with self.role_lock:
+            rank, self.ranks = self.ranks, self.ranks + 1
+            if runner.scheduler and self.roles["scheduler"] is None:
+                self.roles["scheduler"] = runner
+                return rank, Role.scheduler
+            if runner.client and self.roles["client"] is None:
+                self.roles["client"] = runner
+                return rank, Role.client
+            return rank, Role.worker
+
+    def publish_scheduler_address(self, address: str) -> None:
+        """Called by the scheduler's runner once the scheduler listens."""
+        self.scheduler_address = address
+        self.scheduler_address_event.set()
+
+    async def wait_for_scheduler_address(self) -> str:
+        """The scheduler's address, once it is published."""
+        await self.scheduler_address_event.wait()
+        assert self.scheduler_address is not None  # set before the event
+        return self.scheduler_address
+
+
+class AsyncRunner(BaseRunner):
+    """A runner whose ranks are coroutines sharing an :class:`AsyncCommWorld`.
+
+    Start several with ``async with`` in one event loop (``asyncio.gather``); as with
+    :class:`SLURMRunner`, the scheduler and worker "ranks" run their server until the
+    client's block ends and then raise ``SystemExit(0)`` (a process would end there), so
+    each coroutine catches ``SystemExit``; the client runs the block. Workers are named
+    after their rank.
+
+    Parameters
+    ----------
+    commworld : AsyncCommWorld
+        The world shared by the runners of one cluster.
+    **kwargs
+        Passed to :class:`BaseRunner` (``asynchronous`` is always ``True``). The scheduler
+        and its dashboard listen on free ports unless ``scheduler_options`` say otherwise.
+    """
+
+    def __init__(self, commworld: AsyncCommWorld, *args: Any, **kwargs: Any):
+        if not isinstance(commworld, AsyncCommWorld):
+            raise ValueError(f"commworld must be an AsyncCommWorld, got {commworld!r}")
+        if kwargs.get("asynchronous") is False:
+            raise ValueError("AsyncRunner runs in an event loop: use `async with`")
+        kwargs["asynchronous"] = True
+        super().__init__(*args, **kwargs)
+        self.commworld = commworld
+        self.rank: int | None = None
+        self.scheduler_options.setdefault("port", 0)
+        self.scheduler_options.setdefault("dashboard_address", ":0")
+
+    async def get_role(self) -> Role:
+        self.rank, role = await self.commworld.claim(self)
+        return role
+
+    async def set_scheduler_address(self, scheduler: Any) -> None:
+        self.commworld.publish_scheduler_address(scheduler.address)
+
+    async def get_scheduler_address(self) -> str:
+        return await self.commworld.wait_for_scheduler_address()
+
+    async def get_worker_name(self) -> int | None:
+        return self.rank

@@ -6,12 +6,13 @@ What Grid Engine is — commands, states, the qstat/qacct parsers, arrays, tags 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import directive_value
+from ._values import directive_value, parse_walltime
 from .cluster import JobQueueCluster
 from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
@@ -81,6 +82,35 @@ def qsub_value(
     return directive_value(value, keyword, "Grid Engine", refused=refused, shown=shown)
 
 
+def _sge_walltime(value: Any, keyword: str, owner: type) -> str:
+    """``HH:MM:SS`` or seconds as given (what ``h_rt`` takes); two fields, which Grid Engine
+    refuses (``attribute "h_rt" is not a time value``), are read as ``MM:SS`` like Slurm and
+    PBS read them and written as ``HH:MM:SS``, with a warning."""
+    check = WALLTIME.check
+    assert check is not None
+    try:
+        return check(value, keyword, owner)
+    except ValueError as refused:
+        if not isinstance(value, str):
+            raise
+        try:
+            seconds = parse_walltime(value, ("mm:ss",), keyword)
+        except ValueError:
+            raise ValueError(f"{refused}, or MM:SS (converted)") from None
+    if seconds == 0:
+        raise ValueError(f"{keyword}={value!r} is zero: a job needs some time to run")
+    hours, rest = divmod(seconds, 3600)
+    written = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    warnings.warn(
+        f"{keyword}={value!r} is read as MM:SS ({seconds} seconds), as Slurm and PBS read "
+        f"two fields; Grid Engine takes HH:MM:SS or seconds, so the jobs ask for "
+        f"h_rt={written}. Write '{value}:00' if you meant hours and minutes.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return written
+
+
 def sge_log_path(directory: str) -> str:
     """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#$``."""
     return qsub_value(f"{directory}/", "log_directory", SGE_PATH_REFUSED, shown=directory)
@@ -99,7 +129,13 @@ class SGEJob(Job):
             doc=RESOURCE_SPEC.doc + " Grid Engine gets no memory request "
             "unless you give one here, e.g. ``'h_vmem=4G,mem_req=4G'``.",
         ),
-        WALLTIME,
+        replace(
+            WALLTIME,
+            doc="Time limit of each job (``-l h_rt``): ``'HH:MM:SS'`` or seconds; ``'MM:SS'`` "
+            "is converted to ``HH:MM:SS`` with a warning (Grid Engine refuses two fields). "
+            + WALLTIME.doc.split(". ", 1)[1],
+            check=_sge_walltime,
+        ),
     )
     queue: str | None
     project: str | None

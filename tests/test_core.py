@@ -178,7 +178,7 @@ def test_unknown_keyword_names_it():
     with pytest.raises(ValueError, match=r"unexpected keyword argument 'queue'"):
         HTCondorCluster(cores=1, memory="1GB", disk="1GB", queue="q")
     # a job class given a wrong keyword directly: ValueError, and TypeError as Python's own
-    with pytest.raises(TypeError, match=r"SLURMJob got an unexpected keyword argument 'bogus'"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'bogus': SLURMJob was"):
         make_job(SLURMJob, bogus=1)
 
 
@@ -200,14 +200,12 @@ def test_job_without_config_name():
     class NoConfigJob(Job):
         submit_command = "true"
 
-    phrase = "Looks like you are trying to create a class that inherits from dask_jobqueue.core.Job"
+    phrase = "looks like you are trying to create a class that inherits from dask_jobqueue.core.Job"
     with pytest.raises(ValueError, match=phrase):
         NoConfigJob(cores=1, memory="1GB")
     with pytest.raises(ValueError, match=phrase):
         JobQueueCluster(job_cls=NoConfigJob, cores=1, memory="1GB")
-    with pytest.raises(
-        ValueError, match="NoConfigJob is required to have a 'config_name' class variable"
-    ):
+    with pytest.raises(ValueError, match="config_name is not set for NoConfigJob"):
         NoConfigJob.default_config_name()
     assert SLURMJob.default_config_name() == "slurm"
     # config_name= makes such a class usable
@@ -345,21 +343,44 @@ def test_shebang_override():
     assert make_job(SLURMJob, shebang="#!/bin/sh").job_script().startswith("#!/bin/sh\n")
 
 
-def test_log_directory_is_created_at_submit_only(tmp_path, monkeypatch):
+def test_log_directory_is_created_when_the_cluster_is_built(tmp_path, monkeypatch):
+    """As in 0.9: ``log_directory`` exists once the cluster (or job) is built; removed
+    meanwhile, it is created again at submission; nothing is created without it."""
     target = tmp_path / "logs" / "deeper"
     fake = tmp_path / "bin" / "sbatch"
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\ntest -d {target} || exit 3\necho 'Submitted batch job 7'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    local_logs = tmp_path / "local-logs"
+    with LocalCluster(cores=1, memory="1GB", log_directory=str(local_logs)):
+        assert local_logs.is_dir()
+    cluster = SLURMCluster(cores=1, memory="1GB", log_directory=str(target))
+    assert target.is_dir()
+    cluster.close()
+    target.rmdir()
     job = make_job(SLURMJob, log_directory=str(target))
+    assert target.is_dir()
     assert f"#SBATCH -e {target}/dask-worker-%J.err" in job.job_script()
-    with LocalCluster(cores=1, memory="1GB", log_directory=str(tmp_path / "local-logs")) as cluster:
-        cluster.job_script()
-    assert not target.exists() and not (tmp_path / "local-logs").exists()
+    target.rmdir()
     # the fake sbatch fails unless the directory exists when it runs
     assert asyncio.run(job.submit()) == "7"
     assert target.is_dir()
+    # without log_directory nothing is created (here: in the current directory)
+    monkeypatch.chdir(tmp_path / "bin")
+    make_job(SLURMJob).job_script()
+    with LocalCluster(cores=1, memory="1GB"):
+        pass
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["sbatch"]
+
+
+def test_log_directory_that_cannot_be_created_is_a_value_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"log_directory='.*/file/logs' cannot be created"):
+        make_job(SLURMJob, log_directory=str(blocker / "logs"))
+    with pytest.raises(ValueError, match="log_directory='/proc/x' cannot be created"):
+        LocalCluster(cores=1, memory="1GB", log_directory="/proc/x")
 
 
 def test_job_id_parsing():

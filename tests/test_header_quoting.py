@@ -261,8 +261,8 @@ def test_local_directory_with_a_variable_is_checked_up_to_it(tmp_path):
 
 def test_log_directory_made_world_writable_before_submission_is_refused(tmp_path):
     target = tmp_path / "later"
-    job = SLURMJob(**BASE, log_directory=str(target))  # not there yet: fine
-    target.mkdir()
+    job = SLURMJob(**BASE, log_directory=str(target))  # created here, private
+    assert target.is_dir()
     target.chmod(0o777)
     with pytest.raises(ValueError, match="log_directory=.*every user"):
         job.prepare_log_directory()

@@ -93,8 +93,9 @@ def test_directives_skip_and_project_quotes():
         "tcp://a:1", cores=2, memory="2GB", lsf_units="mb", job_directives_skip=["-R", "nope"]
     )
     assert "span" not in job.job_header and "#BSUB -n 2" in job.job_header
-    with pytest.raises(ValueError, match="whitespace, quotes"):
-        LSFJob("tcp://a:1", cores=1, memory="1GB", project='a"b')
+    for bad in ['a"b', "a'b", "a\\b", "a\nb"]:
+        with pytest.raises(ValueError, match="project="):
+            LSFJob("tcp://a:1", cores=1, memory="1GB", project=bad)
 
 
 @pytest.mark.parametrize("walltime", ["1:00:00", "1-00:00", "abc"])

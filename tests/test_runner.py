@@ -212,3 +212,48 @@ def test_srun_four_tasks(tmp_path):
         assert set(queue) <= {"COMPLETING"}, queue
         time.sleep(1)
     assert queue == []
+
+
+async def test_async_comm_world_runs_a_runner_cluster_in_one_event_loop():
+    """Four AsyncRunners sharing an AsyncCommWorld: the first is the scheduler, the second
+    the client (which computes on the two workers), the others workers; leaving the client's
+    block ends every rank, servers by SystemExit(0) as their process would."""
+    from distributed import Client
+
+    from dask_jobqueue.runner import AsyncCommWorld, AsyncRunner
+
+    world = AsyncCommWorld()
+    computed = []
+
+    async def rank() -> tuple[str, object]:
+        runner = AsyncRunner(world)
+        try:
+            async with runner:
+                async with Client(runner, asynchronous=True) as client:
+                    await client.wait_for_workers(2)
+                    names = await client.run(lambda dask_worker: dask_worker.name)
+                    computed.append(sorted(names.values()))
+                    computed.append(await client.submit(lambda x: x + 1, 41))
+        except SystemExit as exc:
+            return runner.role.value, exc.code
+        return runner.role.value, "left the block"
+
+    # asyncio.wait_for only turns a hang into a failure; nothing here is timed
+    outcomes = await asyncio.wait_for(asyncio.gather(*(rank() for _ in range(4))), 120)
+    assert sorted(outcomes) == [
+        ("client", "left the block"),
+        ("scheduler", 0),
+        ("worker", 0),
+        ("worker", 0),
+    ]
+    assert computed == [[2, 3], 42]
+    assert world.scheduler_address is not None and world.ranks == 4
+
+
+def test_async_runner_needs_a_comm_world_and_an_event_loop():
+    from dask_jobqueue.runner import AsyncCommWorld, AsyncRunner
+
+    with pytest.raises(ValueError, match="commworld must be an AsyncCommWorld"):
+        AsyncRunner(None)
+    with pytest.raises(ValueError, match="use `async with`"):
+        AsyncRunner(AsyncCommWorld(), asynchronous=False)

@@ -94,7 +94,7 @@ def test_log_directory(tmp_path):
     assert f"#$ -e {logs}/" in header and f"#$ -o {logs}/" in header
     assert "#$ -j y" in header
     assert job.output_files("7") == [logs / "dask-worker.o7", logs / "dask-worker.e7"]
-    assert not logs.exists()  # created when a job is submitted, not before
+    assert logs.is_dir()  # created when the job is built, as in 0.9
 
 
 def test_directives_skip():

@@ -20,8 +20,8 @@ BAD_JOB_INPUT = [
     (SLURMJob, "memory", math.nan, "not a finite size"),
     (SLURMJob, "memory", math.inf, "not a finite size"),
     (SLURMJob, "memory", "1e400", "not a size"),
-    (SLURMJob, "memory", 1, "below the minimum of 32 MiB"),
-    (SLURMJob, "memory", "1MB", "below the minimum of 32 MiB"),
+    (SLURMJob, "memory", 1, "below the minimum of 1 MiB"),
+    (SLURMJob, "memory", "1MB", "below the minimum of 1 MiB"),
     (SLURMJob, "death_timeout", "soon", "not a duration"),
     (SLURMJob, "death_timeout", -5, "positive duration"),
     (SLURMJob, "death_timeout", 0, "positive duration"),
@@ -77,7 +77,7 @@ def test_bad_job_input_names_the_keyword(cls, keyword, value, words):
     [
         (SGECluster, "project", "a b"),
         (OARCluster, "project", "a'b"),
-        (LSFCluster, "project", 'a"b'),
+        (LSFCluster, "queue", "a b"),  # an LSF project is quoted: tests/test_drop_in.py
         (SGECluster, "queue", "all.q;rm"),
         (OARCluster, "queue", "default -t besteffort"),
     ],
@@ -190,10 +190,10 @@ def test_local_log_directory_writable_by_others_is_refused(tmp_path):
 
 
 def test_local_log_directory_is_checked_again_when_created(tmp_path):
-    # not there at construction (fine), made writable by others before submission: refused
+    # created at construction, made writable by others before submission: refused
     target = tmp_path / "later"
     job = LocalJob(**BASE, log_directory=str(target))
-    target.mkdir()
+    assert target.is_dir()
     target.chmod(0o777)
     with pytest.raises(ValueError, match="can be written by other users"):
         job.prepare_log_directory()
