@@ -653,10 +653,17 @@ class TestRealPBS(SchedulerSuite):
         with self.cluster() as cluster:
             cluster.scale(2)
             cluster.scale(0)
-            assert wait_until(lambda: not cluster.worker_spec and not cluster.workers, 30)
-            time.sleep(2)  # nothing is submitted late
+            # the corrections both calls asked for, done: scale(2)'s jobs may have been
+            # submitted before scale(0) (then they are cancelled; a running PBS job stays
+            # listed as exiting for a while)
+            cluster.sync(cluster._correct_state)
+            assert not cluster.worker_spec and not cluster.workers
             ids = {r.job_id for r in cluster.jobs}
-            assert not ids & self.backend.queue_ids()
+            self.assert_gone_from_queue(ids)
+            submits = cluster.command_counts["submit"]
+            time.sleep(2)  # nothing is submitted late: the counter would catch it
+            assert cluster.command_counts["submit"] == submits
+            assert {r.job_id for r in cluster.jobs} == ids
 
     def test_grouped_workers_scale_by_whole_jobs(self):
         with self.cluster(cores=2, processes=2, memory="2GB") as cluster, Client(cluster) as client:
