@@ -359,6 +359,12 @@ class BatchSystem:
         if self.budget is not None:
             self.budget.take_sync()
 
+    async def spend(self) -> None:
+        """Wait (on the event loop) for the command budget, if there is one: every command
+        this engine runs, or runs for it (the walltime lookup), spends one token."""
+        if self.budget is not None:
+            await self.budget.take()
+
     def _live_changed(self, added: Sequence[str] = (), removed: Sequence[str] = ()) -> None:
         if self.on_live_change is not None:
             self.on_live_change(added, removed)
@@ -946,8 +952,7 @@ class BatchSystem:
         if argv is None:
             return {}
         self.commands["status"] += 1
-        if self.budget is not None:
-            await self.budget.take()
+        await self.spend()
         try:
             stdout = (await run_command(argv, timeout=self.status_timeout)).stdout
         except CommandError as exc:
@@ -1099,8 +1104,7 @@ class BatchSystem:
         for chunk in chunks:
             for attempt in range(attempts):
                 self.commands["cancel"] += 1
-                if self.budget is not None:
-                    await self.budget.take()
+                await self.spend()
                 try:
                     await run_command(self._cancel_argv(chunk), timeout=self.cancel_timeout)
                 except CommandError as exc:

@@ -59,9 +59,7 @@ async def job_walltime(engine: BatchSystem) -> float | None:
     value = None
     if step is not None and argv is not None:
         engine.commands["status"] += 1
-        budget = getattr(engine, "budget", None)
-        if budget is not None:
-            await budget.take()
+        await engine.spend()
         try:
             stdout = (await run_command(argv, timeout=engine.status_timeout)).stdout
             value = step.parse(stdout, job)
