@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from distributed.deploy.adaptive import Adaptive
+from distributed.scheduler import Scheduler
+
+from .pools import pool_targets, scheduler_load
 
 if TYPE_CHECKING:
     from .cluster import JobQueueCluster
 
-__all__ = ["JobAdaptive", "WorkerJobKey"]
+__all__ = ["JobAdaptive", "PoolAdaptive", "WorkerJobKey"]
 
 
 class WorkerJobKey:
@@ -92,3 +95,27 @@ class JobAdaptive(Adaptive):
         most = self.cluster._settings.max_jobs * self.cluster.processes
         self.cluster._scale_to_workers(min(int(n), most))
         await self.cluster._correct_state()
+
+
+class PoolAdaptive(JobAdaptive):
+    """Adaptive scaling of one pool among several sharing a scheduler.
+
+    The scheduler's own target counts every task; here a pool's target counts only the tasks
+    it should run (see :mod:`dask_jobqueue.pools`): a GPU-restricted task never grows a CPU
+    pool. Without pools, or with a scheduler in another process, it is :class:`JobAdaptive`.
+    """
+
+    async def target(self) -> int:
+        cluster = self.cluster
+        family = cluster.pool_family()
+        scheduler = cluster.scheduler
+        if len(family) == 1 or not isinstance(scheduler, Scheduler):
+            return await super().target()
+        pool_of_worker = {}
+        for ws in scheduler.workers.values():
+            member = cluster.member_of_worker(str(ws.name))
+            if member is not None:
+                pool_of_worker[str(ws.name)] = member.name
+        ready, total, workers = scheduler_load(scheduler, pool_of_worker)
+        shapes = [member.pool_shape() for member in family]
+        return pool_targets(ready, total, workers, shapes, self.target_duration)[cluster.name]

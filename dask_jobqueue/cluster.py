@@ -14,22 +14,24 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import sys
 import time
 import warnings
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
-from distributed.core import Status
+from distributed.core import Status, rpc
 from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
 from ._values import parse_memory, parse_positive_int
-from .adaptive import JobAdaptive, WorkerJobKey
+from .adaptive import PoolAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job
 from .options import (
     CLUSTER_OPTIONS,
@@ -39,6 +41,7 @@ from .options import (
     resolve_engine_settings,
     resolve_options,
 )
+from .pools import PoolShape, worker_resources
 from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracking import JobTable
@@ -53,6 +56,34 @@ logger = logging.getLogger(__name__)
 __all__ = ["JobQueueCluster"]
 
 
+@dataclass(frozen=True)
+class PoolOf:
+    """What makes a cluster a pool: the cluster whose scheduler it shares, and its name."""
+
+    cluster: JobQueueCluster
+    name: str
+
+
+#: A pool's name: it becomes part of its job and worker names (and of batch job names).
+_POOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+#: Cluster keywords a pool cannot have: it shares its cluster's scheduler (and its loop).
+_SHARED_WITH_POOLS = (
+    "security",
+    "scheduler_options",
+    "scheduler_cls",
+    "protocol",
+    "shared_temp_directory",
+    "dashboard_address",
+    "host",
+    "loop",
+    "asynchronous",
+    "silence_logs",
+    "name",
+    "pools",
+)
+
+
 class JobQueueCluster(ParametersDocumented, SpecCluster):
     """A Dask cluster whose workers run in batch jobs.
 
@@ -63,6 +94,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     #: The job class (on an instance: the one it runs, never ``None``).
     job_cls: type[Job] | None = None
+    _worker_security: Security | None
+    _protocol: str | None
 
     @classmethod
     def documented_options(cls) -> list[Option]:
@@ -93,6 +126,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         interface: str | None = None,
         protocol: str | None = None,
         config_name: str | None = None,
+        pools: dict[str, dict[str, Any]] | None = None,
+        _pool_of: PoolOf | None = None,
         **job_kwargs: Any,
     ):
         job_cls, config_name = check_cluster_arguments(
@@ -116,6 +151,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             "scheduler_cls": scheduler_cls,
             "interface": interface,
             "protocol": protocol,
+            "pools": pools,
         }
         resolved = resolve_options(
             [o for o in CLUSTER_OPTIONS if o.name in given], config_name, given, type(self)
@@ -128,10 +164,30 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         #: Directory where temporary TLS credentials are written (keyword or config).
         self.shared_temp_directory: str | None = resolved["shared_temp_directory"]
         self._tls_files: list[str] = []
-        security, worker_security, protocol = prepare_security(
-            security, protocol, self.shared_temp_directory, self._tls_files
-        )
-        scheduler = scheduler_spec(scheduler_cls, protocol, security, interface, scheduler_options)
+        #: The cluster whose scheduler this pool shares, and the pool's name (else None).
+        self._pool_of = _pool_of
+        #: Pools added to this cluster, by name (see :meth:`add_pool`).
+        self.pools: dict[str, JobQueueCluster] = {}
+        self._user_job_kwargs = dict(job_kwargs)
+        self._interface = interface
+        scheduler: dict[str, Any] | None
+        if _pool_of is None:
+            security, worker_security, protocol = prepare_security(
+                security, protocol, self.shared_temp_directory, self._tls_files
+            )
+            scheduler = scheduler_spec(
+                scheduler_cls, protocol, security, interface, scheduler_options
+            )
+        else:
+            parent = _pool_of.cluster
+            security, worker_security, protocol = (
+                parent.security,
+                parent._worker_security,
+                parent._protocol,
+            )
+            scheduler = None
+        self._worker_security = worker_security
+        self._protocol = protocol
 
         job_kwargs = dict(job_kwargs)
         job_kwargs["config_name"] = config_name
@@ -157,7 +213,13 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         engine = template.batch_system_cls.from_settings(template, settings)
         #: Tracking, polling, replacement and clean-up of this cluster's jobs.
         self._supervisor = JobSupervisor(
-            self, engine, settings, job_cls.vanish, self.processes, self._tls_files
+            self,
+            engine,
+            settings,
+            job_cls.vanish,
+            self.processes,
+            self._tls_files,
+            pool=None if _pool_of is None else _pool_of.name,
         )
 
         super().__init__(
@@ -168,10 +230,19 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             silence_logs=silence_logs,
             asynchronous=asynchronous,
             name=name,
+            shutdown_scheduler=_pool_of is None,
         )
         if n_workers:
             self._check_job_cap(math.ceil(n_workers / self.processes), f"n_workers={n_workers}")
             self._scale_to_workers(n_workers)
+        if _pool_of is None:  # a pool reads the same section, but has no pools of its own
+            try:
+                for pool_name, pool_kwargs in (resolved["pools"] or {}).items():
+                    self.add_pool(pool_name, **pool_kwargs)
+            except Exception:
+                if not self.asynchronous:
+                    self.close()  # a bad pool: nothing of this cluster stays behind
+                raise
 
     # ------------------------------------------------------------------ scripts & names
 
@@ -216,18 +287,52 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     async def _start(self) -> None:
         self._supervisor.start_watchdog()  # before any job can exist
-        await super()._start()
+        if self._pool_of is None:
+            await super()._start()
+        else:
+            await self._start_as_pool(self._pool_of.cluster)
         self._supervisor.start()
+        for pool in list(self.pools.values()):
+            if pool.status == Status.created:
+                await pool._start()
 
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        for pool in list(self.pools.values()):
+            await pool._close()  # before the scheduler they share stops
         await self._supervisor.stop_submitting()
         if self.status == Status.running:
             await self._retire_everything()
         await super()._close()
         await self._supervisor.close()
         remove_files(self._tls_files)
+        if self._pool_of is not None:
+            self._pool_of.cluster.pools.pop(self._pool_of.name, None)
+
+    async def _start_as_pool(self, parent: JobQueueCluster) -> None:
+        """Start on the running scheduler of ``parent``.
+
+        Not ``SpecCluster._start``: a scheduler sends worker events to one subscriber (its
+        ``worker-status`` plugin); a second subscription would take the cluster's. The pool
+        reads the cluster's ``scheduler_info`` instead, kept current by that subscription,
+        and leaves the scheduler's cluster metadata to the cluster.
+        """
+        if self.status == Status.running:
+            return
+        if parent.scheduler is None or parent.status != Status.running:
+            raise RuntimeError(
+                f"Pool {self.name!r}: its cluster is {parent.status.name}; start the cluster "
+                "before its pools"
+            )
+        self._lock = asyncio.Lock()
+        self.scheduler = parent.scheduler
+        self.scheduler_comm = rpc(
+            getattr(self.scheduler, "external_address", None) or self.scheduler.address,
+            connection_args=self.security.get_connection_args("client"),
+        )
+        self.scheduler_info = parent.scheduler_info
+        self.status = Status.running
 
     async def _retire_everything(self, timeout: float = 10.0) -> None:
         """Retire every worker and cancel every job while the scheduler still runs.
@@ -516,7 +621,10 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired.
 
         A limit given both in workers and in jobs, and a minimum above the maximum, are
-        ``ValueError`` s."""
+        ``ValueError`` s. With pools, each pool that has no ``adapt`` of its own adapts within
+        the same limits, and grows only for the tasks its workers can run (see
+        :meth:`add_pool`)."""
+        pool_limits = {**kwargs, "minimum_jobs": minimum_jobs, "maximum_jobs": maximum_jobs}
         for limit, in_jobs in (("minimum", minimum_jobs), ("maximum", maximum_jobs)):
             if in_jobs is not None and kwargs.get(limit) is not None:
                 raise ValueError(
@@ -562,20 +670,122 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             self._check_job_cap(math.ceil(maximum / self.processes), asked)
         if self._group_suffixes:
             kwargs.setdefault("worker_key", WorkerJobKey(self._group_suffixes))
-        kwargs.setdefault("Adaptive", JobAdaptive)
+        kwargs.setdefault("Adaptive", PoolAdaptive)
         previous_error = self._take_pending_error()
         adaptive = super().adapt(*args, **kwargs)
+        for pool in self.pools.values():
+            if pool._adaptive is None:  # a pool without limits of its own gets the cluster's
+                pool.adapt(*args, **pool_limits)
         if previous_error is not None:
             raise previous_error
         return adaptive
+
+    # ------------------------------------------------------------------ pools
+
+    def add_pool(
+        self, name: str, cluster_cls: type[JobQueueCluster] | None = None, **job_kwargs: Any
+    ) -> JobQueueCluster:
+        """Add a pool: another kind of job whose workers join this cluster's scheduler.
+
+        A pool is a cluster of its own (its own jobs, ``scale``, ``adapt``, ``jobs``) that
+        shares this cluster's Dask scheduler, security and event loop. Its keywords override
+        this cluster's job keywords (e.g. ``queue="gpu"``); with ``cluster_cls`` of another
+        batch system it inherits none of them. Closing the cluster closes its pools first.
+
+        Parameters
+        ----------
+        name : str
+            The pool's name: a letter, then letters, digits or ``_`` (at most 32). It becomes
+            part of the pool's job names (``<cluster>-<name>-<n>``) and, unless ``job_name``
+            is given, of its batch job names.
+        cluster_cls : type, optional
+            The pool's cluster class; default: this cluster's.
+        **job_kwargs
+            Job keywords of the pool (and ``n_workers``, ``interface``, ``config_name``).
+
+        Returns
+        -------
+        JobQueueCluster
+            The pool, also in ``cluster.pools[name]``.
+        """
+        if self._pool_of is not None:
+            raise ValueError(
+                f"add_pool({name!r}): {self._pool_of.name!r} is a pool; add pools to its "
+                "cluster instead"
+            )
+        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+            raise ValueError(
+                f"add_pool(name={name!r}): a pool's name is a letter, then letters, digits "
+                "or '_' (at most 32 characters)"
+            )
+        if name in self.pools:
+            raise ValueError(f"add_pool({name!r}): this cluster has a pool named {name!r} already")
+        if self.status in (Status.closing, Status.closed):
+            raise ValueError(f"add_pool({name!r}): the cluster is {self.status.name}")
+        cls = type(self) if cluster_cls is None else cluster_cls
+        if not (isinstance(cls, type) and issubclass(cls, JobQueueCluster)):
+            raise ValueError(
+                f"add_pool({name!r}, cluster_cls={cluster_cls!r}): cluster_cls must be a "
+                "JobQueueCluster subclass, e.g. SLURMCluster"
+            )
+        shared = sorted(k for k in job_kwargs if k in _SHARED_WITH_POOLS)
+        if shared:
+            raise ValueError(
+                f"add_pool({name!r}, {shared[0]}=...): a pool shares its cluster's scheduler; "
+                f"{', '.join(shared)} can only be given to the cluster"
+            )
+        same_kind = cls.job_cls is self.job_cls
+        kwargs = {**self._user_job_kwargs, **job_kwargs} if same_kind else dict(job_kwargs)
+        kwargs.setdefault("interface", self._interface)
+        if same_kind:
+            kwargs.setdefault("config_name", self.config_name)
+            kwargs.setdefault("job_name", f"{self.job_name}-{name}")
+        pool = cls(
+            loop=self.loop,
+            asynchronous=self.asynchronous,
+            silence_logs=False,
+            name=f"{self._name}-{name}",
+            _pool_of=PoolOf(self, name),
+            **kwargs,
+        )
+        self.pools[name] = pool
+        return pool
+
+    def pool_family(self) -> list[JobQueueCluster]:
+        """The cluster and its pools (from the cluster or from any of its pools), the
+        cluster first."""
+        root = self if self._pool_of is None else self._pool_of.cluster
+        return [root, *root.pools.values()]
+
+    def member_of_worker(self, worker_name: str) -> JobQueueCluster | None:
+        """The cluster or pool whose job runs the worker of this name (``None``: no job of
+        this family)."""
+        for member in self.pool_family():
+            job = WorkerJobKey(member._group_suffixes).job_name(worker_name)
+            if job in member.workers or job in member.worker_spec:
+                return member
+        return None
+
+    def pool_shape(self) -> PoolShape:
+        """What this cluster's (or pool's) workers offer, for placing demand among pools."""
+        return PoolShape(
+            self.name,
+            worker_resources(self._template_job.worker_extra_args),
+            self._template_job.worker_process_threads,
+        )
 
     # ------------------------------------------------------------------ job states
 
     @property
     def jobs(self) -> JobTable:
-        """Every job this cluster submitted and still tracks, plus recently ended ones."""
+        """Every job this cluster submitted and still tracks, plus recently ended ones; with
+        pools, theirs too (the ``pool`` column says whose)."""
         self._refresh_connected()
-        return JobTable([*self._supervisor.tracker.ended, *self._supervisor.tracker.live])
+        tracker = self._supervisor.tracker
+        records = [*tracker.ended, *tracker.live]
+        for pool in self.pools.values():
+            records += pool.jobs
+        return JobTable(records)
 
     def _refresh_connected(self) -> bool:
         return self._supervisor.poller.refresh_connected()
@@ -613,8 +823,13 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         while True:
             self._raise_if_failed()
             info = await self.scheduler_comm.identity()
+            # a pool counts its own workers; the cluster counts every worker of its scheduler
+            prefix = f"{self._name}-" if self._pool_of is not None else ""
             running = sum(
-                1 for w in info["workers"].values() if w.get("status", "running") == "running"
+                1
+                for w in info["workers"].values()
+                if w.get("status", "running") == "running"
+                and str(w.get("name", "")).startswith(prefix)
             )
             if running >= n_workers:
                 return
@@ -647,7 +862,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
     def jobs_summary(self) -> str:
         """One line summarising the live jobs, e.g. ``3 jobs: 1 connected, 2 queued (Priority)``."""
         self._refresh_connected()
-        return JobTable(self._supervisor.tracker.live).summary()
+        live = list(self._supervisor.tracker.live)
+        for pool in self.pools.values():
+            pool._refresh_connected()
+            live += pool._supervisor.tracker.live
+        return JobTable(live).summary()
 
     # ------------------------------------------------------------------ display
 

@@ -92,6 +92,8 @@ class JobSupervisor:
         Dask workers each job starts.
     owned_files : list of str
         Files removed by the watchdog if this process dies (the workers' TLS credentials).
+    pool : str, optional
+        The pool these jobs belong to, shown in the job table.
     """
 
     def __init__(
@@ -102,8 +104,11 @@ class JobSupervisor:
         vanish: Vanish,
         workers_per_job: int,
         owned_files: list[str] | None = None,
+        pool: str | None = None,
     ):
         self.cluster = cluster
+        #: The pool whose jobs these are (None: the cluster's own).
+        self.pool = pool
         self.engine = engine
         self.settings = settings
         self.workers_per_job = workers_per_job
@@ -263,7 +268,7 @@ class JobSupervisor:
                 continue
             accepted.append((name, job))
             self._resubmit_not_before.pop(name, None)
-            self.tracker.add(name, result, self.workers_per_job, now)
+            self.tracker.add(name, result, self.workers_per_job, now, pool=self.pool)
         if errors:
             error = errors[0]
             logger.error("Submitting %d job(s) failed: %s", len(errors), error)
