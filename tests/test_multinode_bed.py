@@ -244,6 +244,9 @@ def test_watchdog_of_a_killed_client_cancels_on_the_multinode_cluster(bed, tmp_p
         client.send_signal(signal.SIGKILL)
         client.wait(30)
     assert wait_until(lambda: not bases & set(active_jobs()), 60), active_jobs()
+    # cancelled, not ended by workers that gave up on their dead scheduler
+    ended = sh(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i %T"])
+    assert {line.split()[1] for line in ended.splitlines()} == {"CANCELLED"}, ended
 
 
 def _record(directory: Path, outputs: dict[str, str], timeline: list[tuple[float, str]]) -> None:

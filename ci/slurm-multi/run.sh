@@ -20,6 +20,8 @@
 #   SLURM_MULTI_ROOT   where everything lives (default /var/lib/ci-slurm-multi)
 #   SLURM_MULTI_PORT   slurmctld port (default 6850); the slurmd of n1..n3 use the next three
 #   SLURM_TIMEOUT      seconds for each wait (default 60)
+#   SLURM_MULTI_GPU_FILES  the 2 devices behind each node's fake GPUs (gres.conf File=;
+#                      default /dev/tty[0-1]; e.g. /dev/zero,/dev/full where there is no tty0)
 #
 # Why a munged of its own: ci/slurm/run.sh stop ends the machine's munged (/run/munge), which
 # would cut this cluster off in the middle of a CI lane running beside it. A second munged on
@@ -41,6 +43,17 @@ CTLD_PORT=${SLURM_MULTI_PORT:-6850}
 [[ $CTLD_PORT =~ ^[0-9]+$ ]] && (( CTLD_PORT >= 1024 && CTLD_PORT < 65532 )) \
     || { echo "run.sh: SLURM_MULTI_PORT must be a port number 1024-65531" >&2; exit 2; }
 TIMEOUT=${SLURM_TIMEOUT:-60}
+# The fake GPUs: two character devices, as a gres.conf File= value (a container may lack
+# /dev/tty0: SLURM_MULTI_GPU_FILES=/dev/zero,/dev/full there).
+GPU_FILES=${SLURM_MULTI_GPU_FILES:-/dev/tty[0-1]}
+[[ $GPU_FILES =~ ^/dev/[A-Za-z0-9/_.,-]+(\[[0-9]-[0-9]\])?$ ]] \
+    || { echo "run.sh: SLURM_MULTI_GPU_FILES must be device paths, not '$GPU_FILES'" >&2; exit 2; }
+if [[ $GPU_FILES =~ ^(.*)\[([0-9])-([0-9])\]$ ]]; then
+    mapfile -t GPU_DEVICES < <(seq -f "${BASH_REMATCH[1]}%g" "${BASH_REMATCH[2]}" "${BASH_REMATCH[3]}")
+else
+    IFS=, read -r -a GPU_DEVICES <<<"$GPU_FILES"
+fi
+(( ${#GPU_DEVICES[@]} == 2 )) || { echo "run.sh: SLURM_MULTI_GPU_FILES must name 2 devices" >&2; exit 2; }
 
 NODES=(n1 n2 n3)
 NODE_PORTS=($(( CTLD_PORT + 1 )) $(( CTLD_PORT + 2 )) $(( CTLD_PORT + 3 )))
@@ -263,12 +276,16 @@ EOF
 }
 
 gres_text() {
-    cat <<'EOF'
-# Written by ci/slurm-multi/run.sh: 2 "GPUs" per node on character devices every Linux has;
-# Slurm schedules them and sets CUDA_VISIBLE_DEVICES, nothing is isolated.
-AutoDetect=off
-NodeName=n[1-3] Name=gpu File=/dev/tty[0-1]
-EOF
+    echo '# Written by ci/slurm-multi/run.sh: 2 "GPUs" per node on character devices that exist'
+    echo '# here; Slurm schedules them and sets CUDA_VISIBLE_DEVICES, nothing is isolated.'
+    echo 'AutoDetect=off'
+    echo "NodeName=n[1-3] Name=gpu File=$GPU_FILES"
+}
+
+# gpu_devices_exist: the two devices of $GPU_FILES exist (slurmd refuses a missing one).
+gpu_devices_exist() {
+    local dev
+    for dev in "${GPU_DEVICES[@]}"; do [[ -c $dev ]] || return 1; done
 }
 
 # write_file PATH FUNCTION: write FUNCTION's output to PATH if it differs; CONF_CHANGED=1 then.
@@ -395,6 +412,8 @@ cmd_start() {
     local node
     log "start: root=$ROOT host=$HOST ports $CTLD_PORT (slurmctld), ${NODE_PORTS[*]} (slurmd n1..n3)"
     command -v slurmctld >/dev/null || cmd_install
+    gpu_devices_exist || die "the fake GPU devices ${GPU_DEVICES[*]} are not all character" \
+        "devices here: set SLURM_MULTI_GPU_FILES to two that are (e.g. /dev/zero,/dev/full)"
     prepare_dirs
     CONF_CHANGED=0
     write_file "$CONF" config_text
