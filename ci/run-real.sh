@@ -3,7 +3,7 @@
 #
 #   ci/run-real.sh NAME [USER]
 #
-# NAME is slurm, sge, oar or pbs (ci/NAME/run.sh does the install/start/stop). With USER, the
+# NAME is slurm, slurm-multi, sge, oar or pbs (ci/NAME/run.sh does the install/start/stop). With USER, the
 # tests run as that user from a copy of the checkout it can read (OAR refuses jobs from root).
 # For pbs, /opt/pbs/bin comes first on PATH here only: Grid Engine's /usr/bin/qsub, qstat and
 # qdel would shadow PBS's.

@@ -1,11 +1,14 @@
 """Test selection: ``pytest -E slurm`` runs only the tests marked ``env("slurm")``.
 
 Without ``-E``, tests marked with a batch system are deselected and everything else runs.
+``-E slurm-multi`` is the second, multi-node Slurm of ``ci/slurm-multi/run.sh``; its tests take
+the ``slurm_multi`` fixture, which points every Slurm command at it.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 
 import dask.config
@@ -15,7 +18,12 @@ from dask_jobqueue.config import reconfigure
 
 from .waiting import wait_until
 
-ENVIRONMENTS = ("slurm", "sge", "oar", "pbs", "torque", "moab", "lsf", "htcondor")
+ENVIRONMENTS = ("slurm", "slurm-multi", "sge", "oar", "pbs", "torque", "moab", "lsf", "htcondor")
+
+#: slurm.conf of the multi-node cluster of ci/slurm-multi/run.sh (SLURM_MULTI_ROOT there)
+SLURM_MULTI_CONF = os.path.join(
+    os.environ.get("SLURM_MULTI_ROOT", "/var/lib/ci-slurm-multi"), "etc", "slurm.conf"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +55,29 @@ def _fresh_config():
     with dask.config.set({}):
         reconfigure()
         yield
+
+
+@pytest.fixture
+def slurm_multi(monkeypatch, tmp_path) -> str:
+    """Point Slurm at the multi-node cluster of ``ci/slurm-multi/run.sh``; its slurm.conf path.
+
+    ``SLURM_CONF`` is set in this process's environment: the commands a cluster runs, its
+    watchdog and the jobs ``sbatch`` submits (which export the submitting environment) all
+    inherit it. The test runs in ``tmp_path``, where Slurm writes the jobs' output files.
+    """
+    if not os.path.exists(SLURM_MULTI_CONF):
+        pytest.fail(f"{SLURM_MULTI_CONF} is missing: run ci/slurm-multi/run.sh start first")
+    monkeypatch.setenv("SLURM_CONF", SLURM_MULTI_CONF)
+    monkeypatch.chdir(tmp_path)
+    partitions = subprocess.run(
+        ["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=30, check=False
+    )
+    found = set(partitions.stdout.split())
+    assert partitions.returncode == 0 and {"cpu", "gpu", "low", "high"} <= found, (
+        f"the multi-node Slurm does not answer as expected (ci/slurm-multi/run.sh status): "
+        f"exit {partitions.returncode}, partitions {sorted(found)}, {partitions.stderr.strip()}"
+    )
+    return SLURM_MULTI_CONF
 
 
 @pytest.fixture
