@@ -209,3 +209,26 @@ def test_a_bad_pool_in_the_configuration_fails_the_construction_cleanly(no_stray
     with dask.config.set({"jobqueue.local.pools": {"gpu": {"cores": -2}}}):
         with pytest.raises(ValueError, match="cores"):
             LocalCluster(cores=1, memory="1GB", n_workers=1, scheduler_options=NO_DASHBOARD)
+
+
+def test_the_configuration_example_of_the_pools_page_gives_what_it_says():
+    """docs/pools.rst's YAML block, as a user would paste it into ~/.config/dask."""
+    import pathlib
+    import re
+    import textwrap
+
+    import yaml
+
+    page = (pathlib.Path(__file__).parents[1] / "docs" / "pools.rst").read_text()
+    block = re.search(r"\.\. code-block:: yaml\n\n((?:    .*\n|\n)+)", page)
+    assert block is not None
+    config = yaml.safe_load(textwrap.dedent(block.group(1)))
+    with dask.config.set(config):
+        with SLURMCluster(scheduler_options=NO_DASHBOARD) as cluster:
+            gpu = cluster.pools["gpu"]
+            script = gpu.job_script()
+            assert "#SBATCH -p gpu" in script and "#SBATCH --gpus=1" in script
+            assert "#SBATCH -p cpu" in cluster.job_script()
+            assert "--resources GPU=1" in script
+            assert gpu.pool_shape().resources == {"GPU": 1.0}
+            assert cluster.command_counts.get("submit", 0) == 0
