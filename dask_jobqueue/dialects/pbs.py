@@ -25,10 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._shell import CommandError
-from .._values import GIB, KIB, MIB, ceil_to_unit
+from .._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     WalltimeDefault,
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ARRAYS_BY_FLAVOUR",
     "DIALECT",
+    "HEADER",
+    "PBS_PATH_REFUSED",
+    "PBS_REFUSED",
     "JOB_NAME_PATTERN",
     "PBS_MAX_JOB_NAME",
     "PBS_PRO_ARRAYS",
@@ -64,6 +69,8 @@ __all__ = [
     "pbs_cancel_args",
     "pbs_format_bytes_ceil",
     "pbs_job_status",
+    "pbs_log_path",
+    "pbs_value",
     "qstat_error_is_harmless",
     "qstat_failure_is_usable",
     "qstat_json_argv",
@@ -659,11 +666,54 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the #PBS header
+
+#: What a ``#PBS`` value cannot carry, and why.
+PBS_REFUSED = {
+    '"\\': "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
+    "cannot hold a double quote, and the PBS flavours read backslashes differently",
+}
+#: ... and in an ``-e``/``-o`` path, ``[host:]path``.
+PBS_PATH_REFUSED = {**PBS_REFUSED, ":": "qsub reads the part before ':' in -e/-o as a host name"}
+
+
+def pbs_value(
+    value: object, keyword: str, refused: Mapping[str, str] = PBS_REFUSED, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#PBS`` line (OpenPBS, Torque, Moab's msub).
+
+    OpenPBS's qsub splits a directive line at blanks outside quotes and copies a double- or
+    single-quoted part as it is (its ``make_argv``, OpenPBS 23.06), so a value in double
+    quotes stays one argument.
+    """
+    return directive_value(value, keyword, "PBS", refused=refused, shown=shown)
+
+
+def pbs_log_path(directory: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#PBS``."""
+    return pbs_value(f"{directory}/", "log_directory", PBS_PATH_REFUSED, shown=directory)
+
+
+#: The ``#PBS`` lines of a job script (PBS Pro, Torque and Moab alike).
+HEADER = HeaderTable(
+    (
+        Directive("-N {}", "job_name"),
+        Directive("-q {}", "queue"),
+        Directive("-A {}", "account"),
+        Directive("-l {}", "resource_spec"),
+        Directive("-l walltime={}", "walltime"),
+        Directive("-e {}", "log_directory", write=pbs_log_path),
+        Directive("-o {}", "log_directory", write=pbs_log_path),
+    )
+)
+
+
 DIALECT = Dialect(
     name="pbs",
     submit_command="qsub",
     cancel_command="qdel",
     directive_prefix="#PBS",
+    header_table=HEADER,
     # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
     # "12.server" alone on its line; job arrays print "12[].server"
     job_id_regexp=r"^(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)\s*$",
