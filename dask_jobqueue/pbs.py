@@ -19,13 +19,15 @@ from typing import Any
 from .cluster import JobQueueCluster
 from .dialect import ArraySupport
 from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
-    ARRAYS_BY_FLAVOUR,
     DIALECT,
+    FLAVOURS,
     JOB_NAME_PATTERN,
     PBS_MAX_JOB_NAME,
     PBS_PATH_REFUSED,
+    PBS_PRO,
     PBS_PRO_ARRAYS,
     PBS_REFUSED,
+    TORQUE,
     TORQUE_ARRAYS,
     learn_flavour,
     match_job_ids,
@@ -41,6 +43,7 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     pbs_adopt,
     pbs_array_task_ids,
     pbs_cancel_args,
+    pbs_flavour,
     pbs_format_bytes_ceil,
     pbs_job_status,
     pbs_log_path,
@@ -50,6 +53,7 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     qstat_json_argv,
     qstat_text_argv,
     tag_in_name,
+    torque_qstat_argv,
 )
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
@@ -146,9 +150,10 @@ class PBSJob(Job):
         pbs_log_path(path)
 
     def array_support_for(self, facts: dict) -> ArraySupport | None:
-        """Arrays once ``qstat --version`` told the flavour: ``-J`` on PBS Pro / OpenPBS,
-        ``-t`` on Torque; none while the flavour is unknown."""
-        return ARRAYS_BY_FLAVOUR.get(facts.get("pbs_flavour", ""))
+        """The arrays of this site's flavour (:func:`~dask_jobqueue.dialects.pbs.pbs_flavour`):
+        ``-J`` on PBS Pro / OpenPBS, ``-t`` on Torque; none while the flavour is unknown."""
+        flavour = pbs_flavour(facts)
+        return flavour.array_support if flavour is not None else None
 
     def output_files(self, job_id: str) -> list[Path]:
         head = job_id.split(".", 1)[0]
