@@ -6,6 +6,8 @@
 * ``cores=4, processes=4`` with ``adapt(maximum=8)`` and ``adapt(maximum=6)``, 300 pending
   0.2-s tasks: at most 2 jobs, none cancelled while tasks are pending (dask-jobqueue #498);
 * a released running job has its workers retired: the data they held is still there;
+* workers leaving at their ``--lifetime`` (dask-jobqueue #691): their jobs are replaced by
+  the cluster, adapt neither adds jobs for them nor cancels the replacements;
 * held jobs (workers never connect) are capacity coming: no more are submitted for the same
   demand, and they are the ones cancelled when the demand goes;
 * ``sbatch`` failing every time under ``adapt()``: a bounded number of submit commands, the
@@ -27,6 +29,7 @@ from dask_jobqueue import CommandError, JobState
 from dask_jobqueue.slurm import SLURMCluster
 
 from .fakecmd import fake_commands  # noqa: F401  (fixture)
+from .lifetime_stream import run_stream
 from .scheduler_suite import NO_DASHBOARD
 from .test_slurm import SLURM
 from .waiting import wait_until
@@ -117,6 +120,29 @@ def test_released_job_hands_over_its_data():
         assert adaptive.released_jobs == 1
         assert wait_until(lambda: len(ids & SLURM.queue_ids()) == 1, 60)
         assert cluster.command_counts["cancel"] >= 1
+    assert wait_until(lambda: not (ids & SLURM.queue_ids()), 60)
+
+
+def test_workers_with_a_lifetime_are_replaced_without_a_loop():
+    lifetime = ["--lifetime", "25s", "--lifetime-stagger", "5s"]
+    with make_cluster(worker_extra_args=lifetime) as cluster, Client(cluster) as client:
+        adaptive = cluster.adapt(minimum_jobs=0, maximum_jobs=2)
+        result = run_stream(client, seconds=75, in_flight=8)
+        counts = cluster.command_counts
+        records = cluster.jobs
+        print(
+            f"lifetime stream: {result.as_dict()}, {counts}, adapt submitted "
+            f"{adaptive.submitted_jobs}, released {adaptive.released_jobs}"
+        )
+        assert result.errors == [] and result.completed == result.submitted, result.as_dict()
+        ended = [r for r in records if r.state.is_final]
+        assert len(ended) >= 2, records  # workers did leave at their lifetime
+        # adapt asked for the two jobs once; every later job is the cluster's replacement
+        assert adaptive.submitted_jobs == 2
+        assert adaptive.released_jobs == 0
+        assert counts.get("cancel", 0) == 0, counts
+        assert not [r for r in records if r.state == JobState.CANCELLED], records
+        ids = job_ids(cluster)
     assert wait_until(lambda: not (ids & SLURM.queue_ids()), 60)
 
 
