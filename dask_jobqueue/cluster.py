@@ -28,7 +28,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
-from ._values import parse_memory, parse_positive_int
+from ._values import parse_duration, parse_memory, parse_positive_int
 from .adaptive import JobAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError, explain_death
 from .lifetime import LifetimePlanner
@@ -573,13 +573,21 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         *args: Any,
         minimum_jobs: int | None = None,
         maximum_jobs: int | None = None,
+        idle_timeout: str | float | None = None,
         **kwargs: Any,
     ) -> Adaptive:
         """Scale adaptively between limits given in workers (``minimum``/``maximum``) or
         jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired.
 
+        Jobs without connected workers yet count as capacity that is coming. A job is
+        released only once it is not needed and has run no task for ``idle_timeout``
+        (default: ``adapt-idle-timeout`` in the config, 60 s); queued jobs go first, running
+        ones have their workers retired gracefully, their data moved.
+
         A limit given both in workers and in jobs, and a minimum above the maximum, are
         ``ValueError`` s."""
+        if idle_timeout is not None:
+            kwargs["idle_timeout"] = parse_duration(idle_timeout, "idle_timeout")
         for limit, in_jobs in (("minimum", minimum_jobs), ("maximum", maximum_jobs)):
             if in_jobs is not None and kwargs.get(limit) is not None:
                 raise ValueError(
