@@ -1,16 +1,22 @@
-"""Adaptive scaling in whole jobs (``cluster.adapt()``)."""
+"""Adaptive scaling in whole jobs (``cluster.adapt()``), for batch queues.
+
+distributed's ``Adaptive`` supplies the loop and the demand (the scheduler's
+``adaptive_target``, in workers); :class:`~dask_jobqueue.scaling_policy.JobScalingPolicy`
+decides, in whole jobs, what to submit and what to release, with a keep-warm time.
+"""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from distributed.deploy.adaptive import Adaptive
 from distributed.scheduler import Scheduler
 
+from ._values import parse_duration
 from .pools import pool_targets, scheduler_load
+from .scaling_policy import JobScalingPolicy, JobView, ScalingDecision, jobs_for_workers
 
 if TYPE_CHECKING:
     from .cluster import JobQueueCluster
@@ -42,58 +48,98 @@ class WorkerJobKey:
 
 
 class JobAdaptive(Adaptive):
-    """Adaptive scaling in whole jobs.
+    """Adaptive scaling in whole jobs, releasing a job only after it has been idle a while.
 
-    distributed's Adaptive counts workers; with several workers per job it would retire one
-    worker of a job, which cancels the whole job, which it then starts again (upstream #498).
-    Here targets are rounded up to whole jobs and only whole jobs are retired.
+    Parameters
+    ----------
+    cluster : JobQueueCluster
+        The cluster to scale.
+    idle_timeout : str or float, optional
+        How long a surplus must last, and a running job must have run no task, before the job
+        is released. Default: ``wait_count`` adapt intervals when ``wait_count`` is given,
+        else the cluster's ``adapt-idle-timeout`` (60 s).
+    **kwargs
+        distributed's ``Adaptive`` keywords (``minimum``, ``maximum`` in workers,
+        ``interval``, ``target_duration``...).
     """
 
     cluster: JobQueueCluster
-    # distributed types the keys as WorkerState; with a worker_key they are what it returns
-    close_counts: defaultdict[str, int]  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        cluster: JobQueueCluster,
+        idle_timeout: str | float | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(cluster, **kwargs)
+        if idle_timeout is not None:
+            timeout = parse_duration(idle_timeout, "idle_timeout")
+        elif kwargs.get("wait_count") is not None and self.interval:
+            # distributed's meaning of wait_count: that many intervals before a release
+            timeout = self.wait_count * float(self.interval)
+        else:
+            timeout = cluster._settings.adapt_idle_timeout
+        processes = cluster.processes
+        cap = cluster._settings.max_jobs
+        self.policy = JobScalingPolicy(
+            minimum_jobs=int(jobs_for_workers(self.minimum, processes)),
+            maximum_jobs=min(jobs_for_workers(self.maximum, processes), cap),
+            idle_timeout=timeout,
+        )
+        self._job_key = WorkerJobKey(cluster._group_suffixes)
+        #: Jobs submitted and released by this adaptive instance, for reports.
+        self.submitted_jobs = 0
+        self.released_jobs = 0
+
+    @property
+    def idle_timeout(self) -> float:
+        """Seconds of surplus and of idleness before a job is released."""
+        return self.policy.idle_timeout
+
+    async def _job_views(self) -> list[JobView]:
+        """One view per planned job, oldest first, from the scheduler's worker table."""
+        processing: dict[str, Any] = await self.scheduler.processing()
+        connected: dict[str, int] = {}
+        busy: set[str] = set()
+        for address, info in self.cluster.scheduler_info.get("workers", {}).items():
+            job = self._job_key.job_name(str(info.get("name")))
+            connected[job] = connected.get(job, 0) + 1
+            if processing.get(address):
+                busy.add(job)
+        return [
+            JobView(name=name, workers_connected=connected.get(name, 0), busy=name in busy)
+            for name in self.cluster.worker_spec
+        ]
 
     async def recommendations(self, target: int) -> dict:
-        cluster = self.cluster
         if len(self.plan) != len(self.requested):
-            await cluster
-        key = WorkerJobKey(cluster._group_suffixes)
-        target_jobs = math.ceil(target / cluster.processes)
-        planned = list(cluster.worker_spec)
-        if target_jobs >= len(planned):
-            self.close_counts.clear()
-            if target_jobs == len(planned):
-                return {"status": "same"}
-            return {"status": "up", "n": target_jobs * cluster.processes}
-        excess = len(planned) - target_jobs
-        arrived = {key.job_name(str(name)) for name in self.observed}
-        to_close = [name for name in reversed(planned) if name not in arrived][:excess]
-        if len(to_close) < excess:
-            for worker in await self.workers_to_close(target=target_jobs * cluster.processes):
-                job = key.job_name(str(worker))
-                if job in cluster.worker_spec and job not in to_close and len(to_close) < excess:
-                    to_close.append(job)
-        firmly_close = []
-        for job in to_close:
-            self.close_counts[job] += 1
-            if self.close_counts[job] >= self.wait_count:
-                firmly_close.append(job)
-        for job in list(self.close_counts):
-            if job in firmly_close or job not in to_close:
-                del self.close_counts[job]
-        if not firmly_close:
-            return {"status": "same"}
-        suffixes = cluster._group_suffixes or [""]
-        return {
-            "status": "down",
-            "workers": [f"{job}{s}" for job in firmly_close for s in suffixes],
-        }
+            await self.cluster
+        jobs = await self._job_views()
+        decision: ScalingDecision = self.policy.decide(
+            time.monotonic(), target, self.cluster.processes, jobs
+        )
+        if decision.submit:
+            return {"status": "up", "n": len(jobs) + decision.submit}
+        if decision.release:
+            return {"status": "down", "workers": list(decision.release)}
+        return {"status": "same"}
 
     # AdaptiveCore declares scale_up(workers: Iterable), but Adaptive calls it with n=<count>
     async def scale_up(self, n: int) -> None:  # type: ignore[override]
-        # never past max-jobs (an unbounded adapt() facing a million tasks)
-        most = self.cluster._settings.max_jobs * self.cluster.processes
-        self.cluster._scale_to_workers(min(int(n), most))
+        """Plan ``n`` jobs in all (never past ``max-jobs``) and submit the new ones."""
+        n = min(int(n), self.cluster._settings.max_jobs)
+        self.submitted_jobs += max(n - len(self.cluster.worker_spec), 0)
+        self.cluster._scale_to_jobs(n)
+        await self.cluster._correct_state()
+
+    async def scale_down(self, workers: Sequence[str]) -> None:  # type: ignore[override]
+        """Release these jobs: queued ones are cancelled; running ones have their workers
+        retired (their data moved to the remaining workers), then are cancelled."""
+        released = [name for name in workers if name in self.cluster.worker_spec]
+        for name in released:
+            del self.cluster.worker_spec[name]
+            self.cluster._supervisor.unwanted(name)
+        self.released_jobs += len(released)
         await self.cluster._correct_state()
 
 

@@ -30,7 +30,7 @@ from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
-from ._values import parse_memory, parse_positive_int
+from ._values import parse_duration, parse_memory, parse_positive_int
 from .adaptive import PoolAdaptive, WorkerJobKey
 from .job import PLACEHOLDER_SCHEDULER, Job
 from .options import (
@@ -615,16 +615,29 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         *args: Any,
         minimum_jobs: int | None = None,
         maximum_jobs: int | None = None,
+        idle_timeout: str | float | None = None,
         **kwargs: Any,
     ) -> Adaptive:
         """Scale adaptively between limits given in workers (``minimum``/``maximum``) or
         jobs (``minimum_jobs``/``maximum_jobs``); whole jobs are started and retired.
 
+        Jobs without connected workers yet count as capacity that is coming. A job is
+        released only once it is not needed and has run no task for ``idle_timeout``
+        (default: ``adapt-idle-timeout`` in the config, 60 s); queued jobs go first, running
+        ones have their workers retired gracefully, their data moved.
+
         A limit given both in workers and in jobs, and a minimum above the maximum, are
         ``ValueError`` s. With pools, each pool that has no ``adapt`` of its own adapts within
         the same limits, and grows only for the tasks its workers can run (see
         :meth:`add_pool`)."""
-        pool_limits = {**kwargs, "minimum_jobs": minimum_jobs, "maximum_jobs": maximum_jobs}
+        pool_limits = {
+            **kwargs,
+            "minimum_jobs": minimum_jobs,
+            "maximum_jobs": maximum_jobs,
+            "idle_timeout": idle_timeout,
+        }
+        if idle_timeout is not None:
+            kwargs["idle_timeout"] = parse_duration(idle_timeout, "idle_timeout")
         for limit, in_jobs in (("minimum", minimum_jobs), ("maximum", maximum_jobs)):
             if in_jobs is not None and kwargs.get(limit) is not None:
                 raise ValueError(

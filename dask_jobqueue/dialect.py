@@ -1,9 +1,9 @@
 """The vocabulary a batch-system dialect is written in, and the contract it fills.
 
 A dialect (``dialects/slurm.py``, ``dialects/pbs.py``, ...) is one :class:`Dialect` value:
-its commands, an anchored job-id pattern, the :class:`StatusStep` s of a poll with their pure
-parsers, how it cancels, submits arrays, carries tags and tells its limits and default
-walltime. The engine runs those declarations for many jobs at once; the job classes of the
+its commands, an anchored job-id pattern, the :class:`HeaderTable` of its job scripts, the
+:class:`StatusStep` s of a poll with their pure parsers, how it cancels, submits arrays,
+carries tags and tells its limits and default walltime. The engine runs those declarations for many jobs at once; the job classes of the
 public modules (``dask_jobqueue.slurm.SLURMJob``, ...) take them as class attributes.
 
 This module, like every dialect, imports the standard library and the package's pure modules
@@ -28,6 +28,8 @@ from .tracking import JobStatus
 __all__ = [
     "ArraySupport",
     "Dialect",
+    "Directive",
+    "HeaderTable",
     "LimitsProbe",
     "StatusStep",
     "TRANSIENT_SUBMIT_ERRORS",
@@ -40,6 +42,7 @@ __all__ = [
     "index_spans",
     "missing_ids",
     "natural_key",
+    "render_header",
     "simple_parser",
     "single_array_id",
 ]
@@ -57,6 +60,93 @@ def all_ids(ids: Sequence[str], known: Mapping[str, JobStatus]) -> Sequence[str]
 def missing_ids(ids: Sequence[str], known: Mapping[str, JobStatus]) -> Sequence[str]:
     """The ids no earlier step reported (finished jobs that left the queue, typically)."""
     return [i for i in ids if i not in known]
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One line of a job script's header, as data: ``form`` with ``{}`` replaced by a value.
+
+    Parameters
+    ----------
+    form : str
+        The line without the directive prefix, ``{}`` standing for the value (``"-p {}"``);
+        a form without ``{}`` is a fixed line (``"-N 1"``).
+    value : str or callable, optional
+        The job option the line writes: the name of a job attribute (``"queue"``), or
+        ``value(job)`` for a value computed from several (a default, a unit). A value of
+        ``None`` (an option left unset) leaves the line out. None: a fixed line.
+    write : callable
+        ``write(value)``: the value as written on the line, checked and quoted the way the
+        scheduler's submit command reads its directives (the dialect's
+        :func:`~dask_jobqueue._values.directive_value` rules); raises ``ValueError`` naming
+        the keyword. Default ``str``: the value is a checked word already.
+    when : callable, optional
+        ``when(job)``: write the line only if true (a fixed line that depends on an option,
+        such as LSF's ``span[hosts=1]`` for jobs of several slots).
+    """
+
+    form: str
+    value: str | Callable[[Any], object] | None = None
+    write: Callable[[Any], str] = str
+    when: Callable[[Any], bool] | None = None
+
+    def line(self, job: Any) -> str | None:
+        """This directive for ``job`` (without the prefix), or ``None`` if it is left out."""
+        if self.when is not None and not self.when(job):
+            return None
+        if self.value is None:
+            return self.form
+        value = getattr(job, self.value) if isinstance(self.value, str) else self.value(job)
+        if value is None:
+            return None
+        return self.form.replace("{}", self.write(value))
+
+
+@dataclass(frozen=True)
+class HeaderTable:
+    """The header of a dialect's job scripts: its directives in order, rendered by
+    :func:`render_header`. Adding a directive is adding one :class:`Directive` here.
+
+    Parameters
+    ----------
+    directives : tuple of Directive
+        The generated lines, in the order they are written.
+    key_separator : str, optional
+        For headers of ``key<separator>value`` entries rather than prefixed directives
+        (HTCondor's submit description, ``" = "``): no prefix is written, and the job's
+        extra directives are entries that replace a generated entry of the same key.
+    finish : callable, optional
+        ``finish(job, lines, prefix)``: the final lines, after the skips and the extras, for
+        a directive the scheduler takes only once and that merges with the user's own (OAR's
+        ``-p`` memory property). Its lines are not subject to ``job_directives_skip``.
+    """
+
+    directives: tuple[Directive, ...] = ()
+    key_separator: str | None = None
+    finish: Callable[[Any, list[str], str], list[str]] | None = None
+
+
+def render_header(job: Any, table: HeaderTable, prefix: str) -> str:
+    """The header of ``job``'s script: the lines of ``table`` for its options, those
+    containing any string of ``job.job_directives_skip`` left out, then
+    ``job.job_extra_directives``; each line after ``prefix`` and a blank.
+
+    The one place a header is written: every dialect's table goes through it.
+    """
+    separator = table.key_separator
+    generated = [text for d in table.directives if (text := d.line(job)) is not None]
+    if separator is None:
+        generated = [f"{prefix} {text}" for text in generated]
+    kept = [line for line in generated if not any(skip in line for skip in job.job_directives_skip)]
+    if separator is None:
+        lines = kept + [f"{prefix} {extra}" for extra in job.job_extra_directives]
+    else:
+        entries = dict(line.split(separator, 1) for line in kept)
+        entries.update(job.job_extra_directives)  # a key already written keeps its place
+        lines = [f"{key}{separator}{value}" for key, value in entries.items()]
+    if table.finish is not None:
+        lines = table.finish(job, lines, prefix)
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -334,6 +424,8 @@ class Dialect:
     directive_prefix : str
         Prefix of a header directive line, e.g. ``#SBATCH`` (empty where the job file is not
         a shell script with directives: HTCondor's submit description).
+    header_table : HeaderTable
+        The directives of a job script's header (default: none), see :func:`render_header`.
     job_id_regexp : str
         Anchored regular expression with a ``job_id`` group, matched per line of the submit
         command's output.
@@ -367,6 +459,7 @@ class Dialect:
     directive_prefix: str
     job_id_regexp: str
     status_steps: tuple[StatusStep, ...]
+    header_table: HeaderTable = HeaderTable()
     walltime_forms: tuple[str, ...] = ("hh:mm:ss", "seconds")
     walltime_default: WalltimeDefault | None = None
     cancel_gone_pattern: re.Pattern[str] | None = None

@@ -1,8 +1,8 @@
 """HTCondor: the public job and cluster classes (``HTCondorJob``, ``HTCondorCluster``).
 
-What HTCondor is — commands, states, parsers, quoting, arrays — is in
-:mod:`dask_jobqueue.dialects.htcondor`; this module adds HTCondor's keywords and writes the
-submit description.
+What HTCondor is — commands, states, parsers, quoting, arrays, the submit description's
+entries — is in :mod:`dask_jobqueue.dialects.htcondor`; this module adds HTCondor's keywords
+and writes the description around them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._shell import join_command
-from ._values import check_directive_value, check_text
+from ._values import check_directive_value
 from .cluster import JobQueueCluster
 from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     ARRAY_NAMES_VARIABLE,
@@ -37,6 +37,7 @@ from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names o
     parse_condor_step,
     parse_htcondor_tags,
     quote_arguments,
+    submit_value,
 )
 from .job import Job
 from .options import JOB_OPTIONS_BY_NAME, SIZE, Option
@@ -56,22 +57,6 @@ __all__ = [
     "parse_condor_limits",
     "HTCONDOR_ARRAYS",
 ]
-
-
-def submit_value(value: object, keyword: str) -> str:
-    """``value`` as the right side of a ``key = value`` line of a submit description.
-
-    condor_submit takes the rest of the line as the value, trimmed, and expands ``$(...)``
-    macros in it: the macros are protected (:func:`escape_macros`) and blanks at either end,
-    which would be trimmed away, are refused. Blanks and options inside stay in the value.
-    """
-    text = check_text(value, keyword)
-    if text != text.strip():
-        raise ValueError(
-            f"{keyword}={value!r} starts or ends with a blank, which condor_submit would "
-            "trim away from a submit-description value"
-        )
-    return escape_macros(text)
 
 
 def _submit_entries(value: Any, keyword: str, owner: type) -> dict[str, str]:
@@ -141,43 +126,6 @@ class HTCondorJob(Job):
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:
         submit_value(path, keyword)
-
-    def header_items(self) -> dict[str, str]:
-        """Submit-description entries, before ``job_directives_skip`` and extras."""
-        items = {
-            "MY.DaskWorkerName": f'"{self.name}"',
-            "batch_name": str(self.name),
-            "RequestCpus": "MY.DaskWorkerCores",
-            "RequestMemory": "floor(MY.DaskWorkerMemory / 1048576)",
-            "RequestDisk": "floor(MY.DaskWorkerDisk / 1024)",
-            "MY.JobId": '"$(ClusterId).$(ProcId)"',
-            "MY.DaskWorkerCores": str(self.worker_cores),
-            "MY.DaskWorkerMemory": str(self.worker_memory),
-            "MY.DaskWorkerDisk": str(self.worker_disk),
-        }
-        if self.log_directory is not None:
-            items.update(
-                {
-                    "LogDirectory": submit_value(self.log_directory, "log_directory"),
-                    "Output": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).out",
-                    "Error": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).err",
-                    "Log": "$(LogDirectory)/worker-$(ClusterId).$(ProcId).log",
-                    "Stream_Output": "True",
-                    "Stream_Error": "True",
-                }
-            )
-        return items
-
-    def generated_job_header(self) -> str:
-        # Like the other schedulers: a generated line is dropped when it contains any of the
-        # job_directives_skip strings (a key that is not in the header is simply not found).
-        items = {
-            key: value
-            for key, value in self.header_items().items()
-            if not any(skip in f"{key} = {value}" for skip in self.job_directives_skip)
-        }
-        items.update(self.job_extra_directives)
-        return "\n".join(f"{key} = {value}" for key, value in items.items())
 
     def shell_command(self) -> str:
         """The shell command line the job runs: prologue; workers; epilogue."""

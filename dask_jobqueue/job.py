@@ -1,7 +1,8 @@
 """A batch job running Dask workers: options, the job script, and batch-system commands.
 
-A scheduler dialect (``slurm.py``, ``pbs.py``, ...) subclasses :class:`Job` with its header
-directives, its submit/status/cancel command lines and pure functions that parse their output.
+A scheduler's public module (``slurm.py``, ``pbs.py``, ...) subclasses :class:`Job` with its
+dialect (``dialects/<name>.py``: header table, submit/status/cancel command lines and pure
+functions that parse their output) and its own keywords.
 The cluster that drives jobs is in :mod:`dask_jobqueue.cluster`.
 """
 
@@ -24,7 +25,15 @@ from distributed.security import Security
 
 from ._shell import join_command
 from ._values import check_shared_directory, format_memory_limit
-from .dialect import ArraySupport, Dialect, LimitsProbe, StatusStep, WalltimeDefault
+from .dialect import (
+    ArraySupport,
+    Dialect,
+    HeaderTable,
+    LimitsProbe,
+    StatusStep,
+    WalltimeDefault,
+    render_header,
+)
 from .engine import BatchSystem
 from .options import (
     JOB_IDENTITY,
@@ -109,10 +118,10 @@ def default_processes(cores: int) -> int:
 class Job(ParametersDocumented, ProcessInterface):
     """One batch job running ``processes`` Dask workers.
 
-    A dialect subclasses it, sets the class attributes below (commands, directive prefix,
-    an anchored job-id pattern, :class:`~dask_jobqueue.engine.StatusStep` s, ...), declares
-    its own keywords in an ``options`` tuple (see :mod:`dask_jobqueue.options`) and implements
-    :meth:`header_directives`; the cluster's :class:`~dask_jobqueue.engine.BatchSystem` runs
+    A dialect subclasses it, sets the class attributes below (commands, directive prefix and
+    header table, an anchored job-id pattern, :class:`~dask_jobqueue.engine.StatusStep` s,
+    ...), usually from one :class:`~dask_jobqueue.dialect.Dialect` value, and declares its own
+    keywords in an ``options`` tuple (see :mod:`dask_jobqueue.options`); the cluster's :class:`~dask_jobqueue.engine.BatchSystem` runs
     the commands for many jobs at once.
     """
 
@@ -129,6 +138,8 @@ class Job(ParametersDocumented, ProcessInterface):
     cancel_command: str | None = None
     #: Prefix of a header directive line, e.g. ``#SBATCH``.
     directive_prefix: ClassVar[str] = ""
+    #: The directives of the script's header, as data (none: only the extras).
+    header_table: ClassVar[HeaderTable] = HeaderTable()
     #: Regular expression with a ``job_id`` group, applied to the submit command's stdout.
     job_id_regexp: ClassVar[str] = r"(?P<job_id>\d+)"
     #: Walltime forms the scheduler accepts (keys of ``_values._WALLTIME_FORMS``).
@@ -309,10 +320,6 @@ class Job(ParametersDocumented, ProcessInterface):
 
     # ------------------------------------------------------------------ the job script
 
-    def header_directives(self) -> list[str]:
-        """Generated header directives, without the prefix. Dialects override this."""
-        return []
-
     @property
     def job_header(self) -> str:
         """Header lines: :meth:`generated_job_header`, unless a subclass written for
@@ -326,15 +333,9 @@ class Job(ParametersDocumented, ProcessInterface):
         self._job_header_override = value
 
     def generated_job_header(self) -> str:
-        """Generated directives minus ``job_directives_skip``, then the extras. Dialects
-        whose header is not a list of directive lines override this."""
-        prefix = self.directive_prefix
-        generated = [f"{prefix} {d}" for d in self.header_directives()]
-        kept = [
-            line for line in generated if not any(skip in line for skip in self.job_directives_skip)
-        ]
-        extras = [f"{prefix} {d}" for d in self.job_extra_directives]
-        return "\n".join(kept + extras)
+        """The dialect's :attr:`header_table` rendered for this job's options, minus
+        ``job_directives_skip``, then the extras (:func:`~dask_jobqueue.dialect.render_header`)."""
+        return render_header(self, self.header_table, self.directive_prefix)
 
     def worker_command_tokens(self) -> list[str]:
         """The worker command as a list of arguments (not yet quoted)."""

@@ -1,7 +1,7 @@
 """IBM Spectrum LSF: the public job and cluster classes (``LSFJob``, ``LSFCluster``).
 
-What LSF is — commands, states, parsers, arrays — is in :mod:`dask_jobqueue.dialects.lsf`;
-this module adds LSF's keywords and the ``#BSUB`` header of a job script.
+What LSF is — commands, states, parsers, arrays, the ``#BSUB`` header table — is in
+:mod:`dask_jobqueue.dialects.lsf`; this module adds LSF's keywords.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import check_text, directive_value
+from ._values import check_text
 from .cluster import JobQueueCluster
 from .dialect import ArraySupport
 from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
@@ -22,15 +22,18 @@ from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9
     BKILL_EXIT_CODE,
     DIALECT,
     LSF_ARRAYS,
+    LSF_PATH_REFUSED,
     RUNLIMIT_EXIT_CODE,
     bjobs_delimited_argv,
     bjobs_failure_is_usable,
     bjobs_json_argv,
+    bsub_value,
     learn_no_json,
     lsf_array_task_ids,
     lsf_cancel_args,
     lsf_detect_units,
     lsf_format_bytes_ceil,
+    lsf_log_file,
     lsf_status,
     lsf_unit_letter,
     parse_bjobs,
@@ -56,23 +59,6 @@ __all__ = [
     "lsf_cancel_args",
 ]
 
-#: What a ``#BSUB`` output file value cannot carry, and why.
-LSF_PATH_REFUSED = {
-    "\"'\\": "bsub reads a double-quoted #BSUB value as one argument (as in "
-    "'-R \"span[hosts=1]\"'), but how it reads quotes and backslashes inside one is not "
-    "recorded",
-    "%": "LSF replaces %J and %I in output file names and has no escape for a literal '%'",
-}
-
-
-def bsub_value(
-    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
-) -> str:
-    """``value`` as one argument of a ``#BSUB`` line: in double quotes when it is not
-    plain, as LSF's documentation writes ``-J "name[1-10]"`` and ``-R "..."`` values."""
-    return directive_value(value, keyword, "LSF", refused=refused, shown=shown)
-
-
 #: What a ``#BSUB -P "..."`` project name cannot carry, and why.
 LSF_PROJECT_REFUSED = {"\"'\\": LSF_PATH_REFUSED["\"'\\"]}
 
@@ -82,12 +68,6 @@ def _lsf_project(value: Any, keyword: str, owner: type) -> str:
     what a quoted ``#BSUB`` value cannot carry is refused."""
     bsub_value(value, keyword, LSF_PROJECT_REFUSED)
     return check_text(value, keyword)
-
-
-def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
-    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#BSUB``."""
-    bsub_value(directory, "log_directory", LSF_PATH_REFUSED)  # refuses what it cannot carry
-    return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
 
 
 def _default_ncpus(values: Mapping[str, Any], owner: type) -> int | None:
@@ -160,25 +140,6 @@ class LSFJob(Job):
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:
         lsf_log_file(path, "dask-worker", "out")
-
-    def header_directives(self) -> list[str]:
-        lines = [f"-J {self.job_name}"]
-        if self.log_directory is not None:
-            lines += [
-                f"-e {lsf_log_file(self.log_directory, self.job_name, 'err')}",
-                f"-o {lsf_log_file(self.log_directory, self.job_name, 'out')}",
-            ]
-        if self.queue is not None:
-            lines.append(f"-q {self.queue}")
-        if self.project is not None:
-            lines.append(f'-P "{self.project}"')
-        lines.append(f"-n {self.ncpus}")
-        if self.ncpus > 1:
-            lines.append('-R "span[hosts=1]"')
-        lines.append(f"-M {lsf_format_bytes_ceil(self.mem, self.lsf_units)}")
-        if self.walltime is not None:
-            lines.append(f"-W {self.walltime}")
-        return lines
 
     def submit_argv(self, script_path: str) -> list[str]:
         argv = [*self._split(self.submit_command), *self.submit_command_extra]

@@ -1,13 +1,13 @@
 """OAR: the public job and cluster classes (``OARJob``, ``OARCluster``).
 
-What OAR is — commands, states, parsers, arrays — is in :mod:`dask_jobqueue.dialects.oar`;
-this module adds OAR's keywords and turns the ``#OAR`` header into ``oarsub`` options.
+What OAR is — commands, states, parsers, arrays, the ``#OAR`` header table — is in
+:mod:`dask_jobqueue.dialects.oar`; this module adds OAR's keywords and turns the header into
+``oarsub`` options.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shlex
 import warnings
@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import MIB
 from .cluster import JobQueueCluster
 from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
@@ -88,48 +87,6 @@ class OARJob(Job):
                 UserWarning,
                 stacklevel=3,
             )
-
-    def header_directives(self) -> list[str]:
-        # The #OAR lines become oarsub arguments through shlex.split (submit_argv): every
-        # free-text value is shlex-quoted, so it stays one argument whatever it holds.
-        lines = [f"-n {shlex.quote(self.job_name)}"]
-        if self.queue is not None:
-            lines.append(f"-q {self.queue}")
-        if self.project is not None:
-            lines.append(f"--project {self.project}")
-        # One -l line: several would make a moldable job.
-        resources = self.resource_spec
-        if self.walltime is not None:
-            resources += f",walltime={self.walltime}"
-        lines.append(f"-l {shlex.quote(resources)}")
-        if self.log_directory is not None:
-            base = f"{self.log_directory}/{self.job_name}.%jobid%"
-            lines += [f"-O {shlex.quote(base + '.out')}", f"-E {shlex.quote(base + '.err')}"]
-        return lines
-
-    def generated_job_header(self) -> str:
-        header = super().generated_job_header()
-        prop = self.memory_per_core_property_name
-        if prop is None or prop == "not_applicable":
-            return header
-        per_core = math.ceil(self.worker_memory / (self.worker_cores * MIB))
-        condition = f"{prop}>={per_core}"
-        lines = header.splitlines()
-        existing = [
-            i for i, line in enumerate(lines) if line.startswith(f"{self.directive_prefix} -p ")
-        ]
-        if existing:
-            # Combine with the user's -p (OAR keeps only one): unquote it the way submit_argv
-            # will, then quote the combined condition again.
-            i = existing[-1]
-            old = " ".join(shlex.split(lines[i][len(f"{self.directive_prefix} -p ") :]))
-            combined = shlex.quote(f"{old} AND {condition}")
-            lines[i] = f"{self.directive_prefix} -p {combined}"
-        else:
-            if shlex.split(condition) != [condition]:
-                condition = shlex.quote(condition)
-            lines.append(f"{self.directive_prefix} -p {condition}")
-        return "\n".join(lines)
 
     def _tag_line(self) -> list[str]:
         # OAR keeps no free field for the tag: it travels in the job's command (oarstat lists

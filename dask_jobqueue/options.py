@@ -156,6 +156,7 @@ class EngineSettings:
     max_jobs: int = 100_000
     command_rate_limit: float | None = None
     command_burst: int = 10
+    adapt_idle_timeout: float = 60.0
 
 
 # ---------------------------------------------------------------------------- checks
@@ -855,6 +856,15 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
         "``command_rate_limit`` applies (keep it below the site's own burst).",
         default=10,
         check=POSITIVE_INT,
+    ),
+    Option(
+        "adapt_idle_timeout",
+        "duration",
+        "Under ``adapt()``, how long a surplus of jobs must last and a job must have run no "
+        "task before it is released (``adapt(idle_timeout=...)`` wins). Long enough that a "
+        "pause between two computations costs no new job.",
+        default="60s",
+        check=_duration,
     ),
 )
 

@@ -1,8 +1,8 @@
 """PBS Pro / OpenPBS / Torque: the public job and cluster classes (``PBSJob``, ``PBSCluster``).
 
-What PBS is — commands, states, the qstat parsers (JSON and text), flavours, arrays, tags — is
-in :mod:`dask_jobqueue.dialects.pbs`; this module adds its keywords, the job name carrying the
-tag and the ``#PBS`` header.
+What PBS is — commands, states, the qstat parsers (JSON and text), flavours, arrays, tags, the
+``#PBS`` header table — is in :mod:`dask_jobqueue.dialects.pbs`; this module adds its keywords
+and the job name carrying the tag.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import directive_value
 from .cluster import JobQueueCluster
 from .dialect import ArraySupport
 from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
-    ARRAYS_BY_FLAVOUR,
     DIALECT,
+    FLAVOURS,
     JOB_NAME_PATTERN,
     PBS_MAX_JOB_NAME,
+    PBS_PATH_REFUSED,
+    PBS_PRO,
     PBS_PRO_ARRAYS,
+    PBS_REFUSED,
+    TORQUE,
     TORQUE_ARRAYS,
     learn_flavour,
     match_job_ids,
@@ -40,13 +43,17 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     pbs_adopt,
     pbs_array_task_ids,
     pbs_cancel_args,
+    pbs_flavour,
     pbs_format_bytes_ceil,
     pbs_job_status,
+    pbs_log_path,
+    pbs_value,
     qstat_error_is_harmless,
     qstat_failure_is_usable,
     qstat_json_argv,
     qstat_text_argv,
     tag_in_name,
+    torque_qstat_argv,
 )
 from .job import Job
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
@@ -95,32 +102,6 @@ def check_job_name_for_tag(job_name: str, host: str | None = None) -> None:
         )
 
 
-#: What a ``#PBS`` value cannot carry, and why.
-PBS_REFUSED = {
-    '"\\': "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
-    "cannot hold a double quote, and the PBS flavours read backslashes differently",
-}
-#: ... and in an ``-e``/``-o`` path, ``[host:]path``.
-PBS_PATH_REFUSED = {**PBS_REFUSED, ":": "qsub reads the part before ':' in -e/-o as a host name"}
-
-
-def pbs_value(
-    value: object, keyword: str, refused: Mapping[str, str] = PBS_REFUSED, shown: object = None
-) -> str:
-    """``value`` as one argument of a ``#PBS`` line (OpenPBS, Torque, Moab's msub).
-
-    OpenPBS's qsub splits a directive line at blanks outside quotes and copies a double- or
-    single-quoted part as it is (its ``make_argv``, OpenPBS 23.06), so a value in double
-    quotes stays one argument.
-    """
-    return directive_value(value, keyword, "PBS", refused=refused, shown=shown)
-
-
-def pbs_log_path(directory: str) -> str:
-    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#PBS``."""
-    return pbs_value(f"{directory}/", "log_directory", PBS_PATH_REFUSED, shown=directory)
-
-
 class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
@@ -164,28 +145,15 @@ class PBSJob(Job):
         # after submit_command_extra (the last -N wins), overriding the script's #PBS -N
         return [*argv[:-1], "-N", self.batch_job_name, argv[-1]]
 
-    def header_directives(self) -> list[str]:
-        lines = [f"-N {self.job_name}"]
-        if self.queue is not None:
-            lines.append(f"-q {self.queue}")
-        if self.account is not None:
-            lines.append(f"-A {self.account}")
-        lines.append(f"-l {self.resource_spec}")
-        if self.walltime is not None:
-            lines.append(f"-l walltime={self.walltime}")
-        if self.log_directory is not None:
-            path = pbs_log_path(self.log_directory)
-            lines += [f"-e {path}", f"-o {path}"]
-        return lines
-
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:
         pbs_log_path(path)
 
     def array_support_for(self, facts: dict) -> ArraySupport | None:
-        """Arrays once ``qstat --version`` told the flavour: ``-J`` on PBS Pro / OpenPBS,
-        ``-t`` on Torque; none while the flavour is unknown."""
-        return ARRAYS_BY_FLAVOUR.get(facts.get("pbs_flavour", ""))
+        """The arrays of this site's flavour (:func:`~dask_jobqueue.dialects.pbs.pbs_flavour`):
+        ``-J`` on PBS Pro / OpenPBS, ``-t`` on Torque; none while the flavour is unknown."""
+        flavour = pbs_flavour(facts)
+        return flavour.array_support if flavour is not None else None
 
     def output_files(self, job_id: str) -> list[Path]:
         head = job_id.split(".", 1)[0]

@@ -1,23 +1,24 @@
 """Grid Engine: the public job and cluster classes (``SGEJob``, ``SGECluster``).
 
-What Grid Engine is — commands, states, the qstat/qacct parsers, arrays, tags — is in
-:mod:`dask_jobqueue.dialects.sge`; this module adds its keywords and the ``#$`` header.
+What Grid Engine is — commands, states, the qstat/qacct parsers, arrays, tags, the ``#$``
+header table — is in :mod:`dask_jobqueue.dialects.sge`; this module adds its keywords.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._values import directive_value, parse_walltime
+from ._values import parse_walltime
 from .cluster import JobQueueCluster
 from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
     QACCT_CLOCK_MARGIN,
     SGE_ARRAYS,
+    SGE_PATH_REFUSED,
+    SGE_REFUSED,
     expand_sge_tasks,
     parse_qacct,
     parse_qacct_records,
@@ -35,8 +36,10 @@ from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9
     qacct_status,
     qstat_argv,
     qstat_j_argv,
+    qsub_value,
     sge_array_task_ids,
     sge_cancel_args,
+    sge_log_path,
     sge_state,
     waiting_ids,
 )
@@ -57,29 +60,6 @@ __all__ = [
     "sge_array_task_ids",
     "sge_cancel_args",
 ]
-
-#: What Grid Engine's qsub cannot carry in a ``#$`` value, and why.
-SGE_REFUSED = {
-    "\"'": "qsub drops quote characters inside a '#$' value (or ends the value there)",
-    "#": "qsub cuts a '#$' line at '#', even inside quotes",
-}
-#: ... and in an ``-e``/``-o`` path list, ``[host:]path[,[host:]path...]``.
-SGE_PATH_REFUSED = {
-    **SGE_REFUSED,
-    ":,": "qsub reads ':' and ',' in -e/-o as host and list separators",
-}
-
-
-def qsub_value(
-    value: object, keyword: str, refused: Mapping[str, str] = SGE_REFUSED, shown: object = None
-) -> str:
-    """``value`` as one argument of a ``#$`` line.
-
-    Grid Engine's qsub reads a double- or single-quoted directive value as one argument,
-    without escapes (recorded on SGE 8.1.9: ``#$ -o "/t/a -q other -o /t/"`` set
-    ``stdout_path_list /t/a -q other -o /t/`` and no queue; a backslash stayed literal).
-    """
-    return directive_value(value, keyword, "Grid Engine", refused=refused, shown=shown)
 
 
 def _sge_walltime(value: Any, keyword: str, owner: type) -> str:
@@ -111,11 +91,6 @@ def _sge_walltime(value: Any, keyword: str, owner: type) -> str:
     return written
 
 
-def sge_log_path(directory: str) -> str:
-    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#$``."""
-    return qsub_value(f"{directory}/", "log_directory", SGE_PATH_REFUSED, shown=directory)
-
-
 class SGEJob(Job):
     """A Grid Engine batch job running Dask workers."""
 
@@ -145,22 +120,6 @@ class SGEJob(Job):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._submit_cwd = Path.cwd()
-
-    def header_directives(self) -> list[str]:
-        lines = [f"-N {self.job_name}"]
-        if self.queue is not None:
-            lines.append(f"-q {self.queue}")
-        if self.project is not None:
-            lines.append(f"-P {self.project}")
-        if self.resource_spec is not None:
-            lines.append(f"-l {self.resource_spec}")
-        if self.walltime is not None:
-            lines.append(f"-l h_rt={self.walltime}")
-        if self.log_directory is not None:
-            path = sge_log_path(self.log_directory)
-            lines += [f"-e {path}", f"-o {path}"]
-        lines += ["-cwd", "-j y"]
-        return lines
 
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:

@@ -1,31 +1,32 @@
 """Slurm: the public job and cluster classes (``SLURMJob``, ``SLURMCluster``).
 
-What Slurm is — commands, states, parsers, arrays, tags — is in
-:mod:`dask_jobqueue.dialects.slurm`; this module adds Slurm's own keywords and the
-``#SBATCH`` header of a job script.
+What Slurm is — commands, states, parsers, arrays, tags, the ``#SBATCH`` header table — is
+in :mod:`dask_jobqueue.dialects.slurm`; this module adds Slurm's own keywords.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._values import check_word, directive_value
+from ._values import check_word
 from .cluster import JobQueueCluster
 from .dialects.slurm import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
     SLURM_ARRAYS,
+    SLURM_PATH_REFUSED,
     decode_wait_status,
     parse_sacct,
     parse_scontrol_partitions,
     parse_slurm_limits,
     parse_slurm_tags,
     parse_squeue,
+    sbatch_value,
     slurm_array_task_ids,
     slurm_cancel_args,
     slurm_format_bytes_ceil,
+    slurm_log_file,
 )
 from .job import Job
 from .options import ACCOUNT, POSITIVE_INT, QUEUE, WALLTIME, Option
@@ -68,34 +69,6 @@ JOB_MEM = Option(
 )
 
 
-def sbatch_value(
-    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
-) -> str:
-    """``value`` as one argument of an ``#SBATCH`` line.
-
-    sbatch reads a double-quoted directive value as one argument, a backslash escaping the
-    next character (recorded on Slurm 22.05: ``#SBATCH -o "/t/a -p small -o /t/x.out"`` set
-    ``StdOut=/t/a -p small -o /t/x.out`` and left the partition alone; ``\\"`` gave ``"``).
-    """
-    return directive_value(value, keyword, "Slurm", escaped='\\"', refused=refused, shown=shown)
-
-
-#: What a Slurm output file name cannot carry, and why.
-SLURM_PATH_REFUSED = {
-    "\\": "a backslash in a Slurm output file name turns off the %J replacement, so every "
-    "job would write the same file",
-}
-
-
-def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
-    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#SBATCH``.
-    Slurm reads it as a file-name pattern, where a literal ``%`` is written ``%%``."""
-    literal = f"{directory}/{job_name}-".replace("%", "%%")
-    return sbatch_value(
-        f"{literal}%J.{suffix}", "log_directory", SLURM_PATH_REFUSED, shown=directory
-    )
-
-
 class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
 
@@ -110,26 +83,6 @@ class SLURMJob(Job):
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:
         slurm_log_file(path, "dask-worker", "out")
-
-    def header_directives(self) -> list[str]:
-        # queue, account, job_name, walltime and job_mem are checked words without blanks or
-        # quotes; the log paths are the only free text and are quoted
-        lines = [f"-J {self.job_name}"]
-        if self.log_directory is not None:
-            lines += [
-                f"-e {slurm_log_file(self.log_directory, self.job_name, 'err')}",
-                f"-o {slurm_log_file(self.log_directory, self.job_name, 'out')}",
-            ]
-        if self.queue is not None:
-            lines.append(f"-p {self.queue}")
-        if self.account is not None:
-            lines.append(f"-A {self.account}")
-        lines += ["-n 1", "-N 1", f"--cpus-per-task={self.job_cpu or self.worker_cores}"]
-        memory = self.job_mem or slurm_format_bytes_ceil(self.worker_memory)
-        lines.append(f"--mem={memory}")
-        if self.walltime is not None:
-            lines.append(f"-t {self.walltime}")
-        return lines
 
     def output_files(self, job_id: str) -> list[Path]:
         if self.log_directory is not None:

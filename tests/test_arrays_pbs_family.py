@@ -33,6 +33,7 @@ from dask_jobqueue.pbs import (
     parse_qstat_text,
     pbs_array_task_ids,
     qstat_text_argv,
+    torque_qstat_argv,
 )
 from dask_jobqueue.tracking import JobState
 
@@ -126,15 +127,16 @@ def test_finished_subjob_cancel_is_not_a_failure():
 
 def test_text_status_asks_for_subjobs_with_t():
     job = pbs_jobs(1)[0]
-    facts = {"pbs_flavour": "torque"}
-    assert qstat_text_argv(job, ["3[0].srv", "4.srv"], facts) == [
+    assert torque_qstat_argv(job, ["3[0].srv", "4.srv"], {}) == [
         "qstat",
         "-f",
         "-t",
         "3[0].srv",
         "4.srv",
     ]
-    assert qstat_text_argv(job, ["4.srv"], facts) == ["qstat", "-f", "4.srv"]
+    assert torque_qstat_argv(job, ["4.srv"], {}) == ["qstat", "-f", "4.srv"]
+    # PBS Pro's text form (a poll whose JSON was invalid) keeps finished jobs: -x
+    assert qstat_text_argv(job, ["3[0].srv"], {}) == ["qstat", "-f", "-x", "-t", "3[0].srv"]
 
 
 def test_subjob_output_files_cover_openpbs_and_torque_names(tmp_path):

@@ -94,6 +94,23 @@ def test_the_example_is_a_dialect():
     assert example.parse_acme_stat("12 R\n13 Q\njunk\n")["12"].state.name == "RUNNING"
 
 
+def test_the_examples_header_table_is_rendered_with_skips_and_extras():
+    example = _load_example()
+    with dask.config.set({"jobqueue.acme": {}}):
+        plain = example.AcmeJob(cores=2, memory="1GB")
+        assert plain.job_header == "#ACME --name=dask-worker\n#ACME --cores=2"
+        job = example.AcmeJob(
+            cores=2,
+            memory="1GB",
+            queue="fast",
+            job_directives_skip=["--cores"],
+            job_extra_directives=["--mail=none"],
+        )
+        assert job.job_header == "#ACME --name=dask-worker\n#ACME --queue=fast\n#ACME --mail=none"
+        with pytest.raises(ValueError, match="queue"):
+            example.AcmeJob(cores=2, memory="1GB", queue="two words")
+
+
 def test_a_scheduler_in_one_file_runs_a_cluster(acme, no_stray_processes):
     example = _load_example()
     with dask.config.set({"jobqueue.acme": {"death-timeout": 30}}):

@@ -5,7 +5,10 @@
   package's pure modules only, never the engine, the job, the cluster or distributed;
 - the registry lists every dialect, and every batch system of the registry has one;
 - no module outside a scheduler's own place (its dialect, its public module, the registry)
-  names its commands.
+  names its commands;
+- job-script headers are directive tables: one function renders them and is the only code
+  that reads ``job_directives_skip`` and ``job_extra_directives``; no module writes a header
+  method of its own.
 """
 
 from __future__ import annotations
@@ -164,3 +167,43 @@ def test_no_other_module_names_a_schedulers_commands(scheduler):
         if path not in own and commands & _string_constants(path)
     }
     assert elsewhere == set()
+
+
+def _attribute_reads(path: Path, names: set[str]) -> set[str]:
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in names
+    }
+
+
+def _functions(path: Path) -> set[str]:
+    return {
+        node.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+
+
+def test_one_function_renders_every_header():
+    header_options = {"job_directives_skip", "job_extra_directives"}
+    readers = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if _attribute_reads(path, header_options)
+    }
+    assert readers == {"dialect.py"}
+    # the old per-scheduler header code, by name, anywhere but in the renderer's caller
+    writers = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if _functions(path) & {"header_directives", "header_items", "generated_job_header"}
+    }
+    assert writers == {"job.py"}
+
+
+@pytest.mark.parametrize("scheduler", registry.BATCH_SCHEDULERS, ids=lambda s: s.name)
+def test_every_batch_system_declares_a_header_table(scheduler):
+    job_cls = scheduler.job_class()
+    assert job_cls.dialect is not None and job_cls.dialect.header_table.directives
+    assert job_cls.header_table is job_cls.dialect.header_table

@@ -14,11 +14,15 @@ from distributed import Client
 
 from dask_jobqueue import PBSCluster
 from dask_jobqueue._shell import CommandError, CommandResult
+from dask_jobqueue.dialects import pbs as pbs_dialects
 from dask_jobqueue.pbs import (
+    PBS_PRO,
     PBSJob,
     match_job_ids,
+    parse_pbs_version,
     parse_qstat_json,
     parse_qstat_text,
+    pbs_flavour,
     pbs_format_bytes_ceil,
     pbs_job_status,
     qstat_error_is_harmless,
@@ -543,6 +547,35 @@ def test_query_unreadable_json_falls_back_to_text_for_that_poll(monkeypatch):
     runner.calls.clear()
     query(engine, ["14.vm-pbs"])
     assert runner.calls[0] == ["qstat", "-f", "-F", "json", "-x", "14.vm-pbs"]
+
+
+@pytest.mark.parametrize(
+    ("version", "first_poll", "arrays"),
+    [
+        ("pbs_version = 23.06.06\n", ["qstat", "-f", "-F", "json", "-x", "1.srv"], "-J"),
+        ("Version: 6.1.3\n", ["qstat", "-f", "1.srv"], "-t"),
+    ],
+)
+def test_the_flavour_told_by_qstat_version_picks_its_dialect(
+    monkeypatch, version, first_poll, arrays
+):
+    flavour = pbs_flavour(parse_pbs_version(version))
+    assert flavour is (PBS_PRO if arrays == "-J" else pbs_dialects.TORQUE)
+    assert pbs_flavour({}) is None and _job().array_support_for({}) is None
+
+    def answer(argv):
+        if "-F" in argv:
+            return CommandResult(
+                argv, _out("qstat_f_json_running").replace("14.vm-pbs", "1.srv"), ""
+            )
+        return CommandResult(argv, (DATA / "torque_qstat_f.txt").read_text(), "")
+
+    engine, runner = _engine(monkeypatch, answer)
+    engine.facts.update(parse_pbs_version(version))
+    query(engine, ["1.srv"])
+    assert runner.calls == [first_poll]
+    support = _job().array_support_for(engine.facts)
+    assert support is flavour.array_support and support.submit_args(0, 3) == [arrays, "0-3"]
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -14,9 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .._values import check_text
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     adopt_one_array,
@@ -27,6 +30,8 @@ from ..tags import TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
+    "HEADER",
+    "submit_value",
     "ARRAY_NAMES_VARIABLE",
     "DIALECT",
     "HTCONDOR_ARRAYS",
@@ -305,11 +310,68 @@ def parse_htcondor_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the submit description
+
+
+def submit_value(value: object, keyword: str) -> str:
+    """``value`` as the right side of a ``key = value`` line of a submit description.
+
+    condor_submit takes the rest of the line as the value, trimmed, and expands ``$(...)``
+    macros in it: the macros are protected (:func:`escape_macros`) and blanks at either end,
+    which would be trimmed away, are refused. Blanks and options inside stay in the value.
+    """
+    text = check_text(value, keyword)
+    if text != text.strip():
+        raise ValueError(
+            f"{keyword}={value!r} starts or ends with a blank, which condor_submit would "
+            "trim away from a submit-description value"
+        )
+    return escape_macros(text)
+
+
+def _has_log_directory(job: Any) -> bool:
+    return job.log_directory is not None
+
+
+#: The entries of a job's submit description before ``Executable``, ``Arguments`` and
+#: ``Queue``; extra directives replace an entry of the same key.
+HEADER = HeaderTable(
+    (
+        Directive("MY.DaskWorkerName = {}", lambda job: f'"{job.name}"'),
+        Directive("batch_name = {}", "name"),
+        Directive("RequestCpus = MY.DaskWorkerCores"),
+        Directive("RequestMemory = floor(MY.DaskWorkerMemory / 1048576)"),
+        Directive("RequestDisk = floor(MY.DaskWorkerDisk / 1024)"),
+        Directive('MY.JobId = "$(ClusterId).$(ProcId)"'),
+        Directive("MY.DaskWorkerCores = {}", "worker_cores"),
+        Directive("MY.DaskWorkerMemory = {}", "worker_memory"),
+        Directive("MY.DaskWorkerDisk = {}", "worker_disk"),
+        Directive(
+            "LogDirectory = {}",
+            "log_directory",
+            write=lambda path: submit_value(path, "log_directory"),
+        ),
+        *(
+            Directive(line, when=_has_log_directory)
+            for line in (
+                "Output = $(LogDirectory)/worker-$(ClusterId).$(ProcId).out",
+                "Error = $(LogDirectory)/worker-$(ClusterId).$(ProcId).err",
+                "Log = $(LogDirectory)/worker-$(ClusterId).$(ProcId).log",
+                "Stream_Output = True",
+                "Stream_Error = True",
+            )
+        ),
+    ),
+    key_separator=" = ",
+)
+
+
 DIALECT = Dialect(
     name="htcondor",
     submit_command="condor_submit",
     cancel_command="condor_rm",
     directive_prefix="",  # a submit description, not a script with directives
+    header_table=HEADER,
     job_id_regexp=r"^\d+ job\(s\) submitted to cluster (?P<job_id>\d+)\.\s*$",
     status_steps=(
         StatusStep("condor_q", condor_q_argv, parse_condor_step),

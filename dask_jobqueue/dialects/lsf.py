@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .._shell import CommandError
+from .._values import directive_value
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     adopt_one_array,
@@ -30,6 +33,10 @@ from ..tags import TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
+    "HEADER",
+    "LSF_PATH_REFUSED",
+    "bsub_value",
+    "lsf_log_file",
     "BJOBS_ARRAY_FIELDS",
     "BJOBS_FIELDS",
     "BKILL_EXIT_CODE",
@@ -370,11 +377,63 @@ def parse_lsf_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the #BSUB header
+
+#: What a ``#BSUB`` output file value cannot carry, and why.
+LSF_PATH_REFUSED = {
+    "\"'\\": "bsub reads a double-quoted #BSUB value as one argument (as in "
+    "'-R \"span[hosts=1]\"'), but how it reads quotes and backslashes inside one is not "
+    "recorded",
+    "%": "LSF replaces %J and %I in output file names and has no escape for a literal '%'",
+}
+
+
+def bsub_value(
+    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#BSUB`` line: in double quotes when it is not
+    plain, as LSF's documentation writes ``-J "name[1-10]"`` and ``-R "..."`` values."""
+    return directive_value(value, keyword, "LSF", refused=refused, shown=shown)
+
+
+def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#BSUB``."""
+    bsub_value(directory, "log_directory", LSF_PATH_REFUSED)  # refuses what it cannot carry
+    return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
+
+
+def _log_file(suffix: str) -> Any:
+    def value(job: Any) -> str | None:
+        if job.log_directory is None:
+            return None
+        return lsf_log_file(job.log_directory, job.job_name, suffix)
+
+    return value
+
+
+#: The ``#BSUB`` lines of a job script. The project is written in double quotes (its
+#: option refuses what they cannot carry); all slots of a job on one host.
+HEADER = HeaderTable(
+    (
+        Directive("-J {}", "job_name"),
+        Directive("-e {}", _log_file("err")),
+        Directive("-o {}", _log_file("out")),
+        Directive("-q {}", "queue"),
+        Directive('-P "{}"', "project"),
+        Directive("-n {}", "ncpus"),
+        Directive('-R "span[hosts=1]"', when=lambda job: job.ncpus > 1),
+        Directive("-M {}", lambda job: lsf_format_bytes_ceil(job.mem, job.lsf_units)),
+        Directive("-W {}", "walltime"),
+    )
+)
+
+
 DIALECT = Dialect(
     name="lsf",
     submit_command="bsub",
     cancel_command="bkill",
     directive_prefix="#BSUB",
+    header_table=HEADER,
     walltime_forms=("hh:mm", "minutes"),
     job_id_regexp=r"^Job <(?P<job_id>\d+)> is submitted",
     status_steps=(

@@ -9,8 +9,8 @@ are unknown to Moab (the cluster marks them lost after a few polls).
 
 ``canceljob`` takes several ids, so a batch of jobs is still cancelled with one command.
 
-Moab's states, the ``showq --xml`` parser and its DIALECT: the PBS dialect with Moab's
-commands. The public job and cluster classes are in :mod:`dask_jobqueue.moab`.
+Moab's states, the ``showq --xml`` parser and its DIALECT: the Torque flavour of the PBS
+dialect with Moab's commands. The public job and cluster classes are in :mod:`dask_jobqueue.moab`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any
 from ..dialect import StatusStep, missing_ids
 from ..tags import TagSpec
 from ..tracking import JobState, JobStatus
-from .pbs import DIALECT as PBS_DIALECT
-from .pbs import parse_pbs_tags, pbs_job_status
+from .pbs import TORQUE, parse_pbs_tags, pbs_job_status
 
 __all__ = [
     "DIALECT",
@@ -148,9 +147,6 @@ def parse_showq_step(
     return match_moab_ids(job_ids, parse_showq_xml(stdout))
 
 
-# PBS directives and walltime forms, Moab's commands: a flavour of the PBS dialect.
-
-
 # ---------------------------------------------------------------- tags
 
 
@@ -160,8 +156,9 @@ def parse_moab_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return {job_id.split(".", 1)[0]: text for job_id, text in parse_pbs_tags(stdout, user).items()}
 
 
+# PBS directives and walltime forms (Moab runs over Torque), Moab's commands.
 DIALECT = replace(
-    PBS_DIALECT,
+    TORQUE,
     name="moab",
     submit_command="msub",
     cancel_command="canceljob",
@@ -181,7 +178,7 @@ DIALECT = replace(
     cancel_max_ids=1000,  # canceljob, not PBS's qdel
     # tagged like PBS (the job name); Torque's qstat lists them under its own ids (12.server)
     tagging=TagSpec(
-        submit_args=PBS_DIALECT.tagging.submit_args if PBS_DIALECT.tagging else (lambda text: []),
+        submit_args=TORQUE.tagging.submit_args if TORQUE.tagging else (lambda text: []),
         list_argvs=lambda user: [["qstat", "-f"]],
         parse=parse_moab_tags,
     ),
@@ -190,5 +187,6 @@ DIALECT = replace(
     # (which exports the whole submit environment), the task id form changed between
     # versions (``235.1`` in 6.0, ``235[1]`` later) and msub's output for an array is not
     # documented; no real Moab is available to record it. One msub per job.
+    array_support=None,
     site_probes=(),
 )

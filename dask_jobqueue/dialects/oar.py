@@ -7,17 +7,30 @@ classes are in :mod:`dask_jobqueue.oar`.
 from __future__ import annotations
 
 import json
+import math
 import re
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..dialect import ArraySupport, Dialect, StatusStep, decode_wait_status, simple_parser
+from .._values import MIB
+from ..dialect import (
+    ArraySupport,
+    Dialect,
+    Directive,
+    HeaderTable,
+    StatusStep,
+    decode_wait_status,
+    simple_parser,
+)
 from ..tags import TAG_PATTERN, TAG_VARIABLE, TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
     "DIALECT",
+    "HEADER",
+    "add_memory_property",
     "decode_wait_status",
     "oar_adopt",
     "oar_array_task_ids",
@@ -189,11 +202,72 @@ def parse_oar_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the #OAR header
+# The #OAR lines become oarsub arguments through shlex.split (OARJob.submit_argv): every
+# free-text value is shlex-quoted, so it stays one argument whatever it holds.
+
+
+def _resources(job: Any) -> str:
+    # One -l line: several would make a moldable job.
+    resources = job.resource_spec
+    if job.walltime is not None:
+        resources += f",walltime={job.walltime}"
+    return shlex.quote(resources)
+
+
+def _log_file(suffix: str) -> Any:
+    def value(job: Any) -> str | None:
+        if job.log_directory is None:
+            return None
+        return shlex.quote(f"{job.log_directory}/{job.job_name}.%jobid%.{suffix}")
+
+    return value
+
+
+def add_memory_property(job: Any, lines: list[str], prefix: str) -> list[str]:
+    """The header ``lines`` with ``-p <property>>=<MiB per core>`` for
+    ``memory_per_core_property_name``, combined with the user's own ``-p`` (OAR keeps only
+    one): that one is unquoted the way ``oarsub``'s arguments are split, then the combined
+    condition quoted again."""
+    prop = job.memory_per_core_property_name
+    if prop is None or prop == "not_applicable":
+        return lines
+    per_core = math.ceil(job.worker_memory / (job.worker_cores * MIB))
+    condition = f"{prop}>={per_core}"
+    lines = list(lines)
+    existing = [i for i, line in enumerate(lines) if line.startswith(f"{prefix} -p ")]
+    if existing:
+        i = existing[-1]
+        old = " ".join(shlex.split(lines[i][len(f"{prefix} -p ") :]))
+        lines[i] = f"{prefix} -p {shlex.quote(f'{old} AND {condition}')}"
+    else:
+        if shlex.split(condition) != [condition]:
+            condition = shlex.quote(condition)
+        lines.append(f"{prefix} -p {condition}")
+    return lines
+
+
+#: The ``#OAR`` lines of a job script, then the memory property (after the extras: it
+#: merges with a ``-p`` of the user's).
+HEADER = HeaderTable(
+    (
+        Directive("-n {}", "job_name", write=shlex.quote),
+        Directive("-q {}", "queue"),
+        Directive("--project {}", "project"),
+        Directive("-l {}", _resources),
+        Directive("-O {}", _log_file("out")),
+        Directive("-E {}", _log_file("err")),
+    ),
+    finish=add_memory_property,
+)
+
+
 DIALECT = Dialect(
     name="oar",
     submit_command="oarsub",
     cancel_command="oardel",
     directive_prefix="#OAR",
+    header_table=HEADER,
     job_id_regexp=r"^OAR_JOB_ID=(?P<job_id>\d+)\s*$",
     status_steps=(StatusStep("oarstat", oarstat_argv, simple_parser(parse_oarstat_json)),),
     # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."

@@ -12,6 +12,12 @@ Job states come from ONE ``qstat`` call per poll for all live jobs:
 Exit status conventions: ``-29`` (PBS Pro) / ``-11`` (Torque) is a walltime kill, ``256 + S``
 a kill by signal ``S`` (``qdel`` gives 271, SIGTERM). The public job and cluster classes are
 in :mod:`dask_jobqueue.pbs`.
+
+The two flavours are two dialects, :data:`PBS_PRO` and :data:`TORQUE` (PBS Pro's with its own
+status step and arrays), chosen in one place, :func:`pbs_flavour`, from the ``pbs_flavour``
+fact (``qstat --version`` before the first array, or Torque refusing the JSON query).
+:data:`DIALECT`, what ``PBSJob`` speaks, runs the status steps of the flavour chosen (PBS Pro
+while none is) and submits arrays once one is.
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import logging
 import re
 import signal
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .._shell import CommandError
-from .._values import GIB, KIB, MIB, ceil_to_unit
+from .._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     WalltimeDefault,
@@ -42,11 +51,16 @@ from ..tracking import JobState, JobStatus
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ARRAYS_BY_FLAVOUR",
     "DIALECT",
+    "FLAVOURS",
+    "HEADER",
+    "PBS_PATH_REFUSED",
+    "PBS_REFUSED",
     "JOB_NAME_PATTERN",
     "PBS_MAX_JOB_NAME",
+    "PBS_PRO",
     "PBS_PRO_ARRAYS",
+    "TORQUE",
     "TORQUE_ARRAYS",
     "learn_flavour",
     "match_job_ids",
@@ -62,13 +76,18 @@ __all__ = [
     "pbs_adopt",
     "pbs_array_task_ids",
     "pbs_cancel_args",
+    "pbs_flavour",
     "pbs_format_bytes_ceil",
     "pbs_job_status",
+    "pbs_log_path",
+    "pbs_value",
     "qstat_error_is_harmless",
     "qstat_failure_is_usable",
     "qstat_json_argv",
     "qstat_text_argv",
     "tag_in_name",
+    "text_this_poll",
+    "torque_qstat_argv",
 ]
 
 
@@ -355,9 +374,19 @@ class _NotJSON(ValueError):
     pass
 
 
+def text_this_poll(exc: Exception, facts: dict) -> bool:
+    """After a failed JSON query on PBS Pro: invalid JSON is read in the text form this poll
+    (PBS Pro writes some exported variables unescaped); a failed command is a failure."""
+    if isinstance(exc, ValueError) and not isinstance(exc, _NotJSON):
+        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text this time")
+        return True
+    return False
+
+
 def learn_flavour(exc: Exception, facts: dict) -> bool:
-    """After a failed JSON query: Torque if it refused the options or printed something else
-    than JSON (then for good); invalid JSON from PBS Pro: read the text form this poll."""
+    """After a failed JSON query while the flavour is not known to be Torque: Torque if qstat
+    refused the options or printed something else than JSON (then for good: see
+    :func:`pbs_flavour`), else as :func:`text_this_poll`."""
     if isinstance(exc, _NotJSON):
         facts["pbs_flavour"] = "torque"
         return True
@@ -367,19 +396,24 @@ def learn_flavour(exc: Exception, facts: dict) -> bool:
             facts["pbs_flavour"] = "torque"
             return True
         return False
-    if isinstance(exc, ValueError):
-        logger.warning("qstat -F json printed invalid JSON; reading qstat -f text this time")
-        return True
-    return False
+    return text_this_poll(exc, facts)
+
+
+def _subjobs(job_ids: Sequence[str]) -> list[str]:
+    # array subjobs (12[3].server) are listed only with -t
+    return ["-t"] if any("[" in i for i in job_ids) else []
 
 
 def qstat_text_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
-    """``qstat -f ids`` text (Torque), with ``-x`` on PBS Pro; ``-t`` when some ids are
-    array subjobs (``12[3].server``: Torque lists them only with ``-t``)."""
-    subjobs = ["-t"] if any("[" in i for i in job_ids) else []
-    if facts.get("pbs_flavour") == "torque":
-        return ["qstat", "-f", *subjobs, *job_ids]
-    return ["qstat", "-f", "-x", *subjobs, *job_ids]
+    """``qstat -f -x ids`` text on PBS Pro / OpenPBS (``-x`` keeps finished jobs), with
+    ``-t`` when some ids are array subjobs."""
+    return ["qstat", "-f", "-x", *_subjobs(job_ids), *job_ids]
+
+
+def torque_qstat_argv(job: Any, job_ids: Sequence[str], facts: dict) -> list[str]:
+    """``qstat -f ids`` text on Torque (no ``-x``: completed jobs stay listed for
+    ``keep_completed`` seconds), with ``-t`` when some ids are array subjobs."""
+    return ["qstat", "-f", *_subjobs(job_ids), *job_ids]
 
 
 def parse_qstat_text_step(
@@ -391,7 +425,8 @@ def parse_qstat_text_step(
 
 def parse_pbs_version(stdout: str) -> dict[str, Any]:
     """``qstat --version``: ``pbs_version = 23.06.06`` is PBS Pro / OpenPBS (arrays with
-    ``-J``), ``Version: 6.1.3`` is Torque (arrays with ``-t``)."""
+    ``-J``), ``Version: 6.1.3`` is Torque (arrays with ``-t``): the ``pbs_flavour`` fact
+    :func:`pbs_flavour` reads."""
     if re.search(r"^pbs_version\s*=", stdout, re.MULTILINE):
         return {"pbs_flavour": "pro"}
     if re.search(r"^Version:", stdout, re.MULTILINE | re.IGNORECASE):
@@ -475,8 +510,6 @@ TORQUE_ARRAYS = ArraySupport(
     # the emulator's guess at Torque's wording (no real Torque recorded), or PBS Pro's
     too_large=re.compile(r"Requested array size too large|" + _ARRAY_TOO_LARGE.pattern),
 )
-
-ARRAYS_BY_FLAVOUR = {"pro": PBS_PRO_ARRAYS, "torque": TORQUE_ARRAYS}
 
 
 def parse_pbs_queue_walltime(stdout: str) -> float | None:
@@ -659,11 +692,59 @@ def _pbs_text(text: str, user: str | None) -> dict[str, str]:
     return only_tagged(found)
 
 
-DIALECT = Dialect(
+# ---------------------------------------------------------------- the #PBS header
+
+#: What a ``#PBS`` value cannot carry, and why.
+PBS_REFUSED = {
+    '"\\': "OpenPBS's qsub copies a quoted part of a '#PBS' line without escapes, so it "
+    "cannot hold a double quote, and the PBS flavours read backslashes differently",
+}
+#: ... and in an ``-e``/``-o`` path, ``[host:]path``.
+PBS_PATH_REFUSED = {**PBS_REFUSED, ":": "qsub reads the part before ':' in -e/-o as a host name"}
+
+
+def pbs_value(
+    value: object, keyword: str, refused: Mapping[str, str] = PBS_REFUSED, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#PBS`` line (OpenPBS, Torque, Moab's msub).
+
+    OpenPBS's qsub splits a directive line at blanks outside quotes and copies a double- or
+    single-quoted part as it is (its ``make_argv``, OpenPBS 23.06), so a value in double
+    quotes stays one argument.
+    """
+    return directive_value(value, keyword, "PBS", refused=refused, shown=shown)
+
+
+def pbs_log_path(directory: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#PBS``."""
+    return pbs_value(f"{directory}/", "log_directory", PBS_PATH_REFUSED, shown=directory)
+
+
+#: The ``#PBS`` lines of a job script (PBS Pro, Torque and Moab alike).
+HEADER = HeaderTable(
+    (
+        Directive("-N {}", "job_name"),
+        Directive("-q {}", "queue"),
+        Directive("-A {}", "account"),
+        Directive("-l {}", "resource_spec"),
+        Directive("-l walltime={}", "walltime"),
+        Directive("-e {}", "log_directory", write=pbs_log_path),
+        Directive("-o {}", "log_directory", write=pbs_log_path),
+    )
+)
+
+
+#: Commands telling a PBS site's limits (``max_array_size``), either flavour.
+_LIMITS = LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits)
+
+#: PBS Pro / OpenPBS: ``qstat -f -F json -x`` (its text form for a poll whose JSON is
+#: invalid), arrays with ``-J``.
+PBS_PRO = Dialect(
     name="pbs",
     submit_command="qsub",
     cancel_command="qdel",
     directive_prefix="#PBS",
+    header_table=HEADER,
     # Full ids (``12.server``): on multi-server sites ``qdel 12`` alone may not find the job.
     # "12.server" alone on its line; job arrays print "12[].server"
     job_id_regexp=r"^(?P<job_id>\d+(?:\[\d*\])?(?:\.[\w-]+)*)\s*$",
@@ -679,15 +760,14 @@ DIALECT = Dialect(
             qstat_json_argv,
             parse_qstat_json_step,
             usable_failure=qstat_failure_is_usable,
-            fallback=learn_flavour,
-            when=lambda facts, fell_back: facts.get("pbs_flavour") != "torque",
+            fallback=text_this_poll,
         ),
         StatusStep(
             "qstat -f",
             qstat_text_argv,
             parse_qstat_text_step,
             usable_failure=qstat_failure_is_usable,
-            when=lambda facts, fell_back: fell_back or facts.get("pbs_flavour") == "torque",
+            when=lambda facts, fell_back: fell_back,
         ),
     ),
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"; of a subjob
@@ -700,16 +780,63 @@ DIALECT = Dialect(
     # id it no longer knows (seen here: `qdel 2004.vm-pbs 99999.vm-pbs` killed pbs_server),
     # and a job we cancel may have ended meanwhile.
     cancel_max_ids=1,
-    site_probes=(
-        LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version),
-        LimitsProbe(lambda job: ["qmgr", "-c", "list server"], parse_pbs_limits),
-    ),
+    array_support=PBS_PRO_ARRAYS,
+    site_probes=(_LIMITS,),
     # the tag is in the job's name, <job_name>-<tag>, given by submit_argv (qsub -V copies
     # the environment, never the name: a job a worker submits does not carry the tag);
-    # Torque's qstat has no -F json: plain qstat -f then; -t lists the subjobs of arrays
+    # -t lists the subjobs of arrays; the text form where qstat has no JSON (Torque)
     tagging=TagSpec(
         submit_args=lambda text: [],
         list_argvs=lambda user: [["qstat", "-f", "-F", "json", "-t"], ["qstat", "-f", "-t"]],
         parse=parse_pbs_tags,
     ),
+)
+
+#: Torque: PBS Pro's directives, commands and parsers, but no JSON (``qstat -f`` text, where
+#: finished jobs stay as ``C`` for ``keep_completed``) and arrays with ``-t``.
+TORQUE = replace(
+    PBS_PRO,
+    status_steps=(
+        StatusStep(
+            "qstat -f",
+            torque_qstat_argv,
+            parse_qstat_text_step,
+            usable_failure=qstat_failure_is_usable,
+        ),
+    ),
+    array_support=TORQUE_ARRAYS,
+)
+
+#: The flavours by the ``pbs_flavour`` fact (``qstat --version``, or a JSON query refused).
+FLAVOURS: Mapping[str, Dialect] = {"pro": PBS_PRO, "torque": TORQUE}
+
+
+def pbs_flavour(facts: Mapping[str, Any]) -> Dialect | None:
+    """The flavour of this site, chosen here only: :data:`TORQUE` or :data:`PBS_PRO` once
+    ``qstat --version`` told it (or a JSON query was refused: Torque), ``None`` before."""
+    return FLAVOURS.get(facts.get("pbs_flavour", ""))
+
+
+def _in_flavour(flavour: Dialect, step: StatusStep) -> StatusStep:
+    # the step of one flavour, run while the site is of that flavour (PBS Pro until known);
+    # the first PBS Pro step learns Torque from a refused JSON query
+    def when(facts: dict, fell_back: bool) -> bool:
+        if (pbs_flavour(facts) or PBS_PRO) is not flavour:
+            return False
+        return step.when is None or step.when(facts, fell_back)
+
+    fallback = learn_flavour if step.fallback is text_this_poll else step.fallback
+    return replace(step, when=when, fallback=fallback)
+
+
+#: PBS as the job classes speak it before they know the flavour: each flavour's status
+#: steps, run while the site is of that flavour (PBS Pro until ``qstat --version`` or a
+#: refused JSON query says Torque); arrays once the flavour is known (``PBSJob``).
+DIALECT = replace(
+    PBS_PRO,
+    status_steps=tuple(
+        _in_flavour(flavour, step) for flavour in FLAVOURS.values() for step in flavour.status_steps
+    ),
+    array_support=None,
+    site_probes=(LimitsProbe(lambda job: ["qstat", "--version"], parse_pbs_version), _LIMITS),
 )

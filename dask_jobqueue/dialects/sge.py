@@ -28,9 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .._values import directive_value
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     WalltimeDefault,
@@ -44,6 +47,11 @@ from ..tags import TAG_VARIABLE, TagSpec, only_tagged
 from ..tracking import JobState, JobStatus
 
 __all__ = [
+    "HEADER",
+    "SGE_PATH_REFUSED",
+    "SGE_REFUSED",
+    "qsub_value",
+    "sge_log_path",
     "DIALECT",
     "QACCT_CLOCK_MARGIN",
     "SGE_ARRAYS",
@@ -421,11 +429,59 @@ def parse_sge_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the #$ header
+
+#: What Grid Engine's qsub cannot carry in a ``#$`` value, and why.
+SGE_REFUSED = {
+    "\"'": "qsub drops quote characters inside a '#$' value (or ends the value there)",
+    "#": "qsub cuts a '#$' line at '#', even inside quotes",
+}
+#: ... and in an ``-e``/``-o`` path list, ``[host:]path[,[host:]path...]``.
+SGE_PATH_REFUSED = {
+    **SGE_REFUSED,
+    ":,": "qsub reads ':' and ',' in -e/-o as host and list separators",
+}
+
+
+def qsub_value(
+    value: object, keyword: str, refused: Mapping[str, str] = SGE_REFUSED, shown: object = None
+) -> str:
+    """``value`` as one argument of a ``#$`` line.
+
+    Grid Engine's qsub reads a double- or single-quoted directive value as one argument,
+    without escapes (recorded on SGE 8.1.9: ``#$ -o "/t/a -q other -o /t/"`` set
+    ``stdout_path_list /t/a -q other -o /t/`` and no queue; a backslash stayed literal).
+    """
+    return directive_value(value, keyword, "Grid Engine", refused=refused, shown=shown)
+
+
+def sge_log_path(directory: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/``, quoted for ``#$``."""
+    return qsub_value(f"{directory}/", "log_directory", SGE_PATH_REFUSED, shown=directory)
+
+
+#: The ``#$`` lines of a job script.
+HEADER = HeaderTable(
+    (
+        Directive("-N {}", "job_name"),
+        Directive("-q {}", "queue"),
+        Directive("-P {}", "project"),
+        Directive("-l {}", "resource_spec"),
+        Directive("-l h_rt={}", "walltime"),
+        Directive("-e {}", "log_directory", write=sge_log_path),
+        Directive("-o {}", "log_directory", write=sge_log_path),
+        Directive("-cwd"),
+        Directive("-j y"),
+    )
+)
+
+
 DIALECT = Dialect(
     name="sge",
     submit_command="qsub",
     cancel_command="qdel",
     directive_prefix="#$",
+    header_table=HEADER,
     # "Your job 4 ("name") has been submitted", "Your job-array 5.1-3:1 (...)", or -terse "4"
     job_id_regexp=r"^(?:Your job(?:-array)? )?(?P<job_id>\d+)(?:\.\d+-\d+:\d+)?(?= \(|\s*$)",
     walltime_forms=("hh:mm:ss", "seconds"),

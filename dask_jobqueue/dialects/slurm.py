@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._values import GIB, KIB, MIB, ceil_to_unit
+from .._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from ..dialect import (
     ArraySupport,
     Dialect,
+    Directive,
+    HeaderTable,
     LimitsProbe,
     StatusStep,
     WalltimeDefault,
@@ -34,16 +36,20 @@ from ..tracking import JobState, JobStatus
 
 __all__ = [
     "DIALECT",
+    "HEADER",
     "SLURM_ARRAYS",
+    "SLURM_PATH_REFUSED",
     "decode_wait_status",
     "parse_sacct",
     "parse_scontrol_partitions",
     "parse_slurm_limits",
     "parse_slurm_tags",
     "parse_squeue",
+    "sbatch_value",
     "slurm_array_task_ids",
     "slurm_cancel_args",
     "slurm_format_bytes_ceil",
+    "slurm_log_file",
 ]
 
 # "Submitted batch job 12", or "12" / "12;cluster" with --parsable; never a banner line
@@ -265,11 +271,72 @@ def parse_slurm_tags(stdout: str, user: str | None = None) -> dict[str, str]:
     return only_tagged(found)
 
 
+# ---------------------------------------------------------------- the #SBATCH header
+
+
+def sbatch_value(
+    value: object, keyword: str, refused: Mapping[str, str] | None = None, shown: object = None
+) -> str:
+    """``value`` as one argument of an ``#SBATCH`` line.
+
+    sbatch reads a double-quoted directive value as one argument, a backslash escaping the
+    next character (recorded on Slurm 22.05: ``#SBATCH -o "/t/a -p small -o /t/x.out"`` set
+    ``StdOut=/t/a -p small -o /t/x.out`` and left the partition alone; ``\\"`` gave ``"``).
+    """
+    return directive_value(value, keyword, "Slurm", escaped='\\"', refused=refused, shown=shown)
+
+
+#: What a Slurm output file name cannot carry, and why.
+SLURM_PATH_REFUSED = {
+    "\\": "a backslash in a Slurm output file name turns off the %J replacement, so every "
+    "job would write the same file",
+}
+
+
+def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
+    """The ``-e``/``-o`` value ``<directory>/<job_name>-%J.<suffix>``, quoted for ``#SBATCH``.
+    Slurm reads it as a file-name pattern, where a literal ``%`` is written ``%%``."""
+    literal = f"{directory}/{job_name}-".replace("%", "%%")
+    return sbatch_value(
+        f"{literal}%J.{suffix}", "log_directory", SLURM_PATH_REFUSED, shown=directory
+    )
+
+
+def _log_file(suffix: str) -> Any:
+    def value(job: Any) -> str | None:
+        if job.log_directory is None:
+            return None
+        return slurm_log_file(job.log_directory, job.job_name, suffix)
+
+    return value
+
+
+#: The ``#SBATCH`` lines of a job script. queue, account, job_name, walltime and job_mem are
+#: checked words without blanks or quotes; the log paths are the only free text, quoted.
+HEADER = HeaderTable(
+    (
+        Directive("-J {}", "job_name"),
+        Directive("-e {}", _log_file("err")),
+        Directive("-o {}", _log_file("out")),
+        Directive("-p {}", "queue"),
+        Directive("-A {}", "account"),
+        Directive("-n 1"),
+        Directive("-N 1"),
+        Directive("--cpus-per-task={}", lambda job: job.job_cpu or job.worker_cores),
+        Directive(
+            "--mem={}", lambda job: job.job_mem or slurm_format_bytes_ceil(job.worker_memory)
+        ),
+        Directive("-t {}", "walltime"),
+    )
+)
+
+
 DIALECT = Dialect(
     name="slurm",
     submit_command="sbatch",
     cancel_command="scancel",
     directive_prefix="#SBATCH",
+    header_table=HEADER,
     job_id_regexp=JOB_ID_REGEXP,
     status_steps=(
         StatusStep(
