@@ -101,14 +101,14 @@ async def measure(jobs: int, polls: int, directory: Path, profile: str | None, p
             profiler.enable()
         started = time.perf_counter()
         cluster.scale(jobs=jobs)
-        await until(lambda: len(cluster._tracker) >= jobs, 600, "jobs tracked")
+        await until(lambda: len(cluster._supervisor.tracker) >= jobs, 600, "jobs tracked")
         result["scale_up_s"] = time.perf_counter() - started
         if profiler:
             profiler.disable()
             profiler.dump_stats(profile)
         result["scale_up_stall_ms"] = lag.take() * 1000
 
-        poller = cluster._poller
+        poller = cluster._supervisor.poller
         first = poller.polls
         await until(lambda: poller.polls >= first + 2, 120, "first polls")  # warm
         profiler = cProfile.Profile() if profile and phase == "poll" else None

@@ -4,7 +4,7 @@ Jobs are submitted one at a time (as with ``job_arrays="never"``) through the en
 submit path, then each is released (seen ended) one at a time. The submit command is answered
 in-process (``sbatch --parsable`` output, no subprocess), so what is measured is the client's
 own CPU (``time.process_time``, all its threads). Each count is run with the cluster's
-watchdog wiring (``_watchdog_for``, started) and without it; the state's cost is the CPU
+watchdog wiring (``supervisor._watchdog_for``, started) and without it; the state's cost is the CPU
 spent in the engine's ``on_live_change`` hook (where the wiring writes the state), summed over
 every change. Usage::
 
@@ -25,8 +25,8 @@ import time
 
 from dask_jobqueue import engine as engine_module
 from dask_jobqueue._shell import CommandResult
-from dask_jobqueue.cluster import _watchdog_for
 from dask_jobqueue.slurm import SLURMJob
+from dask_jobqueue.supervisor import _watchdog_for
 
 
 def run_jobs(jobs: int, watchdog: bool) -> tuple[float, float]:

@@ -12,14 +12,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from distributed.deploy.adaptive import Adaptive
+from distributed.scheduler import Scheduler
 
 from ._values import parse_duration
+from .pools import pool_targets, scheduler_load
 from .scaling_policy import JobScalingPolicy, JobView, ScalingDecision, jobs_for_workers
 
 if TYPE_CHECKING:
     from .cluster import JobQueueCluster
 
-__all__ = ["JobAdaptive", "WorkerJobKey"]
+__all__ = ["JobAdaptive", "PoolAdaptive", "WorkerJobKey"]
 
 
 class WorkerJobKey:
@@ -136,6 +138,30 @@ class JobAdaptive(Adaptive):
         released = [name for name in workers if name in self.cluster.worker_spec]
         for name in released:
             del self.cluster.worker_spec[name]
-            self.cluster._resubmit_not_before.pop(name, None)
+            self.cluster._supervisor.unwanted(name)
         self.released_jobs += len(released)
         await self.cluster._correct_state()
+
+
+class PoolAdaptive(JobAdaptive):
+    """Adaptive scaling of one pool among several sharing a scheduler.
+
+    The scheduler's own target counts every task; here a pool's target counts only the tasks
+    it should run (see :mod:`dask_jobqueue.pools`): a GPU-restricted task never grows a CPU
+    pool. Without pools, or with a scheduler in another process, it is :class:`JobAdaptive`.
+    """
+
+    async def target(self) -> int:
+        cluster = self.cluster
+        family = cluster.pool_family()
+        scheduler = cluster.scheduler
+        if len(family) == 1 or not isinstance(scheduler, Scheduler):
+            return await super().target()
+        pool_of_worker = {}
+        for ws in scheduler.workers.values():
+            member = cluster.member_of_worker(str(ws.name))
+            if member is not None:
+                pool_of_worker[str(ws.name)] = member.name
+        ready, total, workers = scheduler_load(scheduler, pool_of_worker)
+        shapes = [member.pool_shape() for member in family]
+        return pool_targets(ready, total, workers, shapes, self.target_duration)[cluster.name]

@@ -1,37 +1,38 @@
 """The cluster shared by every batch system, on ``distributed.SpecCluster``.
 
-It starts and retires whole jobs, submits identical ones as job arrays, cancels them in as few
-commands as the batch system allows (a batch of ids per command; one id per ``qdel`` on PBS),
-polls their states every interval (the dialect's listing, plus its accounting command for jobs
-the listing no longer shows), explains and replaces jobs that die,
-stops resubmitting after repeated failures (circuit breaker), and cancels everything at close
-or interpreter exit.
+The cluster is the Dask side: it turns ``scale``/``adapt`` into the set of wanted jobs
+(``worker_spec``, whole jobs of ``processes`` workers each), builds each job's script, and
+starts and retires jobs when that set changes. What happens to a job once wanted (submission
+through the engine, state polling, replacement of jobs that die or reach their walltime, the
+breaker, cancellation at close or when this process dies) is the supervisor's
+(:mod:`dask_jobqueue.supervisor`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
+import re
 import sys
 import time
 import warnings
 import weakref
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
-from distributed.core import Status
+from distributed.core import Status, rpc
 from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
 from ._values import parse_duration, parse_memory, parse_positive_int
-from .adaptive import JobAdaptive, WorkerJobKey
-from .job import PLACEHOLDER_SCHEDULER, Job, JobFailedError, explain_death
-from .lifetime import LifetimePlanner
+from .adaptive import PoolAdaptive, WorkerJobKey
+from .job import PLACEHOLDER_SCHEDULER, Job
 from .options import (
     CLUSTER_OPTIONS,
     Option,
@@ -40,21 +41,47 @@ from .options import (
     resolve_engine_settings,
     resolve_options,
 )
-from .policy import FailurePolicy
-from .poller import JobPoller, PollInterval
+from .pools import PoolShape, worker_resources
+from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
-from .tracker import JobTracker
-from .tracking import JobRecord, JobState, JobStatus, JobTable
-from .walltime import job_walltime
-from .watchdog import Watchdog, state_for
+from .tracking import JobTable
+
+if TYPE_CHECKING:
+    from .engine import BatchSystem
+    from .lifetime import LifetimePlanner
+    from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["JobQueueCluster"]
 
-#: Jobs handled between two yields to the event loop when thousands start at once (the
-#: loop also serves the Dask scheduler: no stall beyond a few tens of milliseconds).
-_LOOP_CHUNK = 500
+
+@dataclass(frozen=True)
+class PoolOf:
+    """What makes a cluster a pool: the cluster whose scheduler it shares, and its name."""
+
+    cluster: JobQueueCluster
+    name: str
+
+
+#: A pool's name: it becomes part of its job and worker names (and of batch job names).
+_POOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+
+#: Cluster keywords a pool cannot have: it shares its cluster's scheduler (and its loop).
+_SHARED_WITH_POOLS = (
+    "security",
+    "scheduler_options",
+    "scheduler_cls",
+    "protocol",
+    "shared_temp_directory",
+    "dashboard_address",
+    "host",
+    "loop",
+    "asynchronous",
+    "silence_logs",
+    "name",
+    "pools",
+)
 
 
 class JobQueueCluster(ParametersDocumented, SpecCluster):
@@ -67,6 +94,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     #: The job class (on an instance: the one it runs, never ``None``).
     job_cls: type[Job] | None = None
+    _worker_security: Security | None
+    _protocol: str | None
 
     @classmethod
     def documented_options(cls) -> list[Option]:
@@ -97,6 +126,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         interface: str | None = None,
         protocol: str | None = None,
         config_name: str | None = None,
+        pools: dict[str, dict[str, Any]] | None = None,
+        _pool_of: PoolOf | None = None,
         **job_kwargs: Any,
     ):
         job_cls, config_name = check_cluster_arguments(
@@ -120,6 +151,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             "scheduler_cls": scheduler_cls,
             "interface": interface,
             "protocol": protocol,
+            "pools": pools,
         }
         resolved = resolve_options(
             [o for o in CLUSTER_OPTIONS if o.name in given], config_name, given, type(self)
@@ -132,10 +164,30 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         #: Directory where temporary TLS credentials are written (keyword or config).
         self.shared_temp_directory: str | None = resolved["shared_temp_directory"]
         self._tls_files: list[str] = []
-        security, worker_security, protocol = prepare_security(
-            security, protocol, self.shared_temp_directory, self._tls_files
-        )
-        scheduler = scheduler_spec(scheduler_cls, protocol, security, interface, scheduler_options)
+        #: The cluster whose scheduler this pool shares, and the pool's name (else None).
+        self._pool_of = _pool_of
+        #: Pools added to this cluster, by name (see :meth:`add_pool`).
+        self.pools: dict[str, JobQueueCluster] = {}
+        self._user_job_kwargs = dict(job_kwargs)
+        self._interface = interface
+        scheduler: dict[str, Any] | None
+        if _pool_of is None:
+            security, worker_security, protocol = prepare_security(
+                security, protocol, self.shared_temp_directory, self._tls_files
+            )
+            scheduler = scheduler_spec(
+                scheduler_cls, protocol, security, interface, scheduler_options
+            )
+        else:
+            parent = _pool_of.cluster
+            security, worker_security, protocol = (
+                parent.security,
+                parent._worker_security,
+                parent._protocol,
+            )
+            scheduler = None
+        self._worker_security = worker_security
+        self._protocol = protocol
 
         job_kwargs = dict(job_kwargs)
         job_kwargs["config_name"] = config_name
@@ -157,34 +209,18 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._group_suffixes = group or []
 
         settings = resolve_engine_settings(config_name)
-        self._engine = template.batch_system_cls.from_settings(template, settings)
-        self._tracker = JobTracker(
-            dataclasses.replace(job_cls.vanish, seconds=settings.vanish_grace)
-        )
-        self._policy = FailurePolicy(settings.max_consecutive_failures, settings.resubmit_backoff)
-        self._poller = JobPoller(
-            self._engine,
-            self._tracker,
-            PollInterval(settings.poll_interval, settings.poll_interval_max),
-            self._connected_counts,
-            self._policy.connected,
-            self._jobs_ended,
-        )
         self._settings = settings
-        #: Retirement and pre-submission plan, once the walltime is known (else None).
-        self._lifetime: LifetimePlanner | None = None
-        self._lifetime_task: asyncio.Task | None = None
-        #: Jobs replaced ahead of their walltime, still running until their workers retire.
-        self._expiring: set[str] = set()
-        self._pending_error: BaseException | None = None
-        self._resubmit_not_before: dict[str, float] = {}
-        self._submissions: set[asyncio.Future] = set()
-        # A process that cancels the jobs if this one dies without closing the cluster.
-        self._watchdog = (
-            _watchdog_for(self._engine, self._tls_files) if settings.owner_watchdog else None
+        engine = template.batch_system_cls.from_settings(template, settings)
+        #: Tracking, polling, replacement and clean-up of this cluster's jobs.
+        self._supervisor = JobSupervisor(
+            self,
+            engine,
+            settings,
+            job_cls.vanish,
+            self.processes,
+            self._tls_files,
+            pool=None if _pool_of is None else _pool_of.name,
         )
-        # Cancels, at interpreter exit, whatever the engine created and did not see end.
-        self._exit_finalizer = weakref.finalize(self, _cancel_at_exit, self._engine, self._watchdog)
 
         super().__init__(
             scheduler=scheduler,
@@ -194,10 +230,19 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             silence_logs=silence_logs,
             asynchronous=asynchronous,
             name=name,
+            shutdown_scheduler=_pool_of is None,
         )
         if n_workers:
             self._check_job_cap(math.ceil(n_workers / self.processes), f"n_workers={n_workers}")
             self._scale_to_workers(n_workers)
+        if _pool_of is None:  # a pool reads the same section, but has no pools of its own
+            try:
+                for pool_name, pool_kwargs in (resolved["pools"] or {}).items():
+                    self.add_pool(pool_name, **pool_kwargs)
+            except Exception:
+                if not self.asynchronous:
+                    self.close()  # a bad pool: nothing of this cluster stays behind
+                raise
 
     # ------------------------------------------------------------------ scripts & names
 
@@ -241,47 +286,53 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
     # ------------------------------------------------------------------ lifecycle
 
     async def _start(self) -> None:
-        if self._watchdog is not None and self._watchdog.process is None:
-            try:
-                self._watchdog.start()
-            except OSError as exc:
-                logger.warning(
-                    "Could not start the watchdog (jobs may outlive a killed client): %s", exc
-                )
-        await super()._start()
-        self._poller.start()
-        if self._settings.replace_before_walltime and self._lifetime_task is None:
-            self._lifetime_task = asyncio.ensure_future(self._run_lifetime())
+        self._supervisor.start_watchdog()  # before any job can exist
+        if self._pool_of is None:
+            await super()._start()
+        else:
+            await self._start_as_pool(self._pool_of.cluster)
+        self._supervisor.start()
+        for pool in list(self.pools.values()):
+            if pool.status == Status.created:
+                await pool._start()
 
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
-        if self._lifetime_task is not None:
-            self._lifetime_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lifetime_task
-            self._lifetime_task = None
-        self._expiring.clear()
-        # Hung submissions are abandoned at once: their threads cancel what they create.
-        self._engine.close()
-        for submission in list(self._submissions):
-            submission.cancel()
+        for pool in list(self.pools.values()):
+            await pool._close()  # before the scheduler they share stops
+        await self._supervisor.stop_submitting()
         if self.status == Status.running:
             await self._retire_everything()
         await super()._close()
-        await self._poller.stop()
-        # Jobs that ended are released already; anything the engine still holds is cancelled
-        # here (what it cannot cancel stays with the exit finalizer, with a warning).
-        leftover = self._engine.live_ids
-        if leftover:
-            await self._engine.cancel(sorted(leftover))
-        # jobs of submissions whose output could not be read, not found by their tag then
-        await self._engine.cancel_unsettled()
-        if self._watchdog is not None and not self._engine.live_ids:
-            # With jobs left that could not be cancelled, the watchdog stays as a second
-            # chance (it cancels them when this process ends; so does the exit finalizer).
-            self._watchdog.stop()
+        await self._supervisor.close()
         remove_files(self._tls_files)
+        if self._pool_of is not None:
+            self._pool_of.cluster.pools.pop(self._pool_of.name, None)
+
+    async def _start_as_pool(self, parent: JobQueueCluster) -> None:
+        """Start on the running scheduler of ``parent``.
+
+        Not ``SpecCluster._start``: a scheduler sends worker events to one subscriber (its
+        ``worker-status`` plugin); a second subscription would take the cluster's. The pool
+        reads the cluster's ``scheduler_info`` instead, kept current by that subscription,
+        and leaves the scheduler's cluster metadata to the cluster.
+        """
+        if self.status == Status.running:
+            return
+        if parent.scheduler is None or parent.status != Status.running:
+            raise RuntimeError(
+                f"Pool {self.name!r}: its cluster is {parent.status.name}; start the cluster "
+                "before its pools"
+            )
+        self._lock = asyncio.Lock()
+        self.scheduler = parent.scheduler
+        self.scheduler_comm = rpc(
+            getattr(self.scheduler, "external_address", None) or self.scheduler.address,
+            connection_args=self.security.get_connection_args("client"),
+        )
+        self.scheduler_info = parent.scheduler_info
+        self.status = Status.running
 
     async def _retire_everything(self, timeout: float = 10.0) -> None:
         """Retire every worker and cancel every job while the scheduler still runs.
@@ -339,22 +390,23 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         super(SpecCluster, self)._update_worker_status(op, msg)
 
     async def _correct_state_internal(self) -> None:
+        supervisor = self._supervisor
         async with self._lock:
             self._correct_state_waiting = None
             to_close = [
                 name
                 for name in self.workers
-                if name not in self.worker_spec and name not in self._expiring
+                if name not in self.worker_spec and name not in supervisor.expiring
             ]
             if to_close:
                 await self._stop_jobs(to_close)
-            if self._policy.breaker_open or self.status in (Status.closing, Status.closed):
+            if self.closing:
                 return
             now = time.monotonic()
             to_open = [
                 name
                 for name in self.worker_spec
-                if name not in self.workers and self._resubmit_not_before.get(name, 0) <= now
+                if name not in self.workers and supervisor.may_submit(name, now)
             ]
             if to_open:
                 await self._start_jobs(to_open)
@@ -363,7 +415,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         address = getattr(self.scheduler, "contact_address", None) or self.scheduler.address
         built = []
         for k, name in enumerate(names):
-            if k and k % _LOOP_CHUNK == 0:
+            if k and k % LOOP_CHUNK == 0:
                 await asyncio.sleep(0)  # thousands of jobs: other tasks run in between
             spec = self.worker_spec.get(name)
             if spec is None:
@@ -372,93 +424,92 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 warnings.simplefilter("ignore")
                 job = spec["cls"](address, name=name, **spec.get("options", {}))
             built.append((name, job))
-        names = [name for name, _ in built]
-        jobs = [job for _, job in built]
-        # One call for all: identical jobs go as job arrays (one task per job and name).
-        submission = asyncio.ensure_future(self._engine.submit_many(jobs))
-        self._submissions.add(submission)
-        try:
-            results = (await asyncio.gather(submission, return_exceptions=True))[0]
-        finally:
-            self._submissions.discard(submission)
-        if isinstance(results, BaseException):
-            results = [results] * len(jobs)
-        errors = []
-        now = time.time()
-        for k, (name, job, result) in enumerate(zip(names, jobs, results, strict=True)):
-            if k and k % _LOOP_CHUNK == 0:
-                await asyncio.sleep(0)
-            if isinstance(result, BaseException):
-                job.mark_closed()
-                if not isinstance(result, asyncio.CancelledError):
-                    errors.append(result)
-                continue
-            if self.status in (Status.closing, Status.closed):
-                job.mark_closed()  # the engine cancels it with everything else at close
-                continue
+        for name, job in await self._supervisor.start_jobs(built):
             job.status = Status.running
-            job._cluster = weakref.ref(self)
+            job._cluster = weakref.ref(self)  # type: ignore[attr-defined]  # as SpecCluster sets it
             self._created.add(job)
             self.workers[name] = job
-            self._resubmit_not_before.pop(name, None)
-            self._tracker.add(name, result, self.processes, now)
-        if errors:
-            # A submit error is a configuration problem or a broken batch system: say it
-            # once, and do not retry until the user asks again (scale/adapt).
-            error = errors[0]
-            logger.error("Submitting %d job(s) failed: %s", len(errors), error)
-            self._pending_error = error
-            self._policy.submit_failed()
-        self._poller.wake()
 
     async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
-        """Retire the workers of these jobs, then cancel the jobs (in as few commands as the
-        batch system takes ids in one)."""
+        """Retire the workers of these jobs, then cancel the jobs."""
         # Dropped from ``workers`` first (0.9 drops a job from cluster.workers before cancelling
         # it): once the workers have left the scheduler, cluster.workers no longer lists these
-        # jobs. Forgotten first too, so the poller does not take the cancellation for a death.
-        jobs = [self.workers.pop(name) for name in names if name in self.workers]
-        now = time.time()
-        ids = []
-        for k, job in enumerate(jobs):
-            if k and k % _LOOP_CHUNK == 0:
-                await asyncio.sleep(0)
-            if job.job_id is not None:
-                self._tracker.forget(job.job_id, JobState.CANCELLED, reason, now)
-                ids.append(job.job_id)
-        if self.scheduler.status == Status.running:
-            worker_names: set[str] = set()
-            for name in names:
-                if self._group_suffixes:
-                    worker_names.update(f"{name}{s}" for s in self._group_suffixes)
-                else:
-                    worker_names.add(name)
-            addresses = [
-                addr
-                for addr, info in self.scheduler_info.get("workers", {}).items()
-                if str(info.get("name")) in worker_names
-            ]
-            if addresses:
-                with contextlib.suppress(OSError, asyncio.TimeoutError):
-                    await self.scheduler_comm.retire_workers(workers=addresses)
-        if ids:
-            await self._engine.cancel(ids)
-        for k, job in enumerate(jobs):
-            if k and k % _LOOP_CHUNK == 0:
-                await asyncio.sleep(0)
-            job.mark_closed()
+        # jobs.
+        jobs = [(name, self.workers.pop(name)) for name in names if name in self.workers]
+        await self._supervisor.stop_jobs(jobs, reason)
+
+    # ------------------------------------------------------------------ SupervisedCluster
+
+    @property
+    def closing(self) -> bool:
+        """True once the cluster is closing or closed."""
+        return self.status in (Status.closing, Status.closed)
+
+    def new_job_name(self) -> str:
+        """A job name never used before in this cluster."""
+        return next(iter(self.new_worker_spec()))
+
+    def connected_workers(self) -> dict[str, int]:
+        """Connected Dask workers per job name."""
+        counts: dict[str, int] = {}
+        key = WorkerJobKey(self._group_suffixes)
+        for info in self.scheduler_info.get("workers", {}).values():
+            job_name = key.job_name(str(info.get("name")))
+            counts[job_name] = counts.get(job_name, 0) + 1
+        return counts
+
+    async def retire_job_workers(self, names: Sequence[str]) -> None:
+        """Retire the Dask workers of these jobs (their data moves to other workers)."""
+        if self.scheduler.status != Status.running:
+            return
+        worker_names: set[str] = set()
+        for name in names:
+            if self._group_suffixes:
+                worker_names.update(f"{name}{s}" for s in self._group_suffixes)
+            else:
+                worker_names.add(name)
+        addresses = [
+            addr
+            for addr, info in self.scheduler_info.get("workers", {}).items()
+            if str(info.get("name")) in worker_names
+        ]
+        if addresses:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await self.scheduler_comm.retire_workers(workers=addresses)
+
+    async def correct_state(self) -> None:
+        """Submit wanted jobs that do not run, cancel running ones that are not wanted."""
+        await self._correct_state()
+
+    def correct_state_later(self, delay: float) -> None:
+        """Call :meth:`correct_state` after ``delay`` seconds."""
+        # Cluster.loop is typed IOLoop | None but never returns None (see _scale_to_jobs)
+        self.loop.call_later(delay, self._correct_state)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ scaling
 
     def _raise_if_failed(self) -> None:
-        if self._pending_error is not None:
-            raise self._pending_error
+        self._supervisor.raise_if_failed()
 
     def _take_pending_error(self) -> BaseException | None:
         """Return the pending error and re-arm submission: the user asked again."""
-        error, self._pending_error = self._pending_error, None
-        self._policy.rearm()
-        return error
+        return self._supervisor.take_pending_error()
+
+    @property
+    def _pending_error(self) -> BaseException | None:
+        return self._supervisor.pending_error
+
+    @property
+    def _engine(self) -> BatchSystem:
+        return self._supervisor.engine
+
+    @property
+    def _watchdog(self) -> Watchdog | None:
+        return self._supervisor.watchdog
+
+    @property
+    def _lifetime(self) -> LifetimePlanner | None:
+        return self._supervisor.lifetime
 
     def _check_job_cap(self, jobs: int, asked: str) -> None:
         """``ValueError`` if ``jobs`` is more than ``max-jobs`` allows (nothing submitted)."""
@@ -475,21 +526,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     def _scale_to_jobs(self, target: int) -> None:
         if len(self.worker_spec) > target:
-            # Drop jobs whose workers are not connected first (queued, then newest).
-            position = {name: k for k, name in enumerate(self.worker_spec)}
-
-            def keep_priority(name: str) -> tuple[int, int]:
-                record = self._tracker.by_name(name)
-                connected = 1 if record is not None and record.workers_connected else 0
-                return (connected, -position[name])
-
-            for name in sorted(self.worker_spec, key=keep_priority)[
-                : len(self.worker_spec) - target
-            ]:
+            surplus = len(self.worker_spec) - target
+            for name in self._supervisor.drop_order(list(self.worker_spec))[:surplus]:
                 del self.worker_spec[name]
-                self._resubmit_not_before.pop(name, None)
+                self._supervisor.unwanted(name)
         if target == 0:
-            self._expiring.clear()  # nothing to keep running until its replacement arrives
+            self._supervisor.nothing_wanted()
         if self.status not in (Status.closing, Status.closed):
             while len(self.worker_spec) < target:
                 self.worker_spec.update(self.new_worker_spec())
@@ -585,7 +627,15 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         ones have their workers retired gracefully, their data moved.
 
         A limit given both in workers and in jobs, and a minimum above the maximum, are
-        ``ValueError`` s."""
+        ``ValueError`` s. With pools, each pool that has no ``adapt`` of its own adapts within
+        the same limits, and grows only for the tasks its workers can run (see
+        :meth:`add_pool`)."""
+        pool_limits = {
+            **kwargs,
+            "minimum_jobs": minimum_jobs,
+            "maximum_jobs": maximum_jobs,
+            "idle_timeout": idle_timeout,
+        }
         if idle_timeout is not None:
             kwargs["idle_timeout"] = parse_duration(idle_timeout, "idle_timeout")
         for limit, in_jobs in (("minimum", minimum_jobs), ("maximum", maximum_jobs)):
@@ -633,191 +683,146 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             self._check_job_cap(math.ceil(maximum / self.processes), asked)
         if self._group_suffixes:
             kwargs.setdefault("worker_key", WorkerJobKey(self._group_suffixes))
-        kwargs.setdefault("Adaptive", JobAdaptive)
+        kwargs.setdefault("Adaptive", PoolAdaptive)
         previous_error = self._take_pending_error()
         adaptive = super().adapt(*args, **kwargs)
+        for pool in self.pools.values():
+            if pool._adaptive is None:  # a pool without limits of its own gets the cluster's
+                pool.adapt(*args, **pool_limits)
         if previous_error is not None:
             raise previous_error
         return adaptive
+
+    # ------------------------------------------------------------------ pools
+
+    def add_pool(
+        self, name: str, cluster_cls: type[JobQueueCluster] | None = None, **job_kwargs: Any
+    ) -> JobQueueCluster:
+        """Add a pool: another kind of job whose workers join this cluster's scheduler.
+
+        A pool is a cluster of its own (its own jobs, ``scale``, ``adapt``, ``jobs``) that
+        shares this cluster's Dask scheduler, security and event loop. Its keywords override
+        this cluster's job keywords (e.g. ``queue="gpu"``); with ``cluster_cls`` of another
+        batch system it inherits none of them. Closing the cluster closes its pools first.
+
+        Parameters
+        ----------
+        name : str
+            The pool's name: a letter, then letters, digits or ``_`` (at most 32). It becomes
+            part of the pool's job names (``<cluster>-<name>-<n>``) and, unless ``job_name``
+            is given, of its batch job names.
+        cluster_cls : type, optional
+            The pool's cluster class; default: this cluster's.
+        **job_kwargs
+            Job keywords of the pool (and ``n_workers``, ``interface``, ``config_name``).
+
+        Returns
+        -------
+        JobQueueCluster
+            The pool, also in ``cluster.pools[name]``.
+        """
+        if self._pool_of is not None:
+            raise ValueError(
+                f"add_pool({name!r}): {self._pool_of.name!r} is a pool; add pools to its "
+                "cluster instead"
+            )
+        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+            raise ValueError(
+                f"add_pool(name={name!r}): a pool's name is a letter, then letters, digits "
+                "or '_' (at most 32 characters)"
+            )
+        if name in self.pools:
+            raise ValueError(f"add_pool({name!r}): this cluster has a pool named {name!r} already")
+        if self.status in (Status.closing, Status.closed):
+            raise ValueError(f"add_pool({name!r}): the cluster is {self.status.name}")
+        cls = type(self) if cluster_cls is None else cluster_cls
+        if not (isinstance(cls, type) and issubclass(cls, JobQueueCluster)):
+            raise ValueError(
+                f"add_pool({name!r}, cluster_cls={cluster_cls!r}): cluster_cls must be a "
+                "JobQueueCluster subclass, e.g. SLURMCluster"
+            )
+        shared = sorted(k for k in job_kwargs if k in _SHARED_WITH_POOLS)
+        if shared:
+            raise ValueError(
+                f"add_pool({name!r}, {shared[0]}=...): a pool shares its cluster's scheduler; "
+                f"{', '.join(shared)} can only be given to the cluster"
+            )
+        same_kind = cls.job_cls is self.job_cls
+        kwargs = {**self._user_job_kwargs, **job_kwargs} if same_kind else dict(job_kwargs)
+        kwargs.setdefault("interface", self._interface)
+        if same_kind:
+            kwargs.setdefault("config_name", self.config_name)
+            kwargs.setdefault("job_name", f"{self.job_name}-{name}")
+        pool = cls(
+            loop=self.loop,
+            asynchronous=self.asynchronous,
+            silence_logs=False,
+            name=f"{self._name}-{name}",
+            _pool_of=PoolOf(self, name),
+            **kwargs,
+        )
+        self.pools[name] = pool
+        return pool
+
+    def pool_family(self) -> list[JobQueueCluster]:
+        """The cluster and its pools (from the cluster or from any of its pools), the
+        cluster first."""
+        root = self if self._pool_of is None else self._pool_of.cluster
+        return [root, *root.pools.values()]
+
+    def member_of_worker(self, worker_name: str) -> JobQueueCluster | None:
+        """The cluster or pool whose job runs the worker of this name (``None``: no job of
+        this family)."""
+        for member in self.pool_family():
+            job = WorkerJobKey(member._group_suffixes).job_name(worker_name)
+            if job in member.workers or job in member.worker_spec:
+                return member
+        return None
+
+    def pool_shape(self) -> PoolShape:
+        """What this cluster's (or pool's) workers offer, for placing demand among pools."""
+        return PoolShape(
+            self.name,
+            worker_resources(self._template_job.worker_extra_args),
+            self._template_job.worker_process_threads,
+        )
 
     # ------------------------------------------------------------------ job states
 
     @property
     def jobs(self) -> JobTable:
-        """Every job this cluster submitted and still tracks, plus recently ended ones."""
+        """Every job this cluster submitted and still tracks, plus recently ended ones; with
+        pools, theirs too (the ``pool`` column says whose)."""
         self._refresh_connected()
-        return JobTable([*self._tracker.ended, *self._tracker.live])
+        tracker = self._supervisor.tracker
+        records = [*tracker.ended, *tracker.live]
+        for pool in self.pools.values():
+            records += pool.jobs
+        return JobTable(records)
 
     def _refresh_connected(self) -> bool:
-        return self._poller.refresh_connected()
+        return self._supervisor.poller.refresh_connected()
 
     @property
     def status_calls(self) -> int:
         """How many status commands the engine has run (a poll may run several)."""
-        return self._engine.commands["status"]
+        return self._supervisor.engine.commands["status"]
 
     @property
     def polls(self) -> int:
         """How many polls asked the batch system about the live jobs."""
-        return self._poller.polls
+        return self._supervisor.poller.polls
 
     @property
     def failed_polls(self) -> int:
         """How many polls failed (their status commands failed or timed out): job states
         are left unchanged by a failed poll."""
-        return self._poller.failed_polls
+        return self._supervisor.poller.failed_polls
 
     @property
     def command_counts(self) -> dict[str, int]:
         """Batch-system commands run so far, by kind (``submit``, ``status``, ``cancel``)."""
-        return dict(self._engine.commands)
-
-    def _connected_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        key = WorkerJobKey(self._group_suffixes)
-        for info in self.scheduler_info.get("workers", {}).values():
-            job_name = key.job_name(str(info.get("name")))
-            counts[job_name] = counts.get(job_name, 0) + 1
-        return counts
-
-    async def _jobs_ended(self, ended: list[tuple[JobRecord, JobStatus]]) -> None:
-        """Jobs reached a final state on their own: explain, cancel leftovers, replace."""
-        now = time.monotonic()
-        cap = max(10, 2 * len(self.worker_spec))
-        to_cancel: list[str] = []
-        finished: list[str] = []
-        replace: list[tuple[str, float]] = []
-        for record, status in ended:
-            job = self.workers.get(record.name)
-            wanted = record.name in self.worker_spec and job is not None
-            decision = self._policy.job_ended(record, status, wanted, now, cap)
-            if job is not None and (
-                not record.ever_connected or record.state in (JobState.FAILED, JobState.LOST)
-            ):
-                record.error = explain_death(job, record)
-            (to_cancel if decision.cancel else finished).append(record.job_id)
-            if job is not None:
-                job.mark_closed()
-                del self.workers[record.name]
-            self._expiring.discard(record.name)
-            if self._lifetime is not None:
-                self._lifetime.forget(record.name)
-            if not wanted or self.status in (Status.closing, Status.closed):
-                continue
-            if decision.failure:
-                logger.warning("%s", record.error)
-            else:
-                logger.info(
-                    "Job %s (%s) %s; submitting a replacement",
-                    record.job_id,
-                    record.name,
-                    record.state,
-                )
-            if decision.breaker_opened:
-                self._pending_error = JobFailedError(
-                    f"{self._policy.consecutive_failures} jobs in a row ended before their "
-                    f"workers connected; not resubmitting until scale() or adapt() is called "
-                    f"again.\nLast failure: {record.error}",
-                    [r for r in self._tracker.ended if r.error][-self._policy.max_failures :],
-                )
-                logger.error("%s", self._pending_error)
-            if decision.replace:
-                replace.append((record.name, decision.delay))
-        self._engine.release(finished)
-        if to_cancel:
-            # Failed, lost and stuck jobs are cancelled before anything replaces them.
-            await self._engine.cancel(to_cancel)
-        for name, delay in replace:
-            new_name = self._respec(name)
-            if new_name is None:
-                continue
-            self._resubmit_not_before[new_name] = now + delay
-            # Cluster.loop is typed IOLoop | None but never returns None (see _scale_to_jobs)
-            self.loop.call_later(delay + 0.01, self._correct_state)  # type: ignore[union-attr]
-
-    def _respec(self, name: str) -> str | None:
-        """The job ``name`` is to be replaced: its spec moves to a fresh name (the replacement
-        job's), as workers of the old job may still be around under the old one. Returns the
-        new name, or ``None`` if the cluster no longer wants ``name``."""
-        spec = self.worker_spec.pop(name, None)
-        if spec is None:
-            return None
-        new_name = next(iter(self.new_worker_spec()))
-        self.worker_spec[new_name] = spec
-        return new_name
-
-    # ------------------------------------------------------------------ walltime
-
-    async def _run_lifetime(self) -> None:
-        """Replace jobs ahead of their walltime and retire their workers before it."""
-        try:
-            walltime = await job_walltime(self._engine)
-        except ValueError as exc:  # a walltime the dialect's forms cannot read
-            logger.warning("Walltime unknown, no replacement ahead of it: %s", exc)
-            return
-        if walltime is None:
-            logger.debug("Walltime unknown: jobs are replaced only after they end")
-            return
-        try:
-            self._lifetime = LifetimePlanner(
-                walltime, self._settings.walltime_margin, self._settings.walltime_stagger
-            )
-        except ValueError as exc:
-            logger.warning("No replacement ahead of the walltime: %s", exc)
-            return
-        logger.debug(
-            "Walltime %gs: workers retire %gs before it (stagger %gs)",
-            walltime,
-            self._lifetime.margin,
-            self._lifetime.stagger,
-        )
-        while self.status not in (Status.closing, Status.closed):
-            try:
-                await self._lifetime_step(time.time())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the loop must outlive any one failed step
-                logger.exception("Walltime handling step failed")
-            await asyncio.sleep(1.0)
-
-    async def _lifetime_step(self, now: float) -> None:
-        """One pass of the walltime plan: pre-submit replacements, retire what is due."""
-        planner = self._lifetime
-        if planner is None:
-            return
-        self._refresh_connected()
-        running = []
-        for record in self._tracker.live:
-            if record.ever_connected:
-                planner.connected(record.name, record.submitted_at, now)
-            if record.started_at is not None and record.name in self.workers:
-                running.append((record.name, record.started_at))
-        presubmit, retire = planner.due(running, now)
-        replaced = False
-        for name in presubmit:
-            # Only jobs the cluster still wants are replaced (not those scaled away), and
-            # not while the breaker holds submissions back.
-            if name not in self.worker_spec or self._policy.breaker_open:
-                continue
-            new_name = self._respec(name)
-            self._expiring.add(name)
-            replaced = True
-            logger.info(
-                "Job %s reaches its walltime soon: submitted its replacement %s", name, new_name
-            )
-        if replaced:
-            await self._correct_state()
-        to_retire = [name for name in retire if name in self.workers]
-        for name in to_retire:
-            # not replaced yet (breaker open, or the lead was too short): replace it now
-            self._respec(name)
-            self._expiring.discard(name)
-            planner.forget(name)
-        if to_retire:
-            logger.info("Retiring the workers of %s ahead of the walltime", ", ".join(to_retire))
-            await self._stop_jobs(to_retire, "retired ahead of its walltime")
-            if any(name not in self.workers for name in self.worker_spec):
-                await self._correct_state()
+        return dict(self._supervisor.engine.commands)
 
     # ------------------------------------------------------------------ waiting
 
@@ -831,8 +836,13 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         while True:
             self._raise_if_failed()
             info = await self.scheduler_comm.identity()
+            # a pool counts its own workers; the cluster counts every worker of its scheduler
+            prefix = f"{self._name}-" if self._pool_of is not None else ""
             running = sum(
-                1 for w in info["workers"].values() if w.get("status", "running") == "running"
+                1
+                for w in info["workers"].values()
+                if w.get("status", "running") == "running"
+                and str(w.get("name", "")).startswith(prefix)
             )
             if running >= n_workers:
                 return
@@ -865,32 +875,17 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
     def jobs_summary(self) -> str:
         """One line summarising the live jobs, e.g. ``3 jobs: 1 connected, 2 queued (Priority)``."""
         self._refresh_connected()
-        return JobTable(self._tracker.live).summary()
+        live = list(self._supervisor.tracker.live)
+        for pool in self.pools.values():
+            pool._refresh_connected()
+            live += pool._supervisor.tracker.live
+        return JobTable(live).summary()
 
     # ------------------------------------------------------------------ display
 
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
-
-
-def _watchdog_for(engine: Any, owned_files: list[str] | None = None) -> Watchdog | None:
-    """The watchdog of ``engine``'s jobs (not started), told of each change of its live jobs
-    (O(change): a journal line per id) and of how the engine would cancel them; it also
-    removes ``owned_files`` (the workers' TLS credentials) if this process dies.
-    ``None`` if the batch system cancels nothing."""
-    state = state_for(engine, owned_files=owned_files or ())
-    if state is None:
-        return None
-    watchdog = Watchdog(state, planner=engine.cancel_plan)
-    engine.on_live_change = watchdog.record
-    return watchdog
-
-
-def _cancel_at_exit(engine: Any, watchdog: Watchdog | None) -> None:
-    engine.cancel_sync()
-    if watchdog is not None and not engine.live_ids:
-        watchdog.stop()  # else it retries the cancels once this process is gone
 
 
 class _ScalingDone:

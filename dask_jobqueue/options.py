@@ -254,6 +254,20 @@ def _mapping(value: Any, keyword: str, owner: type) -> dict:
     return dict(value)
 
 
+def _pools(value: Any, keyword: str, owner: type) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping) or not all(
+        isinstance(name, str) and isinstance(kwargs, Mapping) for name, kwargs in value.items()
+    ):
+        raise ValueError(
+            f"{keyword}={value!r} must map each pool's name to its keywords, "
+            "e.g. {'gpu': {'queue': 'gpu', 'cores': 8}}"
+        )
+    return {
+        name: {str(k).replace("-", "_"): v for k, v in kwargs.items()}
+        for name, kwargs in value.items()
+    }
+
+
 def _worker_command(value: Any, keyword: str, owner: type) -> str:
     if not isinstance(value, str) or not re.match(r"^[A-Za-z_][\w.]*$", value):
         raise ValueError(
@@ -680,6 +694,13 @@ CLUSTER_OPTIONS: tuple[Option, ...] = (
         "Section of ``jobqueue.yaml`` to read (``jobqueue.<name>``); "
         "lets you keep named profiles. Default: the job class's section.",
         key=None,
+    ),
+    Option(
+        "pools",
+        "dict of str to dict",
+        "Pools to add at construction, ``{name: {keyword: value}}``: each is "
+        "``cluster.add_pool(name, **keywords)``, e.g. ``{'gpu': {'queue': 'gpu'}}``.",
+        check=_pools,
     ),
 )
 

@@ -71,12 +71,18 @@ class JobTracker:
 
     # ------------------------------------------------------------------ membership
 
-    def add(self, name: str, job_id: str, workers_expected: int, now: float) -> JobRecord:
-        """Start tracking a job that was just submitted."""
+    def add(
+        self, name: str, job_id: str, workers_expected: int, now: float, pool: str | None = None
+    ) -> JobRecord:
+        """Start tracking a job that was just submitted (``pool``: the pool it belongs to)."""
         if job_id in self._live:
             raise ValueError(f"job id {job_id} is already tracked for {self._live[job_id].name}")
         record = JobRecord(
-            name=name, job_id=job_id, workers_expected=workers_expected, submitted_at=now
+            name=name,
+            job_id=job_id,
+            workers_expected=workers_expected,
+            submitted_at=now,
+            pool=pool,
         )
         self._live[job_id] = record
         self._by_name[name] = job_id

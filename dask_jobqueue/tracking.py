@@ -74,6 +74,7 @@ class JobRecord:
     workers_connected: int = 0
     ever_connected: bool = False
     error: str | None = None  # explanation for a job that ended badly (with its stderr tail)
+    pool: str | None = None  # the pool the job belongs to (None: the cluster's own jobs)
 
     def apply(self, status: JobStatus, now: float | None = None) -> bool:
         """Update from a status report; return True if the visible state changed."""
@@ -122,6 +123,7 @@ class JobRecord:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "error": self.error,
+            "pool": self.pool,
         }
 
 
@@ -129,6 +131,8 @@ class JobRecord:
 HTML_ROWS = 50
 
 _COLUMNS = ("job_id", "name", "state", "reason", "exit_code", "workers", "age")
+#: With pools, the pool column comes first; the cluster's own jobs show as "default".
+_POOL_COLUMNS = ("pool", *_COLUMNS)
 
 
 class JobTable(list):
@@ -143,6 +147,7 @@ class JobTable(list):
         for r in self if records is None else records:
             rows.append(
                 {
+                    "pool": r.pool or "default",
                     "job_id": r.job_id,
                     "name": r.name,
                     "state": r.state.value,
@@ -153,6 +158,9 @@ class JobTable(list):
                 }
             )
         return rows
+
+    def _columns(self) -> tuple[str, ...]:
+        return _POOL_COLUMNS if any(r.pool for r in self) else _COLUMNS
 
     def summary(self) -> str:
         """One line such as ``3 jobs: 1 connected, 2 queued (Priority)``."""
@@ -176,10 +184,11 @@ class JobTable(list):
         rows = self._rows()
         if not rows:
             return "JobTable(no jobs)"
-        widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in _COLUMNS}
-        lines = ["  ".join(c.upper().ljust(widths[c]) for c in _COLUMNS).rstrip()]
+        columns = self._columns()
+        widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+        lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
         for row in rows:
-            lines.append("  ".join(row[c].ljust(widths[c]) for c in _COLUMNS).rstrip())
+            lines.append("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
         return "\n".join(lines)
 
     __str__ = __repr__
@@ -188,19 +197,20 @@ class JobTable(list):
         """The table as HTML; past :data:`HTML_ROWS` jobs, the summary line and the first
         rows only (50,000 rows would be megabytes in a notebook)."""
         rows = self._rows(self[:HTML_ROWS])
-        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in _COLUMNS)
+        columns = self._columns()
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in columns)
         body = "".join(
             "<tr>"
-            + "".join(f"<td style='text-align:left'>{html.escape(row[c])}</td>" for c in _COLUMNS)
+            + "".join(f"<td style='text-align:left'>{html.escape(row[c])}</td>" for c in columns)
             + "</tr>"
             for row in rows
         )
         if not rows:
-            body = f"<tr><td colspan='{len(_COLUMNS)}'>no jobs</td></tr>"
+            body = f"<tr><td colspan='{len(columns)}'>no jobs</td></tr>"
         if len(self) > HTML_ROWS:
             more = len(self) - HTML_ROWS
             body += (
-                f"<tr><td colspan='{len(_COLUMNS)}'>... and {more} more "
+                f"<tr><td colspan='{len(columns)}'>... and {more} more "
                 f"(<code>cluster.jobs</code> lists every job)</td></tr>"
             )
             return (

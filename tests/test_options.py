@@ -66,7 +66,8 @@ def documented_parameters(cls: type) -> list[str]:
 
 def accepted_by_cluster(cluster_cls: type) -> set[str]:
     own = set(inspect.signature(JobQueueCluster.__init__).parameters) - {"self", "job_kwargs"}
-    return own | accepted_keywords(cluster_cls.job_cls)
+    # underscored: internal (a pool's link to its cluster), not a user keyword
+    return {k for k in own if not k.startswith("_")} | accepted_keywords(cluster_cls.job_cls)
 
 
 def accepted_by_job(job_cls: type) -> set[str]:

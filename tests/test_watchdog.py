@@ -643,8 +643,8 @@ def test_the_cluster_wiring_journals_each_submission_and_ending(monkeypatch, tmp
     the watchdog removes and the engine's own way of cancelling (array ranges)."""
     import asyncio
 
-    from dask_jobqueue.cluster import _watchdog_for
     from dask_jobqueue.slurm import SLURMJob
+    from dask_jobqueue.supervisor import _watchdog_for
 
     from .fakes import engine_with
 
