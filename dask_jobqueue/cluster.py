@@ -44,7 +44,7 @@ from .options import (
 from .pools import PoolShape, worker_resources
 from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
-from .tracking import JobTable
+from .tracking import JobState, JobTable
 
 if TYPE_CHECKING:
     from .engine import BatchSystem
@@ -853,9 +853,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                     print(f"[{type(self).__name__}] {line}", file=sys.stderr)
                 last_line = line
             if deadline is not None and time.monotonic() > deadline:
+                # the jobs without connected workers say why; at most 20 rows (not 50,000)
+                waiting = JobTable(r for r in self.jobs if r.state != JobState.CONNECTED)
                 raise TimeoutError(
                     f"Only {running} of {n_workers} workers connected within {timeout}s. "
-                    f"{self.jobs_summary()}\n{self.jobs!r}"
+                    f"{self.jobs_summary()}\n{waiting.head(20)}"
                 )
             await asyncio.sleep(0.2)
 

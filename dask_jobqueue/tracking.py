@@ -193,6 +193,13 @@ class JobTable(list):
 
     __str__ = __repr__
 
+    def head(self, rows: int = 20) -> str:
+        """The table's first ``rows`` rows as text, and how many more there are."""
+        text = repr(JobTable(self[:rows]))
+        if len(self) > rows:
+            text += f"\n... and {len(self) - rows} more (cluster.jobs lists every job)"
+        return text
+
     def _repr_html_(self) -> str:
         """The table as HTML; past :data:`HTML_ROWS` jobs, the summary line and the first
         rows only (50,000 rows would be megabytes in a notebook)."""
