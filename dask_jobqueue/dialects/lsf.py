@@ -26,6 +26,7 @@ from ..dialect import (
     adopt_one_array,
     group_tasks,
     index_spans,
+    log_file,
     simple_parser,
     single_array_id,
 )
@@ -402,22 +403,13 @@ def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
     return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
 
 
-def _log_file(suffix: str) -> Any:
-    def value(job: Any) -> str | None:
-        if job.log_directory is None:
-            return None
-        return lsf_log_file(job.log_directory, job.job_name, suffix)
-
-    return value
-
-
 #: The ``#BSUB`` lines of a job script. The project is written in double quotes (its
 #: option refuses what they cannot carry); all slots of a job on one host.
 HEADER = HeaderTable(
     (
         Directive("-J {}", "job_name"),
-        Directive("-e {}", _log_file("err")),
-        Directive("-o {}", _log_file("out")),
+        Directive("-e {}", log_file(lsf_log_file, "err")),
+        Directive("-o {}", log_file(lsf_log_file, "out")),
         Directive("-q {}", "queue"),
         Directive('-P "{}"', "project"),
         Directive("-n {}", "ncpus"),

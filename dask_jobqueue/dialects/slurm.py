@@ -26,6 +26,7 @@ from ..dialect import (
     group_tasks,
     hms_seconds,
     index_spans,
+    log_file,
     missing_ids,
     simple_parser,
     single_array_id,
@@ -302,22 +303,13 @@ def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
     )
 
 
-def _log_file(suffix: str) -> Any:
-    def value(job: Any) -> str | None:
-        if job.log_directory is None:
-            return None
-        return slurm_log_file(job.log_directory, job.job_name, suffix)
-
-    return value
-
-
 #: The ``#SBATCH`` lines of a job script. queue, account, job_name, walltime and job_mem are
 #: checked words without blanks or quotes; the log paths are the only free text, quoted.
 HEADER = HeaderTable(
     (
         Directive("-J {}", "job_name"),
-        Directive("-e {}", _log_file("err")),
-        Directive("-o {}", _log_file("out")),
+        Directive("-e {}", log_file(slurm_log_file, "err")),
+        Directive("-o {}", log_file(slurm_log_file, "out")),
         Directive("-p {}", "queue"),
         Directive("-A {}", "account"),
         Directive("-n 1"),
