@@ -56,8 +56,8 @@ SCHEDULER_CHECK_SECONDS = 5
 SCHEDULER_UNREACHABLE_MESSAGE = (
     "dask-jobqueue: cannot reach the Dask scheduler at {address} from node {node} (tried for "
     "{seconds} s: {error}). If its cluster is still running, compute nodes cannot reach that "
-    "address: set interface (e.g. interface='ib0') to a network the compute nodes share with "
-    "the scheduler's host, or scheduler_options contact_address or host to an address they "
+    "address: set interface (e.g. ib0) to a network the compute nodes share with "
+    "the scheduler host, or scheduler_options contact_address or host to an address they "
     "can reach. Exiting without starting workers."
 )
 
@@ -575,8 +575,8 @@ def explain_death(job: Job, record: JobRecord) -> str:
         # scheduler is unreachable; its line is in the output this process cannot see
         what += (
             f". Most likely its scheduler check could not reach the Dask scheduler at "
-            f"{job.scheduler} from the compute node: set interface (e.g. interface='ib0') to "
-            "a network the compute nodes share with the scheduler's host, or "
+            f"{job.scheduler} from the compute node: set interface (e.g. ib0) to "
+            "a network the compute nodes share with the scheduler host, or "
             "scheduler_options contact_address or host to an address they can reach"
         )
     if paths:

@@ -359,7 +359,7 @@ def test_check_on_slurm_diagnoses_an_unreachable_scheduler(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "FAILED: the job could not reach the scheduler" in result.stderr
     assert f"cannot reach the Dask scheduler at {address} from node " in result.stderr
-    assert "set interface (e.g. interface='ib0')" in result.stderr
+    assert "set interface (e.g. ib0)" in result.stderr
     assert "scheduler_options contact_address or host" in result.stderr
     assert name not in _squeue_names()
 
