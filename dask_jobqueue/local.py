@@ -160,7 +160,7 @@ def _private_directory(value: Any, keyword: str, owner: type) -> str:
         )
     # and no parent in which anyone could rename it and put another in its place
     check_shared_directory(path, keyword, "the job scripts")
-    check_writable_directory(text, keyword)
+    check_writable_directory(text, keyword, probe=True)
     return text
 
 

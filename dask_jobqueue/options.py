@@ -16,6 +16,7 @@ import inspect
 import os
 import re
 import sys
+import tempfile
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -179,12 +180,25 @@ def _memory(value: Any, keyword: str, owner: type) -> int:
     return nbytes
 
 
-def check_writable_directory(value: Any, keyword: str) -> None:
+def check_writable_directory(value: Any, keyword: str, probe: bool = False) -> None:
     """``ValueError`` naming ``keyword`` when ``value`` is an existing directory this user
     cannot create files in: refused when the job is built, not when its first files cannot
-    be written (one ``access`` call; a path with ``$VARIABLES`` is the job shell's)."""
+    be written (one ``access`` call; a path with ``$VARIABLES`` is the job shell's).
+
+    With ``probe``, a file is also created and removed there: ``access`` says yes to root
+    for directories no one can create files in (``/proc``). Used where this process itself
+    writes into the directory (the local backend's job scripts)."""
     path = os.path.expandvars(os.path.expanduser(str(value)))
-    if "$" not in path and os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
+    if "$" in path or not os.path.isdir(path):
+        return
+    writable = os.access(path, os.W_OK | os.X_OK)
+    if writable and probe:
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError:
+            writable = False
+    if not writable:
         raise ValueError(
             f"{keyword}={value!r} is a directory this user cannot write to: the jobs could "
             "not write their files there. Choose a directory you can write to, on a "

@@ -300,6 +300,10 @@ def test_existing_log_directory_that_cannot_be_written_is_refused_at_constructio
     # is a directory nobody (root included) may create files in
     with pytest.raises(ValueError, match=r"log_directory='/proc/self' is a directory this user"):
         LocalCluster(cores=1, memory="1GB", log_directory="/proc/self")
+    # /proc: os.access says yes to root, but no file can be created there; the local backend
+    # writes its job scripts itself, so it tries
+    with pytest.raises(ValueError, match=r"log_directory='/proc' is a directory this user"):
+        LocalCluster(cores=1, memory="1GB", log_directory="/proc")
 
 
 def _python(code: str, config_dir: Path) -> subprocess.CompletedProcess:
