@@ -355,12 +355,14 @@ def _type(value: Any, keyword: str, owner: type) -> type:
 
 def _job_name(value: Any, keyword: str, owner: type) -> str:
     """A job name: written in the job's header, where no shell expands ``$VARIABLES``."""
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9_.+@%:$-]+$", value):
+    try:
+        check_name(value, keyword)  # the characters every name may hold ($VAR, ${VAR} too)
+    except ValueError:
         raise ValueError(
             f"{keyword}={value!r} is not a valid name: use letters, digits and "
             "_ . + @ % : - (a job name is written in the job's header, where $VARIABLES are not "
             "expanded)"
-        )
+        ) from None
     if "$" in value:
         warnings.warn(
             f"{keyword}={value!r} is written as is in the job's header: batch systems do not "
