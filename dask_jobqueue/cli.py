@@ -377,6 +377,12 @@ def show_config(section: str | None) -> int:
             source = "default"
         rows.append((key, _render(current), source))
     print(f"jobqueue.{section}  (default = built-in, from {DEFAULTS_FILE})")
+    if section not in SCHEDULERS:
+        print(
+            f"  (a section of your own: the cluster class you use it with fills in the keys it "
+            f"does not set from its built-in section, e.g. SLURMCluster(config_name="
+            f"{section!r}) from `{PROG} config slurm`'s defaults)"
+        )
     key_width = max((len(r[0]) for r in rows), default=0)
     value_width = min(max((len(r[1]) for r in rows), default=0), 40)
     for key, value, source in rows:

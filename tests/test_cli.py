@@ -153,6 +153,19 @@ def test_bare_job_script_works_on_a_fresh_install(tmp_path):
     assert "#SBATCH --cpus-per-task=4" in result.stdout.splitlines()
 
 
+def test_config_of_a_custom_section_says_where_the_other_keys_come_from(tmp_path):
+    (tmp_path / "site.yaml").write_text("jobqueue:\n  mysite:\n    cores: 4\n")
+    result = run_cli("config", "mysite", env={"DASK_CONFIG": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "fills in the keys it does not set from its built-in section, e.g. "
+        "SLURMCluster(config_name='mysite') from `dask-jobqueue config slurm`'s defaults"
+        in " ".join(result.stdout.split())
+    )
+    built_in = run_cli("config", "slurm", env={"DASK_CONFIG": str(tmp_path)})
+    assert "a section of your own" not in built_in.stdout
+
+
 def test_htcondor_disk_flag(tmp_path):
     result = run_cli(
         "job-script", "htcondor", "--cores", "1", "--memory", "1GB", "--disk", "3GB",
