@@ -60,10 +60,22 @@ PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
 #: Seconds the job script tries to reach the scheduler before giving up.
 SCHEDULER_CHECK_SECONDS = 5
 
+#: The line the check prints when the scheduler is unreachable, with ``{address}``,
+#: ``{node}``, ``{seconds}`` and ``{error}`` for its parts.
+SCHEDULER_UNREACHABLE_MESSAGE = (
+    "dask-jobqueue: cannot reach the Dask scheduler at {address} from node {node} (tried for "
+    "{seconds} s: {error}). If its cluster is still running, compute nodes cannot reach that "
+    "address: set interface (e.g. ib0) to a network the compute nodes share with "
+    "the scheduler host, or scheduler_options contact_address or host to an address they "
+    "can reach. Exiting without starting workers."
+)
+
 # The reachability check of the job script: `python -c` code with the scheduler address as
 # argument, on one line (HTCondor's Arguments are one line): exit 0 when a TCP connection
 # succeeds (or the protocol is not tcp/tls), exit 3 with one line on stderr when none did
-# within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786.
+# within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786. The line
+# says what was tried, from which node, for how long and which settings to change; it is
+# quoted in docs/troubleshooting.rst (checked by a test).
 _SCHEDULER_CHECK_SOURCE = f"""\
 import socket, sys, time
 a = sys.argv[1]
@@ -71,16 +83,16 @@ s, _, r = a.partition("://")
 h, _, p = r.rpartition(":")
 if s not in ("tcp", "tls") or not p.isdigit(): sys.exit(0)
 h = h[1:-1] if h.startswith("[") else h
-end = time.monotonic() + {SCHEDULER_CHECK_SECONDS}
+t = time.monotonic()
 while True:
     try:
         socket.create_connection((h, int(p)), 2).close()
         sys.exit(0)
     except OSError as e:
         err = e
-    if time.monotonic() > end: break
+    if time.monotonic() - t > {SCHEDULER_CHECK_SECONDS}: break
     time.sleep(0.5)
-print("dask-jobqueue: scheduler " + a + " unreachable (" + str(err) + "): its cluster is gone, exiting without starting workers", file=sys.stderr)
+print({SCHEDULER_UNREACHABLE_MESSAGE!r}.format(address=a, node=socket.gethostname(), seconds="%.0f" % (time.monotonic() - t), error=err), file=sys.stderr)
 sys.exit(3)
 """
 _SCHEDULER_CHECK = 'exec("{}")'.format(
@@ -554,10 +566,26 @@ def explain_death(job: Job, record: JobRecord) -> str:
     for path in paths:
         tail = _tail(path, _STDERR_TAIL_LINES)
         if tail:
+            # the job script's own diagnosis first: the address, the node, what to change
+            unreachable = [line for line in tail.splitlines() if line.startswith(_UNREACHABLE)]
+            if unreachable:
+                return f"{what}: {unreachable[-1].removeprefix('dask-jobqueue: ')} (from {path})"
             return f"{what}. Last lines of {path}:\n{tail}"
+    if job.scheduler_check and record.exit_code == 0 and not record.ever_connected:
+        # a job that did nothing and ended with status 0 is what the check does when the
+        # scheduler is unreachable; its line is in the output this process cannot see
+        what += (
+            f". Most likely its scheduler check could not reach the Dask scheduler at "
+            f"{job.scheduler} from the compute node: set interface (e.g. ib0) to "
+            "a network the compute nodes share with the scheduler host, or "
+            "scheduler_options contact_address or host to an address they can reach"
+        )
     if paths:
         return f"{what}. No output found in {', '.join(str(p) for p in paths)}"
     return f"{what}. Set log_directory= to keep the jobs' output files."
+
+
+_UNREACHABLE = SCHEDULER_UNREACHABLE_MESSAGE.split("{", 1)[0]
 
 
 def _tail(path: Path | str, lines: int) -> str:
