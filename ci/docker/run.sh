@@ -26,11 +26,17 @@ compose=(docker-compose --ansi never -p "dask-jobqueue-ci-$name" -f "$here/compo
 timeout_s=${DJQ_DOCKER_TIMEOUT:-1800}
 
 timings=()
+current=""
 step() {
     local what=$1 t0=$SECONDS rc=0
     shift
     echo "--- $what"
-    "$@" || rc=$?
+    # In the background and waited for: a signal (CI timeout, ^C) runs the EXIT trap at once,
+    # not only when the step ends by itself.
+    "$@" &
+    current=$!
+    wait "$current" || rc=$?
+    current=""
     timings+=("$(printf '%-34s %5ds  %s' "$what" $((SECONDS - t0)) "$([ $rc -eq 0 ] && echo ok || echo "FAILED ($rc)")")")
     return $rc
 }
@@ -40,6 +46,12 @@ copied_tarball=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ -n "$current" ] && kill -0 "$current" 2>/dev/null; then
+        echo "--- interrupted: stopping the running step (pid $current)"
+        kill -TERM "$current" 2>/dev/null || true
+        wait "$current" 2>/dev/null || true
+        current=""
+    fi
     if bash "$here/dockerd.sh" status; then
         step "compose down" "${compose[@]}" down --remove-orphans --timeout 10 || rc=1
     fi
@@ -87,6 +99,8 @@ build() {
     return $rc
 }
 step "image build (compose build)" build || exit 1
+# The images this one replaced (older checkouts): dangling, and this daemon serves nobody else.
+docker image prune -f >/dev/null || true
 # The tests' container, with the image just built (`up --build` would print the whole cached
 # build again); it returns the tests' status.
 step "tests (compose up)" timeout "$timeout_s" "${compose[@]}" up --exit-code-from tests
