@@ -66,6 +66,7 @@ class JobTracker:
         self._ended: list[JobRecord] = []
         self._missing: dict[str, tuple[int, float]] = {}  # id -> (polls missed, first missed)
         self._final_held: dict[str, JobStatus] = {}  # final status held back while connected
+        self._interrupted: list[tuple[JobRecord, JobStatus]] = []  # not yet taken
         #: When the current listing outage began (the ``now`` of its first poll), else None.
         self.unlisted_since: float | None = None
 
@@ -212,14 +213,19 @@ class JobTracker:
                         "but its workers are still connected",
                         None,
                         status.native_state,
+                        interruption=status.interruption,
+                        interrupted_at=status.interrupted_at,
                     ),
                     now,
                 )
                 continue
             self._final_held.pop(job_id, None)
+            interruption = record.interruption
             changed |= record.apply(status, now)
             if record.state.is_final:
                 ended.append((record, status))
+            elif record.interruption is not None and record.interruption != interruption:
+                self._interrupted.append((record, status))
         for record, _ in ended:
             self._retire(record)
         return changed, ended
@@ -240,6 +246,13 @@ class JobTracker:
             elif not status.state.is_final:
                 return False
         return missing
+
+    def take_interrupted(self) -> list[tuple[JobRecord, JobStatus]]:
+        """Jobs seen preempted, suspended or requeued since the last call (each event once),
+        with the status that showed it; jobs that ended since are left out."""
+        taken = [(r, s) for r, s in self._interrupted if r.job_id in self._live]
+        self._interrupted = []
+        return taken
 
     def take_disconnected_finals(self, now: float) -> list[tuple[JobRecord, JobStatus]]:
         """Jobs whose final state was held back and whose workers have all left since."""

@@ -38,6 +38,21 @@ class JobState(str, enum.Enum):
         return self.value
 
 
+class Interruption(str, enum.Enum):
+    """Why a job stopped running its workers without ending: the same words for every
+    scheduler."""
+
+    #: chosen for preemption: still running, its workers retiring during the grace period
+    PREEMPTED = "preempted"
+    #: stopped in place (SIGSTOP): its workers freeze and come back if it resumes
+    SUSPENDED = "suspended"
+    #: back in the queue after it ran (Slurm requeue, SGE reschedule, HTCondor eviction...)
+    REQUEUED = "requeued"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 _FINAL_STATES = frozenset(
     {JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
 )
@@ -55,6 +70,10 @@ class JobStatus:
     #: (SGE ``Eqw``, an HTCondor hold by a time policy), or its end was only inferred (it
     #: vanished from the status commands) and it might still be queued or running.
     stuck: bool = False
+    #: The job is being preempted, is suspended or was requeued (see :class:`Interruption`).
+    interruption: Interruption | None = None
+    #: The batch system's word on when (Slurm's ``PreemptTime``), as it printed it.
+    interrupted_at: str | None = None
 
 
 @dataclass
@@ -75,11 +94,40 @@ class JobRecord:
     ever_connected: bool = False
     error: str | None = None  # explanation for a job that ended badly (with its stderr tail)
     pool: str | None = None  # the pool the job belongs to (None: the cluster's own jobs)
+    #: The last preemption, suspension or requeue seen (None: never interrupted).
+    interruption: Interruption | None = None
+    #: When it was first seen (this process's clock), and the batch system's own time text.
+    interrupted_at: float | None = None
+    interrupted_when: str | None = None
+    #: Times the job went back to the queue after it had run.
+    requeues: int = 0
+    #: How the capacity comes back: "requeued" (the same job) or "replaced by <name>".
+    capacity: str | None = None
 
     def apply(self, status: JobStatus, now: float | None = None) -> bool:
-        """Update from a status report; return True if the visible state changed."""
+        """Update from a status report; return True if the visible state changed.
+
+        A job seen waiting again after it ran is requeued, whatever the batch system calls
+        it; an interruption the status names (preempted, suspended) is recorded when first
+        seen, with the batch system's time for it.
+        """
         now = time.time() if now is None else now
-        before = (self.state, self.reason, self.exit_code)
+        before = (self.state, self.reason, self.exit_code, self.interruption)
+        event = status.interruption
+        if (
+            event is None
+            and status.state.is_waiting
+            and self.state in (JobState.RUNNING, JobState.CONNECTED)
+        ):
+            event = Interruption.REQUEUED
+        if event is not None and event != self.interruption:
+            self.interruption = event
+            self.interrupted_at = now
+            self.interrupted_when = status.interrupted_at
+            if event == Interruption.REQUEUED:
+                self.requeues += 1
+        elif event is None and self.interruption == Interruption.SUSPENDED:
+            self.interruption = None  # resumed
         state = status.state
         if state == JobState.RUNNING and self.workers_connected:
             state = JobState.CONNECTED
@@ -92,7 +140,19 @@ class JobRecord:
         self.native_state = status.native_state
         if status.exit_code is not None:
             self.exit_code = status.exit_code
-        return before != (self.state, self.reason, self.exit_code)
+        return before != (self.state, self.reason, self.exit_code, self.interruption)
+
+    @property
+    def interruption_note(self) -> str | None:
+        """``preempted at 2026-12-07T15:23:07; replaced by job-4``, or None."""
+        if self.interruption is None:
+            return None
+        note = str(self.interruption)
+        if self.interrupted_when:
+            note += f" at {self.interrupted_when}"
+        if self.capacity and self.capacity != note:
+            note += f"; {self.capacity}"
+        return note
 
     def set_connected_workers(self, count: int, now: float | None = None) -> bool:
         """Record how many of this job's workers are connected; True if the state changed."""
@@ -124,6 +184,10 @@ class JobRecord:
             "ended_at": self.ended_at,
             "error": self.error,
             "pool": self.pool,
+            "interruption": None if self.interruption is None else self.interruption.value,
+            "interrupted_at": self.interrupted_at,
+            "requeues": self.requeues,
+            "capacity": self.capacity,
         }
 
 
@@ -151,7 +215,7 @@ class JobTable(list):
                     "job_id": r.job_id,
                     "name": r.name,
                     "state": r.state.value,
-                    "reason": r.reason or "",
+                    "reason": "; ".join(filter(None, (r.interruption_note, r.reason))),
                     "exit_code": "" if r.exit_code is None else str(r.exit_code),
                     "workers": f"{r.workers_connected}/{r.workers_expected}",
                     "age": _format_age(now - r.submitted_at),

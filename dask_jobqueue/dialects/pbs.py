@@ -46,7 +46,7 @@ from ..dialect import (
     index_spans,
 )
 from ..tags import TAG_PATTERN, TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,9 @@ def pbs_job_status(
                 reason = "Job suspended"
         elif reason is None and native == "W":
             reason = "waiting for its start time"
-    return JobStatus(state, reason, None, native)
+    # S (qsig -s suspend, or preemption by suspension) and U (PBS Pro: workstation busy)
+    interruption = Interruption.SUSPENDED if native in ("S", "U") else None
+    return JobStatus(state, reason, None, native, interruption=interruption)
 
 
 def parse_qstat_json(stdout: str) -> dict[str, JobStatus]:
