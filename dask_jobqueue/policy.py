@@ -143,9 +143,10 @@ class FailurePolicy:
             # held: it cannot start by itself (Slurm's BeginTime after a requeue); a fresh
             # job can, as soon as the resources are free
             held = status.state == JobState.HELD
-            return InterruptionDecision(
-                retire=record.workers_connected > 0, replace=held, keep_requeued=not held
-            )
+            # workers still counted while it waits are the killed run's; a job seen running
+            # again (a rerun) may already have new ones
+            leftovers = status.state.is_waiting and record.workers_connected > 0
+            return InterruptionDecision(retire=leftovers, replace=held, keep_requeued=not held)
         return InterruptionDecision()
 
     def _earliest_slot(self, now: float, at: float, cap: int) -> float:

@@ -413,7 +413,7 @@ class JobSupervisor:
                 new_name,
             )
             jobs.append((record.name, cluster.workers.pop(record.name)))
-        await self.stop_jobs(jobs, "requeued but held; cancelled for a replacement")
+        await self.stop_jobs(jobs, "cancelled while held after the requeue")
         await cluster.correct_state()
 
     # ------------------------------------------------------------------ walltime

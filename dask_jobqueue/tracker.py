@@ -203,6 +203,7 @@ class JobTracker:
                     continue
             else:
                 self._missing.pop(job_id, None)
+            seen = (record.interruption, record.requeues)
             if status.state.is_final and record.workers_connected:
                 # The workers are the truth: the job lives while they are connected.
                 self._final_held[job_id] = status
@@ -218,14 +219,14 @@ class JobTracker:
                     ),
                     now,
                 )
+                self._note_interruption(record, status, seen)
                 continue
             self._final_held.pop(job_id, None)
-            interruption = record.interruption
             changed |= record.apply(status, now)
             if record.state.is_final:
                 ended.append((record, status))
-            elif record.interruption is not None and record.interruption != interruption:
-                self._interrupted.append((record, status))
+            else:
+                self._note_interruption(record, status, seen)
         for record, _ in ended:
             self._retire(record)
         return changed, ended
@@ -246,6 +247,12 @@ class JobTracker:
             elif not status.state.is_final:
                 return False
         return missing
+
+    def _note_interruption(
+        self, record: JobRecord, status: JobStatus, seen: tuple[object, int]
+    ) -> None:
+        if record.interruption is not None and (record.interruption, record.requeues) != seen:
+            self._interrupted.append((record, status))
 
     def take_interrupted(self) -> list[tuple[JobRecord, JobStatus]]:
         """Jobs seen preempted, suspended or requeued since the last call (each event once),

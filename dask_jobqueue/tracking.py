@@ -74,6 +74,9 @@ class JobStatus:
     interruption: Interruption | None = None
     #: The batch system's word on when (Slurm's ``PreemptTime``), as it printed it.
     interrupted_at: str | None = None
+    #: How many times the batch system has started the job (PBS ``run_count``, HTCondor
+    #: ``NumJobStarts``), where it says: a count that grows means it was requeued and rerun.
+    starts: int | None = None
 
 
 @dataclass
@@ -101,6 +104,8 @@ class JobRecord:
     interrupted_when: str | None = None
     #: Times the job went back to the queue after it had run.
     requeues: int = 0
+    #: The batch system's last start count of the job (see :attr:`JobStatus.starts`).
+    starts: int | None = None
     #: How the capacity comes back: "requeued" (the same job) or "replaced by <name>".
     capacity: str | None = None
 
@@ -120,7 +125,14 @@ class JobRecord:
             and self.state in (JobState.RUNNING, JobState.CONNECTED)
         ):
             event = Interruption.REQUEUED
-        if event is not None and event != self.interruption:
+        rerun = (
+            status.starts is not None and self.starts is not None and status.starts > self.starts
+        )
+        if status.starts is not None:
+            self.starts = status.starts
+        if event is None and rerun:
+            event = Interruption.REQUEUED
+        if event is not None and (event != self.interruption or rerun):
             self.interruption = event
             self.interrupted_at = now
             self.interrupted_when = status.interrupted_at

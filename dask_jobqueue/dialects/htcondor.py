@@ -135,7 +135,13 @@ def condor_status(ad: Mapping[str, Any]) -> JobStatus:
                 "%Y-%m-%dT%H:%M:%SZ"
             )
     return JobStatus(
-        state, reason, exit_code, native, interruption=interruption, interrupted_at=when
+        state,
+        reason,
+        exit_code,
+        native,
+        interruption=interruption,
+        interrupted_at=when,
+        starts=_int(ad.get("NumJobStarts")),
     )
 
 
