@@ -169,6 +169,11 @@ class JobRecord:
     def set_connected_workers(self, count: int, now: float | None = None) -> bool:
         """Record how many of this job's workers are connected; True if the state changed."""
         self.workers_connected = count
+        if self.interruption == Interruption.SUSPENDED and self.state == JobState.HELD:
+            # its workers are stopped with it: still registered, not working
+            if count:
+                self.ever_connected = True
+            return False
         if count and not self.state.is_final:
             self.ever_connected = True
             if self.state != JobState.CONNECTED:
@@ -227,7 +232,7 @@ class JobTable(list):
                     "job_id": r.job_id,
                     "name": r.name,
                     "state": r.state.value,
-                    "reason": "; ".join(filter(None, (r.interruption_note, r.reason))),
+                    "reason": _reason(r),
                     "exit_code": "" if r.exit_code is None else str(r.exit_code),
                     "workers": f"{r.workers_connected}/{r.workers_expected}",
                     "age": _format_age(now - r.submitted_at),
@@ -300,6 +305,16 @@ class JobTable(list):
         import pandas as pd
 
         return pd.DataFrame([r.as_dict() for r in self])
+
+
+def _reason(record: JobRecord) -> str:
+    """The reason column: the interruption (``preempted at ...; replaced by ...``), then the
+    batch system's reason unless it only repeats it (``suspended``)."""
+    note = record.interruption_note
+    reason = record.reason
+    if note and reason and str(record.interruption) in reason.lower():
+        reason = None
+    return "; ".join(filter(None, (note, reason)))
 
 
 def _format_age(seconds: float) -> str:

@@ -360,3 +360,28 @@ def test_the_preemption_page_names_real_settings_and_defaults():
     assert '"jobqueue.slurm.poll-interval-max": "5s"' in text
     index = (Path(__file__).parents[1] / "docs" / "index.rst").read_text()
     assert "\n   preemption\n" in index
+
+
+def test_a_suspended_job_stays_suspended_while_its_frozen_workers_are_registered():
+    tracker, _ = tracked()
+    suspended = JobStatus(
+        JobState.HELD, "suspended", None, "s", interruption=Interruption.SUSPENDED
+    )
+    observe(tracker, suspended, now=10.0)
+    changed, _ = tracker.set_connected({"job-0": 1}, now=11.0)
+    (record,) = tracker.live
+    assert not changed and record.state == JobState.HELD
+    assert repr(JobTable([record])).splitlines()[1].split()[3] == "suspended"
+    observe(tracker, RUNNING, now=20.0)
+    assert record.state == JobState.CONNECTED and record.interruption is None
+
+
+def test_oar_suspended_job_is_suspended_not_requeued():
+    from dask_jobqueue.dialects.oar import oar_job_status
+
+    status = oar_job_status({"state": "Suspended"})
+    assert (status.state, status.interruption) == (JobState.HELD, Interruption.SUSPENDED)
+    tracker, policy = tracked()
+    ((record, status),) = observe(tracker, status, now=10.0)
+    assert record.interruption == Interruption.SUSPENDED and record.requeues == 0
+    assert policy.job_interrupted(record, status) == InterruptionDecision()
