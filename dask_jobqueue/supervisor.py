@@ -398,7 +398,7 @@ class JobSupervisor:
             # in the background: moving the data may take longer than a poll
             retirement = asyncio.ensure_future(cluster.retire_job_workers(to_retire, close=True))
             self._retirements.add(retirement)
-            retirement.add_done_callback(self._retirements.discard)
+            retirement.add_done_callback(self._retirement_done)
         if not to_replace:
             return
         jobs = []
@@ -415,6 +415,15 @@ class JobSupervisor:
             jobs.append((record.name, cluster.workers.pop(record.name)))
         await self.stop_jobs(jobs, "cancelled while held after the requeue")
         await cluster.correct_state()
+
+    def _retirement_done(self, retirement: asyncio.Future) -> None:
+        self._retirements.discard(retirement)
+        if not retirement.cancelled() and retirement.exception() is not None:
+            logger.warning(
+                "Retiring the workers of a preempted job failed (the batch system ends them "
+                "at the end of its grace period): %r",
+                retirement.exception(),
+            )
 
     # ------------------------------------------------------------------ walltime
 

@@ -306,10 +306,15 @@ def test_a_retirement_that_hangs_does_not_hold_the_poller_and_is_cancelled_at_cl
         cluster, engine, supervisor = make(wanted=1)
         await start_wanted(cluster, supervisor)
         started = asyncio.Event()
+        cancelled = []
 
         async def hangs(names, close=False):
             started.set()
-            await asyncio.Event().wait()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(names)
+                raise
 
         cluster.retire_job_workers = hangs  # type: ignore[method-assign]
         record = supervisor.tracker.by_name("job-0")
@@ -318,13 +323,40 @@ def test_a_retirement_that_hangs_does_not_hold_the_poller_and_is_cancelled_at_cl
         record.apply(status, 2.0)
         await asyncio.wait_for(supervisor.jobs_interrupted([(record, status)]), 5)
         await asyncio.wait_for(started.wait(), 5)
-        pending = list(supervisor._retirements)
+        before_close = list(cancelled)
         await supervisor.stop_submitting()
-        await asyncio.sleep(0)
-        return pending
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return before_close, cancelled
 
-    (retirement,) = asyncio.run(scenario())
-    assert retirement.cancelled()
+    before_close, cancelled = asyncio.run(scenario())
+    assert before_close == [] and cancelled == [["job-0"]]
+
+
+def test_a_retirement_that_fails_is_logged_not_raised(caplog):
+    async def scenario():
+        cluster, engine, supervisor = make(wanted=1)
+        await start_wanted(cluster, supervisor)
+
+        async def fails(names, close=False):
+            raise RuntimeError("scheduler gone")
+
+        cluster.retire_job_workers = fails  # type: ignore[method-assign]
+        record = supervisor.tracker.by_name("job-0")
+        record.set_connected_workers(1, 1.0)
+        status = JobStatus(JobState.RUNNING, interruption=Interruption.PREEMPTED)
+        record.apply(status, 2.0)
+        await supervisor.jobs_interrupted([(record, status)])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return cluster, engine, supervisor
+
+    with caplog.at_level("WARNING", logger="dask_jobqueue.supervisor"):
+        cluster, engine, supervisor = asyncio.run(scenario())
+    assert "Retiring the workers of a preempted job failed" in caplog.text
+    assert "scheduler gone" in caplog.text
+    assert supervisor.pending_error is None and engine.cancelled == []
+    assert list(cluster.worker_spec) == ["job-0"]
 
 
 def test_nothing_is_replaced_for_an_interrupted_job_while_the_cluster_closes():
