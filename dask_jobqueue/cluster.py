@@ -458,8 +458,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             counts[job_name] = counts.get(job_name, 0) + 1
         return counts
 
-    async def retire_job_workers(self, names: Sequence[str]) -> None:
-        """Retire the Dask workers of these jobs (their data moves to other workers)."""
+    async def retire_job_workers(self, names: Sequence[str], close: bool = False) -> None:
+        """Retire the Dask workers of these jobs (their data moves to other workers);
+        ``close``: the workers exit too (else the job's cancellation ends them)."""
         if self.scheduler.status != Status.running:
             return
         worker_names: set[str] = set()
@@ -475,7 +476,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         ]
         if addresses:
             with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await self.scheduler_comm.retire_workers(workers=addresses)
+                await self.scheduler_comm.retire_workers(workers=addresses, close_workers=close)
 
     async def correct_state(self) -> None:
         """Submit wanted jobs that do not run, cancel running ones that are not wanted."""

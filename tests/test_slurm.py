@@ -184,7 +184,7 @@ def test_purged_jobs_are_finished(monkeypatch):
             "-j",
             "3,21",
             "-O",
-            "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|",
+            "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|,PreemptTime:|",
         ],
         ["sacct", "-X", "-P", "-n", "-j", "3", "-o", "JobID,State,ExitCode"],
     ]

@@ -31,7 +31,7 @@ from ..dialect import (
     single_array_id,
 )
 from ..tags import TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "HEADER",
@@ -121,6 +121,7 @@ _STATES: dict[str, JobState] = {
     "EXIT": JobState.FAILED,
     "ZOMBI": JobState.FAILED,
 }
+_SUSPENDED_STATES = frozenset({"PSUSP", "USUSP", "SSUSP"})
 _SUSPENDED_REASONS = {
     "USUSP": "suspended by the user or the administrator while running",
     "SSUSP": "suspended by LSF while running",
@@ -175,7 +176,12 @@ def lsf_status(
         reason = "the execution host does not answer"
     if not state.is_final:
         code = None
-    return JobStatus(state, reason, code, native)
+    interruption = None
+    if native in _SUSPENDED_STATES:
+        interruption = Interruption.SUSPENDED
+    elif state.is_final and why.startswith("TERM_PREEMPT"):
+        interruption = Interruption.PREEMPTED
+    return JobStatus(state, reason, code, native, interruption=interruption)
 
 
 def _task_id(job_id: str, index: str = "") -> str | None:

@@ -26,7 +26,7 @@ from ..dialect import (
     simple_parser,
 )
 from ..tags import TAG_PATTERN, TAG_VARIABLE, TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "DIALECT",
@@ -112,7 +112,9 @@ def oar_job_status(record: Mapping[str, Any]) -> JobStatus:
     if state == JobState.QUEUED:
         return JobStatus(state, _waiting_reason(native, record), None, native)
     if state == JobState.HELD:
-        return JobStatus(state, native, None, native)
+        # oarhold -r / a suspension by the admin: stopped in place, not requeued
+        interruption = Interruption.SUSPENDED if native == "Suspended" else None
+        return JobStatus(state, native, None, native, interruption=interruption)
     return JobStatus(state, None, None, native)
 
 
