@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 
+from dask_jobqueue._shell import CommandError
 from dask_jobqueue.slurm import SLURMJob
 
 from .fakes import cancel, engine_with
@@ -100,3 +101,30 @@ def test_several_commands_each_settled_on_its_own():
     assert engine.live_ids == set(bad)
     assert [len(c) - 1 for c in runner.calls[:1]] == [1000]
     assert engine.commands["cancel"] <= 2 * (1 + 4 * math.ceil(math.log2(1000)) + 4)
+
+
+def test_a_cancel_that_times_out_is_not_split():
+    """Each piece would wait as long again: a command that did not answer is retried, then
+    its ids are left whole (for the exit finalizer)."""
+
+    def answer(argv):
+        raise CommandError(argv, None, reason="timed out after 30s")
+
+    ids = ["41", "42", "43", "44"]
+    engine, runner = engine_with(_job(), answer, submitted=_submitted(ids))
+    assert cancel(engine, ids) == ids
+    assert runner.calls == [["scancel", *ids]] * engine.cancel_attempts
+    assert engine.live_ids == set(ids)
+
+
+def test_splitting_stops_at_a_piece_that_times_out():
+    def answer(argv):
+        if len(argv) == 5:  # the whole chunk: refused
+            return (1, REFUSED.format(argv[1]))
+        raise CommandError(argv, None, reason="timed out after 30s")
+
+    ids = ["51", "52", "53", "54"]
+    engine, runner = engine_with(_job(), answer, submitted=_submitted(ids))
+    assert sorted(cancel(engine, ids)) == ids
+    assert runner.calls[engine.cancel_attempts :] == [["scancel", "51", "52"]]
+    assert engine.live_ids == set(ids)

@@ -4,7 +4,9 @@ A cancel command that fails for real (not only "already gone") is retried; if it
 fails and it named several ids, its ids are settled a few at a time: the chunk is split in
 halves, each tried once, and so on down to single ids, so one id the batch system refuses
 does not leave the others of its command behind. The splitting is bounded (a batch system
-refusing everything costs a few dozen commands more, not one per id).
+refusing everything costs a few dozen commands more, not one per id), and only follows
+answers: a command that timed out or could not run is not split (each piece would wait as
+long again).
 """
 
 from __future__ import annotations
@@ -26,18 +28,25 @@ _CANCEL_MAX_IDS = 1000
 #: Cancels of more ids than this are split into commands in a thread.
 _CHUNK_IN_THREAD = 2000
 
-#: Try one piece (its ids): yields the piece, is sent whether it was cancelled, returns the
-#: ids left behind.
-Settlement = Generator[list[str], bool, list[str]]
+#: Yields each piece (ids) to try in one command, is sent that command's real failure (or
+#: ``None``: cancelled), returns the ids left behind.
+Settlement = Generator[list[str], CommandError | None, list[str]]
+
+
+def answered(error: CommandError) -> bool:
+    """Whether a failed command ran and answered (an exit status), rather than timing out
+    or not starting at all."""
+    return error.returncode is not None
 
 
 def settle(chunk: list[str]) -> Settlement:
-    """Which pieces of a cancel ``chunk`` to try after its command failed, until each id
-    is cancelled or known to fail alone; returns the ids left behind.
+    """Which pieces of a cancel ``chunk`` to try after its command was refused, until each
+    id is cancelled or refused alone; returns the ids left behind.
 
-    Halves are tried one command each; a failing piece of one id is left. At most
+    Halves are tried one command each; a refused piece of one id is left. At most
     ``4 * ceil(log2(len(chunk))) + 4`` commands: enough to isolate a few refused ids among
-    thousands, bounded when every command fails.
+    thousands, bounded when every command fails. A piece whose command did not answer
+    (:func:`answered`) stops the splitting: what is not settled yet is left.
     """
     budget = 4 * math.ceil(math.log2(max(len(chunk), 2))) + 4
     pending = [chunk] if len(chunk) > 1 else []
@@ -45,13 +54,16 @@ def settle(chunk: list[str]) -> Settlement:
     while pending:
         piece = pending.pop(0)
         halves = [piece[: len(piece) // 2], piece[len(piece) // 2 :]]
-        for half in halves:
+        for k, half in enumerate(halves):
             if budget <= 0:
                 left += half
                 continue
             budget -= 1
-            if (yield half):
+            failure = yield half
+            if failure is None:
                 continue
+            if not answered(failure):
+                return left + [i for h in halves[k:] for i in h] + [i for p in pending for i in p]
             if len(half) == 1:
                 left += half
             else:
@@ -168,15 +180,17 @@ class Canceller:
                 error = await self._try(chunk)
             if error is None:
                 continue
-            steps = settle(chunk)
-            try:
-                piece = next(steps)
-                while True:
-                    failure = await self._try(piece)
-                    error = failure or error  # the last refusal, naming the ids left
-                    piece = steps.send(failure is None)
-            except StopIteration as done:
-                lost = done.value
+            lost = list(chunk)
+            if answered(error):
+                steps = settle(chunk)
+                try:
+                    piece = next(steps)
+                    while True:
+                        failure = await self._try(piece)
+                        error = failure or error  # the last refusal, naming the ids left
+                        piece = steps.send(failure)
+                except StopIteration as done:
+                    lost = done.value
             _warn_left(lost, attempts, error)
             left += lost
         return left
@@ -188,15 +202,17 @@ class Canceller:
             error = self._try_sync(chunk)
             if error is None:
                 continue
-            steps = settle(chunk)
-            try:
-                piece = next(steps)
-                while True:
-                    failure = self._try_sync(piece)
-                    error = failure or error
-                    piece = steps.send(failure is None)
-            except StopIteration as done:
-                lost = done.value
+            lost = list(chunk)
+            if answered(error):
+                steps = settle(chunk)
+                try:
+                    piece = next(steps)
+                    while True:
+                        failure = self._try_sync(piece)
+                        error = failure or error
+                        piece = steps.send(failure)
+                except StopIteration as done:
+                    lost = done.value
             _warn_left(lost, 1, error)
             left += lost
         return left
