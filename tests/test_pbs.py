@@ -556,9 +556,7 @@ def test_query_unreadable_json_falls_back_to_text_for_that_poll():
         ("Version: 6.1.3\n", ["qstat", "-f", "1.srv"], "-t"),
     ],
 )
-def test_the_flavour_told_by_qstat_version_picks_its_dialect(
-    monkeypatch, version, first_poll, arrays
-):
+def test_the_flavour_told_by_qstat_version_picks_its_dialect(version, first_poll, arrays):
     flavour = pbs_flavour(parse_pbs_version(version))
     assert flavour is (PBS_PRO if arrays == "-J" else pbs_dialects.TORQUE)
     assert pbs_flavour({}) is None and _job().array_support_for({}) is None
@@ -570,7 +568,7 @@ def test_the_flavour_told_by_qstat_version_picks_its_dialect(
             )
         return CommandResult(argv, (DATA / "torque_qstat_f.txt").read_text(), "")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     engine.facts.update(parse_pbs_version(version))
     query(engine, ["1.srv"])
     assert runner.calls == [first_poll]
