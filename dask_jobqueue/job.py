@@ -15,6 +15,7 @@ import re
 import shlex
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from .options import (
     accepted_keywords,
     config_section,
     declared_options,
+    resolve_engine_settings,
     resolve_options,
     unknown_keyword_error,
     with_parameters,
@@ -259,6 +261,9 @@ class Job(ParametersDocumented, ProcessInterface):
         self.job_id: str | None = None
         #: The tag this job was submitted with (set by the engine at submission).
         self.tag: JobTag | None = None
+        # the engine of this job's own submission (a job used without a cluster)
+        self._engine: BatchSystem | None = None
+        self._exit_cancel: weakref.finalize | None = None
         self._job_header_override: str | None = None
 
         options = declared_options(cls)
@@ -502,27 +507,49 @@ class Job(ParametersDocumented, ProcessInterface):
     _job_id_from_submit_output = job_id_from_submit_output
 
     def batch_system(self) -> BatchSystem:
-        """A batch-system engine for this job alone (a cluster shares one for all its jobs)."""
-        return self.batch_system_cls(self)
+        """A batch-system engine for this job alone, with the settings of its
+        ``jobqueue.<config_name>`` section (a cluster shares one engine for all its jobs)."""
+        settings = resolve_engine_settings(self.config_name or self.default_config_name())
+        return self.batch_system_cls.from_settings(self, settings)
 
     async def submit(self, timeout: float | None = None) -> str:
-        """Submit the job and return its id (also stored as ``job_id``)."""
+        """Submit the job and return its id (also stored as ``job_id``).
+
+        For a job used on its own (a cluster submits its jobs through its engine): the
+        engine that submits it keeps it until :meth:`close` cancels it, and cancels it at
+        interpreter exit if it is still there, as a cluster does with its jobs.
+        """
         engine = self.batch_system()
         if timeout is not None:
             engine.submit_timeout = timeout
+        # the engine holds this job (its template): it stays alive until close() or exit
+        self._engine = engine
+        self._exit_cancel = weakref.finalize(self, engine.cancel_sync)
         try:
             return await engine.submit(self)
+        except Exception:
+            self._forget_engine()  # nothing submitted (a cancelled wait keeps the finalizer)
+            raise
         finally:
-            engine.close()
+            engine.close()  # a submission still running cancels what it creates
 
     async def cancel_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> None:
-        """Cancel ``job_ids`` in as few commands as possible; failures are logged."""
+        """Cancel ``job_ids`` in as few commands as possible; failures are logged (and the
+        jobs this job's own submission created are tried again at interpreter exit)."""
         if not job_ids:
             return
-        engine = self.batch_system()
+        engine = self._engine if self._engine is not None else self.batch_system()
         if timeout is not None:
             engine.cancel_timeout = timeout
         await engine.cancel(job_ids)
+        self._forget_engine()
+
+    def _forget_engine(self) -> None:
+        """Drop the engine of this job's own submission once it holds no live job."""
+        if self._engine is not None and not self._engine.live_ids:
+            if self._exit_cancel is not None:
+                self._exit_cancel.detach()
+            self._engine = self._exit_cancel = None
 
     # ------------------------------------------------------------------ ProcessInterface
 
