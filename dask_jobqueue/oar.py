@@ -100,7 +100,7 @@ class OARJob(Job):
             *self._tag_line(),
             *self.job_script_prologue,
             *filter(None, [self.scheduler_check_line()]),
-            self.worker_command_line(),
+            self.worker_shell_command(),
             *self.job_script_epilogue,
         ]
         return "\n".join(parts)
