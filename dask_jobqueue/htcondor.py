@@ -96,6 +96,7 @@ class HTCondorJob(Job):
     """An HTCondor job running Dask workers (``/bin/sh -c '<prologue; workers; epilogue>'``)."""
 
     dialect = DIALECT
+    gpus_supported = True
 
     #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).
     executable = "/bin/sh"

@@ -43,6 +43,7 @@ from .layout import (
     check_layout,
     gpu_worker_lines,
     node_script_lines,
+    one_line,
     worker_suffixes,
 )
 from .options import (
@@ -478,7 +479,7 @@ class Job(ParametersDocumented, ProcessInterface):
         lines = self.worker_lines()
         if len(lines) == 1:
             return lines[0]
-        return join_command(["bash", "-c", "\n".join(lines)], keep_env=False)
+        return join_command(["bash", "-c", one_line(lines)], keep_env=False)
 
     def scheduler_check_line(self) -> str | None:
         """One shell line that ends the job (status 0) when the scheduler does not accept

@@ -27,6 +27,7 @@ __all__ = [
     "check_layout",
     "gpu_worker_lines",
     "node_script_lines",
+    "one_line",
     "worker_suffixes",
     "workers_per_job",
 ]
@@ -171,3 +172,17 @@ def node_script_lines(
 
 #: A worker's name on one node of a job of several nodes, as a word of the node's script.
 NODE_WORKER_NAME = f"${{{NAME_VAR}}}-${{{NODE_VAR}}}"
+
+
+def one_line(lines: Sequence[str]) -> str:
+    """Shell ``lines`` (as :func:`gpu_worker_lines` writes them) as one line, for commands
+    that must fit one line (HTCondor's ``Arguments``): comments dropped, a line ending in
+    ``&`` or ``then`` continued with a blank, the others ended with ``;``."""
+    out = ""
+    for line in (line.strip() for line in lines):
+        if not line or line.startswith("#"):
+            continue
+        if out:
+            out += " " if out.endswith(("&", "then")) else "; "
+        out += line
+    return out

@@ -88,6 +88,7 @@ class LSFJob(Job):
     """An LSF batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
 
     options = (
         QUEUE,

@@ -37,6 +37,10 @@ __all__ = ["OARJob", "OARCluster", "parse_oarstat_json", "oar_job_status", "deco
 
 
 def _default_resources(values: Mapping[str, Any], owner: type) -> str:
+    if values.get("gpus") is not None:
+        # the gpu resource of OAR's host/cpu/core hierarchy (oar_resources_add -g): the
+        # GPUs come with their cores
+        return f"/nodes=1/gpu={values['gpus']}"
     return f"/nodes=1/core={values.get('cores')}"
 
 
@@ -49,6 +53,7 @@ class OARJob(Job):
     """
 
     dialect = DIALECT
+    gpus_supported = True
 
     options = (
         QUEUE,

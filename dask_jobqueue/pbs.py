@@ -78,6 +78,8 @@ def _default_resource_spec(values: Mapping[str, Any], owner: type) -> str | None
     if values.get("cores") is None or values.get("memory") is None:
         return None
     spec = f"select=1:ncpus={values['cores']}:mem={pbs_format_bytes_ceil(values['memory'])}"
+    if values.get("gpus") is not None:
+        spec += f":ngpus={values['gpus']}"
     logger.info("Resource specification for PBS not set, using %s", spec)
     return spec
 
@@ -106,6 +108,7 @@ class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
 
     options = (
         QUEUE,
@@ -131,6 +134,16 @@ class PBSJob(Job):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         check_job_name_for_tag(self.job_name)
+        if (
+            self.gpus is not None
+            and self.resource_spec is not None
+            and not re.search(r"\b(ngpus|gpus)=", self.resource_spec)
+        ):
+            raise ValueError(
+                f"gpus={self.gpus} with resource_spec={self.resource_spec!r}: the resource "
+                f"request asks for no GPUs; add ':ngpus={self.gpus}' to its select statement "
+                "(Torque: ':gpus=N' in nodes=), or leave resource_spec out"
+            )
 
     @property
     def batch_job_name(self) -> str:

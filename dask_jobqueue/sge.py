@@ -44,7 +44,7 @@ from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9
     waiting_ids,
 )
 from .job import Job
-from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 
 __all__ = [
     "SGEJob",
@@ -95,6 +95,7 @@ class SGEJob(Job):
     """A Grid Engine batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
 
     options = (
         QUEUE,
@@ -111,11 +112,20 @@ class SGEJob(Job):
             + WALLTIME.doc.split(". ", 1)[1],
             check=_sge_walltime,
         ),
+        Option(
+            "gpu_resource_name",
+            "str",
+            "The site's consumable complex counting GPUs, requested as ``-l <name>=<gpus>`` "
+            "with ``gpus``.",
+            default="gpu",
+            check=WORD,
+        ),
     )
     queue: str | None
     project: str | None
     resource_spec: str | None
     walltime: str | None
+    gpu_resource_name: str
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

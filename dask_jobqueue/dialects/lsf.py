@@ -424,6 +424,7 @@ HEADER = HeaderTable(
         Directive('-R "span[hosts=1]"', when=lambda job: job.ncpus > 1),
         Directive("-M {}", lambda job: lsf_format_bytes_ceil(job.mem, job.lsf_units)),
         Directive("-W {}", "walltime"),
+        Directive('-gpu "num={}"', "gpus"),
     )
 )
 
