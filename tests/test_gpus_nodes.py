@@ -271,3 +271,49 @@ def test_local_gpus_two_workers_one_device_each(no_stray_processes, tmp_path):
             assert job2 != job
             assert names() == [f"{job2}-0", f"{job2}-1"]
             assert cluster.command_counts["submit"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flavour", "cls", "kwargs", "form"),
+    [
+        pytest.param("lsf", LSFCluster, {}, '-gpu "num=2"', marks=pytest.mark.env("lsf")),
+        pytest.param(
+            "htcondor",
+            HTCondorCluster,
+            {"disk": "1GB"},
+            "request_gpus = 2",
+            marks=pytest.mark.env("htcondor"),
+        ),
+        pytest.param("torque", PBSCluster, {}, ":ngpus=2", marks=pytest.mark.env("torque")),
+        pytest.param("moab", MoabCluster, {}, ":ngpus=2", marks=pytest.mark.env("moab")),
+    ],
+)
+def test_gpus_on_emulators(flavour, cls, kwargs, form, tmp_path, monkeypatch):
+    """The emulated batch systems accept each header form, and run one worker per GPU,
+    each seeing one device (they set no CUDA_VISIBLE_DEVICES: devices 0..gpus-1)."""
+    from .emulator import emulated_scheduler
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with emulated_scheduler(flavour, tmp_path / "home", kill_delay=1.0) as env:
+        for key in ("PATH", "DJQ_EMULATOR_HOME"):
+            monkeypatch.setenv(key, env[key])
+        with (
+            dask.config.set(quick_polling(cls.job_cls.config_name, "300ms", "1s")),
+            cls(
+                cores=2,
+                memory="2GB",
+                gpus=2,
+                scheduler_options=NO_DASHBOARD,
+                log_directory=str(tmp_path),
+                **kwargs,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert form in cluster.job_script()
+            cluster.scale(jobs=1)
+            client.wait_for_workers(2, timeout=60)
+            devices = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+            assert sorted(devices.values()) == ["0", "1"]
+            workers = client.scheduler_info()["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 1}, {"GPU": 1}]
+            assert cluster.command_counts["submit"] == 1
