@@ -16,11 +16,12 @@ Everything here is pure: it writes shell lines and names, it runs nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._shell import join_command
+from ._shell import join_command, quote
 
 __all__ = [
     "Launcher",
@@ -36,6 +37,9 @@ __all__ = [
 NAME_VAR = "dask_jobqueue_name"
 #: Shell variable holding the node's index inside a node's script.
 NODE_VAR = "dask_jobqueue_node"
+#: Shell array of the job's hosts, and the loop's node index (per-node launchers).
+HOSTS_VAR = "dask_jobqueue_hosts"
+INDEX_VAR = "dask_jobqueue_i"
 #: Shell variable holding the exit status of the first worker that ended.
 STATUS_VAR = "dask_jobqueue_status"
 #: Shell array holding the GPUs of the job (of the node) inside the script.
@@ -44,23 +48,37 @@ GPU_VAR = "dask_jobqueue_gpus"
 
 @dataclass(frozen=True)
 class Launcher:
-    """A batch system's way to run one command on every node of a job, from its script.
+    """A batch system's way to run the workers of every node of a job, from its script.
+
+    Two kinds: a launcher that runs one command on all nodes at once (Slurm's ``srun``:
+    ``node_index`` tells each copy its node), or one started once per node (``hosts`` set:
+    ``pbsdsh -n``, ``blaunch``, ``oarsh``), the job script starting one per node and
+    ending them all when one ends.
 
     Parameters
     ----------
     name : str
         The ``launcher=`` keyword that selects it (``"srun"``).
     argv : callable
-        ``argv(job)``: the launcher's arguments; the node's shell script (``bash -c SCRIPT``)
-        is appended. The launcher must run it once per node and end when one of them fails.
+        ``argv(job)``: the launcher's arguments; ``/bin/bash -c SCRIPT`` and its arguments
+        are appended. In the per-node kind, the words ``{node}`` and ``{host}`` stand for
+        the node's index (0..nodes-1) and host name.
     node_index : str
-        Shell expression for the node's index (0..nodes-1) inside a launched command
-        (``$SLURM_NODEID``).
+        Shell expression for the node's index inside a launched command (``$SLURM_NODEID``;
+        per-node kind: the script's second argument).
+    hosts : str, optional
+        Per-node kind: shell command printing the job's hosts (or, for a ``{node}``
+        launcher, its vnodes), one per line, in order.
+    remote_shell : bool
+        Per-node kind: the launcher hands its command to a remote shell as one string (as
+        ``ssh`` does), so the command line is passed quoted, as one argument.
     """
 
     name: str
     argv: Callable[[Any], list[str]]
-    node_index: str
+    node_index: str = '"$2"'
+    hosts: str | None = None
+    remote_shell: bool = False
 
 
 def workers_per_job(processes: int, nodes: int) -> int:
@@ -161,13 +179,44 @@ def node_script_lines(
     one of ``nodes`` nodes through ``launcher``. The name is an argument of the launched
     script, so it stays a word of the job script (job arrays replace it there)."""
     script = "\n".join([f'{NAME_VAR}="$1"', f"{NODE_VAR}={launcher.node_index}", *node_lines])
-    argv = [*launcher.argv(job), "bash", "-c", script, "dask-jobqueue-node", name]
-    return [
+    comment = [
         f"# The workers of each of the {nodes} nodes, started by {launcher.name}; when one "
-        "node's workers fail, the",
-        "# launcher ends the others and the job ends (a lost node never leaves a partial job)",
-        join_command(argv, keep_env=False),
+        "node's workers end, the",
+        "# others are ended and the job ends (a lost node never leaves a partial job)",
     ]
+    if launcher.hosts is None:
+        argv = [*launcher.argv(job), "bash", "-c", script, "dask-jobqueue-node", name]
+        return [*comment, join_command(argv, keep_env=False)]
+    index = f'"${INDEX_VAR}"'
+    host = f'"${{{HOSTS_VAR}[${INDEX_VAR}]}}"'
+    remote = [quote(word) for word in ("/bin/bash", "-c", script, "dask-jobqueue-node", name)]
+    if launcher.remote_shell:
+        # one argument: the command line the remote shell reads, the index spliced in here
+        remote = ['"' + _in_double_quotes(" ".join(remote)) + ' "' + index]
+    else:
+        remote.append(index)
+    words = [
+        index if w == "{node}" else host if w == "{host}" else quote(w) for w in launcher.argv(job)
+    ]
+    return [
+        *comment,
+        f"mapfile -t {HOSTS_VAR} < <({launcher.hosts})",
+        f'if [ "${{#{HOSTS_VAR}[@]}}" -lt {nodes} ]; then',
+        f'  echo "dask-jobqueue: nodes={nodes} but the job has ${{#{HOSTS_VAR}[@]}} host(s)" >&2',
+        "  exit 1",
+        "fi",
+        f"for {INDEX_VAR} in $(seq 0 {nodes - 1}); do",
+        f"  {' '.join(words)} {' '.join(remote)} &",
+        "done",
+        "wait -n",
+        "kill $(jobs -p) 2>/dev/null",
+        "wait",
+    ]
+
+
+def _in_double_quotes(text: str) -> str:
+    """``text`` escaped for the inside of a double-quoted shell word."""
+    return re.sub(r'([\\"`$])', r"\\\1", text)
 
 
 #: A worker's name on one node of a job of several nodes, as a word of the node's script.
@@ -177,12 +226,12 @@ NODE_WORKER_NAME = f"${{{NAME_VAR}}}-${{{NODE_VAR}}}"
 def one_line(lines: Sequence[str]) -> str:
     """Shell ``lines`` (as :func:`gpu_worker_lines` writes them) as one line, for commands
     that must fit one line (HTCondor's ``Arguments``): comments dropped, a line ending in
-    ``&`` or ``then`` continued with a blank, the others ended with ``;``."""
+    ``&``, ``then`` or ``do`` continued with a blank, the others ended with ``;``."""
     out = ""
     for line in (line.strip() for line in lines):
         if not line or line.startswith("#"):
             continue
         if out:
-            out += " " if out.endswith(("&", "then")) else "; "
+            out += " " if out.endswith(("&", "then", "do")) else "; "
         out += line
     return out

@@ -115,10 +115,16 @@ def test_slurm_nodes_script_runs_every_node_worker_named_by_node(tmp_path):
     )
     (tmp_path / "srun").write_text(
         '#!/bin/bash\nwhile [[ "$1" == -* ]]; do shift; done\n'
-        'for n in 0 1 2; do SLURM_NODEID=$n CUDA_VISIBLE_DEVICES=4,5 "$@"; done\n'
+        'for n in 0 1 2; do SLURM_NODEID=$n CUDA_VISIBLE_DEVICES=4,5 "$@" & done; wait\n'
     )
+    # each fake worker records itself, then waits for all six (when one worker ends, its
+    # node's others are ended)
+    out = tmp_path / "workers.txt"
     (tmp_path / "python").write_text(
-        '#!/bin/bash\nwhile [ "$1" != --name ]; do shift; done\necho "$2 $CUDA_VISIBLE_DEVICES"\n'
+        '#!/bin/bash\nwhile [ "$1" != --name ]; do shift; done\n'
+        f'echo "$2 $CUDA_VISIBLE_DEVICES" >> {out}\n'
+        f"for i in $(seq 100); do [ $(wc -l < {out}) -ge 6 ] && exit 0; sleep 0.1; done\n"
+        "exit 1\n"
     )
     for name in ("srun", "python"):
         os.chmod(tmp_path / name, 0o755)
@@ -132,7 +138,7 @@ def test_slurm_nodes_script_runs_every_node_worker_named_by_node(tmp_path):
         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"},
         check=False,
     )
-    assert sorted(done.stdout.split("\n")[:-1]) == sorted(
+    assert sorted(out.read_text().splitlines()) == sorted(
         f"job-7-{n}-{i} {d}" for n in range(3) for i, d in ((0, "4"), (1, "5"))
     ), done.stderr
 
@@ -206,10 +212,7 @@ def test_bad_input_slurm(kwargs, match):
         SLURMCluster(**kwargs)
 
 
-@pytest.mark.parametrize(
-    "cls",
-    [PBSCluster, MoabCluster, SGECluster, LSFCluster, OARCluster, HTCondorCluster, LocalCluster],
-)
+@pytest.mark.parametrize("cls", [SGECluster, HTCondorCluster, LocalCluster])
 def test_nodes_refused_where_no_launcher(cls):
     with pytest.raises(ValueError, match=r"nodes=2: .* cannot start workers on several nodes"):
         cls(cores=2, memory="2GB", nodes=2, **EXTRA.get(cls, {}))
@@ -317,3 +320,92 @@ def test_gpus_on_emulators(flavour, cls, kwargs, form, tmp_path, monkeypatch):
             workers = client.scheduler_info()["workers"].values()
             assert [w["resources"] for w in workers] == [{"GPU": 1}, {"GPU": 1}]
             assert cluster.command_counts["submit"] == 1
+
+
+FAKE_LAUNCHERS = {
+    # pbsdsh -n I -- program args: runs the program (as tm_spawn does, no shell)
+    PBSCluster: (
+        "pbsdsh",
+        'while [ "$1" != -- ]; do shift; done; shift; exec "$@"',
+        lambda d: {"PBS_NODEFILE": str(d / "nodefile")},
+        "h1\nh2\nh3\n",
+    ),
+    # blaunch -no-shell HOST program args: runs the program on HOST
+    LSFCluster: (
+        "blaunch",
+        '[ "$1" = -no-shell ] || exit 9; FAKE_HOST=$2 exec "${@:3}"',
+        lambda d: {"LSB_MCPU_HOSTS": "h1 2 h2 2 h3 2"},
+        "",
+    ),
+    # oarsh HOST COMMAND-LINE: ssh-like, the remote shell reads the command line
+    OARCluster: (
+        "oarsh",
+        'FAKE_HOST=$1 exec bash -c "$2"',
+        lambda d: {"OAR_NODEFILE": str(d / "nodefile")},
+        "h1\nh1\nh2\nh2\nh3\nh3\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("cls", list(FAKE_LAUNCHERS))
+def test_per_node_launchers_start_every_node_worker_named_by_node(cls, tmp_path):
+    """The job script as bash runs it, with a fake launcher of the same calling convention
+    as the real one and a fake python printing the worker's name and host: one worker
+    command per node, named by the node's index, quoting intact."""
+    tool, body, env_for, nodefile = FAKE_LAUNCHERS[cls]
+    (tmp_path / "nodefile").write_text(nodefile)
+    (tmp_path / tool).write_text(f"#!/bin/bash\n{body}\n")
+    # each fake worker records itself, then waits for all three (the job script ends the
+    # others when one worker ends)
+    out = tmp_path / "workers.txt"
+    (tmp_path / "python").write_text(
+        '#!/bin/bash\nwhile [ "$1" != --name ]; do shift; done\n'
+        f'echo "$2 ${{FAKE_HOST:-}}" >> {out}\n'
+        f"for i in $(seq 100); do [ $(wc -l < {out}) -ge 3 ] && exit 0; sleep 0.1; done\n"
+        "exit 1\n"
+    )
+    for name in (tool, "python"):
+        os.chmod(tmp_path / name, 0o755)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        job = cls.job_cls(
+            cores=2,
+            memory="2GB",
+            processes=1,
+            nodes=3,
+            name="it's job-7",
+            scheduler_check=False,
+            python=str(tmp_path / "python"),
+        )
+    script = job._body() if cls is OARCluster else job.job_script()
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env_for(tmp_path), "PATH": f"{tmp_path}:{os.environ['PATH']}"},
+        check=False,
+    )
+    hosts = [""] * 3 if cls is PBSCluster else ["h1", "h2", "h3"]
+    expected = sorted(f"it's job-7-{n} {h}".rstrip() for n, h in enumerate(hosts))
+    seen = out.read_text().splitlines() if out.exists() else []
+    assert sorted(line.rstrip() for line in seen) == expected, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("cls", "lines"),
+    [
+        (PBSCluster, ["#PBS -l select=3:ncpus=2:mem=1908MB", "#PBS -l place=scatter"]),
+        (LSFCluster, ["#BSUB -n 6", '#BSUB -R "span[ptile=2]"']),
+        (OARCluster, ["#OAR -l /nodes=3/core=2,walltime=00:30:00"]),
+    ],
+)
+def test_nodes_header_forms(cls, lines):
+    got = header(cls, nodes=3)
+    assert all(line in got for line in lines), got
+    assert "span[hosts=1]" not in " ".join(got)
+
+
+def test_pbs_nodes_with_resource_spec_of_one_chunk_is_refused():
+    with pytest.raises(ValueError, match="nodes=3 with resource_spec"):
+        PBSCluster(cores=2, memory="2GB", nodes=3, resource_spec="select=1:ncpus=2")
