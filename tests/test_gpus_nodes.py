@@ -409,3 +409,22 @@ def test_nodes_header_forms(cls, lines):
 def test_pbs_nodes_with_resource_spec_of_one_chunk_is_refused():
     with pytest.raises(ValueError, match="nodes=3 with resource_spec"):
         PBSCluster(cores=2, memory="2GB", nodes=3, resource_spec="select=1:ncpus=2")
+
+
+def test_gpus_page_examples_are_what_the_code_writes():
+    """Every ``XCluster(...)`` line of docs/gpus.rst followed by ``# <header line>`` comments:
+    those lines are in that cluster's header."""
+    import re
+    from pathlib import Path
+
+    import dask_jobqueue
+
+    text = (Path(__file__).parent.parent / "docs" / "gpus.rst").read_text()
+    examples = re.findall(r"^    ((\w+Cluster)\((.*)\))\n((?:    # .*\n)+)", text, re.MULTILINE)
+    assert len(examples) == 4
+    for _, name, arguments, comments in examples:
+        cls = getattr(dask_jobqueue, name)
+        kwargs = eval(f"dict({arguments})")  # the page's own literal keywords
+        lines = header(cls, **kwargs)
+        for comment in comments.splitlines():
+            assert comment.strip()[2:] in lines, (name, comment, lines)
