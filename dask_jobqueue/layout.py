@@ -37,6 +37,8 @@ __all__ = [
 NAME_VAR = "dask_jobqueue_name"
 #: Shell variable holding the node's index inside a node's script.
 NODE_VAR = "dask_jobqueue_node"
+#: Shell variable holding the job's name in the job script (nodes > 1).
+JOB_VAR = "dask_jobqueue_job"
 #: Shell array of the job's hosts, and the loop's node index (per-node launchers).
 HOSTS_VAR = "dask_jobqueue_hosts"
 INDEX_VAR = "dask_jobqueue_i"
@@ -184,17 +186,24 @@ def node_script_lines(
         "node's workers end, the",
         "# others are ended and the job ends (a lost node never leaves a partial job)",
     ]
+    # the name on a line of its own, before the launcher's (a job array's script sets it
+    # there: the launcher's command spans several lines)
+    comment.append(f"{JOB_VAR}={quote(name)}")
+    job_word = f'"${JOB_VAR}"'
     if launcher.hosts is None:
-        argv = [*launcher.argv(job), "bash", "-c", script, "dask-jobqueue-node", name]
-        return [*comment, join_command(argv, keep_env=False)]
+        argv = [*launcher.argv(job), "bash", "-c", script, "dask-jobqueue-node"]
+        return [*comment, f"{join_command(argv, keep_env=False)} {job_word}"]
     index = f'"${INDEX_VAR}"'
     host = f'"${{{HOSTS_VAR}[${INDEX_VAR}]}}"'
-    remote = [quote(word) for word in ("/bin/bash", "-c", script, "dask-jobqueue-node", name)]
+    remote = [quote(word) for word in ("/bin/bash", "-c", script, "dask-jobqueue-node")]
     if launcher.remote_shell:
-        # one argument: the command line the remote shell reads, the index spliced in here
-        remote = ['"' + _in_double_quotes(" ".join(remote)) + ' "' + index]
+        # one argument: the command line the remote shell reads, with the name quoted for
+        # it (printf %q) and the index spliced in here
+        remote = [
+            '"' + _in_double_quotes(" ".join(remote)) + f' $(printf %q {job_word}) ${INDEX_VAR}"'
+        ]
     else:
-        remote.append(index)
+        remote += [job_word, index]
     words = [
         index if w == "{node}" else host if w == "{host}" else quote(w) for w in launcher.argv(job)
     ]

@@ -93,7 +93,8 @@ def test_slurm_nodes_header_and_srun_line():
     assert srun.startswith(
         "srun --nodes=3 --ntasks=3 --ntasks-per-node=1 --cpus-per-task=4 --kill-on-bad-exit=1"
     )
-    assert srun.endswith("' dask-jobqueue-node job-7\n")
+    assert srun.endswith('\' dask-jobqueue-node "$dask_jobqueue_job"\n')
+    assert "\ndask_jobqueue_job=job-7\nsrun " in script
     assert '--name "${dask_jobqueue_name}-${dask_jobqueue_node}"' in srun
     assert "--nworkers 2" in srun
     with_gpus = SLURMJob(cores=2, memory="4GB", gpus=2, nodes=2).job_header.splitlines()
@@ -428,3 +429,47 @@ def test_gpus_page_examples_are_what_the_code_writes():
         lines = header(cls, **kwargs)
         for comment in comments.splitlines():
             assert comment.strip()[2:] in lines, (name, comment, lines)
+
+
+def test_nodes_job_array_task_names_its_workers(tmp_path):
+    """A job array of nodes jobs: each task's script picks its job's name (set on a line of
+    its own, before the launcher's command that spans several lines)."""
+    from dask_jobqueue.engine import array_script
+    from dask_jobqueue.slurm import SLURM_ARRAYS
+
+    job = SLURMJob(
+        cores=1,
+        memory="1GB",
+        processes=1,
+        nodes=2,
+        name="x",
+        scheduler_check=False,
+        python=str(tmp_path / "python"),
+    )
+    out = tmp_path / "workers.txt"
+    (tmp_path / "srun").write_text(
+        '#!/bin/bash\nwhile [[ "$1" == -* ]]; do shift; done\n'
+        'for n in 0 1; do SLURM_NODEID=$n "$@" & done; wait\n'
+    )
+    (tmp_path / "python").write_text(
+        '#!/bin/bash\nwhile [ "$1" != --name ]; do shift; done\n'
+        f'echo "$2" >> {out}\n'
+        f"for i in $(seq 100); do [ $(wc -l < {out}) -ge 2 ] && exit 0; sleep 0.1; done\n"
+        "exit 1\n"
+    )
+    for name in ("srun", "python"):
+        os.chmod(tmp_path / name, 0o755)
+    script = array_script(job, ["job-a", "job-b"], SLURM_ARRAYS)
+    done = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **os.environ,
+            "SLURM_ARRAY_TASK_ID": "1",
+            "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        },
+        check=False,
+    )
+    assert sorted(out.read_text().splitlines()) == ["job-b-0", "job-b-1"], done.stderr
