@@ -16,7 +16,7 @@ import dask
 import pytest
 from distributed import Client
 
-from dask_jobqueue import SLURMCluster
+from dask_jobqueue import JobFailedError, SLURMCluster
 
 from .scheduler_suite import NO_DASHBOARD
 from .waiting import quick_polling, wait_until
@@ -200,3 +200,71 @@ def test_nodes_a_lost_node_ends_and_replaces_the_job(slurm_multi, tmp_path):
             assert cluster.command_counts["submit"] == 2
             assert sorted(f["node"] for f in worker_facts(client).values()) == ["n1", "n2", "n3"]
         assert wait_until(lambda: not squeue("nodes-lost"), timeout=60)
+
+
+def test_nodes_launcher_failing_always_is_explained_and_bounded(slurm_multi, tmp_path):
+    """A fake ``srun`` ahead of the real one on the jobs' PATH (sbatch exports the
+    submitting environment) fails at once: each job ends before its workers connect, and
+    after max-consecutive-failures of them the cluster stops and says why."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\necho 'srun: error: fake launcher failure' >&2\nexit 7\n")
+    os.chmod(fake / "srun", 0o755)
+    settings = {
+        **quick_polling("slurm", "500ms", "2s"),
+        "jobqueue.slurm.max-consecutive-failures": 2,
+    }
+    with dask.config.set(settings):
+        with SLURMCluster(
+            cores=1,
+            memory="500MB",
+            processes=1,
+            nodes=2,
+            queue="cpu",
+            walltime="00:10:00",
+            job_name="nodes-fail",
+            log_directory=str(tmp_path),
+            job_script_prologue=[f"export PATH={fake}:$PATH"],
+            scheduler_options=NO_DASHBOARD,
+        ) as cluster:
+            cluster.scale(jobs=1)
+            with pytest.raises(JobFailedError) as info:
+                cluster.wait_for_workers(2, timeout=120)
+            message = str(info.value)
+            assert "2 jobs in a row ended before their workers connected" in message
+            assert "srun: error: fake launcher failure" in message
+            assert cluster.command_counts["submit"] == 2
+        assert wait_until(lambda: not squeue("nodes-fail"), timeout=60)
+
+
+def test_gpu_pool_with_gpus_grows_for_gpu_tasks_only(slurm_multi, tmp_path):
+    """A pool of ``gpus=1`` jobs advertises GPU=1 by itself: GPU tasks grow it, never the
+    CPU cluster, and see one device each."""
+    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
+        with (
+            SLURMCluster(
+                cores=1,
+                memory="500MB",
+                queue="cpu",
+                walltime="00:10:00",
+                job_name="gpool-cpu",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            gpu = cluster.add_pool("gpu", queue="gpu", gpus=1, job_name="gpool-gpu")
+            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms")
+            futures = [
+                client.submit(
+                    lambda i: os.environ["CUDA_VISIBLE_DEVICES"],
+                    i,
+                    resources={"GPU": 1},
+                    pure=False,
+                )
+                for i in range(4)
+            ]
+            assert set(client.gather(futures)) <= {"0", "1"}
+            assert cluster.command_counts.get("submit", 0) == 0
+            assert 1 <= gpu.command_counts["submit"] <= 2
+        assert wait_until(lambda: not squeue("gpool-cpu") and not squeue("gpool-gpu"), 60)
