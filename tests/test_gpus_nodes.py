@@ -213,7 +213,7 @@ def test_bad_input_slurm(kwargs, match):
         SLURMCluster(**kwargs)
 
 
-@pytest.mark.parametrize("cls", [SGECluster, HTCondorCluster, LocalCluster])
+@pytest.mark.parametrize("cls", [HTCondorCluster, LocalCluster])
 def test_nodes_refused_where_no_launcher(cls):
     with pytest.raises(ValueError, match=r"nodes=2: .* cannot start workers on several nodes"):
         cls(cores=2, memory="2GB", nodes=2, **EXTRA.get(cls, {}))
@@ -338,6 +338,13 @@ FAKE_LAUNCHERS = {
         lambda d: {"LSB_MCPU_HOSTS": "h1 2 h2 2 h3 2"},
         "",
     ),
+    # qrsh -inherit -nostdin HOST COMMAND-LINE: the remote login shell reads the line
+    SGECluster: (
+        "qrsh",
+        '[ "$1 $2" = "-inherit -nostdin" ] || exit 9; FAKE_HOST=$3 exec bash -c "$4"',
+        lambda d: {"PE_HOSTFILE": str(d / "nodefile")},
+        "h1 2 all.q@h1 UNDEFINED\nh2 2 all.q@h2 UNDEFINED\nh3 2 all.q@h3 UNDEFINED\n",
+    ),
     # oarsh HOST COMMAND-LINE: ssh-like, the remote shell reads the command line
     OARCluster: (
         "oarsh",
@@ -377,6 +384,7 @@ def test_per_node_launchers_start_every_node_worker_named_by_node(cls, tmp_path)
             name="it's job-7",
             scheduler_check=False,
             python=str(tmp_path / "python"),
+            **({"parallel_environment": "mpi"} if cls is SGECluster else {}),
         )
     script = job._body() if cls is OARCluster else job.job_script()
     done = subprocess.run(
@@ -399,10 +407,11 @@ def test_per_node_launchers_start_every_node_worker_named_by_node(cls, tmp_path)
         (PBSCluster, ["#PBS -l select=3:ncpus=2:mem=1908MB", "#PBS -l place=scatter"]),
         (LSFCluster, ["#BSUB -n 6", '#BSUB -R "span[ptile=2]"']),
         (OARCluster, ["#OAR -l /nodes=3/core=2,walltime=00:30:00"]),
+        (SGECluster, ["#$ -pe mpi 6"]),
     ],
 )
 def test_nodes_header_forms(cls, lines):
-    got = header(cls, nodes=3)
+    got = header(cls, nodes=3, **({"parallel_environment": "mpi"} if cls is SGECluster else {}))
     assert all(line in got for line in lines), got
     assert "span[hosts=1]" not in " ".join(got)
 
@@ -473,3 +482,10 @@ def test_nodes_job_array_task_names_its_workers(tmp_path):
         check=False,
     )
     assert sorted(out.read_text().splitlines()) == ["job-b-0", "job-b-1"], done.stderr
+
+
+def test_sge_nodes_need_a_parallel_environment():
+    with pytest.raises(ValueError, match="nodes=2 needs parallel_environment="):
+        SGECluster(cores=2, memory="2GB", nodes=2)
+    with pytest.raises(ValueError, match="parallel_environment"):
+        SGECluster(cores=2, memory="2GB", nodes=2, parallel_environment="mpi -l x=1")

@@ -474,6 +474,11 @@ HEADER = HeaderTable(
         Directive("-l {}", "resource_spec"),
         Directive("-l h_rt={}", "walltime"),
         Directive("-l {}", lambda job: _gpu_request(job)),
+        Directive(
+            "-pe {}",
+            lambda job: f"{job.parallel_environment} {job.worker_cores * job.nodes}",
+            when=lambda job: job.nodes > 1,
+        ),
         Directive("-e {}", "log_directory", write=sge_log_path),
         Directive("-o {}", "log_directory", write=sge_log_path),
         Directive("-cwd"),
