@@ -199,10 +199,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         # Validates every option (and emits deprecation warnings) once, before anything runs.
         template = job_cls(PLACEHOLDER_SCHEDULER, name="dummy-name", **job_kwargs)
         self._template_job = template
-        self.processes = template.worker_processes
+        #: Dask workers per job: ``processes`` on each of the job's ``nodes``.
+        self.processes = template.workers_per_job
         self._job_cores = template.worker_cores
         self._job_memory = template.worker_memory
-        group = [f"-{i}" for i in range(self.processes)] if self.processes > 1 else None
+        group = template.worker_name_suffixes() or None
         worker = {"cls": job_cls, "options": job_kwargs}
         if group:
             worker["group"] = group
@@ -782,11 +783,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     def pool_shape(self) -> PoolShape:
         """What this cluster's (or pool's) workers offer, for placing demand among pools."""
-        return PoolShape(
-            self.name,
-            worker_resources(self._template_job.worker_extra_args),
-            self._template_job.worker_process_threads,
-        )
+        template = self._template_job
+        resources = worker_resources(template.worker_extra_args)
+        if template.gpus is not None:
+            resources["GPU"] = 1.0  # each GPU worker advertises GPU=1 (layout.py)
+        return PoolShape(self.name, resources, template.worker_process_threads)
 
     # ------------------------------------------------------------------ job states
 

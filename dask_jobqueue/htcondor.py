@@ -14,7 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._shell import join_command
 from ._values import check_directive_value
 from .cluster import JobQueueCluster
 from .dialects.htcondor import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
@@ -97,6 +96,7 @@ class HTCondorJob(Job):
     """An HTCondor job running Dask workers (``/bin/sh -c '<prologue; workers; epilogue>'``)."""
 
     dialect = DIALECT
+    gpus_supported = True
 
     #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).
     executable = "/bin/sh"
@@ -133,7 +133,7 @@ class HTCondorJob(Job):
             [
                 *self.job_script_prologue,
                 *filter(None, [self.scheduler_check_line()]),
-                join_command(self.worker_command_tokens()),
+                self.worker_shell_command(),
                 *self.job_script_epilogue,
             ]
         )

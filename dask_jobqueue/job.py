@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import dask.config
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 from distributed.security import Security
@@ -36,6 +37,16 @@ from .dialect import (
     render_header,
 )
 from .engine import BatchSystem
+from .layout import (
+    NODE_WORKER_NAME,
+    STATUS_VAR,
+    Launcher,
+    check_layout,
+    gpu_worker_lines,
+    node_script_lines,
+    one_line,
+    worker_suffixes,
+)
 from .options import (
     JOB_IDENTITY,
     JOB_OPTIONS,
@@ -183,12 +194,21 @@ class Job(ParametersDocumented, ProcessInterface):
     batch_system_cls: ClassVar[type[BatchSystem]] = BatchSystem
     #: Keywords of this class (merged with those of its base classes).
     options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
+    #: Whether the header requests ``gpus`` from the batch system (else ``gpus`` is refused).
+    gpus_supported: ClassVar[bool] = False
+    #: How a job of several ``nodes`` starts workers on each (the first is the default;
+    #: none: ``nodes`` > 1 is refused).
+    launchers: ClassVar[tuple[Launcher, ...]] = ()
 
     # The checked values of JOB_OPTIONS, set by __init__ (attribute: Option.attribute); a
     # dialect declares the attributes of its own options the same way.
     worker_cores: int
     worker_memory: int
     worker_processes: int
+    gpus: int | None
+    mem_per_gpu: int | None
+    nodes: int
+    launcher: str | None
     nanny: bool
     protocol: str | None
     security: Security | None
@@ -272,6 +292,7 @@ class Job(ParametersDocumented, ProcessInterface):
         if unknown:
             raise unknown_keyword_error(cls.__name__, unknown, allowed, kwargs)
         values = resolve_options(options.values(), self.config_name, kwargs, cls)
+        self._check_gpu_memory(values, kwargs)
         if values["cores"] is None or values["memory"] is None:
             raise ValueError(
                 "You must specify how much cores and memory per job you want to use, for "
@@ -295,6 +316,16 @@ class Job(ParametersDocumented, ProcessInterface):
                 f"processes={self.worker_processes} is more than cores={self.worker_cores}: "
                 "each worker process needs at least one core"
             )
+        #: The launcher starting the workers of each node (``None``: a job of one node).
+        self.node_launcher = check_layout(
+            cls.__name__,
+            self.gpus,
+            self.worker_processes,
+            self.nodes,
+            self.launcher,
+            cls.launchers,
+            cls.gpus_supported,
+        )
         self.worker_process_threads = self.worker_cores // self.worker_processes
         #: Memory limit of each worker, in bytes.
         self.worker_process_memory_bytes = self.worker_memory // self.worker_processes
@@ -309,6 +340,36 @@ class Job(ParametersDocumented, ProcessInterface):
                 UserWarning,
                 stacklevel=3,
             )
+
+    def _check_gpu_memory(self, values: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        """``mem_per_gpu`` needs ``gpus`` and replaces ``memory`` (keyword or config)."""
+        if values["mem_per_gpu"] is None:
+            return
+        if values["gpus"] is None:
+            raise ValueError(
+                f"mem_per_gpu={kwargs.get('mem_per_gpu', values['mem_per_gpu'])!r} needs gpus="
+                "(the number of GPUs per job)"
+            )
+        memory = kwargs.get("memory")
+        where = "memory"
+        if memory is None:
+            where = f"jobqueue.{self.config_name}.memory"
+            memory = dask.config.get(where, default=None)
+        if memory is not None:
+            raise ValueError(
+                f"mem_per_gpu={kwargs.get('mem_per_gpu', values['mem_per_gpu'])!r} together "
+                f"with {where}={memory!r}: give one of them (with mem_per_gpu a job's memory "
+                "is gpus times mem_per_gpu)"
+            )
+
+    @property
+    def workers_per_job(self) -> int:
+        """Dask workers of one job: ``processes`` on each of its ``nodes``."""
+        return self.worker_processes * self.nodes
+
+    def worker_name_suffixes(self) -> list[str]:
+        """What the job's workers add to its name (``-0``, ``-1``...; none for one worker)."""
+        return worker_suffixes(self.worker_processes, self.nodes)
 
     # ------------------------------------------------------------------ log directory
 
@@ -354,15 +415,19 @@ class Job(ParametersDocumented, ProcessInterface):
         ``job_directives_skip``, then the extras (:func:`~dask_jobqueue.dialect.render_header`)."""
         return render_header(self, self.header_table, self.directive_prefix)
 
-    def worker_command_tokens(self) -> list[str]:
-        """The worker command as a list of arguments (not yet quoted)."""
+    def worker_command_tokens(
+        self, name: str | None = None, one_process: bool = False
+    ) -> list[str]:
+        """The worker command as a list of arguments (not yet quoted): ``name`` instead of the
+        job's name; ``one_process``: one worker process (no ``--nworkers``), as each GPU
+        worker is."""
         tokens = [
             self.python,
             "-m",
             self.worker_command,
             self.scheduler,
             "--name",
-            str(self.name),
+            str(self.name) if name is None else name,
             "--nthreads",
             str(self.worker_process_threads),
             "--memory-limit",
@@ -370,7 +435,7 @@ class Job(ParametersDocumented, ProcessInterface):
         ]
         default_command = self.worker_command == "distributed.cli.dask_worker"
         if default_command:
-            if self.worker_processes > 1:
+            if self.worker_processes > 1 and not one_process:
                 tokens += ["--nworkers", str(self.worker_processes)]
             tokens.append("--nanny" if self.nanny else "--no-nanny")
         if self.death_timeout is not None:
@@ -378,6 +443,8 @@ class Job(ParametersDocumented, ProcessInterface):
         if self.local_directory is not None:
             tokens += ["--local-directory", str(self.local_directory)]
         tokens += self.worker_extra_args
+        if self.gpus is not None:
+            tokens += ["--resources", "GPU=1"]
         if self.interface:
             tokens += ["--interface", str(self.interface)]
         if self.protocol:
@@ -396,6 +463,40 @@ class Job(ParametersDocumented, ProcessInterface):
     def worker_command_line(self) -> str:
         """The worker command, every token quoted for the job's shell."""
         return join_command(self.worker_command_tokens())
+
+    def worker_lines(self) -> list[str]:
+        """The lines of the job script starting its workers: one worker command, or one per
+        GPU (:func:`~dask_jobqueue.layout.gpu_worker_lines`), on every node through the
+        launcher for a job of several nodes (:func:`~dask_jobqueue.layout.node_script_lines`)."""
+        if self.node_launcher is None:
+            if self.gpus is None:
+                return [self.worker_command_line()]
+            return self._gpu_lines(str(self.name))
+        if self.gpus is None:
+            node_lines = ["exec " + join_command(self.worker_command_tokens(NODE_WORKER_NAME))]
+        else:
+            # the node's status is its first worker's: a failed worker fails the launcher
+            node_lines = [*self._gpu_lines(NODE_WORKER_NAME), f'exit "${STATUS_VAR}"']
+        return node_script_lines(self, self.node_launcher, node_lines, self.nodes, str(self.name))
+
+    def _gpu_lines(self, name: str) -> list[str]:
+        assert self.gpus is not None
+        suffixed = self.gpus > 1
+        return gpu_worker_lines(
+            self.gpus,
+            lambda i: join_command(
+                self.worker_command_tokens(f"{name}-{i}" if suffixed else name, one_process=True)
+            ),
+        )
+
+    def worker_shell_command(self) -> str:
+        """:meth:`worker_lines` as one shell command (for batch systems running a command
+        line rather than a script: HTCondor, OAR): the worker command, or ``bash -c`` of the
+        lines."""
+        lines = self.worker_lines()
+        if len(lines) == 1:
+            return lines[0]
+        return join_command(["bash", "-c", one_line(lines)], keep_env=False)
 
     def scheduler_check_line(self) -> str | None:
         """One shell line that ends the job (status 0) when the scheduler does not accept
@@ -438,7 +539,7 @@ class Job(ParametersDocumented, ProcessInterface):
             parts.append(self.job_header)
         parts += self.job_script_prologue
         parts += self.scheduler_check_lines()
-        parts.append(self.worker_command_line())
+        parts += self.worker_lines()
         parts += self.job_script_epilogue
         return "\n".join(parts) + "\n"
 

@@ -171,6 +171,8 @@ class LocalJob(Job):
     submit_command = "bash"
     cancel_command = None
     batch_system_cls = LocalProcesses
+    # GPUs of this machine: each worker gets one of 0..gpus-1 (or of CUDA_VISIBLE_DEVICES)
+    gpus_supported = True
 
     # Accepted for compatibility with batch backends (and checked); a local process has no
     # queue, project or resources. The log directory holds the job scripts, so nobody else

@@ -43,6 +43,7 @@ from .dialects.lsf import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_lsf_tags,
 )
 from .job import Job
+from .layout import Launcher
 from .options import BOOL, POSITIVE_INT, PROJECT, QUEUE, SIZE, WALLTIME, Option
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,17 @@ def _lsf_project(value: Any, keyword: str, owner: type) -> str:
     return check_text(value, keyword)
 
 
+#: LSF starts the workers of each host of a job with blaunch (no shell: the command's words
+#: reach it as they are); LSB_MCPU_HOSTS lists "host slots host slots ...".
+LSF_LAUNCHERS = (
+    Launcher(
+        "blaunch",
+        lambda job: ["blaunch", "-no-shell", "{host}"],
+        hosts="printf '%s\\n' $LSB_MCPU_HOSTS | awk 'NR % 2'",
+    ),
+)
+
+
 def _default_ncpus(values: Mapping[str, Any], owner: type) -> int | None:
     logger.info("ncpus specification for LSF not set, using %s", values.get("cores"))
     return values.get("cores")
@@ -88,6 +100,8 @@ class LSFJob(Job):
     """An LSF batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
+    launchers = LSF_LAUNCHERS
 
     options = (
         QUEUE,

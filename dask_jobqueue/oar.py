@@ -29,6 +29,7 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_oarstat_json,
 )
 from .job import Job
+from .layout import Launcher
 from .options import IDENTIFIER, PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, Option
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,25 @@ logger = logging.getLogger(__name__)
 __all__ = ["OARJob", "OARCluster", "parse_oarstat_json", "oar_job_status", "decode_wait_status"]
 
 
+#: OAR starts the workers of each node of a job with oarsh (ssh: the command reaches a
+#: remote shell as one string); OAR_NODEFILE lists each host once per core.
+OAR_LAUNCHERS = (
+    Launcher(
+        "oarsh",
+        lambda job: ["oarsh", "{host}"],
+        hosts="awk '!seen[$0]++' \"$OAR_NODEFILE\"",
+        remote_shell=True,
+    ),
+)
+
+
 def _default_resources(values: Mapping[str, Any], owner: type) -> str:
-    return f"/nodes=1/core={values.get('cores')}"
+    nodes = values.get("nodes") or 1
+    if values.get("gpus") is not None:
+        # the gpu resource of OAR's host/cpu/core hierarchy (oar_resources_add -g): the
+        # GPUs come with their cores
+        return f"/nodes={nodes}/gpu={values['gpus']}"
+    return f"/nodes={nodes}/core={values.get('cores')}"
 
 
 class OARJob(Job):
@@ -49,6 +67,8 @@ class OARJob(Job):
     """
 
     dialect = DIALECT
+    gpus_supported = True
+    launchers = OAR_LAUNCHERS
 
     options = (
         QUEUE,
@@ -100,7 +120,7 @@ class OARJob(Job):
             *self._tag_line(),
             *self.job_script_prologue,
             *filter(None, [self.scheduler_check_line()]),
-            self.worker_command_line(),
+            self.worker_shell_command(),
             *self.job_script_epilogue,
         ]
         return "\n".join(parts)

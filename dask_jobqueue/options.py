@@ -207,6 +207,13 @@ def check_writable_directory(value: Any, keyword: str, probe: bool = False) -> N
         )
 
 
+def _memory_from_gpus(values: Mapping[str, Any], owner: type) -> int | None:
+    # mem_per_gpu instead of memory: the job's memory is what its GPUs ask for
+    if values.get("mem_per_gpu") is None or values.get("gpus") is None:
+        return None
+    return values["gpus"] * values["mem_per_gpu"]
+
+
 def _directory(value: Any, keyword: str, owner: type) -> str:
     path = os.path.expanduser(check_shared_directory(value, keyword, "the jobs' output files"))
     check_writable_directory(value, keyword)
@@ -482,11 +489,28 @@ JOB_OPTIONS: tuple[Option, ...] = (
         attr="worker_cores",
     ),
     Option(
+        "gpus",
+        "int",
+        "GPUs per job (per node with ``nodes``), requested the way the batch system asks "
+        "for them. The job runs one worker per GPU (``processes`` defaults to ``gpus``), "
+        "each seeing one device (``CUDA_VISIBLE_DEVICES``) and advertising the worker "
+        "resource ``GPU: 1``. Default: none.",
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "mem_per_gpu",
+        "str",
+        "Memory per GPU, instead of ``memory`` (Slurm: ``--mem-per-gpu``; elsewhere "
+        "``memory`` becomes ``gpus`` times this). Needs ``gpus``.",
+        check=_memory,
+    ),
+    Option(
         "memory",
         "str",
         "Total memory per job, e.g. ``'24GB'`` (decimal ``GB``) or ``'22GiB'`` "
-        "(binary). Required (keyword or config); less than 1 MiB is refused (a forgotten "
-        "unit), less than 32 MiB warns.",
+        "(binary). Required (keyword or config) unless ``mem_per_gpu`` is given; less than "
+        "1 MiB is refused (a forgotten unit), less than 32 MiB warns.",
+        default_factory=_memory_from_gpus,
         check=_memory,
         attr="worker_memory",
     ),
@@ -494,9 +518,27 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "processes",
         "int",
         "Number of Dask worker processes per job; the cores are split "
-        "evenly between them. Default: about the square root of ``cores``.",
+        "evenly between them. Default: ``gpus`` when given, else about the square root "
+        "of ``cores``.",
+        default_factory=lambda values, owner: values.get("gpus"),
         check=POSITIVE_INT,
         attr="worker_processes",
+    ),
+    Option(
+        "nodes",
+        "int",
+        "Nodes per job: one batch job over this many nodes, ``cores``, ``memory``, "
+        "``processes`` and ``gpus`` per node, the workers started on every node by "
+        "``launcher``. Default: 1.",
+        default=1,
+        check=POSITIVE_INT,
+    ),
+    Option(
+        "launcher",
+        "str",
+        "Command starting the workers on every node of a job of several ``nodes`` (Slurm: "
+        "``'srun'``). Default: the batch system's own.",
+        check=WORD,
     ),
     Option(
         "nanny",

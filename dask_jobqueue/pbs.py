@@ -56,6 +56,7 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     torque_qstat_argv,
 )
 from .job import Job
+from .layout import Launcher
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import safe_host
 
@@ -74,10 +75,20 @@ __all__ = [
 ]
 
 
+#: PBS starts the workers of each node of a job with pbsdsh: one task on the n-th chunk
+#: (vnode entry of PBS_NODEFILE; one per chunk with the default mpiprocs=1).
+PBS_LAUNCHERS = (
+    Launcher("pbsdsh", lambda job: ["pbsdsh", "-n", "{node}", "--"], hosts='cat "$PBS_NODEFILE"'),
+)
+
+
 def _default_resource_spec(values: Mapping[str, Any], owner: type) -> str | None:
     if values.get("cores") is None or values.get("memory") is None:
         return None
-    spec = f"select=1:ncpus={values['cores']}:mem={pbs_format_bytes_ceil(values['memory'])}"
+    nodes = values.get("nodes") or 1
+    spec = f"select={nodes}:ncpus={values['cores']}:mem={pbs_format_bytes_ceil(values['memory'])}"
+    if values.get("gpus") is not None:
+        spec += f":ngpus={values['gpus']}"
     logger.info("Resource specification for PBS not set, using %s", spec)
     return spec
 
@@ -106,6 +117,8 @@ class PBSJob(Job):
     """A PBS batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
+    launchers = PBS_LAUNCHERS
 
     options = (
         QUEUE,
@@ -131,6 +144,26 @@ class PBSJob(Job):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         check_job_name_for_tag(self.job_name)
+        if (
+            self.gpus is not None
+            and self.resource_spec is not None
+            and not re.search(r"\b(ngpus|gpus)=", self.resource_spec)
+        ):
+            raise ValueError(
+                f"gpus={self.gpus} with resource_spec={self.resource_spec!r}: the resource "
+                f"request asks for no GPUs; add ':ngpus={self.gpus}' to its select statement "
+                "(Torque: ':gpus=N' in nodes=), or leave resource_spec out"
+            )
+        if (
+            self.nodes > 1
+            and self.resource_spec is not None
+            and not re.match(rf"select={self.nodes}:", self.resource_spec)
+        ):
+            raise ValueError(
+                f"nodes={self.nodes} with resource_spec={self.resource_spec!r}: a job of "
+                f"{self.nodes} nodes asks for {self.nodes} chunks, one per node "
+                f"('select={self.nodes}:ncpus=...'), or leave resource_spec out"
+            )
 
     @property
     def batch_job_name(self) -> str:

@@ -44,7 +44,8 @@ from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9
     waiting_ids,
 )
 from .job import Job
-from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .layout import Launcher
+from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 
 __all__ = [
     "SGEJob",
@@ -91,10 +92,25 @@ def _sge_walltime(value: Any, keyword: str, owner: type) -> str:
     return written
 
 
+#: Grid Engine starts the workers of each host of a parallel job with qrsh -inherit, which
+#: hands its command line to the user's login shell on that host (as rsh does); PE_HOSTFILE
+#: lists each host once, its name first.
+SGE_LAUNCHERS = (
+    Launcher(
+        "qrsh",
+        lambda job: ["qrsh", "-inherit", "-nostdin", "{host}"],
+        hosts="awk '{print $1}' \"$PE_HOSTFILE\"",
+        remote_shell=True,
+    ),
+)
+
+
 class SGEJob(Job):
     """A Grid Engine batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
+    launchers = SGE_LAUNCHERS
 
     options = (
         QUEUE,
@@ -111,14 +127,39 @@ class SGEJob(Job):
             + WALLTIME.doc.split(". ", 1)[1],
             check=_sge_walltime,
         ),
+        Option(
+            "gpu_resource_name",
+            "str",
+            "The site's consumable complex counting GPUs, requested as ``-l <name>=<gpus>`` "
+            "with ``gpus``.",
+            default="gpu",
+            check=WORD,
+        ),
+        Option(
+            "parallel_environment",
+            "str",
+            "The site's parallel environment for jobs of several ``nodes`` (``-pe <name> "
+            "<cores × nodes>``): tightly integrated (``control_slaves TRUE``, so "
+            "``qrsh -inherit`` works) and giving ``cores`` slots per host (``allocation_rule`` "
+            "``cores``). Required with ``nodes`` > 1.",
+            check=WORD,
+        ),
     )
     queue: str | None
     project: str | None
     resource_spec: str | None
     walltime: str | None
+    gpu_resource_name: str
+    parallel_environment: str | None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.nodes > 1 and self.parallel_environment is None:
+            raise ValueError(
+                f"nodes={self.nodes} needs parallel_environment=: the name of the site's "
+                "tightly integrated parallel environment (qrsh -inherit) giving cores slots "
+                "per host"
+            )
         self._submit_cwd = Path.cwd()
 
     @classmethod

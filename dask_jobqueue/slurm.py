@@ -15,6 +15,7 @@ from .cluster import JobQueueCluster
 from .dialects.slurm import (  # noqa: F401  (re-exported: the public names of 0.9 and tests)
     DIALECT,
     SLURM_ARRAYS,
+    SLURM_LAUNCHERS,
     SLURM_PATH_REFUSED,
     decode_wait_status,
     parse_sacct,
@@ -73,12 +74,22 @@ class SLURMJob(Job):
     """A Slurm batch job running Dask workers."""
 
     dialect = DIALECT
+    gpus_supported = True
+    launchers = SLURM_LAUNCHERS
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
     queue: str | None
     account: str | None
     walltime: str | None
     job_cpu: int | None
     job_mem: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.mem_per_gpu is not None and self.job_mem is not None:
+            raise ValueError(
+                f"job_mem={self.job_mem!r} together with mem_per_gpu: sbatch refuses --mem "
+                "next to --mem-per-gpu; give one of them"
+            )
 
     @classmethod
     def check_log_directory(cls, path: str, keyword: str) -> None:

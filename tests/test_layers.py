@@ -30,6 +30,7 @@ DIALECT_MAY_IMPORT = {
     "dask_jobqueue._shell",
     "dask_jobqueue._values",
     "dask_jobqueue.dialect",
+    "dask_jobqueue.layout",  # pure: the launchers' and GPU workers' shell lines
     "dask_jobqueue.tags",
     "dask_jobqueue.tracker",
     "dask_jobqueue.tracking",

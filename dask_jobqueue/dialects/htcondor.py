@@ -366,6 +366,7 @@ HEADER = HeaderTable(
         Directive("RequestCpus = MY.DaskWorkerCores"),
         Directive("RequestMemory = floor(MY.DaskWorkerMemory / 1048576)"),
         Directive("RequestDisk = floor(MY.DaskWorkerDisk / 1024)"),
+        Directive("request_gpus = {}", "gpus"),
         Directive('MY.JobId = "$(ClusterId).$(ProcId)"'),
         Directive("MY.DaskWorkerCores = {}", "worker_cores"),
         Directive("MY.DaskWorkerMemory = {}", "worker_memory"),

@@ -418,10 +418,12 @@ HEADER = HeaderTable(
         Directive("-o {}", log_file(lsf_log_file, "out")),
         Directive("-q {}", "queue"),
         Directive('-P "{}"', "project"),
-        Directive("-n {}", "ncpus"),
-        Directive('-R "span[hosts=1]"', when=lambda job: job.ncpus > 1),
+        Directive("-n {}", lambda job: job.ncpus * job.nodes),
+        Directive('-R "span[hosts=1]"', when=lambda job: job.ncpus > 1 and job.nodes == 1),
+        Directive('-R "span[ptile={}]"', "ncpus", when=lambda job: job.nodes > 1),
         Directive("-M {}", lambda job: lsf_format_bytes_ceil(job.mem, job.lsf_units)),
         Directive("-W {}", "walltime"),
+        Directive('-gpu "num={}"', "gpus"),
     )
 )
 

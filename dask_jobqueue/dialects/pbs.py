@@ -738,6 +738,8 @@ HEADER = HeaderTable(
         Directive("-q {}", "queue"),
         Directive("-A {}", "account"),
         Directive("-l {}", "resource_spec"),
+        # one chunk per node: without it PBS may put several chunks on one host
+        Directive("-l place=scatter", when=lambda job: job.nodes > 1),
         Directive("-l walltime={}", "walltime"),
         Directive("-e {}", "log_directory", write=pbs_log_path),
         Directive("-o {}", "log_directory", write=pbs_log_path),

@@ -471,6 +471,11 @@ def sge_log_path(directory: str) -> str:
 
 
 #: The ``#$`` lines of a job script.
+def _gpu_request(job: Any) -> str | None:
+    # a consumable complex of the site's choosing (gpu_resource_name), e.g. -l gpu=2
+    return None if job.gpus is None else f"{job.gpu_resource_name}={job.gpus}"
+
+
 HEADER = HeaderTable(
     (
         Directive("-N {}", "job_name"),
@@ -478,6 +483,12 @@ HEADER = HeaderTable(
         Directive("-P {}", "project"),
         Directive("-l {}", "resource_spec"),
         Directive("-l h_rt={}", "walltime"),
+        Directive("-l {}", lambda job: _gpu_request(job)),
+        Directive(
+            "-pe {}",
+            lambda job: f"{job.parallel_environment} {job.worker_cores * job.nodes}",
+            when=lambda job: job.nodes > 1,
+        ),
         Directive("-e {}", "log_directory", write=sge_log_path),
         Directive("-o {}", "log_directory", write=sge_log_path),
         Directive("-cwd"),

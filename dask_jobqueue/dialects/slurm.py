@@ -31,6 +31,7 @@ from ..dialect import (
     simple_parser,
     single_array_id,
 )
+from ..layout import Launcher
 from ..tags import TagSpec, only_tagged
 from ..tracker import Vanish
 from ..tracking import Interruption, JobState, JobStatus
@@ -39,6 +40,7 @@ __all__ = [
     "DIALECT",
     "HEADER",
     "SLURM_ARRAYS",
+    "SLURM_LAUNCHERS",
     "SLURM_PATH_REFUSED",
     "decode_wait_status",
     "parse_sacct",
@@ -329,6 +331,30 @@ def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
     )
 
 
+def _mem_per_gpu(job: Any) -> str | None:
+    return None if job.mem_per_gpu is None else slurm_format_bytes_ceil(job.mem_per_gpu)
+
+
+def srun_argv(job: Any) -> list[str]:
+    """``srun`` running one task on each node of the job (the node's workers), with the
+    job's CPUs per task, ending the others when one fails (``--kill-on-bad-exit``) or 10 s
+    after one ended (``--wait``): the job never goes on with some of its nodes."""
+    return [
+        "srun",
+        f"--nodes={job.nodes}",
+        f"--ntasks={job.nodes}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={job.job_cpu or job.worker_cores}",
+        "--kill-on-bad-exit=1",
+        "--wait=10",
+    ]
+
+
+#: Slurm starts the workers of each node of a job with srun; SLURM_NODEID is the node's
+#: index in the job's allocation (0..nodes-1).
+SLURM_LAUNCHERS = (Launcher("srun", srun_argv, "$SLURM_NODEID"),)
+
+
 #: The ``#SBATCH`` lines of a job script. queue, account, job_name, walltime and job_mem are
 #: checked words without blanks or quotes; the log paths are the only free text, quoted.
 HEADER = HeaderTable(
@@ -338,12 +364,18 @@ HEADER = HeaderTable(
         Directive("-o {}", log_file(slurm_log_file, "out")),
         Directive("-p {}", "queue"),
         Directive("-A {}", "account"),
-        Directive("-n 1"),
-        Directive("-N 1"),
+        Directive("-n 1", when=lambda job: job.nodes == 1),
+        Directive("--ntasks-per-node=1", when=lambda job: job.nodes > 1),
+        Directive("-N {}", "nodes"),
         Directive("--cpus-per-task={}", lambda job: job.job_cpu or job.worker_cores),
         Directive(
-            "--mem={}", lambda job: job.job_mem or slurm_format_bytes_ceil(job.worker_memory)
+            "--mem={}",
+            lambda job: job.job_mem or slurm_format_bytes_ceil(job.worker_memory),
+            when=lambda job: job.mem_per_gpu is None,
         ),
+        Directive("--gpus={}", "gpus", when=lambda job: job.nodes == 1),
+        Directive("--gpus-per-node={}", "gpus", when=lambda job: job.nodes > 1),
+        Directive("--mem-per-gpu={}", lambda job: _mem_per_gpu(job)),
         Directive("-t {}", "walltime"),
     )
 )
