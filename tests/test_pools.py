@@ -228,6 +228,7 @@ def test_the_configuration_example_of_the_pools_page_gives_what_it_says():
             gpu = cluster.pools["gpu"]
             script = gpu.job_script()
             assert "#SBATCH -p gpu" in script and "#SBATCH --gpus=1" in script
+            assert "CUDA_VISIBLE_DEVICES" in script
             assert "#SBATCH -p cpu" in cluster.job_script()
             assert "--resources GPU=1" in script
             assert gpu.pool_shape().resources == {"GPU": 1.0}

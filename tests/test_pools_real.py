@@ -48,8 +48,7 @@ def test_gpu_tasks_grow_the_gpu_pool_only_and_plain_tasks_run_too(slurm_multi, t
                 "gpu",
                 queue="gpu",
                 job_name="pools-gpu",
-                job_extra_directives=["--gpus=1"],
-                worker_extra_args=["--resources", "GPU=1"],
+                gpus=1,
             )
             cluster.adapt(minimum_jobs=0, maximum_jobs=3, interval="500ms")
 
