@@ -79,38 +79,9 @@ export SLURM_CONF=$CONF MUNGE_SOCKET
 T_SCRIPT=$(date +%s.%N)
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2fs", b - a }'; }
-log() { echo "[slurm-multi $(since "$T_SCRIPT")] $*"; }
-die() { echo "[slurm-multi $(since "$T_SCRIPT")] ERROR: $*" >&2; exit 1; }
-quiet() { "$@" >/dev/null 2>&1; }
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s until it succeeds.
-wait_for() {
-    local limit=$1 what=$2 t0 deadline
-    shift 2
-    t0=$(now)
-    deadline=$(( $(date +%s) + limit ))
-    while ! "$@"; do
-        if (( $(date +%s) >= deadline )); then
-            echo "[slurm-multi] timed out after ${limit}s waiting for: $what" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "  $what ($(since "$t0"))"
-}
-
-# pid_alive PID [COMM]: the process exists, is not a zombie, and (if given) has that name.
-pid_alive() {
-    local pid=$1 comm=${2:-} stat state
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    state=${stat##*) }
-    state=${state%% *}
-    [[ $state == Z || $state == X || $state == x ]] && return 1
-    [[ -z $comm || $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]]
-}
+TAG=slurm-multi
+# shellcheck source=../lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"
 
 # has_args PID WORD...: the process's command line contains these words in this order.
 has_args() {
@@ -133,27 +104,9 @@ ctld_pid() { pid_of "$CTLD_PID" slurmctld -f "$CONF"; }
 slurmd_pid() { pid_of "$RUN_DIR/slurmd.$1.pid" slurmd -f "$CONF" -N "$1"; }
 munged_pid() { pid_of "$MUNGE_PID" munged --socket="$MUNGE_SOCKET"; }
 
-session_of() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }                       # "STATE PPID PGRP SESSION ..."
-    read -r _ _ _ stat _ <<<"$stat"
-    echo "$stat"
-}
-
 # step_pids: this cluster's slurmstepd processes: each listens on a socket in one of our
 # SlurmdSpoolDirs (paths no other Slurm uses).
-step_pids() {
-    local inodes=() ino expr=()
-    mapfile -t inodes < <(awk -v dir="$SPOOL/" 'index($8, dir) == 1 { print $7 }' /proc/net/unix)
-    (( ${#inodes[@]} )) || return 0
-    for ino in "${inodes[@]}"; do
-        (( ${#expr[@]} )) && expr+=(-o)
-        expr+=(-lname "socket:\\[$ino\\]")
-    done
-    { find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 \( "${expr[@]}" \) 2>/dev/null || true; } \
-        | cut -d/ -f3 | sort -un
-}
+step_pids() { socket_pids "$SPOOL"; }
 
 # our_sessions: sessions of this cluster's daemons and job steps (each detaches into its own).
 our_sessions() {
@@ -166,23 +119,6 @@ our_sessions() {
         pid=$(slurmd_pid "$node") || continue
         sid=$(session_of "$pid") || continue
         (( sid > 1 )) && echo "$sid"
-    done
-    return 0
-}
-
-# pids_in_sessions SID...: live processes (not this script) in one of the sessions.
-pids_in_sessions() {
-    local f line pid rest state sid want
-    (( $# )) || return 0
-    want=" $* "
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        pid=${f#/proc/}; pid=${pid%/stat}
-        [[ $pid == "$$" ]] && continue
-        rest=${line##*) }
-        read -r state _ _ sid _ <<<"$rest"
-        [[ $state == Z || $state == X || $state == x ]] && continue
-        [[ $want == *" $sid "* ]] && echo "$pid"
     done
     return 0
 }

@@ -94,42 +94,9 @@ if [[ -n ${CI:-} ]]; then CLEAN_STATE=${SLURM_CLEAN_STATE:-1}; else CLEAN_STATE=
 T_SCRIPT=$(date +%s.%N)
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2fs", b - a }'; }
 TAG=slurm${INSTANCE:+ $INSTANCE}
-log() { echo "[$TAG $(since "$T_SCRIPT")] $*"; }
-die() { echo "[$TAG $(since "$T_SCRIPT")] ERROR: $*" >&2; exit 1; }
-
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s until it succeeds.
-wait_for() {
-    local limit=$1 what=$2; shift 2
-    local t0; t0=$(now)
-    local deadline=$(( $(date +%s) + limit ))
-    while ! "$@"; do
-        if (( $(date +%s) >= deadline )); then
-            echo "[$TAG] timed out after ${limit}s waiting for: $what" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "  $what ($(since "$t0"))"
-}
-
-quiet() { "$@" >/dev/null 2>&1; }
-
-# pid_alive PID [COMM]: the process exists, is not a zombie/dead, and (if given) has that name.
-pid_alive() {
-    local pid=$1 comm=${2:-} stat state
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    state=${stat##*) }
-    state=${state%% *}
-    [[ $state == Z || $state == X || $state == x ]] && return 1
-    if [[ -n $comm ]]; then
-        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
-    fi
-    return 0
-}
+# shellcheck source=../lib/procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/procs.sh"
 
 # pid_from_file FILE COMM: print the PID if the file names a live process called COMM.
 pid_from_file() {
@@ -138,16 +105,6 @@ pid_from_file() {
     pid=$(tr -dc '0-9' <"$file")
     pid_alive "$pid" "$comm" || return 1
     echo "$pid"
-}
-
-# session_of PID: the session id of a live process.
-session_of() {
-    local stat
-    pid_alive "$1" || return 1
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }                       # "STATE PPID PGRP SESSION ..."
-    read -r _ _ _ stat _ <<<"$stat"
-    echo "$stat"
 }
 
 # our_sessions: the sessions of this instance's daemons and job steps. Each daemon detaches into
@@ -163,35 +120,7 @@ our_sessions() {
 
 # step_pids: this instance's slurmstepd processes. Each listens on a socket NODE_JOB.STEP in our
 # SlurmdSpoolDir (a path no other Slurm uses) and runs in a session of its own, with its job.
-step_pids() {
-    local inodes=() ino expr=()
-    mapfile -t inodes < <(awk -v dir="$SLURMD_STATE/" 'index($8, dir) == 1 { print $7 }' /proc/net/unix)
-    (( ${#inodes[@]} )) || return 0
-    for ino in "${inodes[@]}"; do
-        (( ${#expr[@]} )) && expr+=(-o)
-        expr+=(-lname "socket:\\[$ino\\]")
-    done
-    # find complains about processes that end while it reads /proc: not an error here.
-    { find /proc/[0-9]*/fd -mindepth 1 -maxdepth 1 \( "${expr[@]}" \) 2>/dev/null || true; } \
-        | cut -d/ -f3 | sort -un
-}
-
-# pids_in_sessions SID...: live processes (not this script) in one of the sessions.
-pids_in_sessions() {
-    local f line pid rest state sid
-    (( $# )) || return 0
-    local want=" $* "
-    for f in /proc/[0-9]*/stat; do
-        read -r line 2>/dev/null <"$f" || continue
-        pid=${f#/proc/}; pid=${pid%/stat}
-        [[ $pid == "$$" ]] && continue
-        rest=${line##*) }                   # "STATE PPID PGRP SESSION ..."
-        read -r state _ _ sid _ <<<"$rest"
-        [[ $state == Z || $state == X || $state == x ]] && continue
-        [[ $want == *" $sid "* ]] && echo "$pid"
-    done
-    return 0
-}
+step_pids() { socket_pids "$SLURMD_STATE"; }
 
 # ours PID OPTION VALUE: the process was not started for another instance: its command line has
 # OPTION VALUE; for the default instance it may also have no OPTION at all (daemons started by
