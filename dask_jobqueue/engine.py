@@ -354,6 +354,18 @@ class BatchSystem:
         if removed:
             self._live_changed(removed=removed)
 
+    def adopt(self, job_ids: Iterable[str]) -> None:
+        """Take over jobs another process submitted (a cluster attached by name): they are
+        live jobs of this engine from now on, cancelled at close like its own."""
+        with self._lock:
+            added = [i for i in dict.fromkeys(job_ids) if i not in self._live]
+            self._live.update(added)
+            now = time.time()
+            for job_id in added:
+                self._submitted_at.setdefault(job_id, now)
+        if added:
+            self._live_changed(added=added)
+
     def _spend_sync(self) -> None:
         """Wait (blocking) for the command budget, if there is one."""
         if self.budget is not None:
