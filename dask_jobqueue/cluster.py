@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobQueueCluster"]
+__all__ = ["JobQueueCluster", "attach"]
 
 
 @dataclass(frozen=True)
@@ -383,7 +383,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         if resolved["scheduler_cores"] == 0:
             raise ValueError("scheduler_cores=0: the scheduler's job needs a core")
         root = record_root(resolved["record_directory"])
-        return DetachedControl(name, root, keep_alive, attach=attach)
+        control = DetachedControl(name, root, keep_alive, attach=attach)
+        control.check_name_free()
+        return control
 
     def _detached_security(
         self, security: Any, protocol: str | None, attach: ClusterRecord | None
@@ -466,7 +468,10 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         if interface:
             tokens += ["--interface", str(interface)]
         if options.get("port") is not None:
-            tokens += ["--port", str(parse_positive_int(options.pop("port"), "port", allow_zero=True))]
+            tokens += [
+                "--port",
+                str(parse_positive_int(options.pop("port"), "port", allow_zero=True)),
+            ]
         dashboard = options.pop("dashboard_address", None)
         if dashboard is not None:
             tokens += ["--dashboard-address", str(dashboard)]
@@ -723,12 +728,20 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 f"Cluster {name!r} is a {cluster_cls.__name__}, not a {cls.__name__}: use "
                 f"{cluster_cls.__name__}.attach({name!r}) or dask_jobqueue.attach({name!r})"
             )
-        if probe_record(record) is None:
+        state = probe_record(record)
+        if state is None:
             assert record.directory is not None
             remove_record(record.directory)
             raise RecordError(
                 f"Cluster {name!r} is gone: its scheduler {record.address} does not answer "
                 "(its keep-alive ran out, or it was closed); its record was removed"
+            )
+        owner = state.get("owner") or {}
+        if state.get("owner_alive") and not owner_gone(owner):
+            raise RecordError(
+                f"Cluster {name!r} is owned by process {owner.get('pid')} on "
+                f"{owner.get('host')}, which is alive: one process scales a cluster at a "
+                "time. Close it there, or attach once that process has ended."
             )
         return cluster_cls(
             **record.settings,
@@ -817,10 +830,14 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         detached = self._detached
         if detached is not None:
             await detached.stop()
+            if detached.lost is not None:
+                # another process owns the cluster now: its scheduler and jobs are not ours
+                self.shutdown_scheduler = False
+                self._supervisor.engine.release(self._supervisor.engine.live_ids)
         await super()._close()
         await self._supervisor.close()
         remove_files(self._tls_files)
-        if detached is not None and (detached.record is not None or detached.attached is None):
+        if detached is not None:
             detached.remove_directory()
         if self._pool_of is not None:
             self._pool_of.cluster.pools.pop(self._pool_of.name, None)
@@ -948,6 +965,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             job._cluster = weakref.ref(self)  # type: ignore[attr-defined]  # as SpecCluster sets it
             self._created.add(job)
             self.workers[name] = job
+        if self._detached is not None and built:
+            # the scheduler learns the new jobs now: a process attaching after this one
+            # dies adopts them (a job submitted in between is cancelled then)
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await self._detached.sync(self._live_job_table())
 
     async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
         """Retire the workers of these jobs, then cancel the jobs."""
@@ -1416,3 +1438,13 @@ class _ScalingDone:
 
     def __await__(self):
         return self._cluster._correct_state_and_raise().__await__()
+
+
+def attach(
+    name: str, record_directory: str | None = None, asynchronous: bool = False, loop: Any = None
+) -> JobQueueCluster:
+    """The cluster ``name`` started with ``scheduler_in_job=True``, whatever its class: see
+    :meth:`JobQueueCluster.attach`."""
+    return JobQueueCluster.attach(
+        name, record_directory=record_directory, asynchronous=asynchronous, loop=loop
+    )

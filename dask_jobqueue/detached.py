@@ -417,9 +417,27 @@ class DetachedControl:
         self._created_directory = True
         return self.directory
 
+    def check_name_free(self) -> None:
+        """``ValueError`` if a live cluster has this name (checked again at the start)."""
+        if self.attached is not None:
+            return
+        try:
+            old = ClusterRecord.load(self.directory)
+        except FileNotFoundError:
+            return
+        except RecordError as exc:
+            raise ValueError(f"cluster_name={self.name!r}: {exc}") from None
+        if probe_record(old) is not None:
+            raise ValueError(
+                f"cluster_name={self.name!r}: a cluster of that name is running (scheduler "
+                f"{old.address}); attach to it, close it, or choose another name"
+            )
+
     def remove_directory(self) -> None:
-        """Remove the record (the cluster ended)."""
-        remove_record(self.directory)
+        """Remove the record if it is this object's (it created the cluster, or attached
+        and took the lease): the cluster ended."""
+        if self._created_directory or (self.attached is not None and self.state):
+            remove_record(self.directory)
 
     async def take_lease(self, address: str, connection_args: dict, force: bool) -> dict:
         """Take the lease of the scheduler at ``address`` (``RecordError`` if another live

@@ -153,7 +153,7 @@ def install_handlers(scheduler: Any, lease: Lease) -> None:
         return {"ok": lease.update_jobs(str(token), dict(add or {}), list(remove or []))}
 
     def djq_state() -> dict:
-        return lease.state()
+        return {**lease.state(), "workers": len(scheduler.workers)}
 
     scheduler.handlers.update(
         {
