@@ -33,6 +33,7 @@ from distributed.scheduler import Scheduler
 from distributed.security import Security
 
 from . import registry
+from ._shell import CommandError
 from ._values import parse_duration, parse_memory, parse_positive_int
 from .adaptive import PoolAdaptive, WorkerJobKey
 from .detached import (
@@ -811,7 +812,15 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         detached = self._detached
         if detached is not None and self.status == Status.running:
             if detached.attached is not None:
-                await self._adopt_jobs()
+                try:
+                    await self._adopt_jobs()
+                except (CommandError, OSError) as exc:
+                    # nothing adopted or cancelled yet: leave the cluster as it was
+                    await detached.release()
+                    raise RuntimeError(
+                        f"Attaching to cluster {detached.name!r}: its jobs could not be "
+                        f"listed ({exc}); nothing was changed, attach again"
+                    ) from exc
             await detached.sync(self._live_job_table())
             detached.start_heartbeat(self._live_job_table)
         self._supervisor.start()

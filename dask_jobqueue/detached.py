@@ -495,6 +495,14 @@ class DetachedControl:
             return
         self._sent = dict(jobs)
 
+    async def release(self) -> None:
+        """Give the lease back without ending the cluster (attaching failed): another
+        process may attach at once; this object closes without touching the cluster."""
+        self.lost = f"Cluster {self.name!r}: this object let go of it"
+        if self._comm is not None:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await self._comm.djq_release(token=self.token)
+
     async def stop(self) -> None:
         """Stop renewing (closing)."""
         if self._task is not None:

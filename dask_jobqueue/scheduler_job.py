@@ -74,9 +74,11 @@ class Lease:
         self._started = self.clock()
 
     def owner_alive(self) -> bool:
-        """Whether the owner renewed within :data:`HEARTBEAT_TIMEOUT` seconds."""
+        """Whether an owner holds the lease and renewed within :data:`HEARTBEAT_TIMEOUT`
+        seconds."""
         return (
             self.owner is not None
+            and self.owner.get("token") is not None
             and self._renewed is not None
             and self.clock() - self._renewed <= HEARTBEAT_TIMEOUT
         )
@@ -99,9 +101,10 @@ class Lease:
         return True
 
     def release(self, token: str) -> None:
-        """The owner ``token`` lets go (the cluster stays until ``keep_alive`` runs out)."""
+        """The owner ``token`` lets go: anyone may take the lease now (the cluster stays
+        until ``keep_alive`` runs out from the last renewal)."""
         if self.owner is not None and self.owner.get("token") == token:
-            self.owner = {**self.owner, "token": None}
+            self.owner = {**self.owner, "token": None, "released": True}
 
     def expired(self) -> bool:
         """Whether the cluster should end: nobody renewed for ``keep_alive`` seconds (or no

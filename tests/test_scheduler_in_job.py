@@ -99,6 +99,23 @@ def test_lease_one_owner_at_a_time_and_keep_alive():
     assert "token" not in lease.state()["owner"]
 
 
+def test_released_lease_is_free_at_once_and_keeps_its_keep_alive():
+    clock = Clock()
+    lease = Lease("0123abcd", keep_alive=60.0, clock=clock)
+    assert lease.acquire("a", {"pid": 1, "host": "h"})
+    clock.now += 1
+    lease.release("b")  # not the owner: nothing happens
+    assert lease.owner_alive()
+    lease.release("a")
+    assert not lease.owner_alive() and not lease.renew("a")
+    assert lease.acquire("b", {"pid": 2, "host": "h"})
+    clock.now += 59
+    assert not lease.expired()
+    lease.release("b")
+    clock.now += 2
+    assert lease.expired(), "keep_alive counts from the last renewal"
+
+
 def test_lease_expires_when_no_owner_ever_comes():
     clock = Clock()
     lease = Lease("0123abcd", keep_alive=600.0, start_grace=30.0, clock=clock)

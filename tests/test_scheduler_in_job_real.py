@@ -18,7 +18,9 @@ import pytest
 from distributed import Client
 
 import dask_jobqueue
+from dask_jobqueue.slurm import SLURMCluster
 
+from .fakecmd import fake_commands  # noqa: F401  (the fixture)
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,6 +159,63 @@ def test_without_keep_alive_a_crash_cancels_everything_promptly(tmp_path):
         killed = kill(owner)
         wait_until(lambda: not slurm_jobs(cluster_id), timeout=20, interval=0.5)
         print(f"no keep_alive: every job gone {time.monotonic() - killed:.1f}s after the kill")
+    finally:
+        owner.kill()
+        leftover = list(slurm_jobs(cluster_id))
+        if leftover:
+            subprocess.run(["scancel", *leftover], check=False)
+
+
+def test_scheduler_job_refused_by_sbatch_is_a_clear_error_leaving_nothing(
+    tmp_path,
+    fake_commands,  # noqa: F811
+):
+    records = tmp_path / "records"
+    job_name = f"djq-sij-{uuid.uuid4().hex[:6]}"
+    fake_commands.fail_always(
+        "sbatch", stderr="sbatch: error: Batch job submission failed: Invalid account", rc=1
+    )
+    with pytest.raises(RuntimeError, match="Invalid account"):
+        SLURMCluster(
+            cores=1,
+            memory="1GB",
+            job_name=job_name,
+            scheduler_in_job=True,
+            cluster_name="refused",
+            record_directory=str(records),
+        )
+    assert fake_commands.calls("sbatch") >= 1
+    assert not (records / "refused").exists()
+    out = subprocess.run(
+        ["squeue", "-h", "-n", f"{job_name},{job_name}-scheduler", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert out.strip() == ""
+
+
+def test_attach_while_the_tag_listing_fails_changes_nothing(
+    tmp_path,
+    fake_commands,  # noqa: F811
+):
+    records = tmp_path / "records"
+    owner, address, cluster_id, worker_ids = start_owner(records, keep_alive="3 minutes")
+    try:
+        kill(owner)
+        fake_commands.fail_matching(
+            "squeue", "^%i[|]%k$", stderr="squeue: error: Socket timed out on send/recv", rc=1
+        )
+        with pytest.raises(RuntimeError, match="(?s)could not be listed.*Socket timed out"):
+            dask_jobqueue.attach("a", record_directory=str(records))
+        assert len(slurm_jobs(cluster_id)) == 3
+        fake_commands.wrap("squeue")
+        cluster = dask_jobqueue.attach("a", record_directory=str(records))  # at once: released
+        try:
+            assert sorted(r.job_id for r in cluster.jobs) == sorted(worker_ids)
+        finally:
+            cluster.close()
+        wait_until(lambda: not slurm_jobs(cluster_id), timeout=30)
     finally:
         owner.kill()
         leftover = list(slurm_jobs(cluster_id))
