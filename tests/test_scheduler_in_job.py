@@ -334,3 +334,23 @@ def test_cli_close_ends_a_cluster_whose_owner_died(tmp_path, capsys):
     assert "Closed cluster 'c'" in capsys.readouterr().out
     wait_until(lambda: not tagged(cluster_id), timeout=15)
     assert not (root / "c").exists()
+
+
+def test_interpreter_exit_without_close_keeps_a_keep_alive_cluster(tmp_path):
+    root = tmp_path / "records"
+    code = (
+        "from dask_jobqueue.local import LocalCluster\n"
+        f"c = LocalCluster(cores=1, memory='2GB', scheduler_in_job=True, cluster_name='e', "
+        f"keep_alive='60s', record_directory={str(root)!r})\n"
+        "c.scale(1)\n"
+        "c.wait_for_workers(1, timeout=60, progress=False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+    cluster = LocalCluster.attach("e", record_directory=str(root))
+    try:
+        assert [r.state.value for r in cluster.jobs] == ["connected"]
+        cluster_id = cluster._engine.cluster_id
+    finally:
+        cluster.close()
+    wait_until(lambda: not tagged(cluster_id), timeout=15)
