@@ -68,6 +68,13 @@ from .tls import prepare_security, remove_files, scheduler_spec
 from .tracking import JobTable
 
 
+def _job_number(job_id: str) -> str:
+    """The leading number of a batch job id (``1726`` of ``1726.1``, ``330`` of ``330_0``,
+    ``65`` of ``65[1].server``); the whole id if it has none."""
+    match = re.match(r"\d+", job_id)
+    return match.group(0) if match else job_id
+
+
 def _scheduler_job_class(job_cls: type[Job]) -> type[Job]:
     """``job_cls`` running the detached scheduler instead of workers (same header, prologue
     and submission; no scheduler check)."""
@@ -641,9 +648,25 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             # no listing by tag here: the table's jobs that the batch system still runs
             answer = await engine.poll(list(table))
             ours = {i for i, st in answer.statuses.items() if not st.state.is_final}
-        for job_id in sorted(scheduler_ids & (ours | scheduler_ids)):
-            engine.adopt([job_id])  # cancelled at close (or by the watchdog), like the rest
-        unknown = sorted(ours - set(table) - scheduler_ids)
+        if record.scheduler_job_id:
+            # cancelled at close (or by the watchdog), like the rest
+            engine.adopt([record.scheduler_job_id])
+        # A listing may show an array once, under its own number (SGE ``1726`` for the
+        # tasks ``1726.1``, Slurm ``330_[0-1]`` while pending): a job of the table whose
+        # number is listed is asked about by its own id, and a listed id sharing a number
+        # with the table is never taken for an unknown job (cancelling it would end them all).
+        table_numbers = {_job_number(i) for i in table}
+        listed_numbers = {_job_number(i) for i in ours}
+        unknown = sorted(
+            i
+            for i in ours - set(table) - scheduler_ids
+            if _job_number(i) not in table_numbers | {_job_number(j) for j in scheduler_ids}
+        )
+        live = set(table) & ours
+        ask = [i for i in table if i not in ours and _job_number(i) in listed_numbers]
+        if ask:
+            answer = await engine.poll(ask)
+            live |= {i for i, st in answer.statuses.items() if not st.state.is_final}
         if unknown:
             logger.warning(
                 "Cluster %s: job(s) %s carry its tag but no name: cancelling them",
@@ -656,7 +679,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         assert job_cls is not None
         highest = -1
         for job_id, name in sorted(table.items()):
-            if job_id not in ours:
+            if job_id not in live:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

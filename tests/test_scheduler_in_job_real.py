@@ -5,46 +5,72 @@ Times are printed (``pytest -s``) and bounded by the assertions."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from distributed import Client
 
 import dask_jobqueue
+from dask_jobqueue.detached import read_record
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.slurm import SLURMCluster
 
 from .fakecmd import fake_commands  # noqa: F401  (the fixture)
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.env("slurm")
 
 
-def slurm_jobs(cluster_id: str) -> dict[str, str]:
-    """Pending or running Slurm jobs whose comment is a tag of ``cluster_id``: id -> name."""
-    out = subprocess.run(
-        ["squeue", "-h", "-t", "PD,R,CF,CG", "-o", "%i|%j|%k"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    jobs = {}
-    for line in out.splitlines():
-        job_id, name, comment = line.split("|", 2)
-        if comment.startswith(f"djq1.{cluster_id}."):
-            jobs[job_id] = name
-    return jobs
+@dataclass(frozen=True)
+class Real:
+    module: str
+    cluster: str
+    #: keywords this batch system needs besides the common ones
+    extra: dict
 
 
-def start_owner(records: Path, keep_alive: str | None, jobs: int = 2):
+SYSTEMS = [
+    pytest.param(
+        Real("dask_jobqueue.slurm", "SLURMCluster", {}), marks=pytest.mark.env("slurm"), id="slurm"
+    ),
+    pytest.param(
+        # qsub passes no environment: the scheduler's job imports dask_jobqueue from here
+        Real(
+            "dask_jobqueue.sge",
+            "SGECluster",
+            {"job_script_prologue": [f"export PYTHONPATH={ROOT}"]},
+        ),
+        marks=pytest.mark.env("sge"),
+        id="sge",
+    ),
+]
+
+
+def tagged(real: Real, cluster_id: str) -> set[str]:
+    """Ids the batch system lists with a tag of ``cluster_id`` (an array may be listed once,
+    under its own number)."""
+    job_cls = getattr(importlib.import_module(real.module), real.cluster).job_cls
+    engine = BatchSystem(job_cls(cores=1, memory="1GB"))
+    listed = asyncio.run(engine.list_tagged())
+    return {i for i, tag in listed.items() if tag.cluster_id == cluster_id}
+
+
+def numbers(ids) -> set[str]:
+    return {re.match(r"\d+", i).group(0) for i in ids}
+
+
+def start_owner(real: Real, records: Path, keep_alive: str | None, jobs: int = 2):
     job_name = f"djq-sij-{uuid.uuid4().hex[:6]}"
     kwargs = {
         "cores": 1,
@@ -56,6 +82,7 @@ def start_owner(records: Path, keep_alive: str | None, jobs: int = 2):
         "cluster_name": "a",
         "record_directory": str(records),
         "scheduler_options": {"dashboard_address": ":0"},
+        **real.extra,
     }
     if keep_alive is not None:
         kwargs["keep_alive"] = keep_alive
@@ -65,8 +92,8 @@ def start_owner(records: Path, keep_alive: str | None, jobs: int = 2):
             sys.executable,
             "-m",
             "tests.detached_owner",
-            "dask_jobqueue.slurm",
-            "SLURMCluster",
+            real.module,
+            real.cluster,
             json.dumps(kwargs),
             str(jobs),
         ],
@@ -83,23 +110,33 @@ def start_owner(records: Path, keep_alive: str | None, jobs: int = 2):
     return owner, line[1], line[2], line[3:]
 
 
+def cancel_leftovers(real: Real, owner: subprocess.Popen, cluster_id: str) -> None:
+    owner.kill()
+    leftover = sorted(tagged(real, cluster_id))
+    if leftover:
+        command = "scancel" if real.cluster == "SLURMCluster" else "qdel"
+        subprocess.run([command, *leftover], check=False, capture_output=True)
+
+
 def kill(owner: subprocess.Popen) -> float:
     owner.send_signal(signal.SIGKILL)
     owner.wait(10)
     return time.monotonic()
 
 
-def test_owner_killed_another_process_attaches_scales_and_closes(tmp_path):
+@pytest.mark.parametrize("real", SYSTEMS)
+def test_owner_killed_another_process_attaches_scales_and_closes(tmp_path, real):
     records = tmp_path / "records"
-    owner, address, cluster_id, worker_ids = start_owner(records, keep_alive="3 minutes")
+    owner, address, cluster_id, worker_ids = start_owner(real, records, keep_alive="3 minutes")
     try:
-        before = slurm_jobs(cluster_id)
-        assert len(before) == 3 and set(worker_ids) < set(before), before
+        record = read_record("a", records)
+        before = tagged(real, cluster_id)
+        assert numbers(before) == numbers([*worker_ids, record.scheduler_job_id]), before
         killed = kill(owner)
         cluster = dask_jobqueue.attach("a", record_directory=str(records))
         attached_after = time.monotonic() - killed
         try:
-            assert type(cluster).__name__ == "SLURMCluster"
+            assert type(cluster).__name__ == real.cluster
             assert cluster.scheduler_address == address
             with Client(cluster) as client:
                 assert client.get_dataset("x") == [1, 2, 3]
@@ -107,65 +144,62 @@ def test_owner_killed_another_process_attaches_scales_and_closes(tmp_path):
             assert sorted(r.job_id for r in cluster.jobs) == sorted(worker_ids)
             cluster.scale(3)
             cluster.wait_for_workers(3, timeout=180, progress=False)
-            now = slurm_jobs(cluster_id)
-            names = sorted(now.values())
-            assert len(now) == 4, now  # 3 worker jobs and the scheduler's, none twice
-            assert sum(n.endswith("-scheduler") for n in names) == 1, now
-            assert set(before) <= set(now), (before, now)
+            ids = [r.job_id for r in cluster.jobs if not r.state.is_final]
+            assert len(ids) == 3 and set(worker_ids) < set(ids), ids
+            # no job of the cluster but its 3 worker jobs and the scheduler's
+            assert numbers(tagged(real, cluster_id)) == numbers([*ids, record.scheduler_job_id])
         finally:
             cluster.close()
         closed = time.monotonic()
-        wait_until(lambda: not slurm_jobs(cluster_id), timeout=30)
+        wait_until(lambda: not tagged(real, cluster_id), timeout=30)
         print(
-            f"attached {attached_after:.2f}s after the kill; queue empty "
+            f"{real.cluster}: attached {attached_after:.2f}s after the kill; queue empty "
             f"{time.monotonic() - closed:.1f}s after close()"
         )
         assert not (records / "a").exists()
     finally:
-        owner.kill()
-        leftover = list(slurm_jobs(cluster_id))
-        if leftover:
-            subprocess.run(["scancel", *leftover], check=False)
+        cancel_leftovers(real, owner, cluster_id)
 
 
-def test_keep_alive_runs_out_and_every_job_leaves_the_queue(tmp_path):
+@pytest.mark.parametrize("real", SYSTEMS)
+def test_keep_alive_runs_out_and_every_job_leaves_the_queue(tmp_path, real):
     records = tmp_path / "records"
-    owner, address, cluster_id, worker_ids = start_owner(records, keep_alive="40 seconds")
+    owner, address, cluster_id, worker_ids = start_owner(real, records, keep_alive="40 seconds")
     try:
+        expected = numbers(tagged(real, cluster_id))
         killed = kill(owner)
-        counts = []
+        seen = []
         while time.monotonic() - killed < 15:
-            counts.append(len(slurm_jobs(cluster_id)))
+            seen.append(numbers(tagged(real, cluster_id)))
             time.sleep(1)
-        assert counts and min(counts) == 3, counts  # still there 15 s after the kill
-        wait_until(lambda: not slurm_jobs(cluster_id), timeout=40 + 45 - 15, interval=1)
+        assert seen and all(s == expected for s in seen), (expected, seen)
+        wait_until(lambda: not tagged(real, cluster_id), timeout=40 + 45 - 15, interval=1)
         gone_after = time.monotonic() - killed
-        print(f"keep_alive 40 s: every job gone {gone_after:.1f}s after the kill")
+        print(f"{real.cluster}: keep_alive 40 s, every job gone {gone_after:.1f}s after the kill")
         assert gone_after < 40 + 45
         with pytest.raises(ValueError, match="Cluster 'a' is gone"):
             dask_jobqueue.attach("a", record_directory=str(records))
     finally:
-        owner.kill()
-        leftover = list(slurm_jobs(cluster_id))
-        if leftover:
-            subprocess.run(["scancel", *leftover], check=False)
+        cancel_leftovers(real, owner, cluster_id)
 
 
-def test_without_keep_alive_a_crash_cancels_everything_promptly(tmp_path):
+@pytest.mark.parametrize("real", SYSTEMS)
+def test_without_keep_alive_a_crash_cancels_everything_promptly(tmp_path, real):
     records = tmp_path / "records"
-    owner, address, cluster_id, worker_ids = start_owner(records, keep_alive=None)
+    owner, address, cluster_id, worker_ids = start_owner(real, records, keep_alive=None)
     try:
-        assert len(slurm_jobs(cluster_id)) == 3
+        assert tagged(real, cluster_id)
         killed = kill(owner)
-        wait_until(lambda: not slurm_jobs(cluster_id), timeout=20, interval=0.5)
-        print(f"no keep_alive: every job gone {time.monotonic() - killed:.1f}s after the kill")
+        wait_until(lambda: not tagged(real, cluster_id), timeout=20, interval=0.5)
+        print(
+            f"{real.cluster}: no keep_alive, every job gone "
+            f"{time.monotonic() - killed:.1f}s after the kill"
+        )
     finally:
-        owner.kill()
-        leftover = list(slurm_jobs(cluster_id))
-        if leftover:
-            subprocess.run(["scancel", *leftover], check=False)
+        cancel_leftovers(real, owner, cluster_id)
 
 
+@pytest.mark.env("slurm")
 def test_scheduler_job_refused_by_sbatch_is_a_clear_error_leaving_nothing(
     tmp_path,
     fake_commands,  # noqa: F811
@@ -195,12 +229,14 @@ def test_scheduler_job_refused_by_sbatch_is_a_clear_error_leaving_nothing(
     assert out.strip() == ""
 
 
+@pytest.mark.env("slurm")
 def test_attach_while_the_tag_listing_fails_changes_nothing(
     tmp_path,
     fake_commands,  # noqa: F811
 ):
     records = tmp_path / "records"
-    owner, address, cluster_id, worker_ids = start_owner(records, keep_alive="3 minutes")
+    real = SYSTEMS[0].values[0]
+    owner, address, cluster_id, worker_ids = start_owner(real, records, keep_alive="3 minutes")
     try:
         kill(owner)
         fake_commands.fail_matching(
@@ -208,16 +244,15 @@ def test_attach_while_the_tag_listing_fails_changes_nothing(
         )
         with pytest.raises(RuntimeError, match="(?s)could not be listed.*Socket timed out"):
             dask_jobqueue.attach("a", record_directory=str(records))
-        assert len(slurm_jobs(cluster_id)) == 3
         fake_commands.wrap("squeue")
+        assert numbers(tagged(real, cluster_id)) == numbers(
+            [*worker_ids, read_record("a", records).scheduler_job_id]
+        )
         cluster = dask_jobqueue.attach("a", record_directory=str(records))  # at once: released
         try:
             assert sorted(r.job_id for r in cluster.jobs) == sorted(worker_ids)
         finally:
             cluster.close()
-        wait_until(lambda: not slurm_jobs(cluster_id), timeout=30)
+        wait_until(lambda: not tagged(real, cluster_id), timeout=30)
     finally:
-        owner.kill()
-        leftover = list(slurm_jobs(cluster_id))
-        if leftover:
-            subprocess.run(["scancel", *leftover], check=False)
+        cancel_leftovers(real, owner, cluster_id)
