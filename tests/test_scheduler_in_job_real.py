@@ -54,6 +54,15 @@ SYSTEMS = [
         marks=pytest.mark.env("sge"),
         id="sge",
     ),
+    pytest.param(
+        Real(
+            "dask_jobqueue.pbs",
+            "PBSCluster",
+            {"job_script_prologue": [f"export PYTHONPATH={ROOT}"]},
+        ),
+        marks=pytest.mark.env("pbs"),
+        id="openpbs",
+    ),
 ]
 
 
@@ -114,7 +123,7 @@ def cancel_leftovers(real: Real, owner: subprocess.Popen, cluster_id: str) -> No
     owner.kill()
     leftover = sorted(tagged(real, cluster_id))
     if leftover:
-        command = "scancel" if real.cluster == "SLURMCluster" else "qdel"
+        command = "scancel" if real.cluster == "SLURMCluster" else "qdel"  # PBS: PATH first
         subprocess.run([command, *leftover], check=False, capture_output=True)
 
 
