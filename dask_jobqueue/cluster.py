@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import html
 import logging
 import math
 import os
@@ -1458,6 +1459,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
+        if self._detached is not None:
+            name = html.escape(self._detached.name)
+            jobs_html = f"<p>Cluster name: <code>{name}</code> (attach with it)</p>{jobs_html}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
 
 

@@ -34,9 +34,9 @@ def tagged(cluster_id: str) -> set[str]:
     return {pid for pid, tag in found.items() if tag.cluster_id == cluster_id}
 
 
-def start_owner(records: Path, name: str, keep_alive: str | None, jobs: int = 2):
+def start_owner(records: Path, name: str, keep_alive: str | None, jobs: int = 2, **extra):
     """A process owning a new cluster ``name``; returns it and its READY fields."""
-    kwargs = {**KWARGS, "cluster_name": name, "record_directory": str(records)}
+    kwargs = {**KWARGS, "cluster_name": name, "record_directory": str(records), **extra}
     if keep_alive is not None:
         kwargs["keep_alive"] = keep_alive
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -222,6 +222,7 @@ def test_scheduler_runs_outside_and_close_leaves_nothing(tmp_path, capsys):
         name = cluster.cluster_name
         assert name is not None and name.startswith("dask-")
         assert f"cluster_name={name!r}" in repr(cluster)
+        assert f"Cluster name: <code>{name}</code>" in cluster._repr_html_()
         record = read_record(name, root)
         assert record.address == cluster.scheduler_address
         cluster_id = cluster._engine.cluster_id
@@ -354,3 +355,38 @@ def test_interpreter_exit_without_close_keeps_a_keep_alive_cluster(tmp_path):
     finally:
         cluster.close()
     wait_until(lambda: not tagged(cluster_id), timeout=15)
+
+
+def test_attached_cluster_adapts_from_its_adopted_jobs(tmp_path):
+    root = tmp_path / "records"
+    owner, address, cluster_id, job_ids = start_owner(root, "ad", keep_alive="2 minutes")
+    kill(owner)
+    cluster = LocalCluster.attach("ad", record_directory=str(root))
+    try:
+        cluster.adapt(minimum_jobs=3, maximum_jobs=3)
+        cluster.wait_for_workers(3, timeout=60, progress=False)
+        live = [r.job_id for r in cluster.jobs if not r.state.is_final]
+        assert len(live) == 3 and set(job_ids) < set(live), live
+        assert len(tagged(cluster_id)) == 4  # 3 worker jobs and the scheduler's
+    finally:
+        cluster.close()
+    wait_until(lambda: not tagged(cluster_id), timeout=15)
+
+
+def test_attach_over_tls_with_the_credentials_of_the_record(tmp_path):
+    pytest.importorskip("cryptography")
+    root = tmp_path / "records"
+    owner, address, cluster_id, job_ids = start_owner(root, "t", "2 minutes", 1, security=True)
+    assert address.startswith("tls://")
+    kill(owner)
+    cluster = LocalCluster.attach("t", record_directory=str(root))
+    try:
+        assert cluster.scheduler_address == address
+        with Client(cluster) as client:
+            assert client.get_dataset("x") == [1, 2, 3]
+        cluster.scale(2)
+        cluster.wait_for_workers(2, timeout=60, progress=False)
+    finally:
+        cluster.close()
+    wait_until(lambda: not tagged(cluster_id), timeout=15)
+    assert not (root / "t").exists()
