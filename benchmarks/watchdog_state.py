@@ -23,8 +23,8 @@ import asyncio
 import itertools
 import time
 
-from dask_jobqueue import engine as engine_module
-from dask_jobqueue._shell import CommandResult
+from dask_jobqueue._shell import CommandResult, CommandRunner
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.slurm import SLURMJob
 from dask_jobqueue.supervisor import _watchdog_for
 
@@ -34,12 +34,14 @@ def run_jobs(jobs: int, watchdog: bool) -> tuple[float, float]:
     spent keeping the watchdog's state."""
     counter = itertools.count(1000)
 
-    def answer(argv, timeout=None, **kwargs):
-        return CommandResult(list(argv), f"{next(counter)}\n", "")
+    class Answering(CommandRunner):
+        """Every submit command answers with a fresh id, at once."""
 
-    engine_module.run_command_sync = answer  # this process only: a benchmark, not a test
+        def run_sync(self, argv, *, stdin=None, timeout=None):
+            return CommandResult(list(argv), f"{next(counter)}\n", "")
+
     template = SLURMJob("tcp://127.0.0.1:9", cores=1, memory="1GB")
-    engine = engine_module.BatchSystem(template, submit_concurrency=1)
+    engine = BatchSystem(template, submit_concurrency=1, runner=Answering())
     dog = _watchdog_for(engine) if watchdog else None
     in_hook = 0.0
     if dog is not None:
@@ -71,7 +73,7 @@ def run_jobs(jobs: int, watchdog: bool) -> tuple[float, float]:
 
 def latency(jobs: int) -> None:
     template = SLURMJob("tcp://127.0.0.1:9", cores=1, memory="1GB")
-    engine = engine_module.BatchSystem(template)
+    engine = BatchSystem(template)
     dog = _watchdog_for(engine)
     assert dog is not None
     dog.start()

@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from . import config  # noqa: F401  (registers the configuration defaults)
+from . import config  # (registers the configuration defaults)
 from .registry import BATCH_SCHEDULERS
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
+    if module is not None or not name.startswith("_"):
+        # a dask config file that is not valid YAML: one line naming it, not dask's traceback
+        config.dask_config()
     if module is not None:
         value = getattr(importlib.import_module(module), name)
     elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:

@@ -215,6 +215,35 @@ async def run_command(
     return CommandResult(argv, stdout, stderr)
 
 
+class CommandRunner:
+    """How an engine runs its commands and waits between tries: real processes (through
+    :func:`run_command` and :func:`run_command_sync`) and real clocks.
+
+    An engine takes one as its ``runner``; tests give it a stand-in that answers from
+    recorded outputs and does not wait.
+    """
+
+    async def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run ``argv`` on the event loop (:func:`run_command`)."""
+        return await run_command(argv, stdin=stdin, timeout=timeout)
+
+    def run_sync(
+        self, argv: Sequence[str], *, stdin: str | None = None, timeout: float
+    ) -> CommandResult:
+        """Run ``argv``, blocking (:func:`run_command_sync`): in threads and at exit."""
+        return run_command_sync(argv, timeout, stdin=stdin)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on the event loop (the pause before a retry)."""
+        await asyncio.sleep(seconds)
+
+    def sleep_sync(self, seconds: float) -> None:
+        """Wait ``seconds``, blocking (the pause before a retry, in a thread)."""
+        time.sleep(seconds)
+
+
 def _left(loop: asyncio.AbstractEventLoop, deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - loop.time())
 

@@ -39,6 +39,7 @@ JOB_FLAGS = {
     "python": "python",
     "interface": "interface",
     "log_directory": "log_directory",
+    "disk": "disk",
     "job_extra_directive": "job_extra_directives",
     "job_script_prologue": "job_script_prologue",
     "worker_extra_arg": "worker_extra_args",
@@ -110,16 +111,81 @@ def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def _flag(keyword: str) -> str:
+    flag = next((f for f, k in JOB_FLAGS.items() if k == keyword), keyword)
+    return "--" + flag.replace("_", "-")
+
+
+#: ``keyword=value`` in a message of the cluster classes, for a keyword that has a flag.
+_KEYWORD_IN_MESSAGE = re.compile(
+    r"(?<![\w.\[-])(" + "|".join(sorted(set(JOB_FLAGS.values()), key=len, reverse=True)) + r")="
+)
+
+
+def in_flag_terms(message: str) -> str:
+    """A message of the cluster classes as a command-line user needs it: ``cores=8``
+    becomes ``--cores 8`` (for the keywords that have a flag)."""
+    return _KEYWORD_IN_MESSAGE.sub(lambda m: _flag(m.group(1)) + " ", message)
+
+
+def missing_sizes(scheduler: str, kwargs: Mapping[str, Any]) -> list[str]:
+    """The required job sizes (cores, memory, HTCondor's disk) neither a flag nor the
+    configuration sets, as keywords."""
+    from .config import dask_config
+
+    config = dask_config()
+    job_cls = job_class(scheduler)
+    section = kwargs.get("config_name") or job_cls.default_config_name()
+    required = ["cores", "memory"] + (["disk"] if "disk" in job_cls.accepted_keywords() else [])
+    return [
+        keyword
+        for keyword in required
+        if kwargs.get(keyword) is None
+        and config.get(f"jobqueue.{section}.{keyword}", default=None) is None
+    ]
+
+
+def check_disk_flag(scheduler: str, kwargs: Mapping[str, Any]) -> None:
+    """``--disk`` only where jobs ask for disk space (HTCondor)."""
+    if "disk" in kwargs and "disk" not in job_class(scheduler).accepted_keywords():
+        raise UsageError(f"--disk is for htcondor only ({scheduler} jobs ask for no disk space)")
+
+
 def make_cluster(scheduler: str, kwargs: Mapping[str, Any]) -> Any:
-    """Build the cluster; a bad keyword value becomes a :class:`UsageError`."""
+    """Build the cluster; a bad keyword value becomes a :class:`UsageError` in flag terms."""
     cls = cluster_class(scheduler)
+    job_cls = cls.job_cls
+    check_disk_flag(scheduler, kwargs)
+    missing = missing_sizes(scheduler, kwargs)
+    if missing:
+        section = kwargs.get("config_name") or (job_cls.default_config_name() if job_cls else "")
+        raise UsageError(
+            f"no {' or '.join(missing)} per job: give "
+            + " ".join(f"{_flag(k)} {_SIZE_EXAMPLES[k]}" for k in missing)
+            + f" (your values), or set {', '.join(f'jobqueue.{section}.{k}' for k in missing)}"
+            " in jobqueue.yaml"
+        )
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as error:
-        raise UsageError(_one_line(error)) from None
+        raise UsageError(in_flag_terms(_one_line(error))) from None
     except (RuntimeError, OSError) as error:
-        # e.g. "Cluster failed to start: 'ib0' is not a valid network interface"
-        raise StartError(_one_line(error)) from None
+        message = _one_line(error)
+        if "not a valid network interface" in message:
+            # the flag's value (or jobqueue.yaml's interface) is bad input: exit status 2
+            message = message.removeprefix("Cluster failed to start: ")
+            if kwargs.get("interface") is not None:
+                message = f"--interface {kwargs['interface']}: {message}"
+            raise UsageError(message) from None
+        raise StartError(message) from None
+
+
+#: Example values shown when a required size is missing.
+_SIZE_EXAMPLES = {"cores": "8", "memory": "24GB", "disk": "10GB"}
+
+#: What ``job-script`` shows when no size is set anywhere: nothing is submitted, so a small
+#: job stands in (and says so on stderr).
+JOB_SCRIPT_SIZES = {"cores": 1, "memory": "2GB", "disk": "1GB"}
 
 
 # ---------------------------------------------------------------------- demo
@@ -168,7 +234,21 @@ def demo(jobs: int, processes: int) -> int:
 
 
 def job_script(scheduler: str, kwargs: Mapping[str, Any]) -> int:
-    """Print the job script a cluster built from config plus ``kwargs`` would submit."""
+    """Print the job script a cluster built from config plus ``kwargs`` would submit.
+
+    Sizes set nowhere (a fresh install) are shown as a small job (:data:`JOB_SCRIPT_SIZES`),
+    with a note on stderr naming the flags that set them.
+    """
+    check_disk_flag(scheduler, kwargs)
+    missing = missing_sizes(scheduler, kwargs)
+    if missing:
+        filled = {k: JOB_SCRIPT_SIZES[k] for k in missing}
+        print(
+            f"{PROG} job-script: no {' or '.join(missing)} set (flags or jobqueue.yaml): "
+            f"showing {' '.join(f'{_flag(k)} {v}' for k, v in filled.items())}",
+            file=sys.stderr,
+        )
+        kwargs = {**kwargs, **filled}
     cluster = make_cluster(scheduler, kwargs)
     try:
         print(cluster.job_script(), end="")
@@ -297,6 +377,12 @@ def show_config(section: str | None) -> int:
             source = "default"
         rows.append((key, _render(current), source))
     print(f"jobqueue.{section}  (default = built-in, from {DEFAULTS_FILE})")
+    if section not in SCHEDULERS:
+        print(
+            f"  (a section of your own: the cluster class you use it with fills in the keys it "
+            f"does not set from its built-in section, e.g. SLURMCluster(config_name="
+            f"{section!r}) from `{PROG} config slurm`'s defaults)"
+        )
     key_width = max((len(r[0]) for r in rows), default=0)
     value_width = min(max((len(r[1]) for r in rows), default=0), 40)
     for key, value, source in rows:
@@ -323,6 +409,8 @@ def _interface_tried(cluster: Any, kwargs: Mapping[str, Any]) -> str:
     return "no interface set (the worker used the address it resolved for the scheduler)"
 
 
+_UNREACHABLE = re.compile(r"cannot reach the Dask scheduler at|its scheduler check could not reach")
+
 _CONNECT_FAILURE = re.compile(
     r"trying to connect|could not connect|connection refused|no route to host", re.IGNORECASE
 )
@@ -333,7 +421,7 @@ def _not_connected_advice(cluster: Any, kwargs: Mapping[str, Any]) -> str:
         f"The worker was told to connect to the scheduler at {cluster.scheduler_address}, "
         f"{_interface_tried(cluster, kwargs)}. If compute nodes cannot reach that address, set "
         "interface (e.g. --interface ib0) to a network both the login node and the compute "
-        "nodes share, or scheduler_options={'host': ...} in jobqueue.yaml."
+        "nodes share, or scheduler-options' contact_address or host in jobqueue.yaml."
     )
 
 
@@ -392,6 +480,14 @@ def check(scheduler: str, kwargs: Mapping[str, Any], timeout: float) -> int:
         except JobFailedError as error:
             explanation = error.records[-1].error if error.records else None
             explanation = explanation or str(error)
+            if _UNREACHABLE.search(explanation):
+                text = (
+                    "FAILED: the job could not reach the scheduler and ended without starting "
+                    f"its worker. {explanation}\nThe scheduler listens at "
+                    f"{cluster.scheduler_address}; {_interface_tried(cluster, kwargs)}."
+                )
+                print(text, file=sys.stderr)
+                return 1
             text = (
                 "FAILED: the job ended before its worker connected. "
                 f"{explanation}\nCommon causes: a `python` that does not exist on the compute "
@@ -659,6 +755,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--python", metavar="PATH", help="Python executable on the nodes")
     group.add_argument("--interface", metavar="IFACE", help="network interface, e.g. ib0")
     group.add_argument("--log-directory", metavar="DIR", help="where jobs write their output")
+    group.add_argument("--disk", metavar="D", help="disk space per job, e.g. 10GB (htcondor)")
     group.add_argument(
         "--job-extra-directive",
         action="append",
@@ -791,9 +888,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``dask-jobqueue`` command line; returns the exit status."""
+    from .config import ConfigFileError, dask_config
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        try:
+            dask_config()
+        except ConfigFileError as error:
+            raise UsageError(str(error)) from None
         if args.command == "demo":
             return demo(args.jobs, args.processes)
         if args.command == "job-script":

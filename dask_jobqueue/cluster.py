@@ -66,7 +66,7 @@ from .options import (
 from .pools import PoolShape, worker_resources
 from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
-from .tracking import JobTable
+from .tracking import JobState, JobTable
 
 
 def _job_number(job_id: str) -> str:
@@ -1032,8 +1032,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             counts[job_name] = counts.get(job_name, 0) + 1
         return counts
 
-    async def retire_job_workers(self, names: Sequence[str]) -> None:
-        """Retire the Dask workers of these jobs (their data moves to other workers)."""
+    async def retire_job_workers(self, names: Sequence[str], close: bool = False) -> None:
+        """Retire the Dask workers of these jobs (their data moves to other workers);
+        ``close``: the workers exit too (else the job's cancellation ends them)."""
         if self.scheduler.status != Status.running:
             return
         worker_names: set[str] = set()
@@ -1049,7 +1050,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         ]
         if addresses:
             with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await self.scheduler_comm.retire_workers(workers=addresses)
+                await self.scheduler_comm.retire_workers(workers=addresses, close_workers=close)
 
     async def correct_state(self) -> None:
         """Submit wanted jobs that do not run, cancel running ones that are not wanted."""
@@ -1427,9 +1428,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                     print(f"[{type(self).__name__}] {line}", file=sys.stderr)
                 last_line = line
             if deadline is not None and time.monotonic() > deadline:
+                # the jobs without connected workers say why; at most 20 rows (not 50,000)
+                waiting = JobTable(r for r in self.jobs if r.state != JobState.CONNECTED)
                 raise TimeoutError(
                     f"Only {running} of {n_workers} workers connected within {timeout}s. "
-                    f"{self.jobs_summary()}\n{self.jobs!r}"
+                    f"{self.jobs_summary()}\n{waiting.head(20)}"
                 )
             await asyncio.sleep(0.2)
 

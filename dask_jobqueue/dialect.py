@@ -126,6 +126,19 @@ class HeaderTable:
     finish: Callable[[Any, list[str], str], list[str]] | None = None
 
 
+def log_file(render: Callable[[str, str, str], str], suffix: str) -> Callable[[Any], str | None]:
+    """A :class:`Directive` value for an output file: ``render(log_directory, job_name,
+    suffix)`` (the dialect's file name pattern, quoted), or ``None`` — the line left out —
+    when the job has no ``log_directory``."""
+
+    def value(job: Any) -> str | None:
+        if job.log_directory is None:
+            return None
+        return render(job.log_directory, job.job_name, suffix)
+
+    return value
+
+
 def render_header(job: Any, table: HeaderTable, prefix: str) -> str:
     """The header of ``job``'s script: the lines of ``table`` for its options, those
     containing any string of ``job.job_directives_skip`` left out, then

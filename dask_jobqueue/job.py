@@ -15,6 +15,7 @@ import re
 import shlex
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ from .options import (
     accepted_keywords,
     config_section,
     declared_options,
+    resolve_engine_settings,
     resolve_options,
     unknown_keyword_error,
     with_parameters,
@@ -60,10 +62,22 @@ PLACEHOLDER_SCHEDULER = "tcp://<insert-scheduler-address-here>:8786"
 #: Seconds the job script tries to reach the scheduler before giving up.
 SCHEDULER_CHECK_SECONDS = 5
 
+#: The line the check prints when the scheduler is unreachable, with ``{address}``,
+#: ``{node}``, ``{seconds}`` and ``{error}`` for its parts.
+SCHEDULER_UNREACHABLE_MESSAGE = (
+    "dask-jobqueue: cannot reach the Dask scheduler at {address} from node {node} (tried for "
+    "{seconds} s: {error}). If its cluster is still running, compute nodes cannot reach that "
+    "address: set interface (e.g. ib0) to a network the compute nodes share with "
+    "the scheduler host, or scheduler_options contact_address or host to an address they "
+    "can reach. Exiting without starting workers."
+)
+
 # The reachability check of the job script: `python -c` code with the scheduler address as
 # argument, on one line (HTCondor's Arguments are one line): exit 0 when a TCP connection
 # succeeds (or the protocol is not tcp/tls), exit 3 with one line on stderr when none did
-# within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786.
+# within SCHEDULER_CHECK_SECONDS. IPv6 addresses are bracketed: tcp://[::1]:8786. The line
+# says what was tried, from which node, for how long and which settings to change; it is
+# quoted in docs/troubleshooting.rst (checked by a test).
 _SCHEDULER_CHECK_SOURCE = f"""\
 import socket, sys, time
 a = sys.argv[1]
@@ -71,16 +85,16 @@ s, _, r = a.partition("://")
 h, _, p = r.rpartition(":")
 if s not in ("tcp", "tls") or not p.isdigit(): sys.exit(0)
 h = h[1:-1] if h.startswith("[") else h
-end = time.monotonic() + {SCHEDULER_CHECK_SECONDS}
+t = time.monotonic()
 while True:
     try:
         socket.create_connection((h, int(p)), 2).close()
         sys.exit(0)
     except OSError as e:
         err = e
-    if time.monotonic() > end: break
+    if time.monotonic() - t > {SCHEDULER_CHECK_SECONDS}: break
     time.sleep(0.5)
-print("dask-jobqueue: scheduler " + a + " unreachable (" + str(err) + "): its cluster is gone, exiting without starting workers", file=sys.stderr)
+print({SCHEDULER_UNREACHABLE_MESSAGE!r}.format(address=a, node=socket.gethostname(), seconds="%.0f" % (time.monotonic() - t), error=err), file=sys.stderr)
 sys.exit(3)
 """
 _SCHEDULER_CHECK = 'exec("{}")'.format(
@@ -247,6 +261,9 @@ class Job(ParametersDocumented, ProcessInterface):
         self.job_id: str | None = None
         #: The tag this job was submitted with (set by the engine at submission).
         self.tag: JobTag | None = None
+        # the engine of this job's own submission (a job used without a cluster)
+        self._engine: BatchSystem | None = None
+        self._exit_cancel: weakref.finalize | None = None
         self._job_header_override: str | None = None
 
         options = declared_options(cls)
@@ -490,27 +507,49 @@ class Job(ParametersDocumented, ProcessInterface):
     _job_id_from_submit_output = job_id_from_submit_output
 
     def batch_system(self) -> BatchSystem:
-        """A batch-system engine for this job alone (a cluster shares one for all its jobs)."""
-        return self.batch_system_cls(self)
+        """A batch-system engine for this job alone, with the settings of its
+        ``jobqueue.<config_name>`` section (a cluster shares one engine for all its jobs)."""
+        settings = resolve_engine_settings(self.config_name or self.default_config_name())
+        return self.batch_system_cls.from_settings(self, settings)
 
     async def submit(self, timeout: float | None = None) -> str:
-        """Submit the job and return its id (also stored as ``job_id``)."""
+        """Submit the job and return its id (also stored as ``job_id``).
+
+        For a job used on its own (a cluster submits its jobs through its engine): the
+        engine that submits it keeps it until :meth:`close` cancels it, and cancels it at
+        interpreter exit if it is still there, as a cluster does with its jobs.
+        """
         engine = self.batch_system()
         if timeout is not None:
             engine.submit_timeout = timeout
+        # the engine holds this job (its template): it stays alive until close() or exit
+        self._engine = engine
+        self._exit_cancel = weakref.finalize(self, engine.cancel_sync)
         try:
             return await engine.submit(self)
+        except Exception:
+            self._forget_engine()  # nothing submitted (a cancelled wait keeps the finalizer)
+            raise
         finally:
-            engine.close()
+            engine.close()  # a submission still running cancels what it creates
 
     async def cancel_jobs(self, job_ids: Sequence[str], timeout: float | None = None) -> None:
-        """Cancel ``job_ids`` in as few commands as possible; failures are logged."""
+        """Cancel ``job_ids`` in as few commands as possible; failures are logged (and the
+        jobs this job's own submission created are tried again at interpreter exit)."""
         if not job_ids:
             return
-        engine = self.batch_system()
+        engine = self._engine if self._engine is not None else self.batch_system()
         if timeout is not None:
             engine.cancel_timeout = timeout
         await engine.cancel(job_ids)
+        self._forget_engine()
+
+    def _forget_engine(self) -> None:
+        """Drop the engine of this job's own submission once it holds no live job."""
+        if self._engine is not None and not self._engine.live_ids:
+            if self._exit_cancel is not None:
+                self._exit_cancel.detach()
+            self._engine = self._exit_cancel = None
 
     # ------------------------------------------------------------------ ProcessInterface
 
@@ -554,10 +593,26 @@ def explain_death(job: Job, record: JobRecord) -> str:
     for path in paths:
         tail = _tail(path, _STDERR_TAIL_LINES)
         if tail:
+            # the job script's own diagnosis first: the address, the node, what to change
+            unreachable = [line for line in tail.splitlines() if line.startswith(_UNREACHABLE)]
+            if unreachable:
+                return f"{what}: {unreachable[-1].removeprefix('dask-jobqueue: ')} (from {path})"
             return f"{what}. Last lines of {path}:\n{tail}"
+    if job.scheduler_check and record.exit_code == 0 and not record.ever_connected:
+        # a job that did nothing and ended with status 0 is what the check does when the
+        # scheduler is unreachable; its line is in the output this process cannot see
+        what += (
+            f". Most likely its scheduler check could not reach the Dask scheduler at "
+            f"{job.scheduler} from the compute node: set interface (e.g. ib0) to "
+            "a network the compute nodes share with the scheduler host, or "
+            "scheduler_options contact_address or host to an address they can reach"
+        )
     if paths:
         return f"{what}. No output found in {', '.join(str(p) for p in paths)}"
     return f"{what}. Set log_directory= to keep the jobs' output files."
+
+
+_UNREACHABLE = SCHEDULER_UNREACHABLE_MESSAGE.split("{", 1)[0]
 
 
 def _tail(path: Path | str, lines: int) -> str:

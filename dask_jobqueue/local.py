@@ -25,7 +25,14 @@ from ._values import check_shared_directory, check_text
 from .cluster import JobQueueCluster
 from .engine import BatchSystem, PollAnswer
 from .job import Job, make_log_directory
-from .options import JOB_OPTIONS_BY_NAME, PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME
+from .options import (
+    JOB_OPTIONS_BY_NAME,
+    PROJECT,
+    QUEUE,
+    RESOURCE_SPEC,
+    WALLTIME,
+    check_writable_directory,
+)
 from .tags import TAG_VARIABLE, JobTag
 from .tracking import JobState, JobStatus
 
@@ -196,6 +203,7 @@ def _private_directory(value: Any, keyword: str, owner: type) -> str:
         )
     # and no parent in which anyone could rename it and put another in its place
     check_shared_directory(path, keyword, "the job scripts")
+    check_writable_directory(text, keyword, probe=True)
     return text
 
 

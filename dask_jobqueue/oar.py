@@ -29,7 +29,7 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_oarstat_json,
 )
 from .job import Job
-from .options import PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, WORD, Option
+from .options import IDENTIFIER, PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, Option
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class OARJob(Job):
             "OAR resource property holding the "
             "memory per core (e.g. ``'memcore'``): adds ``-p <property>>=<MiB per core>``. "
             "``'not_applicable'`` turns the memory request (and its warning) off.",
-            check=WORD,
+            check=IDENTIFIER,
         ),
     )
     queue: str | None

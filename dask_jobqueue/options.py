@@ -10,11 +10,13 @@ docstrings are generated from the same declarations by :func:`parameters_section
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import os
 import re
 import sys
+import tempfile
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -179,8 +181,35 @@ def _memory(value: Any, keyword: str, owner: type) -> int:
     return nbytes
 
 
+def check_writable_directory(value: Any, keyword: str, probe: bool = False) -> None:
+    """``ValueError`` naming ``keyword`` when ``value`` is an existing directory this user
+    cannot create files in: refused when the job is built, not when its first files cannot
+    be written (one ``access`` call; a path with ``$VARIABLES`` is the job shell's).
+
+    With ``probe``, a file is also created and removed there: ``access`` says yes to root
+    for directories no one can create files in (``/proc``). Used where this process itself
+    writes into the directory (the local backend's job scripts)."""
+    path = os.path.expandvars(os.path.expanduser(str(value)))
+    if "$" in path or not os.path.isdir(path):
+        return
+    writable = os.access(path, os.W_OK | os.X_OK)
+    if writable and probe:
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError:
+            writable = False
+    if not writable:
+        raise ValueError(
+            f"{keyword}={value!r} is a directory this user cannot write to: the jobs could "
+            "not write their files there. Choose a directory you can write to, on a "
+            "filesystem the compute nodes share."
+        )
+
+
 def _directory(value: Any, keyword: str, owner: type) -> str:
     path = os.path.expanduser(check_shared_directory(value, keyword, "the jobs' output files"))
+    check_writable_directory(value, keyword)
     # the dialect refuses a path its header directives cannot carry (before any submission)
     check = getattr(owner, "check_log_directory", None)
     if check is not None:
@@ -226,9 +255,61 @@ def _interface(value: Any, keyword: str, owner: type) -> str:
 
 
 def _protocol(value: Any, keyword: str, owner: type) -> str:
+    from distributed.comm.registry import backends, get_backend
+
     if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
         raise ValueError(f"{keyword}={value!r} must be a protocol such as 'tcp://' or 'tls://'")
+    scheme = value.removesuffix("://")
+    try:
+        # the registry also loads backends that packages install as entry points
+        get_backend(scheme)
+    except ValueError:
+        known = ", ".join(repr(f"{name}://") for name in sorted(backends))
+        raise ValueError(
+            f"{keyword}={value!r} is not a protocol Dask knows; known protocols: {known}"
+        ) from None
     return value
+
+
+def _port(value: Any, keyword: str) -> int | str | None:
+    text = str(value)
+    if isinstance(value, bool) or not (isinstance(value, int) or text.isdigit()):
+        raise ValueError(f"{keyword}={value!r} must be a port number (0 for any free port)")
+    if not 0 <= int(text) <= 65535:
+        raise ValueError(
+            f"{keyword}={value!r} is not a port number: ports go from 1 to 65535 (0 picks "
+            "any free port)"
+        )
+    return value
+
+
+def _contact_address(value: Any, keyword: str, owner: type) -> str:
+    text = check_text(value, keyword)
+    scheme, sep, rest = text.partition("://")
+    host, _, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(
+            f"{keyword}={value!r} must be an address such as 'tcp://10.0.0.1:8786' (protocol, "
+            "host and port: the address the workers connect to)"
+        )
+    _protocol(scheme, keyword, owner)
+    return text
+
+
+def _scheduler_options(value: Any, keyword: str, owner: type) -> dict:
+    """The scheduler's keyword arguments, with the ones whose bad values would only surface
+    as a chained "Scheduler failed to start" traceback checked here, under their name."""
+    options = _mapping(value, keyword, owner)
+    for key, check in (
+        ("port", lambda v, k, o: _port(v, k)),
+        ("protocol", _protocol),
+        ("interface", _interface),
+        ("host", WORD),
+        ("contact_address", _contact_address),
+    ):
+        if options.get(key) is not None:
+            check(options[key], f"{keyword}[{key!r}]", owner)
+    return options
 
 
 def _job_security(value: Any, keyword: str, owner: type) -> Security:
@@ -287,6 +368,37 @@ def _type(value: Any, keyword: str, owner: type) -> type:
     return value
 
 
+def _job_name(value: Any, keyword: str, owner: type) -> str:
+    """A job name: written in the job's header, where no shell expands ``$VARIABLES``."""
+    try:
+        check_name(value, keyword)  # the characters every name may hold ($VAR, ${VAR} too)
+    except ValueError:
+        raise ValueError(
+            f"{keyword}={value!r} is not a valid name: use letters, digits and "
+            "_ . + @ % : - (a job name is written in the job's header, where $VARIABLES are not "
+            "expanded)"
+        ) from None
+    if "$" in value:
+        warnings.warn(
+            f"{keyword}={value!r} is written as is in the job's header: batch systems do not "
+            "expand $VARIABLES there, so every job is named literally "
+            f"{value!r}",
+            UserWarning,
+            stacklevel=5,
+        )
+    return value
+
+
+def _identifier(value: Any, keyword: str, owner: type) -> str:
+    """A name such as a resource property (letters, digits and ``_``), given as a string."""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+        raise ValueError(
+            f"{keyword}={value!r} must be a name given as a string (letters, digits and _, "
+            "not starting with a digit), e.g. 'memcore'"
+        )
+    return value
+
+
 def _int_at_least_zero(value: Any, keyword: str, owner: type) -> int:
     return parse_positive_int(value, keyword, allow_zero=True)
 
@@ -327,6 +439,7 @@ def _directives(value: Any, keyword: str, owner: type) -> list[str]:
 
 DIRECTIVES: Check = _directives
 POSITIVE_INT: Check = _plain(parse_positive_int)
+IDENTIFIER: Check = _identifier
 
 
 def _job_arrays(value: Any, keyword: str, owner: type) -> str:
@@ -520,7 +633,7 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "Name of the batch jobs.",
         key="name",
         default="dask-worker",
-        check=_plain(check_name),
+        check=_job_name,
     ),
     Option(
         "submit_command_extra",
@@ -665,7 +778,7 @@ CLUSTER_OPTIONS: tuple[Option, ...] = (
         "dict",
         "Keyword arguments of the scheduler, e.g. ``{'dashboard_address': ':8787', 'host': ...}``.",
         default=None,
-        check=_mapping,
+        check=_scheduler_options,
     ),
     Option(
         "scheduler_cls",
@@ -937,6 +1050,15 @@ ENGINE_OPTIONS: tuple[Option, ...] = (
 def config_section(config_name: str) -> Mapping[str, Any]:
     """The ``jobqueue.<config_name>`` section, or ``ValueError`` if there is none."""
     section = dask.config.get(f"jobqueue.{config_name}", default=None)
+    if section is not None and not isinstance(section, Mapping):
+        from .config import sources_of
+
+        files = ", ".join(sources_of(f"jobqueue.{config_name}")) or "the dask configuration"
+        raise ValueError(
+            f"jobqueue.{config_name} is the {type(section).__name__} {section!r} in {files}, "
+            f"not a section: write one setting per line, indented under '{config_name}:' "
+            "(e.g. 'cores: 4')"
+        )
     if not isinstance(section, Mapping):
         raise ValueError(
             f"config_name={config_name!r}: there is no section 'jobqueue.{config_name}' in the "
@@ -954,6 +1076,19 @@ def _renamed_warning(old: str, new: str) -> str:
     )
 
 
+def built_in_section(owner: type, config_name: str) -> Mapping[str, Any]:
+    """The built-in defaults a custom section (``config_name="mysite"``) builds on: the
+    packaged section of the job class's own scheduler (``slurm`` for ``SLURMJob``). Empty
+    for the class's own section (already merged into ``dask.config``) and for classes
+    without a packaged section."""
+    from .config import packaged_section
+
+    own = getattr(owner, "config_name", None)
+    if not isinstance(own, str) or own == config_name:
+        return {}
+    return packaged_section(own)
+
+
 def resolve_options(
     options: Iterable[Option],
     config_name: str,
@@ -961,18 +1096,23 @@ def resolve_options(
     owner: type,
 ) -> dict[str, Any]:
     """Checked value of every option: keyword, else ``jobqueue.<config_name>.<key>``, else
-    the default.
+    the default. A custom section (``config_name`` other than the class's) inherits the
+    built-in defaults of the class's section (:func:`built_in_section`) for the keys it
+    does not set.
 
     A deprecated alias (``renamed_from``) set as keyword or in the config warns once and is
     used when the new option is empty. Integer walltimes from the config are refused (YAML
     sexagesimal). Returns ``{name: value}`` in declaration order.
     """
     values: dict[str, Any] = {}
+    built_in = built_in_section(owner, config_name)
     for opt in options:
         value = kwargs.get(opt.name)
         from_config = from_alias = False
         if value is None and opt.config_key is not None:
             value = dask.config.get(f"jobqueue.{config_name}.{opt.config_key}", default=None)
+            if value is None and built_in.get(opt.config_key) is not None:
+                value = copy.deepcopy(built_in[opt.config_key])
             from_config = value is not None
         if opt.renamed_from is not None:
             old = kwargs.get(opt.renamed_from)

@@ -11,6 +11,17 @@ Pure: every decision takes ``now``; nothing here runs a command or sleeps.
 * Whatever the reasons, replacements are capped per minute: beyond the cap they wait for the
   window to move (a runaway can never submit faster than the cap).
 * A failed or lost job, and one stuck in an error state, is cancelled before it is replaced.
+* A preempted or requeued job is never a failure, whenever it ends: it is replaced at once.
+
+Interruptions of a job that has not ended (:meth:`FailurePolicy.job_interrupted`):
+
+* preempted (still running, in its grace period): its workers retire now, their data moving
+  to other workers before the batch system kills them;
+* requeued (waiting again after it ran): if it waits in a *held* state it cannot start by
+  itself soon (Slurm holds a requeued job until ``BeginTime``, ~2 minutes), so it is cancelled
+  and replaced by a fresh job that can start as soon as the resources are free; queued, it
+  keeps its place and is kept (the capacity comes back as the same job);
+* suspended: nothing to do; its workers are frozen with their data and go on when it resumes.
 """
 
 from __future__ import annotations
@@ -18,9 +29,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .tracking import JobRecord, JobState, JobStatus
+from .tracking import Interruption, JobRecord, JobState, JobStatus
 
-__all__ = ["Decision", "FailurePolicy"]
+__all__ = ["Decision", "FailurePolicy", "InterruptionDecision"]
 
 _CANCEL_STATES = frozenset({JobState.FAILED, JobState.LOST})
 
@@ -34,6 +45,18 @@ class Decision:
     cancel: bool = False
     failure: bool = False
     breaker_opened: bool = False
+
+
+@dataclass(frozen=True)
+class InterruptionDecision:
+    """The policy's answer for a job seen preempted, requeued or suspended."""
+
+    #: Retire the job's connected workers now (their data moves to other workers).
+    retire: bool = False
+    #: Cancel the job and submit a replacement under a new name.
+    replace: bool = False
+    #: Keep the job: it runs again by itself (recorded as "requeued" in the job table).
+    keep_requeued: bool = False
 
 
 class FailurePolicy:
@@ -92,7 +115,11 @@ class FailurePolicy:
         cancel = status.stuck or record.state in _CANCEL_STATES
         if not wanted:
             return Decision(replace=False, cancel=cancel)
-        failure = not record.ever_connected
+        interrupted = status.interruption is not None or record.interruption in (
+            Interruption.PREEMPTED,
+            Interruption.REQUEUED,
+        )
+        failure = not record.ever_connected and not interrupted
         delay = 0.0
         opened = False
         if failure:
@@ -105,6 +132,22 @@ class FailurePolicy:
         at = self._earliest_slot(now, now + delay, cap)
         bisect.insort(self._resubmissions, at)
         return Decision(replace=True, delay=at - now, cancel=cancel, failure=failure)
+
+    def job_interrupted(self, record: JobRecord, status: JobStatus) -> InterruptionDecision:
+        """Decide about a live job just seen preempted, requeued or suspended
+        (``record.interruption``; ``status``: the poll that showed it)."""
+        event = record.interruption
+        if event == Interruption.PREEMPTED:
+            return InterruptionDecision(retire=record.workers_connected > 0)
+        if event == Interruption.REQUEUED:
+            # held: it cannot start by itself (Slurm's BeginTime after a requeue); a fresh
+            # job can, as soon as the resources are free
+            held = status.state == JobState.HELD
+            # workers still counted while it waits are the killed run's; a job seen running
+            # again (a rerun) may already have new ones
+            leftovers = status.state.is_waiting and record.workers_connected > 0
+            return InterruptionDecision(retire=leftovers, replace=held, keep_requeued=not held)
+        return InterruptionDecision()
 
     def _earliest_slot(self, now: float, at: float, cap: int) -> float:
         """The first time from ``at`` on at which a replacement keeps every window of

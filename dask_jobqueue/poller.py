@@ -76,6 +76,9 @@ class JobPoller:
         Called when a job's first worker connects.
     on_ended : callable
         ``await on_ended([(record, status), ...])`` for the jobs that ended in a poll.
+    on_interrupted : callable, optional
+        ``await on_interrupted([(record, status), ...])`` for the jobs a poll saw preempted,
+        suspended or requeued (each event once).
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class JobPoller:
         connected_counts: Callable[[], Mapping[str, int]],
         on_connected: Callable[[], None],
         on_ended: Callable[[list[tuple[JobRecord, JobStatus]]], Awaitable[None]],
+        on_interrupted: Callable[[list[tuple[JobRecord, JobStatus]]], Awaitable[None]]
+        | None = None,
     ):
         self.engine = engine
         self.tracker = tracker
@@ -93,6 +98,7 @@ class JobPoller:
         self.connected_counts = connected_counts
         self.on_connected = on_connected
         self.on_ended = on_ended
+        self.on_interrupted = on_interrupted
         #: Polls that asked the batch system (each may run several status commands).
         self.polls = 0
         #: Polls whose status commands failed so far.
@@ -205,6 +211,10 @@ class JobPoller:
                     )
                 changed |= polled_changed
                 ended += polled_ended
+        interrupted = self.tracker.take_interrupted()
+        if interrupted and self.on_interrupted is not None:
+            changed = True
+            await self.on_interrupted(interrupted)
         if ended:
             changed = True
             await self.on_ended(ended)

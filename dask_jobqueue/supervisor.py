@@ -3,7 +3,8 @@
 The supervisor owns what happens to jobs once the cluster wants them: it submits them through
 the engine and tracks them (:class:`~dask_jobqueue.tracker.JobTracker`), polls their states
 (:class:`~dask_jobqueue.poller.JobPoller`), decides what an ended job means
-(:class:`~dask_jobqueue.policy.FailurePolicy`: replace, back off, open the breaker), replaces
+(:class:`~dask_jobqueue.policy.FailurePolicy`: replace, back off, open the breaker) and what a
+preempted, requeued or suspended job means (retire its workers, keep or replace it), replaces
 jobs ahead of their walltime (:class:`~dask_jobqueue.lifetime.LifetimePlanner`), and wires the
 watchdog and the exit finalizer that cancel the jobs if this process dies.
 
@@ -65,8 +66,9 @@ class SupervisedCluster(Protocol):
     def connected_workers(self) -> dict[str, int]:
         """Connected Dask workers per job name."""
 
-    async def retire_job_workers(self, names: Sequence[str]) -> None:
-        """Retire the Dask workers of these jobs (their data moves elsewhere)."""
+    async def retire_job_workers(self, names: Sequence[str], close: bool = False) -> None:
+        """Retire the Dask workers of these jobs (their data moves elsewhere); ``close``:
+        the workers exit too."""
 
     async def correct_state(self) -> None:
         """Submit what is wanted and not running, cancel what runs and is not wanted."""
@@ -121,6 +123,7 @@ class JobSupervisor:
             cluster.connected_workers,
             self.policy.connected,
             self.jobs_ended,
+            self.jobs_interrupted,
         )
         #: Retirement and pre-submission plan, once the walltime is known (else None).
         self.lifetime: LifetimePlanner | None = None
@@ -131,6 +134,7 @@ class JobSupervisor:
         self.pending_error: BaseException | None = None
         self._resubmit_not_before: dict[str, float] = {}
         self._submissions: set[asyncio.Future] = set()
+        self._retirements: set[asyncio.Future] = set()
         # A process that cancels the jobs if this one dies without closing the cluster.
         self.watchdog = _watchdog_for(engine, owned_files) if settings.owner_watchdog else None
         # Cancels, at interpreter exit, whatever the engine created and did not see end.
@@ -178,6 +182,8 @@ class JobSupervisor:
         self.engine.close()
         for submission in list(self._submissions):
             submission.cancel()
+        for retirement in list(self._retirements):
+            retirement.cancel()
 
     async def close(self) -> None:
         """Last step of closing: stop polling, cancel every job left, stop the watchdog."""
@@ -321,7 +327,10 @@ class JobSupervisor:
         to_cancel: list[str] = []
         finished: list[str] = []
         to_replace: list[tuple[str, float]] = []
+        interrupted: dict[str, JobRecord] = {}
         for record, status in ended:
+            if status.interruption is not None or record.interruption is not None:
+                interrupted[record.name] = record
             job = cluster.workers.get(record.name)
             wanted = record.name in cluster.worker_spec and job is not None
             decision = self.policy.job_ended(record, status, wanted, now, cap)
@@ -365,8 +374,68 @@ class JobSupervisor:
             new_name = self.replace(name)
             if new_name is None:
                 continue
+            if name in interrupted:
+                interrupted[name].capacity = f"replaced by {new_name}"
             self._resubmit_not_before[new_name] = now + delay
             cluster.correct_state_later(delay + 0.01)
+
+    # ------------------------------------------------------------------ interrupted jobs
+
+    async def jobs_interrupted(self, events: list[tuple[JobRecord, JobStatus]]) -> None:
+        """Jobs seen preempted, requeued or suspended: retire the workers of a preempted job
+        while its grace period runs, keep a requeued job that can start again by itself,
+        replace one held back (Slurm's ``BeginTime``). None of it counts as a failure."""
+        cluster = self.cluster
+        to_retire: list[str] = []
+        to_replace: list[JobRecord] = []
+        for record, status in events:
+            decision = self.policy.job_interrupted(record, status)
+            logger.warning(
+                "Job %s (%s) %s%s%s",
+                record.job_id,
+                record.name,
+                record.interruption,
+                f" at {record.interrupted_when}" if record.interrupted_when else "",
+                "; retiring its workers" if decision.retire else "",
+            )
+            if decision.retire:
+                to_retire.append(record.name)
+            if cluster.closing or record.name not in cluster.workers:
+                continue
+            if decision.keep_requeued:
+                record.capacity = "requeued"
+            elif decision.replace and record.name in cluster.worker_spec:
+                to_replace.append(record)
+        if to_retire:
+            # in the background: moving the data may take longer than a poll
+            retirement = asyncio.ensure_future(cluster.retire_job_workers(to_retire, close=True))
+            self._retirements.add(retirement)
+            retirement.add_done_callback(self._retirement_done)
+        if not to_replace:
+            return
+        jobs = []
+        for record in to_replace:
+            new_name = self.replace(record.name)
+            record.capacity = f"replaced by {new_name}"
+            logger.info(
+                "Job %s (%s) was requeued but is held (%s): replaced by %s",
+                record.job_id,
+                record.name,
+                record.reason,
+                new_name,
+            )
+            jobs.append((record.name, cluster.workers.pop(record.name)))
+        await self.stop_jobs(jobs, "cancelled while held after the requeue")
+        await cluster.correct_state()
+
+    def _retirement_done(self, retirement: asyncio.Future) -> None:
+        self._retirements.discard(retirement)
+        if not retirement.cancelled() and retirement.exception() is not None:
+            logger.warning(
+                "Retiring the workers of a preempted job failed (the batch system ends them "
+                "at the end of its grace period): %r",
+                retirement.exception(),
+            )
 
     # ------------------------------------------------------------------ walltime
 

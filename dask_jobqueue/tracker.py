@@ -66,6 +66,7 @@ class JobTracker:
         self._ended: list[JobRecord] = []
         self._missing: dict[str, tuple[int, float]] = {}  # id -> (polls missed, first missed)
         self._final_held: dict[str, JobStatus] = {}  # final status held back while connected
+        self._interrupted: list[tuple[JobRecord, JobStatus]] = []  # not yet taken
         #: When the current listing outage began (the ``now`` of its first poll), else None.
         self.unlisted_since: float | None = None
 
@@ -202,6 +203,7 @@ class JobTracker:
                     continue
             else:
                 self._missing.pop(job_id, None)
+            seen = (record.interruption, record.requeues)
             if status.state.is_final and record.workers_connected:
                 # The workers are the truth: the job lives while they are connected.
                 self._final_held[job_id] = status
@@ -212,14 +214,19 @@ class JobTracker:
                         "but its workers are still connected",
                         None,
                         status.native_state,
+                        interruption=status.interruption,
+                        interrupted_at=status.interrupted_at,
                     ),
                     now,
                 )
+                self._note_interruption(record, status, seen)
                 continue
             self._final_held.pop(job_id, None)
             changed |= record.apply(status, now)
             if record.state.is_final:
                 ended.append((record, status))
+            else:
+                self._note_interruption(record, status, seen)
         for record, _ in ended:
             self._retire(record)
         return changed, ended
@@ -240,6 +247,19 @@ class JobTracker:
             elif not status.state.is_final:
                 return False
         return missing
+
+    def _note_interruption(
+        self, record: JobRecord, status: JobStatus, seen: tuple[object, int]
+    ) -> None:
+        if record.interruption is not None and (record.interruption, record.requeues) != seen:
+            self._interrupted.append((record, status))
+
+    def take_interrupted(self) -> list[tuple[JobRecord, JobStatus]]:
+        """Jobs seen preempted, suspended or requeued since the last call (each event once),
+        with the status that showed it; jobs that ended since are left out."""
+        taken = [(r, s) for r, s in self._interrupted if r.job_id in self._live]
+        self._interrupted = []
+        return taken
 
     def take_disconnected_finals(self, now: float) -> list[tuple[JobRecord, JobStatus]]:
         """Jobs whose final state was held back and whose workers have all left since."""

@@ -38,6 +38,21 @@ class JobState(str, enum.Enum):
         return self.value
 
 
+class Interruption(str, enum.Enum):
+    """Why a job stopped running its workers without ending: the same words for every
+    scheduler."""
+
+    #: chosen for preemption: still running, its workers retiring during the grace period
+    PREEMPTED = "preempted"
+    #: stopped in place (SIGSTOP): its workers freeze and come back if it resumes
+    SUSPENDED = "suspended"
+    #: back in the queue after it ran (Slurm requeue, SGE reschedule, HTCondor eviction...)
+    REQUEUED = "requeued"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 _FINAL_STATES = frozenset(
     {JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.LOST}
 )
@@ -55,6 +70,13 @@ class JobStatus:
     #: (SGE ``Eqw``, an HTCondor hold by a time policy), or its end was only inferred (it
     #: vanished from the status commands) and it might still be queued or running.
     stuck: bool = False
+    #: The job is being preempted, is suspended or was requeued (see :class:`Interruption`).
+    interruption: Interruption | None = None
+    #: The batch system's word on when (Slurm's ``PreemptTime``), as it printed it.
+    interrupted_at: str | None = None
+    #: How many times the batch system has started the job (PBS ``run_count``, HTCondor
+    #: ``NumJobStarts``), where it says: a count that grows means it was requeued and rerun.
+    starts: int | None = None
 
 
 @dataclass
@@ -75,11 +97,49 @@ class JobRecord:
     ever_connected: bool = False
     error: str | None = None  # explanation for a job that ended badly (with its stderr tail)
     pool: str | None = None  # the pool the job belongs to (None: the cluster's own jobs)
+    #: The last preemption, suspension or requeue seen (None: never interrupted).
+    interruption: Interruption | None = None
+    #: When it was first seen (this process's clock), and the batch system's own time text.
+    interrupted_at: float | None = None
+    interrupted_when: str | None = None
+    #: Times the job went back to the queue after it had run.
+    requeues: int = 0
+    #: The batch system's last start count of the job (see :attr:`JobStatus.starts`).
+    starts: int | None = None
+    #: How the capacity comes back: "requeued" (the same job) or "replaced by <name>".
+    capacity: str | None = None
 
     def apply(self, status: JobStatus, now: float | None = None) -> bool:
-        """Update from a status report; return True if the visible state changed."""
+        """Update from a status report; return True if the visible state changed.
+
+        A job seen waiting again after it ran is requeued, whatever the batch system calls
+        it; an interruption the status names (preempted, suspended) is recorded when first
+        seen, with the batch system's time for it.
+        """
         now = time.time() if now is None else now
-        before = (self.state, self.reason, self.exit_code)
+        before = (self.state, self.reason, self.exit_code, self.interruption)
+        event = status.interruption
+        if (
+            event is None
+            and status.state.is_waiting
+            and self.state in (JobState.RUNNING, JobState.CONNECTED)
+        ):
+            event = Interruption.REQUEUED
+        rerun = (
+            status.starts is not None and self.starts is not None and status.starts > self.starts
+        )
+        if status.starts is not None:
+            self.starts = status.starts
+        if event is None and rerun:
+            event = Interruption.REQUEUED
+        if event is not None and (event != self.interruption or rerun):
+            self.interruption = event
+            self.interrupted_at = now
+            self.interrupted_when = status.interrupted_at
+            if event == Interruption.REQUEUED:
+                self.requeues += 1
+        elif event is None and self.interruption == Interruption.SUSPENDED:
+            self.interruption = None  # resumed
         state = status.state
         if state == JobState.RUNNING and self.workers_connected:
             state = JobState.CONNECTED
@@ -92,11 +152,28 @@ class JobRecord:
         self.native_state = status.native_state
         if status.exit_code is not None:
             self.exit_code = status.exit_code
-        return before != (self.state, self.reason, self.exit_code)
+        return before != (self.state, self.reason, self.exit_code, self.interruption)
+
+    @property
+    def interruption_note(self) -> str | None:
+        """``preempted at 2026-12-07T15:23:07; replaced by job-4``, or None."""
+        if self.interruption is None:
+            return None
+        note = str(self.interruption)
+        if self.interrupted_when:
+            note += f" at {self.interrupted_when}"
+        if self.capacity and self.capacity != note:
+            note += f"; {self.capacity}"
+        return note
 
     def set_connected_workers(self, count: int, now: float | None = None) -> bool:
         """Record how many of this job's workers are connected; True if the state changed."""
         self.workers_connected = count
+        if self.interruption == Interruption.SUSPENDED and self.state == JobState.HELD:
+            # its workers are stopped with it: still registered, not working
+            if count:
+                self.ever_connected = True
+            return False
         if count and not self.state.is_final:
             self.ever_connected = True
             if self.state != JobState.CONNECTED:
@@ -124,6 +201,10 @@ class JobRecord:
             "ended_at": self.ended_at,
             "error": self.error,
             "pool": self.pool,
+            "interruption": None if self.interruption is None else self.interruption.value,
+            "interrupted_at": self.interrupted_at,
+            "requeues": self.requeues,
+            "capacity": self.capacity,
         }
 
 
@@ -151,7 +232,7 @@ class JobTable(list):
                     "job_id": r.job_id,
                     "name": r.name,
                     "state": r.state.value,
-                    "reason": r.reason or "",
+                    "reason": _reason(r),
                     "exit_code": "" if r.exit_code is None else str(r.exit_code),
                     "workers": f"{r.workers_connected}/{r.workers_expected}",
                     "age": _format_age(now - r.submitted_at),
@@ -193,6 +274,13 @@ class JobTable(list):
 
     __str__ = __repr__
 
+    def head(self, rows: int = 20) -> str:
+        """The table's first ``rows`` rows as text, and how many more there are."""
+        text = repr(JobTable(self[:rows]))
+        if len(self) > rows:
+            text += f"\n... and {len(self) - rows} more (cluster.jobs lists every job)"
+        return text
+
     def _repr_html_(self) -> str:
         """The table as HTML; past :data:`HTML_ROWS` jobs, the summary line and the first
         rows only (50,000 rows would be megabytes in a notebook)."""
@@ -224,6 +312,16 @@ class JobTable(list):
         import pandas as pd
 
         return pd.DataFrame([r.as_dict() for r in self])
+
+
+def _reason(record: JobRecord) -> str:
+    """The reason column: the interruption (``preempted at ...; replaced by ...``), then the
+    batch system's reason unless it only repeats it (``suspended``)."""
+    note = record.interruption_note
+    reason = record.reason
+    if note and reason and str(record.interruption) in reason.lower():
+        reason = None
+    return "; ".join(filter(None, (note, reason)))
 
 
 def _format_age(seconds: float) -> str:

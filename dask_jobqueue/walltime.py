@@ -12,7 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from ._shell import CommandError, run_command
+from ._shell import CommandError
 from ._values import parse_walltime
 from .dialect import WalltimeDefault, hms_seconds
 
@@ -58,10 +58,8 @@ async def job_walltime(engine: BatchSystem) -> float | None:
     argv = step.argv(job) if step is not None else None
     value = None
     if step is not None and argv is not None:
-        engine.commands["status"] += 1
-        await engine.spend()
         try:
-            stdout = (await run_command(argv, timeout=engine.status_timeout)).stdout
+            stdout = (await engine.run("status", argv, engine.status_timeout)).stdout
             value = step.parse(stdout, job)
         except (CommandError, ValueError) as exc:
             logger.info("Could not read the default walltime (%s): %s", " ".join(argv), exc)

@@ -34,4 +34,6 @@ templates_path: list[str] = []
 
 html_theme = "alabaster"
 html_title = f"dask_jobqueue {release}"
-html_static_path: list[str] = []
+# custom.css: long code lines scroll inside their box (they were clipped at the page width)
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

@@ -1,28 +1,32 @@
-"""A stand-in for ``run_command`` in tests of the dialects' status steps and cancels."""
+"""A stand-in command runner for tests of the dialects' status steps, submissions and cancels."""
 
 from __future__ import annotations
 
 import asyncio
 
-from dask_jobqueue import engine as engine_module
-from dask_jobqueue._shell import CommandError, CommandResult
+from dask_jobqueue._shell import CommandError, CommandResult, CommandRunner
+from dask_jobqueue.engine import BatchSystem
 
 
-class RecordingRunner:
-    """Answers every command from ``answer(argv)`` and records the calls.
+class RecordingRunner(CommandRunner):
+    """Answers every command from ``answer(argv)`` and records the calls; pauses between
+    tries return at once.
 
     ``answer`` returns the command's stdout (a string), a ``CommandResult``, or an
-    ``(exit_code, stderr)`` tuple for a failing command; it may also raise.
+    ``(exit_code, stderr)`` tuple for a failing command; it may also raise. ``stdins`` holds
+    the stdin of every command (``None`` for most; ``bsub < script`` reads its script).
     """
 
     def __init__(self, answer):
         self.answer = answer
         self.calls: list[list[str]] = []
+        self.stdins: list[str | None] = []
+        self.pauses: list[float] = []
 
-    def sync(self, argv, timeout=None, **kwargs):
-        """The same, as a stand-in for ``run_command_sync`` (submissions, exit cancels)."""
+    def run_sync(self, argv, *, stdin=None, timeout=None):
         argv = [str(a) for a in argv]
         self.calls.append(argv)
+        self.stdins.append(stdin)
         result = self.answer(argv)
         if isinstance(result, tuple):
             raise CommandError(argv, result[0], "", result[1])
@@ -30,36 +34,27 @@ class RecordingRunner:
             return CommandResult(argv, result, "")
         return result
 
-    async def __call__(self, argv, timeout=None, **kwargs):
-        return self.sync(argv, timeout=timeout, **kwargs)
+    async def run(self, argv, *, stdin=None, timeout=None):
+        return self.run_sync(argv, stdin=stdin, timeout=timeout)
+
+    async def sleep(self, seconds):
+        self.pauses.append(seconds)
+
+    def sleep_sync(self, seconds):
+        self.pauses.append(seconds)
 
 
-class _AsyncioWithoutSleep:
-    """``asyncio`` as the engine sees it, with a ``sleep`` that returns at once (the real
-    ``asyncio.sleep`` stays untouched for everything else)."""
-
-    def __getattr__(self, name):
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def sleep(delay, result=None):
-        return result
-
-
-def engine_with(job, answer, monkeypatch, submitted=(), **engine_kwargs):
+def engine_with(job, answer, submitted=(), **engine_kwargs):
     """A :class:`~dask_jobqueue.engine.BatchSystem` for ``job`` whose commands are answered by
     ``answer`` (see :class:`RecordingRunner`); returns ``(engine, runner)``.
 
     ``submitted``: submit-command outputs (e.g. ``"OAR_JOB_ID=22\n"``); the engine first
     submits ``job`` once per output, so it tracks those ids as live. The submissions are not
-    left in ``runner.calls`` nor in ``engine.commands``. ``asyncio.sleep`` in the engine
-    (pauses between cancel retries) returns at once.
+    left in ``runner.calls`` nor in ``engine.commands``. Pauses between retries take no time
+    (they are recorded in ``runner.pauses``).
     """
     runner = RecordingRunner(answer)
-    monkeypatch.setattr(engine_module, "run_command", runner)
-    monkeypatch.setattr(engine_module, "run_command_sync", runner.sync)
-    monkeypatch.setattr(engine_module, "asyncio", _AsyncioWithoutSleep())
-    engine = engine_module.BatchSystem(job, **engine_kwargs)
+    engine = BatchSystem(job, runner=runner, **engine_kwargs)
     if submitted:
         outputs = iter(submitted)
         runner.answer = lambda argv: next(outputs)
@@ -73,6 +68,8 @@ def engine_with(job, answer, monkeypatch, submitted=(), **engine_kwargs):
         finally:
             runner.answer = answer
             runner.calls.clear()
+            runner.stdins.clear()
+            runner.pauses.clear()
             engine.commands.clear()
     return engine, runner
 

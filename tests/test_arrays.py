@@ -164,13 +164,13 @@ def test_array_script_log_files_name_the_task():
     assert [str(p) for p in jobs[0].output_files("12_3")][0] == "/logs/dask-worker-12_3.err"
 
 
-def test_jobs_submitted_together_go_as_one_array(monkeypatch):
+def test_jobs_submitted_together_go_as_one_array():
     def answer(argv):
         if argv[0] == "scontrol":
             return "MaxArraySize            = 1001\nMaxJobCount             = 10000\n"
         return "Submitted batch job 12\n"
 
-    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch)
+    engine, runner = engine_with(slurm_jobs(1)[0], answer)
     jobs = slurm_jobs(5)
     ids = submit_many(engine, jobs)
     assert ids == ["12_0", "12_1", "12_2", "12_3", "12_4"]
@@ -182,7 +182,7 @@ def test_jobs_submitted_together_go_as_one_array(monkeypatch):
     assert engine.commands["submit"] == 1
 
 
-def test_split_to_the_site_limit(monkeypatch):
+def test_split_to_the_site_limit():
     arrays = iter(range(20, 30))
 
     def answer(argv):
@@ -190,7 +190,7 @@ def test_split_to_the_site_limit(monkeypatch):
             return "MaxArraySize            = 2\n"
         return f"Submitted batch job {next(arrays)}\n"
 
-    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_concurrency=1)
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, submit_concurrency=1)
     ids = submit_many(engine, slurm_jobs(5))
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
     assert len(sbatch) == 3  # 2 + 2 + a single job
@@ -198,7 +198,7 @@ def test_split_to_the_site_limit(monkeypatch):
     assert ids == ["20_0", "20_1", "21_0", "21_1", "22"]
 
 
-def test_yaml_override_wins_over_the_site(monkeypatch):
+def test_yaml_override_wins_over_the_site():
     arrays = iter(range(5, 15))
 
     def answer(argv):
@@ -206,21 +206,18 @@ def test_yaml_override_wins_over_the_site(monkeypatch):
             return "MaxArraySize            = 1001\n"
         return f"Submitted batch job {next(arrays)}\n"
 
-    engine, runner = engine_with(
-        slurm_jobs(1)[0], answer, monkeypatch, max_array_size=2, submit_concurrency=1
-    )
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, max_array_size=2, submit_concurrency=1)
     ids = submit_many(engine, slurm_jobs(4) + slurm_jobs(1, job_name="other"))
     # jobs with another script are not tasks of the same array
     assert [c[0] for c in runner.calls].count("sbatch") == 3
     assert ids == ["5_0", "5_1", "6_0", "6_1", "7"]
 
 
-def test_arrays_never(monkeypatch):
+def test_arrays_never():
     ids = iter(range(40, 50))
     engine, runner = engine_with(
         slurm_jobs(1)[0],
         lambda argv: f"Submitted batch job {next(ids)}\n",
-        monkeypatch,
         job_arrays="never",
     )
     assert sorted(submit_many(engine, slurm_jobs(3))) == ["40", "41", "42"]
@@ -228,18 +225,17 @@ def test_arrays_never(monkeypatch):
     assert len(runner.calls) == 3
 
 
-def test_cancel_tasks_in_one_command(monkeypatch):
-    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: "", monkeypatch)
+def test_cancel_tasks_in_one_command():
+    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: "")
     assert cancel(engine, ["12_0", "12_1", "12_2", "12_7", "13"]) == []
     assert runner.calls == [["scancel", "12_[0-2,7]", "13"]]
 
 
-def test_rate_limit(monkeypatch):
+def test_rate_limit():
     ids = iter(range(40, 50))
     engine, runner = engine_with(
         slurm_jobs(1)[0],
         lambda argv: f"Submitted batch job {next(ids)}\n",
-        monkeypatch,
         job_arrays="never",
         submit_rate_limit=20,
     )
@@ -280,10 +276,10 @@ def _slurm_site(max_array_size: int, probe_failures: int):
     return answer
 
 
-def test_array_refused_as_too_large_is_submitted_again_halved(monkeypatch, caplog):
+def test_array_refused_as_too_large_is_submitted_again_halved(caplog):
     # the limit could not be read: the first array is too large, the site refuses it
     engine, runner = engine_with(
-        slurm_jobs(1)[0], _slurm_site(3, probe_failures=1), monkeypatch, submit_concurrency=1
+        slurm_jobs(1)[0], _slurm_site(3, probe_failures=1), submit_concurrency=1
     )
     with caplog.at_level("WARNING", logger="dask_jobqueue.engine"):
         ids = submit_many(engine, slurm_jobs(7))
@@ -307,10 +303,10 @@ def test_array_refused_as_too_large_is_submitted_again_halved(monkeypatch, caplo
     assert engine.facts["max_array_size"] == 3
 
 
-def test_halving_ends_in_single_jobs(monkeypatch):
+def test_halving_ends_in_single_jobs():
     # a site refusing every array (MaxArraySize=1): 5 -> 2 + 2 + 1 -> 1 + 1 + 1 + 1 + 1
     engine, runner = engine_with(
-        slurm_jobs(1)[0], _slurm_site(1, probe_failures=99), monkeypatch, submit_concurrency=1
+        slurm_jobs(1)[0], _slurm_site(1, probe_failures=99), submit_concurrency=1
     )
     ids = submit_many(engine, slurm_jobs(5))
     assert ids == ["20", "21", "22", "23", "24"]
@@ -319,10 +315,10 @@ def test_halving_ends_in_single_jobs(monkeypatch):
     assert [c[0] for c in runner.calls].count("sbatch") == 7
 
 
-def test_refusals_converge_on_the_site_limit(monkeypatch):
+def test_refusals_converge_on_the_site_limit():
     # 1000 jobs, MaxArraySize=64 unknown: 1000, 500, 250 and 125 refused, then arrays of 62
     engine, runner = engine_with(
-        slurm_jobs(1)[0], _slurm_site(64, probe_failures=99), monkeypatch, submit_concurrency=1
+        slurm_jobs(1)[0], _slurm_site(64, probe_failures=99), submit_concurrency=1
     )
     ids = submit_many(engine, slurm_jobs(1000))
     assert len(set(ids)) == 1000 and all(isinstance(i, str) for i in ids)
@@ -331,7 +327,7 @@ def test_refusals_converge_on_the_site_limit(monkeypatch):
     assert engine.array_size_limit() == 62
 
 
-def test_a_closing_engine_stops_halving(monkeypatch):
+def test_a_closing_engine_stops_halving():
     answer = _slurm_site(3, probe_failures=99)
     engine = None
 
@@ -342,7 +338,7 @@ def test_a_closing_engine_stops_halving(monkeypatch):
         return out
 
     engine, runner = engine_with(
-        slurm_jobs(1)[0], close_after_the_first_array, monkeypatch, submit_concurrency=1
+        slurm_jobs(1)[0], close_after_the_first_array, submit_concurrency=1
     )
     outcomes = submit_many(engine, slurm_jobs(7))
     sbatch = [c for c in runner.calls if c[0] == "sbatch"]
@@ -353,7 +349,7 @@ def test_a_closing_engine_stops_halving(monkeypatch):
 
 
 @pytest.mark.parametrize("fault", ["fails", "hangs"])
-def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch, fault):
+def test_failing_site_probe_is_asked_again_three_times_at_most(fault):
     site = _slurm_site(1001, probe_failures=99)
 
     def answer(argv):
@@ -361,7 +357,7 @@ def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch, faul
             raise CommandError(argv, None, reason="timed out after 30s")
         return site(argv)
 
-    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch)
+    engine, runner = engine_with(slurm_jobs(1)[0], answer)
     for k in range(5):
         submit_many(engine, slurm_jobs(2, job_name=f"n{k}"))
     assert [c[0] for c in runner.calls].count("scontrol") == 3
@@ -369,8 +365,8 @@ def test_failing_site_probe_is_asked_again_three_times_at_most(monkeypatch, faul
     assert engine.commands["submit"] == 5  # the arrays went unsplit, and were accepted
 
 
-def test_too_large_refusal_of_a_single_job_is_an_error(monkeypatch):
-    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: (1, SBATCH_TOO_LARGE), monkeypatch)
+def test_too_large_refusal_of_a_single_job_is_an_error():
+    engine, runner = engine_with(slurm_jobs(1)[0], lambda argv: (1, SBATCH_TOO_LARGE))
     (outcome,) = submit_many(engine, slurm_jobs(1))
     assert isinstance(outcome, CommandError) and "Invalid job array" in str(outcome)
     assert len(runner.calls) == 1
@@ -476,7 +472,7 @@ def test_sge_qacct_asks_for_the_task():
     assert status is not None and status.state.is_final
 
 
-def test_sge_engine_submits_one_array(monkeypatch):
+def test_sge_engine_submits_one_array():
     from dask_jobqueue.sge import SGEJob
 
     def answer(argv):
@@ -485,7 +481,7 @@ def test_sge_engine_submits_one_array(monkeypatch):
         return 'Your job-array 69.1-2:1 ("dask-worker") has been submitted\n'
 
     jobs = [SGEJob("tcp://a:1", name=f"s-{i}", cores=1, memory="1GB") for i in range(3)]
-    engine, runner = engine_with(jobs[0], answer, monkeypatch)
+    engine, runner = engine_with(jobs[0], answer)
     ids = submit_many(engine, jobs)
     assert engine.facts["max_array_size"] == 10
     assert ids == ["69.1", "69.2", "69.3"]
@@ -493,7 +489,7 @@ def test_sge_engine_submits_one_array(monkeypatch):
     assert len(qsub) == 1 and qsub[0][3:5] == ["-t", "1-3"]
 
 
-def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
+def test_oar_array_command_selects_the_name(tmp_path):
     from dask_jobqueue.oar import OARJob, oar_array_task_ids
 
     out = (
@@ -513,7 +509,7 @@ def test_oar_array_command_selects_the_name(monkeypatch, tmp_path):
         )
         for i in range(2)
     ]
-    engine, runner = engine_with(jobs[0], lambda argv: out, monkeypatch)
+    engine, runner = engine_with(jobs[0], lambda argv: out)
     assert submit_many(engine, jobs) == ["101", "102"]
     (argv,) = runner.calls
     assert "--array" in argv and argv[argv.index("--array") + 1] == "2"
@@ -554,7 +550,7 @@ def test_pbs_subjobs_from_recorded_outputs():
     assert statuses["65[7].vm-pbs"].state == JobState.QUEUED
 
 
-def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
+def test_pbs_arrays_only_once_the_flavour_is_known():
     from dask_jobqueue.pbs import PBSJob
 
     def answer(argv):
@@ -565,7 +561,7 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
         return "80[].vm-pbs\n" if "-J" in argv else "81.vm-pbs\n"
 
     jobs = [PBSJob("tcp://a:1", name=f"p-{i}", cores=1, memory="1GB") for i in range(3)]
-    engine, runner = engine_with(jobs[0], answer, monkeypatch, submit_concurrency=1)
+    engine, runner = engine_with(jobs[0], answer, submit_concurrency=1)
     assert submit_many(engine, jobs) == ["80[0].vm-pbs", "80[1].vm-pbs", "81.vm-pbs"]
     qsub = [c for c in runner.calls if c[0] == "qsub"]
     assert qsub[0][qsub[0].index("-J") + 1] == "0-1"
@@ -576,7 +572,6 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
     engine, runner = engine_with(
         torque[0],
         lambda argv: "Version: 6.1.3\n" if argv[0] != "qsub" else "12[].srv\n",
-        monkeypatch,
     )
     assert submit_many(engine, torque) == ["12[0].srv", "12[1].srv"]
     qsub = [c for c in runner.calls if c[0] == "qsub"]
@@ -590,20 +585,19 @@ def test_pbs_arrays_only_once_the_flavour_is_known(monkeypatch):
         lambda argv: (
             (2, "qstat: invalid option") if argv[0] != "qsub" else f"{len(runner.calls)}.srv\n"
         ),
-        monkeypatch,
     )
     assert len(submit_many(engine, unknown)) == 2
     qsub = [c for c in runner.calls if c[0] == "qsub"]
     assert len(qsub) == 2 and not any("-J" in c or "-t" in c for c in qsub)
 
 
-def test_engine_cancel_arguments_are_the_arguments_its_cancels_run(monkeypatch):
+def test_engine_cancel_arguments_are_the_arguments_its_cancels_run():
     # what the watchdog is given to cancel after the owner's death: PBS Pro, one range per qdel
     from dask_jobqueue.pbs import PBSJob
 
     answers = {"qstat": "pbs_version = 23.06.06\n", "qsub": "80[].vm-pbs\n"}
     jobs = [PBSJob("tcp://a:1", name=f"p-{i}", cores=1, memory="1GB") for i in range(2)]
-    engine, runner = engine_with(jobs[0], lambda argv: answers.get(argv[0], ""), monkeypatch)
+    engine, runner = engine_with(jobs[0], lambda argv: answers.get(argv[0], ""))
     assert submit_many(engine, jobs) == ["80[0].vm-pbs", "80[1].vm-pbs"]  # learns the flavour
     runner.calls.clear()
     ids = [f"65[{i}].vm-pbs" for i in range(200)] + ["70.vm-pbs"]

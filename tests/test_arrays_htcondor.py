@@ -212,7 +212,7 @@ def _answer(limit: str = "20000\n", clusters=None):
     return answer
 
 
-def test_jobs_submitted_together_go_as_one_cluster(monkeypatch):
+def test_jobs_submitted_together_go_as_one_cluster():
     descriptions = []
     answer = _answer()
 
@@ -221,7 +221,7 @@ def test_jobs_submitted_together_go_as_one_cluster(monkeypatch):
             descriptions.append(submitted_description(argv))
         return answer(argv)
 
-    engine, runner = engine_with(condor_jobs(1)[0], recording, monkeypatch)
+    engine, runner = engine_with(condor_jobs(1)[0], recording)
     jobs = condor_jobs(4)
     ids = submit_many(engine, jobs)
     assert ids == ["12.0", "12.1", "12.2", "12.3"]
@@ -237,56 +237,54 @@ def test_jobs_submitted_together_go_as_one_cluster(monkeypatch):
     assert submit[1] == "-a" and submit[2].startswith("+DaskJobqueueTag = ")
 
 
-def test_split_to_max_jobs_per_submission(monkeypatch):
-    engine, runner = engine_with(
-        condor_jobs(1)[0], _answer(limit="2\n"), monkeypatch, submit_concurrency=1
-    )
+def test_split_to_max_jobs_per_submission():
+    engine, runner = engine_with(condor_jobs(1)[0], _answer(limit="2\n"), submit_concurrency=1)
     ids = submit_many(engine, condor_jobs(5))
     submits = [c for c in runner.calls if c[0] == "condor_submit"]
     assert len(submits) == 3  # 2 + 2 + a single job
     assert ids == ["12.0", "12.1", "13.0", "13.1", "14.0"]
 
 
-def test_yaml_override_wins_over_the_schedd(monkeypatch):
+def test_yaml_override_wins_over_the_schedd():
     engine, runner = engine_with(
-        condor_jobs(1)[0], _answer(), monkeypatch, max_array_size=3, submit_concurrency=1
+        condor_jobs(1)[0], _answer(), max_array_size=3, submit_concurrency=1
     )
     ids = submit_many(engine, condor_jobs(7))
     assert [c[0] for c in runner.calls].count("condor_submit") == 3
     assert ids == ["12.0", "12.1", "12.2", "13.0", "13.1", "13.2", "14.0"]
 
 
-def test_arrays_never(monkeypatch):
-    engine, runner = engine_with(condor_jobs(1)[0], _answer(), monkeypatch, job_arrays="never")
+def test_arrays_never():
+    engine, runner = engine_with(condor_jobs(1)[0], _answer(), job_arrays="never")
     assert sorted(submit_many(engine, condor_jobs(3))) == ["12.0", "13.0", "14.0"]
     submits = [c for c in runner.calls if c[0] == "condor_submit"]
     assert len(submits) == 3
     assert not [c for c in runner.calls if c[0] == "condor_config_val"]
 
 
-def test_names_that_cannot_be_listed_go_one_by_one(monkeypatch):
-    engine, runner = engine_with(condor_jobs(1)[0], _answer(), monkeypatch)
+def test_names_that_cannot_be_listed_go_one_by_one():
+    engine, runner = engine_with(condor_jobs(1)[0], _answer())
     ids = submit_many(engine, condor_jobs(2, prefix="my cluster"))
     assert sorted(ids) == ["12.0", "13.0"]
     assert [c[0] for c in runner.calls].count("condor_submit") == 2
 
 
-def test_cancel_several_procs_in_one_condor_rm(monkeypatch):
-    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: "", monkeypatch)
+def test_cancel_several_procs_in_one_condor_rm():
+    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: "")
     assert cancel(engine, ["12.0", "12.1", "12.3", "13.0"]) == []
     assert runner.calls == [["condor_rm", "12.0", "12.1", "12.3", "13.0"]]
 
 
-def test_procs_already_gone_are_cancelled(monkeypatch):
+def test_procs_already_gone_are_cancelled():
     # emulated condor_rm of a live proc and one that left the queue: exit 1, the line on
     # stderr only says it is gone
     stderr = data("condor_rm_several_procs.stderr.txt")
-    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: (1, stderr), monkeypatch)
+    engine, runner = engine_with(condor_jobs(1)[0], lambda argv: (1, stderr))
     assert cancel(engine, ["1.0", "1.3", "1.2"]) == []
     assert len(runner.calls) == 1
 
 
-def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkeypatch):
+def test_transient_failure_after_the_cluster_was_created_adopts_its_procs():
     tags: list[str] = []
 
     def answer(argv):
@@ -302,7 +300,7 @@ def test_transient_failure_after_the_cluster_was_created_adopts_its_procs(monkey
             return f"31 0 1 {tags[-1]}\n31 2 1 {tags[-1]}\n30 0 2 undefined\n"
         return ""
 
-    engine, runner = engine_with(condor_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0)
+    engine, runner = engine_with(condor_jobs(1)[0], answer, submit_retry_delay=0)
     assert submit_many(engine, condor_jobs(3)) == ["31.0", "31.1", "31.2"]
     assert [c[0] for c in runner.calls].count("condor_submit") == 1
     assert engine.live_ids == {"31.0", "31.1", "31.2"}

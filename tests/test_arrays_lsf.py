@@ -19,7 +19,6 @@ import dask
 import pytest
 
 from dask_jobqueue import CommandError, JobState, LSFCluster
-from dask_jobqueue import engine as engine_module
 from dask_jobqueue.dialects.lsf import parse_lsf_tags
 from dask_jobqueue.engine import array_script
 from dask_jobqueue.lsf import (
@@ -62,17 +61,11 @@ def submit_many(engine, jobs):
     return asyncio.run(engine.submit_many(jobs))
 
 
-def record_stdin(monkeypatch, runner) -> list[str | None]:
-    """The stdin of every blocking command (``bsub < script``), in order."""
-    scripts: list[str | None] = []
-
-    def sync(argv, timeout=None, **kwargs):
-        if argv and argv[0] == "bsub":
-            scripts.append(kwargs.get("stdin"))
-        return runner.sync(argv, timeout=timeout, **kwargs)
-
-    monkeypatch.setattr(engine_module, "run_command_sync", sync)
-    return scripts
+def bsub_stdins(runner) -> list[str | None]:
+    """The stdin of every ``bsub`` (``bsub < script``), in order."""
+    return [
+        stdin for argv, stdin in zip(runner.calls, runner.stdins, strict=True) if argv[0] == "bsub"
+    ]
 
 
 # ---------------------------------------------------------------------------- parsers
@@ -191,7 +184,7 @@ def test_array_script_names_the_array_in_its_only_j_line(tmp_path):
     assert "#BSUB -J dask-worker\n" in jobs[0].job_script()
 
 
-def test_no_arrays_for_names_lsf_refuses_in_one(monkeypatch):
+def test_no_arrays_for_names_lsf_refuses_in_one():
     assert lsf_jobs(1)[0].array_support_for({}) is LSFJob.array_support
     for kwargs in (
         {"job_name": "my+job"},
@@ -200,7 +193,7 @@ def test_no_arrays_for_names_lsf_refuses_in_one(monkeypatch):
     ):
         template = lsf_jobs(1, **kwargs)[0]
         assert template.array_support_for({}) is None, kwargs
-        engine, runner = engine_with(template, _answer(arrays=iter(range(50, 60))), monkeypatch)
+        engine, runner = engine_with(template, _answer(arrays=iter(range(50, 60))))
         assert sorted(submit_many(engine, lsf_jobs(2, **kwargs))) == ["50", "51"]
         assert [c[0] for c in runner.calls].count("bsub") == 2
 
@@ -226,9 +219,8 @@ def _answer(limit: int = 1000, arrays=None):
     return answer
 
 
-def test_jobs_submitted_together_go_as_one_bsub(monkeypatch):
-    engine, runner = engine_with(lsf_jobs(1)[0], _answer(arrays=iter([12])), monkeypatch)
-    scripts = record_stdin(monkeypatch, runner)
+def test_jobs_submitted_together_go_as_one_bsub():
+    engine, runner = engine_with(lsf_jobs(1)[0], _answer(arrays=iter([12])))
     jobs = lsf_jobs(5)
     ids = submit_many(engine, jobs)
     assert ids == ["12[1]", "12[2]", "12[3]", "12[4]", "12[5]"]
@@ -236,31 +228,29 @@ def test_jobs_submitted_together_go_as_one_bsub(monkeypatch):
     bsub = [c for c in runner.calls if c[0] == "bsub"]
     assert len(bsub) == 1
     assert bsub[0][:2] == ["bsub", "-Jd"] and "-J" not in bsub[0]  # the tag, no second -J
-    assert '#BSUB -J "dask-worker[1-5]"' in scripts[0]
+    assert '#BSUB -J "dask-worker[1-5]"' in bsub_stdins(runner)[0]
     assert ["bparams", "-a"] in runner.calls and engine.facts["max_array_size"] == 1000
     assert engine.commands["submit"] == 1
 
 
-def test_split_to_max_job_array_size(monkeypatch):
+def test_split_to_max_job_array_size():
     engine, runner = engine_with(
         lsf_jobs(1)[0],
         _answer(limit=2, arrays=iter(range(20, 30))),
-        monkeypatch,
         submit_concurrency=1,
     )
-    scripts = record_stdin(monkeypatch, runner)
     ids = submit_many(engine, lsf_jobs(5))
     assert ids == ["20[1]", "20[2]", "21[1]", "21[2]", "22"]
     assert engine.commands["submit"] == 3  # 2 + 2 + a single job
+    scripts = bsub_stdins(runner)
     assert ['#BSUB -J "dask-worker[1-2]"' in s for s in scripts] == [True, True, False]
     assert "#BSUB -J dask-worker\n" in scripts[2]
 
 
-def test_yaml_override_wins_over_bparams(monkeypatch):
+def test_yaml_override_wins_over_bparams():
     engine, runner = engine_with(
         lsf_jobs(1)[0],
         _answer(limit=1000, arrays=iter(range(5, 15))),
-        monkeypatch,
         max_array_size=3,
         submit_concurrency=1,
     )
@@ -269,26 +259,26 @@ def test_yaml_override_wins_over_bparams(monkeypatch):
     assert [c[0] for c in runner.calls].count("bsub") == 3
 
 
-def test_arrays_never(monkeypatch):
+def test_arrays_never():
     engine, runner = engine_with(
-        lsf_jobs(1)[0], _answer(arrays=iter(range(40, 50))), monkeypatch, job_arrays="never"
+        lsf_jobs(1)[0], _answer(arrays=iter(range(40, 50))), job_arrays="never"
     )
-    scripts = record_stdin(monkeypatch, runner)
     assert sorted(submit_many(engine, lsf_jobs(3))) == ["40", "41", "42"]
     assert [c[0] for c in runner.calls] == ["bsub"] * 3  # no bparams either
+    scripts = bsub_stdins(runner)
     assert [line for s in scripts for line in s.splitlines() if line.startswith("#BSUB -J")] == [
         "#BSUB -J dask-worker"
     ] * 3
 
 
-def test_status_of_elements_is_one_bjobs_per_array(monkeypatch):
+def test_status_of_elements_is_one_bjobs_per_array():
     mixed = emulated("array_bjobs_json_mixed.txt")
     unknown_99 = emulated("array_bjobs_json_mixed.stderr.txt")
 
     def answer(argv):
         raise CommandError(argv, 255, mixed, unknown_99)
 
-    engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch)
+    engine, runner = engine_with(lsf_jobs(1)[0], answer)
     ids = ["1[1]", "1[2]", "1[3]", "1[5]", "1[6]", "2", "99"]
     statuses = query(engine, ids)
     assert runner.calls == [["bjobs", "-json", "-o", BJOBS_ARRAY_FIELDS, "1", "2", "99"]]
@@ -300,7 +290,7 @@ def test_status_of_elements_is_one_bjobs_per_array(monkeypatch):
     assert runner.calls == [["bjobs", "-json", "-o", BJOBS_FIELDS, "2"]]
 
 
-def test_status_of_elements_without_json(monkeypatch):
+def test_status_of_elements_without_json():
     delimited = emulated("array_bjobs_delimited_mixed.txt")
 
     def answer(argv):
@@ -308,7 +298,7 @@ def test_status_of_elements_without_json(monkeypatch):
             raise CommandError(argv, 255, "", "bjobs: illegal option -- json\nUsage: bjobs\n")
         return delimited
 
-    engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch)
+    engine, runner = engine_with(lsf_jobs(1)[0], answer)
     statuses = query(engine, ["1[1]", "1[2]", "1[6]", "2"])
     assert runner.calls[-1] == [
         "bjobs",
@@ -321,13 +311,13 @@ def test_status_of_elements_without_json(monkeypatch):
     assert statuses["1[6]"].state == JobState.CANCELLED and statuses["2"].state == JobState.HELD
 
 
-def test_cancel_elements_in_one_bkill(monkeypatch):
-    engine, runner = engine_with(lsf_jobs(1)[0], lambda argv: "", monkeypatch)
+def test_cancel_elements_in_one_bkill():
+    engine, runner = engine_with(lsf_jobs(1)[0], lambda argv: "")
     assert cancel(engine, ["12[1]", "12[2]", "12[3]", "12[7]", "13"]) == []
     assert runner.calls == [["bkill", "12[1-3,7]", "13"]]
 
 
-def test_cancel_of_elements_already_finished_is_no_failure(monkeypatch):
+def test_cancel_of_elements_already_finished_is_no_failure():
     def answer(argv):  # emulated wording, as bkill 1[4-5] prints when 1[5] had ended
         raise CommandError(
             argv,
@@ -337,12 +327,12 @@ def test_cancel_of_elements_already_finished_is_no_failure(monkeypatch):
         )
 
     jobs = lsf_jobs(2)
-    engine, runner = engine_with(jobs[0], answer, monkeypatch)
+    engine, runner = engine_with(jobs[0], answer)
     assert cancel(engine, ["12[4]", "12[5]"]) == []
     assert len(runner.calls) == 1  # not retried
 
 
-def test_bsub_that_created_the_array_then_failed_is_adopted(monkeypatch):
+def test_bsub_that_created_the_array_then_failed_is_adopted():
     """bsub exits 1 with a transient message after mbatchd took the array: its elements,
     listed under their tag, are adopted; nothing is submitted twice."""
     tags: list[str] = []
@@ -357,20 +347,20 @@ def test_bsub_that_created_the_array_then_failed_is_adopted(monkeypatch):
             return "".join(f"31|{i}|{tags[-1]}\n" for i in (1, 2, 3)) + "30|0|\n"
         raise AssertionError(argv)
 
-    engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.01)
+    engine, runner = engine_with(lsf_jobs(1)[0], answer, submit_retry_delay=0.01)
     ids = submit_many(engine, lsf_jobs(3))
     assert ids == ["31[1]", "31[2]", "31[3]"]
     assert engine.live_ids == set(ids)
     assert [c[0] for c in runner.calls].count("bsub") == 1
 
 
-def test_bsub_failing_for_good_is_not_retried(monkeypatch):
+def test_bsub_failing_for_good_is_not_retried():
     def answer(argv):
         if argv[0] == "bparams":
             return "    MAX_JOB_ARRAY_SIZE = 1000\n"
         return (255, "nosuchq: No such queue. Job not submitted.\n")
 
-    engine, runner = engine_with(lsf_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.01)
+    engine, runner = engine_with(lsf_jobs(1)[0], answer, submit_retry_delay=0.01)
     (outcome, _) = submit_many(engine, lsf_jobs(2))
     assert isinstance(outcome, CommandError) and "No such queue" in str(outcome)
     assert [c[0] for c in runner.calls] == ["bparams", "bsub"]

@@ -180,10 +180,10 @@ def _torque(limit: int | None, adopt_output: str | None = None):
     return answer, submitted
 
 
-def test_torque_arrays_split_to_the_site_limit(monkeypatch):
+def test_torque_arrays_split_to_the_site_limit():
     answer, submitted = _torque(limit=2)
     jobs = pbs_jobs(5)
-    engine, runner = engine_with(jobs[0], answer, monkeypatch, submit_concurrency=1)
+    engine, runner = engine_with(jobs[0], answer, submit_concurrency=1)
     ids = submit_many(engine, jobs)
     assert sorted(ids) == ["80[0].srv", "80[1].srv", "81[0].srv", "81[1].srv", "82.srv"]
     arrays = [a for a in submitted if "-t" in a]
@@ -192,25 +192,25 @@ def test_torque_arrays_split_to_the_site_limit(monkeypatch):
     assert engine.facts["pbs_flavour"] == "torque"
 
 
-def test_max_array_size_override_wins_over_the_site(monkeypatch):
+def test_max_array_size_override_wins_over_the_site():
     answer, submitted = _torque(limit=1000)
-    engine, _ = engine_with(pbs_jobs(1)[0], answer, monkeypatch, max_array_size=3)
+    engine, _ = engine_with(pbs_jobs(1)[0], answer, max_array_size=3)
     submit_many(engine, pbs_jobs(6))
     assert [a[a.index("-t") + 1] for a in submitted] == ["0-2", "0-2"]
 
 
-def test_job_arrays_never_submits_one_job_per_command(monkeypatch):
+def test_job_arrays_never_submits_one_job_per_command():
     answer, submitted = _torque(limit=None)
-    engine, runner = engine_with(pbs_jobs(1)[0], answer, monkeypatch, job_arrays="never")
+    engine, runner = engine_with(pbs_jobs(1)[0], answer, job_arrays="never")
     submit_many(engine, pbs_jobs(3))
     assert len(submitted) == 3 and not any("-t" in a for a in submitted)
     assert not any(c[0] == "qmgr" for c in runner.calls)  # no limit asked for
 
 
-def test_torque_subjobs_cancelled_one_qdel_each(monkeypatch):
+def test_torque_subjobs_cancelled_one_qdel_each():
     answer, _ = _torque(limit=None)
     jobs = pbs_jobs(3)
-    engine, runner = engine_with(jobs[0], answer, monkeypatch)
+    engine, runner = engine_with(jobs[0], answer)
     ids = submit_many(engine, jobs)
     runner.calls.clear()
     assert cancel(engine, ids[:2]) == []
@@ -218,7 +218,7 @@ def test_torque_subjobs_cancelled_one_qdel_each(monkeypatch):
     assert engine.live_ids == {"80[2].srv"}
 
 
-def test_torque_failed_submit_adopts_the_array_it_created(monkeypatch):
+def test_torque_failed_submit_adopts_the_array_it_created():
     """qsub created the array, then failed with a transient error before printing its id:
     the array is found by its tag (Torque rejects -F json; plain qstat -f shows it as 90[])."""
     template = (EMULATED / "torque_qstat_f_array_summary.txt").read_text()
@@ -242,9 +242,7 @@ def test_torque_failed_submit_adopts_the_array_it_created(monkeypatch):
         return ""
 
     jobs = pbs_jobs(3)
-    engine, runner = engine_with(
-        jobs[0], answer, monkeypatch, submit_retry_delay=0.01, submit_concurrency=1
-    )
+    engine, runner = engine_with(jobs[0], answer, submit_retry_delay=0.01, submit_concurrency=1)
     ids = submit_many(engine, jobs)
     assert ids == ["90[0].server", "90[1].server", "90[2].server"]
     assert state["qsub"] == 1  # adopted, not submitted again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -75,14 +76,104 @@ def test_bad_input_is_one_line_exit_2(args, expected):
     assert expected in last
 
 
-def test_scheduler_that_cannot_start_is_one_line_exit_1():
+def test_bad_interface_is_bad_input_exit_2():
+    # docs/cli.rst: bad input exits with status 2 (it was 1, as if the scheduler had failed)
     result = run_cli(
         "job-script", "slurm", "--cores", "1", "--memory", "1GB", "--interface", "nosuch9"
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("dask-jobqueue job-script: error: ")
-    assert "'nosuch9' is not a valid network interface" in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "dask-jobqueue job-script: error: --interface nosuch9: 'nosuch9' is not a valid "
+            "network interface"
+        )
+    )
+
+
+def test_cli_page_says_bad_input_exits_2():
+    text = (Path(__file__).parents[1] / "docs" / "cli.rst").read_text()
+    assert "Bad input is reported on one line and exits with\nstatus 2" in text
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # was: "for example: cluster = SLURMCluster(cores=8, memory='24GB')"
+        (
+            ["check", "slurm"],
+            "no cores or memory per job: give --cores 8 --memory 24GB (your values), or set "
+            "jobqueue.slurm.cores, jobqueue.slurm.memory in jobqueue.yaml",
+        ),
+        (
+            ["check", "htcondor", "--cores", "1", "--memory", "1GB"],
+            "no disk per job: give --disk 10GB (your values), or set jobqueue.htcondor.disk",
+        ),
+        (
+            ["job-script", "slurm", "--cores", "2", "--memory", "1"],
+            "--memory '1' (1 bytes) is below the minimum of 1 MiB",
+        ),
+        (
+            ["job-script", "slurm", "--cores", "2", "--memory", "2GB", "--job-name", "a b"],
+            "--job-name 'a b' is not a valid name",
+        ),
+        (["job-script", "slurm", "--disk", "1GB"], "--disk is for htcondor only"),
+    ],
+)
+def test_errors_speak_in_flags(args, expected, tmp_path):
+    result = run_cli(*args, env={"DASK_CONFIG": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dask-jobqueue {args[0]}: error: {expected}"), last
+    assert "Cluster(" not in result.stderr
+
+
+def test_bare_job_script_works_on_a_fresh_install(tmp_path):
+    # the README shows `dask-jobqueue job-script slurm` without flags
+    readme = " ".join((Path(__file__).parents[1] / "README.rst").read_text().split())
+    assert (
+        "``dask-jobqueue job-script slurm`` prints the job script your settings give (with no "
+        "size set anywhere yet, that of a 1-core, 2 GB job, and a line on stderr saying so)"
+    ) in readme
+    result = run_cli("job-script", "slurm", env={"DASK_CONFIG": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "dask-jobqueue job-script: no cores or memory set (flags or jobqueue.yaml): showing "
+        "--cores 1 --memory 2GB"
+    ) in result.stderr.splitlines()
+    assert "#SBATCH --cpus-per-task=1" in result.stdout.splitlines()
+    assert "--death-timeout 60" in result.stdout
+    # a size from the configuration is used, and only the missing one is filled in
+    (tmp_path / "site.yaml").write_text("jobqueue:\n  slurm:\n    cores: 4\n")
+    result = run_cli("job-script", "slurm", env={"DASK_CONFIG": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "showing --memory 2GB" in result.stderr
+    assert "#SBATCH --cpus-per-task=4" in result.stdout.splitlines()
+
+
+def test_config_of_a_custom_section_says_where_the_other_keys_come_from(tmp_path):
+    (tmp_path / "site.yaml").write_text("jobqueue:\n  mysite:\n    cores: 4\n")
+    result = run_cli("config", "mysite", env={"DASK_CONFIG": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "fills in the keys it does not set from its built-in section, e.g. "
+        "SLURMCluster(config_name='mysite') from `dask-jobqueue config slurm`'s defaults"
+        in " ".join(result.stdout.split())
+    )
+    built_in = run_cli("config", "slurm", env={"DASK_CONFIG": str(tmp_path)})
+    assert "a section of your own" not in built_in.stdout
+
+
+def test_htcondor_disk_flag(tmp_path):
+    result = run_cli(
+        "job-script", "htcondor", "--cores", "1", "--memory", "1GB", "--disk", "3GB",
+        env={"DASK_CONFIG": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "no disk" not in result.stderr
+    assert "MY.DaskWorkerDisk = 3000000000" in result.stdout.splitlines()
 
 
 def test_job_script_combines_flags_and_config(tmp_path):
@@ -262,6 +353,27 @@ def test_check_on_slurm_reports_the_pending_reason(tmp_path):
     assert result.returncode == 1
     assert "is still held after 8s" in result.stderr
     assert "JobHeldUser" in result.stderr
+    assert name not in _squeue_names()
+
+
+@pytest.mark.env("slurm")
+def test_check_on_slurm_diagnoses_an_unreachable_scheduler(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"  # nobody listens there
+    (tmp_path / "site.yaml").write_text(
+        f"jobqueue:\n  slurm:\n    scheduler-options:\n      contact_address: {address!r}\n"
+    )
+    name = f"cli-unreach-{uuid.uuid4().hex[:6]}"
+    result = run_cli(
+        "check", "slurm", "--cores", "1", "--memory", "1GB", "--job-name", name,
+        "--timeout", "120", env={"DASK_CONFIG": str(tmp_path)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "FAILED: the job could not reach the scheduler" in result.stderr
+    assert f"cannot reach the Dask scheduler at {address} from node " in result.stderr
+    assert "set interface (e.g. ib0)" in result.stderr
+    assert "scheduler_options contact_address or host" in result.stderr
     assert name not in _squeue_names()
 
 

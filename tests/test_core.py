@@ -351,6 +351,10 @@ def test_log_directory_is_created_when_the_cluster_is_built(tmp_path, monkeypatc
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\ntest -d {target} || exit 3\necho 'Submitted batch job 7'\n")
     fake.chmod(0o755)
+    cancels = tmp_path / "cancelled"
+    fake_scancel = fake.parent / "scancel"  # the job is closed below: never the real scancel
+    fake_scancel.write_text(f'#!/bin/sh\necho "$@" >> {cancels}\n')
+    fake_scancel.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
     local_logs = tmp_path / "local-logs"
     with LocalCluster(cores=1, memory="1GB", log_directory=str(local_logs)):
@@ -366,12 +370,14 @@ def test_log_directory_is_created_when_the_cluster_is_built(tmp_path, monkeypatc
     # the fake sbatch fails unless the directory exists when it runs
     assert asyncio.run(job.submit()) == "7"
     assert target.is_dir()
+    asyncio.run(job.close())  # else the job's engine cancels it at interpreter exit
+    assert cancels.read_text() == "7\n"
     # without log_directory nothing is created (here: in the current directory)
     monkeypatch.chdir(tmp_path / "bin")
     make_job(SLURMJob).job_script()
     with LocalCluster(cores=1, memory="1GB"):
         pass
-    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["sbatch"]
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["sbatch", "scancel"]
 
 
 def test_log_directory_that_cannot_be_created_is_a_value_error(tmp_path):

@@ -89,6 +89,58 @@ def site_examples() -> list[tuple[str, dict, str, str, str]]:
     return examples
 
 
+#: What the site examples show for the parts that differ between machines.
+SITE_SCHEDULER = "tcp://10.0.0.1:38253"
+SITE_PYTHON = "/home/me/venvs/dask/bin/python"
+
+
+def site_script(config: dict, cls_name: str, section: str) -> str:
+    """The job script of a site example, as its job class writes it (the class, not a
+    cluster: no scheduler is started, so ``interface: ib0`` need not exist here), with the
+    page's scheduler address and Python."""
+    job_cls = getattr(dask_jobqueue, cls_name).job_cls
+    merged = dask.config.merge(dask.config.get("jobqueue"), config["jobqueue"])
+    with dask.config.set({"jobqueue": merged}):
+        python = dask.config.get(f"jobqueue.{section}.python", default=None)
+        job = job_cls(SITE_SCHEDULER, name="dummy-name", config_name=section,
+                      python=python or SITE_PYTHON)  # fmt: skip
+        return job.job_script()
+
+
+def regenerated_sites_page() -> str:
+    """docs/sites.rst with every job script block replaced by what the code writes."""
+    text = page("sites.rst")
+    out = []
+    sections = re.split(r"(\n[^\n]+\n-{3,}\n)", text)
+    out.append(sections[0])
+    for title, body in zip(sections[1::2], sections[2::2], strict=True):
+        blocks = code_blocks(body)
+        config = next(yaml.safe_load(c) for lang, c in blocks if lang == "yaml")
+        usage = next(c for lang, c in blocks if lang == "python")
+        match = re.search(r"(\w+Cluster)\((?:config_name=\"([\w-]+)\")?\)", usage)
+        assert match, title
+        section = match.group(2) or next(iter(config["jobqueue"]))
+        script = site_script(config, match.group(1), section)
+        start = body.index(".. code-block:: bash\n\n") + len(".. code-block:: bash\n\n")
+        lines = body[start:].split("\n")
+        taken = 0
+        for line in lines:
+            if line and not line.startswith("    "):
+                break
+            taken += len(line) + 1
+        end = start + taken
+        indented = "".join(f"    {line}\n" if line else "\n" for line in script.splitlines())
+        rest = body[end:].lstrip("\n")
+        out.append(title + body[:start] + indented + ("\n" + rest if rest else ""))
+    return "".join(out)
+
+
+def test_sites_page_scripts_are_regenerated_from_the_code():
+    """Every job script on the page is, byte for byte, what the job class writes for the
+    example's YAML (``python tests/test_docs.py`` rewrites the page)."""
+    assert page("sites.rst") == regenerated_sites_page()
+
+
 def test_sites_page_has_the_eight_examples():
     titles = [example[0] for example in site_examples()]
     assert titles == [
@@ -110,7 +162,10 @@ def test_site_example_job_script_is_what_the_code_writes(example):
     config = yaml.safe_load(yaml.safe_dump(config))
     for values in config["jobqueue"].values():
         values.pop("interface", None)  # the header does not depend on it (see normalize)
-    with dask.config.set(config):
+    # merged into the built-in defaults, as dask merges a YAML file (dask.config.set with
+    # the whole "jobqueue" mapping would replace them: no walltime, no --death-timeout)
+    merged = dask.config.merge(dask.config.get("jobqueue"), config["jobqueue"])
+    with dask.config.set({"jobqueue": merged}):
         actual = script_of(getattr(dask_jobqueue, cls_name), config_name=section)
     assert normalize(documented) == normalize(actual), title
 
@@ -327,3 +382,49 @@ def test_sites_page_mem_per_gpu_advice():
         cluster.close()
     assert not any(line.startswith("#SBATCH --mem=") for line in header)
     assert "#SBATCH --mem-per-gpu=10G" in header
+
+
+# ---------------------------------------------------------------------- issue 20, item 9
+
+
+def test_no_page_says_a_killed_client_cannot_cancel_its_jobs():
+    # the watchdog does (cli.rst); one page used to say the opposite
+    for path in DOCS.glob("*.rst"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        assert not re.search(r"kill -9``\W*cannot", text), path.name
+    assert "cancels every job; so does a kernel killed with ``kill -9``" in " ".join(
+        page("sites.rst").split()
+    )
+
+
+def test_compatibility_page_lists_what_the_code_adds():
+    text = " ".join(page("compatibility.rst").split())
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    listed = re.search(r"A ``dask-jobqueue`` command \(([^)]*)\)", text)
+    assert listed
+    assert set(re.findall(r"``([\w-]+)``", listed.group(1))) == set(subparsers)
+    script = dask_jobqueue.slurm.SLURMJob(cores=1, memory="1GB").job_script()
+    assert "#SBATCH -N 1" in script.splitlines() and "``#SBATCH -N 1``" in text
+    assert "<<'DASK_JOBQUEUE_CHECK'" in script and "<<'DASK_JOBQUEUE_CHECK'``" in text
+    assert "``scheduler_check=False`` removes it" in text
+
+
+def test_long_code_lines_scroll_in_the_html():
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    assert 'html_static_path = ["_static"]' in conf and 'html_css_files = ["custom.css"]' in conf
+    css = (DOCS / "_static" / "custom.css").read_text(encoding="utf-8")
+    assert re.search(r"div\.highlight pre,\s*pre\.literal-block \{[^}]*overflow-x: auto;", css)
+
+
+def test_docs_build_runs_with_warnings_as_errors_in_ci():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"-m sphinx -W .*-b html docs", ci)
+
+
+if __name__ == "__main__":
+    from dask_jobqueue.config import reconfigure
+
+    reconfigure()
+    (DOCS / "sites.rst").write_text(regenerated_sites_page(), encoding="utf-8")

@@ -266,3 +266,158 @@ def test_one_version_above_every_0x_release_everywhere():
     assert built.stdout.strip().splitlines()[-1] == str(version)
     assert f"version **{version}**" in (root / "README.rst").read_text(encoding="utf-8")
     assert f"{version} (unreleased)" in (root / "docs/changelog.rst").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------- surprise 7: one-line errors naming the setting
+
+
+def test_unknown_protocol_is_refused_naming_it():
+    # was a chained "Scheduler failed to start" traceback from distributed
+    with pytest.raises(ValueError, match=r"^protocol='foo://' is not a protocol Dask knows; "):
+        SLURMCluster(cores=1, memory="1GB", protocol="foo://")
+    with pytest.raises(
+        ValueError, match=r"scheduler_options\['protocol'\]='bar' is not a protocol"
+    ):
+        SLURMCluster(cores=1, memory="1GB", scheduler_options={"protocol": "bar"})
+    with SLURMCluster(cores=1, memory="1GB", protocol="tcp") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+
+
+@pytest.mark.parametrize("port", [-1, 65536, "x", True])
+def test_bad_scheduler_port_is_refused_naming_it(port):
+    # -1 was "Servname not supported for ai_socktype" buried in a chained traceback
+    with pytest.raises(ValueError, match=rf"^scheduler_options\['port'\]={re.escape(repr(port))} "):
+        SLURMCluster(cores=1, memory="1GB", scheduler_options={"port": port})
+
+
+def test_bad_contact_address_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"scheduler_options\['contact_address'\]='10.0.0.1' must"):
+        SLURMCluster(cores=1, memory="1GB", scheduler_options={"contact_address": "10.0.0.1"})
+
+
+def test_existing_log_directory_that_cannot_be_written_is_refused_at_construction():
+    # the local backend raised a bare FileNotFoundError at the first submission; /proc/self
+    # is a directory nobody (root included) may create files in
+    with pytest.raises(ValueError, match=r"log_directory='/proc/self' is a directory this user"):
+        LocalCluster(cores=1, memory="1GB", log_directory="/proc/self")
+    # /proc: os.access says yes to root, but no file can be created there; the local backend
+    # writes its job scripts itself, so it tries
+    with pytest.raises(ValueError, match=r"log_directory='/proc' is a directory this user"):
+        LocalCluster(cores=1, memory="1GB", log_directory="/proc")
+
+
+def _python(code: str, config_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "DASK_CONFIG": str(config_dir)},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_malformed_yaml_file_does_not_break_the_import_and_is_named_at_construction(tmp_path):
+    bad = tmp_path / "site.yaml"
+    bad.write_text("jobqueue:\n  slurm:\n    cores: [1,\n")
+    result = _python(
+        "import dask_jobqueue\n"
+        "print('version', dask_jobqueue.__version__)\n"
+        "try:\n"
+        "    dask_jobqueue.SLURMCluster(cores=1, memory='1GB')\n"
+        "except ValueError as e:\n"
+        "    print('error', type(e).__name__, e)\n",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("version ")
+    expected = f"dask configuration file {bad} is not valid YAML at line 4, column 1"
+    assert lines[1].startswith(f"error ConfigFileError {expected}"), lines
+    assert expected in result.stderr  # the warning at import
+    cli = subprocess.run(
+        [sys.executable, "-m", "dask_jobqueue", "job-script", "slurm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "DASK_CONFIG": str(tmp_path)},
+    )
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert (
+        cli.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"dask-jobqueue job-script: error: {expected}")
+    )
+
+
+# ------------------------------------------------- surprise 8: silently accepted inputs
+
+
+def test_job_name_with_a_variable_warns_that_it_is_written_as_is():
+    with pytest.warns(UserWarning, match=r"job_name='run-\$SLURM_JOB_ID' is written as is"):
+        job = SLURMJob(cores=1, memory="1GB", job_name="run-$SLURM_JOB_ID")
+    assert "run-$SLURM_JOB_ID" in job.job_header
+    with pytest.raises(ValueError) as info:
+        SLURMJob(cores=1, memory="1GB", job_name="a b")
+    # the message no longer says that variables are expanded (in a header they are not)
+    assert "are not expanded" in str(info.value)
+    assert "references expanded" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [5, "mem core", "5mem"])
+def test_oar_memory_property_name_must_be_a_name(value):
+    with pytest.raises(ValueError, match=r"memory_per_core_property_name=.* must be a name given"):
+        OARCluster(cores=1, memory="1GB", memory_per_core_property_name=value)
+
+
+def test_yaml_section_given_as_a_string_is_refused_naming_it(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text('jobqueue:\n  slurm: "cores=4"\n')
+    result = _python(
+        "import dask_jobqueue\n"
+        "try:\n"
+        "    dask_jobqueue.SLURMCluster(cores=1, memory='1GB')\n"
+        "except ValueError as e:\n"
+        "    print(e)\n",
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"jobqueue.slurm is the str 'cores=4' in {config}, not a section: write one setting "
+        "per line, indented under 'slurm:' (e.g. 'cores: 4')"
+    )
+    with dask.config.set({"jobqueue.pbs": ["cores", 4]}):
+        with pytest.raises(ValueError, match=r"jobqueue.pbs is the list \['cores', 4\] in the"):
+            PBSCluster(cores=1, memory="1GB")
+
+
+# ------------------------------------------------- surprise 3: custom sections inherit defaults
+
+
+def test_custom_section_inherits_the_built_in_defaults_of_its_scheduler():
+    with dask.config.set({"jobqueue.mysite": {"cores": 2, "memory": "2GB", "queue": "big"}}):
+        custom = SLURMJob(config_name="mysite")
+        default = SLURMJob(cores=2, memory="2GB", queue="big")
+    assert custom.walltime == "00:30:00" == default.walltime
+    assert custom.death_timeout == 60 == default.death_timeout
+    assert custom.job_script() == default.job_script()
+    assert (
+        "--death-timeout 60" in custom.job_script() and "#SBATCH -t 00:30:00" in custom.job_script()
+    )
+    # what the section sets wins; the user's own `slurm` section is not inherited
+    with dask.config.set({"jobqueue.mysite": {"cores": 2, "memory": "2GB", "walltime": "01:00:00"},
+                          "jobqueue.slurm.queue": "from-slurm-section"}):  # fmt: skip
+        custom = SLURMJob(config_name="mysite")
+    assert custom.walltime == "01:00:00" and custom.queue is None
+
+
+def test_configuration_page_says_what_custom_sections_inherit():
+    text = " ".join(
+        (Path(__file__).resolve().parent.parent / "docs/configuration.rst").read_text().split()
+    )
+    assert (
+        "A named section inherits the built-in defaults of the scheduler's own section "
+        "(``walltime``, ``death-timeout``, ``scheduler-check``, the job-state keys...), not "
+        "the settings of your own ``slurm`` section" in text
+    )

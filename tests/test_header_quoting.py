@@ -304,7 +304,9 @@ def _wait_for_file(paths: list[Path], timeout: float = 120) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in paths:
-            if path.exists() and "unreachable" in path.read_text(errors="replace"):
+            if path.exists() and "cannot reach the Dask scheduler" in path.read_text(
+                errors="replace"
+            ):
                 return path
         time.sleep(1)
     raise AssertionError(f"no output with the check's message in {paths}")

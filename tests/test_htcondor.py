@@ -142,7 +142,7 @@ def test_macros_are_escaped_in_arguments():
     assert "$(DOLLAR)(hostname)" in job.job_script()
 
 
-def test_command_lines(monkeypatch):
+def test_command_lines():
     job = make_job(submit_command_extra=["-name", "sched@host"], cancel_command_extra=["-forcex"])
     assert job.submit_argv("/tmp/job.sub") == [
         "condor_submit",
@@ -162,7 +162,7 @@ def test_command_lines(monkeypatch):
         )
         return (DATA / name).read_text()
 
-    engine, runner = engine_with(job, answer, monkeypatch)
+    engine, runner = engine_with(job, answer)
     statuses = query(engine, ["7.0", "8.0", "5.0"])
     # one condor_q for all; condor_history only for the id the queue no longer has
     q, history = runner.calls

@@ -114,7 +114,7 @@ CREATED = {"slurm": "12", "lsf": "12", "htcondor": "12.0", "pbs": "12.s"}
 OTHER = {"slurm": "13", "lsf": "13", "htcondor": "13.0", "pbs": "13.s"}
 
 
-def _unreadable_engine(monkeypatch, dialect, output, listed):
+def _unreadable_engine(dialect, output, listed):
     """An engine whose submit command prints ``output`` (exit 0) and whose tag listing shows
     ``listed()`` (ids, called at each listing) carrying the submission's tag."""
     cls, _, listing, _ = UNREADABLE[dialect]
@@ -135,7 +135,7 @@ def _unreadable_engine(monkeypatch, dialect, output, listed):
             return listing(listed(), tags[-1]) if tags else ""
         return ""
 
-    engine, runner = engine_with(job, answer, monkeypatch, submit_retry_delay=0)
+    engine, runner = engine_with(job, answer, submit_retry_delay=0)
     return engine, runner, job
 
 
@@ -145,11 +145,9 @@ def _cancels(runner, dialect):
 
 @pytest.mark.parametrize("dialect", sorted(UNREADABLE))
 @pytest.mark.parametrize("two_ids", [True, False], ids=["two ids", "nothing"])
-def test_unreadable_submit_output_adopts_the_tagged_job(monkeypatch, caplog, dialect, two_ids):
+def test_unreadable_submit_output_adopts_the_tagged_job(caplog, dialect, two_ids):
     output = UNREADABLE[dialect][1] if two_ids else ""
-    engine, runner, job = _unreadable_engine(
-        monkeypatch, dialect, output, lambda: [CREATED[dialect]]
-    )
+    engine, runner, job = _unreadable_engine(dialect, output, lambda: [CREATED[dialect]])
     assert asyncio.run(engine.submit(job)) == CREATED[dialect]
     assert engine.live_ids == {CREATED[dialect]}
     assert _cancels(runner, dialect) == []
@@ -157,9 +155,9 @@ def test_unreadable_submit_output_adopts_the_tagged_job(monkeypatch, caplog, dia
 
 
 @pytest.mark.parametrize("dialect", sorted(UNREADABLE))
-def test_unreadable_submit_output_with_two_tagged_jobs_cancels_both(monkeypatch, dialect):
+def test_unreadable_submit_output_with_two_tagged_jobs_cancels_both(dialect):
     both = [CREATED[dialect], OTHER[dialect]]
-    engine, runner, job = _unreadable_engine(monkeypatch, dialect, "", lambda: both)
+    engine, runner, job = _unreadable_engine(dialect, "", lambda: both)
     with pytest.raises(CommandError, match="not what it submitted"):
         asyncio.run(engine.submit(job))
     assert sorted(sum(_cancels(runner, dialect), [])) == sorted(both)
@@ -167,9 +165,9 @@ def test_unreadable_submit_output_with_two_tagged_jobs_cancels_both(monkeypatch,
 
 
 @pytest.mark.parametrize("dialect", sorted(UNREADABLE))
-def test_a_job_that_shows_up_late_is_cancelled_at_close(monkeypatch, dialect):
+def test_a_job_that_shows_up_late_is_cancelled_at_close(dialect):
     shown: list[str] = []
-    engine, runner, job = _unreadable_engine(monkeypatch, dialect, "", lambda: shown)
+    engine, runner, job = _unreadable_engine(dialect, "", lambda: shown)
     with pytest.raises(CommandError, match="no job carries its tag"):
         asyncio.run(engine.submit(job))
     assert engine.live_ids == set() and _cancels(runner, dialect) == []
@@ -183,7 +181,7 @@ def test_a_job_that_shows_up_late_is_cancelled_at_close(monkeypatch, dialect):
 
 
 def test_unreadable_output_without_tagging_is_an_error_naming_the_output(monkeypatch):
-    engine, runner, job = _unreadable_engine(monkeypatch, "slurm", "", lambda: [])
+    engine, runner, job = _unreadable_engine("slurm", "", lambda: [])
     monkeypatch.setattr(SLURMJob, "tagging", None)
     with pytest.raises(CommandError, match="could not be read"):
         asyncio.run(engine.submit(job))

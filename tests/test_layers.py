@@ -3,6 +3,9 @@
 - no import cycle between modules (imports at module level, ``TYPE_CHECKING`` aside);
 - a dialect (``dask_jobqueue/dialects/<name>.py``) imports the standard library and the
   package's pure modules only, never the engine, the job, the cluster or distributed;
+- the engine's operations (``engine/submit.py``, ``arrays.py``, ``query.py``, ``cancel.py``)
+  share only ``engine/context.py``; only the submission uses the others; the rest of the
+  package uses the engine through ``dask_jobqueue.engine`` (``BatchSystem``) alone;
 - the registry lists every dialect, and every batch system of the registry has one;
 - no module outside a scheduler's own place (its dialect, its public module, the registry)
   names its commands;
@@ -122,6 +125,50 @@ def test_a_dialect_imports_only_the_pure_modules(module):
     assert ours - other_dialects <= DIALECT_MAY_IMPORT
     foreign = {m.split(".")[0] for m in GRAPH[module]} - {"dask_jobqueue", "__future__"}
     assert foreign <= set(sys.stdlib_module_names), foreign
+
+
+PURE = DIALECT_MAY_IMPORT
+#: What each module of the engine may import from the package (besides the pure modules).
+ENGINE_MAY_IMPORT = {
+    "dask_jobqueue.engine.context": set(),
+    "dask_jobqueue.engine.arrays": {"dask_jobqueue.engine.context"},
+    "dask_jobqueue.engine.query": {"dask_jobqueue.engine.context"},
+    "dask_jobqueue.engine.cancel": {"dask_jobqueue.engine.context"},
+    "dask_jobqueue.engine.submit": {
+        "dask_jobqueue.engine.context",
+        "dask_jobqueue.engine.arrays",
+        "dask_jobqueue.engine.query",
+        "dask_jobqueue.engine.cancel",
+    },
+    "dask_jobqueue.engine.system": {
+        "dask_jobqueue.engine.context",
+        "dask_jobqueue.engine.arrays",
+        "dask_jobqueue.engine.query",
+        "dask_jobqueue.engine.cancel",
+        "dask_jobqueue.engine.submit",
+    },
+}
+
+
+def test_the_engine_modules_are_the_listed_ones():
+    engine = {m for m in GRAPH if m.startswith("dask_jobqueue.engine.")}
+    assert engine == set(ENGINE_MAY_IMPORT)
+
+
+@pytest.mark.parametrize("module", sorted(ENGINE_MAY_IMPORT))
+def test_an_engine_operation_imports_the_context_and_pure_modules_only(module):
+    ours = {m for m in GRAPH[module] if m.split(".")[0] == "dask_jobqueue"}
+    assert ours - PURE <= ENGINE_MAY_IMPORT[module], ours - PURE - ENGINE_MAY_IMPORT[module]
+
+
+def test_the_rest_of_the_package_uses_the_engine_through_its_facade():
+    inside = set(ENGINE_MAY_IMPORT) | {"dask_jobqueue.engine"}
+    reaching_in = {
+        module: sorted(dep for dep in deps if dep in ENGINE_MAY_IMPORT)
+        for module, deps in GRAPH.items()
+        if module not in inside and deps & set(ENGINE_MAY_IMPORT)
+    }
+    assert reaching_in == {}
 
 
 def test_the_registry_and_the_dialects_are_the_same_list():

@@ -174,7 +174,7 @@ def test_use_stdin_keyword_and_config(keyword, config):
         assert job.submit_stdin(script) is None
 
 
-def test_cancel_and_status_argv_take_all_ids_at_once(monkeypatch):
+def test_cancel_and_status_argv_take_all_ids_at_once():
     job = LSFJob("tcp://a:1", cores=1, memory="1GB", cancel_command_extra=["-s", "KILL"])
     assert job.job_id_from_submit_output("Job <42> is submitted to queue <normal>.\n") == "42"
     mixed = (DATA / "bjobs_json_mixed_states.json").read_text()
@@ -186,7 +186,7 @@ def test_cancel_and_status_argv_take_all_ids_at_once(monkeypatch):
         return (DATA / "bkill_two.stdout.txt").read_text()
 
     submitted = ["Job <1> is submitted to queue <normal>.\n", "Job <6> is submitted.\n"]
-    engine, runner = engine_with(job, answer, monkeypatch, submitted=submitted)
+    engine, runner = engine_with(job, answer, submitted=submitted)
     ids = [str(i) for i in range(1, 8)] + ["99"]
     _check_mixed(query(engine, ids))
     assert runner.calls == [
@@ -200,7 +200,7 @@ def test_cancel_and_status_argv_take_all_ids_at_once(monkeypatch):
     assert engine.live_ids == set()
 
 
-def test_bjobs_without_json_switches_to_delimited_for_good(monkeypatch):
+def test_bjobs_without_json_switches_to_delimited_for_good():
     delimited = (DATA / "bjobs_delimited_mixed_states.txt").read_text()
     unknown_99 = (DATA / "bjobs_delimited_mixed_states.stderr.txt").read_text()
 
@@ -209,7 +209,7 @@ def test_bjobs_without_json_switches_to_delimited_for_good(monkeypatch):
             raise CommandError(argv, 255, "", "bjobs: illegal option -- json\nUsage: bjobs ...\n")
         raise CommandError(argv, 255, delimited, unknown_99)
 
-    engine, runner = engine_with(LSFJob("tcp://a:1", cores=1, memory="1GB"), answer, monkeypatch)
+    engine, runner = engine_with(LSFJob("tcp://a:1", cores=1, memory="1GB"), answer)
     ids = [str(i) for i in range(1, 8)] + ["99"]
     _check_mixed(query(engine, ids))
     delimited_argv = [

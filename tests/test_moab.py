@@ -108,8 +108,8 @@ def _recorded(argv):
     return CommandResult(argv, (DATA / name).read_text(), "")
 
 
-def test_query_one_call_while_all_jobs_are_live(monkeypatch):
-    engine, runner = engine_with(_job(), _recorded, monkeypatch)
+def test_query_one_call_while_all_jobs_are_live():
+    engine, runner = engine_with(_job(), _recorded)
     result = query(engine, ["5", "6", "8"])
     assert runner.calls == [["showq", "--xml"]]
     assert engine.commands["status"] == 1
@@ -117,8 +117,8 @@ def test_query_one_call_while_all_jobs_are_live(monkeypatch):
     assert result["6"].state == JobState.HELD
 
 
-def test_query_completed_section_only_for_missing_ids(monkeypatch):
-    engine, runner = engine_with(_job(), _recorded, monkeypatch)
+def test_query_completed_section_only_for_missing_ids():
+    engine, runner = engine_with(_job(), _recorded)
     result = query(engine, ["5", "3", "404"])
     assert runner.calls == [["showq", "--xml"], ["showq", "-c", "--xml"]]
     assert engine.commands["status"] == 2
@@ -126,25 +126,25 @@ def test_query_completed_section_only_for_missing_ids(monkeypatch):
     assert result["5"].state == JobState.RUNNING
 
 
-def test_query_completed_failure_keeps_live_states(monkeypatch):
+def test_query_completed_failure_keeps_live_states():
     def answer(argv):
         if "-c" in argv:
             raise CommandError(argv, 1, "", "ERROR:    lost connection to server 'server'")
         return _recorded(argv)
 
-    engine, runner = engine_with(_job(), answer, monkeypatch)
+    engine, runner = engine_with(_job(), answer)
     result = query(engine, ["5", "3"])
     assert len(runner.calls) == 2
     assert set(result) == {"5"} and result["5"].state == JobState.RUNNING
 
 
-def test_cancel_is_one_canceljob_and_unknown_ids_are_gone(monkeypatch):
+def test_cancel_is_one_canceljob_and_unknown_ids_are_gone():
     unknown = (DATA / "canceljob_unknown.stderr.txt").read_text()  # canceljob 999
 
     def answer(argv):
         return (1, unknown) if "999" in argv else "job '5' cancelled\n"
 
-    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=["5\n", "999\n"])
+    engine, runner = engine_with(_job(), answer, submitted=["5\n", "999\n"])
     assert engine.live_ids == {"5", "999"}
     assert cancel(engine, ["5", "999"]) == []
     assert runner.calls == [["canceljob", "5", "999"]]

@@ -145,7 +145,7 @@ def test_job_id_from_recorded_oarsub_output():
         job.job_id_from_submit_output((DATA / "oarsub_err_too_many_cores.txt").read_text())
 
 
-def test_status_and_cancel_argv_are_one_call(monkeypatch):
+def test_status_and_cancel_argv_are_one_call():
     mixed = (DATA / "oarstat_fJ_multi_mixed.txt").read_text()
     # `oardel 22 24 13 99999`: exit 1, 99999 does not exist (any more)
     deleted = (DATA / "oardel_multi.txt").read_text()
@@ -157,7 +157,7 @@ def test_status_and_cancel_argv_are_one_call(monkeypatch):
         raise CommandError(argv, 1, deleted, missing)
 
     submitted = [f"OAR_JOB_ID={i}\n" for i in ("22", "24", "13", "99999")]
-    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=submitted)
+    engine, runner = engine_with(_job(), answer, submitted=submitted)
     statuses = query(engine, ["7", "8", "25"])
     assert runner.calls == [["oarstat", "-f", "-J", "-j", "7", "-j", "8", "-j", "25"]]
     assert engine.commands["status"] == 1
@@ -173,16 +173,19 @@ def test_status_and_cancel_argv_are_one_call(monkeypatch):
     assert engine.live_ids == set()
 
 
-def test_cancel_failure_is_retried_then_left_for_exit(monkeypatch):
+def test_cancel_failure_is_retried_then_left_for_exit():
     def answer(argv):
         # not a recorded message: any complaint other than "already killed"/"not the right user"
         return (1, "[oardel] ERROR: cannot connect to the OAR database\n")
 
     submitted = ["OAR_JOB_ID=22\n", "OAR_JOB_ID=24\n"]
-    engine, runner = engine_with(_job(), answer, monkeypatch, submitted=submitted)
+    engine, runner = engine_with(_job(), answer, submitted=submitted)
     assert cancel(engine, ["22", "24"]) == ["22", "24"]
-    assert runner.calls == [["oardel", "22", "24"]] * engine.cancel_attempts
-    assert engine.commands["cancel"] == engine.cancel_attempts == 3
+    # the command's tries, then each id alone (one of them might be what it refuses)
+    tries = [["oardel", "22", "24"]] * engine.cancel_attempts
+    assert runner.calls == [*tries, ["oardel", "22"], ["oardel", "24"]]
+    assert engine.commands["cancel"] == engine.cancel_attempts + 2 == 5
+    assert runner.pauses == [0.5, 1.0]  # between the tries of the first command
     # still live: the exit finalizer tries them again
     assert engine.live_ids == {"22", "24"}
     # the job already killed is released even when cancelled alone
@@ -244,9 +247,9 @@ def test_parse_missing_ids_are_absent():
     assert set(st) == {"13", "25"}
 
 
-def test_parse_status_keeps_only_asked_ids(monkeypatch):
+def test_parse_status_keeps_only_asked_ids():
     final = (DATA / "oarstat_fJ_multi_final.txt").read_text()  # lists 8 jobs, 99999 not
-    engine, runner = engine_with(_job(), lambda argv: final, monkeypatch)
+    engine, runner = engine_with(_job(), lambda argv: final)
     statuses = query(engine, ["7", "25", "99999"])
     assert set(statuses) == {"7", "25"}
     assert statuses["7"].state == JobState.TIMED_OUT

@@ -439,11 +439,11 @@ def test_recorded_submit_errors():
 # ---------------------------------------------------------------------------- query strategy
 
 
-def _engine(monkeypatch, answer):
-    return engine_with(_job(), answer, monkeypatch)
+def _engine(answer):
+    return engine_with(_job(), answer)
 
 
-def test_query_uses_one_json_call_and_partial_output(monkeypatch):
+def test_query_uses_one_json_call_and_partial_output():
     stdout = _out("qstat_f_json_running")
     stderr = _err("qstat_unknown_job")
 
@@ -451,7 +451,7 @@ def test_query_uses_one_json_call_and_partial_output(monkeypatch):
         raise CommandError(argv, 153, stdout, stderr)
 
     ids = ["14.vm-pbs", "99999.vm-pbs"]
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     result = query(engine, ids)
     assert runner.calls == [["qstat", "-f", "-F", "json", "-x", *ids]]
     assert engine.commands["status"] == 1
@@ -462,21 +462,21 @@ def test_query_uses_one_json_call_and_partial_output(monkeypatch):
     assert runner.calls[-1] == ["qstat", "-f", "-F", "json", "-x", "14.vm-pbs"]
 
 
-def test_query_all_unknown_is_empty_not_an_error(monkeypatch):
+def test_query_all_unknown_is_empty_not_an_error():
     def answer(argv):
         raise CommandError(argv, 153, _out("qstat_unknown_job"), _err("qstat_unknown_job"))
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     assert query(engine, ["99999.vm-pbs"]) == {}
     assert len(runner.calls) == 1 and engine.commands["status"] == 1
     assert engine.facts.get("pbs_flavour") != "torque"
 
 
-def test_query_connection_failure_raises(monkeypatch):
+def test_query_connection_failure_raises():
     def answer(argv):
         raise CommandError(argv, 1, "", "qstat: cannot connect to server pbs01 (errno=111)\n")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     with pytest.raises(CommandError, match="cannot connect to server"):
         query(engine, ["1.server"])
     # an outage is not mistaken for Torque rejecting -F json: nothing else tried or learned
@@ -484,7 +484,7 @@ def test_query_connection_failure_raises(monkeypatch):
     assert engine.facts == {}
 
 
-def test_query_torque_rejecting_json_switches_to_text(monkeypatch):
+def test_query_torque_rejecting_json_switches_to_text():
     text = (DATA / "torque_qstat_f.txt").read_text()
 
     def answer(argv):
@@ -494,7 +494,7 @@ def test_query_torque_rejecting_json_switches_to_text(monkeypatch):
             )
         return CommandResult(argv, text, "")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     result = query(engine, ["1.server", "3.server"])
     assert runner.calls == [
         ["qstat", "-f", "-F", "json", "-x", "1.server", "3.server"],
@@ -509,14 +509,14 @@ def test_query_torque_rejecting_json_switches_to_text(monkeypatch):
     assert engine.commands["status"] == 3
 
 
-def test_query_torque_printing_xml_switches_to_text(monkeypatch):
+def test_query_torque_printing_xml_switches_to_text():
     xml = (DATA / "torque_qstat_f_json_x.txt").read_text()
     text = (DATA / "torque_qstat_f.txt").read_text()
 
     def answer(argv):
         return CommandResult(argv, xml if "-F" in argv else text, "")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     result = query(engine, ["2.server"])
     assert runner.calls == [
         ["qstat", "-f", "-F", "json", "-x", "2.server"],
@@ -529,13 +529,13 @@ def test_query_torque_printing_xml_switches_to_text(monkeypatch):
     assert runner.calls == [["qstat", "-f", "2.server"]]
 
 
-def test_query_unreadable_json_falls_back_to_text_for_that_poll(monkeypatch):
+def test_query_unreadable_json_falls_back_to_text_for_that_poll():
     def answer(argv):
         if "-F" in argv:
             return CommandResult(argv, '{"Jobs": {"14.vm-pbs": {"job_state": "R", ', "")
         return CommandResult(argv, _out("qstat_f_running"), "")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     result = query(engine, ["14.vm-pbs"])
     assert runner.calls == [
         ["qstat", "-f", "-F", "json", "-x", "14.vm-pbs"],
@@ -556,9 +556,7 @@ def test_query_unreadable_json_falls_back_to_text_for_that_poll(monkeypatch):
         ("Version: 6.1.3\n", ["qstat", "-f", "1.srv"], "-t"),
     ],
 )
-def test_the_flavour_told_by_qstat_version_picks_its_dialect(
-    monkeypatch, version, first_poll, arrays
-):
+def test_the_flavour_told_by_qstat_version_picks_its_dialect(version, first_poll, arrays):
     flavour = pbs_flavour(parse_pbs_version(version))
     assert flavour is (PBS_PRO if arrays == "-J" else pbs_dialects.TORQUE)
     assert pbs_flavour({}) is None and _job().array_support_for({}) is None
@@ -570,7 +568,7 @@ def test_the_flavour_told_by_qstat_version_picks_its_dialect(
             )
         return CommandResult(argv, (DATA / "torque_qstat_f.txt").read_text(), "")
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     engine.facts.update(parse_pbs_version(version))
     query(engine, ["1.srv"])
     assert runner.calls == [first_poll]
@@ -749,15 +747,15 @@ class TestEmulatedTorque(SchedulerSuite):
     emulator_options = {"kill_delay": 0.5}
 
 
-def test_one_qdel_per_id(monkeypatch):
+def test_one_qdel_per_id():
     # OpenPBS 23.06.06's server crashed on `qdel <live job> <unknown id>` (reproduced here):
     # each id gets its own qdel
-    engine, runner = _engine(monkeypatch, lambda argv: "")
+    engine, runner = _engine(lambda argv: "")
     assert cancel(engine, ["1.srv", "2.srv", "3[1-2].srv"]) == []
     assert runner.calls == [["qdel", "1.srv"], ["qdel", "2.srv"], ["qdel", "3[1-2].srv"]]
 
 
-def test_subjobs_of_one_array_go_as_one_range_per_qdel(monkeypatch):
+def test_subjobs_of_one_array_go_as_one_range_per_qdel():
     """A range of one array is one qdel argument: recorded on the real OpenPBS, it cancels the
     running subjobs and skips a finished one (rc 0); once the whole array finished, it says
     "Job has finished" (rc 35), which only means gone."""
@@ -778,7 +776,7 @@ def test_subjobs_of_one_array_go_as_one_range_per_qdel(monkeypatch):
             raise CommandError(argv, finished_rc, "", finished_err)
         return ""
 
-    engine, runner = _engine(monkeypatch, answer)
+    engine, runner = _engine(answer)
     engine.facts["pbs_flavour"] = "pro"  # qstat --version said so: its arrays, its ranges
     ids = [f"4086[{i}].vm-pbs" for i in (10, 0, 1, 2, 3, 9, 8)] + ["4090[0].vm-pbs", "88.vm-pbs"]
     assert cancel(engine, ids) == []

@@ -328,6 +328,28 @@ def _held_cluster_with_two_jobs(system: Commands):
     return cluster, {r.job_id for r in cluster.jobs}
 
 
+def test_cancel_refused_for_one_id_leaves_only_that_one(system, fake_commands, caplog):  # noqa: F811
+    """One cancel command for both jobs fails because of one of them (the fake refuses any
+    call naming it, without running the real command): the other is cancelled all the
+    same, only the refused one is reported and left for the exit finalizer."""
+    cluster, ids = _held_cluster_with_two_jobs(system)
+    refused, other = sorted(ids)
+    fake_commands.fail_matching(
+        system.cancel, f"^{re.escape(refused)}$", stderr=system.cancel_error, rc=1
+    )
+    with caplog.at_level(logging.WARNING, logger="dask_jobqueue"):
+        cluster.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    not_cancelled = " ".join(w for w in warnings if "Could not cancel" in w)
+    assert refused in not_cancelled.split() and other not in not_cancelled.split(), warnings
+    assert_gone(system, {other})
+    assert in_queue(system, ids) == {refused}
+    fake_commands.wrap(system.cancel)
+    del cluster
+    gc.collect()  # the exit finalizer runs when the cluster goes away (or at exit)
+    assert_gone(system, {refused})
+
+
 def test_cancel_failing_at_close_warns_and_exit_cleans_up(system, fake_commands, caplog):  # noqa: F811
     cluster, ids = _held_cluster_with_two_jobs(system)
     fake_commands.fail_always(system.cancel, stderr=system.cancel_error, rc=1)

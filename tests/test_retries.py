@@ -66,17 +66,17 @@ class Site:
         return f"Submitted batch job {self.next_id - 1}\n"
 
 
-def make_engine(site, monkeypatch, **kwargs):
-    return engine_with(slurm_jobs(1)[0], site.answer, monkeypatch, submit_retry_delay=0.0, **kwargs)
+def make_engine(site, **kwargs):
+    return engine_with(slurm_jobs(1)[0], site.answer, submit_retry_delay=0.0, **kwargs)
 
 
 def submit(engine, jobs):
     return asyncio.run(engine.submit_many(jobs))
 
 
-def test_accepted_despite_a_socket_timeout_is_adopted(monkeypatch, caplog):
+def test_accepted_despite_a_socket_timeout_is_adopted(caplog):
     site = Site(failures=1, accepted=True)
-    engine, runner = make_engine(site, monkeypatch)
+    engine, runner = make_engine(site)
     with caplog.at_level(logging.WARNING, logger="dask_jobqueue.engine"):
         assert submit(engine, slurm_jobs(1)) == ["100"]
     assert [c[0] for c in runner.calls] == ["sbatch", "squeue"]
@@ -88,17 +88,17 @@ def test_accepted_despite_a_socket_timeout_is_adopted(monkeypatch, caplog):
     assert any(a.startswith(f"--comment=djq1.{engine.cluster_id}.") for a in sbatch)
 
 
-def test_accepted_array_is_adopted_task_by_task(monkeypatch):
+def test_accepted_array_is_adopted_task_by_task():
     site = Site(failures=1, accepted=True)
-    engine, runner = make_engine(site, monkeypatch)
+    engine, runner = make_engine(site)
     assert submit(engine, slurm_jobs(3)) == ["100_0", "100_1", "100_2"]
     assert [c[0] for c in runner.calls].count("sbatch") == 1
     assert len(site.queue) == 3
 
 
-def test_rejected_submission_is_retried(monkeypatch):
+def test_rejected_submission_is_retried():
     site = Site(failures=2, accepted=False)
-    engine, runner = make_engine(site, monkeypatch)
+    engine, runner = make_engine(site)
     assert submit(engine, slurm_jobs(1)) == ["100"]
     assert [c[0] for c in runner.calls] == ["sbatch", "squeue", "sbatch", "squeue", "sbatch"]
     assert len(site.queue) == 1
@@ -107,28 +107,28 @@ def test_rejected_submission_is_retried(monkeypatch):
     assert len(comments) == 1
 
 
-def test_attempts_are_bounded(monkeypatch):
+def test_attempts_are_bounded():
     site = Site(failures=10, accepted=False)
-    engine, runner = make_engine(site, monkeypatch, submit_attempts=3)
+    engine, runner = make_engine(site, submit_attempts=3)
     (result,) = submit(engine, slurm_jobs(1))
     assert isinstance(result, CommandError) and "Socket timed out" in str(result)
     assert [c[0] for c in runner.calls].count("sbatch") == 3
     assert not site.queue and not engine.live_ids
 
 
-def test_permanent_error_is_not_retried(monkeypatch):
+def test_permanent_error_is_not_retried():
     site = Site(
         failures=1,
         accepted=False,
         stderr="sbatch: error: Batch job submission failed: Invalid partition name specified",
     )
-    engine, runner = make_engine(site, monkeypatch)
+    engine, runner = make_engine(site)
     (result,) = submit(engine, slurm_jobs(1))
     assert isinstance(result, CommandError) and "Invalid partition" in str(result)
     assert [c[0] for c in runner.calls] == ["sbatch"]
 
 
-def test_listing_failure_stops_retrying(monkeypatch):
+def test_listing_failure_stops_retrying():
     site = Site(failures=1, accepted=True)
 
     def answer(argv):
@@ -136,14 +136,14 @@ def test_listing_failure_stops_retrying(monkeypatch):
             return (1, "squeue: error: Socket timed out on send/recv operation")
         return site.answer(argv)
 
-    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.0)
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, submit_retry_delay=0.0)
     (result,) = submit(engine, slurm_jobs(1))
     assert isinstance(result, CommandError)
     assert "not retrying to avoid duplicates" in str(result)
     assert [c[0] for c in runner.calls] == ["sbatch", "squeue"]
 
 
-def test_submit_timeout_is_transient(monkeypatch):
+def test_submit_timeout_is_transient():
     calls = []
 
     def answer(argv):
@@ -154,6 +154,6 @@ def test_submit_timeout_is_transient(monkeypatch):
             return ""
         return "Submitted batch job 7\n"
 
-    engine, runner = engine_with(slurm_jobs(1)[0], answer, monkeypatch, submit_retry_delay=0.0)
+    engine, runner = engine_with(slurm_jobs(1)[0], answer, submit_retry_delay=0.0)
     assert submit(engine, slurm_jobs(1)) == ["7"]
     assert calls == ["sbatch", "squeue", "sbatch"]

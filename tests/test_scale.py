@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from dask_jobqueue import engine as engine_module
-from dask_jobqueue.engine import CommandBudget
+from dask_jobqueue.engine import CommandBudget, StatusStep
 from dask_jobqueue.policy import FailurePolicy
 from dask_jobqueue.slurm import SLURMJob
 from dask_jobqueue.tracking import JobRecord, JobState, JobStatus
@@ -50,7 +49,6 @@ def test_every_command_waits_for_the_budget(monkeypatch):
     engine, runner = engine_with(
         SLURMJob(cores=1, memory="1GB"),
         answers,
-        monkeypatch,
         submitted=["Submitted batch job 11\n", "Submitted batch job 12\n"],
         command_rate_limit=6,
         command_burst=2,
@@ -66,8 +64,8 @@ def test_every_command_waits_for_the_budget(monkeypatch):
     assert engine.budget.reserve() == pytest.approx(40.0, abs=1.0)
 
 
-def test_without_a_budget_nothing_waits(monkeypatch):
-    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), lambda argv: "", monkeypatch)
+def test_without_a_budget_nothing_waits():
+    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), lambda argv: "")
     assert engine.budget is None
 
 
@@ -85,7 +83,7 @@ def test_policy_decides_for_thousands_of_ended_jobs_in_one_poll():
     assert delays[-1] == 180.0
 
 
-def test_many_missing_ids_are_one_accounting_command(monkeypatch):
+def test_many_missing_ids_are_one_accounting_command():
     """Slurm: the ids squeue no longer lists go to one sacct, however many."""
     ids = [str(100 + k) for k in range(5_000)]
 
@@ -96,7 +94,7 @@ def test_many_missing_ids_are_one_accounting_command(monkeypatch):
             return "".join(f"{i}|COMPLETED|0:0\n" for i in ids[::2])
         raise AssertionError(argv)
 
-    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), answers, monkeypatch)
+    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), answers)
     statuses = query(engine, ids)
     assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
     assert len(statuses) == 2_500
@@ -107,7 +105,7 @@ def test_big_status_output_is_parsed_off_the_loop(monkeypatch):
     also serves the Dask scheduler); the answer is the same."""
     ids = [f"7_{k}" for k in range(20_000)]
     listing = "".join(f"7_{k}|7|{k}|PENDING|Resources|0|\n" for k in range(20_000))
-    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), lambda argv: listing, monkeypatch)
+    engine, runner = engine_with(SLURMJob(cores=1, memory="1GB"), lambda argv: listing)
     threads = []
     step = SLURMJob.status_steps[0]
     parse = step.parse
@@ -119,7 +117,7 @@ def test_big_status_output_is_parsed_off_the_loop(monkeypatch):
         return parse(stdout, job_ids, known)
 
     monkeypatch.setattr(
-        SLURMJob, "status_steps", (engine_module.StatusStep("squeue", step.argv, recording_parse),)
+        SLURMJob, "status_steps", (StatusStep("squeue", step.argv, recording_parse),)
     )
     statuses = asyncio.run(engine.query(ids))
     assert threads == [False]

@@ -4,12 +4,19 @@ does not."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
+from pathlib import Path
 
+import dask
 import pytest
 
+from dask_jobqueue import JobFailedError, SLURMCluster
+from dask_jobqueue.job import explain_death
+from dask_jobqueue.local import LocalCluster
 from dask_jobqueue.slurm import SLURMJob
+from dask_jobqueue.tracking import JobRecord, JobState
 
 MARK = "workers would start here"
 
@@ -65,4 +72,100 @@ def test_gone_scheduler_ends_the_job_with_one_line(closed_port):
         assert MARK not in stdout
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
-        assert lines[0].startswith(f"dask-jobqueue: scheduler {closed_port} unreachable (")
+        # what was tried, from where, for how long, and what to change: as documented
+        parts = _variable_parts(lines[0])
+        assert parts == (
+            closed_port,
+            socket.gethostname(),
+            parts[2],
+            "[Errno 111] Connection refused",
+        )
+        assert 5 <= int(parts[2]) <= 8
+        assert _without_variable_parts(lines[0]) == _without_variable_parts(documented_line())
+
+
+# ---------------------------------------------------------------------- the documented text
+
+_PARTS = re.compile(r" at (\S+) from node (\S+) \(tried for (\d+) s: (.*?)\)\. If ")
+
+
+def _variable_parts(line: str) -> tuple[str, ...]:
+    match = _PARTS.search(line)
+    assert match, line
+    return match.groups()
+
+
+def _without_variable_parts(line: str) -> str:
+    return _PARTS.sub(" at A from node N (tried for S s: E). If ", line)
+
+
+def documented_line() -> str:
+    """The check's line as docs/troubleshooting.rst quotes it (the block after the
+    ``.. unreachable-message:`` marker)."""
+    text = (Path(__file__).parents[1] / "docs" / "troubleshooting.rst").read_text()
+    after = text.split(".. unreachable-message:", 1)[1]
+    return next(line.strip() for line in after.splitlines() if line.startswith("    dask-"))
+
+
+def unreachable_cluster(cls, address: str, **kwargs):
+    """A cluster whose jobs are told to connect to ``address``; one death stops it."""
+    with dask.config.set(
+        {
+            f"jobqueue.{cls.job_cls.config_name}.max-consecutive-failures": 1,
+            f"jobqueue.{cls.job_cls.config_name}.poll-interval": "0.5s",
+        }
+    ):
+        return cls(
+            cores=1,
+            memory="1GB",
+            scheduler_options={"contact_address": address},
+            **kwargs,
+        )
+
+
+def assert_diagnosed(cluster, address: str) -> None:
+    """The cluster's error and its job table name the address, the node, the time and the
+    settings to change."""
+    cluster.scale(jobs=1)
+    with pytest.raises(JobFailedError) as info:
+        cluster.wait_for_workers(1, timeout=120)
+    message = str(info.value)
+    assert (
+        "finished with exit code 0 before its workers connected: cannot reach the Dask "
+        f"scheduler at {address} from node " in message
+    ), message
+    errors = [record.error for record in cluster.jobs if record.error]
+    assert len(errors) == 1, cluster.jobs
+    parts = _variable_parts(errors[0])
+    assert parts[0] == address and parts[1] and int(parts[2]) >= 5
+    for setting in ("set interface", "scheduler_options contact_address or host"):
+        assert setting in errors[0]
+
+
+def test_local_cluster_diagnoses_an_unreachable_scheduler(
+    tmp_path, closed_port, no_stray_processes
+):
+    with unreachable_cluster(LocalCluster, closed_port, log_directory=str(tmp_path)) as cluster:
+        assert_diagnosed(cluster, closed_port)
+
+
+def test_without_the_output_the_cluster_still_names_the_address_and_settings(tmp_path):
+    job = SLURMJob("tcp://10.1.2.3:8786", name="w-0", cores=1, memory="1GB",
+                   log_directory=str(tmp_path))  # fmt: skip
+    record = JobRecord(name="w-0", job_id="77", state=JobState.FINISHED, exit_code=0)
+    message = explain_death(job, record)
+    assert (
+        "Most likely its scheduler check could not reach the Dask scheduler at "
+        "tcp://10.1.2.3:8786 from the compute node: set interface" in message
+    )
+    assert "scheduler_options contact_address or host" in message
+    failed = JobRecord(name="w-0", job_id="78", state=JobState.FAILED, exit_code=1)
+    assert "scheduler check" not in explain_death(job, failed)
+
+
+@pytest.mark.env("slurm")
+def test_slurm_cluster_diagnoses_an_unreachable_scheduler(tmp_path, closed_port):
+    with unreachable_cluster(
+        SLURMCluster, closed_port, log_directory=str(tmp_path), job_name="unreachable"
+    ) as cluster:
+        assert_diagnosed(cluster, closed_port)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dask_jobqueue import SGECluster
-from dask_jobqueue import engine as engine_module
-from dask_jobqueue._shell import CommandError, CommandResult
+from dask_jobqueue._shell import CommandError, CommandResult, CommandRunner
+from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.policy import FailurePolicy
 from dask_jobqueue.sge import (
     SGEJob,
@@ -245,7 +245,7 @@ def _sge_job() -> SGEJob:
     return SGEJob(cores=1, memory="1GB")
 
 
-def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypatch):
+def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw():
     details = _read("qstat_xml_j_unsatisfiable_pe.txt").replace(
         "</djob_info>",
         _read("qstat_xml_j_error.txt").split("<djob_info>")[1].split("</djob_info>")[0]
@@ -261,7 +261,7 @@ def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypat
             return "root has deleted job 160\n"
         raise AssertionError(argv)
 
-    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    engine, runner = engine_with(_sge_job(), answers)
     statuses = query(engine, ["146", "148", "152", "156", "160"])
     # one qstat for everything, one qstat -j for the pending (not held) and the Eqw job only
     assert runner.calls == [["qstat", "-xml"], ["qstat", "-xml", "-j", "146,160"]]
@@ -287,7 +287,7 @@ def test_query_one_qstat_plus_details_only_for_pending_and_qdel_of_eqw(monkeypat
     assert runner.calls[-1] == ["qdel", "160"] and engine.commands["cancel"] == 1
 
 
-def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled(monkeypatch):
+def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled():
     # `qdel 148 153 139 99999` as recorded: exit 1, everything on stdout
     several = _read("qdel_several.txt")
 
@@ -295,13 +295,13 @@ def test_one_qdel_for_many_and_jobs_already_gone_are_cancelled(monkeypatch):
         raise CommandError(argv, 1, several, "")
 
     submitted = [f'Your job {i} ("w-0") has been submitted\n' for i in (148, 153, 139, 99999)]
-    engine, runner = engine_with(_sge_job(), answers, monkeypatch, submitted=submitted)
+    engine, runner = engine_with(_sge_job(), answers, submitted=submitted)
     assert cancel(engine, ["148", "153", "139", "99999"]) == []
     assert runner.calls == [["qdel", "148", "153", "139", "99999"]]
     assert engine.live_ids == set()
 
 
-def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
+def test_query_disappeared_jobs_use_qacct_then_grace():
     accounted = {"164": _read("qacct_h_rt_killed.txt")}
 
     listing = ["qstat_xml_empty.txt"]
@@ -315,7 +315,7 @@ def test_query_disappeared_jobs_use_qacct_then_grace(monkeypatch):
             return accounted.get(argv[2]) or (1, f"error: job id {argv[2]} not found")
         raise AssertionError(argv)
 
-    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    engine, runner = engine_with(_sge_job(), answers)
     clock = [0.0]
     engine.clock = lambda: clock[0]
     ids = ["164", "170", "171"]
@@ -396,7 +396,7 @@ def test_qacct_records_by_id():
     assert parse_qacct_records(_read("qacct_missing.txt")) == {}
 
 
-def test_many_missing_jobs_are_one_qacct_listing(monkeypatch):
+def test_many_missing_jobs_are_one_qacct_listing():
     """300 jobs left qstat at once: one qacct for all of them (this user's records since the
     first submission), not 300; their records give their final states."""
     ids = [str(1000 + k) for k in range(300)]
@@ -410,7 +410,7 @@ def test_many_missing_jobs_are_one_qacct_listing(monkeypatch):
         raise AssertionError(argv)
 
     submitted = [f'Your job {i} ("w") has been submitted\n' for i in ids]
-    engine, runner = engine_with(_sge_job(), answers, monkeypatch, submitted=submitted)
+    engine, runner = engine_with(_sge_job(), answers, submitted=submitted)
     statuses = query(engine, ids)
     qaccts = [c for c in runner.calls if c[0] == "qacct"]
     assert len(qaccts) == 1
@@ -425,7 +425,7 @@ def test_many_missing_jobs_are_one_qacct_listing(monkeypatch):
     assert [c for c in runner.calls if c[0] == "qacct"] == []
 
 
-def test_per_job_qacct_runs_a_few_at_a_time(monkeypatch):
+def test_per_job_qacct_runs_a_few_at_a_time():
     """Without a submission time (jobs this engine did not submit) the listing cannot be
     bounded: one qacct per job, at most ``each_concurrency`` running at once."""
     ids = [str(2000 + k) for k in range(300)]
@@ -433,21 +433,23 @@ def test_per_job_qacct_runs_a_few_at_a_time(monkeypatch):
     most = [0]
     calls: list[list[str]] = []
 
-    async def fake_run(argv, timeout=None, **kwargs):
-        calls.append(list(argv))
-        if argv == ["qstat", "-xml"]:
-            return CommandResult(argv, _read("qstat_xml_empty.txt"), "")
-        running[0] += 1
-        most[0] = max(most[0], running[0])
-        for _ in range(3):
-            await asyncio.sleep(0)  # let any other command start meanwhile
-        running[0] -= 1
-        if argv[2] == "2042":
-            return CommandResult(argv, _qacct_record("2042"), "")
-        raise CommandError(argv, 1, "", f"error: job id {argv[2]} not found")
+    class ConcurrentQacct(CommandRunner):
+        """qacct commands that take a few loop turns, to see how many run at once."""
 
-    monkeypatch.setattr(engine_module, "run_command", fake_run)
-    engine = engine_module.BatchSystem(_sge_job())
+        async def run(self, argv, *, stdin=None, timeout=None):
+            calls.append(list(argv))
+            if argv == ["qstat", "-xml"]:
+                return CommandResult(argv, _read("qstat_xml_empty.txt"), "")
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            for _ in range(3):
+                await asyncio.sleep(0)  # let any other command start meanwhile
+            running[0] -= 1
+            if argv[2] == "2042":
+                return CommandResult(argv, _qacct_record("2042"), "")
+            raise CommandError(argv, 1, "", f"error: job id {argv[2]} not found")
+
+    engine = BatchSystem(_sge_job(), runner=ConcurrentQacct())
     statuses = asyncio.run(engine.query(ids))
     qaccts = [c for c in calls if c[0] == "qacct"]
     assert sorted(qaccts) == sorted(["qacct", "-j", i] for i in ids)
@@ -455,7 +457,7 @@ def test_per_job_qacct_runs_a_few_at_a_time(monkeypatch):
     assert list(statuses) == ["2042"]
 
 
-def test_missing_tasks_of_one_array_are_one_qacct(monkeypatch):
+def test_missing_tasks_of_one_array_are_one_qacct():
     ids = [f"76.{k}" for k in range(1, 301)]
 
     def answers(argv):
@@ -465,15 +467,15 @@ def test_missing_tasks_of_one_array_are_one_qacct(monkeypatch):
             return _qacct_record("76.1") + _qacct_record("76.300")
         raise AssertionError(argv)
 
-    engine, runner = engine_with(_sge_job(), answers, monkeypatch)
+    engine, runner = engine_with(_sge_job(), answers)
     statuses = query(engine, ids)
     assert runner.calls == [["qstat", "-xml"], ["qacct", "-j", "76"]]
     assert sorted(statuses) == ["76.1", "76.300"]
 
 
-def test_query_qstat_failure_is_a_command_error(monkeypatch):
+def test_query_qstat_failure_is_a_command_error():
     engine, runner = engine_with(
-        _sge_job(), lambda argv: (1, "error: commlib error: got select error"), monkeypatch
+        _sge_job(), lambda argv: (1, "error: commlib error: got select error")
     )
     with pytest.raises(CommandError, match="commlib error"):
         query(engine, ["1"])
@@ -556,7 +558,7 @@ def test_real_sge_300_missing_jobs_few_qacct_at_a_time(tmp_path, monkeypatch):
     _fake_qacct(tmp_path / "bin", log)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     template = SGEJob(cores=1, memory="1GB", job_extra_directives=["-h"], name="acct-0")
-    engine = engine_module.BatchSystem(template, job_arrays="never")
+    engine = BatchSystem(template, job_arrays="never")
     jobs = [
         SGEJob(cores=1, memory="1GB", job_extra_directives=["-h"], name=f"acct-{k}")
         for k in range(300)
@@ -576,7 +578,7 @@ def test_real_sge_300_missing_jobs_few_qacct_at_a_time(tmp_path, monkeypatch):
         assert _most_at_once(log) == (1, 1)
 
         log.write_text("")
-        stranger = engine_module.BatchSystem(template)
+        stranger = BatchSystem(template)
         asyncio.run(stranger.query(ids))
         calls, most = _most_at_once(log)
         assert calls == 300

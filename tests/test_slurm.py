@@ -160,7 +160,7 @@ def test_job_waiting_for_a_full_node_shows_slurms_reason(tmp_path, monkeypatch):
         assert wait_until(lambda: not (ids & _queue_ids()), 60)
 
 
-def test_purged_jobs_are_finished(monkeypatch):
+def test_purged_jobs_are_finished():
     """After MinJobAge squeue no longer lists a job and, without accounting, sacct can't say
     either: once the vanish grace is over the tracker declares it finished (not lost)."""
     squeue_out = (DATA / "squeue_purged_and_running.txt").read_text()  # -j 3,21: 3 is purged
@@ -172,7 +172,7 @@ def test_purged_jobs_are_finished(monkeypatch):
             return squeue_out if "3,21" in argv else (1, purged_alone)
         return (1, no_accounting)
 
-    engine, runner = engine_with(SLURMJob("tcp://a:1", cores=1, memory="1GB"), answer, monkeypatch)
+    engine, runner = engine_with(SLURMJob("tcp://a:1", cores=1, memory="1GB"), answer)
     statuses = query(engine, ["3", "21"])
     assert runner.calls == [
         [
@@ -184,7 +184,7 @@ def test_purged_jobs_are_finished(monkeypatch):
             "-j",
             "3,21",
             "-O",
-            "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|",
+            "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|,PreemptTime:|",
         ],
         ["sacct", "-X", "-P", "-n", "-j", "3", "-o", "JobID,State,ExitCode"],
     ]

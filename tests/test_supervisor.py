@@ -77,6 +77,7 @@ class FakeCluster:
         self.closing = False
         self.corrections_later: list[float] = []
         self.retired: list[str] = []
+        self.closed_on_retire: list[str] = []
 
     def new_job_name(self) -> str:
         return next(self.names)
@@ -84,8 +85,9 @@ class FakeCluster:
     def connected_workers(self) -> dict[str, int]:
         return {}
 
-    async def retire_job_workers(self, names: Sequence[str]) -> None:
+    async def retire_job_workers(self, names: Sequence[str], close: bool = False) -> None:
         self.retired.extend(names)
+        self.closed_on_retire.extend(names if close else [])
 
     async def correct_state(self) -> None:
         return None

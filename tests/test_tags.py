@@ -154,9 +154,9 @@ def test_pbs_job_name_room_depends_on_the_host():
         check_job_name_for_tag("a" * 202, host="vm")
 
 
-def test_tag_arguments_come_right_after_the_submit_command(monkeypatch):
+def test_tag_arguments_come_right_after_the_submit_command():
     job = SLURMJob("tcp://a:1", cores=1, memory="1GB", submit_command_extra=["--x"])
-    engine, runner = engine_with(job, lambda argv: "Submitted batch job 12\n", monkeypatch)
+    engine, runner = engine_with(job, lambda argv: "Submitted batch job 12\n")
     assert asyncio.run(engine.submit(job)) == "12"
     tag = job.tag
     assert tag.cluster_id == engine.cluster_id and tag.pid == os.getpid()
@@ -394,7 +394,7 @@ def test_emulated_jobs_carry_their_tags_and_the_watchdog_cleans_up(
     assert asyncio.run(engine.list_tagged()) == {}
 
 
-def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers(monkeypatch):
+def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers():
     import getpass
 
     from dask_jobqueue._shell import CommandError
@@ -411,7 +411,6 @@ def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers(mon
     engine, runner = engine_with(
         PBSJob("tcp://127.0.0.1:9", cores=1, memory="1GB"),
         lambda argv: (2, "qstat: invalid option -- 'F'") if "json" in argv else plain,
-        monkeypatch,
     )
     assert asyncio.run(engine.list_tagged()) == {"5.s": TAG}
     assert ["json" in argv for argv in runner.calls] == [True, False]
@@ -420,7 +419,6 @@ def test_listing_falls_back_to_the_next_command_and_raises_when_none_answers(mon
     engine, runner = engine_with(
         SGEJob("tcp://127.0.0.1:9", cores=1, memory="1GB"),
         lambda argv: "Welcome to cluster42\n<?xml version='1.0'?><detailed_job_info>",
-        monkeypatch,
     )
     with pytest.raises(CommandError, match="could not be read"):
         asyncio.run(engine.list_tagged())

@@ -79,3 +79,27 @@ def test_html_of_many_jobs_is_a_summary_and_the_first_rows():
     # a table that fits is shown whole, without the summary line
     small = JobTable(records[:HTML_ROWS])._repr_html_()
     assert small.count("<tr>") == 1 + HTML_ROWS and "more" not in small
+
+
+def test_head_shows_the_first_rows_and_counts_the_rest():
+    table = JobTable(JobRecord(name=f"c-{i}", job_id=str(i)) for i in range(50_000))
+    text = table.head(20)
+    lines = text.splitlines()
+    assert (
+        lines[0].startswith("JOB_ID") and lines[1].startswith("0 ") and lines[20].startswith("19 ")
+    )
+    assert lines[-1] == "... and 49980 more (cluster.jobs lists every job)"
+    assert len(lines) == 22
+    assert "more" not in JobTable(table[:3]).head(20)
+
+
+def test_pool_column_appears_only_with_pools():
+    own = JobRecord(name="c-0", job_id="1")
+    assert repr(JobTable([own])).startswith("JOB_ID")
+    pooled = JobRecord(name="c-gpu-0", job_id="2", pool="gpu")
+    lines = repr(JobTable([own, pooled])).splitlines()
+    assert (
+        lines[0].startswith("POOL")
+        and lines[1].startswith("default")
+        and lines[2].startswith("gpu")
+    )

@@ -638,7 +638,7 @@ def test_watchdog_program_imports_neither_distributed_nor_the_cluster(tmp_path):
     assert out.strip().splitlines()[-1] == "[]"
 
 
-def test_the_cluster_wiring_journals_each_submission_and_ending(monkeypatch, tmp_path):
+def test_the_cluster_wiring_journals_each_submission_and_ending(tmp_path):
     """The engine's submissions and endings reach the state as they happen, with the files
     the watchdog removes and the engine's own way of cancelling (array ranges)."""
     import asyncio
@@ -649,7 +649,7 @@ def test_the_cluster_wiring_journals_each_submission_and_ending(monkeypatch, tmp
     from .fakes import engine_with
 
     job = SLURMJob("tcp://127.0.0.1:9", cores=1, memory="1GB")
-    engine, runner = engine_with(job, lambda argv: "", monkeypatch)
+    engine, runner = engine_with(job, lambda argv: "")
     key = tmp_path / ".dask-jobqueue.worker.key.x"
     key.write_text("secret")
     dog = _watchdog_for(engine, [str(key)])

@@ -8,6 +8,7 @@ N procs), limits and its DIALECT. The public job and cluster classes are in
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,7 @@ from ..dialect import (
     single_array_id,
 )
 from ..tags import TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "HEADER",
@@ -64,6 +65,9 @@ STATUS_ATTRIBUTES = (
     "HoldReason",
     "HoldReasonCode",
     "RemoveReason",
+    # an Idle job that has started before was evicted (vacated) and is waiting to run again
+    "NumJobStarts",
+    "LastVacateTime",
 )
 _JOB_STATUS_NAMES = {
     1: "Idle",
@@ -118,7 +122,27 @@ def condor_status(ad: Mapping[str, Any]) -> JobStatus:
         state, reason = JobState.HELD, "suspended"
     else:
         state = JobState.QUEUED
-    return JobStatus(state, reason, exit_code, native)
+    interruption = None
+    when = None
+    if code == 7:
+        interruption = Interruption.SUSPENDED
+    elif code == 1 and (_int(ad.get("NumJobStarts")) or 0) > 0:
+        interruption = Interruption.REQUEUED
+        reason = "evicted; idle again"
+        vacated = _int(ad.get("LastVacateTime"))
+        if vacated:
+            when = datetime.datetime.fromtimestamp(vacated, datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+    return JobStatus(
+        state,
+        reason,
+        exit_code,
+        native,
+        interruption=interruption,
+        interrupted_at=when,
+        starts=_int(ad.get("NumJobStarts")),
+    )
 
 
 def _int(value: Any) -> int | None:

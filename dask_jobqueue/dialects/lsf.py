@@ -26,11 +26,12 @@ from ..dialect import (
     adopt_one_array,
     group_tasks,
     index_spans,
+    log_file,
     simple_parser,
     single_array_id,
 )
 from ..tags import TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "HEADER",
@@ -120,6 +121,7 @@ _STATES: dict[str, JobState] = {
     "EXIT": JobState.FAILED,
     "ZOMBI": JobState.FAILED,
 }
+_SUSPENDED_STATES = frozenset({"PSUSP", "USUSP", "SSUSP"})
 _SUSPENDED_REASONS = {
     "USUSP": "suspended by the user or the administrator while running",
     "SSUSP": "suspended by LSF while running",
@@ -174,7 +176,12 @@ def lsf_status(
         reason = "the execution host does not answer"
     if not state.is_final:
         code = None
-    return JobStatus(state, reason, code, native)
+    interruption = None
+    if native in _SUSPENDED_STATES:
+        interruption = Interruption.SUSPENDED
+    elif state.is_final and why.startswith("TERM_PREEMPT"):
+        interruption = Interruption.PREEMPTED
+    return JobStatus(state, reason, code, native, interruption=interruption)
 
 
 def _task_id(job_id: str, index: str = "") -> str | None:
@@ -402,22 +409,13 @@ def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
     return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
 
 
-def _log_file(suffix: str) -> Any:
-    def value(job: Any) -> str | None:
-        if job.log_directory is None:
-            return None
-        return lsf_log_file(job.log_directory, job.job_name, suffix)
-
-    return value
-
-
 #: The ``#BSUB`` lines of a job script. The project is written in double quotes (its
 #: option refuses what they cannot carry); all slots of a job on one host.
 HEADER = HeaderTable(
     (
         Directive("-J {}", "job_name"),
-        Directive("-e {}", _log_file("err")),
-        Directive("-o {}", _log_file("out")),
+        Directive("-e {}", log_file(lsf_log_file, "err")),
+        Directive("-o {}", log_file(lsf_log_file, "out")),
         Directive("-q {}", "queue"),
         Directive('-P "{}"', "project"),
         Directive("-n {}", "ncpus"),

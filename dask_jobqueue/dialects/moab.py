@@ -23,7 +23,7 @@ from typing import Any
 
 from ..dialect import StatusStep, missing_ids
 from ..tags import TagSpec
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 from .pbs import TORQUE, parse_pbs_tags, pbs_job_status
 
 __all__ = [
@@ -84,7 +84,8 @@ def moab_job_status(
         return JobStatus(JobState.FAILED, reason or "vacated", code, state)
     job_state = _STATES.get(state, JobState.RUNNING if state else JobState.QUEUED)
     if job_state.is_waiting:
-        return JobStatus(job_state, reason or state or None, None, state)
+        interruption = Interruption.SUSPENDED if state == "Suspended" else None
+        return JobStatus(job_state, reason or state or None, None, state, interruption=interruption)
     return JobStatus(job_state, None, None, state)
 
 

@@ -22,10 +22,11 @@ from ..dialect import (
     HeaderTable,
     StatusStep,
     decode_wait_status,
+    log_file,
     simple_parser,
 )
 from ..tags import TAG_PATTERN, TAG_VARIABLE, TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "DIALECT",
@@ -111,7 +112,9 @@ def oar_job_status(record: Mapping[str, Any]) -> JobStatus:
     if state == JobState.QUEUED:
         return JobStatus(state, _waiting_reason(native, record), None, native)
     if state == JobState.HELD:
-        return JobStatus(state, native, None, native)
+        # oarhold -r / a suspension by the admin: stopped in place, not requeued
+        interruption = Interruption.SUSPENDED if native == "Suspended" else None
+        return JobStatus(state, native, None, native, interruption=interruption)
     return JobStatus(state, None, None, native)
 
 
@@ -215,13 +218,8 @@ def _resources(job: Any) -> str:
     return shlex.quote(resources)
 
 
-def _log_file(suffix: str) -> Any:
-    def value(job: Any) -> str | None:
-        if job.log_directory is None:
-            return None
-        return shlex.quote(f"{job.log_directory}/{job.job_name}.%jobid%.{suffix}")
-
-    return value
+def _oar_log_file(directory: str, job_name: str, suffix: str) -> str:
+    return shlex.quote(f"{directory}/{job_name}.%jobid%.{suffix}")
 
 
 def add_memory_property(job: Any, lines: list[str], prefix: str) -> list[str]:
@@ -255,8 +253,8 @@ HEADER = HeaderTable(
         Directive("-q {}", "queue"),
         Directive("--project {}", "project"),
         Directive("-l {}", _resources),
-        Directive("-O {}", _log_file("out")),
-        Directive("-E {}", _log_file("err")),
+        Directive("-O {}", log_file(_oar_log_file, "out")),
+        Directive("-E {}", log_file(_oar_log_file, "err")),
     ),
     finish=add_memory_property,
 )

@@ -46,7 +46,7 @@ from ..dialect import (
     index_spans,
 )
 from ..tags import TAG_PATTERN, TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +176,12 @@ def pbs_job_status(
     comment: str | None = None,
     hold_types: str | None = None,
     flavour: str = "pro",
+    run_count: int | str | None = None,
 ) -> JobStatus:
     """One job's status from its ``qstat -f`` attributes.
 
     ``flavour`` (``"pro"`` or ``"torque"``) decides which negative ``Exit_status`` means a
-    walltime kill. The reason of a waiting job is the scheduler's ``comment`` (``Not Running:
+    walltime kill; ``run_count``: how many times it was started (a rerun raises it). The reason of a waiting job is the scheduler's ``comment`` (``Not Running:
     Insufficient amount of resource: ncpus ...``), for held jobs else who holds it.
     """
     native = (job_state or "").strip()[:1].upper()
@@ -196,16 +197,23 @@ def pbs_job_status(
         return JobStatus(JobState.LOST, comment or "moved to another server", None, native)
     state = _STATES.get(native, JobState.QUEUED if not native else JobState.RUNNING)
     reason = None
-    if state.is_waiting:
+    if native == "S":
+        # its comment is still the scheduler's "Job run at ..." of the run it suspends
+        reason = "Job suspended"
+    elif state.is_waiting:
         reason = comment
         if reason is None and state == JobState.HELD:
             holders = [_HOLD_TYPES[c] for c in (hold_types or "") if c in _HOLD_TYPES]
             reason = f"Job held by {' and '.join(holders)}" if holders else "Job held"
-            if native == "S":
-                reason = "Job suspended"
         elif reason is None and native == "W":
             reason = "waiting for its start time"
-    return JobStatus(state, reason, None, native)
+    # S (qsig -s suspend, or preemption by suspension) and U (PBS Pro: workstation busy)
+    interruption = Interruption.SUSPENDED if native in ("S", "U") else None
+    try:
+        starts = None if run_count is None else int(run_count)
+    except ValueError:
+        starts = None
+    return JobStatus(state, reason, None, native, interruption=interruption, starts=starts)
 
 
 def parse_qstat_json(stdout: str) -> dict[str, JobStatus]:
@@ -227,6 +235,8 @@ def parse_qstat_json(stdout: str) -> dict[str, JobStatus]:
             attrs.get("comment"),
             attrs.get("Hold_Types"),
             "pro",
+            # qrerun (or preemption by requeue) reruns it at once: run_count is the only trace
+            attrs.get("run_count"),
         )
     return statuses
 
@@ -284,6 +294,7 @@ def parse_qstat_text(stdout: str) -> dict[str, JobStatus]:
             attrs.get("comment"),
             attrs.get("Hold_Types"),
             "torque" if torque else "pro",
+            attrs.get("run_count"),
         )
     return statuses
 

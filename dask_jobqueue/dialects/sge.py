@@ -44,7 +44,7 @@ from ..dialect import (
     single_array_id,
 )
 from ..tags import TAG_VARIABLE, TagSpec, only_tagged
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "HEADER",
@@ -87,7 +87,11 @@ _FAILED_CANCELLED = {100}
 
 
 def sge_state(native: str, reason: str | None = None) -> JobStatus:
-    """Map a ``qstat`` state code (``r``, ``qw``, ``hqw``, ``Eqw``, ``dr``, ``s``...)."""
+    """Map a ``qstat`` state code (``r``, ``qw``, ``hqw``, ``Eqw``, ``dr``, ``s``...).
+
+    ``s``/``S``/``T`` (suspended by ``qmod -sj``, by its queue, or by a load threshold) are
+    suspensions; ``Rq`` (rescheduled by ``qmod -rj`` or a host failure, waiting again) a requeue.
+    """
     code = native.strip()
     if "E" in code:
         return JobStatus(JobState.FAILED, reason or "error state (Eqw)", None, code)
@@ -96,9 +100,15 @@ def sge_state(native: str, reason: str | None = None) -> JobStatus:
     if "h" in code:
         return JobStatus(JobState.HELD, reason or "held", None, code)
     if any(c in code for c in "sST"):
-        return JobStatus(JobState.HELD, "suspended", None, code)
+        return JobStatus(
+            JobState.HELD, "suspended", None, code, interruption=Interruption.SUSPENDED
+        )
     if "r" in code or "t" in code:
         return JobStatus(JobState.RUNNING, None, None, code)
+    if "R" in code:
+        return JobStatus(
+            JobState.QUEUED, reason or "rescheduled", None, code, interruption=Interruption.REQUEUED
+        )
     return JobStatus(JobState.QUEUED, reason, None, code)
 
 

@@ -26,13 +26,14 @@ from ..dialect import (
     group_tasks,
     hms_seconds,
     index_spans,
+    log_file,
     missing_ids,
     simple_parser,
     single_array_id,
 )
 from ..tags import TagSpec, only_tagged
 from ..tracker import Vanish
-from ..tracking import JobState, JobStatus
+from ..tracking import Interruption, JobState, JobStatus
 
 __all__ = [
     "DIALECT",
@@ -96,13 +97,18 @@ _STATES: dict[str, JobState] = {
 }
 _HELD_REASONS = ("JobHeldUser", "JobHeldAdmin", "BeginTime")
 
-SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|"
+#: ``PreemptTime`` is the only sign of a job chosen for preemption while its grace period runs
+#: (recorded on Slurm 22.05: still ``RUNNING``, reason ``None``; ``N/A`` for other jobs).
+SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|,PreemptTime:|"
+_NO_TIME = ("", "N/A", "None", "Unknown")
 
 
 # Shared: 50,000 pending jobs are a handful of distinct statuses, not 50,000 objects per poll
 # for the garbage collector to walk (its full passes stall the event loop).
 @functools.lru_cache(maxsize=4096)
-def _status(native: str, reason: str | None, exit_code: int | None = None) -> JobStatus:
+def _status(
+    native: str, reason: str | None, exit_code: int | None = None, preempt_time: str | None = None
+) -> JobStatus:
     native = native.strip().split()[0].upper() if native.strip() else "UNKNOWN"
     state = _STATES.get(native, JobState.QUEUED if native == "UNKNOWN" else JobState.RUNNING)
     reason = reason if reason and reason != "None" else None
@@ -110,13 +116,29 @@ def _status(native: str, reason: str | None, exit_code: int | None = None) -> Jo
         state = JobState.HELD
     if not state.is_final:
         exit_code = None
-    return JobStatus(state, reason, exit_code, native)
+    preempted = preempt_time is not None and preempt_time.strip() not in _NO_TIME
+    interruption = None
+    if native == "PREEMPTED" or (preempted and state == JobState.RUNNING):
+        interruption = Interruption.PREEMPTED
+    elif native in ("SUSPENDED", "STOPPED"):
+        interruption = Interruption.SUSPENDED
+    elif native in ("REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD"):
+        interruption = Interruption.REQUEUED
+    return JobStatus(
+        state,
+        reason,
+        exit_code,
+        native,
+        interruption=interruption,
+        interrupted_at=preempt_time.strip() if preempted and preempt_time else None,
+    )
 
 
 def parse_squeue(stdout: str) -> dict[str, JobStatus]:
-    """Parse ``squeue -h -t all -r -O 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|'``.
+    """Parse ``squeue -h -t all -r -O 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,exit_code:|,PreemptTime:|'``.
 
-    An array task is reported as ``ARRAYID_INDEX`` (its raw ``JobID`` changes when it
+    A ``RUNNING`` job with a ``PreemptTime`` is being preempted (its grace period runs); a
+    job ``PENDING`` again after it ran is seen as requeued by the tracker. An array task is reported as ``ARRAYID_INDEX`` (its raw ``JobID`` changes when it
     starts). Also reads the ``JobID:|,State:|,Reason:|,exit_code:|`` form of earlier
     versions and the three-column ``%i|%T|%r`` form (no exit code).
     """
@@ -135,7 +157,12 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
         exit_code = None
         if len(parts) > 3 and parts[3].isdigit():
             exit_code = decode_wait_status(int(parts[3]))
-        statuses[parts[0]] = _status(parts[1], parts[2] if len(parts) > 2 else None, exit_code)
+        statuses[parts[0]] = _status(
+            parts[1],
+            parts[2] if len(parts) > 2 else None,
+            exit_code,
+            parts[4] if len(parts) > 4 else None,
+        )
     return statuses
 
 
@@ -302,22 +329,13 @@ def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
     )
 
 
-def _log_file(suffix: str) -> Any:
-    def value(job: Any) -> str | None:
-        if job.log_directory is None:
-            return None
-        return slurm_log_file(job.log_directory, job.job_name, suffix)
-
-    return value
-
-
 #: The ``#SBATCH`` lines of a job script. queue, account, job_name, walltime and job_mem are
 #: checked words without blanks or quotes; the log paths are the only free text, quoted.
 HEADER = HeaderTable(
     (
         Directive("-J {}", "job_name"),
-        Directive("-e {}", _log_file("err")),
-        Directive("-o {}", _log_file("out")),
+        Directive("-e {}", log_file(slurm_log_file, "err")),
+        Directive("-o {}", log_file(slurm_log_file, "out")),
         Directive("-p {}", "queue"),
         Directive("-A {}", "account"),
         Directive("-n 1"),
