@@ -245,6 +245,20 @@ def test_scheduler_runs_outside_and_close_leaves_nothing(tmp_path, capsys):
     assert not (root / name).exists()
 
 
+def test_record_reaching_another_clusters_scheduler_is_dead_not_reused(tmp_path, capsys):
+    root = tmp_path / "records"
+    with LocalCluster(**KWARGS, cluster_name="live", record_directory=str(root)) as cluster:
+        # a stale record whose address is now another cluster's scheduler (same port)
+        _fake_record(root / "stale", address=cluster.scheduler_address)
+        with pytest.raises(ValueError, match="Cluster 'stale' is gone"):
+            LocalCluster.attach("stale", record_directory=str(root))
+        _fake_record(root / "stale", address=cluster.scheduler_address)
+        assert cli_main(["list", "--record-directory", str(root)]) == 0
+        out = capsys.readouterr().out
+        assert "stale: dead" in out and out.splitlines()[1].startswith("live ")
+        assert not (root / "stale").exists() and (root / "live").exists()
+
+
 def test_tls_credentials_travel_through_the_record(tmp_path):
     pytest.importorskip("cryptography")
     root = tmp_path / "records"
