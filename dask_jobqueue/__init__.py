@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .slurm import SLURMCluster
     from .tracking import JobState
 
+    attach = JobQueueCluster.attach
+
 #: The one version of the package (setup.py reads it from here). Above every 0.x release of
 #: the original dask-jobqueue, so a ``dask-jobqueue>=0.8`` pin or ``pip install -U`` keeps
 #: this implementation instead of replacing it with 0.9 (README: "Version").
@@ -39,6 +41,7 @@ _PUBLIC = {
     "CommandError": "dask_jobqueue._shell",
     "JobFailedError": "dask_jobqueue.job",
     "JobState": "dask_jobqueue.tracking",
+    "attach": "dask_jobqueue.cluster",
 }
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "CommandError",
     "JobFailedError",
     "JobState",
+    "attach",
 ]
 
 

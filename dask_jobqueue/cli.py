@@ -867,6 +867,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also cancel jobs whose owner runs on another host (cannot be checked)",
     )
+    for command, help_text in (
+        ("list", "list your clusters started with scheduler_in_job=True"),
+        ("attach", "print how to connect to the cluster NAME"),
+        ("close", "end the cluster NAME (its jobs and its scheduler)"),
+    ):
+        p = sub.add_parser(
+            command, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        if command != "list":
+            p.add_argument("name", metavar="NAME", help="the cluster's cluster_name")
+        p.add_argument(
+            "--record-directory",
+            metavar="DIR",
+            default=None,
+            help="where the cluster records are (default: ~/.config/dask-jobqueue/clusters)",
+        )
     return parser
 
 
@@ -893,6 +909,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(args.scheduler)
         if args.command == "cleanup":
             return cleanup(args.scheduler, args.dry_run, args.yes, args.include_other_hosts)
+        if args.command in ("list", "attach", "close"):
+            from . import records_cli
+
+            try:
+                if args.command == "list":
+                    return records_cli.list_clusters(args.record_directory)
+                if args.command == "attach":
+                    return records_cli.attach_help(args.name, args.record_directory)
+                return records_cli.close_cluster(args.name, args.record_directory)
+            except ValueError as error:
+                raise StartError(str(error)) from None
     except UsageError as error:
         parser.exit(2, f"{PROG} {args.command}: error: {error}\n")
     except StartError as error:

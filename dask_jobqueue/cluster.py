@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import html
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -30,8 +33,27 @@ from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
 
+from . import registry
+from ._shell import CommandError
 from ._values import parse_duration, parse_memory, parse_positive_int
 from .adaptive import PoolAdaptive, WorkerJobKey
+from .detached import (
+    START_GRACE,
+    ClusterRecord,
+    DetachedControl,
+    RecordError,
+    RemoteScheduler,
+    check_cluster_name,
+    client_security,
+    generated_name,
+    owner_gone,
+    probe_record,
+    read_record,
+    record_root,
+    remove_record,
+    scheduler_state,
+    wait_for_scheduler_file,
+)
 from .job import PLACEHOLDER_SCHEDULER, Job
 from .options import (
     CLUSTER_OPTIONS,
@@ -46,6 +68,28 @@ from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracking import JobState, JobTable
 
+
+def _job_number(job_id: str) -> str:
+    """The leading number of a batch job id (``1726`` of ``1726.1``, ``330`` of ``330_0``,
+    ``65`` of ``65[1].server``); the whole id if it has none."""
+    match = re.match(r"\d+", job_id)
+    return match.group(0) if match else job_id
+
+
+def _scheduler_job_class(job_cls: type[Job]) -> type[Job]:
+    """``job_cls`` running the detached scheduler instead of workers (same header, prologue
+    and submission; no scheduler check)."""
+
+    class SchedulerJob(job_cls):  # type: ignore[valid-type,misc]
+        scheduler_tokens: list[str] = []
+
+        def worker_command_tokens(self) -> list[str]:
+            return [self.python, "-m", "dask_jobqueue.scheduler_job", *self.scheduler_tokens]
+
+    SchedulerJob.__name__ = SchedulerJob.__qualname__ = f"{job_cls.__name__}Scheduler"
+    return SchedulerJob
+
+
 if TYPE_CHECKING:
     from .engine import BatchSystem
     from .lifetime import LifetimePlanner
@@ -53,7 +97,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobQueueCluster"]
+__all__ = ["JobQueueCluster", "attach"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +125,14 @@ _SHARED_WITH_POOLS = (
     "silence_logs",
     "name",
     "pools",
+    "scheduler_in_job",
+    "cluster_name",
+    "keep_alive",
+    "scheduler_cores",
+    "scheduler_memory",
+    "scheduler_walltime",
+    "scheduler_queue",
+    "record_directory",
 )
 
 
@@ -127,7 +179,16 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         protocol: str | None = None,
         config_name: str | None = None,
         pools: dict[str, dict[str, Any]] | None = None,
+        scheduler_in_job: bool | None = None,
+        cluster_name: str | None = None,
+        keep_alive: str | float | None = None,
+        scheduler_cores: int | None = None,
+        scheduler_memory: str | None = None,
+        scheduler_walltime: str | None = None,
+        scheduler_queue: str | None = None,
+        record_directory: str | None = None,
         _pool_of: PoolOf | None = None,
+        _attach: ClusterRecord | None = None,
         **job_kwargs: Any,
     ):
         job_cls, config_name = check_cluster_arguments(
@@ -152,6 +213,12 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             "interface": interface,
             "protocol": protocol,
             "pools": pools,
+            "scheduler_in_job": scheduler_in_job,
+            "keep_alive": keep_alive,
+            "scheduler_cores": scheduler_cores,
+            "scheduler_walltime": scheduler_walltime,
+            "scheduler_queue": scheduler_queue,
+            "record_directory": record_directory,
         }
         resolved = resolve_options(
             [o for o in CLUSTER_OPTIONS if o.name in given], config_name, given, type(self)
@@ -170,8 +237,38 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self.pools: dict[str, JobQueueCluster] = {}
         self._user_job_kwargs = dict(job_kwargs)
         self._interface = interface
+        #: The scheduler-in-a-job side (name, record, lease), or None.
+        self._detached: DetachedControl | None = None
+        self._detached_settings: dict[str, Any] = {}
+        if resolved["scheduler_in_job"] or _attach is not None:
+            self._detached = self._detached_control(
+                resolved, cluster_name, scheduler_memory, _attach, pools
+            )
+            self._registry_name()  # a class an attaching process can build, before anything
+            if interface is not None:
+                self._detached_settings["interface"] = interface
+        else:
+            for keyword, value in (
+                ("cluster_name", cluster_name),
+                ("keep_alive", keep_alive),
+                ("scheduler_cores", scheduler_cores),
+                ("scheduler_memory", scheduler_memory),
+                ("scheduler_walltime", scheduler_walltime),
+                ("scheduler_queue", scheduler_queue),
+                ("record_directory", record_directory),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        f"{keyword}={value!r} is for a scheduler outside this process: give "
+                        "scheduler_in_job=True too"
+                    )
         scheduler: dict[str, Any] | None
-        if _pool_of is None:
+        if self._detached is not None:
+            security, worker_security, protocol = self._detached_security(
+                security, protocol, _attach
+            )
+            scheduler = {"cls": RemoteScheduler, "options": {"starter": self._start_scheduler}}
+        elif _pool_of is None:
             security, worker_security, protocol = prepare_security(
                 security, protocol, self.shared_temp_directory, self._tls_files
             )
@@ -210,8 +307,24 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         self._group_suffixes = group or []
 
         settings = resolve_engine_settings(config_name)
+        keep_alive_seconds = self._detached.keep_alive if self._detached is not None else None
+        if keep_alive_seconds is not None:
+            # the jobs stay when this process dies: no watchdog cancels them
+            settings = dataclasses.replace(settings, owner_watchdog=False)
         self._settings = settings
         engine = template.batch_system_cls.from_settings(template, settings)
+        if _attach is not None:
+            engine.cluster_id = _attach.cluster_id  # new jobs carry the cluster's tag
+        self._scheduler_job_template: Job | None = None
+        if self._detached is not None and _attach is None:
+            self._scheduler_job_template = self._scheduler_job(
+                scheduler_cores,
+                scheduler_memory,
+                scheduler_walltime,
+                scheduler_queue,
+                scheduler_options,
+                engine.cluster_id,
+            )
         #: Tracking, polling, replacement and clean-up of this cluster's jobs.
         self._supervisor = JobSupervisor(
             self,
@@ -222,6 +335,8 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             self._tls_files,
             pool=None if _pool_of is None else _pool_of.name,
         )
+        if keep_alive_seconds is not None:
+            self._supervisor.keep_jobs_at_exit()
 
         super().__init__(
             scheduler=scheduler,
@@ -232,6 +347,7 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             asynchronous=asynchronous,
             name=name,
             shutdown_scheduler=_pool_of is None,
+            shutdown_on_close=keep_alive_seconds is None,
         )
         if n_workers:
             self._check_job_cap(math.ceil(n_workers / self.processes), f"n_workers={n_workers}")
@@ -244,6 +360,432 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 if not self.asynchronous:
                     self.close()  # a bad pool: nothing of this cluster stays behind
                 raise
+
+    # ------------------------------------------------------------------ scheduler in a job
+
+    def _detached_control(
+        self,
+        resolved: dict[str, Any],
+        cluster_name: str | None,
+        scheduler_memory: str | None,
+        attach: ClusterRecord | None,
+        pools: Any,
+    ) -> DetachedControl:
+        """The name, record directory and keep-alive of a ``scheduler_in_job`` cluster
+        (checked; nothing created yet)."""
+        if self._pool_of is not None:
+            raise ValueError("a pool shares its cluster's scheduler: no scheduler_in_job")
+        if resolved["pools"] or pools:
+            raise ValueError(
+                "pools=... together with scheduler_in_job=True is not supported yet: a cluster "
+                "attached by name would not find its pools' jobs"
+            )
+        name = (
+            generated_name()
+            if cluster_name is None
+            else check_cluster_name(cluster_name, "cluster_name")
+        )
+        keep_alive = resolved["keep_alive"]
+        if keep_alive is not None and keep_alive <= 0:
+            raise ValueError(f"keep_alive={keep_alive!r} must be a positive duration")
+        if scheduler_memory is not None:
+            parse_memory(scheduler_memory, "scheduler_memory")
+        if resolved["scheduler_cores"] == 0:
+            raise ValueError("scheduler_cores=0: the scheduler's job needs a core")
+        root = record_root(resolved["record_directory"])
+        control = DetachedControl(name, root, keep_alive, attach=attach)
+        control.check_name_free()
+        return control
+
+    def _detached_security(
+        self, security: Any, protocol: str | None, attach: ClusterRecord | None
+    ) -> tuple[Security | None, Security | None, str | None]:
+        """Security of a ``scheduler_in_job`` cluster: credentials in files of its record
+        directory (the scheduler's job and attaching processes read them there)."""
+        detached = self._detached
+        assert detached is not None
+        if attach is not None:
+            client = client_security(attach)
+            if client is None:
+                return None, None, protocol or attach.address.split("://")[0] + "://"
+            worker = Security(
+                require_encryption=True,
+                tls_ca_file=attach.tls.get("ca_file"),
+                tls_worker_cert=attach.tls.get("cert"),
+                tls_worker_key=attach.tls.get("key"),
+            )
+            return client, worker, "tls://"
+        self._tls_to_write: dict[str, str] = {}
+        if security is True:
+            try:
+                security = Security.temporary()
+            except ImportError:
+                raise ImportError(
+                    "security=True needs the 'cryptography' package: pip install cryptography"
+                ) from None
+        if not isinstance(security, Security):
+            return None, None, protocol
+        tls = security.get_tls_config_for_role("worker")
+        paths = {}
+        for key in ("ca_file", "cert", "key"):
+            value = tls.get(key)
+            if value and "\n" in str(value):
+                path = str(detached.directory / f"tls-{key.replace('_', '-')}.pem")
+                self._tls_to_write[path] = value
+                paths[key] = path
+            elif value:
+                paths[key] = str(value)
+        self._detached_tls = paths
+        worker = Security(
+            require_encryption=True,
+            tls_ca_file=paths.get("ca_file"),
+            tls_worker_cert=paths.get("cert"),
+            tls_worker_key=paths.get("key"),
+        )
+        return security, worker, protocol or "tls://"
+
+    def _scheduler_job(
+        self,
+        cores: int | None,
+        memory: str | None,
+        walltime: str | None,
+        queue: str | None,
+        scheduler_options: dict,
+        cluster_id: str,
+    ) -> Job:
+        """The scheduler's job: a job of this cluster's class running
+        :mod:`dask_jobqueue.scheduler_job` (every value checked here, before any submission)."""
+        detached = self._detached
+        job_cls = self.job_cls
+        assert detached is not None and job_cls is not None
+        tokens = [
+            "--record",
+            str(detached.directory),
+            "--cluster-id",
+            cluster_id,
+            "--keep-alive",
+            f"{detached.lease_seconds:g}",
+            "--start-grace",
+            f"{START_GRACE:g}",
+        ]
+        options = dict(scheduler_options)
+        if self._protocol:
+            tokens += ["--protocol", self._protocol]
+        host = options.pop("host", None)
+        interface = options.pop("interface", None) or (None if host else self._interface)
+        if host:
+            tokens += ["--host", str(host)]
+        if interface:
+            tokens += ["--interface", str(interface)]
+        if options.get("port") is not None:
+            tokens += [
+                "--port",
+                str(parse_positive_int(options.pop("port"), "port", allow_zero=True)),
+            ]
+        dashboard = options.pop("dashboard_address", None)
+        if dashboard is not None:
+            tokens += ["--dashboard-address", str(dashboard)]
+        options.pop("protocol", None)
+        options.pop("security", None)
+        if options:
+            raise ValueError(
+                f"scheduler_options={scheduler_options!r}: with scheduler_in_job only host, "
+                "interface, port and dashboard_address are passed to the scheduler's job"
+            )
+        tls = getattr(self, "_detached_tls", {})
+        for key, option in (
+            ("ca_file", "--tls-ca-file"),
+            ("cert", "--tls-cert"),
+            ("key", "--tls-key"),
+        ):
+            if tls.get(key):
+                tokens += [option, tls[key]]
+        template = self._template_job
+        kwargs = dict(self._job_kwargs)
+        kwargs.pop("security", None)
+        kwargs.update(
+            cores=cores or 1,
+            memory=memory or min(template.worker_memory, 4 * 2**30),
+            processes=1,
+            scheduler_check=False,
+        )
+        accepted = job_cls.accepted_keywords()
+        for keyword, value, option in (
+            ("scheduler_walltime", walltime, "walltime"),
+            ("scheduler_queue", queue, "queue"),
+        ):
+            if value is None:
+                continue
+            if option not in accepted:
+                raise ValueError(f"{keyword}={value!r}: {job_cls.__name__} has no {option} keyword")
+            kwargs[option] = value
+        if "job_name" in accepted:
+            kwargs["job_name"] = f"{template.job_name}-scheduler"
+        scheduler_job_cls = _scheduler_job_class(job_cls)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                job = scheduler_job_cls(
+                    PLACEHOLDER_SCHEDULER, name=f"{self._name_hint()}-scheduler", **kwargs
+                )
+        except ValueError as exc:
+            raise ValueError(f"The scheduler's job (scheduler_* keywords): {exc}") from None
+        job.scheduler_tokens = tokens  # type: ignore[attr-defined]
+        return job
+
+    def _name_hint(self) -> str:
+        detached = self._detached
+        return detached.name if detached is not None else "dask"
+
+    @property
+    def cluster_name(self) -> str | None:
+        """The name another process attaches with (``scheduler_in_job`` clusters only)."""
+        return self._detached.name if self._detached is not None else None
+
+    def _connection_args(self) -> dict:
+        return self.security.get_connection_args("client")
+
+    async def _start_scheduler(self) -> str:
+        """Start (or, when attaching, find) the scheduler; take its lease; return its
+        address. Runs as ``RemoteScheduler.start``."""
+        detached = self._detached
+        assert detached is not None
+        if detached.attached is not None:
+            record = detached.attached
+            state = await scheduler_state(record.address, self._connection_args())
+            if state.get("cluster_id") != record.cluster_id:
+                raise RecordError(
+                    f"Cluster {detached.name!r}: {record.address} is another cluster's "
+                    "scheduler now; its record is stale"
+                )
+            await detached.take_lease(
+                record.address, self._connection_args(), force=owner_gone(state.get("owner"))
+            )
+            return record.address
+        directory = detached.create_directory()
+        for path, text in getattr(self, "_tls_to_write", {}).items():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        job = self._scheduler_job_template
+        assert job is not None
+        engine = self._supervisor.engine
+        job_id = await engine.submit(job)
+        logger.info("Submitted the scheduler's job %s (cluster %s)", job_id, detached.name)
+
+        async def ended() -> str | None:
+            answer = await engine.poll([job_id])
+            status = answer.statuses.get(job_id)
+            if status is not None and status.state.is_final:
+                return f"job {job_id} {status.state} ({status.reason or status.native_state})"
+            if job_id in answer.denied:
+                return f"job {job_id} is not known to the batch system any more"
+            return None
+
+        found = await wait_for_scheduler_file(
+            directory, engine.cluster_id, detached.start_timeout, ended
+        )
+        address = str(found["address"])
+        await detached.take_lease(address, self._connection_args(), force=False)
+        detached.record = ClusterRecord(
+            name=detached.name,
+            scheduler=self._registry_name(),
+            spec_name=self._name,
+            cluster_id=engine.cluster_id,
+            address=address,
+            dashboard=found.get("dashboard"),
+            scheduler_job_id=job_id,
+            keep_alive=detached.keep_alive,
+            settings=self._record_settings(),
+            tls=getattr(self, "_detached_tls", {}),
+            created=time.time(),
+            directory=directory,
+        )
+        detached.record.write()
+        return address
+
+    def _registry_name(self) -> str:
+        """The batch system of this cluster's class, as :mod:`~dask_jobqueue.registry` names
+        it (the class an attaching process builds)."""
+        for entry in registry.SCHEDULERS:
+            if isinstance(self, entry.cluster_class()):
+                return entry.name
+        raise ValueError(
+            f"scheduler_in_job=True needs a cluster class of dask_jobqueue (or a subclass), "
+            f"not {type(self).__name__}"
+        )
+
+    def _record_settings(self) -> dict[str, Any]:
+        """The keywords an attaching process builds its cluster object with (JSON values)."""
+        import json
+
+        settings = {"config_name": self.config_name, **self._user_job_kwargs}
+        settings.update(self._detached_settings)
+        for keyword, value in settings.items():
+            try:
+                json.dumps(value)
+            except TypeError:
+                raise ValueError(
+                    f"{keyword}={value!r} cannot be kept in the cluster's record (not a JSON "
+                    "value): a process attaching later could not use it"
+                ) from None
+        return settings
+
+    async def _adopt_jobs(self) -> None:
+        """Attaching: take over the cluster's jobs, found by their tags (those the owner's
+        job table names; a tagged job it does not name was submitted as the owner died and
+        is cancelled, since its worker name is unknown)."""
+        detached = self._detached
+        assert detached is not None and detached.attached is not None
+        record = detached.attached
+        engine = self._supervisor.engine
+        table = {str(k): str(v) for k, v in detached.state.get("jobs", {}).items()}
+        tagged = await engine.list_tagged()
+        ours = {i for i, tag in tagged.items() if tag.cluster_id == record.cluster_id}
+        scheduler_ids = {record.scheduler_job_id, str(detached.state.get("scheduler_job_id"))}
+        scheduler_ids.discard("")
+        from .engine import BatchSystem
+
+        if engine.dialect.tagging is None and type(engine).list_tagged is BatchSystem.list_tagged:
+            # no listing by tag here: the table's jobs that the batch system still runs
+            answer = await engine.poll(list(table))
+            ours = {i for i, st in answer.statuses.items() if not st.state.is_final}
+        if record.scheduler_job_id:
+            # cancelled at close (or by the watchdog), like the rest
+            engine.adopt([record.scheduler_job_id])
+        # A listing may show an array once, under its own number (SGE ``1726`` for the
+        # tasks ``1726.1``, Slurm ``330_[0-1]`` while pending): a job of the table whose
+        # number is listed is asked about by its own id, and a listed id sharing a number
+        # with the table is never taken for an unknown job (cancelling it would end them all).
+        table_numbers = {_job_number(i) for i in table}
+        listed_numbers = {_job_number(i) for i in ours}
+        unknown = sorted(
+            i
+            for i in ours - set(table) - scheduler_ids
+            if _job_number(i) not in table_numbers | {_job_number(j) for j in scheduler_ids}
+        )
+        live = set(table) & ours
+        ask = [i for i in table if i not in ours and _job_number(i) in listed_numbers]
+        if ask:
+            answer = await engine.poll(ask)
+            live |= {i for i, st in answer.statuses.items() if not st.state.is_final}
+        if unknown:
+            logger.warning(
+                "Cluster %s: job(s) %s carry its tag but no name: cancelling them",
+                detached.name,
+                " ".join(unknown),
+            )
+            await engine.cancel(unknown)
+        address = record.address
+        job_cls = self.job_cls
+        assert job_cls is not None
+        highest = -1
+        for job_id, name in sorted(table.items()):
+            if job_id not in live:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                job = job_cls(address, name=name, **self._job_kwargs)
+            job.job_id = job_id
+            job.status = Status.running
+            job._cluster = weakref.ref(self)  # type: ignore[attr-defined]
+            self._created.add(job)
+            self.workers[name] = job
+            self.worker_spec[name] = self.new_spec
+            self._supervisor.adopt(name, job_id)
+            suffix = name.rsplit("-", 1)[-1]
+            if suffix.isdigit():
+                highest = max(highest, int(suffix))
+        self._i = max(self._i, highest + 1)
+        logger.info(
+            "Attached to cluster %s: %d job(s) adopted", detached.name, len(self.worker_spec)
+        )
+
+    def _live_job_table(self) -> dict[str, str]:
+        return {r.job_id: r.name for r in self._supervisor.tracker.live}
+
+    @classmethod
+    def attach(
+        cls,
+        name: str,
+        record_directory: str | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+    ) -> JobQueueCluster:
+        """The cluster ``name`` (started with ``scheduler_in_job=True``), from any process
+        of its user: same scheduler, its jobs adopted by their tags, scaling from here.
+
+        One process owns a cluster at a time: attaching while the owner still runs is
+        refused; once the owner has died (also by ``kill -9``) the lease is taken over.
+
+        Parameters
+        ----------
+        name : str
+            The cluster's ``cluster_name``.
+        record_directory : str, optional
+            Where the cluster records are (default as for ``record_directory``).
+        asynchronous : bool
+            Return a cluster to ``await`` (in a running event loop).
+        loop : IOLoop, optional
+            Event loop to run on.
+
+        Returns
+        -------
+        JobQueueCluster
+            A cluster object of the class that created the cluster.
+
+        Raises
+        ------
+        ValueError
+            No such cluster, a record refused (wrong permissions or owner), a cluster of
+            another class, a scheduler that is gone (its record is removed), or a live owner.
+        """
+        root = record_root(record_directory)
+        record = read_record(name, root)
+        try:
+            entry = registry.get(record.scheduler)
+        except ValueError:
+            raise RecordError(
+                f"Cluster {name!r}: its record names no known batch system ({record.scheduler!r})"
+            ) from None
+        cluster_cls = entry.cluster_class()
+        if cls is not JobQueueCluster and not issubclass(cluster_cls, cls):
+            raise ValueError(
+                f"Cluster {name!r} is a {cluster_cls.__name__}, not a {cls.__name__}: use "
+                f"{cluster_cls.__name__}.attach({name!r}) or dask_jobqueue.attach({name!r})"
+            )
+        state = probe_record(record)
+        if state is None:
+            assert record.directory is not None
+            remove_record(record.directory)
+            raise RecordError(
+                f"Cluster {name!r} is gone: its scheduler {record.address} does not answer "
+                "(its keep-alive ran out, or it was closed); its record was removed"
+            )
+        owner = state.get("owner") or {}
+        if state.get("owner_alive") and not owner_gone(owner):
+            raise RecordError(
+                f"Cluster {name!r} is owned by process {owner.get('pid')} on "
+                f"{owner.get('host')}, which is alive: one process scales a cluster at a "
+                "time. Close it there, or attach once that process has ended."
+            )
+        return cluster_cls(
+            **record.settings,
+            name=record.spec_name,
+            scheduler_in_job=True,
+            cluster_name=name,
+            keep_alive=record.keep_alive,
+            record_directory=str(root),
+            asynchronous=asynchronous,
+            loop=loop,
+            _attach=record,
+        )
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self._detached is not None and text.endswith(")"):
+            text = f"{text[:-1]}, cluster_name={self._detached.name!r})"
+        return text
 
     # ------------------------------------------------------------------ scripts & names
 
@@ -292,6 +834,20 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             await super()._start()
         else:
             await self._start_as_pool(self._pool_of.cluster)
+        detached = self._detached
+        if detached is not None and self.status == Status.running:
+            if detached.attached is not None:
+                try:
+                    await self._adopt_jobs()
+                except (CommandError, OSError) as exc:
+                    # nothing adopted or cancelled yet: leave the cluster as it was
+                    await detached.release()
+                    raise RuntimeError(
+                        f"Attaching to cluster {detached.name!r}: its jobs could not be "
+                        f"listed ({exc}); nothing was changed, attach again"
+                    ) from exc
+            await detached.sync(self._live_job_table())
+            detached.start_heartbeat(self._live_job_table)
         self._supervisor.start()
         for pool in list(self.pools.values()):
             if pool.status == Status.created:
@@ -305,9 +861,18 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
         await self._supervisor.stop_submitting()
         if self.status == Status.running:
             await self._retire_everything()
+        detached = self._detached
+        if detached is not None:
+            await detached.stop()
+            if detached.lost is not None:
+                # another process owns the cluster now: its scheduler and jobs are not ours
+                self.shutdown_scheduler = False
+                self._supervisor.engine.release(self._supervisor.engine.live_ids)
         await super()._close()
         await self._supervisor.close()
         remove_files(self._tls_files)
+        if detached is not None:
+            detached.remove_directory()
         if self._pool_of is not None:
             self._pool_of.cluster.pools.pop(self._pool_of.name, None)
 
@@ -354,6 +919,10 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
                 return
             addresses = list(info.get("workers", {}))
             if not addresses and not self._worker_connections():
+                return
+            if addresses and self._detached is not None:
+                # a remote scheduler: only this cluster's jobs run there; its workers
+                # leave with their jobs, and terminate closes the scheduler next
                 return
             if addresses:
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
@@ -430,6 +999,11 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
             job._cluster = weakref.ref(self)  # type: ignore[attr-defined]  # as SpecCluster sets it
             self._created.add(job)
             self.workers[name] = job
+        if self._detached is not None and built:
+            # the scheduler learns the new jobs now: a process attaching after this one
+            # dies adopts them (a job submitted in between is cancelled then)
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                await self._detached.sync(self._live_job_table())
 
     async def _stop_jobs(self, names: list[str], reason: str = "cancelled by the cluster") -> None:
         """Retire the workers of these jobs, then cancel the jobs."""
@@ -889,6 +1463,9 @@ class JobQueueCluster(ParametersDocumented, SpecCluster):
 
     def _repr_html_(self, cluster_status: str | None = None) -> str:
         jobs_html = f"<h4>Jobs</h4>{self.jobs._repr_html_()}"
+        if self._detached is not None:
+            name = html.escape(self._detached.name)
+            jobs_html = f"<p>Cluster name: <code>{name}</code> (attach with it)</p>{jobs_html}"
         return super()._repr_html_(cluster_status=(cluster_status or "") + jobs_html)
 
 
@@ -901,3 +1478,13 @@ class _ScalingDone:
 
     def __await__(self):
         return self._cluster._correct_state_and_raise().__await__()
+
+
+def attach(
+    name: str, record_directory: str | None = None, asynchronous: bool = False, loop: Any = None
+) -> JobQueueCluster:
+    """The cluster ``name`` started with ``scheduler_in_job=True``, whatever its class: see
+    :meth:`JobQueueCluster.attach`."""
+    return JobQueueCluster.attach(
+        name, record_directory=record_directory, asynchronous=asynchronous, loop=loop
+    )

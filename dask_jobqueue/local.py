@@ -33,6 +33,7 @@ from .options import (
     WALLTIME,
     check_writable_directory,
 )
+from .tags import TAG_VARIABLE, JobTag
 from .tracking import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,36 @@ class LocalProcesses(BatchSystem):
         super().__init__(template, **kwargs)
         self._processes: dict[str, subprocess.Popen] = {}
         self._cancelled: set[str] = set()
+        self._adopted: set[str] = set()
+
+    def adopt(self, job_ids: Iterable[str]) -> None:
+        ids = [i for i in job_ids if i.isdigit()]
+        self._adopted.update(ids)
+        super().adopt(ids)
+
+    async def list_tagged(self) -> dict[str, JobTag]:
+        """This user's local jobs carrying a tag: session leaders whose environment holds
+        ``DASK_JOBQUEUE_TAG`` (read from ``/proc``; processes of other users are not
+        readable and not listed)."""
+        found: dict[str, JobTag] = {}
+        prefix = f"{TAG_VARIABLE}=".encode()
+        uid = os.getuid()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid or os.getsid(int(entry)) != int(entry):
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environment = f.read().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            for item in environment:
+                if item.startswith(prefix):
+                    tag = JobTag.parse(item[len(prefix) :].decode(errors="replace"))
+                    if tag is not None and _group_alive(int(entry)):
+                        found[entry] = tag
+        return found
 
     async def submit(self, job: Job) -> str:
         if not isinstance(job, LocalJob):
@@ -64,6 +95,10 @@ class LocalProcesses(BatchSystem):
         script_path.write_text(job.job_script(), encoding="utf-8")
         job._output_path = Path(directory) / f"{stem}.log"
         self.commands["submit"] += 1
+        # the tag, in the environment of the job's session leader: read back from /proc by
+        # list_tagged (a cluster attached by name finds its jobs by it)
+        job.tag = self.new_tag()
+        environment = {**os.environ, TAG_VARIABLE: job.tag.text()}
         with open(job._output_path, "wb") as out:
             process = subprocess.Popen(
                 ["bash", str(script_path)],
@@ -71,6 +106,7 @@ class LocalProcesses(BatchSystem):
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
+                env=environment,
             )
         job_id = str(process.pid)
         self._processes[job_id] = process
@@ -88,6 +124,13 @@ class LocalProcesses(BatchSystem):
         for job_id in job_ids:
             process = self._processes.get(job_id)
             if process is None:
+                if job_id in self._adopted:
+                    # another process' child: no exit status to read, only whether it runs
+                    statuses[job_id] = (
+                        JobStatus(JobState.RUNNING, None, None, "running")
+                        if _group_alive(int(job_id))
+                        else JobStatus(JobState.FINISHED, None, None, "gone")
+                    )
                 continue
             code = process.poll()
             if code is None:

@@ -851,6 +851,68 @@ CLUSTER_OPTIONS: tuple[Option, ...] = (
         key=None,
     ),
     Option(
+        "scheduler_in_job",
+        "bool",
+        "Run the Dask scheduler outside this process: in a batch job of its own (a detached "
+        "process with the local backend). The cluster gets a name and a record, so that "
+        "another process can attach to it (see :meth:`attach`).",
+        key=None,
+        default=False,
+        check=BOOL,
+    ),
+    Option(
+        "cluster_name",
+        "str",
+        "Name of a ``scheduler_in_job`` cluster, to attach to it from another process. "
+        "Default: generated (``dask-<8 hex digits>``).",
+        key=None,
+    ),
+    Option(
+        "keep_alive",
+        "duration",
+        "With ``scheduler_in_job``: how long the cluster outlives this process when it ends "
+        "without ``close()`` (e.g. ``'30 minutes'``), for another process to attach. "
+        "Default: the cluster ends with this process.",
+        key=None,
+        check=_duration,
+    ),
+    Option(
+        "scheduler_cores",
+        "int",
+        "Cores of the scheduler's job. Default: 1.",
+        key=None,
+        check=_int_at_least_zero,
+    ),
+    Option(
+        "scheduler_memory",
+        "str",
+        "Memory of the scheduler's job. Default: the workers' job memory, at most 4 GiB.",
+        key=None,
+    ),
+    Option(
+        "scheduler_walltime",
+        "str",
+        "Walltime of the scheduler's job. Default: the workers' ``walltime``.",
+        key=None,
+        check=TEXT,
+    ),
+    Option(
+        "scheduler_queue",
+        "str",
+        "Queue of the scheduler's job. Default: the workers' ``queue``.",
+        key=None,
+        check=TEXT,
+    ),
+    Option(
+        "record_directory",
+        "str",
+        "Directory of this user's cluster records (mode 0700). Default: "
+        "``jobqueue.record-directory`` in the dask config, else "
+        "``~/.config/dask-jobqueue/clusters``.",
+        key=None,
+        check=TEXT,
+    ),
+    Option(
         "pools",
         "dict of str to dict",
         "Pools to add at construction, ``{name: {keyword: value}}``: each is "

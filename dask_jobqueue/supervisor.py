@@ -152,6 +152,18 @@ class JobSupervisor:
                     "Could not start the watchdog (jobs may outlive a killed client): %s", exc
                 )
 
+    def keep_jobs_at_exit(self) -> None:
+        """Leave the jobs in the queue when this process ends without closing the cluster
+        (``keep_alive``: they stay for another process to attach; the scheduler's lease
+        ends them otherwise)."""
+        self._exit_finalizer.detach()
+
+    def adopt(self, name: str, job_id: str) -> None:
+        """Track the job ``job_id`` (job name ``name``) that another process submitted."""
+        self.engine.adopt([job_id])
+        self.tracker.add(name, job_id, self.workers_per_job, time.time(), pool=self.pool)
+        self.poller.wake()
+
     def start(self) -> None:
         """Start the poller and the walltime plan (on the running event loop)."""
         self.poller.start()

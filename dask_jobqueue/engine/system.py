@@ -182,6 +182,11 @@ class BatchSystem:
         """These jobs ended by themselves: nothing left to cancel for them."""
         self._context.release(job_ids)
 
+    def adopt(self, job_ids: Iterable[str]) -> None:
+        """Take over jobs another process submitted (a cluster attached by name): they are
+        live jobs of this engine from now on, cancelled at close like its own."""
+        self._context.hold(job_ids)
+
     async def spend(self) -> None:
         """Wait (on the event loop) for the command budget, if there is one: every command
         this engine runs, or runs for it (the walltime lookup), spends one token."""
