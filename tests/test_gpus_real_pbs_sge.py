@@ -56,7 +56,8 @@ def sge_live_jobs(job_name: str) -> set[str]:
 
 
 def worker_facts(client: Client, job_variable: str) -> dict[str, dict[str, str | None]]:
-    """Worker name -> what its process sees: its batch job, CUDA_VISIBLE_DEVICES, pids."""
+    """Worker name -> what its process sees: its batch job, CUDA_VISIBLE_DEVICES, pids.
+    A worker that goes away meanwhile (a job ending) is left out."""
 
     def facts() -> dict[str, str | None]:
         return {
@@ -65,7 +66,7 @@ def worker_facts(client: Client, job_variable: str) -> dict[str, dict[str, str |
             "nanny_pid": str(os.getppid()),
         }
 
-    by_address = client.run(facts)
+    by_address = client.run(facts, on_error="ignore")
     names = {a: str(w["name"]) for a, w in client.scheduler_info()["workers"].items()}
     return {names[a]: f for a, f in by_address.items() if a in names}
 
@@ -215,3 +216,36 @@ def nearest_shepherd(pid: int) -> int | None:
             if comm.read().strip() == "sge_shepherd":
                 return pid
     return None
+
+
+@pytest.mark.env("sge")
+def test_sge_nodes_with_gpus_book_the_complex_per_slot(tmp_path):
+    # gpus=1 on each of 2 nodes: "-l gpu=1 -pe djq_pe 2", which Grid Engine books once per
+    # slot: both GPUs of the host (a "-l gpu=2" here would ask for 4 and never run)
+    with dask.config.set(quick_polling("sge", "500ms", "2s")):
+        with (
+            SGECluster(
+                cores=1,
+                memory="500MB",
+                gpus=1,
+                nodes=2,
+                parallel_environment="djq_pe",
+                walltime="00:10:00",
+                job_name="nodes-gpus-sge",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            script = cluster.job_script()
+            assert "#$ -l gpu=1" in script and "#$ -pe djq_pe 2" in script
+            cluster.scale(jobs=1)
+            client.wait_for_workers(2, timeout=120)
+            facts = worker_facts(client, "JOB_ID")
+            # each node's one worker sees that node's device 0
+            assert [f["cuda"] for f in facts.values()] == ["0", "0"], facts
+            workers = client.scheduler_info()["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 1}, {"GPU": 1}]
+            host = run(["qstat", "-F", "gpu", "-q", "all.q"])
+            assert "hc:gpu=0" in host, host
+        assert wait_until(lambda: not sge_live_jobs("nodes-gpus-sge"), timeout=60)
