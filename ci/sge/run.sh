@@ -541,7 +541,7 @@ cmd_start() {
     wait_for "queue all.q@$HOST usable" "$TIMEOUT" queue_ok all.q
     probe_job
     gpu_probe_job
-    log "SGE ready (SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL, all.q $SLOTS slots, PE smp)"
+    log "SGE ready (SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL, all.q $SLOTS slots, PEs smp and $NODES_PE, complex gpu=$GPUS)"
 }
 
 no_jobs() { [[ -z "$(qstat -u '*' 2>/dev/null)" ]]; }
