@@ -131,7 +131,8 @@ class SGEJob(Job):
             "gpu_resource_name",
             "str",
             "The site's consumable complex counting GPUs, requested as ``-l <name>=<gpus>`` "
-            "with ``gpus``.",
+            "with ``gpus``; with ``nodes`` > 1 Grid Engine books it per slot, so ``-l <name>=1`` "
+            "and ``gpus`` must equal ``cores``.",
             default="gpu",
             check=WORD,
         ),
@@ -159,6 +160,12 @@ class SGEJob(Job):
                 f"nodes={self.nodes} needs parallel_environment=: the name of the site's "
                 "tightly integrated parallel environment (qrsh -inherit) giving cores slots "
                 "per host"
+            )
+        if self.nodes > 1 and self.gpus is not None and self.gpus != self.worker_cores:
+            raise ValueError(
+                f"gpus={self.gpus} with nodes={self.nodes} and cores={self.worker_cores}: Grid "
+                "Engine books the GPU complex per slot of a parallel job (cores slots per "
+                f"host), so gpus per node must equal cores; set cores={self.gpus}"
             )
         self._submit_cwd = Path.cwd()
 

@@ -484,6 +484,16 @@ def test_nodes_job_array_task_names_its_workers(tmp_path):
     assert sorted(out.read_text().splitlines()) == ["job-b-0", "job-b-1"], done.stderr
 
 
+def test_sge_gpus_with_nodes_ask_one_gpu_per_slot():
+    # the job is a parallel job of cores x nodes slots, and Grid Engine books a consumable
+    # per slot: -l gpu=2 -pe mpi 4 would ask for 8 GPUs
+    got = header(SGECluster, gpus=2, nodes=2, parallel_environment="mpi")
+    assert "#$ -l gpu=1" in got and "#$ -pe mpi 4" in got
+    assert "#$ -l gpu=2" in header(SGECluster, gpus=2)  # no PE: booked once
+    with pytest.raises(ValueError, match=r"gpus=1 with nodes=2 and cores=2: .*set cores=1"):
+        header(SGECluster, gpus=1, nodes=2, parallel_environment="mpi")
+
+
 def test_sge_nodes_need_a_parallel_environment():
     with pytest.raises(ValueError, match="nodes=2 needs parallel_environment="):
         SGECluster(cores=2, memory="2GB", nodes=2)

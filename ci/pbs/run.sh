@@ -24,7 +24,11 @@
 # Tunables (environment): PBS_TAG (v23.06.06), BUILD_DIR (/var/tmp/ci-pbs-build), PBS_NCPUS
 # (CPUs the node advertises, default 16: several multi-core test jobs at once), SCHED_ITERATION
 # (scheduler cycle in seconds, default 2), PBS_HOSTNAME (name PBS uses for itself),
-# PBS_TIMEOUT (seconds for each wait, default 90), FORCE_BUILD (1 = rebuild), JOBS (make -j).
+# PBS_TIMEOUT (seconds for each wait, default 90), FORCE_BUILD (1 = rebuild), JOBS (make -j),
+# PBS_NGPUS (fake GPUs the node advertises as the site resource ngpus, default 2).
+#   ci/pbs/run.sh gpus     (also part of start) add the ngpus resource to a running PBS:
+#                          additive and idempotent, no daemon is restarted (the scheduler is
+#                          sent SIGHUP to reread sched_config), then prove an ngpus job runs
 # OpenPBS is AGPL-3.0: a test dependency built and run on the CI machine, never part of our package.
 set -Eeuo pipefail
 trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
@@ -41,6 +45,7 @@ LOG_DIR=$BUILD_DIR/logs
 OPENPBS_GIT_URL=${OPENPBS_GIT_URL:-https://github.com/openpbs/openpbs.git}
 SCHED_ITERATION=${SCHED_ITERATION:-2}
 PBS_NCPUS=${PBS_NCPUS:-16}
+PBS_NGPUS=${PBS_NGPUS:-2}
 TIMEOUT=${PBS_TIMEOUT:-90}
 JOBS=${JOBS:-$(nproc)}
 HOSTS_MARK="# added for OpenPBS (ci/pbs/run.sh)"
@@ -256,7 +261,49 @@ cmd_start() {
     wait_for "$TIMEOUT" "node $name free" node_free "$name"
     log "PBS started in $(since "$start")s (server $name, $PBS_NCPUS CPUs)"
     probe_job
+    configure_gpus
+    gpu_probe_job
     log "PBS ready: use $PBS_EXEC/bin first on PATH (/usr/bin/qsub may be Grid Engine's)"
+}
+
+# ---------------------------------------------------------------------------- GPUs
+# OpenPBS has no GPU resource of its own: sites define "ngpus" (type long, flag nh: a
+# host-level consumable the server counts per vnode) and list it on the scheduler's
+# "resources:" line, else the scheduler ignores it and places a job over the GPUs a node has.
+# The node advertises PBS_NGPUS fake GPUs; without PBS's cgroups hook PBS sets no
+# CUDA_VISIBLE_DEVICES, so the job script numbers the devices itself (0..gpus-1).
+sched_conf() { echo $PBS_HOME/sched_priv/sched_config; }
+sched_knows_ngpus() { grep -Eq '^resources:.*[", ]ngpus[", ]' "$(sched_conf)"; }
+node_has_ngpus() {
+    $PBS_EXEC/bin/pbsnodes "$1" 2>/dev/null | grep -q "resources_available.ngpus = $PBS_NGPUS\$"
+}
+configure_gpus() {
+    local name start=$EPOCHREALTIME pid; name=$(pbs_name)
+    if ! $PBS_EXEC/bin/qmgr -c "list resource ngpus" >/dev/null 2>&1; then
+        qm "create resource ngpus type = long, flag = nh"; log "created resource ngpus (long, nh)"
+    fi
+    node_has_ngpus "$name" || qm "set node $name resources_available.ngpus = $PBS_NGPUS"
+    if ! sched_knows_ngpus; then
+        sed -i -E 's/^(resources: *"[^"]*)"/\1, ngpus"/' "$(sched_conf)"
+        sched_knows_ngpus || die "could not add ngpus to the resources: line of $(sched_conf)"
+        # SIGHUP: the scheduler rereads sched_config at its next cycle, jobs are untouched
+        pid=$(pid_of $PBS_HOME/sched_priv/sched.lock)
+        [[ -n $pid ]] && ps -p "$pid" -o args= | grep -q "$PBS_EXEC/sbin/pbs_sched" \
+            || die "pbs_sched is not running (pid file $PBS_HOME/sched_priv/sched.lock)"
+        kill -HUP "$pid"; log "added ngpus to sched_config resources, sent SIGHUP to pbs_sched $pid"
+    fi
+    wait_for 10 "node $name advertises ngpus = $PBS_NGPUS" node_has_ngpus "$name"
+    log "ngpus configured in $(since "$start")s"
+}
+gpu_probe_job() {
+    local id start=$EPOCHREALTIME
+    id=$(cd /var/tmp && echo 'true' | $PBS_EXEC/bin/qsub -N ci-gpu-probe -j oe -o /dev/null \
+         -l select=1:ncpus=1:ngpus=$PBS_NGPUS -l walltime=00:01:00)
+    wait_for 60 "ngpus probe job $id finished" probe_done "$id" \
+        || { $PBS_EXEC/bin/qstat -x -f "$id" >&2 || true; die "a job asking for ngpus=$PBS_NGPUS did not run"; }
+    $PBS_EXEC/bin/qstat -x -f "$id" | grep -q "Resource_List.ngpus = $PBS_NGPUS\$" \
+        || die "probe job $id did not keep its ngpus request"
+    log "ngpus probe: job $id with select=1:ncpus=1:ngpus=$PBS_NGPUS ran ($(since "$start")s)"
 }
 
 no_jobs() { [[ -z $($PBS_EXEC/bin/qselect 2>/dev/null) ]]; }
@@ -304,7 +351,8 @@ cmd_status() {
 case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
+    gpus) configure_gpus; gpu_probe_job ;;
     stop) cmd_stop ;;
     status) cmd_status || exit 1 ;;
-    *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|gpus|stop|status" >&2; exit 2 ;;
 esac

@@ -11,7 +11,10 @@
 #
 # No systemd is needed: the daemons are started directly and tracked by their PID files. Nothing
 # is found or stopped by process name, so another Grid Engine on the machine keeps running.
-# Tunables (environment): SGE_SLOTS (slots of all.q, default 8), SGE_TIMEOUT (seconds for
+#   ci/sge/run.sh gpus     (also part of start) add the gpu complex and the PE djq_pe to a
+#                          running cell: additive and idempotent, no daemon is restarted
+#
+# Tunables (environment): SGE_GPUS (fake GPUs of the exec host, default 2), SGE_SLOTS (slots of all.q, default 8), SGE_TIMEOUT (seconds for
 # every wait, default 60), SGE_ACCOUNTING_FLUSH (accounting_flush_time, default 00:00:00).
 # SGE_CI_CELL=NAME ([a-z0-9]{1,16}) runs a second, independent cluster beside the default one:
 # its own cell $SGE_ROOT/NAME, spool /var/lib/ci-sge/NAME, ports SGE_CI_PORT and the next one
@@ -45,6 +48,8 @@ COMMON="$SGE_ROOT/$SGE_CELL/common"
 QMASTER_PIDFILE="$SPOOL/qmaster/qmaster.pid"
 HOST="$(hostname)"
 SLOTS="${SGE_SLOTS:-8}"
+GPUS="${SGE_GPUS:-2}"
+[[ "$GPUS" =~ ^[0-9]+$ ]] || { echo "run.sh: SGE_GPUS must be a number" >&2; exit 2; }
 TIMEOUT="${SGE_TIMEOUT:-60}"
 ACCT_FLUSH="${SGE_ACCOUNTING_FLUSH:-00:00:00}"
 PACKAGES=(gridengine-master gridengine-exec gridengine-client)
@@ -365,7 +370,7 @@ configure_queue() {   # configure_queue NAME SLOTS [h_rt]
         qconf_template -aq "$q" "$f"
     fi
     cp "$f" "$f.orig"
-    set_params "$f" qname "$q" hostlist "$HOST" slots "$slots" pe_list smp \
+    set_params "$f" qname "$q" hostlist "$HOST" slots "$slots" pe_list "smp $NODES_PE" \
         load_thresholds NONE suspend_thresholds NONE shell /bin/bash \
         shell_start_mode posix_compliant h_rt "$hrt"
     if (( exists == 0 )); then
@@ -373,6 +378,103 @@ configure_queue() {   # configure_queue NAME SLOTS [h_rt]
     elif ! same "$f" "$f.orig"; then
         qc -Mq "$f"; log "modified queue $q (slots $slots, h_rt $hrt)"
     fi
+}
+
+# --------------------------------------------------------------------- GPUs and nodes
+# Grid Engine has no GPU resource of its own: sites count GPUs with an integer consumable
+# complex (here "gpu", requestable, consumable, default 0) and give each exec host its number
+# in complex_values. The exec host gets GPUS fake GPUs; SGE sets no CUDA_VISIBLE_DEVICES, so the
+# job script numbers the devices itself (0..gpus-1).
+configure_gpu_complex() {
+    local f="$WORK/complexes"
+    if ! qconf -sc | awk '$1 == "gpu" {found = 1} END {exit !found}'; then
+        qconf -sc > "$f"
+        echo "gpu gpu INT <= YES YES 0 0" >> "$f"
+        qc -Mc "$f"; log "added consumable complex gpu (INT, default 0)"
+    fi
+    if ! qconf -se "$HOST" | grep -Eq "complex_values.*([ ,])gpu=$GPUS(,| |\$)"; then
+        # -mattr changes this one entry of the host's complex_values, keeping the others
+        qc -mattr exechost complex_values "gpu=$GPUS" "$HOST"; log "exec host $HOST: complex_values gpu=$GPUS"
+    fi
+}
+
+# nodes= jobs: a tightly integrated parallel environment (control_slaves TRUE: the job starts
+# its tasks with `qrsh -inherit HOST`, which the execd runs, accounts and kills with the job;
+# job_is_first_task FALSE: the job script itself takes no slot, each qrsh -inherit task does).
+# This bed has ONE exec host, and $PE_HOSTFILE lists each host once with its slot count
+# ("vm 2 all.q@vm UNDEFINED"), so a job of 2 "nodes" would see one host and stop. The PE's
+# start_proc_args (run before the job script, as its owner) rewrites $PE_HOSTFILE to one line
+# per slot, so each slot stands for a host: the library's launcher (read the host list, one
+# `qrsh -inherit` per host) then runs unchanged, and the execd still allows at most one task
+# per granted slot. Only the bed does this; a site's PE lists real hosts.
+NODES_PE=djq_pe
+configure_nodes_pe() {
+    local script="$COMMON/djq_pe_slots_as_hosts.sh" f="$WORK/$NODES_PE"
+    cat > "$WORK/pe_start.sh" <<'EOF'
+#!/bin/sh
+# start_proc_args of the CI parallel environment djq_pe (ci/sge/run.sh): on this one-host test
+# bed, list each slot of $PE_HOSTFILE as a host line of its own ("host 1 queue processors")
+awk '{for (i = 0; i < $2; i++) print $1, 1, $3, $4}' "$1" > "$1.djq" && mv "$1.djq" "$1"
+EOF
+    if ! cmp -s "$WORK/pe_start.sh" "$script"; then
+        install -m 755 "$WORK/pe_start.sh" "$script"; log "wrote $script"
+    fi
+    if qconf -sp "$NODES_PE" > "$f" 2>/dev/null; then cp "$f" "$f.orig"; else
+        printf 'pe_name %s\n' "$NODES_PE" > "$f"; : > "$f.orig"
+        cat >> "$f" <<'EOF'
+user_lists NONE
+xuser_lists NONE
+stop_proc_args NONE
+urgency_slots min
+accounting_summary FALSE
+qsort_args NONE
+EOF
+    fi
+    # shellcheck disable=SC2016  # $pe_hostfile is expanded by Grid Engine
+    set_params "$f" slots 999 start_proc_args "$script \$pe_hostfile" allocation_rule '$fill_up' \
+        control_slaves TRUE job_is_first_task FALSE
+    if [[ ! -s "$f.orig" ]]; then
+        qc -Ap "$f"; log "added PE $NODES_PE (control_slaves TRUE, job_is_first_task FALSE)"
+    elif ! same "$f" "$f.orig"; then
+        qc -Mp "$f"; log "modified PE $NODES_PE"
+    fi
+}
+# a running cell: attach the PE to the queues without rewriting them (start's configure_queue
+# writes the whole pe_list)
+attach_nodes_pe() {
+    local q
+    for q in all.q short.q; do
+        qconf -sq "$q" >/dev/null 2>&1 || continue
+        if ! qconf -sq "$q" | awk -v pe="$NODES_PE" '$1 == "pe_list" {for (i = 2; i <= NF; i++) if ($i == pe) found = 1} END {exit !found}'; then
+            qc -aattr queue pe_list "$NODES_PE" "$q"; log "attached PE $NODES_PE to $q"
+        fi
+    done
+}
+
+gpu_probe_done() { grep -q "^gpu-probe" "$1" 2>/dev/null; }
+# two jobs: a consumable of consumable YES is counted per slot, so "-l gpu=2 -pe djq_pe 2"
+# would ask for 4 GPUs
+gpu_probe_job() {
+    local out="$WORK/gpu-probe.out" script="$WORK/gpu-probe.sh" id start
+    rm -f "$out" "$out.pe"
+    cat > "$script" <<'EOF'
+#!/bin/bash
+if [[ -n ${PE_HOSTFILE:-} ]]; then
+  mapfile -t hosts < <(awk '{print $1}' "$PE_HOSTFILE")
+  echo "gpu-probe ${#hosts[@]} $(qrsh -inherit -nostdin "${hosts[1]}" echo inherit-ok)"
+else
+  echo "gpu-probe ok"
+fi
+EOF
+    start="$EPOCHREALTIME"
+    id="$(qsub -terse -N ci-gpu-probe -j y -o "$out" -l "gpu=$GPUS" "$script")"
+    wait_for "gpu probe job $id ran" "$TIMEOUT" gpu_probe_done "$out" \
+        || { qstat -j "$id" >&2 || true; die "a job asking for gpu=$GPUS did not run"; }
+    id="$(qsub -terse -N ci-pe-probe -j y -o "$out.pe" -pe "$NODES_PE" 2 "$script")"
+    wait_for "PE probe job $id ran" "$TIMEOUT" gpu_probe_done "$out.pe" \
+        || { qstat -j "$id" >&2 || true; die "a job asking for -pe $NODES_PE 2 did not run"; }
+    grep -qx "gpu-probe 2 inherit-ok" "$out.pe" || die "PE probe printed: $(cat "$out.pe")"
+    log "probes: -l gpu=$GPUS ran; -pe $NODES_PE 2 saw two host lines and qrsh -inherit ran ($(since "$start")s)"
 }
 
 exec_host_known() { qconf -sel 2>/dev/null | grep -qx "$HOST"; }
@@ -430,13 +532,16 @@ cmd_start() {
     configure_hosts
     start_execd
     configure_pe
+    configure_nodes_pe
+    configure_gpu_complex
     configure_queue all.q "$SLOTS"
     configure_queue short.q 2 0:10:0
     # a queue that is in error state from an earlier failure is cleared
     qmod -c '*' >/dev/null 2>&1 || true
     wait_for "queue all.q@$HOST usable" "$TIMEOUT" queue_ok all.q
     probe_job
-    log "SGE ready (SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL, all.q $SLOTS slots, PE smp)"
+    gpu_probe_job
+    log "SGE ready (SGE_ROOT=$SGE_ROOT SGE_CELL=$SGE_CELL, all.q $SLOTS slots, PEs smp and $NODES_PE, complex gpu=$GPUS)"
 }
 
 no_jobs() { [[ -z "$(qstat -u '*' 2>/dev/null)" ]]; }
@@ -502,6 +607,8 @@ cmd_status() {
 case "${1:-}" in
     start) cmd_start ;;
     install) mkdir -p "$WORK"; chmod 755 "$WORK"; install_packages ;;
+    gpus) mkdir -p "$WORK"; chmod 755 "$WORK"
+          configure_nodes_pe; configure_gpu_complex; attach_nodes_pe; gpu_probe_job ;;
     stop) cmd_stop ;;
     status) STATUS_RC=1; cmd_status; exit "$STATUS_RC" ;;
     pids) if qmaster_running; then echo "sge_qmaster $(qmaster_pid)"; fi
@@ -509,5 +616,5 @@ case "${1:-}" in
     env) printf 'export SGE_ROOT=%q SGE_CELL=%q' "$SGE_ROOT" "$SGE_CELL"
          [[ -z "$CELL_NAME" ]] || printf ' SGE_QMASTER_PORT=%q SGE_EXECD_PORT=%q' "$SGE_QMASTER_PORT" "$SGE_EXECD_PORT"
          echo ;;
-    *) echo "usage: $0 start|stop|status|env|pids|install" >&2; exit 2 ;;
+    *) echo "usage: $0 start|gpus|stop|status|env|pids|install" >&2; exit 2 ;;
 esac

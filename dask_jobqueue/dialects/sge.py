@@ -472,8 +472,14 @@ def sge_log_path(directory: str) -> str:
 
 #: The ``#$`` lines of a job script.
 def _gpu_request(job: Any) -> str | None:
-    # a consumable complex of the site's choosing (gpu_resource_name), e.g. -l gpu=2
-    return None if job.gpus is None else f"{job.gpu_resource_name}={job.gpus}"
+    # a consumable complex of the site's choosing (gpu_resource_name), e.g. -l gpu=2. A job of
+    # several nodes is a parallel job, for which Grid Engine books a consumable once per slot
+    # (recorded on 8.1.9: -l gpu=1 -pe pe 2 took 2): gpus per node over the cores slots of each
+    # host (SGEJob requires gpus == cores there)
+    if job.gpus is None:
+        return None
+    per_slot = job.gpus // job.worker_cores if job.nodes > 1 else job.gpus
+    return f"{job.gpu_resource_name}={per_slot}"
 
 
 HEADER = HeaderTable(
