@@ -913,7 +913,8 @@ class JobQueueCluster(ParametersDocumented, DetachedClusterMixin, SpecCluster):
         records = [*tracker.ended, *tracker.live]
         for pool in self.pools.values():
             records += pool.jobs
-        return JobTable(records)
+        # scheduler_in_job: a line about the scheduler's own job, and when its walltime ends
+        return JobTable(records, note=self._scheduler_note())
 
     def _refresh_connected(self) -> bool:
         return self._supervisor.poller.refresh_connected()

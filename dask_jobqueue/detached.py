@@ -464,9 +464,16 @@ class DetachedControl:
         if self._task is None:
             self._task = asyncio.ensure_future(self._heartbeat(live_jobs))
 
+    @property
+    def ends_at(self) -> float | None:
+        """When the scheduler's job reaches its walltime (seconds since the epoch), if known."""
+        value = self.state.get("ends_at")
+        return float(value) if value is not None else None
+
     async def _heartbeat(self, live_jobs: Callable[[], dict[str, str]]) -> None:
         from .scheduler_job import HEARTBEAT_INTERVAL
 
+        warned = False
         while self.lost is None:
             try:
                 await self.sync(live_jobs())
@@ -474,6 +481,11 @@ class DetachedControl:
                 raise
             except (OSError, asyncio.TimeoutError) as exc:
                 logger.warning("Could not renew the lease of cluster %r: %s", self.name, exc)
+            if not warned:
+                message = walltime_warning(self.name, self.ends_at, time.time())
+                if message is not None:
+                    logger.warning("%s", message)
+                    warned = True
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def sync(self, jobs: dict[str, str]) -> None:
@@ -513,6 +525,25 @@ class DetachedControl:
         if self._comm is not None:
             await self._comm.close_rpc()
             self._comm = None
+
+
+#: How long before the scheduler's job reaches its walltime the owner is warned (seconds).
+WALLTIME_WARNING = 600.0
+
+
+def walltime_warning(name: str, ends_at: float | None, now: float) -> str | None:
+    """The warning to give when the scheduler's job of cluster ``name`` reaches its walltime
+    within :data:`WALLTIME_WARNING` seconds of ``now`` (None: not yet, or no limit known)."""
+    if ends_at is None or ends_at - now > WALLTIME_WARNING:
+        return None
+    left = max(0.0, ends_at - now)
+    when = time.strftime("%H:%M:%S", time.localtime(ends_at))
+    return (
+        f"Cluster {name!r}: the scheduler's job reaches its walltime at {when} (in "
+        f"{left / 60:.0f} min). The scheduler cannot move to another job: it ends then, with "
+        "its task state, the workers' data and every worker. Save what you need; start a new "
+        "cluster for the work after that (a longer scheduler_walltime next time)."
+    )
 
 
 def _recent(path: Path, seconds: float = 60.0) -> bool:

@@ -40,6 +40,7 @@ from .detached import (
     wait_for_scheduler_file,
 )
 from .job import PLACEHOLDER_SCHEDULER, Job
+from .walltime import keyword_walltime
 
 if TYPE_CHECKING:
     from .cluster import JobQueueCluster, PoolOf
@@ -263,8 +264,25 @@ class DetachedClusterMixin:
                 )
         except ValueError as exc:
             raise ValueError(f"The scheduler's job (scheduler_* keywords): {exc}") from None
+        seconds = keyword_walltime(job)
+        if seconds is not None:
+            tokens += ["--walltime", f"{seconds:g}"]  # the scheduler reports when it ends
         job.scheduler_tokens = tokens  # type: ignore[attr-defined]
         return job
+
+    def _scheduler_note(self) -> str | None:
+        """A line about the scheduler's own job for ``cluster.jobs`` (its id, and when its
+        walltime ends), or None without a scheduler job."""
+        detached = self._detached
+        if detached is None or detached.record is None:
+            return None
+        job_id = detached.record.scheduler_job_id
+        text = f"Scheduler: job {job_id}" if job_id else "Scheduler: a process of its own"
+        ends_at = detached.ends_at
+        if ends_at is None:
+            return f"{text}, no walltime known"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ends_at))
+        return f"{text}, its walltime ends at {when} (the scheduler and every worker end then)"
 
     def _name_hint(self) -> str:
         detached = self._detached

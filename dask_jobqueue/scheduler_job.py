@@ -67,6 +67,9 @@ class Lease:
     jobs: dict[str, str] = field(default_factory=dict)
     #: Batch job id of the scheduler's own job (``""``: not known).
     scheduler_job_id: str = ""
+    #: When the scheduler's job reaches its walltime (seconds since the epoch; None: no limit
+    #: known). The scheduler and every worker end then.
+    ends_at: float | None = None
     _renewed: float | None = None
     _started: float = 0.0
 
@@ -135,6 +138,7 @@ class Lease:
             "owner_alive": self.owner_alive(),
             "jobs": dict(self.jobs),
             "scheduler_job_id": self.scheduler_job_id,
+            "ends_at": self.ends_at,
         }
 
 
@@ -183,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster-id", required=True)
     parser.add_argument("--keep-alive", type=float, required=True, help="seconds")
     parser.add_argument("--start-grace", type=float, default=600.0, help="seconds")
+    parser.add_argument(
+        "--walltime", type=float, default=None, help="seconds this job may run (for ends_at)"
+    )
     parser.add_argument("--protocol", default=None)
     parser.add_argument("--host", default=None)
     parser.add_argument("--interface", default=None)
@@ -208,6 +215,8 @@ async def _run(args: argparse.Namespace) -> int:
         )
     lease = Lease(args.cluster_id, args.keep_alive, start_grace=args.start_grace)
     lease.scheduler_job_id = _own_job_id()
+    if args.walltime:
+        lease.ends_at = time.time() + args.walltime
     options: dict[str, Any] = {"port": args.port, "dashboard_address": args.dashboard_address}
     for key in ("protocol", "host", "interface"):
         if getattr(args, key):

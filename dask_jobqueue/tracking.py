@@ -217,10 +217,15 @@ _POOL_COLUMNS = ("pool", *_COLUMNS)
 
 
 class JobTable(list):
-    """A list of :class:`JobRecord` that prints as a table (text, HTML or a DataFrame)."""
+    """A list of :class:`JobRecord` that prints as a table (text, HTML or a DataFrame).
 
-    def __init__(self, records: Iterable[JobRecord] = ()):
+    ``note``: a line printed above the table, about what is not a worker job (the scheduler's
+    own job of a ``scheduler_in_job`` cluster, and when its walltime ends).
+    """
+
+    def __init__(self, records: Iterable[JobRecord] = (), note: str | None = None):
         super().__init__(records)
+        self.note = note
 
     def _rows(self, records: Iterable[JobRecord] | None = None) -> list[dict[str, str]]:
         now = time.time()
@@ -263,14 +268,15 @@ class JobTable(list):
 
     def __repr__(self) -> str:
         rows = self._rows()
+        note = [self.note] if self.note else []
         if not rows:
-            return "JobTable(no jobs)"
+            return "\n".join([*note, "JobTable(no jobs)"])
         columns = self._columns()
         widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
         lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip()]
         for row in rows:
             lines.append("  ".join(row[c].ljust(widths[c]) for c in columns).rstrip())
-        return "\n".join(lines)
+        return "\n".join([*note, *lines])
 
     __str__ = __repr__
 
@@ -301,11 +307,13 @@ class JobTable(list):
                 f"<tr><td colspan='{len(columns)}'>... and {more} more "
                 f"(<code>cluster.jobs</code> lists every job)</td></tr>"
             )
-            return (
-                f"<p>{html.escape(self.summary())}</p><table class='dask-jobqueue-jobs'>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            )
-        return f"<table class='dask-jobqueue-jobs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        if len(self) > HTML_ROWS:
+            note += f"<p>{html.escape(self.summary())}</p>"
+        return (
+            f"{note}<table class='dask-jobqueue-jobs'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
 
     def to_dataframe(self):
         """Return the table as a ``pandas.DataFrame`` (pandas must be installed)."""

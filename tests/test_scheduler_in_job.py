@@ -404,3 +404,46 @@ def test_attach_over_tls_with_the_credentials_of_the_record(tmp_path):
         cluster.close()
     wait_until(lambda: not tagged(cluster_id), timeout=15)
     assert not (root / "t").exists()
+
+
+# ---------------------------------------------------------------------------- its walltime
+
+
+def test_walltime_warning_comes_within_ten_minutes_of_the_end_and_says_what_ends():
+    from dask_jobqueue.detached import WALLTIME_WARNING, walltime_warning
+
+    assert walltime_warning("a", None, 1000.0) is None  # no limit known
+    assert walltime_warning("a", 1000.0 + WALLTIME_WARNING + 1, 1000.0) is None
+    message = walltime_warning("a", 1000.0 + 300, 1000.0)
+    assert message is not None
+    assert "Cluster 'a': the scheduler's job reaches its walltime" in message
+    assert "(in 5 min)" in message and "cannot move to another job" in message
+    assert "(in 0 min)" in str(walltime_warning("a", 990.0, 1000.0))  # already past: now
+
+
+def test_lease_reports_when_the_scheduler_job_ends():
+    lease = Lease("c1", keep_alive=60)
+    assert lease.state()["ends_at"] is None
+    lease.ends_at = 1234.5
+    assert lease.state()["ends_at"] == 1234.5
+
+
+def test_jobs_say_when_the_schedulers_walltime_ends_and_the_owner_is_warned(tmp_path, caplog):
+    root = tmp_path / "records"
+    with caplog.at_level("WARNING", logger="dask_jobqueue.detached"):
+        with LocalCluster(**KWARGS, walltime="00:05:00", record_directory=str(root)) as cluster:
+            started = time.time()
+            note = cluster.jobs.note
+            assert note is not None and note.startswith("Scheduler: job ")
+            assert "its walltime ends at" in note
+            ends = time.mktime(time.strptime(note.split("ends at ")[1][:19], "%Y-%m-%d %H:%M:%S"))
+            assert 280 <= ends - started <= 305  # 5 minutes after the scheduler started
+            assert repr(cluster.jobs).splitlines()[0] == note
+            assert note in cluster.jobs._repr_html_()
+            # 5 minutes is within the warning's 10: the owner is warned at once, and once
+            assert wait_until(lambda: "reaches its walltime" in caplog.text, timeout=15)
+            time.sleep(2.5)  # a heartbeat later: still a single warning
+            assert caplog.text.count("reaches its walltime") == 1
+    without = LocalCluster(cores=1, memory="2GB", scheduler_options={"dashboard_address": None})
+    with without:
+        assert without.jobs.note is None
