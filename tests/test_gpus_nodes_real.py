@@ -130,20 +130,25 @@ def test_mem_per_gpu_writes_mem_per_gpu_and_no_mem(slurm_multi, tmp_path):
         assert wait_until(lambda: not squeue("gpus-mem"), timeout=60)
 
 
+def three_node_cluster(job_name: str, tmp_path) -> SLURMCluster:
+    """A cluster of jobs over the three nodes n1..n3, one worker per node."""
+    return SLURMCluster(
+        cores=1,
+        memory="500MB",
+        processes=1,
+        nodes=3,
+        queue="cpu",
+        walltime="00:10:00",
+        job_name=job_name,
+        log_directory=str(tmp_path),
+        scheduler_options=NO_DASHBOARD,
+    )
+
+
 def test_nodes_three_one_job_three_workers_retired_together(slurm_multi, tmp_path):
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=1,
-                memory="500MB",
-                processes=1,
-                nodes=3,
-                queue="cpu",
-                walltime="00:10:00",
-                job_name="nodes-three",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            three_node_cluster("nodes-three", tmp_path) as cluster,
             Client(cluster) as client,
         ):
             cluster.scale(jobs=1)
@@ -166,17 +171,7 @@ def test_nodes_three_one_job_three_workers_retired_together(slurm_multi, tmp_pat
 def test_nodes_a_lost_node_ends_and_replaces_the_job(slurm_multi, tmp_path):
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=1,
-                memory="500MB",
-                processes=1,
-                nodes=3,
-                queue="cpu",
-                walltime="00:10:00",
-                job_name="nodes-lost",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            three_node_cluster("nodes-lost", tmp_path) as cluster,
             Client(cluster) as client,
         ):
             cluster.scale(jobs=1)
@@ -235,36 +230,3 @@ def test_nodes_launcher_failing_always_is_explained_and_bounded(slurm_multi, tmp
             assert "srun: error: fake launcher failure" in message
             assert cluster.command_counts["submit"] == 2
         assert wait_until(lambda: not squeue("nodes-fail"), timeout=60)
-
-
-def test_gpu_pool_with_gpus_grows_for_gpu_tasks_only(slurm_multi, tmp_path):
-    """A pool of ``gpus=1`` jobs advertises GPU=1 by itself: GPU tasks grow it, never the
-    CPU cluster, and see one device each."""
-    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
-        with (
-            SLURMCluster(
-                cores=1,
-                memory="500MB",
-                queue="cpu",
-                walltime="00:10:00",
-                job_name="gpool-cpu",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            gpu = cluster.add_pool("gpu", queue="gpu", gpus=1, job_name="gpool-gpu")
-            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms")
-            futures = [
-                client.submit(
-                    lambda i: os.environ["CUDA_VISIBLE_DEVICES"],
-                    i,
-                    resources={"GPU": 1},
-                    pure=False,
-                )
-                for i in range(4)
-            ]
-            assert set(client.gather(futures)) <= {"0", "1"}
-            assert cluster.command_counts.get("submit", 0) == 0
-            assert 1 <= gpu.command_counts["submit"] <= 2
-        assert wait_until(lambda: not squeue("gpool-cpu") and not squeue("gpool-gpu"), 60)
