@@ -106,8 +106,12 @@ def task_dying_before_connect(system: ArraySystem, log_directory: Path) -> JobRe
             assert "no such module: foo" in failed[0].error
             assert failed[0].job_id in failed[0].error
             assert failed[0].exit_code == 3
-            # the first two were tasks of one array
-            assert len(list(cluster.jobs)) > cluster.command_counts["submit"]
+            # The first two were tasks of one array: more jobs than submissions. A submission
+            # is counted when its command starts and its jobs are listed when it returns, so
+            # a replacement in flight is waited for (jobs are read first: never an early yes).
+            assert wait_until(
+                lambda: len(list(cluster.jobs)) > cluster.command_counts["submit"], 30
+            ), (list(cluster.jobs), cluster.command_counts)
             ids = {r.job_id for r in cluster.jobs}
     assert wait_until(lambda: not ids & system.listed(), system.timeout)
     return failed[0]
