@@ -162,6 +162,12 @@ def render_header(job: Any, table: HeaderTable, prefix: str) -> str:
     return "\n".join(lines)
 
 
+#: Most job ids one status command names. Linux refuses a single argument over 128 KiB and
+#: a command line over about 2 MiB: 5,000 ids of up to 20 characters stay under 110 KB, and
+#: 50,000 single jobs take 10 commands.
+STATUS_MAX_IDS = 5000
+
+
 @dataclass(frozen=True)
 class StatusStep:
     """One status command of a poll, as a dialect declares it.
@@ -207,6 +213,9 @@ class StatusStep:
     when : callable, optional
         ``when(facts, fell_back)``: run this step only if it returns True; ``fell_back`` tells
         whether the previous step fell back.
+    max_ids : int, optional
+        Most ids one command of this step names; more are asked in several commands, one
+        after the other (``None``: the command names no ids, e.g. it lists the user's jobs).
     """
 
     name: str
@@ -221,6 +230,7 @@ class StatusStep:
     usable_failure: Callable[[CommandError], bool] | None = None
     fallback: Callable[[Exception, dict], bool] | None = None
     when: Callable[[dict, bool], bool] | None = None
+    max_ids: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._values import check_text
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -399,13 +400,14 @@ DIALECT = Dialect(
     header_table=HEADER,
     job_id_regexp=r"^\d+ job\(s\) submitted to cluster (?P<job_id>\d+)\.\s*$",
     status_steps=(
-        StatusStep("condor_q", condor_q_argv, parse_condor_step),
+        StatusStep("condor_q", condor_q_argv, parse_condor_step, max_ids=STATUS_MAX_IDS),
         StatusStep(
             "condor_history",
             condor_history_argv,
             parse_condor_step,
             select=missing_ids,
             required=False,
+            max_ids=STATUS_MAX_IDS,
         ),
     ),
     # condor_rm of a job that left the queue meanwhile

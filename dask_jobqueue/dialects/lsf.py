@@ -17,6 +17,7 @@ from typing import Any
 from .._shell import CommandError
 from .._values import directive_value
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -444,6 +445,7 @@ DIALECT = Dialect(
             usable_failure=bjobs_failure_is_usable,
             fallback=learn_no_json,
             when=lambda facts, fell_back: facts.get("lsf_json", True),
+            max_ids=STATUS_MAX_IDS,
         ),
         StatusStep(
             "bjobs -o",
@@ -451,6 +453,7 @@ DIALECT = Dialect(
             parse_bjobs_step,
             usable_failure=bjobs_failure_is_usable,
             when=lambda facts, fell_back: fell_back or not facts.get("lsf_json", True),
+            max_ids=STATUS_MAX_IDS,
         ),
     ),
     # bkill of a job that ended meanwhile: "Job has already finished", "No matching job found"

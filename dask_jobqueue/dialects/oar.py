@@ -16,6 +16,7 @@ from typing import Any
 
 from .._values import MIB
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -267,7 +268,11 @@ DIALECT = Dialect(
     directive_prefix="#OAR",
     header_table=HEADER,
     job_id_regexp=r"^OAR_JOB_ID=(?P<job_id>\d+)\s*$",
-    status_steps=(StatusStep("oarstat", oarstat_argv, simple_parser(parse_oarstat_json)),),
+    status_steps=(
+        StatusStep(
+            "oarstat", oarstat_argv, simple_parser(parse_oarstat_json), max_ids=STATUS_MAX_IDS
+        ),
+    ),
     # oardel of a job that ended meanwhile: "Cannot frag 17 ; This job was already killed."
     # (an id that no longer exists: "... You are not the right user.")
     cancel_gone_pattern=re.compile(r"already killed|not the right user"),

@@ -34,6 +34,7 @@ from typing import Any
 from .._shell import CommandError
 from .._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -774,6 +775,7 @@ PBS_PRO = Dialect(
             parse_qstat_json_step,
             usable_failure=qstat_failure_is_usable,
             fallback=text_this_poll,
+            max_ids=STATUS_MAX_IDS,
         ),
         StatusStep(
             "qstat -f",
@@ -781,6 +783,7 @@ PBS_PRO = Dialect(
             parse_qstat_text_step,
             usable_failure=qstat_failure_is_usable,
             when=lambda facts, fell_back: fell_back,
+            max_ids=STATUS_MAX_IDS,
         ),
     ),
     # qdel of a job that ended meanwhile: "Unknown Job Id", "Job has finished"; of a subjob
@@ -815,6 +818,7 @@ TORQUE = replace(
             torque_qstat_argv,
             parse_qstat_text_step,
             usable_failure=qstat_failure_is_usable,
+            max_ids=STATUS_MAX_IDS,
         ),
     ),
     array_support=TORQUE_ARRAYS,

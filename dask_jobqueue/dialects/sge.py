@@ -30,6 +30,7 @@ from typing import Any
 
 from .._values import directive_value
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -520,7 +521,12 @@ DIALECT = Dialect(
     status_steps=(
         StatusStep("qstat -xml", qstat_argv, parse_qstat_step),
         StatusStep(
-            "qstat -xml -j", qstat_j_argv, parse_qstat_j_step, select=waiting_ids, required=False
+            "qstat -xml -j",
+            qstat_j_argv,
+            parse_qstat_j_step,
+            select=waiting_ids,
+            required=False,
+            max_ids=STATUS_MAX_IDS,
         ),
         # qacct reads the whole accounting file: at most every 5 s per vanished job, one
         # command per array, and one listing for all when more than a few would run

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._values import GIB, KIB, MIB, ceil_to_unit, directive_value
 from ..dialect import (
+    STATUS_MAX_IDS,
     ArraySupport,
     Dialect,
     Directive,
@@ -396,6 +397,7 @@ DIALECT = Dialect(
             # with a single id squeue fails once that job is purged (after MinJobAge); with
             # several it silently omits purged ones: either way, accounting is asked next
             usable_failure=lambda exc: "Invalid job id" in exc.stderr,
+            max_ids=STATUS_MAX_IDS,
         ),
         StatusStep(
             "sacct",
@@ -403,6 +405,7 @@ DIALECT = Dialect(
             simple_parser(parse_sacct_final),
             select=missing_ids,
             required=False,
+            max_ids=STATUS_MAX_IDS,
         ),
     ),
     cancel_gone_pattern=re.compile(r"already completing or completed|Invalid job id"),

@@ -103,6 +103,12 @@ class StatusQuery:
     ) -> Mapping[str, JobStatus]:
         """Run ``step`` for ``ids`` (its own command line unless ``argv``) and parse it."""
         ctx = self.context
+        if argv is None and step.max_ids is not None and len(ids) > step.max_ids:
+            merged: dict[str, JobStatus] = {}
+            for start in range(0, len(ids), step.max_ids):
+                chunk = ids[start : start + step.max_ids]
+                merged.update(await self._run_step(step, chunk, known, denied=denied))
+            return merged
         if argv is None:
             argv = step.argv(ctx.template, ids, ctx.facts)
         if argv is None:
