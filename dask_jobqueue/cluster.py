@@ -16,17 +16,15 @@ import dataclasses
 import html
 import logging
 import math
-import re
 import sys
 import time
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
-from distributed.core import Status, rpc
+from distributed.core import Status
 from distributed.deploy.adaptive import Adaptive
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
@@ -50,7 +48,7 @@ from .options import (
     resolve_engine_settings,
     resolve_options,
 )
-from .pools import PoolShape, worker_resources
+from .pools_cluster import PoolOf, PoolsMixin
 from .supervisor import LOOP_CHUNK, JobSupervisor
 from .tls import prepare_security, remove_files, scheduler_spec
 from .tracking import JobState, JobTable
@@ -65,43 +63,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["JobQueueCluster", "attach"]
 
 
-@dataclass(frozen=True)
-class PoolOf:
-    """What makes a cluster a pool: the cluster whose scheduler it shares, and its name."""
-
-    cluster: JobQueueCluster
-    name: str
-
-
-#: A pool's name: it becomes part of its job and worker names (and of batch job names).
-_POOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-
-#: Cluster keywords a pool cannot have: it shares its cluster's scheduler (and its loop).
-_SHARED_WITH_POOLS = (
-    "security",
-    "scheduler_options",
-    "scheduler_cls",
-    "protocol",
-    "shared_temp_directory",
-    "dashboard_address",
-    "host",
-    "loop",
-    "asynchronous",
-    "silence_logs",
-    "name",
-    "pools",
-    "scheduler_in_job",
-    "cluster_name",
-    "keep_alive",
-    "scheduler_cores",
-    "scheduler_memory",
-    "scheduler_walltime",
-    "scheduler_queue",
-    "record_directory",
-)
-
-
-class JobQueueCluster(ParametersDocumented, DetachedClusterMixin, SpecCluster):
+class JobQueueCluster(ParametersDocumented, PoolsMixin, DetachedClusterMixin, SpecCluster):
     """A Dask cluster whose workers run in batch jobs.
 
     Every keyword is resolved as: the keyword, then ``jobqueue.<config_name>.<key>`` in the
@@ -414,30 +376,6 @@ class JobQueueCluster(ParametersDocumented, DetachedClusterMixin, SpecCluster):
             detached.remove_directory()
         if self._pool_of is not None:
             self._pool_of.cluster.pools.pop(self._pool_of.name, None)
-
-    async def _start_as_pool(self, parent: JobQueueCluster) -> None:
-        """Start on the running scheduler of ``parent``.
-
-        Not ``SpecCluster._start``: a scheduler sends worker events to one subscriber (its
-        ``worker-status`` plugin); a second subscription would take the cluster's. The pool
-        reads the cluster's ``scheduler_info`` instead, kept current by that subscription,
-        and leaves the scheduler's cluster metadata to the cluster.
-        """
-        if self.status == Status.running:
-            return
-        if parent.scheduler is None or parent.status != Status.running:
-            raise RuntimeError(
-                f"Pool {self.name!r}: its cluster is {parent.status.name}; start the cluster "
-                "before its pools"
-            )
-        self._lock = asyncio.Lock()
-        self.scheduler = parent.scheduler
-        self.scheduler_comm = rpc(
-            getattr(self.scheduler, "external_address", None) or self.scheduler.address,
-            connection_args=self.security.get_connection_args("client"),
-        )
-        self.scheduler_info = parent.scheduler_info
-        self.status = Status.running
 
     async def _retire_everything(self, timeout: float = 10.0) -> None:
         """Retire every worker and cancel every job while the scheduler still runs.
@@ -807,100 +745,6 @@ class JobQueueCluster(ParametersDocumented, DetachedClusterMixin, SpecCluster):
         if previous_error is not None:
             raise previous_error
         return adaptive
-
-    # ------------------------------------------------------------------ pools
-
-    def add_pool(
-        self, name: str, cluster_cls: type[JobQueueCluster] | None = None, **job_kwargs: Any
-    ) -> JobQueueCluster:
-        """Add a pool: another kind of job whose workers join this cluster's scheduler.
-
-        A pool is a cluster of its own (its own jobs, ``scale``, ``adapt``, ``jobs``) that
-        shares this cluster's Dask scheduler, security and event loop. Its keywords override
-        this cluster's job keywords (e.g. ``queue="gpu"``); with ``cluster_cls`` of another
-        batch system it inherits none of them. Closing the cluster closes its pools first.
-
-        Parameters
-        ----------
-        name : str
-            The pool's name: a letter, then letters, digits or ``_`` (at most 32). It becomes
-            part of the pool's job names (``<cluster>-<name>-<n>``) and, unless ``job_name``
-            is given, of its batch job names.
-        cluster_cls : type, optional
-            The pool's cluster class; default: this cluster's.
-        **job_kwargs
-            Job keywords of the pool (and ``n_workers``, ``interface``, ``config_name``).
-
-        Returns
-        -------
-        JobQueueCluster
-            The pool, also in ``cluster.pools[name]``.
-        """
-        if self._pool_of is not None:
-            raise ValueError(
-                f"add_pool({name!r}): {self._pool_of.name!r} is a pool; add pools to its "
-                "cluster instead"
-            )
-        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
-            raise ValueError(
-                f"add_pool(name={name!r}): a pool's name is a letter, then letters, digits "
-                "or '_' (at most 32 characters)"
-            )
-        if name in self.pools:
-            raise ValueError(f"add_pool({name!r}): this cluster has a pool named {name!r} already")
-        if self.status in (Status.closing, Status.closed):
-            raise ValueError(f"add_pool({name!r}): the cluster is {self.status.name}")
-        cls = type(self) if cluster_cls is None else cluster_cls
-        if not (isinstance(cls, type) and issubclass(cls, JobQueueCluster)):
-            raise ValueError(
-                f"add_pool({name!r}, cluster_cls={cluster_cls!r}): cluster_cls must be a "
-                "JobQueueCluster subclass, e.g. SLURMCluster"
-            )
-        shared = sorted(k for k in job_kwargs if k in _SHARED_WITH_POOLS)
-        if shared:
-            raise ValueError(
-                f"add_pool({name!r}, {shared[0]}=...): a pool shares its cluster's scheduler; "
-                f"{', '.join(shared)} can only be given to the cluster"
-            )
-        same_kind = cls.job_cls is self.job_cls
-        kwargs = {**self._user_job_kwargs, **job_kwargs} if same_kind else dict(job_kwargs)
-        kwargs.setdefault("interface", self._interface)
-        if same_kind:
-            kwargs.setdefault("config_name", self.config_name)
-            kwargs.setdefault("job_name", f"{self.job_name}-{name}")
-        pool = cls(
-            loop=self.loop,
-            asynchronous=self.asynchronous,
-            silence_logs=False,
-            name=f"{self._name}-{name}",
-            _pool_of=PoolOf(self, name),
-            **kwargs,
-        )
-        self.pools[name] = pool
-        return pool
-
-    def pool_family(self) -> list[JobQueueCluster]:
-        """The cluster and its pools (from the cluster or from any of its pools), the
-        cluster first."""
-        root = self if self._pool_of is None else self._pool_of.cluster
-        return [root, *root.pools.values()]
-
-    def member_of_worker(self, worker_name: str) -> JobQueueCluster | None:
-        """The cluster or pool whose job runs the worker of this name (``None``: no job of
-        this family)."""
-        for member in self.pool_family():
-            job = WorkerJobKey(member._group_suffixes).job_name(worker_name)
-            if job in member.workers or job in member.worker_spec:
-                return member
-        return None
-
-    def pool_shape(self) -> PoolShape:
-        """What this cluster's (or pool's) workers offer, for placing demand among pools."""
-        template = self._template_job
-        resources = worker_resources(template.worker_extra_args)
-        if template.gpus is not None:
-            resources["GPU"] = 1.0  # each GPU worker advertises GPU=1 (layout.py)
-        return PoolShape(self.name, resources, template.worker_process_threads)
 
     # ------------------------------------------------------------------ job states
 
