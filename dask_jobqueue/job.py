@@ -60,6 +60,7 @@ from .options import (
     unknown_keyword_error,
     with_parameters,
 )
+from .pools import with_resource
 from .tags import JobTag, TagSpec
 from .tracker import Vanish
 from .tracking import JobRecord
@@ -442,9 +443,10 @@ class Job(ParametersDocumented, ProcessInterface):
             tokens += ["--death-timeout", f"{self.death_timeout:g}"]
         if self.local_directory is not None:
             tokens += ["--local-directory", str(self.local_directory)]
-        tokens += self.worker_extra_args
         if self.gpus is not None:
-            tokens += ["--resources", "GPU=1"]
+            tokens += with_resource(self.worker_extra_args, "GPU", "1")
+        else:
+            tokens += self.worker_extra_args
         if self.interface:
             tokens += ["--interface", str(self.interface)]
         if self.protocol:

@@ -158,6 +158,29 @@ def worker_resources(worker_args: Iterable[str]) -> dict[str, float]:
     return resources
 
 
+def with_resource(worker_args: Sequence[str], name: str, amount: str) -> list[str]:
+    """``worker_args`` advertising the resource ``name`` too: one ``--resources`` argument
+    holding the ones given (a worker takes only its last ``--resources``), unchanged if they
+    name ``name`` already."""
+    args = list(worker_args)
+    if name in worker_resources(args):
+        return args
+    kept: list[str] = []
+    specs: list[str] = []
+    k = 0
+    while k < len(args):
+        if args[k] == "--resources" and k + 1 < len(args):
+            specs.append(args[k + 1].replace(",", " "))
+            k += 2
+            continue
+        if args[k].startswith("--resources="):
+            specs.append(args[k].split("=", 1)[1].replace(",", " "))
+        else:
+            kept.append(args[k])
+        k += 1
+    return [*kept, "--resources", " ".join([*specs, f"{name}={amount}"]).strip()]
+
+
 def scheduler_load(
     scheduler: Any, pool_of_worker: Mapping[str, str]
 ) -> tuple[list[ReadyTask], int, list[WorkerLoad]]:

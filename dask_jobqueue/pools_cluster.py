@@ -178,9 +178,8 @@ class PoolsMixin:
     def pool_shape(self) -> PoolShape:
         """What this cluster's (or pool's) workers offer, for placing demand among pools."""
         template = self._template_job
-        resources = worker_resources(template.worker_extra_args)
-        if template.gpus is not None:
-            resources["GPU"] = 1.0  # each GPU worker advertises GPU=1 (layout.py)
+        # read from the worker command itself: a GPU job's workers add GPU=1 there
+        resources = worker_resources(template.worker_command_tokens(one_process=True))
         return PoolShape(self.name, resources, template.worker_process_threads)
 
     async def _start_as_pool(self, parent: JobQueueCluster) -> None:

@@ -5,6 +5,7 @@ and bad input refused with a ``ValueError`` naming the keyword."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import warnings
 
@@ -499,3 +500,31 @@ def test_sge_nodes_need_a_parallel_environment():
         SGECluster(cores=2, memory="2GB", nodes=2)
     with pytest.raises(ValueError, match="parallel_environment"):
         SGECluster(cores=2, memory="2GB", nodes=2, parallel_environment="mpi -l x=1")
+
+
+@pytest.mark.parametrize(
+    ("extra", "advertised"),
+    [
+        ([], "GPU=1"),
+        (["--resources", "MEM=2e9"], "MEM=2e9 GPU=1"),
+        (["--resources=MEM=2e9,SSD=1", "--lifetime", "1h"], "MEM=2e9 SSD=1 GPU=1"),
+        (["--resources", "GPU=2 MEM=1"], "GPU=2 MEM=1"),  # the user's own GPU count stays
+    ],
+)
+def test_gpu_workers_keep_the_resources_the_user_gave(extra, advertised):
+    """A worker takes only its last ``--resources``: GPU=1 joins the user's, never replaces
+    them; the pool's shape (what adapt places demand by) is what the worker advertises."""
+    with SLURMCluster(
+        cores=2, memory="2GB", gpus=2, worker_extra_args=extra, scheduler_options=NO_DASHBOARD
+    ) as cluster:
+        workers = [
+            shlex.split(line) for line in cluster.job_script().splitlines() if " -m " in line
+        ]
+        assert len(workers) == 2  # one per GPU
+        for tokens in workers:
+            assert tokens.count("--resources") == 1
+            assert not any(t.startswith("--resources=") for t in tokens)
+            assert tokens[tokens.index("--resources") + 1] == advertised
+            assert ("--lifetime" in tokens) == ("--lifetime" in extra)
+        expected = dict(item.split("=") for item in advertised.split())
+        assert cluster.pool_shape().resources == {k: float(v) for k, v in expected.items()}
