@@ -11,8 +11,39 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(
+    module: str, cluster_cls: str, kwargs: dict[str, Any], jobs: int
+) -> tuple[subprocess.Popen, list[str]]:
+    """Start an owner process (from the checkout) and wait for its READY line; returns it and
+    the line's fields after READY: scheduler address, cluster id, job ids. A test fails
+    (and the owner is killed) if it prints anything else."""
+    import pytest
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "tests.detached_owner", module, cluster_cls, json.dumps(kwargs)]
+        + [str(jobs)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    line = owner.stdout.readline().split()
+    if not line or line[0] != "READY":
+        owner.kill()
+        pytest.fail(f"the owner did not get ready: {line}")
+    return owner, line[1:]
 
 
 def main() -> None:

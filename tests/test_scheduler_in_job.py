@@ -21,6 +21,7 @@ from dask_jobqueue.detached import RECORD_FILE, RecordError, read_record
 from dask_jobqueue.local import LocalCluster, LocalJob, LocalProcesses
 from dask_jobqueue.scheduler_job import HEARTBEAT_TIMEOUT, Lease
 
+from .detached_owner import spawn
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,26 +40,8 @@ def start_owner(records: Path, name: str, keep_alive: str | None, jobs: int = 2,
     kwargs = {**KWARGS, "cluster_name": name, "record_directory": str(records), **extra}
     if keep_alive is not None:
         kwargs["keep_alive"] = keep_alive
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.detached_owner",
-            "dask_jobqueue.local",
-            "LocalCluster",
-            json.dumps(kwargs),
-            str(jobs),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert owner.stdout is not None
-    line = owner.stdout.readline().split()
-    assert line and line[0] == "READY", line
-    return owner, line[1], line[2], line[3:]
+    owner, fields = spawn("dask_jobqueue.local", "LocalCluster", kwargs, jobs)
+    return owner, fields[0], fields[1], fields[2:]
 
 
 def kill(owner: subprocess.Popen) -> None:

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from dask_jobqueue.detached import read_record
 from dask_jobqueue.engine import BatchSystem
 from dask_jobqueue.slurm import SLURMCluster
 
+from .detached_owner import spawn
 from .fakecmd import fake_commands  # noqa: F401  (the fixture)
 from .waiting import wait_until
 
@@ -95,28 +93,8 @@ def start_owner(real: Real, records: Path, keep_alive: str | None, jobs: int = 2
     }
     if keep_alive is not None:
         kwargs["keep_alive"] = keep_alive
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.detached_owner",
-            real.module,
-            real.cluster,
-            json.dumps(kwargs),
-            str(jobs),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert owner.stdout is not None
-    line = owner.stdout.readline().split()
-    if not line or line[0] != "READY":
-        owner.kill()
-        pytest.fail(f"the owner did not get ready: {line}")
-    return owner, line[1], line[2], line[3:]
+    owner, fields = spawn(real.module, real.cluster, kwargs, jobs)
+    return owner, fields[0], fields[1], fields[2:]
 
 
 def cancel_leftovers(real: Real, owner: subprocess.Popen, cluster_id: str) -> None:
