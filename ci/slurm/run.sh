@@ -467,25 +467,6 @@ stop_daemons() {
     if pid=$(ctld_pid); then stop_pid slurmctld "$pid"; fi
 }
 
-# stop_pids GRACE PID...: SIGTERM to all, wait up to GRACE seconds, then SIGKILL what is left.
-stop_pids() {
-    local grace=$1 pid alive i t0
-    shift
-    (( $# )) || return 0
-    t0=$(now)
-    for pid in "$@"; do
-        log "  stopping $(cat "/proc/$pid/comm" 2>/dev/null || echo process) pid $pid"
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for ((i = 0; i < grace * 10; i++)); do
-        alive=()
-        for pid in "$@"; do pid_alive "$pid" && alive+=("$pid"); done
-        (( ${#alive[@]} )) || { log "  stopped $# process(es) in $(since "$t0")"; return 0; }
-        sleep 0.1
-    done
-    log "  still alive after SIGTERM for ${grace}s, sending SIGKILL: ${alive[*]}"
-    kill -KILL "${alive[@]}" 2>/dev/null || true
-}
 
 cmd_stop() {
     local pid left sessions i
