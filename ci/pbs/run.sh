@@ -218,6 +218,7 @@ configure_host() {
     # The mom does not take "$name" for itself (gethostname() canonicalises differently), so it
     # would copy job output back with scp, fail, and keep the job in state E for a minute.
     grep -q '^\$usecp' $PBS_HOME/mom_priv/config || echo '$usecp *:/ /' >> $PBS_HOME/mom_priv/config
+    mom_not_additive
 }
 
 # ------------------------------------------------------------------------------- daemons
@@ -234,7 +235,7 @@ daemons_running() {   # true when any PBS daemon (or PBS's datastore) runs
     done
     return 1
 }
-node_free() { $PBS_EXEC/bin/pbsnodes "$1" 2>/dev/null | grep -Eq 'state = (free|job-busy)'; }
+node_free() { $PBS_EXEC/bin/pbsnodes -v "$1" 2>/dev/null | grep -Eq 'state = (free|job-busy)'; }
 
 cmd_start() {
     mkdir -p "$BUILD_DIR"
@@ -304,6 +305,13 @@ daemon_pid() {
 # exec_vnode names the vnodes. The natural vnode <host> stands for the mom and runs nothing:
 # its CPUs, memory and GPUs are set to 0 with qmgr (a value set with qmgr wins over the mom's).
 vnode_name() { echo "$1[$2]"; }
+# $vnodedef_additive is True by default: a mom keeps reporting the vnodes of a definition that
+# is gone. False: at a SIGHUP (after the one that read it) the mom drops them and the server
+# marks them Stale, so the vnodes follow the current definition.
+mom_not_additive() {
+    grep -q '^\$vnodedef_additive' $PBS_HOME/mom_priv/config \
+        || echo '$vnodedef_additive false' >> $PBS_HOME/mom_priv/config
+}
 vnode_def() {
     local name=$1 i v
     echo '$configversion 2'
@@ -331,7 +339,8 @@ install_vnode_def() {
 # vnode has none
 vnodes_ready() {
     local name=$1 i out
-    out=$($PBS_EXEC/bin/pbsnodes "$name") || return 1
+    # -v: that vnode only (pbsnodes HOST sums the vnodes whose resources_available.host is HOST)
+    out=$($PBS_EXEC/bin/pbsnodes -v "$name") || return 1
     grep -q 'resources_available.ncpus = 0$' <<< "$out" || return 1
     grep -q 'resources_available.ngpus = 0$' <<< "$out" || return 1
     for (( i = 0; i < PBS_VNODES; i++ )); do
@@ -342,10 +351,19 @@ vnodes_ready() {
             && grep -q "resources_available.ngpus = $PBS_NGPUS\$" <<< "$out" || return 1
     done
 }
+# vnodes <name>[i] with i >= PBS_VNODES, left from a larger layout: the server keeps a vnode
+# the mom no longer reports until it is deleted
+stale_vnodes() {
+    $PBS_EXEC/bin/pbsnodes -av 2>/dev/null | awk -v n="$1" -v k="$PBS_VNODES" '
+        index($0, n "[") == 1 && $0 ~ /\[[0-9]+\]$/ {
+            i = substr($0, length(n) + 2); sub(/\]$/, "", i); if (i + 0 >= k) print
+        }'
+}
+vnode_stale() { $PBS_EXEC/bin/pbsnodes -v "$1" 2>/dev/null | grep -q 'state = .*[Ss]tale'; }
 natural_vnode_empty() {
     local name=$1 r
     for r in ncpus ngpus mem; do
-        $PBS_EXEC/bin/pbsnodes "$name" | grep -q "resources_available.$r = 0b\?\$" \
+        $PBS_EXEC/bin/pbsnodes -v "$name" | grep -q "resources_available.$r = 0b\?\$" \
             || qm "set node $name resources_available.$r = 0"
     done
 }
@@ -353,6 +371,7 @@ configure_vnodes() {
     local name start=$EPOCHREALTIME pid; name=$(pbs_name)
     [[ $PBS_VNODES =~ ^[1-9][0-9]*$ ]] || die "PBS_VNODES=$PBS_VNODES is not a positive integer"
     natural_vnode_empty "$name"
+    mom_not_additive
     # a changed definition, or a mom that reported before the server knew ngpus: SIGHUP
     # makes the mom reread its configuration and report its vnodes again
     if install_vnode_def "$name" || ! vnodes_ready "$name"; then
@@ -361,6 +380,17 @@ configure_vnodes() {
     fi
     wait_for 30 "$PBS_VNODES vnodes $name[0..$(( PBS_VNODES - 1 ))] free" vnodes_ready "$name" \
         || { $PBS_EXEC/bin/pbsnodes -av >&2; die "the vnodes did not come up"; }
+    local v stale; stale=$(stale_vnodes "$name")
+    if [[ -n $stale ]]; then
+        # once more: a mom that read "$vnodedef_additive false" at the last SIGHUP drops them now
+        pid=$(daemon_pid $PBS_HOME/mom_priv/mom.lock pbs_mom); kill -HUP "$pid"
+        for v in $stale; do
+            wait_for 30 "vnode $v Stale (not in the definition any more)" vnode_stale "$v" \
+                || die "the mom still reports vnode $v"
+            $PBS_EXEC/bin/qmgr -c "delete node $v" >/dev/null || die "could not delete vnode $v"
+            log "deleted vnode $v"
+        done
+    fi
     log "vnodes configured in $(since "$start")s ($PBS_NCPUS CPUs, $PBS_VNODE_MEM, $PBS_NGPUS GPUs each)"
 }
 
