@@ -1,8 +1,10 @@
 """GPUs and multi-node jobs on the real OpenPBS (``pytest -E pbs``, ``/opt/pbs/bin`` first on
 PATH) and the real Grid Engine (``pytest -E sge``).
 
-The beds (``ci/pbs/run.sh``, ``ci/sge/run.sh``) give their one host 2 fake GPUs: PBS as the
-site resource ``ngpus``, Grid Engine as the consumable complex ``gpu``. Neither sets
+The beds (``ci/pbs/run.sh``, ``ci/sge/run.sh``) have one host with fake GPUs: PBS 3 vnodes of
+2 GPUs each as the site resource ``ngpus`` (each vnode with a ``resources_available.host`` of
+its own, so ``place=scatter`` puts the chunks of a ``nodes=`` job on distinct vnodes), Grid
+Engine 2 GPUs as the consumable complex ``gpu``. Neither sets
 ``CUDA_VISIBLE_DEVICES`` (PBS would only with its cgroups hook), so the job script numbers the
 devices ``0..gpus-1``, one per worker. ``nodes=2`` on Grid Engine runs through the bed's
 parallel environment ``djq_pe``: tightly integrated (``qrsh -inherit``), and its
@@ -63,6 +65,7 @@ def worker_facts(client: Client, job_variable: str) -> dict[str, dict[str, str |
         return {
             "job": os.environ.get(job_variable),
             "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "task": os.environ.get("PBS_TASKNUM"),
             "nanny_pid": str(os.getppid()),
         }
 
@@ -117,6 +120,50 @@ def test_pbs_gpus_two_workers_one_device_each(pbs_on_path, tmp_path):
             assert info["Resource_List"]["ngpus"] == 2
             assert "ngpus=2" in info["exec_vnode"]
         assert wait_until(lambda: not pbs_live_jobs("gpus-pbs"), timeout=60)
+
+
+@pytest.mark.env("pbs")
+def test_pbs_nodes_with_gpus_two_workers_per_vnode_one_device_each(pbs_on_path, tmp_path):
+    # nodes=2, gpus=2: 2 chunks of ngpus=2 on 2 distinct vnodes, 2 workers on each (one pbsdsh
+    # task per chunk), each worker seeing one of its vnode's devices 0 and 1
+    with dask.config.set(quick_polling("pbs", "500ms", "2s")):
+        with (
+            PBSCluster(
+                cores=2,
+                memory="1GB",
+                gpus=2,
+                nodes=2,
+                walltime="00:10:00",
+                job_name="nodes-gpus-pbs",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            script = cluster.job_script()
+            assert "#PBS -l select=2:ncpus=2:mem=954MB:ngpus=2\n#PBS -l place=scatter\n" in script
+            cluster.scale(jobs=1)
+            client.wait_for_workers(4, timeout=120)
+            facts = worker_facts(client, "PBS_JOBID")
+            (job_name,) = cluster.workers
+            assert sorted(facts) == [f"{job_name}-{n}-{i}" for n in range(2) for i in range(2)]
+            (job_id,) = {f["job"] for f in facts.values()}  # one batch job
+            for node in range(2):
+                mine = [f for name, f in facts.items() if name.startswith(f"{job_name}-{node}-")]
+                assert sorted(f["cuda"] for f in mine) == ["0", "1"], facts
+                assert len({f["task"] for f in mine}) == 1, facts  # one pbsdsh task per node
+            assert len({f["task"] for f in facts.values()}) == 2, facts
+            workers = client.scheduler_info()["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 1}] * 4
+            live = pbs_live_jobs("nodes-gpus-pbs")
+            assert set(live) == {job_id}
+            info = live[job_id]
+            assert info["Resource_List"]["ngpus"] == 4  # the job's sum over its chunks
+            chunks = [c.strip("()").split(":") for c in info["exec_vnode"].split("+")]
+            # one chunk of 2 GPUs on each of 2 distinct vnodes
+            assert len(chunks) == 2 and len({c[0] for c in chunks}) == 2, info["exec_vnode"]
+            assert all("ngpus=2" in c[1:] for c in chunks), info["exec_vnode"]
+        assert wait_until(lambda: not pbs_live_jobs("nodes-gpus-pbs"), timeout=60)
 
 
 @pytest.mark.env("sge")

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Single-node OpenPBS 23.06.06 (the open-source PBS Professional) for CI, built from source:
-# server, scheduler, comm, mom and PBS's own PostgreSQL datastore on this host.
+# Single-host OpenPBS 23.06.06 (the open-source PBS Professional) for CI, built from source:
+# server, scheduler, comm, one mom and PBS's own PostgreSQL datastore on this host; the mom
+# reports PBS_VNODES vnodes (default 3: <host>[0], <host>[1], <host>[2]), each with its own
+# resources_available.host, CPUs and fake GPUs, so multi-chunk jobs (place=scatter) spread
+# over them as over several hosts.
 #
 #   ci/pbs/run.sh install  apt build/run dependencies, unpack, build, `make install` into
 #                          /opt/pbs (skipped when /opt/pbs already holds the wanted version)
 #   ci/pbs/run.sh start    install when missing, configure the host, start the daemons, apply
-#                          the server settings, wait for the node, prove that a job runs
+#                          the server settings and the vnode layout, prove that a job runs
 #   ci/pbs/run.sh stop     delete all jobs of this PBS server, stop its daemons by their pid
 #                          (lock) files and its datastore by its own pid file; nothing else, never
 #                          by process name. One OpenPBS per machine: /etc/pbs.conf, /var/spool/pbs
@@ -13,6 +16,10 @@
 #                          second instance beside it (a second one would need its own
 #                          PBS_CONF_FILE, PBS_HOME, ports, datastore and host name).
 #   ci/pbs/run.sh status   print the state; exit 0 when every daemon runs, 1 otherwise
+#   ci/pbs/run.sh layout   (also part of start) the ngpus resource and the vnodes on a running
+#                          PBS: idempotent, no daemon restarted (the scheduler and, when the
+#                          vnode definition changed, the mom are sent SIGHUP), then prove that
+#                          a job of one chunk per vnode runs. `gpus` is its former name.
 #
 # PBS's commands live in /opt/pbs/bin. Debian has no `qsub` of its own, but Grid Engine's
 # /usr/bin/qsub may be installed too: put /opt/pbs/bin FIRST on PATH for PBS tests (this
@@ -21,14 +28,13 @@
 # Source tarball (see ci/pbs/README.md): $OPENPBS_TARBALL, else ci/pbs/openpbs-<version>.tar.gz,
 # else ../shared/openpbs/openpbs-<version>.tar.gz beside the checkout, else a `git clone` of
 # $OPENPBS_GIT_URL at tag $PBS_TAG.
-# Tunables (environment): PBS_TAG (v23.06.06), BUILD_DIR (/var/tmp/ci-pbs-build), PBS_NCPUS
-# (CPUs the node advertises, default 16: several multi-core test jobs at once), SCHED_ITERATION
-# (scheduler cycle in seconds, default 2), PBS_HOSTNAME (name PBS uses for itself),
-# PBS_TIMEOUT (seconds for each wait, default 90), FORCE_BUILD (1 = rebuild), JOBS (make -j),
-# PBS_NGPUS (fake GPUs the node advertises as the site resource ngpus, default 2).
-#   ci/pbs/run.sh gpus     (also part of start) add the ngpus resource to a running PBS:
-#                          additive and idempotent, no daemon is restarted (the scheduler is
-#                          sent SIGHUP to reread sched_config), then prove an ngpus job runs
+# Tunables (environment): PBS_TAG (v23.06.06), BUILD_DIR (/var/tmp/ci-pbs-build), PBS_VNODES
+# (vnodes of the mom, default 3), PBS_NCPUS (CPUs each vnode advertises, default 16: several
+# multi-core test jobs at once), PBS_NGPUS (fake GPUs each vnode advertises as the site
+# resource ngpus, default 2), PBS_VNODE_MEM (memory each vnode advertises, default 8gb),
+# SCHED_ITERATION (scheduler cycle in seconds, default 2), PBS_HOSTNAME (name PBS uses for
+# itself), PBS_TIMEOUT (seconds for each wait, default 90), FORCE_BUILD (1 = rebuild),
+# JOBS (make -j).
 # OpenPBS is AGPL-3.0: a test dependency built and run on the CI machine, never part of our package.
 set -Eeuo pipefail
 trap 'rc=$?; echo "run.sh: line $LINENO: \"$BASH_COMMAND\" failed (rc=$rc)" >&2' ERR
@@ -46,6 +52,9 @@ OPENPBS_GIT_URL=${OPENPBS_GIT_URL:-https://github.com/openpbs/openpbs.git}
 SCHED_ITERATION=${SCHED_ITERATION:-2}
 PBS_NCPUS=${PBS_NCPUS:-16}
 PBS_NGPUS=${PBS_NGPUS:-2}
+PBS_VNODES=${PBS_VNODES:-3}
+PBS_VNODE_MEM=${PBS_VNODE_MEM:-8gb}
+VNODE_DEF=djq_vnodes   # its name among the mom's configuration files (pbs_mom -s list)
 TIMEOUT=${PBS_TIMEOUT:-90}
 JOBS=${JOBS:-$(nproc)}
 HOSTS_MARK="# added for OpenPBS (ci/pbs/run.sh)"
@@ -209,6 +218,7 @@ configure_host() {
     # The mom does not take "$name" for itself (gethostname() canonicalises differently), so it
     # would copy job output back with scp, fail, and keep the job in state E for a minute.
     grep -q '^\$usecp' $PBS_HOME/mom_priv/config || echo '$usecp *:/ /' >> $PBS_HOME/mom_priv/config
+    mom_not_additive
 }
 
 # ------------------------------------------------------------------------------- daemons
@@ -225,20 +235,7 @@ daemons_running() {   # true when any PBS daemon (or PBS's datastore) runs
     done
     return 1
 }
-node_free() { $PBS_EXEC/bin/pbsnodes "$1" 2>/dev/null | grep -Eq 'state = (free|job-busy)'; }
-
-probe_done() { $PBS_EXEC/bin/qstat -x -f "$1" 2>/dev/null | grep -q 'job_state = F'; }
-probe_job() {
-    local id work=/var/tmp/ci-pbs-probe start=$EPOCHREALTIME
-    rm -rf "$work"; mkdir -p "$work"
-    id=$(cd "$work" && echo 'echo probe-ok $PBS_JOBID $(hostname)' \
-         | $PBS_EXEC/bin/qsub -N ci-probe -l select=1:ncpus=1 -l walltime=00:01:00)
-    log "submitted probe job $id"
-    wait_for 60 "probe job $id finished" probe_done "$id" || { $PBS_EXEC/bin/qstat -x -f "$id" >&2 || true; die "probe job did not run"; }
-    wait_for 20 "probe output copied back" grep -q probe-ok "$work/ci-probe.o${id%%.*}" \
-        || die "probe job $id ran but its output is missing"
-    log "probe: $(cat "$work/ci-probe.o${id%%.*}") (submit to output $(since "$start")s)"
-}
+node_free() { $PBS_EXEC/bin/pbsnodes -v "$1" 2>/dev/null | grep -Eq 'state = (free|job-busy)'; }
 
 cmd_start() {
     mkdir -p "$BUILD_DIR"
@@ -256,13 +253,14 @@ cmd_start() {
         qm "create queue workq queue_type = execution"; qm "set server default_queue = workq"
     fi
     qm "set queue workq enabled = true"; qm "set queue workq started = true"
-    $PBS_EXEC/bin/pbsnodes "$name" >/dev/null 2>&1 || qm "create node $name"
-    qm "set node $name resources_available.ncpus = $PBS_NCPUS"
-    wait_for "$TIMEOUT" "node $name free" node_free "$name"
-    log "PBS started in $(since "$start")s (server $name, $PBS_NCPUS CPUs)"
-    probe_job
+    # ngpus exists before the node: the server refuses the mom's vnode report naming a
+    # resource it does not know
     configure_gpus
-    gpu_probe_job
+    $PBS_EXEC/bin/pbsnodes "$name" >/dev/null 2>&1 || qm "create node $name"
+    wait_for "$TIMEOUT" "node $name free" node_free "$name"
+    log "PBS started in $(since "$start")s (server $name)"
+    configure_vnodes
+    probe_job
     log "PBS ready: use $PBS_EXEC/bin first on PATH (/usr/bin/qsub may be Grid Engine's)"
 }
 
@@ -270,40 +268,156 @@ cmd_start() {
 # OpenPBS has no GPU resource of its own: sites define "ngpus" (type long, flag nh: a
 # host-level consumable the server counts per vnode) and list it on the scheduler's
 # "resources:" line, else the scheduler ignores it and places a job over the GPUs a node has.
-# The node advertises PBS_NGPUS fake GPUs; without PBS's cgroups hook PBS sets no
+# Each vnode advertises PBS_NGPUS fake GPUs; without PBS's cgroups hook PBS sets no
 # CUDA_VISIBLE_DEVICES, so the job script numbers the devices itself (0..gpus-1).
 sched_conf() { echo $PBS_HOME/sched_priv/sched_config; }
 sched_knows_ngpus() { grep -Eq '^resources:.*[", ]ngpus[", ]' "$(sched_conf)"; }
-node_has_ngpus() {
-    $PBS_EXEC/bin/pbsnodes "$1" 2>/dev/null | grep -q "resources_available.ngpus = $PBS_NGPUS\$"
-}
 configure_gpus() {
-    local name start=$EPOCHREALTIME pid; name=$(pbs_name)
+    local start=$EPOCHREALTIME pid
     if ! $PBS_EXEC/bin/qmgr -c "list resource ngpus" >/dev/null 2>&1; then
         qm "create resource ngpus type = long, flag = nh"; log "created resource ngpus (long, nh)"
     fi
-    node_has_ngpus "$name" || qm "set node $name resources_available.ngpus = $PBS_NGPUS"
     if ! sched_knows_ngpus; then
         sed -i -E 's/^(resources: *"[^"]*)"/\1, ngpus"/' "$(sched_conf)"
         sched_knows_ngpus || die "could not add ngpus to the resources: line of $(sched_conf)"
         # SIGHUP: the scheduler rereads sched_config at its next cycle, jobs are untouched
-        pid=$(pid_of $PBS_HOME/sched_priv/sched.lock)
-        [[ -n $pid ]] && ps -p "$pid" -o args= | grep -q "$PBS_EXEC/sbin/pbs_sched" \
-            || die "pbs_sched is not running (pid file $PBS_HOME/sched_priv/sched.lock)"
+        pid=$(daemon_pid $PBS_HOME/sched_priv/sched.lock pbs_sched)
         kill -HUP "$pid"; log "added ngpus to sched_config resources, sent SIGHUP to pbs_sched $pid"
     fi
-    wait_for 10 "node $name advertises ngpus = $PBS_NGPUS" node_has_ngpus "$name"
     log "ngpus configured in $(since "$start")s"
 }
-gpu_probe_job() {
-    local id start=$EPOCHREALTIME
-    id=$(cd /var/tmp && echo 'true' | $PBS_EXEC/bin/qsub -N ci-gpu-probe -j oe -o /dev/null \
-         -l select=1:ncpus=1:ngpus=$PBS_NGPUS -l walltime=00:01:00)
-    wait_for 60 "ngpus probe job $id finished" probe_done "$id" \
-        || { $PBS_EXEC/bin/qstat -x -f "$id" >&2 || true; die "a job asking for ngpus=$PBS_NGPUS did not run"; }
-    $PBS_EXEC/bin/qstat -x -f "$id" | grep -q "Resource_List.ngpus = $PBS_NGPUS\$" \
+
+# daemon_pid LOCKFILE PROGRAM: the pid in a PBS daemon's lock file, checked to be PROGRAM's
+daemon_pid() {
+    local pid; pid=$(pid_of "$1")
+    [[ -n $pid ]] && ps -p "$pid" -o args= | grep -q "$PBS_EXEC/sbin/$2" \
+        || die "$2 is not running (pid file $1)"
+    echo "$pid"
+}
+
+# ---------------------------------------------------------------------------- vnodes
+# Several "nodes" on one host: the mom reports PBS_VNODES vnodes <host>[i] from a version-2
+# vnode definition file (inserted with `pbs_mom -s insert`, read at start and on SIGHUP), each
+# with PBS_NCPUS CPUs, PBS_VNODE_MEM memory and PBS_NGPUS GPUs. Each carries its own
+# resources_available.host (<host>-i, a name only the scheduler uses, never resolved), so
+# place=scatter (one chunk per host) puts the chunks of a job on distinct vnodes, as on a
+# site with one vnode per host; exec_host still names the one mom (<host>/0+<host>/1+...),
+# exec_vnode names the vnodes. The natural vnode <host> stands for the mom and runs nothing:
+# its CPUs, memory and GPUs are set to 0 with qmgr (a value set with qmgr wins over the mom's).
+vnode_name() { echo "$1[$2]"; }
+# $vnodedef_additive is True by default: a mom keeps reporting the vnodes of a definition that
+# is gone. False: at a SIGHUP (after the one that read it) the mom drops them and the server
+# marks them Stale, so the vnodes follow the current definition.
+mom_not_additive() {
+    grep -q '^\$vnodedef_additive' $PBS_HOME/mom_priv/config \
+        || echo '$vnodedef_additive false' >> $PBS_HOME/mom_priv/config
+}
+vnode_def() {
+    local name=$1 i v
+    echo '$configversion 2'
+    for (( i = 0; i < PBS_VNODES; i++ )); do
+        v=$(vnode_name "$name" "$i")
+        echo "$v: resources_available.host=$name-$i"
+        echo "$v: resources_available.ncpus=$PBS_NCPUS"
+        echo "$v: resources_available.mem=$PBS_VNODE_MEM"
+        echo "$v: resources_available.ngpus=$PBS_NGPUS"
+    done
+}
+# install_vnode_def NAME: (re)insert the definition; false when the mom already has this one
+install_vnode_def() {
+    local tmp; tmp=$(mktemp)
+    vnode_def "$1" > "$tmp"
+    if $PBS_EXEC/sbin/pbs_mom -s show $VNODE_DEF 2>/dev/null | cmp -s - "$tmp"; then
+        rm -f "$tmp"; return 1
+    fi
+    $PBS_EXEC/sbin/pbs_mom -s remove $VNODE_DEF >/dev/null 2>&1 || true
+    $PBS_EXEC/sbin/pbs_mom -s insert $VNODE_DEF "$tmp" || { rm -f "$tmp"; die "pbs_mom -s insert $VNODE_DEF failed"; }
+    rm -f "$tmp"
+    log "inserted vnode definition $VNODE_DEF ($PBS_VNODES vnodes)"
+}
+# vnodes_ready NAME: every vnode is up with the resources of the definition, the natural
+# vnode has none
+vnodes_ready() {
+    local name=$1 i out
+    # -v: that vnode only (pbsnodes HOST sums the vnodes whose resources_available.host is HOST)
+    out=$($PBS_EXEC/bin/pbsnodes -v "$name") || return 1
+    grep -q 'resources_available.ncpus = 0$' <<< "$out" || return 1
+    grep -q 'resources_available.ngpus = 0$' <<< "$out" || return 1
+    for (( i = 0; i < PBS_VNODES; i++ )); do
+        out=$($PBS_EXEC/bin/pbsnodes -v "$(vnode_name "$name" "$i")") || return 1  # -v: a vnode, not a host
+        grep -Eq 'state = (free|job-busy)$' <<< "$out" \
+            && grep -q "resources_available.host = $name-$i\$" <<< "$out" \
+            && grep -q "resources_available.ncpus = $PBS_NCPUS\$" <<< "$out" \
+            && grep -q "resources_available.ngpus = $PBS_NGPUS\$" <<< "$out" || return 1
+    done
+}
+# vnodes <name>[i] with i >= PBS_VNODES, left from a larger layout: the server keeps a vnode
+# the mom no longer reports until it is deleted
+stale_vnodes() {
+    $PBS_EXEC/bin/pbsnodes -av 2>/dev/null | awk -v n="$1" -v k="$PBS_VNODES" '
+        index($0, n "[") == 1 && $0 ~ /\[[0-9]+\]$/ {
+            i = substr($0, length(n) + 2); sub(/\]$/, "", i); if (i + 0 >= k) print
+        }'
+}
+vnode_stale() { $PBS_EXEC/bin/pbsnodes -v "$1" 2>/dev/null | grep -q 'state = .*[Ss]tale'; }
+natural_vnode_empty() {
+    local name=$1 r
+    for r in ncpus ngpus mem; do
+        $PBS_EXEC/bin/pbsnodes -v "$name" | grep -q "resources_available.$r = 0b\?\$" \
+            || qm "set node $name resources_available.$r = 0"
+    done
+}
+configure_vnodes() {
+    local name start=$EPOCHREALTIME pid; name=$(pbs_name)
+    [[ $PBS_VNODES =~ ^[1-9][0-9]*$ ]] || die "PBS_VNODES=$PBS_VNODES is not a positive integer"
+    natural_vnode_empty "$name"
+    mom_not_additive
+    # a changed definition, or a mom that reported before the server knew ngpus: SIGHUP
+    # makes the mom reread its configuration and report its vnodes again
+    if install_vnode_def "$name" || ! vnodes_ready "$name"; then
+        pid=$(daemon_pid $PBS_HOME/mom_priv/mom.lock pbs_mom)
+        kill -HUP "$pid"; log "sent SIGHUP to pbs_mom $pid"
+    fi
+    wait_for 30 "$PBS_VNODES vnodes $name[0..$(( PBS_VNODES - 1 ))] free" vnodes_ready "$name" \
+        || { $PBS_EXEC/bin/pbsnodes -av >&2; die "the vnodes did not come up"; }
+    local v stale; stale=$(stale_vnodes "$name")
+    if [[ -n $stale ]]; then
+        # once more: a mom that read "$vnodedef_additive false" at the last SIGHUP drops them now
+        pid=$(daemon_pid $PBS_HOME/mom_priv/mom.lock pbs_mom); kill -HUP "$pid"
+        for v in $stale; do
+            wait_for 30 "vnode $v Stale (not in the definition any more)" vnode_stale "$v" \
+                || die "the mom still reports vnode $v"
+            $PBS_EXEC/bin/qmgr -c "delete node $v" >/dev/null || die "could not delete vnode $v"
+            log "deleted vnode $v"
+        done
+    fi
+    log "vnodes configured in $(since "$start")s ($PBS_NCPUS CPUs, $PBS_VNODE_MEM, $PBS_NGPUS GPUs each)"
+}
+
+# ---------------------------------------------------------------------------- probe
+# One job of one chunk per vnode (place=scatter, ngpus in each chunk): it must run, spread over
+# every vnode, keep its ngpus, and its output must come back.
+probe_done() { $PBS_EXEC/bin/qstat -x -f "$1" 2>/dev/null | grep -q 'job_state = F'; }
+probe_job() {
+    local id work=/var/tmp/ci-pbs-probe start=$EPOCHREALTIME name info i
+    name=$(pbs_name)
+    rm -rf "$work"; mkdir -p "$work"
+    id=$(cd "$work" && echo 'echo probe-ok $PBS_JOBID $(hostname) $(wc -l < "$PBS_NODEFILE")' \
+         | $PBS_EXEC/bin/qsub -N ci-probe -l place=scatter -l walltime=00:01:00 \
+             -l select=$PBS_VNODES:ncpus=1:mem=64mb:ngpus=$PBS_NGPUS)
+    log "submitted probe job $id"
+    wait_for 60 "probe job $id finished" probe_done "$id" || { $PBS_EXEC/bin/qstat -x -f "$id" >&2 || true; die "probe job did not run"; }
+    wait_for 20 "probe output copied back" grep -q probe-ok "$work/ci-probe.o${id%%.*}" \
+        || die "probe job $id ran but its output is missing"
+    # exec_vnode wraps in qstat -f's text: -w keeps it on one line
+    info=$($PBS_EXEC/bin/qstat -x -f -w "$id")
+    grep -q "Resource_List.ngpus = $(( PBS_VNODES * PBS_NGPUS ))\$" <<< "$info" \
         || die "probe job $id did not keep its ngpus request"
-    log "ngpus probe: job $id with select=1:ncpus=1:ngpus=$PBS_NGPUS ran ($(since "$start")s)"
+    for (( i = 0; i < PBS_VNODES; i++ )); do
+        grep -qF "($(vnode_name "$name" "$i"):ncpus=1:" <<< "$info" \
+            || { grep exec_vnode <<< "$info" >&2; die "probe job $id has no chunk on vnode $(vnode_name "$name" "$i")"; }
+    done
+    log "probe: $(cat "$work/ci-probe.o${id%%.*}") (one chunk on each vnode, ngpus=$PBS_NGPUS each; submit to output $(since "$start")s)"
 }
 
 no_jobs() { [[ -z $($PBS_EXEC/bin/qselect 2>/dev/null) ]]; }
@@ -341,7 +455,8 @@ cmd_status() {
     done
     if (( ready == 0 )); then
         $PBS_EXEC/bin/qstat -B 2>&1 | sed 's/^/  /' || true
-        $PBS_EXEC/bin/pbsnodes "$(pbs_name)" 2>&1 | grep -E '^\S|state =' | sed 's/^/  /' || true
+        $PBS_EXEC/bin/pbsnodes -av 2>&1 | grep -E '^\S|state =|available.(host|ncpus|ngpus) =' \
+            | sed 's/^/  /' || true
         echo "jobs: $($PBS_EXEC/bin/qselect 2>/dev/null | wc -l)"
     fi
     if (( ready == 0 )); then echo "state: READY"; else echo "state: NOT READY"; fi
@@ -351,8 +466,8 @@ cmd_status() {
 case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
-    gpus) configure_gpus; gpu_probe_job ;;
+    layout|gpus) configure_gpus; configure_vnodes; probe_job ;;
     stop) cmd_stop ;;
     status) cmd_status || exit 1 ;;
-    *) echo "usage: $0 install|start|gpus|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|layout|stop|status" >&2; exit 2 ;;
 esac
