@@ -81,7 +81,7 @@ def facts(client: Client) -> dict[str, dict[str, str | None]]:
             "nanny_pid": str(os.getppid()),
         }
 
-    by_address = client.run(mine)
+    by_address = client.run(mine, on_error="ignore")  # a worker may be leaving meanwhile
     names = {a: str(w["name"]) for a, w in client.scheduler_info()["workers"].items()}
     return {names[a]: f for a, f in by_address.items() if a in names}
 
