@@ -217,6 +217,10 @@ def test_parse_qstat_xml_j_without_schedd_job_info_and_missing():
         ("qacct_h_rt_killed.txt", JobState.TIMED_OUT, 137),
         ("qacct_qdel_running.txt", JobState.CANCELLED, 137),
         ("qacct_nonexistent_python.txt", JobState.FAILED, 127),
+        # parallel jobs (nodes=): one record per qrsh -inherit task, the job script's last
+        ("qacct_pe_tasks_ok.txt", JobState.FINISHED, 0),
+        ("qacct_pe_master_exit3.txt", JobState.FAILED, 3),
+        ("qacct_pe_master_exits_first.txt", JobState.FAILED, 3),  # not its killed task's 137
     ],
 )
 def test_qacct_recorded(name, state, exit_code):
@@ -587,3 +591,14 @@ def test_real_sge_300_missing_jobs_few_qacct_at_a_time(tmp_path, monkeypatch):
         engine.close()
         if ids:
             subprocess.run(["qdel", *ids], capture_output=True, check=False)
+
+
+def test_qacct_records_of_a_parallel_job_keep_the_job_scripts():
+    """The batched qacct step reads records by id: a parallel job's tasks share its id, and
+    the job script's record (the last) is the one kept."""
+    from dask_jobqueue.dialects.sge import parse_qacct_records
+
+    records = parse_qacct_records(_read("qacct_pe_master_exits_first.txt"))
+    assert list(records) == ["6"]
+    status = qacct_status(records["6"])
+    assert (status.state, status.exit_code) == (JobState.FAILED, 3)
