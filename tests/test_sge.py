@@ -596,8 +596,6 @@ def test_real_sge_300_missing_jobs_few_qacct_at_a_time(tmp_path, monkeypatch):
 def test_qacct_records_of_a_parallel_job_keep_the_job_scripts():
     """The batched qacct step reads records by id: a parallel job's tasks share its id, and
     the job script's record (the last) is the one kept."""
-    from dask_jobqueue.dialects.sge import parse_qacct_records
-
     records = parse_qacct_records(_read("qacct_pe_master_exits_first.txt"))
     assert list(records) == ["6"]
     status = qacct_status(records["6"])
