@@ -308,10 +308,12 @@ class JobQueueCluster(ParametersDocumented, PoolsMixin, DetachedClusterMixin, Sp
 
     @property
     def job_header(self) -> str:
+        """The directive lines (``#SBATCH ...``, ``#PBS ...``) of this cluster's job scripts."""
         return self._dummy_job.job_header
 
     @property
     def job_name(self) -> str:
+        """The batch job name of this cluster's jobs (each also carries the cluster's tag)."""
         return self._template_job.job_name
 
     def _new_worker_name(self, worker_number: int) -> str:

@@ -90,9 +90,11 @@ class JobTracker:
         return record
 
     def get(self, job_id: str) -> JobRecord | None:
+        """The record of a live job by its batch id (``None``: not live)."""
         return self._live.get(job_id)
 
     def by_name(self, name: str) -> JobRecord | None:
+        """The record of a live job by the cluster's name for it (``None``: not live)."""
         job_id = self._by_name.get(name)
         return None if job_id is None else self._live.get(job_id)
 
@@ -109,9 +111,11 @@ class JobTracker:
 
     @property
     def ended(self) -> list[JobRecord]:
+        """Records of recently ended jobs (a bounded history), oldest first."""
         return list(self._ended)
 
     def live_ids(self) -> list[str]:
+        """Batch ids of the jobs not ended yet, in submission order."""
         return list(self._live)
 
     def forget(self, job_id: str, state: JobState, reason: str, now: float) -> JobRecord | None:
