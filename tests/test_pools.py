@@ -6,6 +6,9 @@ themselves run end to end on the local backend (real worker processes).
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import dask
 import pytest
 from distributed import Client
@@ -233,3 +236,54 @@ def test_the_configuration_example_of_the_pools_page_gives_what_it_says():
             assert "--resources GPU=1" in script
             assert gpu.pool_shape().resources == {"GPU": 1.0}
             assert cluster.command_counts.get("submit", 0) == 0
+
+
+@pytest.mark.env("lsf")
+def test_a_pool_of_another_batch_system_joins_the_same_scheduler(tmp_path, monkeypatch):
+    """The stretch of issue 16: a cluster of one batch system (the local backend) with a pool
+    of another (the LSF emulator's ``bsub``), under one scheduler. Under ``adapt``, tasks
+    asking for the pool's resource grow the LSF pool only; ``close()`` ends both."""
+    from dask_jobqueue.lsf import LSFCluster
+
+    from .emulator import emulated_scheduler
+
+    with emulated_scheduler("lsf", tmp_path / "home", kill_delay=1.0) as env:
+        for key in ("PATH", "DJQ_EMULATOR_HOME"):
+            monkeypatch.setenv(key, env[key])
+        with (
+            dask.config.set(quick_polling("lsf", "300ms", "1s")),
+            LocalCluster(cores=1, memory="1GB", scheduler_options=NO_DASHBOARD) as cluster,
+            Client(cluster) as client,
+        ):
+            far = cluster.add_pool(
+                "far",
+                cluster_cls=LSFCluster,
+                cores=1,
+                memory="1GB",
+                log_directory=str(tmp_path / "logs"),
+                worker_extra_args=["--resources", "FAR=1"],
+            )
+            assert type(far) is LSFCluster and far.scheduler_address == cluster.scheduler_address
+            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="200ms")
+            futures = [
+                client.submit(
+                    lambda i: (i, os.environ.get("LSB_JOBID")), i, resources={"FAR": 1}, pure=False
+                )
+                for i in range(6)
+            ]
+            results = client.gather(futures, errors="raise")
+            assert [i for i, _ in results] == list(range(6))
+            assert all(job_id for _, job_id in results)  # every one ran in an LSF job
+            assert far.command_counts.get("submit", 0) >= 1
+            assert cluster.command_counts.get("submit", 0) == 0  # no local job for them
+            assert {r.pool for r in cluster.jobs} == {"far"}  # the cluster's table shows them
+            lsf_ids = {r.job_id for r in far.jobs}
+        assert cluster.status.name == "closed" and far.status.name == "closed"
+        done = subprocess.run(
+            ["bjobs", "-a", "-noheader", "-o", "jobid stat", *sorted(lsf_ids)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        states = dict(line.split() for line in done.stdout.splitlines())
+        assert set(states) == lsf_ids and set(states.values()) <= {"EXIT", "DONE"}, states
