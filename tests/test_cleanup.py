@@ -22,48 +22,26 @@ from .waiting import wait_until
 
 ROOT = Path(__file__).parents[1]
 
+
 # Held jobs: queued jobs never end by themselves (a running worker whose scheduler is gone
 # exits on its own).
+def held_jobs_of(flavour: str, module: str, cluster: str, keywords: dict) -> object:
+    """The case of one batch system (selected by ``-E flavour``), its jobs submitted held."""
+    return pytest.param(
+        flavour, module, cluster, keywords, marks=pytest.mark.env(flavour), id=flavour
+    )
+
+
 EMULATED = [
-    pytest.param(
-        "pbs",
-        "dask_jobqueue.pbs",
-        "PBSCluster",
-        {"job_extra_directives": ["-h"]},
-        marks=pytest.mark.env("pbs"),
-        id="pbs",
-    ),
-    pytest.param(
-        "torque",
-        "dask_jobqueue.pbs",
-        "PBSCluster",
-        {"job_extra_directives": ["-h"]},
-        marks=pytest.mark.env("torque"),
-        id="torque",
-    ),
-    pytest.param(
-        "moab",
-        "dask_jobqueue.moab",
-        "MoabCluster",
-        {"job_extra_directives": ["-h"]},
-        marks=pytest.mark.env("moab"),
-        id="moab",
-    ),
-    pytest.param(
-        "lsf",
-        "dask_jobqueue.lsf",
-        "LSFCluster",
-        {"job_extra_directives": ["-H"]},
-        marks=pytest.mark.env("lsf"),
-        id="lsf",
-    ),
-    pytest.param(
+    held_jobs_of("pbs", "dask_jobqueue.pbs", "PBSCluster", {"job_extra_directives": ["-h"]}),
+    held_jobs_of("torque", "dask_jobqueue.pbs", "PBSCluster", {"job_extra_directives": ["-h"]}),
+    held_jobs_of("moab", "dask_jobqueue.moab", "MoabCluster", {"job_extra_directives": ["-h"]}),
+    held_jobs_of("lsf", "dask_jobqueue.lsf", "LSFCluster", {"job_extra_directives": ["-H"]}),
+    held_jobs_of(
         "htcondor",
         "dask_jobqueue.htcondor",
         "HTCondorCluster",
         {"disk": "1GB", "job_extra_directives": {"hold": "True"}},
-        marks=pytest.mark.env("htcondor"),
-        id="htcondor",
     ),
 ]
 CLI_NAME = {"pbs": "pbs", "torque": "pbs", "moab": "moab", "lsf": "lsf", "htcondor": "htcondor"}
