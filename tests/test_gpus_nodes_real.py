@@ -178,6 +178,40 @@ def test_gpu_type_two_workers_one_device_each(slurm_multi, tmp_path):
         assert wait_until(lambda: not squeue("gpus-typed"), timeout=60)
 
 
+def test_gpu_type_with_nodes_per_node_devices(slurm_multi, tmp_path):
+    """``nodes=2``: ``--gpus-per-node=<type>:2``, two workers on each node, devices 0 and 1."""
+    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
+        with (
+            SLURMCluster(
+                cores=2,
+                memory="1GB",
+                gpus=2,
+                gpu_type=BED_GPU_TYPE,
+                nodes=2,
+                queue="gpu",
+                walltime="00:10:00",
+                job_name="gpus-typed-nodes",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert f"#SBATCH --gpus-per-node={BED_GPU_TYPE}:2" in cluster.job_header.splitlines()
+            cluster.scale(jobs=1)
+            client.wait_for_workers(4, timeout=120)
+            facts = worker_facts(client)
+            (job_id,) = {f["job"] for f in facts.values()}
+            by_node: dict[str, list[str]] = {}
+            for fact in facts.values():
+                by_node.setdefault(str(fact["node"]), []).append(str(fact["cuda"]))
+            assert len(by_node) == 2, facts
+            assert all(sorted(devices) == ["0", "1"] for devices in by_node.values()), facts
+            # recorded on Slurm 22.05: TresPerNode=gres:gpu:fakegpu:2
+            shown = scontrol_job(str(job_id))
+            assert f"TresPerNode=gres:gpu:{BED_GPU_TYPE}:2" in shown, shown
+        assert wait_until(lambda: not squeue("gpus-typed-nodes"), timeout=60)
+
+
 def test_gpu_type_no_node_has_is_refused_and_reported(slurm_multi, tmp_path):
     """A model no node has: sbatch refuses the job at once, the cluster raises sbatch's
     error and does not resubmit it again and again."""
