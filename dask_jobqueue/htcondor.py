@@ -97,6 +97,7 @@ class HTCondorJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = None
 
     #: Program the job runs (with ``-c '<prologue; workers; epilogue>'``).
     executable = "/bin/sh"

@@ -38,6 +38,7 @@ from .dialect import (
 )
 from .engine import BatchSystem
 from .layout import (
+    GPU_TYPE_REFUSALS,
     NODE_WORKER_NAME,
     STATUS_VAR,
     Launcher,
@@ -197,6 +198,9 @@ class Job(ParametersDocumented, ProcessInterface):
     options: ClassVar[tuple[Option, ...]] = JOB_OPTIONS
     #: Whether the header requests ``gpus`` from the batch system (else ``gpus`` is refused).
     gpus_supported: ClassVar[bool] = False
+    #: Why ``gpu_type`` is refused and the site-specific way instead (``None``: the header
+    #: requests the GPU model).
+    gpu_type_refusal: ClassVar[str | None] = GPU_TYPE_REFUSALS["generic"]
     #: How a job of several ``nodes`` starts workers on each (the first is the default;
     #: none: ``nodes`` > 1 is refused).
     launchers: ClassVar[tuple[Launcher, ...]] = ()
@@ -207,6 +211,7 @@ class Job(ParametersDocumented, ProcessInterface):
     worker_memory: int
     worker_processes: int
     gpus: int | None
+    gpu_type: str | None
     mem_per_gpu: int | None
     nodes: int
     launcher: str | None
@@ -326,6 +331,8 @@ class Job(ParametersDocumented, ProcessInterface):
             self.launcher,
             cls.launchers,
             cls.gpus_supported,
+            self.gpu_type,
+            cls.gpu_type_refusal,
         )
         self.worker_process_threads = self.worker_cores // self.worker_processes
         #: Memory limit of each worker, in bytes.

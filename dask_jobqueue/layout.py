@@ -24,6 +24,7 @@ from typing import Any
 from ._shell import join_command, quote
 
 __all__ = [
+    "GPU_TYPE_REFUSALS",
     "Launcher",
     "check_layout",
     "gpu_worker_lines",
@@ -46,6 +47,26 @@ INDEX_VAR = "dask_jobqueue_i"
 STATUS_VAR = "dask_jobqueue_status"
 #: Shell array holding the GPUs of the job (of the node) inside the script.
 GPU_VAR = "dask_jobqueue_gpus"
+
+
+#: What a job class without a standard GPU-model form tells a user of ``gpu_type`` (its
+#: ``gpu_type_refusal``), by batch system: the site-specific way instead.
+GPU_TYPE_REFUSALS = {
+    "pbs": "PBS has no standard GPU-model resource (ngpus counts GPUs only); ask for the "
+    "site's own one in the select statement, e.g. "
+    "resource_spec='select=1:ncpus=8:ngpus=2:gpu_model=a100' (the name is the site's), or "
+    "through job_extra_directives",
+    "sge": "Grid Engine GPU consumables are site-defined; request the site's complex for "
+    "that model, e.g. gpu_resource_name='a100' if the site counts each model in its own "
+    "complex, or job_extra_directives=['-l gpu_model=a100'] with the site's name",
+    "oar": "OAR has no standard GPU-model property (gpu_model and the like are site "
+    "properties); add the site's property as a constraint, e.g. "
+    "job_extra_directives=[\"-p gpu_model='A100'\"] with the site's name",
+    "local": "the local backend runs on this machine's GPUs; choose them with "
+    "CUDA_VISIBLE_DEVICES (each worker gets one of its devices)",
+    "generic": "this batch system has no standard way to ask for a GPU model; use the "
+    "site's resource through job_extra_directives",
+}
 
 
 @dataclass(frozen=True)
@@ -109,13 +130,27 @@ def check_layout(
     launcher: str | None,
     launchers: Sequence[Launcher],
     gpus_supported: bool,
+    gpu_type: str | None = None,
+    gpu_type_refusal: str | None = None,
 ) -> Launcher | None:
     """Check the GPU and node keywords of a job; return the launcher for ``nodes > 1``.
 
     Raises ``ValueError`` naming the keyword: ``gpus`` on a job class that cannot request
-    GPUs, ``processes`` other than ``gpus`` (each worker has one GPU), ``nodes`` or
-    ``launcher`` where the batch system has no launcher of that name.
+    GPUs, ``processes`` other than ``gpus`` (each worker has one GPU), ``gpu_type`` without
+    ``gpus`` or where the batch system has no standard form (``gpu_type_refusal``: what to
+    do instead; ``None``: the header writes the model), ``nodes`` or ``launcher`` where the
+    batch system has no launcher of that name.
     """
+    if gpu_type is not None:
+        if gpus is None:
+            raise ValueError(
+                f"gpu_type={gpu_type!r} needs gpus= (the number of GPUs per job of that model)"
+            )
+        if gpu_type_refusal is not None:
+            raise ValueError(
+                f"gpu_type={gpu_type!r}: {job_cls_name} cannot request a GPU model: "
+                f"{gpu_type_refusal}"
+            )
     if gpus is not None:
         if not gpus_supported:
             raise ValueError(

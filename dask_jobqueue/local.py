@@ -25,6 +25,7 @@ from ._values import check_shared_directory, check_text
 from .cluster import JobQueueCluster
 from .engine import BatchSystem, PollAnswer
 from .job import Job, make_log_directory
+from .layout import GPU_TYPE_REFUSALS
 from .options import (
     JOB_OPTIONS_BY_NAME,
     PROJECT,
@@ -216,6 +217,7 @@ class LocalJob(Job):
     batch_system_cls = LocalProcesses
     # GPUs of this machine: each worker gets one of 0..gpus-1 (or of CUDA_VISIBLE_DEVICES)
     gpus_supported = True
+    gpu_type_refusal = GPU_TYPE_REFUSALS["local"]
 
     # Accepted for compatibility with batch backends (and checked); a local process has no
     # queue, project or resources. The log directory holds the job scripts, so nobody else

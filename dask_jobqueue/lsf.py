@@ -101,6 +101,7 @@ class LSFJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = None
     launchers = LSF_LAUNCHERS
 
     options = (

@@ -29,7 +29,7 @@ from .dialects.oar import (  # noqa: F401  (re-exported: the public names of 0.9
     parse_oarstat_json,
 )
 from .job import Job
-from .layout import Launcher
+from .layout import GPU_TYPE_REFUSALS, Launcher
 from .options import IDENTIFIER, PROJECT, QUEUE, RESOURCE_SPEC, TEXT, WALLTIME, Option
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class OARJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = GPU_TYPE_REFUSALS["oar"]
     launchers = OAR_LAUNCHERS
 
     options = (

@@ -406,6 +406,17 @@ def _identifier(value: Any, keyword: str, owner: type) -> str:
     return value
 
 
+def _gpu_type(value: Any, keyword: str, owner: type) -> str:
+    """A GPU model name: it is written in the job's header, so letters, digits and
+    ``_ . -`` only (no quoting needed in any dialect), not starting with ``-``."""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
+        raise ValueError(
+            f"{keyword}={value!r} must be a GPU model name given as a string of letters, "
+            "digits and _ . - (e.g. 'a100'), as the batch system names it"
+        )
+    return value
+
+
 def _int_at_least_zero(value: Any, keyword: str, owner: type) -> int:
     return parse_positive_int(value, keyword, allow_zero=True)
 
@@ -496,6 +507,17 @@ JOB_OPTIONS: tuple[Option, ...] = (
         "each seeing one device (``CUDA_VISIBLE_DEVICES``) and advertising the worker "
         "resource ``GPU: 1``. Default: none.",
         check=POSITIVE_INT,
+    ),
+    Option(
+        "gpu_type",
+        "str",
+        "GPU model the job's ``gpus`` must be, as the batch system names it (letters, "
+        "digits, ``_ . -``). Slurm: ``--gpus=<type>:<gpus>`` (``--gpus-per-node`` with "
+        '``nodes``); LSF: ``-gpu "num=<gpus>:gmodel=<type>"``; HTCondor: ``require_gpus`` '
+        "on ``DeviceName``. PBS, Moab, SGE, OAR and the local backend have no standard form "
+        "and refuse it (use the site's resource through ``job_extra_directives``). Needs "
+        "``gpus``. Default: any model.",
+        check=_gpu_type,
     ),
     Option(
         "mem_per_gpu",

@@ -56,7 +56,7 @@ from .dialects.pbs import (  # noqa: F401  (re-exported: the public names of 0.9
     torque_qstat_argv,
 )
 from .job import Job
-from .layout import Launcher
+from .layout import GPU_TYPE_REFUSALS, Launcher
 from .options import ACCOUNT, QUEUE, RESOURCE_SPEC, WALLTIME
 from .tags import safe_host
 
@@ -118,6 +118,7 @@ class PBSJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = GPU_TYPE_REFUSALS["pbs"]
     launchers = PBS_LAUNCHERS
 
     options = (

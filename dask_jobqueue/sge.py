@@ -44,7 +44,7 @@ from .dialects.sge import (  # noqa: F401  (re-exported: the public names of 0.9
     waiting_ids,
 )
 from .job import Job
-from .layout import Launcher
+from .layout import GPU_TYPE_REFUSALS, Launcher
 from .options import PROJECT, QUEUE, RESOURCE_SPEC, WALLTIME, WORD, Option
 
 __all__ = [
@@ -110,6 +110,7 @@ class SGEJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = GPU_TYPE_REFUSALS["sge"]
     launchers = SGE_LAUNCHERS
 
     options = (

@@ -75,6 +75,7 @@ class SLURMJob(Job):
 
     dialect = DIALECT
     gpus_supported = True
+    gpu_type_refusal = None
     launchers = SLURM_LAUNCHERS
     options = (QUEUE, ACCOUNT, WALLTIME, JOB_CPU, JOB_MEM)
     queue: str | None

@@ -56,6 +56,82 @@ def test_gpus_header_form_of_every_scheduler(cls, line):
     assert not [x for x in header(cls) if "gpu" in x.lower()]
 
 
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "lines"),
+    [
+        (SLURMCluster, {}, ["#SBATCH --gpus=a100:2"]),
+        (SLURMCluster, {"nodes": 2}, ["#SBATCH --gpus-per-node=a100:2"]),
+        (
+            SLURMCluster,
+            {"mem_per_gpu": "1GB", "memory": None},
+            ["#SBATCH --gpus=a100:2", "#SBATCH --mem-per-gpu=954M"],
+        ),
+        (LSFCluster, {}, ['#BSUB -gpu "num=2:gmodel=a100"']),
+        (LSFCluster, {"nodes": 2}, ['#BSUB -gpu "num=2:gmodel=a100"']),
+        (
+            HTCondorCluster,
+            {},
+            ["request_gpus = 2", 'require_gpus = regexp("a100", DeviceName, "i")'],
+        ),
+    ],
+)
+def test_gpu_type_header_forms(cls, kwargs, lines):
+    written = header(cls, gpus=2, gpu_type="a100", **kwargs)
+    for line in lines:
+        assert line in written
+    # one GPU line each (the typed one replaces the untyped one)
+    gpu_lines = [x for x in written if "gpu" in x.lower() and "mem-per-gpu" not in x]
+    assert len(gpu_lines) == len([x for x in lines if "mem-per-gpu" not in x]), written
+
+
+def test_gpu_type_dot_is_literal_in_htcondor_regexp():
+    lines = header(HTCondorCluster, gpus=1, gpu_type="A100-SXM4-40GB.x")
+    assert 'require_gpus = regexp("A100-SXM4-40GB[.]x", DeviceName, "i")' in lines
+
+
+def test_gpu_type_from_yaml():
+    with dask.config.set({"jobqueue.slurm.gpus": 1, "jobqueue.slurm.gpu-type": "h100"}):
+        assert "#SBATCH --gpus=h100:1" in header(SLURMCluster)
+    with dask.config.set({"jobqueue.lsf.gpus": 1, "jobqueue.lsf.gpu-type": "TeslaV100"}):
+        assert '#BSUB -gpu "num=1:gmodel=TeslaV100"' in header(LSFCluster)
+
+
+@pytest.mark.parametrize(
+    ("cls", "advice"),
+    [
+        (PBSCluster, "resource_spec='select=1:ncpus=8:ngpus=2:gpu_model=a100'"),
+        (MoabCluster, "PBS has no standard GPU-model resource"),
+        (SGECluster, "Grid Engine GPU consumables are site-defined"),
+        (OARCluster, "OAR has no standard GPU-model property"),
+        (LocalCluster, "CUDA_VISIBLE_DEVICES"),
+    ],
+)
+def test_gpu_type_refused_where_no_standard_form(cls, advice):
+    """Refused by the cluster's constructor, before anything is submitted."""
+    kwargs = {"cores": 2, "memory": "2GB", "gpus": 2, "gpu_type": "a100", **EXTRA.get(cls, {})}
+    with pytest.raises(ValueError, match=r"^gpu_type='a100': \w+Job cannot request") as info:
+        cls(**kwargs)
+    assert advice in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "cls", [SLURMCluster, LSFCluster, HTCondorCluster, PBSCluster, SGECluster, OARCluster]
+)
+def test_gpu_type_without_gpus_is_refused(cls):
+    with pytest.raises(ValueError, match=r"gpu_type='a100' needs gpus="):
+        cls.job_cls(cores=2, memory="2GB", gpu_type="a100", **EXTRA.get(cls, {}))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a100 -l x", 'a100"', "a100:2", "-x", "", "a$HOME", "a100\n#SBATCH -p x", 100, ["a100"]],
+)
+@pytest.mark.parametrize("cls", [SLURMCluster, LSFCluster, HTCondorCluster])
+def test_gpu_type_value_is_checked(cls, value):
+    with pytest.raises(ValueError, match=r"gpu_type=.* must be a GPU model name"):
+        cls.job_cls(cores=2, memory="2GB", gpus=1, gpu_type=value, **EXTRA.get(cls, {}))
+
+
 def test_sge_gpu_resource_name_is_configurable():
     assert "#$ -l gpus_total=2" in header(SGECluster, gpus=2, gpu_resource_name="gpus_total")
     with dask.config.set({"jobqueue.sge.gpu-resource-name": "ngpu"}):
@@ -283,10 +359,24 @@ def test_local_gpus_two_workers_one_device_each(no_stray_processes, tmp_path):
     [
         pytest.param("lsf", LSFCluster, {}, '-gpu "num=2"', marks=pytest.mark.env("lsf")),
         pytest.param(
+            "lsf",
+            LSFCluster,
+            {"gpu_type": "TeslaA100"},
+            '-gpu "num=2:gmodel=TeslaA100"',
+            marks=pytest.mark.env("lsf"),
+        ),
+        pytest.param(
             "htcondor",
             HTCondorCluster,
             {"disk": "1GB"},
             "request_gpus = 2",
+            marks=pytest.mark.env("htcondor"),
+        ),
+        pytest.param(
+            "htcondor",
+            HTCondorCluster,
+            {"disk": "1GB", "gpu_type": "a100"},
+            'require_gpus = regexp("a100", DeviceName, "i")',
             marks=pytest.mark.env("htcondor"),
         ),
         pytest.param("torque", PBSCluster, {}, ":ngpus=2", marks=pytest.mark.env("torque")),
@@ -432,7 +522,7 @@ def test_gpus_page_examples_are_what_the_code_writes():
 
     text = (Path(__file__).parent.parent / "docs" / "gpus.rst").read_text()
     examples = re.findall(r"^    ((\w+Cluster)\((.*)\))\n((?:    # .*\n)+)", text, re.MULTILINE)
-    assert len(examples) == 4
+    assert len(examples) == 7
     for _, name, arguments, comments in examples:
         cls = getattr(dask_jobqueue, name)
         kwargs = eval(f"dict({arguments})")  # the page's own literal keywords

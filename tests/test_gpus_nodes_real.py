@@ -16,7 +16,7 @@ import dask
 import pytest
 from distributed import Client
 
-from dask_jobqueue import JobFailedError, SLURMCluster
+from dask_jobqueue import CommandError, JobFailedError, SLURMCluster
 
 from .scheduler_suite import NO_DASHBOARD
 from .waiting import quick_polling, wait_until
@@ -129,6 +129,117 @@ def test_mem_per_gpu_writes_mem_per_gpu_and_no_mem(slurm_multi, tmp_path):
             assert "MinMemoryNode=0" in shown, shown
             assert "TresPerJob=gres:gpu:2" in shown, shown
         assert wait_until(lambda: not squeue("gpus-mem"), timeout=60)
+
+
+#: The model of the bed's fake GPUs (gres.conf Type=, ci/slurm-multi/run.sh).
+BED_GPU_TYPE = "fakegpu"
+
+
+def scontrol_job(job_id: str) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+def test_gpu_type_two_workers_one_device_each(slurm_multi, tmp_path):
+    """``gpu_type`` writes ``--gpus=<type>:2``; Slurm gives the job 2 GPUs of that type."""
+    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
+        with (
+            SLURMCluster(
+                cores=2,
+                memory="1GB",
+                gpus=2,
+                gpu_type=BED_GPU_TYPE,
+                queue="gpu",
+                walltime="00:10:00",
+                job_name="gpus-typed",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert f"#SBATCH --gpus={BED_GPU_TYPE}:2" in cluster.job_header.splitlines()
+            cluster.scale(jobs=1)
+            client.wait_for_workers(2, timeout=120)
+            facts = worker_facts(client)
+            assert sorted(f["cuda"] for f in facts.values()) == ["0", "1"], facts
+            (job_id,) = {f["job"] for f in facts.values()}
+            assert list(squeue("gpus-typed")) == [job_id]
+            workers = client.scheduler_info()["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 1}, {"GPU": 1}]
+            # recorded on Slurm 22.05: TresPerJob=gres:gpu:fakegpu:2
+            shown = scontrol_job(str(job_id))
+            assert f"TresPerJob=gres:gpu:{BED_GPU_TYPE}:2" in shown, shown
+            assert cluster.command_counts["submit"] == 1
+        assert wait_until(lambda: not squeue("gpus-typed"), timeout=60)
+
+
+def test_gpu_type_with_nodes_per_node_devices(slurm_multi, tmp_path):
+    """``nodes=2``: ``--gpus-per-node=<type>:2``, two workers on each node, devices 0 and 1."""
+    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
+        with (
+            SLURMCluster(
+                cores=2,
+                memory="1GB",
+                gpus=2,
+                gpu_type=BED_GPU_TYPE,
+                nodes=2,
+                queue="gpu",
+                walltime="00:10:00",
+                job_name="gpus-typed-nodes",
+                log_directory=str(tmp_path),
+                scheduler_options=NO_DASHBOARD,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert f"#SBATCH --gpus-per-node={BED_GPU_TYPE}:2" in cluster.job_header.splitlines()
+            cluster.scale(jobs=1)
+            client.wait_for_workers(4, timeout=120)
+            facts = worker_facts(client)
+            (job_id,) = {f["job"] for f in facts.values()}
+            by_node: dict[str, list[str]] = {}
+            for fact in facts.values():
+                by_node.setdefault(str(fact["node"]), []).append(str(fact["cuda"]))
+            assert len(by_node) == 2, facts
+            assert all(sorted(devices) == ["0", "1"] for devices in by_node.values()), facts
+            # recorded on Slurm 22.05: TresPerNode=gres:gpu:fakegpu:2
+            shown = scontrol_job(str(job_id))
+            assert f"TresPerNode=gres:gpu:{BED_GPU_TYPE}:2" in shown, shown
+        assert wait_until(lambda: not squeue("gpus-typed-nodes"), timeout=60)
+
+
+def test_gpu_type_no_node_has_is_refused_and_reported(slurm_multi, tmp_path):
+    """A model no node has: sbatch refuses the job at once, the cluster raises sbatch's
+    error and does not resubmit it again and again."""
+    with dask.config.set(quick_polling("slurm", "500ms", "2s")):
+        with SLURMCluster(
+            cores=2,
+            memory="1GB",
+            gpus=2,
+            gpu_type="nosuchgpu",
+            queue="gpu",
+            walltime="00:10:00",
+            job_name="gpus-badtype",
+            log_directory=str(tmp_path),
+            scheduler_options=NO_DASHBOARD,
+        ) as cluster:
+            cluster.scale(jobs=1)
+            with pytest.raises(CommandError) as info:
+                cluster.wait_for_workers(2, timeout=60)
+            # recorded on Slurm 22.05
+            assert "Requested node configuration is not available" in str(info.value)
+            assert info.value.returncode not in (0, None)
+            assert cluster.command_counts["submit"] == 1
+            assert not squeue("gpus-badtype")  # nothing queued
+            # the refusal stands: asking again raises the same error without a new job
+            with pytest.raises(CommandError, match="Requested node configuration"):
+                cluster.wait_for_workers(2, timeout=5)
+            assert not squeue("gpus-badtype")
+            assert cluster.command_counts["submit"] == 1
 
 
 def three_node_cluster(job_name: str, tmp_path) -> SLURMCluster:

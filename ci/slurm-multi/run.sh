@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A second Slurm cluster on this machine: 3 nodes (one slurmd each: n1, n2, n3), 2 fake GPUs per
-# node, partitions cpu (default), gpu, low (preemptible by requeue) and high. Independent of the
+# node (of type "fakegpu": gres.conf Type=, so --gpus=fakegpu:2 and --gpus=2 both run),
+# partitions cpu (default), gpu, low (preemptible by requeue) and high. Independent of the
 # single-node cluster of ci/slurm/run.sh: its own slurm.conf, ports, munged, state, logs and pid
 # files, all under $SLURM_MULTI_ROOT. Both can run at the same time.
 #
@@ -54,6 +55,9 @@ else
     IFS=, read -r -a GPU_DEVICES <<<"$GPU_FILES"
 fi
 (( ${#GPU_DEVICES[@]} == 2 )) || { echo "run.sh: SLURM_MULTI_GPU_FILES must name 2 devices" >&2; exit 2; }
+# The GPU model of the fake GPUs (gres.conf Type=, slurm.conf Gres=gpu:TYPE:2): typed requests
+# (--gpus=fakegpu:2) and untyped ones (--gpus=2, --gres=gpu:2) are both satisfied by them.
+GPU_TYPE=fakegpu
 
 NODES=(n1 n2 n3)
 NODE_PORTS=($(( CTLD_PORT + 1 )) $(( CTLD_PORT + 2 )) $(( CTLD_PORT + 3 )))
@@ -184,7 +188,7 @@ SlurmdTimeout=300
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 GresTypes=gpu
-NodeName=n[1-3] NodeHostname=@HOST@ NodeAddr=127.0.0.1 Port=[@NODE_PORTS@] CPUs=4 RealMemory=8000 Gres=gpu:2 State=UNKNOWN
+NodeName=n[1-3] NodeHostname=@HOST@ NodeAddr=127.0.0.1 Port=[@NODE_PORTS@] CPUs=4 RealMemory=8000 Gres=gpu:fakegpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=n[1-3] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
 PartitionName=gpu Nodes=n[1-3] MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
 PartitionName=low Nodes=n[1-3] MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=20
@@ -196,7 +200,7 @@ gres_text() {
     echo '# Written by ci/slurm-multi/run.sh: 2 "GPUs" per node on character devices that exist'
     echo '# here; Slurm schedules them and sets CUDA_VISIBLE_DEVICES, nothing is isolated.'
     echo 'AutoDetect=off'
-    echo "NodeName=n[1-3] Name=gpu File=$GPU_FILES"
+    echo "NodeName=n[1-3] Name=gpu Type=$GPU_TYPE File=$GPU_FILES"
 }
 
 # gpu_devices_exist: the two devices of $GPU_FILES exist (slurmd refuses a missing one).

@@ -354,6 +354,13 @@ def submit_value(value: object, keyword: str) -> str:
     return escape_macros(text)
 
 
+def _require_gpus(job: Any) -> str | None:
+    if job.gpu_type is None or job.gpus is None:
+        return None
+    pattern = job.gpu_type.replace(".", "[.]")  # a checked name: letters, digits, _ . -
+    return f'regexp("{pattern}", DeviceName, "i")'
+
+
 def _has_log_directory(job: Any) -> bool:
     return job.log_directory is not None
 
@@ -368,6 +375,10 @@ HEADER = HeaderTable(
         Directive("RequestMemory = floor(MY.DaskWorkerMemory / 1048576)"),
         Directive("RequestDisk = floor(MY.DaskWorkerDisk / 1024)"),
         Directive("request_gpus = {}", "gpus"),
+        # require_gpus: a ClassAd expression every GPU of the job must match; DeviceName is
+        # the model name condor_gpu_discovery reports (e.g. "NVIDIA A100-SXM4-40GB"), so the
+        # model is a case-insensitive substring of it ("." taken literally)
+        Directive("require_gpus = {}", lambda job: _require_gpus(job)),
         Directive('MY.JobId = "$(ClusterId).$(ProcId)"'),
         Directive("MY.DaskWorkerCores = {}", "worker_cores"),
         Directive("MY.DaskWorkerMemory = {}", "worker_memory"),

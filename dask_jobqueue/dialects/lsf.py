@@ -410,6 +410,12 @@ def lsf_log_file(directory: str, job_name: str, suffix: str) -> str:
     return bsub_value(f"{directory}/{job_name}-%J.{suffix}", "log_directory")
 
 
+def _lsf_gpus(job: Any) -> str | None:
+    if job.gpus is None:
+        return None
+    return f"{job.gpus}:gmodel={job.gpu_type}" if job.gpu_type is not None else str(job.gpus)
+
+
 #: The ``#BSUB`` lines of a job script. The project is written in double quotes (its
 #: option refuses what they cannot carry); all slots of a job on one host.
 HEADER = HeaderTable(
@@ -424,7 +430,9 @@ HEADER = HeaderTable(
         Directive('-R "span[ptile={}]"', "ncpus", when=lambda job: job.nodes > 1),
         Directive("-M {}", lambda job: lsf_format_bytes_ceil(job.mem, job.lsf_units)),
         Directive("-W {}", "walltime"),
-        Directive('-gpu "num={}"', "gpus"),
+        # num=<gpus>[:gmodel=<gpu_type>] (gmodel: brand name, model number or total memory;
+        # a checked name, nothing to quote inside the double quotes)
+        Directive('-gpu "num={}"', lambda job: _lsf_gpus(job)),
     )
 )
 

@@ -332,6 +332,13 @@ def slurm_log_file(directory: str, job_name: str, suffix: str) -> str:
     )
 
 
+def _gpu_count(job: Any) -> str | None:
+    """``--gpus`` value: ``<gpus>`` or ``<gpu_type>:<gpus>`` (gpu_type is a checked name)."""
+    if job.gpus is None:
+        return None
+    return f"{job.gpu_type}:{job.gpus}" if job.gpu_type is not None else str(job.gpus)
+
+
 def _mem_per_gpu(job: Any) -> str | None:
     return None if job.mem_per_gpu is None else slurm_format_bytes_ceil(job.mem_per_gpu)
 
@@ -374,8 +381,12 @@ HEADER = HeaderTable(
             lambda job: job.job_mem or slurm_format_bytes_ceil(job.worker_memory),
             when=lambda job: job.mem_per_gpu is None,
         ),
-        Directive("--gpus={}", "gpus", when=lambda job: job.nodes == 1),
-        Directive("--gpus-per-node={}", "gpus", when=lambda job: job.nodes > 1),
+        # [type:]count (sbatch --gpus/--gpus-per-node); an untyped --mem-per-gpu applies to
+        # typed GPUs too (checked on Slurm 22.05: MemPerTres=gres:gpu:<MB>)
+        Directive("--gpus={}", lambda job: _gpu_count(job), when=lambda job: job.nodes == 1),
+        Directive(
+            "--gpus-per-node={}", lambda job: _gpu_count(job), when=lambda job: job.nodes > 1
+        ),
         Directive("--mem-per-gpu={}", lambda job: _mem_per_gpu(job)),
         Directive("-t {}", "walltime"),
     )
