@@ -24,6 +24,9 @@ if ! OAR_PYTHON=$PY bash "ci/$name/run.sh" start; then
     bash "ci/$name/run.sh" stop || true
     exit 1
 fi
+# --durations=15: the CI log names the slowest tests (setup, call, teardown) of each stage;
+# -rfE: failures and errors are listed again at the end, next to those durations.
+PYTEST_ARGS=(-p no:cacheprovider --durations=15 -rfE)
 rc=0
 if [ -n "$user" ]; then
     home=$(getent passwd "$user" | cut -d: -f6)
@@ -32,9 +35,9 @@ if [ -n "$user" ]; then
     cp -r dask_jobqueue tests docs setup.py pyproject.toml README.rst "$work/"
     chown -R "$user" "$work"
     (cd "$work" && runuser -u "$user" -- env HOME="$home" PYTHONPATH="$work" \
-        "$PY" -m pytest -p no:cacheprovider --basetemp="$work/tmp" -E "$name") || rc=$?
+        "$PY" -m pytest "${PYTEST_ARGS[@]}" --basetemp="$work/tmp" -E "$name") || rc=$?
 else
-    "$PY" -m pytest -p no:cacheprovider -E "$name" || rc=$?
+    "$PY" -m pytest "${PYTEST_ARGS[@]}" -E "$name" || rc=$?
 fi
 bash "ci/$name/run.sh" stop || rc=1
 exit $rc
