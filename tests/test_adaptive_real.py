@@ -124,10 +124,11 @@ def test_released_job_hands_over_its_data():
 
 
 def test_workers_with_a_lifetime_are_replaced_without_a_loop():
-    lifetime = ["--lifetime", "25s", "--lifetime-stagger", "5s"]
+    # the stream lasts three lifetimes: every job is replaced, and most replacements are too
+    lifetime = ["--lifetime", "15s", "--lifetime-stagger", "3s"]
     with make_cluster(worker_extra_args=lifetime) as cluster, Client(cluster) as client:
         adaptive = cluster.adapt(minimum_jobs=0, maximum_jobs=2)
-        result = run_stream(client, seconds=75, in_flight=8)
+        result = run_stream(client, seconds=45, in_flight=8)
         counts = cluster.command_counts
         records = cluster.jobs
         print(

@@ -138,7 +138,7 @@ def test_owner_killed_another_process_attaches_scales_and_closes(tmp_path, real)
         finally:
             cluster.close()
         closed = time.monotonic()
-        wait_until(lambda: not tagged(real, cluster_id), timeout=30)
+        assert wait_until(lambda: not tagged(real, cluster_id), timeout=30)
         print(
             f"{real.cluster}: attached {attached_after:.2f}s after the kill; queue empty "
             f"{time.monotonic() - closed:.1f}s after close()"
@@ -160,7 +160,7 @@ def test_keep_alive_runs_out_and_every_job_leaves_the_queue(tmp_path, real):
             seen.append(numbers(tagged(real, cluster_id)))
             time.sleep(1)
         assert seen and all(s == expected for s in seen), (expected, seen)
-        wait_until(lambda: not tagged(real, cluster_id), timeout=40 + 45 - 15, interval=1)
+        assert wait_until(lambda: not tagged(real, cluster_id), timeout=40 + 45 - 15, interval=1)
         gone_after = time.monotonic() - killed
         print(f"{real.cluster}: keep_alive 40 s, every job gone {gone_after:.1f}s after the kill")
         assert gone_after < 40 + 45
@@ -177,7 +177,7 @@ def test_without_keep_alive_a_crash_cancels_everything_promptly(tmp_path, real):
     try:
         assert tagged(real, cluster_id)
         killed = kill(owner)
-        wait_until(lambda: not tagged(real, cluster_id), timeout=20, interval=0.5)
+        assert wait_until(lambda: not tagged(real, cluster_id), timeout=20, interval=0.5)
         print(
             f"{real.cluster}: no keep_alive, every job gone "
             f"{time.monotonic() - killed:.1f}s after the kill"
@@ -240,6 +240,6 @@ def test_attach_while_the_tag_listing_fails_changes_nothing(
             assert sorted(r.job_id for r in cluster.jobs) == sorted(worker_ids)
         finally:
             cluster.close()
-        wait_until(lambda: not tagged(real, cluster_id), timeout=30)
+        assert wait_until(lambda: not tagged(real, cluster_id), timeout=30)
     finally:
         cancel_leftovers(real, owner, cluster_id)
