@@ -18,7 +18,18 @@ from dask_jobqueue.config import reconfigure
 
 from .waiting import wait_until
 
-ENVIRONMENTS = ("slurm", "slurm-multi", "sge", "oar", "pbs", "torque", "moab", "lsf", "htcondor")
+ENVIRONMENTS = (
+    "slurm",
+    "slurm-multi",
+    "slurm-sge",
+    "sge",
+    "oar",
+    "pbs",
+    "torque",
+    "moab",
+    "lsf",
+    "htcondor",
+)
 
 #: slurm.conf of the multi-node cluster of ci/slurm-multi/run.sh (SLURM_MULTI_ROOT there)
 SLURM_MULTI_CONF = os.path.join(
