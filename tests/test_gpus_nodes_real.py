@@ -55,19 +55,27 @@ def worker_facts(client: Client) -> dict[str, dict[str, str | None]]:
     return {names[a]: f for a, f in by_address.items() if a in names}
 
 
+def gpu_cluster(tmp_path, job_name: str, **keywords) -> SLURMCluster:
+    """A cluster of 2-GPU jobs (2 cores, 1 GB) on the bed's ``gpu`` partition; ``keywords``
+    add to or replace these."""
+    settings = {
+        "cores": 2,
+        "memory": "1GB",
+        "gpus": 2,
+        "queue": "gpu",
+        "walltime": "00:10:00",
+        "job_name": job_name,
+        "log_directory": str(tmp_path),
+        "scheduler_options": NO_DASHBOARD,
+        **keywords,
+    }
+    return SLURMCluster(**{k: v for k, v in settings.items() if v is not None})
+
+
 def test_gpus_two_workers_one_device_each(slurm_multi, tmp_path):
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=2,
-                memory="1GB",
-                gpus=2,
-                queue="gpu",
-                walltime="00:10:00",
-                job_name="gpus-two",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            gpu_cluster(tmp_path, "gpus-two") as cluster,
             Client(cluster) as client,
         ):
             assert "#SBATCH --gpus=2" in cluster.job_script()
@@ -99,16 +107,7 @@ def test_gpus_two_workers_one_device_each(slurm_multi, tmp_path):
 def test_mem_per_gpu_writes_mem_per_gpu_and_no_mem(slurm_multi, tmp_path):
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=2,
-                gpus=2,
-                mem_per_gpu="1GB",
-                queue="gpu",
-                walltime="00:10:00",
-                job_name="gpus-mem",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            gpu_cluster(tmp_path, "gpus-mem", memory=None, mem_per_gpu="1GB") as cluster,
             Client(cluster) as client,
         ):
             header = cluster.job_header.splitlines()
@@ -149,17 +148,7 @@ def test_gpu_type_two_workers_one_device_each(slurm_multi, tmp_path):
     """``gpu_type`` writes ``--gpus=<type>:2``; Slurm gives the job 2 GPUs of that type."""
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=2,
-                memory="1GB",
-                gpus=2,
-                gpu_type=BED_GPU_TYPE,
-                queue="gpu",
-                walltime="00:10:00",
-                job_name="gpus-typed",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            gpu_cluster(tmp_path, "gpus-typed", gpu_type=BED_GPU_TYPE) as cluster,
             Client(cluster) as client,
         ):
             assert f"#SBATCH --gpus={BED_GPU_TYPE}:2" in cluster.job_header.splitlines()
@@ -182,18 +171,7 @@ def test_gpu_type_with_nodes_per_node_devices(slurm_multi, tmp_path):
     """``nodes=2``: ``--gpus-per-node=<type>:2``, two workers on each node, devices 0 and 1."""
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
         with (
-            SLURMCluster(
-                cores=2,
-                memory="1GB",
-                gpus=2,
-                gpu_type=BED_GPU_TYPE,
-                nodes=2,
-                queue="gpu",
-                walltime="00:10:00",
-                job_name="gpus-typed-nodes",
-                log_directory=str(tmp_path),
-                scheduler_options=NO_DASHBOARD,
-            ) as cluster,
+            gpu_cluster(tmp_path, "gpus-typed-nodes", gpu_type=BED_GPU_TYPE, nodes=2) as cluster,
             Client(cluster) as client,
         ):
             assert f"#SBATCH --gpus-per-node={BED_GPU_TYPE}:2" in cluster.job_header.splitlines()
@@ -216,17 +194,7 @@ def test_gpu_type_no_node_has_is_refused_and_reported(slurm_multi, tmp_path):
     """A model no node has: sbatch refuses the job at once, the cluster raises sbatch's
     error and does not resubmit it again and again."""
     with dask.config.set(quick_polling("slurm", "500ms", "2s")):
-        with SLURMCluster(
-            cores=2,
-            memory="1GB",
-            gpus=2,
-            gpu_type="nosuchgpu",
-            queue="gpu",
-            walltime="00:10:00",
-            job_name="gpus-badtype",
-            log_directory=str(tmp_path),
-            scheduler_options=NO_DASHBOARD,
-        ) as cluster:
+        with gpu_cluster(tmp_path, "gpus-badtype", gpu_type="nosuchgpu") as cluster:
             cluster.scale(jobs=1)
             with pytest.raises(CommandError) as info:
                 cluster.wait_for_workers(2, timeout=60)
