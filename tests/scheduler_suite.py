@@ -247,9 +247,16 @@ def emulator(request, tmp_path_factory):
     env = emulated_scheduler(flavour, home, **getattr(request.cls, "emulator_options", {}))
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    # Torque, Moab and the emulator write job output to the submit directory: a directory of
+    # the test run's, not the checkout the tests were started from.
+    submit_dir = home / "submit"
+    submit_dir.mkdir()
+    started_in = os.getcwd()
+    os.chdir(submit_dir)
     try:
         yield env
     finally:
+        os.chdir(started_in)
         kill_all(home)
         for key, value in saved.items():
             if value is None:
