@@ -125,8 +125,11 @@ class JobRecord:
             and self.state in (JobState.RUNNING, JobState.CONNECTED)
         ):
             event = Interruption.REQUEUED
+        # a count past 1 that grew: 0 -> 1 is the first start (seen queued, then it ran)
         rerun = (
-            status.starts is not None and self.starts is not None and status.starts > self.starts
+            status.starts is not None
+            and self.starts is not None
+            and status.starts > max(self.starts, 1)
         )
         if status.starts is not None:
             self.starts = status.starts

@@ -202,6 +202,22 @@ def test_a_growing_start_count_is_a_requeue_even_when_never_seen_waiting():
     assert record.requeues == 2
 
 
+def test_the_first_start_seen_after_the_queue_is_no_requeue():
+    """Seen queued (HTCondor ``NumJobStarts`` 0), then ended after its first run (1): that is
+    one start, not a rerun (the HTCondor emulator's death-before-connect test saw a job
+    "requeued" this way); 0 -> 2 between two polls is one."""
+    for starts, requeues in ((1, 0), (2, 1)):
+        tracker = JobTracker()
+        tracker.add("job-0", "7", 1, now=0.0)
+        assert observe(tracker, JobStatus(JobState.QUEUED, None, None, "1", starts=0), 1.0) == []
+        tracker.observe(
+            {"7": JobStatus(JobState.FAILED, None, 127, "4", starts=starts)}, ["7"], 2.0
+        )
+        (record,) = tracker.ended
+        assert record.requeues == requeues, (starts, record)
+        assert (record.interruption is None) == (requeues == 0)
+
+
 def test_suspension_does_nothing_and_ends_when_the_job_resumes():
     tracker, policy = tracked()
     suspended = JobStatus(
