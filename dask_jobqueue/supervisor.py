@@ -325,6 +325,7 @@ class JobSupervisor:
         now = time.monotonic()
         cap = max(10, 2 * len(cluster.worker_spec))
         to_cancel: list[str] = []
+        over: set[str] = set()  # of those, the ones the batch system itself reports ended
         finished: list[str] = []
         to_replace: list[tuple[str, float]] = []
         interrupted: dict[str, JobRecord] = {}
@@ -339,6 +340,8 @@ class JobSupervisor:
             ):
                 record.error = explain_death(job, record)
             (to_cancel if decision.cancel else finished).append(record.job_id)
+            if decision.cancel and _ended_by_batch_system(status):
+                over.add(record.job_id)
             if job is not None:
                 job.mark_closed()
                 del cluster.workers[record.name]
@@ -368,8 +371,11 @@ class JobSupervisor:
                 to_replace.append((record.name, decision.delay))
         self.engine.release(finished)
         if to_cancel:
-            # Failed, lost and stuck jobs are cancelled before anything replaces them.
-            await self.engine.cancel(to_cancel)
+            # Failed, lost and stuck jobs are cancelled before anything replaces them. A job
+            # the batch system reports ended is not left for the watchdog or the exit when
+            # that cancel is refused (e.g. "job is not active"): nothing of it can run.
+            left = await self.engine.cancel(to_cancel)
+            self.engine.release([job_id for job_id in left if job_id in over])
         for name, delay in to_replace:
             new_name = self.replace(name)
             if new_name is None:
@@ -511,6 +517,12 @@ class JobSupervisor:
             await self.stop_jobs(jobs, "retired ahead of its walltime")
             if any(name not in cluster.workers for name in cluster.worker_spec):
                 await cluster.correct_state()
+
+
+def _ended_by_batch_system(status: JobStatus) -> bool:
+    """Whether the batch system itself reports the job ended: not a job that vanished from
+    its listings (lost: it may still run) nor one stuck in an error state it keeps."""
+    return status.state.is_final and status.state is not JobState.LOST and not status.stuck
 
 
 def _watchdog_for(engine: Any, owned_files: list[str] | None = None) -> Watchdog | None:

@@ -31,6 +31,7 @@ class FakeEngine:
         self.cancelled: list[str] = []
         self.released: list[str] = []
         self.live_ids: set[str] = set()
+        self.refused_cancels: set[str] = set()
         self.can_query = False
         self.commands = {"submit": 0, "status": 0, "cancel": 0}
 
@@ -47,10 +48,12 @@ class FakeEngine:
         return results
 
     async def cancel(self, job_ids: Sequence[str]) -> list[str]:
+        """Cancels all but the ids in ``refused_cancels``, which stay live (left behind)."""
         self.commands["cancel"] += 1
-        self.cancelled.extend(job_ids)
-        self.live_ids.difference_update(job_ids)
-        return []
+        done = [i for i in job_ids if i not in self.refused_cancels]
+        self.cancelled.extend(done)
+        self.live_ids.difference_update(done)
+        return [i for i in job_ids if i in self.refused_cancels]
 
     def release(self, job_ids: Sequence[str]) -> None:
         self.released.extend(job_ids)
@@ -156,6 +159,33 @@ def test_deaths_before_connecting_back_off_then_open_the_breaker():
         supervisor.raise_if_failed()
     assert isinstance(supervisor.take_pending_error(), JobFailedError)
     assert supervisor.may_submit("job-1", now=float("inf"))  # the user asked again
+
+
+@pytest.mark.parametrize(
+    ("state", "stuck", "stays_live"),
+    [
+        (JobState.FAILED, False, False),  # the batch system says it ended: nothing runs
+        (JobState.FAILED, True, True),  # kept by the batch system in an error state
+        (JobState.LOST, False, True),  # gone from the listings: it may still run
+    ],
+)
+def test_a_refused_cleanup_cancel_keeps_only_jobs_that_may_still_run(state, stuck, stays_live):
+    """The cancel of a failed job is refused ("job is not active"): a job the batch system
+    reports ended is no longer live (no retry at close or by the watchdog); a lost or stuck
+    one stays live, for them to cancel."""
+
+    async def scenario():
+        cluster, engine, supervisor = make(wanted=1)
+        await start_wanted(cluster, supervisor)
+        engine.refused_cancels.add("100")
+        record, status = ended(supervisor, "job-0", state, connected=False)
+        status = JobStatus(state, "test", stuck=stuck)
+        await supervisor.jobs_ended([(record, status)])
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert engine.commands["cancel"] == 1  # the cleanup cancel was tried
+    assert ("100" in engine.live_ids) is stays_live
 
 
 def test_a_job_scaled_away_is_not_replaced_when_it_ends():
