@@ -168,6 +168,8 @@ class Store:
         if not self.jobs_dir.exists():
             return jobs
         for path in self.jobs_dir.glob("*.json"):
+            if path.name.startswith(".tmp-"):
+                continue  # a record being written (_atomic_write): its final file counts
             try:
                 jobs.append(json.loads(path.read_text()))
             except (FileNotFoundError, json.JSONDecodeError):
